@@ -113,7 +113,7 @@ impl RelPath {
     pub fn starts_with(&self, other: &RelPath) -> bool {
         other.is_root()
             || self.0 == other.0
-                || (self.0.starts_with(&other.0) && self.0.get(other.0.len()) == Some(&b'/'))
+            || (self.0.starts_with(&other.0) && self.0.get(other.0.len()) == Some(&b'/'))
     }
 
     /// The path as an OS path relative to a root, for local filesystem calls.
@@ -199,14 +199,22 @@ pub enum Kind {
     Dir,
     /// A regular file. `sparse` is set when the source occupies fewer blocks
     /// than its length, so the receiver keeps zero runs as holes.
-    File { size: u64, sparse: bool },
+    File {
+        size: u64,
+        sparse: bool,
+    },
     Symlink {
         #[serde(with = "serde_bytes")]
         target: Vec<u8>,
     },
     /// A further name for a regular file listed earlier in the same transfer.
-    HardLink { target: RelPath },
-    Special { kind: SpecialKind, rdev: u64 },
+    HardLink {
+        target: RelPath,
+    },
+    Special {
+        kind: SpecialKind,
+        rdev: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,7 +318,9 @@ mod tests {
         assert_eq!(name, b"c");
         assert!(p.starts_with(&RelPath::parse(b"a/b").unwrap()));
         assert!(!p.starts_with(&RelPath::parse(b"a/bc").unwrap()));
-        assert!(!RelPath::parse(b"a/bc").unwrap().starts_with(&RelPath::parse(b"a/b").unwrap()));
+        assert!(!RelPath::parse(b"a/bc")
+            .unwrap()
+            .starts_with(&RelPath::parse(b"a/b").unwrap()));
         assert!(p.starts_with(&RelPath::root()));
     }
 

@@ -2,4 +2,17 @@
 //! trees between a sender and a receiver. See `shared/DESIGN.md` for the
 //! architecture; each module's doc says which part of it lives there.
 
+pub mod certs;
+pub mod delta;
+pub mod dest;
 pub mod entry;
+pub mod failure;
+pub mod net;
+pub mod progress;
+pub mod receive;
+pub mod send;
+pub mod server;
+pub mod source;
+pub mod sync;
+pub mod tls;
+pub mod wire;

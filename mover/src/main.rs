@@ -1,1 +1,362 @@
-fn main() {}
+//! The `mover` command line. Each subcommand is a thin layer over the
+//! library: parse, set up TLS, run, report, and exit with a code that says
+//! whether retrying may help.
+
+use clap::{Args, Parser, Subcommand};
+use mover::failure::{ExitCode, Failure};
+use mover::progress::{self, Counters, Reporter};
+use mover::receive::volumes::Volumes;
+use mover::receive::ReceiveConfig;
+use mover::send::{SendConfig, SendReport};
+use mover::wire::message::SyncOptions;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success: everything transferred and verified
+  1   failed, retrying will not help (certificates, bad input, disk full)
+  2   usage error
+  23  finished, but some source entries could not be read (see stderr)
+  24  finished, but some source files vanished or changed while being read
+  75  failed, retrying may help (network, timeouts, volume busy)";
+
+/// Native TLS delta-sync data mover for Kubernetes volume migration.
+#[derive(Parser)]
+#[command(version, about, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve named volumes to senders over mutually authenticated TLS.
+    Receive(ReceiveArgs),
+    /// Sync a local directory into one named volume of a receiver.
+    Send(SendArgs),
+    /// Sync SRC into DST locally, through a real TLS connection on loopback.
+    Sync(SyncArgs),
+    /// Write a CA, a server certificate and client certificates.
+    Certs(CertsArgs),
+}
+
+#[derive(Args)]
+struct ReceiveArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: String,
+    /// A volume to serve, as NAME=PATH (repeatable).
+    #[arg(long = "volume", value_name = "NAME=PATH", required = true, value_parser = parse_volume)]
+    volumes: Vec<(String, PathBuf)>,
+    /// Server certificate (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Server private key (PEM).
+    #[arg(long)]
+    key: PathBuf,
+    /// CA certificate that client certificates must chain to (PEM).
+    #[arg(long)]
+    ca: PathBuf,
+    /// Certificate revocation list(s) from the CA (PEM); revoked clients are refused.
+    #[arg(long)]
+    crl: Option<PathBuf>,
+    /// Exit (0) once every volume has completed one sync.
+    #[arg(long)]
+    exit_when_done: bool,
+    /// Seconds a client has to complete the TLS handshake.
+    #[arg(long, default_value_t = 10)]
+    handshake_timeout: u64,
+    /// Seconds of silence after which a session is dropped.
+    #[arg(long, default_value_t = 120)]
+    idle_timeout: u64,
+    /// Connections served at once; more are closed immediately.
+    #[arg(long, default_value_t = 64)]
+    max_connections: usize,
+}
+
+#[derive(Args)]
+struct TransferArgs {
+    /// Keep destination files that the source does not have.
+    #[arg(long)]
+    no_delete: bool,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: progress::Mode,
+    /// Seconds between progress updates.
+    #[arg(long, default_value_t = 1.0)]
+    progress_interval: f64,
+    /// Seconds of silence from the peer after which the sync fails.
+    #[arg(long, default_value_t = 120)]
+    idle_timeout: u64,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// Local directory to send.
+    source: PathBuf,
+    /// Receiver address, HOST:PORT.
+    #[arg(long)]
+    connect: String,
+    /// Name of the receiver's volume to write.
+    #[arg(long)]
+    volume: String,
+    /// TLS server name (SNI) when it differs from HOST, e.g. the route host.
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Client certificate naming the volume (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Client private key (PEM).
+    #[arg(long)]
+    key: PathBuf,
+    /// CA certificate the receiver's certificate must chain to (PEM).
+    #[arg(long)]
+    ca: PathBuf,
+    #[command(flatten)]
+    transfer: TransferArgs,
+}
+
+#[derive(Args)]
+struct SyncArgs {
+    /// Source directory.
+    source: PathBuf,
+    /// Destination directory (created if missing).
+    dest: PathBuf,
+    #[command(flatten)]
+    transfer: TransferArgs,
+}
+
+#[derive(Args)]
+struct CertsArgs {
+    /// Directory to write into (created if missing). An existing ca.crt and
+    /// ca.key there are reused, so more clients can be issued later.
+    #[arg(long)]
+    out: PathBuf,
+    /// Name the server certificate is valid for: DNS name or IP (repeatable),
+    /// e.g. the route host.
+    #[arg(long = "server-san", value_name = "NAME")]
+    server_sans: Vec<String>,
+    /// A client certificate to issue, as NAME=VOLUME[,VOLUME...] (repeatable).
+    #[arg(long = "client", value_name = "NAME=VOLUMES", value_parser = parse_client)]
+    clients: Vec<(String, Vec<String>)>,
+    /// Days the certificates are valid.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// Overwrite existing certificate files.
+    #[arg(long)]
+    force: bool,
+}
+
+fn parse_volume(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s.split_once('=').ok_or("expected NAME=PATH")?;
+    mover::certs::validate_volume_name(name)?;
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
+fn parse_client(s: &str) -> Result<(String, Vec<String>), String> {
+    let (name, volumes) = s
+        .split_once('=')
+        .ok_or("expected NAME=VOLUME[,VOLUME...]")?;
+    let volumes: Vec<String> = volumes.split(',').map(str::to_string).collect();
+    for v in &volumes {
+        mover::certs::validate_volume_name(v)?;
+    }
+    Ok((name.to_string(), volumes))
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Receive(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MOVER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .init();
+    let code = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run(cli.command)),
+        Err(e) => {
+            eprintln!("mover: cannot start the async runtime: {e}");
+            ExitCode::Permanent
+        }
+    };
+    std::process::ExitCode::from(code as u8)
+}
+
+async fn run(command: Command) -> ExitCode {
+    let result = match command {
+        Command::Receive(args) => receive(args).await.map(|()| ExitCode::Success),
+        Command::Send(args) => send(args).await,
+        Command::Sync(args) => sync(args).await,
+        Command::Certs(args) => certs(args).map(|()| ExitCode::Success),
+    };
+    result.unwrap_or_else(|failure| {
+        eprintln!("mover: {failure}");
+        ExitCode::of_failure(&failure)
+    })
+}
+
+fn permanent(e: impl std::fmt::Display) -> Failure {
+    Failure::permanent(e.to_string())
+}
+
+async fn receive(args: ReceiveArgs) -> Result<(), Failure> {
+    let identity = mover::tls::Identity::from_files(&args.cert, &args.key).map_err(permanent)?;
+    let roots = mover::tls::load_ca_file(&args.ca).map_err(permanent)?;
+    let crls = match &args.crl {
+        Some(path) => mover::tls::load_crls_file(path).map_err(permanent)?,
+        None => Vec::new(),
+    };
+    let tls = mover::tls::server_config(&identity, roots, crls).map_err(permanent)?;
+    let volumes = Volumes::new(args.volumes).map_err(Failure::permanent)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| Failure::permanent(format!("listening on {}: {e}", args.listen)))?;
+    let local = listener.local_addr().map_err(permanent)?;
+    tracing::info!(
+        "listening on {local}, serving volumes: {}",
+        volumes.names().collect::<Vec<_>>().join(", ")
+    );
+    let server = mover::server::Server {
+        tls,
+        volumes,
+        exit_when_done: args.exit_when_done,
+        handshake_timeout: Duration::from_secs(args.handshake_timeout),
+        max_connections: args.max_connections,
+        session: session_config(args.idle_timeout),
+    };
+    mover::server::serve(listener, Arc::new(server)).await
+}
+
+fn session_config(idle_timeout: u64) -> ReceiveConfig {
+    let idle = Duration::from_secs(idle_timeout.max(1));
+    ReceiveConfig {
+        idle_timeout: idle,
+        keepalive: (idle / 4).max(Duration::from_millis(250)),
+    }
+}
+
+fn send_config(source: PathBuf, volume: String, args: &TransferArgs) -> SendConfig {
+    let session = session_config(args.idle_timeout);
+    SendConfig {
+        source,
+        volume,
+        options: SyncOptions {
+            delete: !args.no_delete,
+        },
+        idle_timeout: session.idle_timeout,
+        keepalive: session.keepalive,
+    }
+}
+
+async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
+    let identity = mover::tls::Identity::from_files(&args.cert, &args.key).map_err(permanent)?;
+    let roots = mover::tls::load_ca_file(&args.ca).map_err(permanent)?;
+    let tls = mover::tls::client_config(&identity, roots).map_err(permanent)?;
+    let host = args
+        .connect
+        .rsplit_once(':')
+        .map(|(host, _)| host.trim_start_matches('[').trim_end_matches(']'))
+        .ok_or_else(|| {
+            Failure::permanent(format!("--connect {}: expected HOST:PORT", args.connect))
+        })?;
+    let server_name = args.server_name.clone().unwrap_or_else(|| host.to_string());
+    let config = send_config(args.source, args.volume, &args.transfer);
+    let counters = Arc::new(Counters::default());
+    let reporter = start_reporter(&args.transfer, &config.volume, &counters);
+    let stream = mover::net::connect(
+        &args.connect,
+        &server_name,
+        tls,
+        counters.clone(),
+        Duration::from_secs(15),
+    )
+    .await?;
+    let report = mover::send::run(stream, config, counters).await;
+    reporter.finish();
+    Ok(finish(report?, args.transfer.progress))
+}
+
+async fn sync(args: SyncArgs) -> Result<ExitCode, Failure> {
+    if !args.dest.exists() {
+        std::fs::create_dir_all(&args.dest)
+            .map_err(|e| Failure::permanent(format!("creating {}: {e}", args.dest.display())))?;
+    }
+    let config = send_config(args.source.clone(), String::new(), &args.transfer);
+    let counters = Arc::new(Counters::default());
+    let reporter = start_reporter(&args.transfer, "local", &counters);
+    let session = session_config(args.transfer.idle_timeout);
+    let report = mover::sync::run(args.source, args.dest, config, session, counters).await;
+    reporter.finish();
+    Ok(finish(report?, args.transfer.progress))
+}
+
+fn start_reporter(args: &TransferArgs, volume: &str, counters: &Arc<Counters>) -> Reporter {
+    let interval = Duration::from_secs_f64(args.progress_interval.max(0.05));
+    Reporter::start(
+        args.progress,
+        volume.to_string(),
+        counters.clone(),
+        interval,
+    )
+}
+
+/// Prints the summary and picks the exit code for a finished sync.
+fn finish(report: SendReport, mode: progress::Mode) -> ExitCode {
+    if mode == progress::Mode::Json {
+        let mut value = serde_json::to_value(&report).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("event".into(), "summary".into());
+        }
+        println!("{value}");
+    } else {
+        let c = &report.counters;
+        eprintln!(
+            "{}: {} entries, {} files sent ({} bytes literal, {} reused), {} deleted, {} wire bytes, {:.2}s",
+            report.volume,
+            c.files_examined,
+            c.files_sent,
+            c.bytes_sent,
+            c.bytes_matched,
+            report.files_deleted,
+            c.wire_bytes,
+            report.duration_secs
+        );
+    }
+    let c = &report.counters;
+    if c.errors > 0 {
+        eprintln!("mover: {} entries could not be transferred", c.errors);
+        ExitCode::Partial
+    } else if c.vanished > 0 {
+        eprintln!(
+            "mover: {} source files vanished or changed while being read",
+            c.vanished
+        );
+        ExitCode::Vanished
+    } else {
+        ExitCode::Success
+    }
+}
+
+fn certs(args: CertsArgs) -> Result<(), Failure> {
+    let validity = mover::certs::Validity::days(args.days);
+    let written = mover::certs::write_bundle(
+        &args.out,
+        &args.server_sans,
+        &args.clients,
+        validity,
+        args.force,
+    )
+    .map_err(permanent)?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
+}

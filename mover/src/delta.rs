@@ -1,0 +1,139 @@
+//! Delta primitives: how a changed file is cut into segments, hashed, signed
+//! and diffed.
+//!
+//! Comparing blake3 hashes of fixed segments first means the expensive
+//! rolling diff (fast_rsync) only runs inside segments that actually differ,
+//! and every diff and patch works on one segment at a time, so memory stays
+//! bounded by the segment size however large the file is.
+
+use crate::wire::message::SegmentHash;
+use fast_rsync::{Signature, SignatureOptions};
+use std::io::Write;
+
+/// Smallest segment: small enough that a few scattered 4 KiB changes leave
+/// most of a file's segments identical.
+pub const MIN_SEGMENT: u32 = 64 * 1024;
+/// Largest segment: bounds the memory one patch needs on either side.
+pub const MAX_SEGMENT: u32 = 8 * 1024 * 1024;
+/// Segment count we aim for before segments grow past [`MIN_SEGMENT`].
+const TARGET_SEGMENTS: u64 = 16 * 1024;
+/// Above this many segments (files over 8 TiB) a file is sent whole: the
+/// segment hash list alone would no longer be small.
+pub const MAX_SEGMENTS: u64 = 1 << 20;
+/// Rolling-checksum blocks per segment.
+const BLOCKS_PER_SEGMENT: u32 = 32;
+/// Smallest rolling-checksum block.
+const MIN_BLOCK: u32 = 2048;
+/// Bytes of MD4 kept per block; the blake3 file hash catches what a
+/// truncated block hash misses.
+const CRYPTO_HASH_SIZE: u32 = 8;
+
+/// The segment size for a base file of `len` bytes: a power of two between
+/// [`MIN_SEGMENT`] and [`MAX_SEGMENT`], or `None` when the file is too large
+/// to diff and should go whole.
+pub fn segment_size(len: u64) -> Option<u32> {
+    let size = (len / TARGET_SEGMENTS)
+        .next_power_of_two()
+        .clamp(u64::from(MIN_SEGMENT), u64::from(MAX_SEGMENT));
+    (len.div_ceil(size) <= MAX_SEGMENTS).then_some(size as u32)
+}
+
+/// True when `size` is one [`segment_size`] could have chosen; a receiver
+/// announcing anything else is broken or hostile.
+pub fn is_valid_segment_size(size: u32) -> bool {
+    size.is_power_of_two() && (MIN_SEGMENT..=MAX_SEGMENT).contains(&size)
+}
+
+pub fn segment_hash(data: &[u8]) -> SegmentHash {
+    let full = blake3::hash(data);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full.as_bytes()[..16]);
+    out
+}
+
+/// The serialized rsync signature of one base segment.
+pub fn signature(segment: &[u8], segment_size: u32) -> Vec<u8> {
+    let options = SignatureOptions {
+        block_size: (segment_size / BLOCKS_PER_SEGMENT).max(MIN_BLOCK),
+        crypto_hash_size: CRYPTO_HASH_SIZE,
+    };
+    Signature::calculate(segment, options).into_serialized()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("invalid signature from peer")]
+    BadSignature,
+    #[error("cannot compute delta: {0}")]
+    Diff(#[from] fast_rsync::DiffError),
+    #[error("invalid delta from peer: {0}")]
+    Apply(#[from] fast_rsync::ApplyError),
+}
+
+/// Appends to `out` the delta turning the signed base segment into `data`.
+pub fn diff(signature: Vec<u8>, data: &[u8], out: &mut Vec<u8>) -> Result<(), DeltaError> {
+    let signature = Signature::deserialize(signature).map_err(|_| DeltaError::BadSignature)?;
+    fast_rsync::diff(&signature.index(), data, out)?;
+    Ok(())
+}
+
+/// Applies `delta` to `base`, writing at most `limit` bytes to `out`: a
+/// delta that would expand past what the sender declared is an error, not
+/// an allocation.
+pub fn apply(
+    base: &[u8],
+    delta: &[u8],
+    out: &mut impl Write,
+    limit: usize,
+) -> Result<(), DeltaError> {
+    fast_rsync::apply_limited(base, delta, out, limit)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_sizes_scale_and_cap() {
+        assert_eq!(segment_size(10), Some(MIN_SEGMENT));
+        assert_eq!(segment_size(1 << 30), Some(MIN_SEGMENT));
+        assert_eq!(segment_size(8 << 30), Some(512 * 1024));
+        assert_eq!(segment_size(1 << 40), Some(MAX_SEGMENT));
+        assert_eq!(segment_size(1 << 50), None);
+        assert!(is_valid_segment_size(MIN_SEGMENT));
+        assert!(!is_valid_segment_size(MIN_SEGMENT + 1));
+        assert!(!is_valid_segment_size(MAX_SEGMENT * 2));
+    }
+
+    #[test]
+    fn diff_apply_round_trip_is_small() {
+        let base: Vec<u8> = (0..MIN_SEGMENT).map(|i| (i * 7 % 251) as u8).collect();
+        let mut new = base.clone();
+        new[1000..1100].fill(0xAA);
+        let mut delta = Vec::new();
+        diff(signature(&base, MIN_SEGMENT), &new, &mut delta).unwrap();
+        assert!(delta.len() < 4 * 1024, "delta of {} bytes", delta.len());
+        let mut out = Vec::new();
+        apply(&base, &delta, &mut out, new.len()).unwrap();
+        assert_eq!(out, new);
+    }
+
+    #[test]
+    fn apply_refuses_expansion_past_limit() {
+        let base = vec![1u8; 4096];
+        let new = vec![2u8; 8192];
+        let mut delta = Vec::new();
+        diff(signature(&base, MIN_SEGMENT), &new, &mut delta).unwrap();
+        let mut out = Vec::new();
+        assert!(apply(&base, &delta, &mut out, 4096).is_err());
+        assert!(out.len() <= 4096);
+    }
+
+    #[test]
+    fn garbage_signature_and_delta_are_errors() {
+        let mut out = Vec::new();
+        assert!(diff(vec![1, 2, 3], b"abc", &mut out).is_err());
+        assert!(apply(b"abc", &[0xff; 16], &mut out, 100).is_err());
+    }
+}

@@ -1,0 +1,1482 @@
+//! Every filesystem operation the receiver performs, confined beneath one
+//! volume root.
+//!
+//! Paths come from an untrusted peer. [`RelPath`] already refuses `..`,
+//! absolute paths and NUL bytes, but the destination tree itself may hold
+//! symlinks that point anywhere (`sub -> /etc`), so nothing here ever follows
+//! one: directories are walked one component at a time from the root's file
+//! descriptor with `O_NOFOLLOW`, and the last component is acted on with
+//! `*at` calls that do not follow symlinks (or through a descriptor opened
+//! with `O_NOFOLLOW`). A symlink in the middle of a path is an error, never a
+//! detour.
+//!
+//! Objects that replace an existing name (files, symlinks, specials, hard
+//! links) are created under a temporary name beside the final one (starting
+//! with [`TEMP_PREFIX`]) and renamed over it, so a reader always sees either
+//! the old or the new object, never a half-written one.
+
+use crate::entry::{Meta, RelPath, SpecialKind, Xattr};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Names of in-flight temporaries start with this. A directory listing may
+/// show them while another task is writing; a name with this prefix is never
+/// a file the sender listed, so callers must not treat it as extraneous while
+/// a transfer into that directory is running (stale ones left by a crash can
+/// be removed before the transfer starts).
+pub const TEMP_PREFIX: &str = ".mover-tmp.";
+
+/// How many temporary names to try before giving up when they collide.
+const TEMP_ATTEMPTS: usize = 16;
+
+/// Most directory levels [`Dir::remove`] keeps open at once; deeper levels
+/// are reopened by name from the nearest open ancestor, so removing a deep
+/// tree cannot run out of file descriptors.
+const REMOVE_FD_WINDOW: usize = 32;
+
+/// Extended attributes the receiver deletes when the source lacks them. Other
+/// namespaces (`security.selinux`, `trusted.*`) belong to the destination
+/// system. `security.capability` is included so that a file never keeps
+/// privileges its source dropped.
+fn is_owned_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"user.")
+        || name == b"system.posix_acl_access"
+        || name == b"system.posix_acl_default"
+        || name == b"security.capability"
+}
+
+pub type Result<T, E = FsError> = std::result::Result<T, E>;
+
+/// A failed filesystem operation. The message always names the object as
+/// `<volume>/<path>`.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// An OS call failed; `op` says which.
+    #[error("{at}: {op}: {err}")]
+    Io {
+        at: String,
+        op: &'static str,
+        err: io::Error,
+    },
+    /// A path component is a symlink (walking through it could leave the
+    /// volume).
+    #[error("{at} is a symlink, refusing to follow")]
+    Symlink { at: String },
+    /// The request itself is refused (bad name, wrong object type, ...).
+    #[error("{at}: {problem}")]
+    Refused { at: String, problem: &'static str },
+}
+
+impl FsError {
+    /// The underlying OS error, if this is one.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            FsError::Io { err, .. } => Some(err),
+            _ => None,
+        }
+    }
+
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.io_error().and_then(io::Error::raw_os_error)
+    }
+
+    /// True when the destination is out of space or quota: retrying will not
+    /// help until someone makes room.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.raw_os_error() == Some(libc::ENOENT)
+    }
+
+    /// `<volume>/<path>` of the object the error is about.
+    pub fn location(&self) -> &str {
+        match self {
+            FsError::Io { at, .. } | FsError::Symlink { at } | FsError::Refused { at, .. } => at,
+        }
+    }
+}
+
+/// `<volume>/<dir>/<name>` for messages (`name` may be empty: the dir itself).
+fn location(volume: &str, dir: &[u8], name: &[u8]) -> String {
+    let mut s = String::from(volume);
+    for part in [dir, name] {
+        if !part.is_empty() {
+            s.push('/');
+            s.push_str(&String::from_utf8_lossy(part));
+        }
+    }
+    s
+}
+
+fn io_err(at: String, op: &'static str, e: Errno) -> FsError {
+    FsError::Io {
+        at,
+        op,
+        err: e.into(),
+    }
+}
+
+/// One component: not empty, `.` or `..`, no `/` or NUL.
+fn valid_name(name: &[u8]) -> bool {
+    RelPath::root().join(name).is_ok()
+}
+
+/// A fresh, unpredictable-enough name; creation uses exclusive calls
+/// (`O_EXCL`, `symlinkat`, `linkat`, `mknodat`) so a collision is retried,
+/// never followed.
+fn temp_name() -> Vec<u8> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{TEMP_PREFIX}{:x}.{n:x}.{nanos:x}", std::process::id()).into_bytes()
+}
+
+/// Opens a directory beneath `parent` without following a symlink.
+fn open_dir_nofollow(parent: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd, Errno> {
+    rfs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn read_names(fd: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
+    let mut dir = rfs::Dir::read_from(fd)?;
+    let mut names = Vec::new();
+    while let Some(entry) = dir.read() {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Reads a variable-length kernel value (xattr list or value), retrying when
+/// it grows between the size query and the read.
+fn read_sized(
+    query: impl Fn() -> Result<usize, Errno>,
+    fetch: impl Fn(&mut [u8]) -> Result<usize, Errno>,
+) -> Result<Vec<u8>, Errno> {
+    for _ in 0..8 {
+        let size = query()?;
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; size];
+        match fetch(&mut buf) {
+            Ok(len) => {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::RANGE)
+}
+
+// The field types of `struct stat` differ between architectures (some are
+// already the target type), hence the casts here and in `From<&rfs::Stat>`.
+#[allow(clippy::unnecessary_cast)]
+fn raw_mode(st: &rfs::Stat) -> u32 {
+    st.st_mode as u32
+}
+
+fn file_type(st: &rfs::Stat) -> FileType {
+    FileType::from_raw_mode(raw_mode(st) as _)
+}
+
+/// What `lstat` says about a destination object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatKind {
+    Dir,
+    File,
+    Symlink,
+    Special(SpecialKind),
+    Other,
+}
+
+/// `lstat` result (never follows a symlink).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: StatKind,
+    pub size: u64,
+    /// Permission bits, `st_mode & 0o7777`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    /// 512-byte blocks allocated.
+    pub blocks: u64,
+    pub rdev: u64,
+}
+
+#[allow(clippy::unnecessary_cast)]
+impl From<&rfs::Stat> for Stat {
+    fn from(st: &rfs::Stat) -> Stat {
+        let kind = match file_type(st) {
+            FileType::Directory => StatKind::Dir,
+            FileType::RegularFile => StatKind::File,
+            FileType::Symlink => StatKind::Symlink,
+            FileType::Fifo => StatKind::Special(SpecialKind::Fifo),
+            FileType::Socket => StatKind::Special(SpecialKind::Socket),
+            FileType::CharacterDevice => StatKind::Special(SpecialKind::CharDevice),
+            FileType::BlockDevice => StatKind::Special(SpecialKind::BlockDevice),
+            FileType::Unknown => StatKind::Other,
+        };
+        Stat {
+            kind,
+            size: u64::try_from(st.st_size as i64).unwrap_or(0),
+            mode: (st.st_mode as u32) & 0o7777,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            mtime_sec: st.st_mtime as i64,
+            mtime_nsec: u32::try_from(st.st_mtime_nsec as i64).unwrap_or(0),
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            nlink: st.st_nlink as u64,
+            blocks: u64::try_from(st.st_blocks as i64).unwrap_or(0),
+            rdev: st.st_rdev as u64,
+        }
+    }
+}
+
+/// Which metadata [`Dir::set_meta`] applies besides mode, xattrs and mtime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetaOptions {
+    /// Set numeric uid/gid (only meaningful when running as root).
+    pub owner: bool,
+}
+
+/// A destination volume: an open root directory that every operation starts
+/// from.
+pub struct Volume {
+    name: Arc<str>,
+    root_path: PathBuf,
+    root: Arc<OwnedFd>,
+}
+
+impl fmt::Debug for Volume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Volume({} at {})", self.name, self.root_path.display())
+    }
+}
+
+impl Volume {
+    /// Opens the root directory. The root path comes from the operator, not
+    /// the peer, so it may itself be reached through symlinks.
+    pub fn open(name: &str, path: &Path) -> Result<Volume> {
+        let root = rfs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            io_err(
+                format!("{name} ({})", path.display()),
+                "open volume root",
+                e,
+            )
+        })?;
+        Ok(Volume {
+            name: name.into(),
+            root_path: path.to_path_buf(),
+            root: Arc::new(root),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn root_path(&self) -> &Path {
+        &self.root_path
+    }
+
+    /// Flushes the whole filesystem holding the volume (`syncfs`): one call
+    /// at the end of a sync makes every rename durable, instead of an fsync
+    /// per directory.
+    pub fn sync(&self) -> Result<()> {
+        rfs::syncfs(&*self.root).map_err(|e| io_err(self.name.to_string(), "syncfs", e))
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> Dir {
+        Dir {
+            fd: self.root.clone(),
+            volume: self.name.clone(),
+            path: RelPath::root(),
+        }
+    }
+
+    /// Opens an existing directory, one component at a time; fails if any
+    /// component is a symlink or not a directory.
+    pub fn open_dir(&self, dir: &RelPath) -> Result<Dir> {
+        let mut cur = self.root();
+        for name in dir.components() {
+            cur = cur.open_subdir(name)?;
+        }
+        Ok(cur)
+    }
+}
+
+/// An open directory beneath a volume root. Cheap to clone (the descriptor
+/// is shared).
+#[derive(Clone)]
+pub struct Dir {
+    fd: Arc<OwnedFd>,
+    volume: Arc<str>,
+    path: RelPath,
+}
+
+impl fmt::Debug for Dir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Dir({})",
+            location(&self.volume, self.path.as_bytes(), b"")
+        )
+    }
+}
+
+impl Dir {
+    /// This directory's path beneath the volume root.
+    pub fn path(&self) -> &RelPath {
+        &self.path
+    }
+
+    fn at(&self, name: &[u8]) -> String {
+        location(&self.volume, self.path.as_bytes(), name)
+    }
+
+    fn err(&self, name: &[u8], op: &'static str, e: Errno) -> FsError {
+        io_err(self.at(name), op, e)
+    }
+
+    fn check_name(&self, name: &[u8]) -> Result<()> {
+        if valid_name(name) {
+            Ok(())
+        } else {
+            Err(FsError::Refused {
+                at: self.at(name),
+                problem: "invalid file name",
+            })
+        }
+    }
+
+    /// Turns an open failure into a clear "is a symlink" error when the
+    /// object turns out to be one (`O_NOFOLLOW` reports ELOOP or ENOTDIR).
+    fn open_err(&self, name: &[u8], op: &'static str, e: Errno) -> FsError {
+        if e == Errno::LOOP || e == Errno::NOTDIR {
+            if let Ok(st) = rfs::statat(&*self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                if file_type(&st) == FileType::Symlink {
+                    return FsError::Symlink { at: self.at(name) };
+                }
+            }
+        }
+        self.err(name, op, e)
+    }
+
+    /// `fstat` of this directory itself.
+    pub fn stat_self(&self) -> Result<Stat> {
+        rfs::fstat(&*self.fd)
+            .map(|st| Stat::from(&st))
+            .map_err(|e| self.err(b"", "stat", e))
+    }
+
+    /// `lstat`: `None` when the name does not exist.
+    pub fn stat(&self, name: &[u8]) -> Result<Option<Stat>> {
+        self.check_name(name)?;
+        match rfs::statat(&*self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(Stat::from(&st))),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(self.err(name, "stat", e)),
+        }
+    }
+
+    /// The entries, sorted bytewise, without `.` and `..` (temporaries
+    /// included; see [`TEMP_PREFIX`]).
+    pub fn names(&self) -> Result<Vec<Vec<u8>>> {
+        let mut names =
+            read_names(self.fd.as_fd()).map_err(|e| self.err(b"", "read directory", e))?;
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// Creates a subdirectory (the umask applies; [`Dir::set_meta`] sets the
+    /// final mode). Fails if the name exists.
+    pub fn mkdir(&self, name: &[u8], mode: u32) -> Result<()> {
+        self.check_name(name)?;
+        rfs::mkdirat(&*self.fd, name, Mode::from_raw_mode(mode & 0o7777))
+            .map_err(|e| self.err(name, "create directory", e))
+    }
+
+    /// Opens an existing subdirectory; a symlink is refused.
+    pub fn open_subdir(&self, name: &[u8]) -> Result<Dir> {
+        let path = self.path.join(name).map_err(|_| FsError::Refused {
+            at: self.at(name),
+            problem: "invalid file name",
+        })?;
+        let fd = open_dir_nofollow(self.fd.as_fd(), name)
+            .map_err(|e| self.open_err(name, "open directory", e))?;
+        Ok(Dir {
+            fd: Arc::new(fd),
+            volume: self.volume.clone(),
+            path,
+        })
+    }
+
+    /// Reads a symlink's target.
+    pub fn read_link(&self, name: &[u8]) -> Result<Vec<u8>> {
+        self.check_name(name)?;
+        rfs::readlinkat(&*self.fd, name, Vec::new())
+            .map(|target| target.into_bytes())
+            .map_err(|e| self.err(name, "read symlink", e))
+    }
+
+    /// Opens a regular file read-only (the delta base). Symlinks are refused
+    /// and FIFOs or devices are never waited on (`O_NONBLOCK`).
+    pub fn open_file(&self, name: &[u8]) -> Result<File> {
+        self.check_name(name)?;
+        let fd = rfs::openat(
+            &*self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.open_err(name, "open", e))?;
+        let st = rfs::fstat(&fd).map_err(|e| self.err(name, "stat", e))?;
+        if file_type(&st) != FileType::RegularFile {
+            return Err(FsError::Refused {
+                at: self.at(name),
+                problem: "not a regular file",
+            });
+        }
+        Ok(File::from(fd))
+    }
+
+    /// Removes whatever `name` is: a file, symlink or special is unlinked; a
+    /// directory is emptied depth-first through descriptors (never following
+    /// a symlink: a link to a directory elsewhere is removed, not its
+    /// contents) and then removed. A missing name is not an error.
+    pub fn remove(&self, name: &[u8]) -> Result<()> {
+        let Some(st) = self.stat(name)? else {
+            return Ok(());
+        };
+        if st.kind == StatKind::Dir {
+            return self.remove_tree(name);
+        }
+        match rfs::unlinkat(&*self.fd, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(self.err(name, "remove", e)),
+        }
+    }
+
+    /// Iterative (heap-allocated stack, bounded descriptors) so that neither
+    /// a huge nor a deep tree exhausts the call stack or the fd table.
+    fn remove_tree(&self, name: &[u8]) -> Result<()> {
+        let mut stack = vec![self.open_for_removal(
+            self.fd.clone(),
+            path_join(self.path.as_bytes(), name),
+            name,
+        )?];
+        while let Some(i) = stack.len().checked_sub(1) {
+            if let Some(child) = stack[i].pending.pop() {
+                let fd = self.reopen(&mut stack, i)?;
+                let at = |stack: &[Frame]| location(&self.volume, &stack[i].path, &child);
+                match rfs::statat(&*fd, child.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Err(Errno::NOENT) => {}
+                    Err(e) => return Err(io_err(at(&stack), "stat", e)),
+                    Ok(st) if file_type(&st) == FileType::Directory => {
+                        let path = path_join(&stack[i].path, &child);
+                        let frame = self.open_for_removal(fd, path, &child)?;
+                        stack.push(frame);
+                        if let Some(far) = stack.len().checked_sub(REMOVE_FD_WINDOW + 1) {
+                            stack[far].fd = None;
+                        }
+                    }
+                    Ok(_) => match rfs::unlinkat(&*fd, child.as_slice(), AtFlags::empty()) {
+                        Ok(()) | Err(Errno::NOENT) => {}
+                        Err(e) => return Err(io_err(at(&stack), "remove", e)),
+                    },
+                }
+            } else if let Some(done) = stack.pop() {
+                drop(done.fd);
+                let parent = match stack.len().checked_sub(1) {
+                    Some(p) => self.reopen(&mut stack, p)?,
+                    None => self.fd.clone(),
+                };
+                match rfs::unlinkat(&*parent, done.name.as_slice(), AtFlags::REMOVEDIR) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => {
+                        return Err(io_err(
+                            location(&self.volume, &done.path, b""),
+                            "remove directory",
+                            e,
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens a directory about to be emptied and lists it. If its owner
+    /// lacks write or search permission (a read-only directory), adds them on
+    /// the open descriptor so that non-root receivers can empty it too.
+    fn open_for_removal(&self, parent: Arc<OwnedFd>, path: Vec<u8>, name: &[u8]) -> Result<Frame> {
+        let at = || location(&self.volume, &path, b"");
+        let fd = open_dir_nofollow(parent.as_fd(), name).map_err(|e| {
+            let is_link = (e == Errno::LOOP || e == Errno::NOTDIR)
+                && matches!(
+                    rfs::statat(&*parent, name, AtFlags::SYMLINK_NOFOLLOW),
+                    Ok(st) if file_type(&st) == FileType::Symlink
+                );
+            if is_link {
+                FsError::Symlink { at: at() }
+            } else {
+                io_err(at(), "open directory", e)
+            }
+        })?;
+        if let Ok(st) = rfs::fstat(&fd) {
+            let mode = raw_mode(&st);
+            if mode & 0o300 != 0o300 {
+                let _ = rfs::fchmod(&fd, Mode::from_raw_mode(((mode | 0o700) & 0o7777) as _));
+            }
+        }
+        let pending = read_names(fd.as_fd()).map_err(|e| io_err(at(), "read directory", e))?;
+        Ok(Frame {
+            fd: Some(Arc::new(fd)),
+            name: name.to_vec(),
+            path,
+            pending,
+        })
+    }
+
+    /// The descriptor of `stack[i]`, reopening it (and the closed ancestors
+    /// between it and the nearest open one) by name when the window closed
+    /// it.
+    fn reopen(&self, stack: &mut [Frame], i: usize) -> Result<Arc<OwnedFd>> {
+        if let Some(fd) = &stack[i].fd {
+            return Ok(fd.clone());
+        }
+        let mut first = i;
+        while first > 0 && stack[first - 1].fd.is_none() {
+            first -= 1;
+        }
+        let mut cur = match first.checked_sub(1).and_then(|p| stack[p].fd.clone()) {
+            Some(fd) => fd,
+            None => self.fd.clone(),
+        };
+        for frame in &mut stack[first..=i] {
+            let fd = open_dir_nofollow(cur.as_fd(), &frame.name).map_err(|e| {
+                io_err(
+                    location(&self.volume, &frame.path, b""),
+                    "reopen directory",
+                    e,
+                )
+            })?;
+            cur = Arc::new(fd);
+            frame.fd = Some(cur.clone());
+        }
+        let keep_from = stack.len().saturating_sub(REMOVE_FD_WINDOW);
+        for frame in &mut stack[..keep_from] {
+            frame.fd = None;
+        }
+        Ok(cur)
+    }
+
+    /// Creates an object under a fresh temporary name in this directory.
+    fn create_beside<T>(
+        &self,
+        name: &[u8],
+        op: &'static str,
+        mut create: impl FnMut(&[u8]) -> Result<T, Errno>,
+    ) -> Result<(Vec<u8>, T)> {
+        self.check_name(name)?;
+        for _ in 0..TEMP_ATTEMPTS {
+            let temp = temp_name();
+            match create(&temp) {
+                Ok(v) => return Ok((temp, v)),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(self.err(name, op, e)),
+            }
+        }
+        Err(self.err(name, op, Errno::EXIST))
+    }
+
+    /// Renames a temporary over `name`, removing the temporary on failure.
+    fn replace_with(&self, temp: &[u8], name: &[u8]) -> Result<()> {
+        if let Err(e) = rfs::renameat(&*self.fd, temp, &*self.fd, name) {
+            let _ = rfs::unlinkat(&*self.fd, temp, AtFlags::empty());
+            return Err(self.err(name, "rename into place", e));
+        }
+        Ok(())
+    }
+
+    /// Atomically makes `name` a symlink to `target` (the target is stored,
+    /// never resolved). If `name` is an existing directory the rename fails
+    /// (EISDIR): the caller removes the directory first.
+    pub fn symlink(&self, name: &[u8], target: &[u8]) -> Result<()> {
+        if target.is_empty() || target.contains(&0) {
+            return Err(FsError::Refused {
+                at: self.at(name),
+                problem: "invalid symlink target",
+            });
+        }
+        let (temp, ()) = self.create_beside(name, "create symlink", |temp| {
+            rfs::symlinkat(target, &*self.fd, temp)
+        })?;
+        self.replace_with(&temp, name)
+    }
+
+    /// Atomically makes `name` a FIFO, socket or device node. If `name` is
+    /// an existing directory the caller removes it first.
+    pub fn mknod(&self, name: &[u8], kind: SpecialKind, mode: u32, rdev: u64) -> Result<()> {
+        let file_type = match kind {
+            SpecialKind::Fifo => FileType::Fifo,
+            SpecialKind::Socket => FileType::Socket,
+            SpecialKind::CharDevice => FileType::CharacterDevice,
+            SpecialKind::BlockDevice => FileType::BlockDevice,
+        };
+        let (temp, ()) = self.create_beside(name, "create special file", |temp| {
+            rfs::mknodat(
+                &*self.fd,
+                temp,
+                file_type,
+                Mode::from_raw_mode(mode & 0o7777),
+                rdev,
+            )
+        })?;
+        self.replace_with(&temp, name)
+    }
+
+    /// Atomically makes `name` another link to `from/from_name` (which is not
+    /// followed if it is a symlink). Nothing happens when `name` already is
+    /// that inode (renaming a link over itself would leave the temporary
+    /// behind). If `name` is an existing directory the caller removes it
+    /// first.
+    pub fn hard_link(&self, name: &[u8], from: &Dir, from_name: &[u8]) -> Result<()> {
+        from.check_name(from_name)?;
+        if let (Some(existing), Some(source)) = (self.stat(name)?, from.stat(from_name)?) {
+            if existing.dev == source.dev && existing.ino == source.ino {
+                return Ok(());
+            }
+        }
+        let (temp, ()) = self
+            .create_beside(name, "create hard link", |temp| {
+                rfs::linkat(&*from.fd, from_name, &*self.fd, temp, AtFlags::empty())
+            })
+            .map_err(|e| match e {
+                FsError::Io { op, err, .. } if err.raw_os_error() == Some(libc::ENOENT) => {
+                    FsError::Io {
+                        at: from.at(from_name),
+                        op,
+                        err,
+                    }
+                }
+                e => e,
+            })?;
+        self.replace_with(&temp, name)
+    }
+
+    /// Creates a new empty file (mode 0600) under a temporary name, to be
+    /// written, given its metadata and renamed over `final_name` by
+    /// [`TempFile::commit`]. Dropped without commit, it is deleted.
+    pub fn create_temp(&self, final_name: &[u8]) -> Result<TempFile> {
+        let (temp, fd) = self.create_beside(final_name, "create temporary file", |temp| {
+            rfs::openat(
+                &*self.fd,
+                temp,
+                OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        })?;
+        Ok(TempFile {
+            dir: self.clone(),
+            temp,
+            final_name: final_name.to_vec(),
+            file: File::from(fd),
+            committed: false,
+        })
+    }
+
+    /// Applies ownership (if `opts.owner`), mode, extended attributes and
+    /// mtime to an existing object, never following a symlink: a symlink
+    /// gets only owner and mtime (Linux has no symlink modes, and user
+    /// xattrs are not allowed on them); specials get no xattrs (opening a
+    /// device to set them could have side effects). Returns warnings for
+    /// what the destination cannot store (xattrs on a filesystem without
+    /// them, privileged namespaces when not root) instead of failing.
+    pub fn set_meta(&self, name: &[u8], meta: &Meta, opts: MetaOptions) -> Result<Vec<String>> {
+        self.check_name(name)?;
+        check_mtime(meta, || self.at(name))?;
+        let st = rfs::statat(&*self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.err(name, "stat", e))?;
+        let kind = file_type(&st);
+        let mut warnings = Vec::new();
+        let at = || self.at(name);
+        match kind {
+            FileType::Symlink => {
+                if opts.owner {
+                    rfs::chownat(
+                        &*self.fd,
+                        name,
+                        uid(meta.uid),
+                        gid(meta.gid),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| self.err(name, "chown", e))?;
+                }
+                rfs::utimensat(&*self.fd, name, &times(meta), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| self.err(name, "set times", e))?;
+            }
+            FileType::RegularFile | FileType::Directory => {
+                let opened = rfs::openat(
+                    &*self.fd,
+                    name,
+                    OFlags::RDONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::NONBLOCK
+                        | OFlags::NOCTTY
+                        | OFlags::CLOEXEC,
+                    Mode::empty(),
+                );
+                match opened {
+                    Ok(fd) => {
+                        let now = rfs::fstat(&fd).map_err(|e| self.err(name, "stat", e))?;
+                        if file_type(&now) != kind {
+                            return Err(FsError::Refused {
+                                at: at(),
+                                problem: "changed type while setting metadata",
+                            });
+                        }
+                        apply_meta(
+                            &Target::Fd(fd.as_fd()),
+                            meta,
+                            opts,
+                            true,
+                            &at,
+                            &mut warnings,
+                        )?;
+                    }
+                    // No read permission (a non-root receiver on a mode 0200
+                    // file): go through an O_PATH descriptor instead.
+                    Err(Errno::ACCESS) => {
+                        self.set_meta_by_path(name, meta, opts, true, &mut warnings)?
+                    }
+                    Err(e) => return Err(self.open_err(name, "open", e)),
+                }
+            }
+            _ => self.set_meta_by_path(name, meta, opts, false, &mut warnings)?,
+        }
+        Ok(warnings)
+    }
+
+    /// Like [`Dir::set_meta`], for this directory itself (through its open
+    /// descriptor): how the volume root gets its entry's metadata. Note that
+    /// a non-root receiver may not own the volume root.
+    pub fn set_own_meta(&self, meta: &Meta, opts: MetaOptions) -> Result<Vec<String>> {
+        let at = || self.at(b"");
+        check_mtime(meta, at)?;
+        let mut warnings = Vec::new();
+        apply_meta(
+            &Target::Fd(self.fd.as_fd()),
+            meta,
+            opts,
+            true,
+            &at,
+            &mut warnings,
+        )?;
+        Ok(warnings)
+    }
+
+    /// Sets metadata through an `O_PATH|O_NOFOLLOW` descriptor and its
+    /// `/proc/self/fd` link, which names exactly that inode (no symlink can
+    /// be swapped in).
+    fn set_meta_by_path(
+        &self,
+        name: &[u8],
+        meta: &Meta,
+        opts: MetaOptions,
+        xattrs: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<()> {
+        let fd = rfs::openat(
+            &*self.fd,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.err(name, "open", e))?;
+        let st = rfs::fstat(&fd).map_err(|e| self.err(name, "stat", e))?;
+        if file_type(&st) == FileType::Symlink {
+            return Err(FsError::Refused {
+                at: self.at(name),
+                problem: "changed type while setting metadata",
+            });
+        }
+        let target = Target::Proc {
+            fd: fd.as_fd(),
+            path: format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        };
+        apply_meta(&target, meta, opts, xattrs, &|| self.at(name), warnings)
+    }
+}
+
+/// One directory level of [`Dir::remove`]'s walk.
+struct Frame {
+    /// `None` when closed to stay within [`REMOVE_FD_WINDOW`].
+    fd: Option<Arc<OwnedFd>>,
+    /// Name in the parent.
+    name: Vec<u8>,
+    /// Path from the volume root, for messages (raw bytes: an existing tree
+    /// may be deeper than [`RelPath`] allows).
+    path: Vec<u8>,
+    /// Entries still to remove.
+    pending: Vec<Vec<u8>>,
+}
+
+fn path_join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut path = dir.to_vec();
+    if !path.is_empty() {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
+}
+
+/// A file being written beside its final name. Dropped without
+/// [`TempFile::commit`], it is unlinked, so failures leave no temporaries.
+pub struct TempFile {
+    dir: Dir,
+    temp: Vec<u8>,
+    final_name: Vec<u8>,
+    file: File,
+    committed: bool,
+}
+
+impl fmt::Debug for TempFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TempFile({})", self.dir.at(&self.final_name))
+    }
+}
+
+impl TempFile {
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Shared access, for positioned I/O (`FileExt::write_at`) or mmap.
+    pub fn as_file(&self) -> &File {
+        &self.file
+    }
+
+    /// The name this file will get on commit.
+    pub fn final_name(&self) -> &[u8] {
+        &self.final_name
+    }
+
+    /// Sets owner (if `opts.owner`), xattrs, mode and mtime on the open
+    /// file, so that the final name appears with its final metadata. Call it
+    /// after the last write: writing clears setuid bits and file
+    /// capabilities, and moves the mtime.
+    pub fn set_meta(&self, meta: &Meta, opts: MetaOptions) -> Result<Vec<String>> {
+        let at = || self.dir.at(&self.final_name);
+        check_mtime(meta, at)?;
+        let mut warnings = Vec::new();
+        apply_meta(
+            &Target::Fd(self.file.as_fd()),
+            meta,
+            opts,
+            true,
+            &at,
+            &mut warnings,
+        )?;
+        Ok(warnings)
+    }
+
+    /// Flushes the data to disk and renames the file over the final name
+    /// (fails with EISDIR if that is a directory: the caller removes it
+    /// first). The directory itself is not fsynced.
+    pub fn commit(mut self) -> Result<()> {
+        let at = || self.dir.at(&self.final_name);
+        self.file.sync_all().map_err(|err| FsError::Io {
+            at: at(),
+            op: "fsync",
+            err,
+        })?;
+        rfs::renameat(
+            &*self.dir.fd,
+            self.temp.as_slice(),
+            &*self.dir.fd,
+            self.final_name.as_slice(),
+        )
+        .map_err(|e| io_err(at(), "rename into place", e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = rfs::unlinkat(&*self.dir.fd, self.temp.as_slice(), AtFlags::empty());
+        }
+    }
+}
+
+fn uid(raw: u32) -> Option<rfs::Uid> {
+    // -1 means "leave unchanged" to chown, and rustix asserts against it.
+    (raw != u32::MAX).then(|| rfs::Uid::from_raw(raw))
+}
+
+fn gid(raw: u32) -> Option<rfs::Gid> {
+    (raw != u32::MAX).then(|| rfs::Gid::from_raw(raw))
+}
+
+fn check_mtime(meta: &Meta, at: impl Fn() -> String) -> Result<()> {
+    if meta.mtime_nsec >= 1_000_000_000 {
+        return Err(FsError::Refused {
+            at: at(),
+            problem: "invalid modification time (nanoseconds out of range)",
+        });
+    }
+    Ok(())
+}
+
+/// mtime from `meta`; atime left as it is.
+fn times(meta: &Meta) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: meta.mtime_sec,
+            tv_nsec: meta.mtime_nsec as _,
+        },
+    }
+}
+
+/// Where metadata goes: an ordinary descriptor, or an `O_PATH` one plus its
+/// `/proc/self/fd` link (for objects that cannot or must not be opened).
+enum Target<'a> {
+    Fd(BorrowedFd<'a>),
+    Proc { fd: BorrowedFd<'a>, path: String },
+}
+
+impl Target<'_> {
+    fn chown(&self, meta: &Meta) -> Result<(), Errno> {
+        match self {
+            Target::Fd(fd) => rfs::fchown(fd, uid(meta.uid), gid(meta.gid)),
+            Target::Proc { fd, .. } => {
+                rfs::chownat(fd, "", uid(meta.uid), gid(meta.gid), AtFlags::EMPTY_PATH)
+            }
+        }
+    }
+
+    fn chmod(&self, mode: u32) -> Result<(), Errno> {
+        let mode = Mode::from_raw_mode((mode & 0o7777) as _);
+        match self {
+            Target::Fd(fd) => rfs::fchmod(fd, mode),
+            Target::Proc { path, .. } => rfs::chmod(path.as_str(), mode),
+        }
+    }
+
+    fn set_times(&self, times: &Timestamps) -> Result<(), Errno> {
+        match self {
+            Target::Fd(fd) => rfs::futimens(fd, times),
+            Target::Proc { path, .. } => {
+                rfs::utimensat(rfs::CWD, path.as_str(), times, AtFlags::empty())
+            }
+        }
+    }
+
+    fn list_xattrs(&self) -> Result<Vec<u8>, Errno> {
+        match self {
+            Target::Fd(fd) => {
+                read_sized(|| rfs::flistxattr_query(fd), |buf| rfs::flistxattr(fd, buf))
+            }
+            Target::Proc { path, .. } => read_sized(
+                || rfs::listxattr_query(path.as_str()),
+                |buf| rfs::listxattr(path.as_str(), buf),
+            ),
+        }
+    }
+
+    fn get_xattr(&self, name: &[u8]) -> Result<Vec<u8>, Errno> {
+        match self {
+            Target::Fd(fd) => read_sized(
+                || rfs::fgetxattr_query(fd, name),
+                |buf| rfs::fgetxattr(fd, name, buf),
+            ),
+            Target::Proc { path, .. } => read_sized(
+                || rfs::getxattr_query(path.as_str(), name),
+                |buf| rfs::getxattr(path.as_str(), name, buf),
+            ),
+        }
+    }
+
+    fn set_xattr(&self, name: &[u8], value: &[u8]) -> Result<(), Errno> {
+        let flags = rfs::XattrFlags::empty();
+        match self {
+            Target::Fd(fd) => rfs::fsetxattr(fd, name, value, flags),
+            Target::Proc { path, .. } => rfs::setxattr(path.as_str(), name, value, flags),
+        }
+    }
+
+    fn remove_xattr(&self, name: &[u8]) -> Result<(), Errno> {
+        match self {
+            Target::Fd(fd) => rfs::fremovexattr(fd, name),
+            Target::Proc { path, .. } => rfs::removexattr(path.as_str(), name),
+        }
+    }
+}
+
+/// Order matters: chown first (it clears setuid/setgid and capabilities),
+/// then xattrs (an ACL rewrites the group bits; a non-root owner may lose
+/// write permission once the final mode is set), then the mode, then the
+/// mtime last (everything before it may touch ctime/mtime).
+fn apply_meta(
+    target: &Target<'_>,
+    meta: &Meta,
+    opts: MetaOptions,
+    xattrs: bool,
+    at: &dyn Fn() -> String,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    if opts.owner {
+        target.chown(meta).map_err(|e| io_err(at(), "chown", e))?;
+    }
+    if xattrs {
+        sync_xattrs(target, &meta.xattrs, at, warnings)?;
+    }
+    target
+        .chmod(meta.mode)
+        .map_err(|e| io_err(at(), "chmod", e))?;
+    target
+        .set_times(&times(meta))
+        .map_err(|e| io_err(at(), "set times", e))?;
+    Ok(())
+}
+
+/// Errors that mean "this destination cannot store that attribute" rather
+/// than "the transfer is broken".
+fn xattr_unstorable(e: Errno, name: &[u8]) -> bool {
+    e == Errno::NOTSUP
+        || e == Errno::TOOBIG
+        || e == Errno::RANGE
+        || e == Errno::NOSPC
+        || (!name.starts_with(b"user.")
+            && (e == Errno::PERM || e == Errno::ACCESS || e == Errno::INVAL))
+}
+
+/// Makes the destination's xattrs match `wanted`: sets what differs and
+/// removes stale ones in the namespaces the transfer owns.
+fn sync_xattrs(
+    target: &Target<'_>,
+    wanted: &[Xattr],
+    at: &dyn Fn() -> String,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let list = match target.list_xattrs() {
+        Ok(list) => list,
+        Err(Errno::NOTSUP) => {
+            if !wanted.is_empty() {
+                warnings.push(format!(
+                    "{}: the destination filesystem does not support extended attributes; {} not copied",
+                    at(),
+                    wanted.len()
+                ));
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(io_err(at(), "list extended attributes", e)),
+    };
+    let existing: Vec<&[u8]> = list.split(|&b| b == 0).filter(|n| !n.is_empty()).collect();
+    for x in wanted {
+        if existing.contains(&x.name.as_slice())
+            && target.get_xattr(&x.name).is_ok_and(|v| v == x.value)
+        {
+            continue;
+        }
+        match target.set_xattr(&x.name, &x.value) {
+            Ok(()) => {}
+            Err(e) if xattr_unstorable(e, &x.name) => warnings.push(format!(
+                "{}: extended attribute {} not set: {}",
+                at(),
+                String::from_utf8_lossy(&x.name),
+                io::Error::from(e)
+            )),
+            Err(e) => return Err(io_err(at(), "set extended attribute", e)),
+        }
+    }
+    for name in existing {
+        if !is_owned_xattr(name) || wanted.iter().any(|x| x.name == name) {
+            continue;
+        }
+        match target.remove_xattr(name) {
+            Ok(()) | Err(Errno::NODATA) => {}
+            Err(e) if xattr_unstorable(e, name) => warnings.push(format!(
+                "{}: stale extended attribute {} not removed: {}",
+                at(),
+                String::from_utf8_lossy(name),
+                io::Error::from(e)
+            )),
+            Err(e) => return Err(io_err(at(), "remove extended attribute", e)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn vol() -> (tempfile::TempDir, Volume) {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Volume::open("data", dir.path()).unwrap();
+        (dir, v)
+    }
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::parse(s.as_bytes()).unwrap()
+    }
+
+    fn meta(mode: u32, xattrs: &[(&str, &str)]) -> Meta {
+        Meta {
+            mode,
+            uid: 1234,
+            gid: 4321,
+            mtime_sec: 1_600_000_000,
+            mtime_nsec: 123_456_789,
+            xattrs: xattrs
+                .iter()
+                .map(|(n, v)| Xattr {
+                    name: n.as_bytes().to_vec(),
+                    value: v.as_bytes().to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    fn is_root() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    fn xattrs_supported(path: &Path) -> bool {
+        let probe = path.join("xattr-probe");
+        std::fs::write(&probe, b"").unwrap();
+        let ok = rfs::setxattr(&probe, "user.probe", b"1", rfs::XattrFlags::empty()).is_ok();
+        std::fs::remove_file(&probe).unwrap();
+        ok
+    }
+
+    fn list(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn walks_and_lists() {
+        let (tmp, v) = vol();
+        v.sync().unwrap();
+        std::fs::create_dir_all(tmp.path().join("a/b")).unwrap();
+        std::fs::write(tmp.path().join("a/z"), b"zz").unwrap();
+        std::fs::write(tmp.path().join("a/b/f"), b"f").unwrap();
+        let a = v.open_dir(&rel("a")).unwrap();
+        assert_eq!(a.names().unwrap(), vec![b"b".to_vec(), b"z".to_vec()]);
+        let st = a.stat(b"z").unwrap().unwrap();
+        assert_eq!((st.kind, st.size), (StatKind::File, 2));
+        assert_eq!(a.stat(b"missing").unwrap(), None);
+        assert!(a.stat(b"..").is_err());
+        assert!(a.stat(b"x/y").is_err());
+        let b = v.open_dir(&rel("a/b")).unwrap();
+        let mut f = b.open_file(b"f").unwrap();
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "f");
+        assert!(a.open_file(b"b").is_err());
+        let e = v.open_dir(&rel("a/z")).unwrap_err();
+        assert!(e.to_string().starts_with("data/a/z: "), "{e}");
+        let e = a.mkdir(b"b", 0o755).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        assert!(!e.is_no_space());
+    }
+
+    #[test]
+    fn symlinked_dir_is_refused() {
+        let (tmp, v) = vol();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("sub")).unwrap();
+        let e = v.open_dir(&rel("sub/x")).unwrap_err();
+        assert!(matches!(e, FsError::Symlink { .. }));
+        assert_eq!(e.to_string(), "data/sub is a symlink, refusing to follow");
+        let e = v.open_dir(&rel("sub")).unwrap_err();
+        assert!(matches!(e, FsError::Symlink { .. }));
+        let root = v.root();
+        assert!(matches!(
+            root.open_file(b"sub"),
+            Err(FsError::Symlink { .. })
+        ));
+        // Creating beside the link works on the link, not through it.
+        root.symlink(b"sub", b"elsewhere").unwrap();
+        assert_eq!(root.read_link(b"sub").unwrap(), b"elsewhere");
+        assert!(list(outside.path()).is_empty());
+    }
+
+    #[test]
+    fn remove_does_not_follow_links() {
+        let (tmp, v) = vol();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("precious"), b"keep").unwrap();
+        let d = tmp.path().join("d");
+        std::fs::create_dir_all(d.join("e/f")).unwrap();
+        std::fs::write(d.join("e/f/file"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("precious"), d.join("e/flink")).unwrap();
+        // A read-only directory inside is still removable.
+        std::fs::set_permissions(d.join("e"), std::fs::Permissions::from_mode(0o555)).unwrap();
+        v.root().remove(b"d").unwrap();
+        assert!(!d.exists());
+        assert_eq!(list(outside.path()), vec!["precious"]);
+        // Removing a top-level link to a directory removes the link only.
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("l")).unwrap();
+        v.root().remove(b"l").unwrap();
+        assert!(list(tmp.path()).is_empty());
+        assert_eq!(list(outside.path()), vec!["precious"]);
+        // Missing is fine.
+        v.root().remove(b"l").unwrap();
+    }
+
+    #[test]
+    fn remove_deep_tree() {
+        let (tmp, v) = vol();
+        let depth = REMOVE_FD_WINDOW * 3 + 5;
+        let mut p = tmp.path().join("deep");
+        std::fs::create_dir(&p).unwrap();
+        for i in 0..depth {
+            std::fs::write(p.join("f"), b"x").unwrap();
+            if i % 7 == 0 {
+                std::fs::create_dir(p.join("side")).unwrap();
+            }
+            p = p.join("d");
+            std::fs::create_dir(&p).unwrap();
+        }
+        v.root().remove(b"deep").unwrap();
+        assert!(list(tmp.path()).is_empty());
+    }
+
+    #[test]
+    fn atomic_replace_of_links_and_specials() {
+        let (tmp, v) = vol();
+        let root = v.root();
+        std::fs::write(tmp.path().join("a"), b"old").unwrap();
+        std::fs::write(tmp.path().join("target"), b"t").unwrap();
+        root.symlink(b"a", b"target").unwrap();
+        assert_eq!(
+            std::fs::read_link(tmp.path().join("a")).unwrap(),
+            Path::new("target")
+        );
+        std::fs::write(tmp.path().join("b"), b"old").unwrap();
+        root.hard_link(b"b", &root, b"target").unwrap();
+        let (mb, mt) = (
+            std::fs::metadata(tmp.path().join("b")).unwrap(),
+            std::fs::metadata(tmp.path().join("target")).unwrap(),
+        );
+        assert_eq!(mb.ino(), mt.ino());
+        // Linking again over the same inode is a no-op and leaves no temp.
+        root.hard_link(b"b", &root, b"target").unwrap();
+        root.mknod(b"fifo", SpecialKind::Fifo, 0o644, 0).unwrap();
+        root.mknod(b"fifo", SpecialKind::Fifo, 0o600, 0).unwrap();
+        assert_eq!(
+            root.stat(b"fifo").unwrap().unwrap().kind,
+            StatKind::Special(SpecialKind::Fifo)
+        );
+        // Over a directory: refused, nothing left behind.
+        std::fs::create_dir(tmp.path().join("dir")).unwrap();
+        let e = root.symlink(b"dir", b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EISDIR), "{e}");
+        assert_eq!(list(tmp.path()), vec!["a", "b", "dir", "fifo", "target"]);
+        // A missing link source names the source.
+        let e = root.hard_link(b"c", &root, b"nope").unwrap_err();
+        assert!(e.is_not_found() && e.location() == "data/nope", "{e}");
+    }
+
+    #[test]
+    fn temp_files() {
+        let (tmp, v) = vol();
+        let root = v.root();
+        std::fs::write(tmp.path().join("f"), b"old").unwrap();
+        {
+            let mut t = root.create_temp(b"f").unwrap();
+            t.file().write_all(b"half").unwrap();
+            assert_eq!(list(tmp.path()).len(), 2);
+        }
+        assert_eq!(list(tmp.path()), vec!["f"]);
+        assert_eq!(std::fs::read(tmp.path().join("f")).unwrap(), b"old");
+        let old = std::fs::File::open(tmp.path().join("f")).unwrap();
+        let mut t = root.create_temp(b"f").unwrap();
+        t.file().write_all(b"new contents").unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("f")).unwrap(), b"old");
+        t.commit().unwrap();
+        assert_eq!(list(tmp.path()), vec!["f"]);
+        assert_eq!(
+            std::fs::read(tmp.path().join("f")).unwrap(),
+            b"new contents"
+        );
+        // A reader that had the old file open keeps the old version.
+        let mut s = String::new();
+        (&old).read_to_string(&mut s).unwrap();
+        assert_eq!(s, "old");
+        let mode = std::fs::metadata(tmp.path().join("f")).unwrap().mode();
+        assert_eq!(mode & 0o7777, 0o600);
+    }
+
+    #[test]
+    fn set_meta_round_trip() {
+        let (tmp, v) = vol();
+        let xattrs = xattrs_supported(tmp.path());
+        let root = v.root();
+        let opts = MetaOptions { owner: is_root() };
+
+        // Existing file with a stale user xattr.
+        let f = tmp.path().join("f");
+        std::fs::write(&f, b"data").unwrap();
+        if xattrs {
+            rfs::setxattr(&f, "user.stale", b"x", rfs::XattrFlags::empty()).unwrap();
+            rfs::setxattr(&f, "user.keep", b"old", rfs::XattrFlags::empty()).unwrap();
+        }
+        let m = meta(0o4751, &[("user.keep", "new"), ("user.more", "")]);
+        let warnings = root.set_meta(b"f", &m, opts).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let st = root.stat(b"f").unwrap().unwrap();
+        assert_eq!(st.mode, 0o4751);
+        assert_eq!((st.mtime_sec, st.mtime_nsec), (1_600_000_000, 123_456_789));
+        if opts.owner {
+            assert_eq!((st.uid, st.gid), (1234, 4321));
+        }
+        if xattrs {
+            let mut names = Vec::new();
+            let mut buf = vec![0u8; 1024];
+            let n = rfs::listxattr(&f, &mut buf[..]).unwrap();
+            for name in buf[..n]
+                .split(|&b| b == 0)
+                .filter(|n| n.starts_with(b"user."))
+            {
+                names.push(String::from_utf8_lossy(name).into_owned());
+            }
+            names.sort();
+            assert_eq!(names, vec!["user.keep", "user.more"]);
+            let n = rfs::getxattr(&f, "user.keep", &mut buf[..]).unwrap();
+            assert_eq!(&buf[..n], b"new");
+        }
+
+        // Directory and symlink.
+        root.mkdir(b"d", 0o700).unwrap();
+        root.set_meta(b"d", &meta(0o2755, &[]), opts).unwrap();
+        let st = root.stat(b"d").unwrap().unwrap();
+        assert_eq!(
+            (st.kind, st.mode, st.mtime_nsec),
+            (StatKind::Dir, 0o2755, 123_456_789)
+        );
+        let d = v.open_dir(&rel("d")).unwrap();
+        d.set_own_meta(&meta(0o2750, &[("user.d", "1")]), opts)
+            .unwrap();
+        assert_eq!(d.stat_self().unwrap().mode, 0o2750);
+        root.symlink(b"l", b"f").unwrap();
+        root.set_meta(b"l", &meta(0o777, &[("user.x", "y")]), opts)
+            .unwrap();
+        let st = root.stat(b"l").unwrap().unwrap();
+        assert_eq!((st.kind, st.mtime_sec), (StatKind::Symlink, 1_600_000_000));
+        // The link's target was not touched through the link.
+        assert_eq!(root.stat(b"f").unwrap().unwrap().mode, 0o4751);
+        if opts.owner {
+            assert_eq!(st.uid, 1234);
+        }
+
+        // A special: no xattrs, mode and times set.
+        root.mknod(b"p", SpecialKind::Fifo, 0o600, 0).unwrap();
+        root.set_meta(b"p", &meta(0o640, &[("user.x", "y")]), opts)
+            .unwrap();
+        let st = root.stat(b"p").unwrap().unwrap();
+        assert_eq!((st.mode, st.mtime_nsec), (0o640, 123_456_789));
+
+        // Temp file: metadata set before the rename.
+        let mut t = root.create_temp(b"g").unwrap();
+        t.file().write_all(b"payload").unwrap();
+        let warnings = t.set_meta(&meta(0o644, &[("user.t", "1")]), opts).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        t.commit().unwrap();
+        let st = root.stat(b"g").unwrap().unwrap();
+        assert_eq!((st.mode, st.mtime_nsec, st.size), (0o644, 123_456_789, 7));
+        if xattrs {
+            let mut buf = [0u8; 16];
+            let n = rfs::getxattr(tmp.path().join("g"), "user.t", &mut buf[..]).unwrap();
+            assert_eq!(&buf[..n], b"1");
+        }
+        if opts.owner {
+            assert_eq!((st.uid, st.gid), (1234, 4321));
+        }
+
+        // Bad input is refused, not a panic.
+        let mut bad = meta(0o644, &[]);
+        bad.mtime_nsec = 2_000_000_000;
+        assert!(root.set_meta(b"g", &bad, opts).is_err());
+        bad = meta(0o644, &[]);
+        bad.uid = u32::MAX;
+        bad.gid = u32::MAX;
+        root.set_meta(b"g", &bad, opts).unwrap();
+    }
+
+    #[test]
+    fn set_meta_without_read_permission() {
+        // Non-root: the file cannot be opened for reading, so metadata goes
+        // through an O_PATH descriptor (as root this takes the usual path).
+        let (tmp, v) = vol();
+        let f = tmp.path().join("w");
+        std::fs::write(&f, b"").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o200)).unwrap();
+        let opts = MetaOptions { owner: is_root() };
+        v.root().set_meta(b"w", &meta(0o604, &[]), opts).unwrap();
+        let st = v.root().stat(b"w").unwrap().unwrap();
+        assert_eq!((st.mode, st.mtime_nsec), (0o604, 123_456_789));
+    }
+
+    #[test]
+    fn unsupported_xattrs_are_warnings() {
+        // A privileged namespace that needs CAP_SYS_ADMIN (or is unknown):
+        // when it cannot be stored, it is a warning, not an error.
+        let (tmp, v) = vol();
+        std::fs::write(tmp.path().join("f"), b"").unwrap();
+        let m = meta(0o644, &[("bogus.namespace", "1")]);
+        let warnings = v.root().set_meta(b"f", &m, MetaOptions::default()).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("data/f: "), "{warnings:?}");
+    }
+}

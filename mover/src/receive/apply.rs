@@ -1,0 +1,644 @@
+//! The receiver's applier: takes the sender's messages in order and makes
+//! the volume match, on a blocking thread of its own.
+//!
+//! Every change is atomic at the level of one name: files are written
+//! beside their destination and renamed over it after the end-to-end hash
+//! check; links and special files are created beside and renamed too. The
+//! destination therefore always shows each name as either its old or its
+//! new version, whatever happens to the connection.
+
+use super::hasher::HashJob;
+use super::incoming::{DataError, Incoming};
+use super::tree::{is_stale_temp, Closing, Frame, Tree};
+use crate::delta;
+use crate::dest::volume::{Dir, FsError, MetaOptions, Stat, StatKind, Volume};
+use crate::entry::{Entry, Kind, Meta, RelPath};
+use crate::failure::Failure;
+use crate::wire::message::{
+    AbortReason, BaseInfo, FileId, ReceiverStats, SyncOptions, ToReceiver, ToSender,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// A regular file the sender was asked for.
+struct Need {
+    path: RelPath,
+    meta: Meta,
+    size: u64,
+    sparse: bool,
+    base: Option<BaseInfo>,
+    /// Whole-file resends after a failed hash check.
+    resends: u32,
+}
+
+/// One resend whole after a hash mismatch; a second mismatch fails the file.
+const MAX_RESENDS: u32 = 1;
+
+pub struct Applier {
+    volume: Arc<Volume>,
+    options: SyncOptions,
+    meta_opts: MetaOptions,
+    peer: String,
+    out: mpsc::Sender<ToSender>,
+    hasher: std::sync::mpsc::Sender<HashJob>,
+    tree: Tree,
+    needs: HashMap<FileId, Need>,
+    /// Paths of files being fetched, to hold back hard links to them.
+    fetching: HashMap<RelPath, FileId>,
+    /// Hard links to create once their target file is in place.
+    waiting_links: HashMap<RelPath, Vec<RelPath>>,
+    current: Option<Incoming>,
+    started: bool,
+    end_of_list: bool,
+    stats: ReceiverStats,
+}
+
+impl Applier {
+    pub fn new(
+        volume: Arc<Volume>,
+        options: SyncOptions,
+        peer: String,
+        out: mpsc::Sender<ToSender>,
+        hasher: std::sync::mpsc::Sender<HashJob>,
+    ) -> Self {
+        Applier {
+            volume,
+            options,
+            meta_opts: MetaOptions {
+                owner: rustix::process::geteuid().is_root(),
+            },
+            peer,
+            out,
+            hasher,
+            tree: Tree::default(),
+            needs: HashMap::new(),
+            fetching: HashMap::new(),
+            waiting_links: HashMap::new(),
+            current: None,
+            started: false,
+            end_of_list: false,
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    /// Applies messages until the sync is complete (then reports
+    /// `Finished`) or fails. Whatever is half-written is removed on return.
+    pub fn run(mut self, mut rx: mpsc::Receiver<ToReceiver>) -> Result<ReceiverStats, Failure> {
+        while let Some(msg) = rx.blocking_recv() {
+            self.handle(msg)?;
+            if self.end_of_list && self.needs.is_empty() && self.current.is_none() {
+                for (_, closing) in std::mem::take(&mut self.tree.closing) {
+                    self.apply_dir_meta(&closing.dir, &closing.meta)?;
+                }
+                self.volume.sync().map_err(|e| {
+                    Failure::permanent(format!("flushing {}: {e}", self.volume.name()))
+                })?;
+                self.send(ToSender::Finished { stats: self.stats })?;
+                return Ok(self.stats);
+            }
+        }
+        Err(Failure::retryable(format!(
+            "{} disconnected before the sync finished",
+            self.peer
+        )))
+    }
+
+    fn send(&self, msg: ToSender) -> Result<(), Failure> {
+        self.out
+            .blocking_send(msg)
+            .map_err(|_| Failure::retryable(format!("connection to {} lost", self.peer)))
+    }
+
+    fn protocol(&self, what: impl std::fmt::Display) -> Failure {
+        Failure::protocol(&self.peer, what)
+    }
+
+    fn handle(&mut self, msg: ToReceiver) -> Result<(), Failure> {
+        match msg {
+            ToReceiver::Entry { id, entry } => {
+                if self.end_of_list {
+                    return Err(self.protocol("entry after the end of the list"));
+                }
+                entry
+                    .validate()
+                    .map_err(|e| self.protocol(format!("entry {}: {e}", entry.path)))?;
+                self.entry(id, entry)
+            }
+            ToReceiver::KeepContents { dir } => match self.tree.find(&dir) {
+                Some(frame) => {
+                    frame.delete = false;
+                    Ok(())
+                }
+                None => Err(self.protocol(format!("KeepContents for {dir}, which is not open"))),
+            },
+            ToReceiver::EndOfList => {
+                while let Some(frame) = self.tree.stack.pop() {
+                    self.close(frame)?;
+                }
+                self.end_of_list = true;
+                Ok(())
+            }
+            ToReceiver::SignatureRequest { id, segments } => {
+                let need = self.needs.get(&id);
+                let (path, info) = match need.and_then(|n| n.base.map(|b| (n.path.clone(), b))) {
+                    Some(found) => found,
+                    None => {
+                        return Err(
+                            self.protocol(format!("signatures asked for file {id} without a base"))
+                        )
+                    }
+                };
+                if segments.len() > info.segment_count() as usize
+                    || segments.iter().any(|&s| s >= info.segment_count())
+                {
+                    return Err(self.protocol(format!("signature request out of range for {path}")));
+                }
+                self.hasher
+                    .send(HashJob::Signatures {
+                        id,
+                        path,
+                        info,
+                        segments,
+                    })
+                    .map_err(|_| Failure::permanent("the receiver's hashing thread stopped"))
+            }
+            ToReceiver::FileBegin { id } => self.begin(id),
+            ToReceiver::Literal { data } => self.data(|f| f.literal(&data)),
+            ToReceiver::Hole { len } => self.data(|f| f.hole(len)),
+            ToReceiver::CopySegments { first, count } => {
+                self.data(|f| f.copy_segments(first, count))
+            }
+            ToReceiver::PatchChunk { delta } => self.data(|f| f.patch_chunk(&delta)),
+            ToReceiver::PatchEnd { segment } => self.data(|f| f.patch_end(segment)),
+            ToReceiver::FileEnd { hash } => self.end(hash),
+            ToReceiver::FileAbort { reason } => {
+                let file = self
+                    .current
+                    .take()
+                    .ok_or_else(|| self.protocol("FileAbort outside a file"))?;
+                let id = file.id;
+                drop(file);
+                let reason = match reason {
+                    AbortReason::Vanished => "vanished at the source".to_string(),
+                    AbortReason::Unreadable(e) => format!("unreadable at the source: {e}"),
+                };
+                self.complete(id, Err(reason))
+            }
+            ToReceiver::Keepalive => Ok(()),
+            ToReceiver::Hello { .. } => Err(self.protocol("second Hello")),
+        }
+    }
+}
+
+/// Entries, directories and links.
+impl Applier {
+    fn fs(&self, e: FsError) -> Failure {
+        if e.is_no_space() {
+            Failure::permanent(format!("no space left on {}", e.location()))
+        } else {
+            Failure::permanent(e.to_string())
+        }
+    }
+
+    fn entry(&mut self, id: FileId, entry: Entry) -> Result<(), Failure> {
+        let Some((parent, name)) = entry.path.split_last() else {
+            if self.started {
+                return Err(self.protocol("the root listed twice"));
+            }
+            self.started = true;
+            let root = self.volume.root();
+            let names = root.names().map_err(|e| self.fs(e))?;
+            self.tree.stack.push(Frame::new(
+                RelPath::root(),
+                root,
+                entry.meta,
+                names,
+                self.options.delete,
+            ));
+            return Ok(());
+        };
+        let name = name.to_vec();
+        self.enter(&parent, &entry.path)?;
+        let frame = self
+            .tree
+            .stack
+            .last_mut()
+            .ok_or_else(|| Failure::permanent("no open directory"))?;
+        let gone = frame
+            .next_name(&name)
+            .map_err(|e| Failure::protocol(&self.peer, e))?;
+        let delete = frame.delete;
+        for old in gone {
+            self.remove_unlisted(&old, delete)?;
+        }
+        let dir = &self
+            .tree
+            .stack
+            .last()
+            .ok_or_else(|| Failure::permanent("no open directory"))?
+            .dir;
+        let existing = dir.stat(&name).map_err(|e| self.fs(e))?;
+        match entry.kind {
+            Kind::Dir => self.directory(entry.path, &name, entry.meta, existing),
+            Kind::File { size, sparse } => {
+                self.file(id, entry.path, &name, entry.meta, size, sparse, existing)
+            }
+            Kind::Symlink { ref target } => {
+                let same = existing.is_some_and(|st| {
+                    st.kind == StatKind::Symlink
+                        && same_mtime(&st, &entry.meta)
+                        && dir.read_link(&name).is_ok_and(|t| &t == target)
+                });
+                if !same {
+                    self.clear_dir(&name, existing)?;
+                    self.top_dir()?
+                        .symlink(&name, target)
+                        .map_err(|e| self.fs(e))?;
+                }
+                self.set_meta(&name, &entry.meta)
+            }
+            Kind::Special { kind, rdev } => {
+                let same = existing.is_some_and(|st| {
+                    st.kind == StatKind::Special(kind)
+                        && st.rdev == rdev
+                        && same_mtime(&st, &entry.meta)
+                });
+                if !same {
+                    self.clear_dir(&name, existing)?;
+                    let made = self.top_dir()?.mknod(&name, kind, entry.meta.mode, rdev);
+                    if let Err(e) = made {
+                        if e.raw_os_error() == Some(libc::EPERM) && !self.meta_opts.owner {
+                            tracing::warn!("{e} (device files need root; skipped)");
+                            return Ok(());
+                        }
+                        return Err(self.fs(e));
+                    }
+                }
+                self.set_meta(&name, &entry.meta)
+            }
+            Kind::HardLink { target } => {
+                if target >= entry.path {
+                    return Err(self.protocol(format!(
+                        "hard link {} to {target}, which is not listed before it",
+                        entry.path
+                    )));
+                }
+                if self.fetching.contains_key(&target) {
+                    self.tree.add_pending(&parent);
+                    self.waiting_links
+                        .entry(target)
+                        .or_default()
+                        .push(entry.path);
+                    return Ok(());
+                }
+                self.link(&target, &entry.path)
+            }
+        }
+    }
+
+    /// Leaves the directories the walk has finished until `parent` is the
+    /// innermost one; `parent` must be open, or the entry is out of place.
+    fn enter(&mut self, parent: &RelPath, path: &RelPath) -> Result<(), Failure> {
+        while let Some(top) = self.tree.stack.last() {
+            if parent.starts_with(&top.path) {
+                break;
+            }
+            let frame = self
+                .tree
+                .stack
+                .pop()
+                .ok_or_else(|| Failure::permanent("no open directory"))?;
+            self.close(frame)?;
+        }
+        match self.tree.stack.last() {
+            Some(top) if &top.path == parent => Ok(()),
+            _ => Err(self.protocol(format!(
+                "entry {path} arrives outside its directory {parent}"
+            ))),
+        }
+    }
+
+    fn top_dir(&self) -> Result<&Dir, Failure> {
+        self.tree
+            .stack
+            .last()
+            .map(|f| &f.dir)
+            .ok_or_else(|| Failure::permanent("no open directory"))
+    }
+
+    /// Removes a destination name the source does not list (when deleting,
+    /// or when it is a temporary left by an interrupted run).
+    fn remove_unlisted(&mut self, name: &[u8], delete: bool) -> Result<(), Failure> {
+        let stale = is_stale_temp(name);
+        if delete || stale {
+            self.top_dir()?.remove(name).map_err(|e| self.fs(e))?;
+            if !stale {
+                self.stats.deleted += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes room for a non-directory where the destination has a directory.
+    fn clear_dir(&self, name: &[u8], existing: Option<Stat>) -> Result<(), Failure> {
+        if existing.is_some_and(|st| st.kind == StatKind::Dir) {
+            self.top_dir()?.remove(name).map_err(|e| self.fs(e))?;
+        }
+        Ok(())
+    }
+
+    fn set_meta(&self, name: &[u8], meta: &Meta) -> Result<(), Failure> {
+        let warnings = self
+            .top_dir()?
+            .set_meta(name, meta, self.meta_opts)
+            .map_err(|e| self.fs(e))?;
+        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        Ok(())
+    }
+
+    fn directory(
+        &mut self,
+        path: RelPath,
+        name: &[u8],
+        meta: Meta,
+        existing: Option<Stat>,
+    ) -> Result<(), Failure> {
+        let dir = self.top_dir()?;
+        if existing.map(|st| st.kind) != Some(StatKind::Dir) {
+            if existing.is_some() {
+                dir.remove(name).map_err(|e| self.fs(e))?;
+            }
+            dir.mkdir(name, 0o700).map_err(|e| self.fs(e))?;
+        }
+        let sub = dir.open_subdir(name).map_err(|e| self.fs(e))?;
+        let names = sub.names().map_err(|e| self.fs(e))?;
+        let delete = self.options.delete;
+        self.tree
+            .stack
+            .push(Frame::new(path, sub, meta, names, delete));
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn file(
+        &mut self,
+        id: FileId,
+        path: RelPath,
+        name: &[u8],
+        meta: Meta,
+        size: u64,
+        sparse: bool,
+        existing: Option<Stat>,
+    ) -> Result<(), Failure> {
+        if let Some(st) = existing.filter(|st| st.kind == StatKind::File) {
+            if st.size == size && same_mtime(&st, &meta) {
+                let owner_differs =
+                    self.meta_opts.owner && (st.uid, st.gid) != (meta.uid, meta.gid);
+                if st.mode != meta.mode || owner_differs || !meta.xattrs.is_empty() {
+                    self.set_meta(name, &meta)?;
+                }
+                return self.send(ToSender::Have { id });
+            }
+        }
+        self.clear_dir(name, existing)?;
+        let base = existing
+            .filter(|st| st.kind == StatKind::File && st.size > 0 && size > 0)
+            .and_then(|st| {
+                delta::segment_size(st.size).map(|segment_size| BaseInfo {
+                    len: st.size,
+                    segment_size,
+                })
+            });
+        if self.needs.contains_key(&id) {
+            return Err(self.protocol(format!("file id {id} listed twice")));
+        }
+        let parent = path
+            .split_last()
+            .map(|(p, _)| p)
+            .unwrap_or_else(RelPath::root);
+        self.tree.add_pending(&parent);
+        self.fetching.insert(path.clone(), id);
+        self.needs.insert(
+            id,
+            Need {
+                path: path.clone(),
+                meta,
+                size,
+                sparse,
+                base,
+                resends: 0,
+            },
+        );
+        match base {
+            Some(info) => self
+                .hasher
+                .send(HashJob::Base { id, path, info })
+                .map_err(|_| Failure::permanent("the receiver's hashing thread stopped")),
+            None => self.send(ToSender::Need { id, base: None }),
+        }
+    }
+
+    /// Leaves a directory: deletes what the source lacked and applies its
+    /// metadata, or defers that until its pending files are in place.
+    fn close(&mut self, mut frame: Frame) -> Result<(), Failure> {
+        for name in frame.leftovers() {
+            let stale = is_stale_temp(&name);
+            if frame.delete || stale {
+                frame.dir.remove(&name).map_err(|e| self.fs(e))?;
+                if !stale {
+                    self.stats.deleted += 1;
+                }
+            }
+        }
+        if frame.pending == 0 {
+            self.apply_dir_meta(&frame.dir, &frame.meta)
+        } else {
+            self.tree.closing.insert(
+                frame.path,
+                Closing {
+                    dir: frame.dir,
+                    meta: frame.meta,
+                    pending: frame.pending,
+                },
+            );
+            Ok(())
+        }
+    }
+
+    fn apply_dir_meta(&self, dir: &Dir, meta: &Meta) -> Result<(), Failure> {
+        let warnings = dir
+            .set_own_meta(meta, self.meta_opts)
+            .map_err(|e| self.fs(e))?;
+        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        Ok(())
+    }
+
+    /// Makes `path` another name for the file at `target`.
+    fn link(&self, target: &RelPath, path: &RelPath) -> Result<(), Failure> {
+        let (Some((tparent, tname)), Some((parent, name))) =
+            (target.split_last(), path.split_last())
+        else {
+            return Err(self.protocol("hard link involving the root"));
+        };
+        let tdir = self.volume.open_dir(&tparent).map_err(|e| self.fs(e))?;
+        let tstat = match tdir.stat(tname).map_err(|e| self.fs(e))? {
+            Some(st) if st.kind == StatKind::File => st,
+            // The target failed to arrive (reported for it already).
+            _ => {
+                tracing::warn!(
+                    "{}/{path}: not linked, {target} is missing",
+                    self.volume.name()
+                );
+                return Ok(());
+            }
+        };
+        let dir = self.volume.open_dir(&parent).map_err(|e| self.fs(e))?;
+        let existing = dir.stat(name).map_err(|e| self.fs(e))?;
+        if existing.is_some_and(|st| (st.dev, st.ino) == (tstat.dev, tstat.ino)) {
+            return Ok(());
+        }
+        if existing.is_some_and(|st| st.kind == StatKind::Dir) {
+            dir.remove(name).map_err(|e| self.fs(e))?;
+        }
+        dir.hard_link(name, &tdir, tname).map_err(|e| self.fs(e))
+    }
+}
+
+/// File data.
+impl Applier {
+    fn begin(&mut self, id: FileId) -> Result<(), Failure> {
+        if self.current.is_some() {
+            return Err(self.protocol("FileBegin inside another file"));
+        }
+        let need = self
+            .needs
+            .get(&id)
+            .ok_or_else(|| self.protocol(format!("data for file {id}, which was not asked for")))?;
+        let (parent, name) = need
+            .path
+            .split_last()
+            .ok_or_else(|| self.protocol("data for the root"))?;
+        let dir = self.volume.open_dir(&parent).map_err(|e| self.fs(e))?;
+        let temp = dir.create_temp(name).map_err(|e| self.fs(e))?;
+        // A base that can no longer be opened only matters if the sender
+        // refers to it; the hash check catches one that changed.
+        let base = need
+            .base
+            .and_then(|info| dir.open_file(name).ok().map(|f| (f, info)));
+        self.current = Some(Incoming::new(
+            id,
+            need.path.clone(),
+            temp,
+            base,
+            need.size,
+            need.sparse,
+        ));
+        Ok(())
+    }
+
+    fn data(
+        &mut self,
+        op: impl FnOnce(&mut Incoming) -> Result<(), DataError>,
+    ) -> Result<(), Failure> {
+        let Some(file) = self.current.as_mut() else {
+            return Err(self.protocol("file data outside a file"));
+        };
+        match op(file) {
+            Ok(()) => Ok(()),
+            Err(DataError::Invalid(msg)) => Err(Failure::protocol(
+                &self.peer,
+                format!("{}: {msg}", file.path),
+            )),
+            Err(DataError::Io(e)) => {
+                let at = format!("{}/{}", self.volume.name(), file.path);
+                Err(
+                    if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+                        Failure::permanent(format!("no space left on {at}"))
+                    } else {
+                        Failure::permanent(format!("{at}: {e}"))
+                    },
+                )
+            }
+        }
+    }
+
+    fn end(&mut self, hash: [u8; 32]) -> Result<(), Failure> {
+        let file = self
+            .current
+            .take()
+            .ok_or_else(|| self.protocol("FileEnd outside a file"))?;
+        let (id, path) = (file.id, file.path.clone());
+        let finished = file
+            .finish(hash)
+            .map_err(|e| Failure::permanent(format!("{}/{path}: {e}", self.volume.name())))?;
+        let Ok(temp) = finished else {
+            let need = self
+                .needs
+                .get_mut(&id)
+                .ok_or_else(|| Failure::permanent("lost track of a file"))?;
+            if need.resends >= MAX_RESENDS {
+                return self.complete(id, Err("content check failed twice".into()));
+            }
+            tracing::warn!(
+                "{}/{path}: content check failed, asking for the whole file",
+                self.volume.name()
+            );
+            need.resends += 1;
+            need.base = None;
+            return self.send(ToSender::Need { id, base: None });
+        };
+        let meta = &self.needs[&id].meta;
+        let warnings = temp
+            .set_meta(meta, self.meta_opts)
+            .map_err(|e| self.fs(e))?;
+        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        temp.commit().map_err(|e| self.fs(e))?;
+        self.stats.files_written += 1;
+        self.stats.bytes_written += self.needs[&id].size;
+        self.complete(id, Ok(()))
+    }
+
+    /// A requested file is settled: in place, or failed with the old copy
+    /// kept. Releases what waited for it.
+    fn complete(&mut self, id: FileId, result: Result<(), String>) -> Result<(), Failure> {
+        let need = self
+            .needs
+            .remove(&id)
+            .ok_or_else(|| self.protocol(format!("file {id} was not asked for")))?;
+        self.fetching.remove(&need.path);
+        let parent = need
+            .path
+            .split_last()
+            .map(|(p, _)| p)
+            .unwrap_or_else(RelPath::root);
+        for link in self.waiting_links.remove(&need.path).unwrap_or_default() {
+            if result.is_ok() {
+                self.link(&need.path, &link)?;
+            }
+            let link_parent = link
+                .split_last()
+                .map(|(p, _)| p)
+                .unwrap_or_else(RelPath::root);
+            self.settle(&link_parent)?;
+        }
+        self.settle(&parent)?;
+        match result {
+            Ok(()) => self.send(ToSender::FileDone { id }),
+            Err(message) => self.send(ToSender::FileFailed { id, message }),
+        }
+    }
+
+    /// One pending item in `dir` is done; applies the directory's metadata
+    /// if the walk has left it and it was the last.
+    fn settle(&mut self, dir: &RelPath) -> Result<(), Failure> {
+        if let Some(closing) = self.tree.done_pending(dir) {
+            self.apply_dir_meta(&closing.dir, &closing.meta)?;
+        }
+        Ok(())
+    }
+}
+
+fn same_mtime(st: &Stat, meta: &Meta) -> bool {
+    (st.mtime_sec, st.mtime_nsec) == (meta.mtime_sec, meta.mtime_nsec)
+}

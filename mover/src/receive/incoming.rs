@@ -1,0 +1,223 @@
+//! The file currently arriving: data ops are checked against the size the
+//! sender declared, written into a temporary file beside the destination and
+//! hashed as they are written, so the end-to-end check covers exactly the
+//! bytes that will be renamed into place.
+
+use crate::delta;
+use crate::dest::volume::TempFile;
+use crate::entry::RelPath;
+use crate::wire::message::{BaseInfo, FileId};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+
+/// Block size for hole detection in sparse files.
+const SPARSE_BLOCK: usize = 4096;
+/// Read size when copying base segments.
+const COPY_CHUNK: usize = 1024 * 1024;
+
+/// Why a data op could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The peer sent something impossible: a protocol violation.
+    #[error("{0}")]
+    Invalid(String),
+    /// The local filesystem failed (a full disk, an I/O error).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+fn invalid(msg: impl Into<String>) -> DataError {
+    DataError::Invalid(msg.into())
+}
+
+pub struct Incoming {
+    pub id: FileId,
+    pub path: RelPath,
+    temp: TempFile,
+    base: Option<(File, BaseInfo)>,
+    size: u64,
+    pos: u64,
+    sparse: bool,
+    hasher: blake3::Hasher,
+    patch: Vec<u8>,
+}
+
+impl Incoming {
+    pub fn new(
+        id: FileId,
+        path: RelPath,
+        temp: TempFile,
+        base: Option<(File, BaseInfo)>,
+        size: u64,
+        sparse: bool,
+    ) -> Self {
+        Incoming {
+            id,
+            path,
+            temp,
+            base,
+            size,
+            pos: 0,
+            sparse,
+            hasher: blake3::Hasher::new(),
+            patch: Vec::new(),
+        }
+    }
+
+    pub fn literal(&mut self, data: &[u8]) -> Result<(), DataError> {
+        self.append(data)
+    }
+
+    pub fn hole(&mut self, len: u64) -> Result<(), DataError> {
+        self.reserve(len)?;
+        let zeros = [0u8; SPARSE_BLOCK];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(SPARSE_BLOCK as u64) as usize;
+            self.hasher.update(&zeros[..n]);
+            left -= n as u64;
+        }
+        self.pos += len;
+        Ok(())
+    }
+
+    pub fn copy_segments(&mut self, first: u32, count: u32) -> Result<(), DataError> {
+        let (base, info) = self.base()?;
+        let end = first
+            .checked_add(count)
+            .filter(|&end| end <= info.segment_count())
+            .ok_or_else(|| invalid(format!("segments {first}+{count} are past the base")))?;
+        let seg = u64::from(info.segment_size);
+        let start = u64::from(first) * seg;
+        let stop = (u64::from(end) * seg).min(info.len);
+        let base = base.try_clone()?;
+        let mut buf = vec![0u8; COPY_CHUNK];
+        let mut at = start;
+        while at < stop {
+            let n = (stop - at).min(COPY_CHUNK as u64) as usize;
+            base.read_exact_at(&mut buf[..n], at)?;
+            self.append(&buf[..n])?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    pub fn patch_chunk(&mut self, delta: &[u8]) -> Result<(), DataError> {
+        let (_, info) = self.base()?;
+        // A patch never needs to be much larger than the segment it makes.
+        let limit = info.segment_size as usize + info.segment_size as usize / 8 + 4096;
+        if self.patch.len() + delta.len() > limit {
+            return Err(invalid("patch is larger than its segment could need"));
+        }
+        self.patch.extend_from_slice(delta);
+        Ok(())
+    }
+
+    pub fn patch_end(&mut self, segment: u32) -> Result<(), DataError> {
+        let (base, info) = self.base()?;
+        if segment >= info.segment_count() {
+            return Err(invalid(format!(
+                "patch for segment {segment} past the base"
+            )));
+        }
+        let seg = u64::from(info.segment_size);
+        let start = u64::from(segment) * seg;
+        let len = (info.len - start).min(seg) as usize;
+        let mut old = vec![0u8; len];
+        base.read_exact_at(&mut old, start)?;
+        let patch = std::mem::take(&mut self.patch);
+        let limit = (self.size - self.pos).min(seg) as usize;
+        let mut out = Appender { file: self };
+        delta::apply(&old, &patch, &mut out, limit).map_err(|e| match e {
+            delta::DeltaError::Apply(fast_rsync::ApplyError::Io(io)) => DataError::Io(io),
+            other => invalid(other.to_string()),
+        })
+    }
+
+    /// Checks length and hash. On success the temporary file holds exactly
+    /// what the sender sent and is returned for commit; on a hash mismatch
+    /// it is dropped (and so removed).
+    pub fn finish(mut self, hash: [u8; 32]) -> Result<Result<TempFile, ()>, DataError> {
+        if self.pos != self.size {
+            return Err(invalid(format!(
+                "file ended at {} of {} declared bytes",
+                self.pos, self.size
+            )));
+        }
+        if !self.patch.is_empty() {
+            return Err(invalid("file ended inside a patch"));
+        }
+        self.temp.file().set_len(self.size)?;
+        if self.hasher.finalize().as_bytes() != &hash {
+            return Ok(Err(()));
+        }
+        Ok(Ok(self.temp))
+    }
+
+    fn base(&self) -> Result<(&File, BaseInfo), DataError> {
+        self.base
+            .as_ref()
+            .map(|(f, info)| (f, *info))
+            .ok_or_else(|| invalid("segment op for a file without a base copy"))
+    }
+
+    fn reserve(&self, len: u64) -> Result<(), DataError> {
+        match self.pos.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(invalid(format!(
+                "data past the declared size of {} bytes",
+                self.size
+            ))),
+        }
+    }
+
+    fn append(&mut self, data: &[u8]) -> Result<(), DataError> {
+        self.reserve(data.len() as u64)?;
+        self.hasher.update(data);
+        if self.sparse {
+            self.write_sparse(data)?;
+        } else {
+            self.temp.file().write_all_at(data, self.pos)?;
+        }
+        self.pos += data.len() as u64;
+        Ok(())
+    }
+
+    /// Writes `data` at the current position, leaving aligned all-zero
+    /// blocks unwritten so they stay holes.
+    fn write_sparse(&mut self, data: &[u8]) -> io::Result<()> {
+        let file = self.temp.file();
+        let mut at = 0usize;
+        while at < data.len() {
+            let abs = self.pos + at as u64;
+            let to_boundary = SPARSE_BLOCK - (abs % SPARSE_BLOCK as u64) as usize;
+            let n = to_boundary.min(data.len() - at);
+            let block = &data[at..at + n];
+            if n < SPARSE_BLOCK || block.iter().any(|&b| b != 0) {
+                file.write_all_at(block, abs)?;
+            }
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+/// Lets the delta applier stream its output through [`Incoming::append`].
+struct Appender<'a> {
+    file: &'a mut Incoming,
+}
+
+impl Write for Appender<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.append(buf).map_err(|e| match e {
+            DataError::Io(io) => io,
+            DataError::Invalid(msg) => io::Error::new(io::ErrorKind::InvalidData, msg),
+        })?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,364 @@
+//! The sender's data thread: reads source files and turns them into the
+//! data messages of one file at a time (whole, or as segment copies and
+//! rsync patches against the receiver's copy).
+//!
+//! It runs on its own blocking thread so file reads, hashing and diffing
+//! overlap with TLS encryption on the async side.
+
+use super::state::{BaseState, Pending, Shared};
+use crate::delta;
+use crate::progress::Counters;
+use crate::wire::frame::DATA_CHUNK;
+use crate::wire::message::{AbortReason, FileId, SegmentHash, ToReceiver};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::sync::mpsc::Receiver;
+use tokio::sync::mpsc;
+
+/// Work for the data thread, in the order answers arrive.
+pub enum Job {
+    /// Send the whole file.
+    Whole(FileId),
+    /// The receiver has an older copy: find the differing segments and ask
+    /// for their signatures (or send at once if none differ).
+    Scan(FileId),
+    /// Signatures have arrived: send the file as copies and patches.
+    Patch(FileId),
+}
+
+/// Largest number of segment signatures asked for at once; a file with more
+/// differing segments goes whole (it has changed almost everywhere anyway).
+const MAX_SIGNATURE_REQUEST: usize = 256 * 1024;
+
+/// The session ended; stop quietly.
+struct Closed;
+
+pub fn run(jobs: Receiver<Job>, out: mpsc::Sender<ToReceiver>, shared: &Shared) {
+    let mut data = Data {
+        out,
+        shared,
+        zeros: vec![0; DATA_CHUNK],
+        begun: false,
+    };
+    for job in jobs {
+        let result = match job {
+            Job::Whole(id) => data.with_file(id, Data::whole),
+            Job::Scan(id) => data.with_file(id, Data::scan),
+            Job::Patch(id) => data.with_file(id, Data::patch),
+        };
+        if result.is_err() {
+            return;
+        }
+    }
+}
+
+struct Data<'a> {
+    out: mpsc::Sender<ToReceiver>,
+    shared: &'a Shared,
+    zeros: Vec<u8>,
+    /// Whether the current file's `FileBegin` has gone out.
+    begun: bool,
+}
+
+/// How reading a source file ended early.
+enum Stop {
+    Closed(Closed),
+    Abort(AbortReason),
+}
+
+impl From<Closed> for Stop {
+    fn from(c: Closed) -> Self {
+        Stop::Closed(c)
+    }
+}
+
+impl Data<'_> {
+    fn begin(&mut self, id: FileId) -> Result<(), Closed> {
+        self.begun = true;
+        self.send(ToReceiver::FileBegin { id })
+    }
+
+    fn send(&self, msg: ToReceiver) -> Result<(), Closed> {
+        self.out.blocking_send(msg).map_err(|_| Closed)
+    }
+
+    /// Opens the source of `id` and runs `body`; turns a failure to read it
+    /// into a `FileAbort` (if data had started) and a counted problem.
+    fn with_file(
+        &mut self,
+        id: FileId,
+        body: fn(&mut Self, FileId, &Pending, &mut File) -> Result<(), Stop>,
+    ) -> Result<(), Closed> {
+        let Some(pending) = self.shared.get(id) else {
+            return Ok(());
+        };
+        self.begun = false;
+        let opened = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&pending.source)
+            .and_then(|f| check_unchanged(&f, &pending).map(|_| f));
+        let result = match opened {
+            Ok(mut file) => body(self, id, &pending, &mut file),
+            Err(e) => Err(Stop::Abort(abort_reason(e))),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(Stop::Closed(c)) => Err(c),
+            Err(Stop::Abort(reason)) => {
+                self.give_up(id, &pending, &reason);
+                if !self.begun {
+                    self.send(ToReceiver::FileBegin { id })?;
+                }
+                self.send(ToReceiver::FileAbort { reason })
+            }
+        }
+    }
+
+    fn give_up(&self, id: FileId, pending: &Pending, reason: &AbortReason) {
+        if let Some(p) = self.shared.pending().get_mut(&id) {
+            p.aborted = true;
+        }
+        let path = pending.source.display();
+        match reason {
+            AbortReason::Vanished => self
+                .shared
+                .vanished(format!("{path}: vanished or changed while being read")),
+            AbortReason::Unreadable(e) => self.shared.error(format!("{path}: {e}")),
+        }
+    }
+
+    fn whole(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
+        self.begin(id)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut pos = 0u64;
+        while pos < pending.size {
+            let (data_start, data_end) = if pending.sparse {
+                next_data(file, pos, pending.size).map_err(|e| Stop::Abort(abort_reason(e)))?
+            } else {
+                (pos, pending.size)
+            };
+            if data_start > pos {
+                self.hole(&mut hasher, data_start - pos)?;
+                pos = data_start;
+            }
+            while pos < data_end {
+                let want = (data_end - pos).min(DATA_CHUNK as u64) as usize;
+                let chunk = read_at(file, pos, want)?;
+                hasher.update(&chunk);
+                pos += want as u64;
+                Counters::add(&self.shared.counters.bytes_sent, want as u64);
+                self.send(ToReceiver::Literal { data: chunk })?;
+            }
+        }
+        self.end(pending, file, hasher)
+    }
+
+    fn hole(&mut self, hasher: &mut blake3::Hasher, len: u64) -> Result<(), Closed> {
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(self.zeros.len() as u64) as usize;
+            hasher.update(&self.zeros[..n]);
+            left -= n as u64;
+        }
+        self.send(ToReceiver::Hole { len })
+    }
+
+    /// Finishes a file: checks it did not change while it was read (counted
+    /// as vanished, since what was sent may mix old and new content) and
+    /// sends the hash of everything sent.
+    fn end(&mut self, pending: &Pending, file: &File, hasher: blake3::Hasher) -> Result<(), Stop> {
+        check_unchanged(file, pending).map_err(|e| Stop::Abort(abort_reason(e)))?;
+        Counters::add(&self.shared.counters.files_sent, 1);
+        self.send(ToReceiver::FileEnd {
+            hash: *hasher.finalize().as_bytes(),
+        })?;
+        Ok(())
+    }
+
+    fn scan(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
+        let Some(base) = pending.base.clone() else {
+            return self.whole(id, pending, file);
+        };
+        let seg = base.info.segment_size as u64;
+        let mut differing = Vec::new();
+        let mut pos = 0u64;
+        let mut index = 0usize;
+        while pos < pending.size && index < base.hashes.len() {
+            let want = (pending.size - pos).min(seg) as usize;
+            let data = read_at(file, pos, want)?;
+            if delta::segment_hash(&data) != base.hashes[index] {
+                differing.push(index as u32);
+            }
+            pos += want as u64;
+            index += 1;
+        }
+        if differing.len() > MAX_SIGNATURE_REQUEST {
+            return self.whole(id, pending, file);
+        }
+        if differing.is_empty() {
+            return self.patch(id, pending, file);
+        }
+        self.send(ToReceiver::SignatureRequest {
+            id,
+            segments: differing,
+        })?;
+        Ok(())
+    }
+
+    fn patch(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
+        let Some(mut base) = self.take_base(id) else {
+            return self.whole(id, pending, file);
+        };
+        self.begin(id)?;
+        let seg = base.info.segment_size as u64;
+        let mut hasher = blake3::Hasher::new();
+        let mut copies = CopyRun::default();
+        let mut pos = 0u64;
+        let mut index = 0u32;
+        while pos < pending.size {
+            let want = (pending.size - pos).min(seg) as usize;
+            let data = read_at(file, pos, want)?;
+            hasher.update(&data);
+            pos += want as u64;
+            let base_hash: Option<&SegmentHash> = base.hashes.get(index as usize);
+            if base_hash == Some(&delta::segment_hash(&data)) {
+                copies.add(index);
+                Counters::add(&self.shared.counters.bytes_matched, want as u64);
+            } else {
+                self.flush(&mut copies)?;
+                match base.signatures.remove(&index) {
+                    Some(sig) => self.send_patch(index, sig, data)?,
+                    None => self.send_literal(data)?,
+                }
+            }
+            index += 1;
+        }
+        self.flush(&mut copies)?;
+        self.end(pending, file, hasher)
+    }
+
+    fn take_base(&self, id: FileId) -> Option<BaseState> {
+        self.shared
+            .pending()
+            .get_mut(&id)
+            .and_then(|p| p.base.as_mut())
+            .map(|b| BaseState {
+                info: b.info,
+                hashes: b.hashes.clone(),
+                signatures: std::mem::take(&mut b.signatures),
+            })
+    }
+
+    fn flush(&self, copies: &mut CopyRun) -> Result<(), Closed> {
+        if let Some((first, count)) = copies.take() {
+            self.send(ToReceiver::CopySegments { first, count })?;
+        }
+        Ok(())
+    }
+
+    /// Sends `data` as a patch against base segment `index`, or literally
+    /// when the patch would not be smaller.
+    fn send_patch(&self, index: u32, signature: Vec<u8>, data: Vec<u8>) -> Result<(), Closed> {
+        let mut patch = Vec::new();
+        if delta::diff(signature, &data, &mut patch).is_ok() && patch.len() < data.len() {
+            Counters::add(&self.shared.counters.bytes_sent, patch.len() as u64);
+            Counters::add(
+                &self.shared.counters.bytes_matched,
+                (data.len() - patch.len()) as u64,
+            );
+            for chunk in patch.chunks(DATA_CHUNK) {
+                self.send(ToReceiver::PatchChunk {
+                    delta: chunk.to_vec(),
+                })?;
+            }
+            return self.send(ToReceiver::PatchEnd { segment: index });
+        }
+        self.send_literal(data)
+    }
+
+    fn send_literal(&self, data: Vec<u8>) -> Result<(), Closed> {
+        Counters::add(&self.shared.counters.bytes_sent, data.len() as u64);
+        if data.len() <= DATA_CHUNK {
+            return self.send(ToReceiver::Literal { data });
+        }
+        for chunk in data.chunks(DATA_CHUNK) {
+            self.send(ToReceiver::Literal {
+                data: chunk.to_vec(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Consecutive unchanged segments, sent as one `CopySegments`.
+#[derive(Default)]
+struct CopyRun(Option<(u32, u32)>);
+
+impl CopyRun {
+    fn add(&mut self, index: u32) {
+        self.0 = match self.0 {
+            Some((first, count)) if first + count == index => Some((first, count + 1)),
+            _ => {
+                debug_assert!(self.0.is_none(), "flush before starting a new run");
+                Some((index, 1))
+            }
+        };
+    }
+
+    fn take(&mut self) -> Option<(u32, u32)> {
+        self.0.take()
+    }
+}
+
+fn abort_reason(e: io::Error) -> AbortReason {
+    match e.kind() {
+        io::ErrorKind::NotFound => AbortReason::Vanished,
+        _ if e.raw_os_error() == Some(libc::ELOOP) => AbortReason::Vanished,
+        io::ErrorKind::UnexpectedEof => AbortReason::Vanished,
+        _ => AbortReason::Unreadable(e.to_string()),
+    }
+}
+
+/// Fails with `UnexpectedEof` (counted as vanished) when the open file is no
+/// longer the one listed: another type, size or modification time.
+fn check_unchanged(file: &File, pending: &Pending) -> io::Result<()> {
+    let md = file.metadata()?;
+    if !md.is_file()
+        || md.len() != pending.size
+        || (md.mtime(), md.mtime_nsec() as u32) != pending.mtime
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "changed while being read",
+        ));
+    }
+    Ok(())
+}
+
+fn read_at(file: &File, pos: u64, len: usize) -> Result<Vec<u8>, Stop> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; len];
+    file.read_exact_at(&mut buf, pos)
+        .map_err(|e| Stop::Abort(abort_reason(e)))?;
+    Ok(buf)
+}
+
+/// The next data extent at or after `pos` (`SEEK_DATA`/`SEEK_HOLE`), so
+/// holes in sparse files are neither read nor sent. A filesystem without
+/// hole reporting simply reports all data.
+fn next_data(file: &mut File, pos: u64, size: u64) -> io::Result<(u64, u64)> {
+    use rustix::fs::{seek, SeekFrom};
+    let start = match seek(&*file, SeekFrom::Data(pos)) {
+        Ok(start) => start.min(size),
+        Err(rustix::io::Errno::NXIO) => return Ok((size, size)),
+        Err(e) => return Err(e.into()),
+    };
+    let end = match seek(&*file, SeekFrom::Hole(start)) {
+        Ok(end) => end.min(size),
+        Err(rustix::io::Errno::NXIO) => size,
+        Err(e) => return Err(e.into()),
+    };
+    Ok((start, end.max(start)))
+}

@@ -1,0 +1,280 @@
+//! The sending end of a sync: walks a local tree and makes one volume of a
+//! receiver equal to it.
+//!
+//! Three stages run at once so that nothing waits on a round trip: the walk
+//! ([`walk`]) streams entries, the response loop here reacts to the
+//! receiver's answers, and the data thread ([`data`]) reads and diffs files
+//! for the answers that ask for data.
+
+mod data;
+mod state;
+mod walk;
+mod window;
+
+use crate::delta;
+use crate::failure::Failure;
+use crate::progress::{Counters, Snapshot};
+use crate::wire::io::{self as wio, Reader};
+use crate::wire::message::{BaseInfo, FileId, ReceiverStats, SyncOptions, ToReceiver, ToSender};
+use crate::wire::PROTOCOL_VERSION;
+use data::Job;
+use serde::Serialize;
+use state::{BaseState, Shared};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+/// What to sync and how.
+#[derive(Debug, Clone)]
+pub struct SendConfig {
+    pub source: PathBuf,
+    pub volume: String,
+    pub options: SyncOptions,
+    /// Fail when the receiver says nothing for this long.
+    pub idle_timeout: Duration,
+    /// Send a keepalive when nothing else went out for this long.
+    pub keepalive: Duration,
+}
+
+/// The outcome of a finished sync.
+#[derive(Debug, Clone, Serialize)]
+pub struct SendReport {
+    pub volume: String,
+    pub duration_secs: f64,
+    #[serde(flatten)]
+    pub counters: Snapshot,
+    pub files_deleted: u64,
+    pub files_written: u64,
+    /// Paths that could not be read or vanished, with the reason (the first
+    /// thousand; all of them are logged as they happen).
+    pub problems: Vec<String>,
+}
+
+/// Runs one sync over an established stream to the receiver.
+pub async fn run<S>(
+    stream: S,
+    config: SendConfig,
+    counters: Arc<Counters>,
+) -> Result<SendReport, Failure>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let started = Instant::now();
+    let peer = "receiver";
+    let (read, write) = tokio::io::split(stream);
+    let mut reader = wio::reader::<_, ToSender, ToReceiver>(read);
+    let (out, out_rx) = mpsc::channel(256);
+    let writer = tokio::spawn(wio::write_all(
+        wio::writer::<_, ToSender, ToReceiver>(write),
+        out_rx,
+        config.keepalive,
+        || ToReceiver::Keepalive,
+    ));
+    let _ = out
+        .send(ToReceiver::Hello {
+            protocol: PROTOCOL_VERSION,
+            volume: config.volume.clone(),
+            options: config.options,
+        })
+        .await;
+    match wio::next(&mut reader, config.idle_timeout, peer).await? {
+        ToSender::Welcome { protocol } if protocol == PROTOCOL_VERSION => {}
+        ToSender::Welcome { protocol } => {
+            return Err(Failure::permanent(format!(
+                "receiver speaks protocol {protocol}, this sender {PROTOCOL_VERSION}"
+            )))
+        }
+        ToSender::Error { message, retryable } => {
+            return Err(Failure {
+                message: format!("receiver refused: {message}"),
+                retryable,
+            })
+        }
+        other => {
+            return Err(Failure::protocol(
+                peer,
+                format!("expected Welcome, got {other:?}"),
+            ))
+        }
+    }
+
+    let shared = Arc::new(Shared::new(counters.clone()));
+    let (jobs, job_rx) = std::sync::mpsc::channel();
+    let walker = {
+        let (out, shared, root) = (out.clone(), shared.clone(), config.source.clone());
+        tokio::task::spawn_blocking(move || walk::run(&root, &out, &shared))
+    };
+    let data = {
+        let (out, shared) = (out.clone(), shared.clone());
+        tokio::task::spawn_blocking(move || data::run(job_rx, out, &shared))
+    };
+    drop(out);
+
+    let answered = Responses {
+        shared: &shared,
+        jobs,
+        peer,
+    }
+    .run(&mut reader, config.idle_timeout)
+    .await;
+    shared.window.close();
+    let walked = walker.await.unwrap_or_else(|e| Err(e.to_string()));
+    let stats = match (answered, walked) {
+        (Ok(stats), Ok(())) => stats,
+        (_, Err(msg)) => {
+            writer.abort();
+            return Err(Failure::permanent(msg));
+        }
+        (Err(failure), _) => {
+            writer.abort();
+            return Err(failure);
+        }
+    };
+    let _ = data.await;
+    match writer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Failure::network(peer, e)),
+        Err(e) => return Err(Failure::network(peer, e)),
+    }
+    Ok(SendReport {
+        volume: config.volume,
+        duration_secs: started.elapsed().as_secs_f64(),
+        counters: counters.snapshot(),
+        files_deleted: stats.deleted,
+        files_written: stats.files_written,
+        problems: shared.take_problems(),
+    })
+}
+
+/// Reacts to the receiver's answers until it reports the volume finished.
+struct Responses<'a> {
+    shared: &'a Shared,
+    jobs: std::sync::mpsc::Sender<Job>,
+    peer: &'a str,
+}
+
+impl Responses<'_> {
+    async fn run<R: AsyncRead + Unpin>(
+        &self,
+        reader: &mut Reader<R, ToSender, ToReceiver>,
+        idle: Duration,
+    ) -> Result<ReceiverStats, Failure> {
+        loop {
+            match wio::next(reader, idle, self.peer).await? {
+                ToSender::Have { id } => {
+                    if let Some(p) = self.shared.finish(id) {
+                        Counters::add(&self.shared.counters.bytes_done, p.size);
+                    }
+                }
+                ToSender::Need { id, base: None } => self.job(Job::Whole(id))?,
+                ToSender::Need {
+                    id,
+                    base: Some(info),
+                } => self.start_base(id, info)?,
+                ToSender::BaseHashes { id, first, hashes } => self.add_hashes(id, first, hashes)?,
+                ToSender::Signature {
+                    id,
+                    segment,
+                    signature,
+                } => self.with_base(id, |base| {
+                    if segment >= base.info.segment_count() {
+                        return Err(format!("signature for segment {segment} out of range"));
+                    }
+                    base.signatures.insert(segment, signature);
+                    Ok(())
+                })?,
+                ToSender::SignaturesEnd { id } => self.job(Job::Patch(id))?,
+                ToSender::FileDone { id } => {
+                    if let Some(p) = self.shared.finish(id) {
+                        Counters::add(&self.shared.counters.bytes_done, p.size);
+                    }
+                }
+                ToSender::FileFailed { id, message } => {
+                    if let Some(p) = self.shared.finish(id) {
+                        if !p.aborted {
+                            self.shared
+                                .error(format!("{}: receiver: {message}", p.source.display()));
+                        }
+                    }
+                }
+                ToSender::Error { message, retryable } => {
+                    return Err(Failure {
+                        message: format!("receiver: {message}"),
+                        retryable,
+                    })
+                }
+                ToSender::Finished { stats } => return Ok(stats),
+                ToSender::Keepalive => {}
+                ToSender::Welcome { .. } => {
+                    return Err(Failure::protocol(self.peer, "second Welcome"))
+                }
+            }
+        }
+    }
+
+    fn job(&self, job: Job) -> Result<(), Failure> {
+        self.jobs
+            .send(job)
+            .map_err(|_| Failure::permanent("the sender's data thread stopped"))
+    }
+
+    fn start_base(&self, id: FileId, info: BaseInfo) -> Result<(), Failure> {
+        if !delta::is_valid_segment_size(info.segment_size)
+            || info.len == 0
+            || u64::from(info.segment_count()) > delta::MAX_SEGMENTS
+        {
+            return Err(Failure::protocol(
+                self.peer,
+                format!("unusable base {info:?} for file {id}"),
+            ));
+        }
+        let mut pending = self.shared.pending();
+        let p = pending
+            .get_mut(&id)
+            .ok_or_else(|| Failure::protocol(self.peer, format!("Need for unknown file {id}")))?;
+        p.base = Some(BaseState {
+            info,
+            hashes: Arc::new(Vec::new()),
+            signatures: Default::default(),
+        });
+        Ok(())
+    }
+
+    fn add_hashes(&self, id: FileId, first: u32, hashes: Vec<[u8; 16]>) -> Result<(), Failure> {
+        let mut complete = false;
+        self.with_base(id, |base| {
+            let list = Arc::make_mut(&mut base.hashes);
+            if first as usize != list.len()
+                || list.len() + hashes.len() > base.info.segment_count() as usize
+            {
+                return Err(format!(
+                    "segment hashes out of order or too many for file {id}"
+                ));
+            }
+            list.extend_from_slice(&hashes);
+            complete = list.len() == base.info.segment_count() as usize;
+            Ok(())
+        })?;
+        if complete {
+            self.job(Job::Scan(id))?;
+        }
+        Ok(())
+    }
+
+    fn with_base(
+        &self,
+        id: FileId,
+        f: impl FnOnce(&mut BaseState) -> Result<(), String>,
+    ) -> Result<(), Failure> {
+        let mut pending = self.shared.pending();
+        let base = pending
+            .get_mut(&id)
+            .and_then(|p| p.base.as_mut())
+            .ok_or_else(|| {
+                Failure::protocol(self.peer, format!("no base announced for file {id}"))
+            })?;
+        f(base).map_err(|msg| Failure::protocol(self.peer, msg))
+    }
+}

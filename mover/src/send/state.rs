@@ -1,0 +1,101 @@
+//! What the sender's stages (walker, response handler, data thread) share:
+//! the files awaiting an answer, the window that bounds them, and the
+//! problems to report at the end.
+
+use super::window::Window;
+use crate::progress::Counters;
+use crate::wire::message::{BaseInfo, FileId, SegmentHash};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// How many listed files may await their answer at once.
+pub const WINDOW: usize = 4096;
+/// How many problem messages are kept for the summary (all are logged).
+const MAX_KEPT_PROBLEMS: usize = 1000;
+
+/// A regular file the receiver has not finished with yet.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub source: PathBuf,
+    pub size: u64,
+    pub sparse: bool,
+    pub mtime: (i64, u32),
+    /// Set once the receiver announced an older copy of the file.
+    pub base: Option<BaseState>,
+    /// The sender gave up on it (vanished or unreadable) and counted why.
+    pub aborted: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct BaseState {
+    pub info: BaseInfo,
+    pub hashes: Arc<Vec<SegmentHash>>,
+    pub signatures: HashMap<u32, Vec<u8>>,
+}
+
+pub struct Shared {
+    pub pending: Mutex<HashMap<FileId, Pending>>,
+    pub window: Window,
+    pub counters: Arc<Counters>,
+    problems: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    pub fn new(counters: Arc<Counters>) -> Self {
+        Shared {
+            pending: Mutex::new(HashMap::new()),
+            window: Window::new(WINDOW),
+            counters,
+            problems: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<FileId, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of what is known about `id`, if it is still pending.
+    pub fn get(&self, id: FileId) -> Option<Pending> {
+        self.pending().get(&id).cloned()
+    }
+
+    /// Forgets `id` and frees its window slot.
+    pub fn finish(&self, id: FileId) -> Option<Pending> {
+        let done = self.pending().remove(&id);
+        if done.is_some() {
+            self.window.release();
+        }
+        done
+    }
+
+    /// Counts one listed entry of `bytes` bytes.
+    pub fn examined(&self, bytes: u64) {
+        Counters::add(&self.counters.files_examined, 1);
+        Counters::add(&self.counters.bytes_examined, bytes);
+    }
+
+    /// Records a source entry that could not be transferred.
+    pub fn error(&self, what: String) {
+        Counters::add(&self.counters.errors, 1);
+        self.note(what);
+    }
+
+    /// Records a source file that vanished or changed while being read.
+    pub fn vanished(&self, what: String) {
+        Counters::add(&self.counters.vanished, 1);
+        self.note(what);
+    }
+
+    fn note(&self, what: String) {
+        tracing::warn!("{what}");
+        let mut problems = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        if problems.len() < MAX_KEPT_PROBLEMS {
+            problems.push(what);
+        }
+    }
+
+    pub fn take_problems(&self) -> Vec<String> {
+        std::mem::take(&mut self.problems.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}

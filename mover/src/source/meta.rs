@@ -1,0 +1,300 @@
+//! Sender side: what an [`Entry`](crate::entry::Entry) says about a local
+//! object. Symlinks are described, never followed. Hard links are detected
+//! by the caller (it sees inode numbers across the walk), not here.
+//!
+//! Errors are the raw OS errors without the path, so the caller can tell a
+//! file that vanished during the walk (`NotFound`) from a real failure and
+//! add the path itself.
+
+use crate::entry::{Kind, Meta, SpecialKind, Xattr, MAX_XATTRS};
+use rustix::fs as rfs;
+use rustix::io::Errno;
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+/// Mode bits, numeric owner, mtime (with nanoseconds) and extended
+/// attributes of `path`, whose `symlink_metadata` is `md`.
+///
+/// Only directories and regular files carry xattrs: Linux allows no `user.`
+/// attributes on symlinks, and the receiver does not open specials to set
+/// any. A filesystem without xattr support yields none.
+pub fn read_meta(path: &Path, md: &Metadata) -> io::Result<Meta> {
+    let ft = md.file_type();
+    let xattrs = if ft.is_dir() || ft.is_file() {
+        read_xattrs(path)?
+    } else {
+        Vec::new()
+    };
+    Ok(Meta {
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime_sec: md.mtime(),
+        mtime_nsec: u32::try_from(md.mtime_nsec()).unwrap_or(0),
+        xattrs,
+    })
+}
+
+/// The extended attributes of `path` itself (not a symlink's target),
+/// sorted by name so that the same tree always yields the same entries.
+/// POSIX ACLs appear as `system.posix_acl_access`/`_default`.
+pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
+    let list = match read_sized(
+        || rfs::llistxattr_query(path),
+        |buf| rfs::llistxattr(path, buf),
+    ) {
+        Ok(list) => list,
+        Err(Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut xattrs = Vec::new();
+    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        match read_sized(
+            || rfs::lgetxattr_query(path, name),
+            |buf| rfs::lgetxattr(path, name, buf),
+        ) {
+            Ok(value) => xattrs.push(Xattr {
+                name: name.to_vec(),
+                value,
+            }),
+            // Removed between listing and reading.
+            Err(Errno::NODATA) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if xattrs.len() > MAX_XATTRS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} extended attributes, more than the {MAX_XATTRS} a transfer carries",
+                xattrs.len()
+            ),
+        ));
+    }
+    xattrs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(xattrs)
+}
+
+/// What kind of object `path` is, from its `symlink_metadata` `md`.
+///
+/// A regular file is `sparse` when it occupies fewer bytes than its length
+/// (`st_blocks * 512 < st_size`). Compressed or inline-data files can look
+/// sparse too; that only makes the receiver look for zero runs.
+pub fn kind_of(path: &Path, md: &Metadata) -> io::Result<Kind> {
+    let ft = md.file_type();
+    let special = |kind| Kind::Special {
+        kind,
+        rdev: md.rdev(),
+    };
+    Ok(if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        Kind::File {
+            size: md.len(),
+            sparse: md.blocks().saturating_mul(512) < md.len(),
+        }
+    } else if ft.is_symlink() {
+        Kind::Symlink {
+            target: std::fs::read_link(path)?.as_os_str().as_bytes().to_vec(),
+        }
+    } else if ft.is_fifo() {
+        special(SpecialKind::Fifo)
+    } else if ft.is_socket() {
+        special(SpecialKind::Socket)
+    } else if ft.is_char_device() {
+        special(SpecialKind::CharDevice)
+    } else if ft.is_block_device() {
+        special(SpecialKind::BlockDevice)
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "unknown file type",
+        ));
+    })
+}
+
+/// Reads a variable-length value (xattr list or value), retrying when it
+/// grows between the size query and the read.
+fn read_sized(
+    query: impl Fn() -> Result<usize, Errno>,
+    fetch: impl Fn(&mut [u8]) -> Result<usize, Errno>,
+) -> Result<Vec<u8>, Errno> {
+    for _ in 0..8 {
+        let size = query()?;
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; size];
+        match fetch(&mut buf) {
+            Ok(len) => {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::RANGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dest::volume::{MetaOptions, Volume};
+    use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags, CWD, UTIME_OMIT};
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn set_mtime(path: &Path, sec: i64, nsec: u32) {
+        let times = Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: sec,
+                tv_nsec: nsec.into(),
+            },
+        };
+        rfs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    }
+
+    fn user_only(mut m: Meta) -> Meta {
+        m.xattrs.retain(|x| x.name.starts_with(b"user."));
+        m
+    }
+
+    #[test]
+    fn reads_file_meta_and_kind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        std::fs::write(&f, b"hello").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o2640)).unwrap();
+        let xattrs = rfs::setxattr(&f, "user.b", b"2", XattrFlags::empty()).is_ok();
+        if xattrs {
+            rfs::setxattr(&f, "user.a", b"", XattrFlags::empty()).unwrap();
+        }
+        set_mtime(&f, 1_500_000_000, 987_654_321);
+        let md = std::fs::symlink_metadata(&f).unwrap();
+        let m = user_only(read_meta(&f, &md).unwrap());
+        assert_eq!(m.mode, 0o2640);
+        assert_eq!((m.mtime_sec, m.mtime_nsec), (1_500_000_000, 987_654_321));
+        assert_eq!((m.uid, m.gid), (md.uid(), md.gid()));
+        if xattrs {
+            let names: Vec<&[u8]> = m.xattrs.iter().map(|x| x.name.as_slice()).collect();
+            assert_eq!(names, vec![&b"user.a"[..], b"user.b"]);
+            assert_eq!(m.xattrs[1].value, b"2");
+        }
+        assert_eq!(
+            kind_of(&f, &md).unwrap(),
+            Kind::File {
+                size: 5,
+                sparse: false
+            }
+        );
+    }
+
+    #[test]
+    fn detects_sparse_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("sparse");
+        let mut file = std::fs::File::create(&f).unwrap();
+        file.write_all(b"head").unwrap();
+        file.set_len(8 << 20).unwrap();
+        drop(file);
+        let md = std::fs::symlink_metadata(&f).unwrap();
+        assert_eq!(
+            kind_of(&f, &md).unwrap(),
+            Kind::File {
+                size: 8 << 20,
+                sparse: true
+            }
+        );
+        let dense = tmp.path().join("dense");
+        std::fs::write(&dense, vec![1u8; 64 << 10]).unwrap();
+        let md = std::fs::symlink_metadata(&dense).unwrap();
+        assert_eq!(
+            kind_of(&dense, &md).unwrap(),
+            Kind::File {
+                size: 64 << 10,
+                sparse: false
+            }
+        );
+    }
+
+    #[test]
+    fn symlinks_dirs_and_specials() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("t");
+        std::fs::write(&target, b"").unwrap();
+        let _ = rfs::setxattr(&target, "user.t", b"1", XattrFlags::empty());
+        let l = tmp.path().join("l");
+        std::os::unix::fs::symlink("t", &l).unwrap();
+        let md = std::fs::symlink_metadata(&l).unwrap();
+        assert_eq!(
+            kind_of(&l, &md).unwrap(),
+            Kind::Symlink {
+                target: b"t".to_vec()
+            }
+        );
+        assert!(read_meta(&l, &md).unwrap().xattrs.is_empty());
+
+        let md = std::fs::symlink_metadata(tmp.path()).unwrap();
+        assert_eq!(kind_of(tmp.path(), &md).unwrap(), Kind::Dir);
+
+        let p = tmp.path().join("p");
+        rfs::mknodat(
+            CWD,
+            &p,
+            rfs::FileType::Fifo,
+            rfs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        assert_eq!(
+            kind_of(&p, &md).unwrap(),
+            Kind::Special {
+                kind: SpecialKind::Fifo,
+                rdev: 0
+            }
+        );
+        assert!(read_meta(&p, &md).unwrap().xattrs.is_empty());
+
+        // Vanished: the raw NotFound reaches the caller.
+        let gone = tmp.path().join("gone");
+        std::fs::write(&gone, b"").unwrap();
+        let md = std::fs::symlink_metadata(&gone).unwrap();
+        std::fs::remove_file(&gone).unwrap();
+        assert_eq!(
+            read_meta(&gone, &md).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    /// What the sender reads, the receiver applies, and reading it back
+    /// gives the same metadata.
+    #[test]
+    fn round_trip_through_receiver() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let f = src.path().join("f");
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let _ = rfs::setxattr(&f, "user.k", b"v", XattrFlags::empty());
+        set_mtime(&f, 1_234_567_890, 42);
+        let md = std::fs::symlink_metadata(&f).unwrap();
+        let meta = read_meta(&f, &md).unwrap();
+
+        std::fs::write(dst.path().join("f"), b"x").unwrap();
+        let root = Volume::open("v", dst.path()).unwrap().root();
+        let owner = rustix::process::geteuid().is_root();
+        root.set_meta(b"f", &meta, MetaOptions { owner }).unwrap();
+        let g = dst.path().join("f");
+        let back = read_meta(&g, &std::fs::symlink_metadata(&g).unwrap()).unwrap();
+        assert_eq!(user_only(back), user_only(meta));
+    }
+}

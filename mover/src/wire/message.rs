@@ -1,0 +1,154 @@
+//! Every message a sender and a receiver exchange.
+//!
+//! One TLS connection syncs one volume. The sender streams the file list
+//! ([`ToReceiver::Entry`]) without waiting; the receiver answers each regular
+//! file with [`ToSender::Have`] or [`ToSender::Need`] as soon as it has looked
+//! at its own copy, so the two sides' scans overlap. File contents then flow
+//! one file at a time as a `FileBegin`, data ops, `FileEnd` run; a changed file
+//! takes one extra round trip (segment hashes out, signatures of only the
+//! differing segments back) before its data is sent.
+
+use crate::entry::{Entry, RelPath};
+use serde::{Deserialize, Serialize};
+
+/// A sender-assigned number for each regular file in the list.
+pub type FileId = u64;
+
+/// A blake3 hash truncated to 128 bits: ample to tell segments apart, and
+/// the full 256-bit hash guards the whole file anyway.
+pub type SegmentHash = [u8; 16];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncOptions {
+    /// Delete destination entries the source does not have.
+    pub delete: bool,
+}
+
+/// Sender to receiver.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToReceiver {
+    /// First message: which volume this connection writes.
+    Hello {
+        protocol: u32,
+        volume: String,
+        options: SyncOptions,
+    },
+    /// One entry of the walk, in depth-first order with names sorted
+    /// bytewise; a directory comes before its contents.
+    Entry { id: FileId, entry: Entry },
+    /// The sender could not list all of `dir` (unreadable entries below it):
+    /// delete nothing there, since absence from the list proves nothing.
+    KeepContents { dir: RelPath },
+    /// The walk is complete.
+    EndOfList,
+    /// Ask for the rolling signatures of these differing segments of the
+    /// receiver's copy of `id`.
+    SignatureRequest { id: FileId, segments: Vec<u32> },
+    /// File data for `id` follows until `FileEnd` or `FileAbort`.
+    FileBegin { id: FileId },
+    /// Bytes to append.
+    Literal {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// A run of zeros that the source stores as a hole.
+    Hole { len: u64 },
+    /// Append `count` segments of the receiver's current copy, unchanged.
+    CopySegments { first: u32, count: u32 },
+    /// Part of an rsync delta against one segment of the receiver's copy.
+    PatchChunk {
+        #[serde(with = "serde_bytes")]
+        delta: Vec<u8>,
+    },
+    /// The delta for `segment` is complete: apply it.
+    PatchEnd { segment: u32 },
+    /// The file is complete; `hash` is the blake3 of every byte sent.
+    FileEnd { hash: [u8; 32] },
+    /// The source file could not be read after all; keep the old copy.
+    FileAbort { reason: AbortReason },
+    /// Nothing to say, but still alive (idle routes drop silent streams).
+    Keepalive,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AbortReason {
+    /// The file disappeared or changed size between listing and reading.
+    Vanished,
+    /// The sender could not read it.
+    Unreadable(String),
+}
+
+/// Receiver to sender.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToSender {
+    Welcome {
+        protocol: u32,
+    },
+    /// The receiver's copy of `id` is current; nothing to send.
+    Have {
+        id: FileId,
+    },
+    /// Send `id`. With `base`, the receiver has an older copy: its segment
+    /// hashes follow in `BaseHashes` messages.
+    Need {
+        id: FileId,
+        base: Option<BaseInfo>,
+    },
+    /// Segment hashes of the receiver's copy, `first` onwards.
+    BaseHashes {
+        id: FileId,
+        first: u32,
+        hashes: Vec<SegmentHash>,
+    },
+    /// The rsync signature of one segment of the receiver's copy.
+    Signature {
+        id: FileId,
+        segment: u32,
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
+    /// All requested signatures for `id` have been sent.
+    SignaturesEnd {
+        id: FileId,
+    },
+    /// `id` is in place and verified.
+    FileDone {
+        id: FileId,
+    },
+    /// `id` could not be written; the old copy (if any) is untouched.
+    FileFailed {
+        id: FileId,
+        message: String,
+    },
+    /// The session failed; `retryable` says whether reconnecting may help.
+    Error {
+        message: String,
+        retryable: bool,
+    },
+    /// Everything is in place.
+    Finished {
+        stats: ReceiverStats,
+    },
+    Keepalive,
+}
+
+/// What the receiver knows about its copy of a changed file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseInfo {
+    pub len: u64,
+    pub segment_size: u32,
+}
+
+impl BaseInfo {
+    pub fn segment_count(&self) -> u32 {
+        self.len.div_ceil(u64::from(self.segment_size)) as u32
+    }
+}
+
+/// Totals only the receiver can count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiverStats {
+    pub deleted: u64,
+    pub files_written: u64,
+    pub bytes_written: u64,
+}
