@@ -254,15 +254,13 @@ impl Entry {
             return Err(EntryError::RootNotDir);
         }
         match &self.kind {
-            Kind::Symlink { target } => {
-                if target.is_empty() || target.len() > MAX_PATH_LEN || target.contains(&0) {
-                    return Err(EntryError::BadSymlinkTarget);
-                }
+            Kind::Symlink { target }
+                if target.is_empty() || target.len() > MAX_PATH_LEN || target.contains(&0) =>
+            {
+                return Err(EntryError::BadSymlinkTarget);
             }
-            Kind::HardLink { target } => {
-                if target.is_root() || *target == self.path {
-                    return Err(EntryError::BadLinkTarget);
-                }
+            Kind::HardLink { target } if target.is_root() || *target == self.path => {
+                return Err(EntryError::BadLinkTarget);
             }
             Kind::File { size, .. } if *size > MAX_FILE_SIZE => {
                 return Err(EntryError::FileTooLarge(*size));

@@ -125,11 +125,11 @@ async fn run<R: AsyncRead + Unpin>(
                 }
                 (Ok(_), None) => break Err(Failure::permanent("receiver stopped")),
                 (Err(failure), _) => {
-                    // Closing the channel makes the applier stop and remove
-                    // its half-written file before we report.
+                    // Closing the channel makes the applier stop (removing
+                    // any half-written file). If it had already finished,
+                    // the sender merely hung up after `Finished`: success.
                     in_tx = None;
-                    let _ = (&mut applier).await;
-                    break Err(failure);
+                    break joined((&mut applier).await).map_err(|_| failure);
                 }
             },
         }
