@@ -46,7 +46,7 @@ fn build_rich_tree(src: &Path) -> Vec<String> {
 
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &src.join("fifo"),
+        src.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,
@@ -56,7 +56,7 @@ fn build_rich_tree(src: &Path) -> Vec<String> {
         let dev = rustix::fs::makedev(1, 3);
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &src.join("null-dev"),
+            src.join("null-dev"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::from_raw_mode(0o666),
             dev,
