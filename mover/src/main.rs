@@ -268,6 +268,7 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
             Failure::permanent(format!("--connect {}: expected HOST:PORT", args.connect))
         })?;
     let server_name = args.server_name.clone().unwrap_or_else(|| host.to_string());
+    mover::send::check_source(&args.source)?;
     let config = send_config(args.source, args.volume, &args.transfer);
     let counters = Arc::new(Counters::default());
     let reporter = start_reporter(&args.transfer, &config.volume, &counters);
@@ -285,6 +286,7 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
 }
 
 async fn sync(args: SyncArgs) -> Result<ExitCode, Failure> {
+    mover::send::check_source(&args.source)?;
     if !args.dest.exists() {
         std::fs::create_dir_all(&args.dest)
             .map_err(|e| Failure::permanent(format!("creating {}: {e}", args.dest.display())))?;

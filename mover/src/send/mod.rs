@@ -52,6 +52,25 @@ pub struct SendReport {
     pub problems: Vec<String>,
 }
 
+/// Fails unless `source` is a directory this process can list: checked
+/// before connecting, so a typo costs no connection and no receiver work.
+pub fn check_source(source: &std::path::Path) -> Result<(), Failure> {
+    let listed = std::fs::read_dir(source).map(|_| ());
+    match std::fs::metadata(source) {
+        Ok(md) if !md.is_dir() => Err(Failure::permanent(format!(
+            "source {} is not a directory",
+            source.display()
+        ))),
+        Ok(_) => {
+            listed.map_err(|e| Failure::permanent(format!("source {}: {e}", source.display())))
+        }
+        Err(e) => Err(Failure::permanent(format!(
+            "source {}: {e}",
+            source.display()
+        ))),
+    }
+}
+
 /// Runs one sync over an established stream to the receiver.
 pub async fn run<S>(
     stream: S,
@@ -102,7 +121,7 @@ where
 
     let shared = Arc::new(Shared::new(counters.clone()));
     let (jobs, job_rx) = std::sync::mpsc::channel();
-    let walker = {
+    let mut walker = {
         let (out, shared, root) = (out.clone(), shared.clone(), config.source.clone());
         tokio::task::spawn_blocking(move || walk::run(&root, &out, &shared))
     };
@@ -112,22 +131,30 @@ where
     };
     drop(out);
 
-    let answered = Responses {
+    let responses = Responses {
         shared: &shared,
         jobs,
         peer,
-    }
-    .run(&mut reader, config.idle_timeout)
-    .await;
+    };
+    let answered = tokio::select! {
+        answered = responses.run(&mut reader, config.idle_timeout) => answered,
+        walked = &mut walker => match walked {
+            // The walk ended early (the source became unreadable): the
+            // receiver is waiting for entries that will never come.
+            Ok(Err(msg)) => Err(Failure::permanent(msg)),
+            Err(e) => Err(Failure::permanent(format!("walker failed: {e}"))),
+            Ok(Ok(())) => responses.run(&mut reader, config.idle_timeout).await,
+        },
+    };
+    // Closing the job channel lets the data thread finish.
+    drop(responses);
     shared.window.close();
-    let walked = walker.await.unwrap_or_else(|e| Err(e.to_string()));
-    let stats = match (answered, walked) {
-        (Ok(stats), Ok(())) => stats,
-        (_, Err(msg)) => {
-            writer.abort();
-            return Err(Failure::permanent(msg));
-        }
-        (Err(failure), _) => {
+    if !walker.is_finished() {
+        let _ = (&mut walker).await;
+    }
+    let stats = match answered {
+        Ok(stats) => stats,
+        Err(failure) => {
             writer.abort();
             return Err(failure);
         }
