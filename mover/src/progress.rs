@@ -21,7 +21,8 @@ pub struct Counters {
     pub bytes_sent: AtomicU64,
     /// File bytes the receiver reused from its own copy.
     pub bytes_matched: AtomicU64,
-    /// Regular-file bytes known to be in place (sent or already current).
+    /// Regular-file bytes dealt with: sent, reused, or already current. A
+    /// file sent twice (after a failed check) counts twice.
     pub bytes_done: AtomicU64,
     /// Bytes on the TCP connection, both directions.
     pub wire_bytes: AtomicU64,
@@ -95,6 +96,8 @@ struct ProgressEvent<'a> {
 pub struct Reporter {
     task: Option<tokio::task::JoinHandle<()>>,
     bar: Option<ProgressBar>,
+    /// In JSON mode, what the last event needs.
+    json: Option<(String, Arc<Counters>, Instant)>,
 }
 
 impl Reporter {
@@ -123,6 +126,7 @@ impl Reporter {
             bar
         });
         let json = mode == Mode::Json;
+        let last = json.then(|| (volume.clone(), counters.clone(), started));
         let task = (bar.is_some() || json).then(|| {
             let bar = bar.clone();
             tokio::spawn(async move {
@@ -133,9 +137,9 @@ impl Reporter {
                     let snap = counters.snapshot();
                     if let Some(bar) = &bar {
                         bar.set_length(snap.bytes_examined);
-                        bar.set_position(snap.bytes_done);
+                        bar.set_position(snap.bytes_done.min(snap.bytes_examined));
                         bar.set_message(format!(
-                            "{}/{} files sent",
+                            "{} files sent, {} entries",
                             snap.files_sent, snap.files_examined
                         ));
                     }
@@ -145,11 +149,23 @@ impl Reporter {
                 }
             })
         });
-        Reporter { task, bar }
+        Reporter {
+            task,
+            bar,
+            json: last,
+        }
     }
 
+    /// Stops reporting; in JSON mode emits one last `progress` event, so a
+    /// consumer always sees the final counters in the same form.
     pub fn finish(mut self) {
         self.stop();
+        if let Some((volume, counters, started)) = self.json.take() {
+            println!(
+                "{}",
+                progress_line("progress", &volume, started, counters.snapshot())
+            );
+        }
     }
 
     fn stop(&mut self) {

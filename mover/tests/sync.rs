@@ -240,3 +240,53 @@ fn destination_file_is_always_old_or_new_version() {
         .collect();
     assert_eq!(leftovers.len(), 1, "temporary files left: {leftovers:?}");
 }
+
+#[test]
+fn json_progress_reports_counters_rate_and_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a"), random_bytes(2 * 1024 * 1024, 1)).unwrap();
+    fs::write(src.join("b"), b"bb").unwrap();
+    let out = run(&[
+        "sync".as_ref(),
+        src.as_os_str(),
+        dst.as_os_str(),
+        "--progress".as_ref(),
+        "json".as_ref(),
+        "--progress-interval".as_ref(),
+        "0.05".as_ref(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect();
+    let last_progress = events
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "progress")
+        .expect("a progress event");
+    for key in [
+        "files_examined",
+        "bytes_examined",
+        "bytes_done",
+        "wire_bytes",
+        "rate_bytes_per_sec",
+        "elapsed_secs",
+    ] {
+        assert!(
+            last_progress.get(key).is_some(),
+            "progress event lacks {key}: {last_progress}"
+        );
+    }
+    assert_eq!(last_progress["bytes_done"], 2 * 1024 * 1024 + 2);
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["files_examined"], 3);
+    assert_eq!(summary["files_sent"], 2);
+    assert_eq!(summary["bytes_sent"], 2 * 1024 * 1024 + 2);
+    assert_eq!(summary["files_deleted"], 0);
+    assert!(summary["duration_secs"].as_f64().unwrap() > 0.0);
+    assert!(summary["wire_bytes"].as_u64().unwrap() > 2 * 1024 * 1024);
+}

@@ -149,6 +149,7 @@ impl Data<'_> {
                 hasher.update(&chunk);
                 pos += want as u64;
                 Counters::add(&self.shared.counters.bytes_sent, want as u64);
+                Counters::add(&self.shared.counters.bytes_done, want as u64);
                 self.send(ToReceiver::Literal { data: chunk })?;
             }
         }
@@ -162,6 +163,7 @@ impl Data<'_> {
             hasher.update(&self.zeros[..n]);
             left -= n as u64;
         }
+        Counters::add(&self.shared.counters.bytes_done, len);
         self.send(ToReceiver::Hole { len })
     }
 
@@ -222,6 +224,7 @@ impl Data<'_> {
             let data = read_at(file, pos, want)?;
             hasher.update(&data);
             pos += want as u64;
+            Counters::add(&self.shared.counters.bytes_done, want as u64);
             let base_hash: Option<&SegmentHash> = base.hashes.get(index as usize);
             if base_hash == Some(&delta::segment_hash(&data)) {
                 copies.add(index);

@@ -213,10 +213,9 @@ impl Responses<'_> {
                     Ok(())
                 })?,
                 ToSender::SignaturesEnd { id } => self.job(Job::Patch(id))?,
+                // The data thread counted the file's bytes as it sent them.
                 ToSender::FileDone { id } => {
-                    if let Some(p) = self.shared.finish(id) {
-                        Counters::add(&self.shared.counters.bytes_done, p.size);
-                    }
+                    self.shared.finish(id);
                 }
                 ToSender::FileFailed { id, message } => {
                     if let Some(p) = self.shared.finish(id) {
