@@ -45,7 +45,7 @@ where
 {
     let (read, write) = tokio::io::split(stream);
     let mut reader = wio::reader::<_, ToReceiver, ToSender>(read);
-    let (out, out_rx) = mpsc::channel(256);
+    let (out, out_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
     let writer = tokio::spawn(wio::write_all(
         wio::writer::<_, ToReceiver, ToSender>(write),
         out_rx,
@@ -109,7 +109,7 @@ async fn run<R: AsyncRead + Unpin>(
         let (volume, out) = (volume_fs.clone(), out.clone());
         tokio::task::spawn_blocking(move || hasher::run(volume, hash_rx, out))
     };
-    let (in_tx, in_rx) = mpsc::channel(64);
+    let (in_tx, in_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
     let applier = apply::Applier::new(volume_fs, options, peer.to_string(), out.clone(), hash_tx);
     let mut applier = tokio::task::spawn_blocking(move || applier.run(in_rx));
 

@@ -84,7 +84,7 @@ where
     let peer = "receiver";
     let (read, write) = tokio::io::split(stream);
     let mut reader = wio::reader::<_, ToSender, ToReceiver>(read);
-    let (out, out_rx) = mpsc::channel(256);
+    let (out, out_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
     let writer = tokio::spawn(wio::write_all(
         wio::writer::<_, ToSender, ToReceiver>(write),
         out_rx,

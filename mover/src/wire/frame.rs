@@ -14,8 +14,14 @@ use tokio_util::codec::{Decoder, Encoder};
 /// ([`DATA_CHUNK`]); the headroom is for a delta of one segment plus framing.
 pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 
-/// Size of the file-data chunks a sender puts in one frame.
-pub const DATA_CHUNK: usize = 256 * 1024;
+/// Size of the file-data chunks a sender puts in one frame: large enough
+/// that per-message costs (wakeups, framing) vanish next to the bytes.
+pub const DATA_CHUNK: usize = 1024 * 1024;
+
+/// Messages queued between two stages of one side. With data chunks of
+/// [`DATA_CHUNK`] this bounds each queue to 16 MiB, which is what keeps a
+/// side's memory flat however large the volume.
+pub const QUEUED_FRAMES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
