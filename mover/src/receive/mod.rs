@@ -46,12 +46,9 @@ where
     let (read, write) = tokio::io::split(stream);
     let mut reader = wio::reader::<_, ToReceiver, ToSender>(read);
     let (out, out_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
-    let writer = tokio::spawn(wio::write_all(
-        wio::writer::<_, ToReceiver, ToSender>(write),
-        out_rx,
-        config.keepalive,
-        || ToSender::Keepalive,
-    ));
+    let writer = tokio::spawn(wio::write_all(write, out_rx, config.keepalive, || {
+        ToSender::Keepalive
+    }));
     let result = run(&mut reader, &out, peer, allowed, volumes, config).await;
     if let Err(failure) = &result {
         let _ = out

@@ -150,7 +150,7 @@ impl Data<'_> {
                 pos += want as u64;
                 Counters::add(&self.shared.counters.bytes_sent, want as u64);
                 Counters::add(&self.shared.counters.bytes_done, want as u64);
-                self.send(ToReceiver::Literal { data: chunk })?;
+                self.send(ToReceiver::Literal { data: chunk.into() })?;
             }
         }
         self.end(pending, file, hasher)
@@ -283,13 +283,14 @@ impl Data<'_> {
 
     fn send_literal(&self, data: Vec<u8>) -> Result<(), Closed> {
         Counters::add(&self.shared.counters.bytes_sent, data.len() as u64);
-        if data.len() <= DATA_CHUNK {
-            return self.send(ToReceiver::Literal { data });
-        }
-        for chunk in data.chunks(DATA_CHUNK) {
+        let data = bytes::Bytes::from(data);
+        let mut at = 0;
+        while at < data.len() {
+            let end = (at + DATA_CHUNK).min(data.len());
             self.send(ToReceiver::Literal {
-                data: chunk.to_vec(),
+                data: data.slice(at..end),
             })?;
+            at = end;
         }
         Ok(())
     }

@@ -85,12 +85,9 @@ where
     let (read, write) = tokio::io::split(stream);
     let mut reader = wio::reader::<_, ToSender, ToReceiver>(read);
     let (out, out_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
-    let writer = tokio::spawn(wio::write_all(
-        wio::writer::<_, ToSender, ToReceiver>(write),
-        out_rx,
-        config.keepalive,
-        || ToReceiver::Keepalive,
-    ));
+    let writer = tokio::spawn(wio::write_all(write, out_rx, config.keepalive, || {
+        ToReceiver::Keepalive
+    }));
     let _ = out
         .send(ToReceiver::Hello {
             protocol: PROTOCOL_VERSION,

@@ -1,27 +1,24 @@
 //! Reading and writing framed messages on one half of a TLS stream, with the
 //! idle timeout and keepalives both ends need.
 
-use super::frame::{Codec, FrameError, DATA_CHUNK};
+use super::frame::{self, Codec, FrameError, Message, DATA_CHUNK};
 use crate::failure::Failure;
-use futures_util::{SinkExt, StreamExt};
-use serde::{de::DeserializeOwned, Serialize};
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 
 pub type Reader<R, In, Out> = FramedRead<R, Codec<In, Out>>;
-pub type Writer<W, In, Out> = FramedWrite<W, Codec<In, Out>>;
 
 pub fn reader<R: AsyncRead, In, Out>(read: R) -> Reader<R, In, Out> {
     FramedRead::with_capacity(read, Codec::default(), 2 * DATA_CHUNK)
 }
 
-pub fn writer<W: AsyncWrite, In, Out>(write: W) -> Writer<W, In, Out> {
-    let mut framed = FramedWrite::new(write, Codec::default());
-    framed.set_backpressure_boundary(2 * DATA_CHUNK);
-    framed
-}
+/// Small frames are gathered up to this size before a write, so a burst of
+/// entries becomes a few full TLS records rather than many tiny ones.
+const GATHER: usize = 64 * 1024;
 
 /// The next message from `peer`, failing if none arrives within `idle`.
 /// A clean end of stream is reported as retryable: the peer went away
@@ -33,7 +30,7 @@ pub async fn next<R, In, Out>(
 ) -> Result<In, Failure>
 where
     R: AsyncRead + Unpin,
-    In: DeserializeOwned,
+    In: Message,
 {
     match tokio::time::timeout(idle, reader.next()).await {
         Err(_) => Err(Failure::retryable(format!(
@@ -51,29 +48,44 @@ where
 
 /// Sends everything that arrives on `rx` until every sender is dropped,
 /// batching what is queued into one flush and sending `keepalive()` when
-/// nothing else went out for `interval`. Shuts the stream down cleanly at
-/// the end, so the peer sees a TLS close_notify rather than a reset.
-pub async fn write_all<W, In, Out>(
-    mut sink: Writer<W, In, Out>,
+/// nothing else went out for `interval`. File data goes from the caller's
+/// buffer straight into TLS. Shuts the stream down cleanly at the end, so
+/// the peer sees a TLS close_notify rather than a reset.
+pub async fn write_all<W, Out>(
+    mut stream: W,
     mut rx: mpsc::Receiver<Out>,
     interval: Duration,
     keepalive: fn() -> Out,
 ) -> Result<(), FrameError>
 where
     W: AsyncWrite + Unpin,
-    Out: Serialize,
+    Out: Message,
 {
+    let mut buf = BytesMut::with_capacity(2 * GATHER);
     loop {
-        let msg = match tokio::time::timeout(interval, rx.recv()).await {
+        let mut msg = match tokio::time::timeout(interval, rx.recv()).await {
             Ok(Some(msg)) => msg,
             Ok(None) => break,
             Err(_) => keepalive(),
         };
-        sink.feed(msg).await?;
-        while let Ok(msg) = rx.try_recv() {
-            sink.feed(msg).await?;
+        loop {
+            if let Some(data) = frame::encode(&msg, &mut buf)? {
+                stream.write_all(&buf).await?;
+                buf.clear();
+                stream.write_all(data).await?;
+            } else if buf.len() >= GATHER {
+                stream.write_all(&buf).await?;
+                buf.clear();
+            }
+            match rx.try_recv() {
+                Ok(next) => msg = next,
+                Err(_) => break,
+            }
         }
-        sink.flush().await?;
+        stream.write_all(&buf).await?;
+        buf.clear();
+        stream.flush().await?;
     }
-    sink.close().await
+    stream.shutdown().await?;
+    Ok(())
 }

@@ -8,7 +8,9 @@
 //! takes one extra round trip (segment hashes out, signatures of only the
 //! differing segments back) before its data is sent.
 
+use super::frame::Message;
 use crate::entry::{Entry, RelPath};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// A sender-assigned number for each regular file in the list.
@@ -46,11 +48,6 @@ pub enum ToReceiver {
     SignatureRequest { id: FileId, segments: Vec<u32> },
     /// File data for `id` follows until `FileEnd` or `FileAbort`.
     FileBegin { id: FileId },
-    /// Bytes to append.
-    Literal {
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
-    },
     /// A run of zeros that the source stores as a hole.
     Hole { len: u64 },
     /// Append `count` segments of the receiver's current copy, unchanged.
@@ -68,6 +65,11 @@ pub enum ToReceiver {
     FileAbort { reason: AbortReason },
     /// Nothing to say, but still alive (idle routes drop silent streams).
     Keepalive,
+    /// Bytes to append. Travels as a raw data frame, never through serde;
+    /// it stays the last variant so skipping it shifts no other variant's
+    /// index on the wire.
+    #[serde(skip)]
+    Literal { data: Bytes },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +79,21 @@ pub enum AbortReason {
     /// The sender could not read it.
     Unreadable(String),
 }
+
+impl Message for ToReceiver {
+    fn data(&self) -> Option<&Bytes> {
+        match self {
+            ToReceiver::Literal { data } => Some(data),
+            _ => None,
+        }
+    }
+
+    fn from_data(data: Bytes) -> Option<Self> {
+        Some(ToReceiver::Literal { data })
+    }
+}
+
+impl Message for ToSender {}
 
 /// Receiver to sender.
 #[derive(Debug, Serialize, Deserialize)]
