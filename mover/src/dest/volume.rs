@@ -917,13 +917,20 @@ impl TempFile {
     /// Flushes the data to disk and renames the file over the final name
     /// (fails with EISDIR if that is a directory: the caller removes it
     /// first). The directory itself is not fsynced.
-    pub fn commit(mut self) -> Result<()> {
-        let at = || self.dir.at(&self.final_name);
+    pub fn commit(self) -> Result<()> {
         self.file.sync_all().map_err(|err| FsError::Io {
-            at: at(),
+            at: self.dir.at(&self.final_name),
             op: "fsync",
             err,
         })?;
+        self.rename_into_place()
+    }
+
+    /// Renames the file over the final name without flushing it first: for
+    /// callers that made a whole batch of files durable at once
+    /// ([`Volume::sync`]) so that no name ever points at unflushed data.
+    pub fn rename_into_place(mut self) -> Result<()> {
+        let at = || self.dir.at(&self.final_name);
         rfs::renameat(
             &*self.dir.fd,
             self.temp.as_slice(),

@@ -11,7 +11,7 @@ use super::hasher::HashJob;
 use super::incoming::{DataError, Incoming};
 use super::tree::{is_stale_temp, Closing, Frame, Tree};
 use crate::delta;
-use crate::dest::volume::{Dir, FsError, MetaOptions, Stat, StatKind, Volume};
+use crate::dest::volume::{Dir, FsError, MetaOptions, Stat, StatKind, TempFile, Volume};
 use crate::entry::{Entry, Kind, Meta, RelPath};
 use crate::failure::Failure;
 use crate::wire::message::{
@@ -35,6 +35,12 @@ struct Need {
 /// One resend whole after a hash mismatch; a second mismatch fails the file.
 const MAX_RESENDS: u32 = 1;
 
+/// Verified files held (open) for one flush; well under the usual limit of
+/// 1024 open files.
+const MAX_BATCH_FILES: usize = 256;
+/// Bytes held for one flush, so a flush never has much to write at once.
+const MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
+
 pub struct Applier {
     volume: Arc<Volume>,
     options: SyncOptions,
@@ -49,6 +55,12 @@ pub struct Applier {
     /// Hard links to create once their target file is in place.
     waiting_links: HashMap<RelPath, Vec<RelPath>>,
     current: Option<Incoming>,
+    /// Verified files waiting for one `syncfs` before their renames.
+    batch: Vec<(FileId, TempFile)>,
+    batch_bytes: u64,
+    /// The directory the last file was written into: consecutive files
+    /// usually share it.
+    last_dir: Option<Dir>,
     started: bool,
     end_of_list: bool,
     stats: ReceiverStats,
@@ -76,6 +88,9 @@ impl Applier {
             fetching: HashMap::new(),
             waiting_links: HashMap::new(),
             current: None,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            last_dir: None,
             started: false,
             end_of_list: false,
             stats: ReceiverStats::default(),
@@ -83,25 +98,73 @@ impl Applier {
     }
 
     /// Applies messages until the sync is complete (then reports
-    /// `Finished`) or fails. Whatever is half-written is removed on return.
+    /// `Finished`) or fails. Whatever is half-written is removed on return;
+    /// files already verified are committed even when the connection drops,
+    /// so a retry need not send them again.
     pub fn run(mut self, mut rx: mpsc::Receiver<ToReceiver>) -> Result<ReceiverStats, Failure> {
-        while let Some(msg) = rx.blocking_recv() {
-            self.handle(msg)?;
-            if self.end_of_list && self.needs.is_empty() && self.current.is_none() {
-                for (_, closing) in std::mem::take(&mut self.tree.closing) {
-                    self.apply_dir_meta(&closing.dir, &closing.meta)?;
+        use tokio::sync::mpsc::error::TryRecvError;
+        loop {
+            let msg = match rx.try_recv() {
+                Ok(msg) => msg,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    // Nothing queued: a good moment to make the batch durable.
+                    self.flush()?;
+                    if self.done() {
+                        return self.finish();
+                    }
+                    match rx.blocking_recv() {
+                        Some(msg) => msg,
+                        None => break,
+                    }
                 }
-                self.volume.sync().map_err(|e| {
-                    Failure::permanent(format!("flushing {}: {e}", self.volume.name()))
-                })?;
-                self.send(ToSender::Finished { stats: self.stats })?;
-                return Ok(self.stats);
+            };
+            self.handle(msg)?;
+            if self.done() {
+                return self.finish();
             }
         }
+        self.current = None;
+        self.flush()?;
         Err(Failure::retryable(format!(
             "{} disconnected before the sync finished",
             self.peer
         )))
+    }
+
+    fn done(&self) -> bool {
+        self.end_of_list && self.needs.is_empty() && self.current.is_none()
+    }
+
+    fn finish(mut self) -> Result<ReceiverStats, Failure> {
+        for (_, closing) in std::mem::take(&mut self.tree.closing) {
+            self.apply_dir_meta(&closing.dir, &closing.meta)?;
+        }
+        self.volume
+            .sync()
+            .map_err(|e| Failure::permanent(format!("flushing {}: {e}", self.volume.name())))?;
+        self.send(ToSender::Finished { stats: self.stats })?;
+        Ok(self.stats)
+    }
+
+    /// Makes every verified file durable with one `syncfs`, then renames
+    /// each into place: a name never points at data that a crash could
+    /// lose, at the cost of one flush per batch rather than one per file.
+    fn flush(&mut self) -> Result<(), Failure> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.volume
+            .sync()
+            .map_err(|e| Failure::permanent(format!("flushing {}: {e}", self.volume.name())))?;
+        self.batch_bytes = 0;
+        for (id, temp) in std::mem::take(&mut self.batch) {
+            temp.rename_into_place().map_err(|e| self.fs(e))?;
+            self.stats.files_written += 1;
+            self.stats.bytes_written += self.needs.get(&id).map_or(0, |n| n.size);
+            self.complete(id, Ok(()))?;
+        }
+        Ok(())
     }
 
     fn send(&self, msg: ToSender) -> Result<(), Failure> {
@@ -519,7 +582,10 @@ impl Applier {
             .path
             .split_last()
             .ok_or_else(|| self.protocol("data for the root"))?;
-        let dir = self.volume.open_dir(&parent).map_err(|e| self.fs(e))?;
+        let dir = match self.last_dir.take() {
+            Some(dir) if dir.path() == &parent => dir,
+            _ => self.volume.open_dir(&parent).map_err(|e| self.fs(e))?,
+        };
         let temp = dir.create_temp(name).map_err(|e| self.fs(e))?;
         // A base that can no longer be opened only matters if the sender
         // refers to it; the hash check catches one that changed.
@@ -593,10 +659,12 @@ impl Applier {
             .set_meta(meta, self.meta_opts)
             .map_err(|e| self.fs(e))?;
         warnings.iter().for_each(|w| tracing::warn!("{w}"));
-        temp.commit().map_err(|e| self.fs(e))?;
-        self.stats.files_written += 1;
-        self.stats.bytes_written += self.needs[&id].size;
-        self.complete(id, Ok(()))
+        self.batch_bytes += self.needs[&id].size;
+        self.batch.push((id, temp));
+        if self.batch.len() >= MAX_BATCH_FILES || self.batch_bytes >= MAX_BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// A requested file is settled: in place, or failed with the old copy

@@ -9,7 +9,7 @@ use super::state::{BaseState, Pending, Shared};
 use crate::delta;
 use crate::progress::Counters;
 use crate::wire::frame::DATA_CHUNK;
-use crate::wire::message::{AbortReason, FileId, SegmentHash, ToReceiver};
+use crate::wire::message::{AbortReason, FileId, ToReceiver};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -153,7 +153,7 @@ impl Data<'_> {
                 self.send(ToReceiver::Literal { data: chunk.into() })?;
             }
         }
-        self.end(pending, file, hasher)
+        self.end(pending, file, *hasher.finalize().as_bytes())
     }
 
     fn hole(&mut self, hasher: &mut blake3::Hasher, len: u64) -> Result<(), Closed> {
@@ -170,27 +170,30 @@ impl Data<'_> {
     /// Finishes a file: checks it did not change while it was read (counted
     /// as vanished, since what was sent may mix old and new content) and
     /// sends the hash of everything sent.
-    fn end(&mut self, pending: &Pending, file: &File, hasher: blake3::Hasher) -> Result<(), Stop> {
+    fn end(&mut self, pending: &Pending, file: &File, hash: [u8; 32]) -> Result<(), Stop> {
         check_unchanged(file, pending).map_err(|e| Stop::Abort(abort_reason(e)))?;
         Counters::add(&self.shared.counters.files_sent, 1);
-        self.send(ToReceiver::FileEnd {
-            hash: *hasher.finalize().as_bytes(),
-        })?;
+        self.send(ToReceiver::FileEnd { hash })?;
         Ok(())
     }
 
+    /// Reads the file once: hashes every segment against the receiver's
+    /// and the whole file for the end-to-end check. Only the segments that
+    /// differ are read again, to diff them once their signatures arrive.
     fn scan(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
         let Some(base) = pending.base.clone() else {
             return self.whole(id, pending, file);
         };
         let seg = base.info.segment_size as u64;
         let mut differing = Vec::new();
+        let mut hasher = blake3::Hasher::new();
         let mut pos = 0u64;
         let mut index = 0usize;
-        while pos < pending.size && index < base.hashes.len() {
+        while pos < pending.size {
             let want = (pending.size - pos).min(seg) as usize;
             let data = read_at(file, pos, want)?;
-            if delta::segment_hash(&data) != base.hashes[index] {
+            hasher.update(&data);
+            if base.hashes.get(index) != Some(&delta::segment_hash(&data)) {
                 differing.push(index as u32);
             }
             pos += want as u64;
@@ -199,38 +202,68 @@ impl Data<'_> {
         if differing.len() > MAX_SIGNATURE_REQUEST {
             return self.whole(id, pending, file);
         }
-        if differing.is_empty() {
-            return self.patch(id, pending, file);
+        let scan = Scan {
+            hash: *hasher.finalize().as_bytes(),
+            differing,
+        };
+        let base_count = base.info.segment_count();
+        let wanted: Vec<u32> = scan
+            .differing
+            .iter()
+            .copied()
+            .filter(|&i| i < base_count)
+            .collect();
+        if wanted.is_empty() {
+            return self.send_delta(id, pending, file, base, scan);
+        }
+        if let Some(p) = self.shared.pending().get_mut(&id) {
+            p.scan = Some(scan);
         }
         self.send(ToReceiver::SignatureRequest {
             id,
-            segments: differing,
+            segments: wanted,
         })?;
         Ok(())
     }
 
+    /// Signatures have arrived: sends the file as copies of unchanged
+    /// segments and patches (or literals) for the others.
     fn patch(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
-        let Some(mut base) = self.take_base(id) else {
-            return self.whole(id, pending, file);
-        };
+        let scan = self
+            .shared
+            .pending()
+            .get_mut(&id)
+            .and_then(|p| p.scan.take());
+        match (self.take_base(id), scan) {
+            (Some(base), Some(scan)) => self.send_delta(id, pending, file, base, scan),
+            _ => self.whole(id, pending, file),
+        }
+    }
+
+    fn send_delta(
+        &mut self,
+        id: FileId,
+        pending: &Pending,
+        file: &mut File,
+        mut base: BaseState,
+        scan: Scan,
+    ) -> Result<(), Stop> {
         self.begin(id)?;
         let seg = base.info.segment_size as u64;
-        let mut hasher = blake3::Hasher::new();
         let mut copies = CopyRun::default();
+        let mut differing = scan.differing.iter().copied().peekable();
         let mut pos = 0u64;
         let mut index = 0u32;
         while pos < pending.size {
             let want = (pending.size - pos).min(seg) as usize;
-            let data = read_at(file, pos, want)?;
-            hasher.update(&data);
             pos += want as u64;
             Counters::add(&self.shared.counters.bytes_done, want as u64);
-            let base_hash: Option<&SegmentHash> = base.hashes.get(index as usize);
-            if base_hash == Some(&delta::segment_hash(&data)) {
+            if differing.next_if_eq(&index).is_none() {
                 copies.add(index);
                 Counters::add(&self.shared.counters.bytes_matched, want as u64);
             } else {
                 self.flush(&mut copies)?;
+                let data = read_at(file, pos - want as u64, want)?;
                 match base.signatures.remove(&index) {
                     Some(sig) => self.send_patch(index, sig, data)?,
                     None => self.send_literal(data)?,
@@ -239,7 +272,7 @@ impl Data<'_> {
             index += 1;
         }
         self.flush(&mut copies)?;
-        self.end(pending, file, hasher)
+        self.end(pending, file, scan.hash)
     }
 
     fn take_base(&self, id: FileId) -> Option<BaseState> {
@@ -294,6 +327,16 @@ impl Data<'_> {
         }
         Ok(())
     }
+}
+
+/// What the first read of a changed file found.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    /// blake3 of the whole file as read.
+    pub hash: [u8; 32],
+    /// Segments that differ from the receiver's copy (or lie past its end),
+    /// ascending.
+    pub differing: Vec<u32>,
 }
 
 /// Consecutive unchanged segments, sent as one `CopySegments`.

@@ -23,6 +23,8 @@ pub struct Pending {
     pub mtime: (i64, u32),
     /// Set once the receiver announced an older copy of the file.
     pub base: Option<BaseState>,
+    /// The first read of a changed file, kept while its signatures travel.
+    pub scan: Option<super::data::Scan>,
     /// The sender gave up on it (vanished or unreadable) and counted why.
     pub aborted: bool,
 }

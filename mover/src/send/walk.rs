@@ -128,6 +128,7 @@ impl Walk<'_> {
                     sparse,
                     mtime: (md.mtime(), md.mtime_nsec() as u32),
                     base: None,
+                    scan: None,
                     aborted: false,
                 },
             );
