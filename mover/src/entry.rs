@@ -137,8 +137,24 @@ fn validate_name(name: &[u8]) -> Result<(), PathError> {
 impl TryFrom<serde_bytes::ByteBuf> for RelPath {
     type Error = PathError;
     fn try_from(buf: serde_bytes::ByteBuf) -> Result<Self, PathError> {
-        RelPath::parse(&buf)
+        RelPath::parse(&buf).inspect_err(|e| {
+            let msg = format!("path {:?}: {e}", String::from_utf8_lossy(&buf));
+            LAST_REFUSED_PATH.with(|last| *last.borrow_mut() = Some(msg));
+        })
     }
+}
+
+thread_local! {
+    /// Why the last path decoded on this thread was refused. postcard turns
+    /// a custom decode error into a bare "deserialization error", so the
+    /// frame decoder fetches the reason from here ([`take_refused_path`])
+    /// to tell the peer exactly which path was wrong and why.
+    static LAST_REFUSED_PATH: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The reason the last path decoded on this thread was refused, if any.
+pub fn take_refused_path() -> Option<String> {
+    LAST_REFUSED_PATH.with(|last| last.borrow_mut().take())
 }
 
 impl From<RelPath> for serde_bytes::ByteBuf {

@@ -6,22 +6,21 @@
 //! written outside the volume, no temporary files left behind.
 //!
 //! Protocol-level attacks use a raw client built from the library's TLS
-//! setup that frames messages itself. Since `RelPath` refuses `..` and
-//! absolute paths at construction, it sends [`Raw`], a mirror of
-//! `ToReceiver` whose paths are plain bytes; postcard is positional, so the
-//! mirror encodes exactly like the real message
-//! (`mirror_encodes_like_the_real_message` checks this).
+//! setup and its own frame encoder, so it follows any change of the wire
+//! format. Since `RelPath` refuses `..` and absolute paths at construction,
+//! a hostile path is sent by encoding a real message with a valid stand-in
+//! path of the same length and patching the stand-in's bytes in the frame
+//! (`patched_frames_carry_the_hostile_path` checks that this works).
 
 mod common;
 
+use bytes::BytesMut;
 use common::*;
 use futures_util::StreamExt;
 use mover::entry::{Entry, Kind, Meta, RelPath};
 use mover::wire::frame::{Codec, FrameError};
-use mover::wire::message::{AbortReason, SyncOptions, ToReceiver, ToSender};
+use mover::wire::message::{SyncOptions, ToReceiver, ToSender};
 use mover::wire::PROTOCOL_VERSION;
-use serde::Serialize;
-use serde_bytes::ByteBuf;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -33,7 +32,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Decoder, Encoder, FramedRead};
 
 /// Longest any single read from the receiver may take.
 const READ_LIMIT: Duration = Duration::from_secs(10);
@@ -510,65 +509,49 @@ fn assert_no_temps(root: &Path) {
 // ---------------------------------------------------------------------------
 // A raw protocol client.
 
-/// Mirror of [`ToReceiver`]: same variants in the same order with the same
-/// fields, but paths are plain bytes, so a test can say what the real type
-/// refuses to hold.
-#[derive(Debug, Serialize)]
-#[allow(dead_code)] // every variant must exist to keep the variant indices
-enum Raw {
-    Hello {
-        protocol: u32,
-        volume: String,
-        options: SyncOptions,
-    },
-    Entry {
-        id: u64,
-        entry: RawEntry,
-    },
-    KeepContents {
-        dir: ByteBuf,
-    },
-    EndOfList,
-    SignatureRequest {
-        id: u64,
-        segments: Vec<u32>,
-    },
-    FileBegin {
-        id: u64,
-    },
-    Literal {
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
-    },
-    Hole {
-        len: u64,
-    },
-    CopySegments {
-        first: u32,
-        count: u32,
-    },
-    PatchChunk {
-        #[serde(with = "serde_bytes")]
-        delta: Vec<u8>,
-    },
-    PatchEnd {
-        segment: u32,
-    },
-    FileEnd {
-        hash: [u8; 32],
-    },
-    FileAbort {
-        reason: AbortReason,
-    },
-    Keepalive,
+/// The library's own codec: frames exactly as a real sender does.
+type Wire = Codec<ToSender, ToReceiver>;
+
+/// `msg` framed for the wire.
+fn frame(msg: ToReceiver) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    Wire::default().encode(msg, &mut buf).expect("encode");
+    buf.to_vec()
 }
 
-/// Mirror of [`Entry`] with a raw path.
-#[derive(Debug, Serialize)]
-struct RawEntry {
-    path: ByteBuf,
-    kind: Kind,
-    meta: Meta,
+/// A valid path of the same length as `bad`: every `.` and a leading `/`
+/// become `P`.
+fn stand_in(bad: &[u8]) -> Vec<u8> {
+    let mut path: Vec<u8> = bad
+        .iter()
+        .map(|&b| if b == b'.' { b'P' } else { b })
+        .collect();
+    if path.first() == Some(&b'/') {
+        path[0] = b'P';
+    }
+    path
+}
+
+/// The frame of `msg`, which names `stand_in` exactly once, with that name
+/// replaced by `bad` (of the same length, so no length prefix changes).
+fn patched_frame(msg: ToReceiver, stand_in: &[u8], bad: &[u8]) -> Vec<u8> {
+    assert_eq!(stand_in.len(), bad.len());
+    let mut bytes = frame(msg);
+    let hits: Vec<usize> = bytes
+        .windows(stand_in.len())
+        .enumerate()
+        .filter(|(_, w)| *w == stand_in)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(hits.len(), 1, "stand-in {stand_in:?} in frame {bytes:?}");
+    bytes[hits[0]..hits[0] + bad.len()].copy_from_slice(bad);
+    bytes
+}
+
+/// The frame of an entry whose path is `bad`, which `RelPath` would refuse.
+fn hostile_entry(id: u64, bad: &[u8], kind: Kind) -> Vec<u8> {
+    let valid = stand_in(bad);
+    patched_frame(entry(id, &valid, kind), &valid, bad)
 }
 
 fn meta(mode: u32) -> Meta {
@@ -582,8 +565,8 @@ fn meta(mode: u32) -> Meta {
     }
 }
 
-fn hello(volume: &str) -> Raw {
-    Raw::Hello {
+fn hello(volume: &str) -> ToReceiver {
+    ToReceiver::Hello {
         protocol: PROTOCOL_VERSION,
         volume: volume.to_string(),
         // Never delete: whatever a test finds changed, the attack did it.
@@ -591,20 +574,26 @@ fn hello(volume: &str) -> Raw {
     }
 }
 
-fn entry(id: u64, path: &[u8], kind: Kind) -> Raw {
+fn entry(id: u64, path: &[u8], kind: Kind) -> ToReceiver {
     let mode = if kind == Kind::Dir { 0o755 } else { 0o644 };
-    Raw::Entry {
+    ToReceiver::Entry {
         id,
-        entry: RawEntry {
-            path: ByteBuf::from(path.to_vec()),
+        entry: Entry {
+            path: RelPath::parse(path).expect("a valid path"),
             kind,
             meta: meta(mode),
         },
     }
 }
 
-fn root_entry() -> Raw {
+fn root_entry() -> ToReceiver {
     entry(0, b"", Kind::Dir)
+}
+
+fn literal(data: &[u8]) -> ToReceiver {
+    ToReceiver::Literal {
+        data: data.to_vec().into(),
+    }
 }
 
 fn file(size: u64) -> Kind {
@@ -625,7 +614,7 @@ enum Got {
 }
 
 struct RawClient {
-    reader: FramedRead<ReadHalf<Tls>, Codec<ToSender, Raw>>,
+    reader: FramedRead<ReadHalf<Tls>, Wire>,
     writer: WriteHalf<Tls>,
     /// The receiver's log, shown when the conversation goes wrong.
     log: PathBuf,
@@ -667,7 +656,7 @@ impl RawClient {
     /// Connects, says Hello for `volume` and expects Welcome.
     async fn start(receiver: &Receiver, creds: &Creds, volume: &str) -> RawClient {
         let mut client = RawClient::connect(receiver, creds).await;
-        client.send(&hello(volume)).await;
+        client.send(hello(volume)).await;
         match client.next().await {
             Got::Msg(ToSender::Welcome { protocol }) => assert_eq!(protocol, PROTOCOL_VERSION),
             other => client.fail(format!("expected Welcome, got {other:?}")),
@@ -682,11 +671,8 @@ impl RawClient {
         let _ = self.writer.flush().await;
     }
 
-    async fn send(&mut self, msg: &Raw) {
-        let body = postcard::to_allocvec(msg).unwrap();
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
-        self.send_bytes(&frame).await;
+    async fn send(&mut self, msg: ToReceiver) {
+        self.send_bytes(&frame(msg)).await;
     }
 
     /// The next message other than a keepalive, or how the stream ended.
@@ -763,53 +749,36 @@ fn assert_contains(text: &str, needles: &[&str]) {
 // The tests.
 
 #[test]
-fn mirror_encodes_like_the_real_message() {
-    let meta = meta(0o640);
-    let real = [
-        ToReceiver::Hello {
-            protocol: PROTOCOL_VERSION,
-            volume: "vol1".into(),
-            options: SyncOptions { delete: false },
-        },
-        ToReceiver::Entry {
-            id: 300,
-            entry: Entry {
-                path: RelPath::parse(b"dir/name").unwrap(),
-                kind: file(12345),
-                meta: meta.clone(),
-            },
-        },
-        ToReceiver::FileBegin { id: 300 },
-        ToReceiver::Literal {
-            data: b"abc".to_vec(),
-        },
-        ToReceiver::Hole { len: 1 << 40 },
-        ToReceiver::FileEnd { hash: [7; 32] },
-        ToReceiver::Keepalive,
-    ];
-    let mirror = [
-        hello("vol1"),
-        Raw::Entry {
-            id: 300,
-            entry: RawEntry {
-                path: ByteBuf::from(b"dir/name".to_vec()),
-                kind: file(12345),
-                meta,
-            },
-        },
-        Raw::FileBegin { id: 300 },
-        Raw::Literal {
-            data: b"abc".to_vec(),
-        },
-        Raw::Hole { len: 1 << 40 },
-        Raw::FileEnd { hash: [7; 32] },
-        Raw::Keepalive,
-    ];
-    for (real, mirror) in real.iter().zip(&mirror) {
-        assert_eq!(
-            postcard::to_allocvec(real).unwrap(),
-            postcard::to_allocvec(mirror).unwrap(),
-            "{mirror:?}"
+fn patched_frames_carry_the_hostile_path() {
+    // Patching a stand-in for another valid path decodes to that path, with
+    // everything else in the message intact.
+    let bytes = patched_frame(entry(300, b"dir/xyz", file(12345)), b"xyz", b"abc");
+    let mut buf = BytesMut::from(&bytes[..]);
+    let decoded = Codec::<ToReceiver, ToSender>::default()
+        .decode(&mut buf)
+        .expect("decodes")
+        .expect("one whole frame");
+    match decoded {
+        ToReceiver::Entry { id, entry } => {
+            assert_eq!(id, 300);
+            assert_eq!(entry.path.as_bytes(), b"dir/abc");
+            assert_eq!(entry.kind, file(12345));
+            assert_eq!(entry.meta, meta(0o644));
+        }
+        other => panic!("decoded {other:?}"),
+    }
+    assert!(buf.is_empty());
+
+    // A hostile path is refused by the decoder itself: this is what the
+    // receiver meets.
+    for bad in [&b"../escape"[..], b"/etc/evil", b"a/../../b", b".."] {
+        assert_eq!(stand_in(bad).len(), bad.len());
+        let mut buf = BytesMut::from(&hostile_entry(1, bad, file(5))[..]);
+        let decoded = Codec::<ToReceiver, ToSender>::default().decode(&mut buf);
+        assert!(
+            matches!(&decoded, Err(FrameError::BadPath(why)) if why.contains(&*String::from_utf8_lossy(bad))),
+            "{:?} decoded as {decoded:?}",
+            String::from_utf8_lossy(bad)
         );
     }
 }
@@ -914,7 +883,7 @@ fn expired_client_certificate_is_refused() {
 /// and `wire::io::next` turns every read error into a retryable
 /// `Failure::network`.
 #[test]
-#[ignore = "src bug: a refused client certificate exits 75, not 1 (wire/io.rs next())"]
+
 fn refused_client_certificate_is_a_permanent_failure() {
     let fx = Fixture::new();
     let receiver = fx.start(&[]);
@@ -976,32 +945,30 @@ fn escaping_and_absolute_paths_are_refused() {
         let shown = String::from_utf8_lossy(bad);
         let message = block_on(async {
             let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-            client.send(&root_entry()).await;
-            client.send(&entry(1, bad, file(5))).await;
+            client.send(root_entry()).await;
+            client.send_bytes(&hostile_entry(1, bad, file(5))).await;
             client.expect_error().await
         });
-        // The receiver reports a broken message from this peer. (It cannot
-        // say more: see `escaping_path_error_names_the_problem`.)
-        assert_contains(&message, &["protocol error from", "malformed message"]);
-        assert!(
-            !message.contains("pwned"),
-            "echoes the payload for {shown}: {message}"
+        // The receiver names the peer and the refused path, escaped so a
+        // hostile name cannot forge log lines.
+        assert_contains(
+            &message,
+            &["protocol error from", "refused path", &format!("{shown:?}")],
         );
+        assert!(!message.contains('\n'), "multi-line error: {message}");
         assert_unchanged(&fx.world, &before, false);
         assert!(!fx.tmp.path().join("escape").exists());
         assert!(!fx.world.join("escape").exists());
     }
     assert_eq!(Path::new("/etc/evil").exists(), etc_evil_existed);
     receiver.assert_alive();
-    receiver.wait_for_log("malformed message");
+    receiver.wait_for_log("refused path");
 }
 
-/// Case 4b: The refusal of an escaping path should say that the path was the
-/// problem. It does not today: postcard drops the text of the `PathError`
-/// raised while decoding, so the receiver only says "malformed message:
-/// Serde Deserialization Error".
+/// Case 4b: The refusal of an escaping path says what was wrong with it
+/// (postcard drops the text of errors raised while decoding; the decoder
+/// recovers it).
 #[test]
-#[ignore = "src bug: decode errors lose the PathError text (postcard's de::Error::custom drops it)"]
 fn escaping_path_error_names_the_problem() {
     let fx = Fixture::new();
     let receiver = fx.start(&[]);
@@ -1011,8 +978,8 @@ fn escaping_path_error_names_the_problem() {
     ] {
         let message = block_on(async {
             let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-            client.send(&root_entry()).await;
-            client.send(&entry(1, bad, file(5))).await;
+            client.send(root_entry()).await;
+            client.send_bytes(&hostile_entry(1, bad, file(5))).await;
             client.expect_error().await
         });
         assert_contains(&message, &[expected]);
@@ -1063,8 +1030,8 @@ fn entry_beneath_planted_symlink_is_refused() {
     // A file below the link, without a directory entry for `evil`.
     let message = block_on(async {
         let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-        client.send(&root_entry()).await;
-        client.send(&entry(1, b"evil/pwned", file(5))).await;
+        client.send(root_entry()).await;
+        client.send(entry(1, b"evil/pwned", file(5))).await;
         client.expect_error().await
     });
     assert_contains(
@@ -1078,9 +1045,9 @@ fn entry_beneath_planted_symlink_is_refused() {
     // file part of the volume.
     let message = block_on(async {
         let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-        client.send(&root_entry()).await;
+        client.send(root_entry()).await;
         client
-            .send(&entry(
+            .send(entry(
                 1,
                 b"zz-link",
                 Kind::HardLink {
@@ -1099,25 +1066,21 @@ fn entry_beneath_planted_symlink_is_refused() {
     // link is replaced, the outside file stays as it was.
     let stats = block_on(async {
         let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-        client.send(&root_entry()).await;
-        client.send(&entry(1, b"evil-file", file(5))).await;
+        client.send(root_entry()).await;
+        client.send(entry(1, b"evil-file", file(5))).await;
         match client.next().await {
             Got::Msg(ToSender::Need { id: 1, base: None }) => {}
             other => client.fail(format!("expected Need without base, got {other:?}")),
         }
-        client.send(&Raw::FileBegin { id: 1 }).await;
-        client
-            .send(&Raw::Literal {
-                data: b"pwned".to_vec(),
-            })
-            .await;
+        client.send(ToReceiver::FileBegin { id: 1 }).await;
+        client.send(literal(b"pwned")).await;
         let hash = *blake3::hash(b"pwned").as_bytes();
-        client.send(&Raw::FileEnd { hash }).await;
+        client.send(ToReceiver::FileEnd { hash }).await;
         match client.next().await {
             Got::Msg(ToSender::FileDone { id: 1 }) => {}
             other => client.fail(format!("expected FileDone, got {other:?}")),
         }
-        client.send(&Raw::EndOfList).await;
+        client.send(ToReceiver::EndOfList).await;
         match client.next().await {
             Got::Msg(ToSender::Finished { stats }) => stats,
             other => client.fail(format!("expected Finished, got {other:?}")),
@@ -1155,7 +1118,7 @@ fn oversized_frame_is_refused_and_receiver_survives() {
         let message = block_on(async {
             let mut client = if after_hello {
                 let mut c = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-                c.send(&root_entry()).await;
+                c.send(root_entry()).await;
                 c
             } else {
                 RawClient::connect(&receiver, &fx.c1()).await
@@ -1242,7 +1205,7 @@ fn tls_peer_without_hello_is_dropped_after_idle_timeout() {
     // The same silence in the middle of a session.
     let (message, _) = block_on(async {
         let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-        client.send(&root_entry()).await;
+        client.send(root_entry()).await;
         client.expect_any_error().await
     });
     assert_contains(&message, &["idle timeout"]);
@@ -1263,8 +1226,8 @@ fn data_past_declared_size_is_refused() {
     for (name, id) in [(&b"new-file"[..], 1u64), (b"a.txt", 2)] {
         let message = block_on(async {
             let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-            client.send(&root_entry()).await;
-            client.send(&entry(id, name, file(10))).await;
+            client.send(root_entry()).await;
+            client.send(entry(id, name, file(10))).await;
             loop {
                 match client.next().await {
                     Got::Msg(ToSender::Need { id: got, .. }) if got == id => break,
@@ -1272,12 +1235,8 @@ fn data_past_declared_size_is_refused() {
                     other => client.fail(format!("expected Need, got {other:?}")),
                 }
             }
-            client.send(&Raw::FileBegin { id }).await;
-            client
-                .send(&Raw::Literal {
-                    data: vec![b'x'; 20],
-                })
-                .await;
+            client.send(ToReceiver::FileBegin { id }).await;
+            client.send(literal(&[b'x'; 20])).await;
             client.expect_error().await
         });
         assert_contains(
@@ -1306,8 +1265,8 @@ fn absurd_file_sizes_fail_cleanly() {
 
     let message = block_on(async {
         let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-        client.send(&root_entry()).await;
-        client.send(&entry(1, b"huge", file(1 << 63))).await;
+        client.send(root_entry()).await;
+        client.send(entry(1, b"huge", file(1 << 63))).await;
         client.expect_error().await
     });
     assert_contains(
@@ -1322,19 +1281,15 @@ fn absurd_file_sizes_fail_cleanly() {
     let max = i64::MAX as u64;
     let message = block_on(async {
         let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-        client.send(&root_entry()).await;
-        client.send(&entry(1, b"huge", file(max))).await;
+        client.send(root_entry()).await;
+        client.send(entry(1, b"huge", file(max))).await;
         match client.next().await {
             Got::Msg(ToSender::Need { id: 1, base: None }) => {}
             other => client.fail(format!("expected Need, got {other:?}")),
         }
-        client.send(&Raw::FileBegin { id: 1 }).await;
-        client
-            .send(&Raw::Literal {
-                data: b"tiny".to_vec(),
-            })
-            .await;
-        client.send(&Raw::FileEnd { hash: [0; 32] }).await;
+        client.send(ToReceiver::FileBegin { id: 1 }).await;
+        client.send(literal(b"tiny")).await;
+        client.send(ToReceiver::FileEnd { hash: [0; 32] }).await;
         client.expect_error().await
     });
     assert_contains(
@@ -1363,15 +1318,15 @@ fn absurd_file_sizes_fail_cleanly() {
 /// never ends and the volume stays claimed ("busy") until the receiver is
 /// restarted.
 #[test]
-#[ignore = "src bug: Hole of 2^63-1 bytes wedges the session and the volume (receive/incoming.rs hole())"]
+
 fn giant_hole_does_not_wedge_the_volume() {
     let fx = Fixture::new();
     let mut receiver = fx.start(&[]);
     block_on(async {
         let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-        client.send(&root_entry()).await;
+        client.send(root_entry()).await;
         client
-            .send(&entry(
+            .send(entry(
                 1,
                 b"huge",
                 Kind::File {
@@ -1384,9 +1339,9 @@ fn giant_hole_does_not_wedge_the_volume() {
             Got::Msg(ToSender::Need { id: 1, base: None }) => {}
             other => client.fail(format!("expected Need, got {other:?}")),
         }
-        client.send(&Raw::FileBegin { id: 1 }).await;
+        client.send(ToReceiver::FileBegin { id: 1 }).await;
         client
-            .send(&Raw::Hole {
+            .send(ToReceiver::Hole {
                 len: i64::MAX as u64,
             })
             .await;

@@ -8,7 +8,7 @@
 //! new version, whatever happens to the connection.
 
 use super::hasher::HashJob;
-use super::incoming::{DataError, Incoming};
+use super::incoming::{Cancel, DataError, Incoming};
 use super::tree::{is_stale_temp, Closing, Frame, Tree};
 use crate::delta;
 use crate::dest::volume::{Dir, FsError, MetaOptions, Stat, StatKind, TempFile, Volume};
@@ -61,6 +61,7 @@ pub struct Applier {
     /// The directory the last file was written into: consecutive files
     /// usually share it.
     last_dir: Option<Dir>,
+    cancel: Cancel,
     started: bool,
     end_of_list: bool,
     stats: ReceiverStats,
@@ -73,6 +74,7 @@ impl Applier {
         peer: String,
         out: mpsc::Sender<ToSender>,
         hasher: std::sync::mpsc::Sender<HashJob>,
+        cancel: Cancel,
     ) -> Self {
         Applier {
             volume,
@@ -91,6 +93,7 @@ impl Applier {
             batch: Vec::new(),
             batch_bytes: 0,
             last_dir: None,
+            cancel,
             started: false,
             end_of_list: false,
             stats: ReceiverStats::default(),
@@ -599,7 +602,9 @@ impl Applier {
             base,
             need.size,
             need.sparse,
+            self.cancel.clone(),
         ));
+        self.last_dir = Some(dir);
         Ok(())
     }
 

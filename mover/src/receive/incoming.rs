@@ -10,6 +10,8 @@ use crate::wire::message::{BaseInfo, FileId};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Block size for hole detection in sparse files.
 const SPARSE_BLOCK: usize = 4096;
@@ -31,6 +33,13 @@ fn invalid(msg: impl Into<String>) -> DataError {
     DataError::Invalid(msg.into())
 }
 
+/// Set when the session is over, so that a long-running data op (a huge
+/// hole, a long run of copied segments) stops instead of holding the volume.
+pub type Cancel = Arc<AtomicBool>;
+
+/// How much work a data op does between checks of [`Cancel`].
+const CANCEL_CHECK: u64 = 16 * 1024 * 1024;
+
 pub struct Incoming {
     pub id: FileId,
     pub path: RelPath,
@@ -41,6 +50,7 @@ pub struct Incoming {
     sparse: bool,
     hasher: blake3::Hasher,
     patch: Vec<u8>,
+    cancel: Cancel,
 }
 
 impl Incoming {
@@ -51,6 +61,7 @@ impl Incoming {
         base: Option<(File, BaseInfo)>,
         size: u64,
         sparse: bool,
+        cancel: Cancel,
     ) -> Self {
         Incoming {
             id,
@@ -62,6 +73,7 @@ impl Incoming {
             sparse,
             hasher: blake3::Hasher::new(),
             patch: Vec::new(),
+            cancel,
         }
     }
 
@@ -71,14 +83,27 @@ impl Incoming {
 
     pub fn hole(&mut self, len: u64) -> Result<(), DataError> {
         self.reserve(len)?;
-        let zeros = [0u8; SPARSE_BLOCK];
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut left = len;
         while left > 0 {
-            let n = left.min(SPARSE_BLOCK as u64) as usize;
-            self.hasher.update(&zeros[..n]);
+            if left % CANCEL_CHECK < ZEROS.len() as u64 {
+                self.check_cancel()?;
+            }
+            let n = left.min(ZEROS.len() as u64) as usize;
+            self.hasher.update(&ZEROS[..n]);
             left -= n as u64;
         }
         self.pos += len;
+        Ok(())
+    }
+
+    fn check_cancel(&self) -> Result<(), DataError> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(DataError::Io(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the session ended",
+            )));
+        }
         Ok(())
     }
 
@@ -95,6 +120,7 @@ impl Incoming {
         let mut buf = vec![0u8; COPY_CHUNK];
         let mut at = start;
         while at < stop {
+            self.check_cancel()?;
             let n = (stop - at).min(COPY_CHUNK as u64) as usize;
             base.read_exact_at(&mut buf[..n], at)?;
             self.append(&buf[..n])?;

@@ -107,7 +107,15 @@ async fn run<R: AsyncRead + Unpin>(
         tokio::task::spawn_blocking(move || hasher::run(volume, hash_rx, out))
     };
     let (in_tx, in_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
-    let applier = apply::Applier::new(volume_fs, options, peer.to_string(), out.clone(), hash_tx);
+    let cancel = incoming::Cancel::default();
+    let applier = apply::Applier::new(
+        volume_fs,
+        options,
+        peer.to_string(),
+        out.clone(),
+        hash_tx,
+        cancel.clone(),
+    );
     let mut applier = tokio::task::spawn_blocking(move || applier.run(in_rx));
 
     let mut in_tx = Some(in_tx);
@@ -126,6 +134,7 @@ async fn run<R: AsyncRead + Unpin>(
                     // any half-written file). If it had already finished,
                     // the sender merely hung up after `Finished`: success.
                     in_tx = None;
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
                     break joined((&mut applier).await).map_err(|_| failure);
                 }
             },

@@ -49,6 +49,8 @@ pub enum FrameError {
     TooLarge(usize),
     #[error("malformed message: {0}")]
     Malformed(#[from] postcard::Error),
+    #[error("refused {0}")]
+    BadPath(String),
     #[error("unknown frame tag {0}")]
     BadTag(u8),
     #[error("empty frame")]
@@ -125,7 +127,15 @@ impl<In: Message, Out> Decoder for Codec<In, Out> {
         let tag = body[0];
         body.advance(1);
         match tag {
-            TAG_MESSAGE => Ok(Some(postcard::from_bytes(&body)?)),
+            TAG_MESSAGE => {
+                crate::entry::take_refused_path();
+                postcard::from_bytes(&body).map(Some).map_err(|e| {
+                    match (&e, crate::entry::take_refused_path()) {
+                        (postcard::Error::SerdeDeCustom, Some(path)) => FrameError::BadPath(path),
+                        _ => FrameError::Malformed(e),
+                    }
+                })
+            }
             TAG_DATA => In::from_data(body.freeze())
                 .map(Some)
                 .ok_or(FrameError::BadTag(tag)),

@@ -40,7 +40,11 @@ where
         Ok(None) => Err(Failure::retryable(format!(
             "{peer} closed the connection before the sync finished"
         ))),
-        Ok(Some(Err(FrameError::Io(e)))) => Err(Failure::network(peer, e)),
+        // In TLS 1.3 the server judges the client certificate after the
+        // client's handshake is done, so a refusal arrives on a read.
+        Ok(Some(Err(FrameError::Io(e)))) => {
+            Err(crate::net::tls_failure(&format!("connection to {peer}"), e))
+        }
         Ok(Some(Err(e))) => Err(Failure::protocol(peer, e)),
         Ok(Some(Ok(msg))) => Ok(msg),
     }
