@@ -1351,3 +1351,68 @@ fn giant_hole_does_not_wedge_the_volume() {
     std::thread::sleep(Duration::from_secs(1));
     fx.assert_still_serves(&mut receiver);
 }
+
+/// A file whose end-to-end hash does not match what arrived is never put in
+/// place: the receiver asks for it again, whole, and a second mismatch
+/// fails that file (keeping the old copy) without failing the session.
+#[test]
+fn content_check_failure_asks_for_the_whole_file_again() {
+    let fx = Fixture::new();
+    let receiver = fx.start(&[]);
+    let content = b"the new a, ten";
+    let good = *blake3::hash(content).as_bytes();
+    let bad = [0u8; 32];
+    block_on(async {
+        let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
+        client.send(root_entry()).await;
+        client
+            .send(entry(1, b"a.txt", file(content.len() as u64)))
+            .await;
+        client
+            .send(entry(2, b"b.txt", file(content.len() as u64)))
+            .await;
+        client.send(ToReceiver::EndOfList).await;
+        let mut needs = std::collections::HashMap::<u64, u32>::new();
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        loop {
+            match client.next().await {
+                Got::Msg(ToSender::Need { id, .. }) => {
+                    let attempt = needs.entry(id).or_default();
+                    *attempt += 1;
+                    // a.txt: bad once, then good. b.txt: bad every time.
+                    let hash = if id == 1 && *attempt == 2 { good } else { bad };
+                    client.send(ToReceiver::FileBegin { id }).await;
+                    client.send(literal(content)).await;
+                    client.send(ToReceiver::FileEnd { hash }).await;
+                }
+                Got::Msg(ToSender::BaseHashes { .. }) => {}
+                Got::Msg(ToSender::FileDone { id }) => done.push(id),
+                Got::Msg(ToSender::FileFailed { id, message }) => {
+                    assert_contains(&message, &["content check failed"]);
+                    failed.push(id);
+                }
+                Got::Msg(ToSender::Finished { .. }) => break,
+                other => client.fail(format!("unexpected {other:?}")),
+            }
+        }
+        assert_eq!(
+            needs[&1], 2,
+            "a.txt is asked for again after a failed check"
+        );
+        assert_eq!(needs[&2], 2, "b.txt is asked for twice, then failed");
+        assert_eq!(done, vec![1]);
+        assert_eq!(failed, vec![2]);
+    });
+    assert_eq!(fs::read(fx.vol1.join("a.txt")).unwrap(), content);
+    assert!(
+        !fx.vol1.join("b.txt").exists(),
+        "a file that failed its check is never put in place"
+    );
+    let temps: Vec<_> = fs::read_dir(&fx.vol1)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".mover-tmp."))
+        .collect();
+    assert!(temps.is_empty(), "temporaries left: {temps:?}");
+}
