@@ -114,6 +114,13 @@ struct SendArgs {
     /// CA certificate the receiver's certificate must chain to (PEM).
     #[arg(long)]
     ca: PathBuf,
+    /// Attempts after the first when a failure may be temporary (network,
+    /// timeouts, busy volume); never for failures retrying cannot fix.
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+    /// Seconds before the first retry; doubles each time, up to 30.
+    #[arg(long, default_value_t = 1.0)]
+    retry_delay: f64,
     #[command(flatten)]
     transfer: TransferArgs,
 }
@@ -271,20 +278,43 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
     let server_name = args.server_name.clone().unwrap_or_else(|| host.to_string());
     mover::send::check_source(&args.source)?;
     let config = send_config(args.source, args.volume, &args.transfer);
-    let counters = Arc::new(Counters::default());
-    let reporter = start_reporter(&args.transfer, &config.volume, &counters);
-    let stream = mover::net::connect(
-        &args.connect,
-        &server_name,
-        tls,
-        counters.clone(),
-        Duration::from_secs(15),
-    )
-    .await?;
-    let report = mover::send::run(stream, config, counters).await;
-    reporter.finish();
-    Ok(finish(report?, args.transfer.progress))
+    let mut delay = Duration::from_secs_f64(args.retry_delay.max(0.0));
+    let mut attempt = 1;
+    loop {
+        let counters = Arc::new(Counters::default());
+        let reporter = start_reporter(&args.transfer, &config.volume, attempt, &counters);
+        let report = async {
+            let stream = mover::net::connect(
+                &args.connect,
+                &server_name,
+                tls.clone(),
+                counters.clone(),
+                Duration::from_secs(15),
+            )
+            .await?;
+            mover::send::run(stream, config.clone(), counters).await
+        }
+        .await;
+        reporter.finish();
+        match report {
+            Err(failure) if failure.retryable && attempt <= args.retries => {
+                // Files the receiver already put in place are skipped next
+                // time, and a file cut off midway resumes from what arrived.
+                eprintln!(
+                    "mover: attempt {attempt} failed: {failure}; retrying in {:.1}s",
+                    delay.as_secs_f64()
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+                attempt += 1;
+            }
+            report => return Ok(finish(report?, attempt, args.transfer.progress)),
+        }
+    }
 }
+
+/// Longest wait between two attempts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 async fn sync(args: SyncArgs) -> Result<ExitCode, Failure> {
     mover::send::check_source(&args.source)?;
@@ -294,29 +324,36 @@ async fn sync(args: SyncArgs) -> Result<ExitCode, Failure> {
     }
     let config = send_config(args.source.clone(), String::new(), &args.transfer);
     let counters = Arc::new(Counters::default());
-    let reporter = start_reporter(&args.transfer, "local", &counters);
+    let reporter = start_reporter(&args.transfer, "local", 1, &counters);
     let session = session_config(args.transfer.idle_timeout);
     let report = mover::sync::run(args.source, args.dest, config, session, counters).await;
     reporter.finish();
-    Ok(finish(report?, args.transfer.progress))
+    Ok(finish(report?, 1, args.transfer.progress))
 }
 
-fn start_reporter(args: &TransferArgs, volume: &str, counters: &Arc<Counters>) -> Reporter {
+fn start_reporter(
+    args: &TransferArgs,
+    volume: &str,
+    attempt: u32,
+    counters: &Arc<Counters>,
+) -> Reporter {
     let interval = Duration::from_secs_f64(args.progress_interval.max(0.05));
     Reporter::start(
         args.progress,
         volume.to_string(),
+        attempt,
         counters.clone(),
         interval,
     )
 }
 
 /// Prints the summary and picks the exit code for a finished sync.
-fn finish(report: SendReport, mode: progress::Mode) -> ExitCode {
+fn finish(report: SendReport, attempt: u32, mode: progress::Mode) -> ExitCode {
     if mode == progress::Mode::Json {
         let mut value = serde_json::to_value(&report).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
             map.insert("event".into(), "summary".into());
+            map.insert("attempt".into(), attempt.into());
         }
         println!("{value}");
     } else {

@@ -85,6 +85,8 @@ pub enum Mode {
 struct ProgressEvent<'a> {
     event: &'static str,
     volume: &'a str,
+    /// 1 for the first connection, counting up with `--retries`.
+    attempt: u32,
     elapsed_secs: f64,
     rate_bytes_per_sec: f64,
     eta_secs: Option<f64>,
@@ -97,7 +99,7 @@ pub struct Reporter {
     task: Option<tokio::task::JoinHandle<()>>,
     bar: Option<ProgressBar>,
     /// In JSON mode, what the last event needs.
-    json: Option<(String, Arc<Counters>, Instant)>,
+    json: Option<(String, u32, Arc<Counters>, Instant)>,
 }
 
 impl Reporter {
@@ -105,6 +107,7 @@ impl Reporter {
     pub fn start(
         mode: Mode,
         volume: String,
+        attempt: u32,
         counters: Arc<Counters>,
         interval: Duration,
     ) -> Reporter {
@@ -126,7 +129,7 @@ impl Reporter {
             bar
         });
         let json = mode == Mode::Json;
-        let last = json.then(|| (volume.clone(), counters.clone(), started));
+        let last = json.then(|| (volume.clone(), attempt, counters.clone(), started));
         let task = (bar.is_some() || json).then(|| {
             let bar = bar.clone();
             tokio::spawn(async move {
@@ -144,7 +147,7 @@ impl Reporter {
                         ));
                     }
                     if json {
-                        println!("{}", progress_line("progress", &volume, started, snap));
+                        println!("{}", progress_line(&volume, attempt, started, snap));
                     }
                 }
             })
@@ -160,10 +163,10 @@ impl Reporter {
     /// consumer always sees the final counters in the same form.
     pub fn finish(mut self) {
         self.stop();
-        if let Some((volume, counters, started)) = self.json.take() {
+        if let Some((volume, attempt, counters, started)) = self.json.take() {
             println!(
                 "{}",
-                progress_line("progress", &volume, started, counters.snapshot())
+                progress_line(&volume, attempt, started, counters.snapshot())
             );
         }
     }
@@ -185,12 +188,7 @@ impl Drop for Reporter {
 }
 
 /// One JSON progress line: counters with rate and ETA derived from them.
-pub fn progress_line(
-    event: &'static str,
-    volume: &str,
-    started: Instant,
-    snap: Snapshot,
-) -> String {
+pub fn progress_line(volume: &str, attempt: u32, started: Instant, snap: Snapshot) -> String {
     let elapsed = started.elapsed().as_secs_f64();
     let rate = if elapsed > 0.0 {
         snap.bytes_done as f64 / elapsed
@@ -200,8 +198,9 @@ pub fn progress_line(
     let remaining = snap.bytes_examined.saturating_sub(snap.bytes_done) as f64;
     let eta = (rate > 0.0).then(|| remaining / rate);
     serde_json::to_string(&ProgressEvent {
-        event,
+        event: "progress",
         volume,
+        attempt,
         elapsed_secs: elapsed,
         rate_bytes_per_sec: rate,
         eta_secs: eta,

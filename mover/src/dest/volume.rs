@@ -33,6 +33,10 @@ use std::sync::Arc;
 /// be removed before the transfer starts).
 pub const TEMP_PREFIX: &str = ".mover-tmp.";
 
+/// Prefix of the part of a file that arrived before a session broke off;
+/// the next session uses it as the base to resume from.
+pub const PARTIAL_PREFIX: &str = ".mover-partial.";
+
 /// How many temporary names to try before giving up when they collide.
 const TEMP_ATTEMPTS: usize = 16;
 
@@ -929,15 +933,19 @@ impl TempFile {
     /// Renames the file over the final name without flushing it first: for
     /// callers that made a whole batch of files durable at once
     /// ([`Volume::sync`]) so that no name ever points at unflushed data.
-    pub fn rename_into_place(mut self) -> Result<()> {
-        let at = || self.dir.at(&self.final_name);
-        rfs::renameat(
-            &*self.dir.fd,
-            self.temp.as_slice(),
-            &*self.dir.fd,
-            self.final_name.as_slice(),
-        )
-        .map_err(|e| io_err(at(), "rename into place", e))?;
+    pub fn rename_into_place(self) -> Result<()> {
+        let name = self.final_name.clone();
+        self.rename_to(&name)
+    }
+
+    /// Keeps the file under `name` in the same directory instead of
+    /// removing it: how a receiver saves the part of a file that arrived
+    /// before a connection dropped. `name` must be a plain file name.
+    pub fn rename_to(mut self, name: &[u8]) -> Result<()> {
+        self.dir.check_name(name)?;
+        let at = || self.dir.at(name);
+        rfs::renameat(&*self.dir.fd, self.temp.as_slice(), &*self.dir.fd, name)
+            .map_err(|e| io_err(at(), "rename into place", e))?;
         self.committed = true;
         Ok(())
     }

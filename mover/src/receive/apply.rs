@@ -8,10 +8,13 @@
 //! new version, whatever happens to the connection.
 
 use super::hasher::HashJob;
+use super::incoming::partial_name;
 use super::incoming::{Cancel, DataError, Incoming};
-use super::tree::{is_stale_temp, Closing, Frame, Tree};
+use super::tree::{is_partial, is_stale_temp, Closing, Frame, Tree};
 use crate::delta;
-use crate::dest::volume::{Dir, FsError, MetaOptions, Stat, StatKind, TempFile, Volume};
+use crate::dest::volume::{
+    Dir, FsError, MetaOptions, Stat, StatKind, TempFile, Volume, PARTIAL_PREFIX,
+};
 use crate::entry::{Entry, Kind, Meta, RelPath};
 use crate::failure::Failure;
 use crate::wire::message::{
@@ -28,6 +31,9 @@ struct Need {
     size: u64,
     sparse: bool,
     base: Option<BaseInfo>,
+    /// The name, in the same directory, of the base: the destination file
+    /// itself or a partial from a broken session.
+    base_name: Vec<u8>,
     /// Whole-file resends after a failed hash check.
     resends: u32,
 }
@@ -127,7 +133,9 @@ impl Applier {
                 return self.finish();
             }
         }
-        self.current = None;
+        if let Some(file) = self.current.take() {
+            file.keep_partial();
+        }
         self.flush()?;
         Err(Failure::retryable(format!(
             "{} disconnected before the sync finished",
@@ -294,9 +302,11 @@ impl Applier {
         let gone = frame
             .next_name(&name)
             .map_err(|e| Failure::protocol(&self.peer, e))?;
-        let delete = frame.delete;
+        let (partials, gone): (Vec<_>, Vec<_>) = gone.into_iter().partition(|n| is_partial(n));
+        frame.partials.extend(partials);
+        let (delete, dir) = (frame.delete, frame.dir.clone());
         for old in gone {
-            self.remove_unlisted(&old, delete)?;
+            self.unlisted(&dir, &old, delete)?;
         }
         let dir = &self
             .tree
@@ -393,15 +403,28 @@ impl Applier {
             .ok_or_else(|| Failure::permanent("no open directory"))
     }
 
-    /// Removes a destination name the source does not list (when deleting,
-    /// or when it is a temporary left by an interrupted run).
-    fn remove_unlisted(&mut self, name: &[u8], delete: bool) -> Result<(), Failure> {
+    /// Removes a destination name the source does not list: always when it
+    /// is a temporary left by an interrupted run, otherwise when deleting.
+    fn unlisted(&mut self, dir: &Dir, name: &[u8], delete: bool) -> Result<(), Failure> {
         let stale = is_stale_temp(name);
         if delete || stale {
-            self.top_dir()?.remove(name).map_err(|e| self.fs(e))?;
+            dir.remove(name).map_err(|e| self.fs(e))?;
             if !stale {
                 self.stats.deleted += 1;
             }
+        }
+        Ok(())
+    }
+
+    /// Removes a kept partial file unless a file being fetched now resumes
+    /// from it (its completion removes it then).
+    fn unused_partial(&self, dir: &Dir, name: &[u8]) -> Result<(), Failure> {
+        let used = dir
+            .path()
+            .join(&name[PARTIAL_PREFIX.len()..])
+            .is_ok_and(|path| self.fetching.contains_key(&path));
+        if !used {
+            dir.remove(name).map_err(|e| self.fs(e))?;
         }
         Ok(())
     }
@@ -457,6 +480,13 @@ impl Applier {
         sparse: bool,
         existing: Option<Stat>,
     ) -> Result<(), Failure> {
+        // The part of this file a broken session left, if any.
+        let partial = partial_name(name);
+        let partial_stat = match partial.len() <= crate::entry::MAX_NAME_LEN {
+            true => self.top_dir()?.stat(&partial).map_err(|e| self.fs(e))?,
+            false => None,
+        }
+        .filter(|st| st.kind == StatKind::File);
         if let Some(st) = existing.filter(|st| st.kind == StatKind::File) {
             if st.size == size && same_mtime(&st, &meta) {
                 let owner_differs =
@@ -464,12 +494,24 @@ impl Applier {
                 if st.mode != meta.mode || owner_differs || !meta.xattrs.is_empty() {
                     self.set_meta(name, &meta)?;
                 }
+                if partial_stat.is_some() {
+                    self.top_dir()?.remove(&partial).map_err(|e| self.fs(e))?;
+                }
                 return self.send(ToSender::Have { id });
             }
         }
         self.clear_dir(name, existing)?;
-        let base = existing
-            .filter(|st| st.kind == StatKind::File && st.size > 0 && size > 0)
+        // Resume from the partial when there is one (it holds the start of
+        // this very content); otherwise diff against the old copy.
+        let (base_stat, base_name) = match partial_stat {
+            Some(st) => (Some(st), partial),
+            None => (
+                existing.filter(|st| st.kind == StatKind::File),
+                name.to_vec(),
+            ),
+        };
+        let base = base_stat
+            .filter(|st| st.size > 0 && size > 0)
             .and_then(|st| {
                 delta::segment_size(st.size).map(|segment_size| BaseInfo {
                     len: st.size,
@@ -493,13 +535,18 @@ impl Applier {
                 size,
                 sparse,
                 base,
+                base_name: base_name.clone(),
                 resends: 0,
             },
         );
         match base {
             Some(info) => self
                 .hasher
-                .send(HashJob::Base { id, path, info })
+                .send(HashJob::Base {
+                    id,
+                    path: parent.join(&base_name).map_err(|e| self.protocol(e))?,
+                    info,
+                })
                 .map_err(|_| Failure::permanent("the receiver's hashing thread stopped")),
             None => self.send(ToSender::Need { id, base: None }),
         }
@@ -508,14 +555,13 @@ impl Applier {
     /// Leaves a directory: deletes what the source lacked and applies its
     /// metadata, or defers that until its pending files are in place.
     fn close(&mut self, mut frame: Frame) -> Result<(), Failure> {
-        for name in frame.leftovers() {
-            let stale = is_stale_temp(&name);
-            if frame.delete || stale {
-                frame.dir.remove(&name).map_err(|e| self.fs(e))?;
-                if !stale {
-                    self.stats.deleted += 1;
-                }
-            }
+        let (partials, others): (Vec<_>, Vec<_>) =
+            frame.leftovers().into_iter().partition(|n| is_partial(n));
+        for name in others {
+            self.unlisted(&frame.dir, &name, frame.delete)?;
+        }
+        for name in frame.partials.drain(..).chain(partials) {
+            self.unused_partial(&frame.dir, &name)?;
         }
         if frame.pending == 0 {
             self.apply_dir_meta(&frame.dir, &frame.meta)
@@ -594,7 +640,7 @@ impl Applier {
         // refers to it; the hash check catches one that changed.
         let base = need
             .base
-            .and_then(|info| dir.open_file(name).ok().map(|f| (f, info)));
+            .and_then(|info| dir.open_file(&need.base_name).ok().map(|f| (f, info)));
         self.current = Some(Incoming::new(
             id,
             need.path.clone(),
@@ -695,11 +741,26 @@ impl Applier {
                 .unwrap_or_else(RelPath::root);
             self.settle(&link_parent)?;
         }
-        self.settle(&parent)?;
-        match result {
-            Ok(()) => self.send(ToSender::FileDone { id }),
-            Err(message) => self.send(ToSender::FileFailed { id, message }),
+        // The partial this file resumed from is spent (removed before the
+        // directory's mtime is set).
+        if result.is_ok()
+            && need
+                .path
+                .split_last()
+                .is_some_and(|(_, name)| name != need.base_name)
+        {
+            let dir = self.volume.open_dir(&parent).map_err(|e| self.fs(e))?;
+            dir.remove(&need.base_name).map_err(|e| self.fs(e))?;
         }
+        self.settle(&parent)?;
+        // The file is settled either way. If the connection is gone, the
+        // answer is moot and the next receive notices; it must not stop the
+        // rest of a batch from being committed.
+        let _ = self.out.blocking_send(match result {
+            Ok(()) => ToSender::FileDone { id },
+            Err(message) => ToSender::FileFailed { id, message },
+        });
+        Ok(())
     }
 
     /// One pending item in `dir` is done; applies the directory's metadata

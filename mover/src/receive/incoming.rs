@@ -4,7 +4,7 @@
 //! bytes that will be renamed into place.
 
 use crate::delta;
-use crate::dest::volume::TempFile;
+use crate::dest::volume::{TempFile, PARTIAL_PREFIX};
 use crate::entry::RelPath;
 use crate::wire::message::{BaseInfo, FileId};
 use std::fs::File;
@@ -27,6 +27,11 @@ pub enum DataError {
     /// The local filesystem failed (a full disk, an I/O error).
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+/// Where the part of `name` that arrived before a broken session is kept.
+pub fn partial_name(name: &[u8]) -> Vec<u8> {
+    [PARTIAL_PREFIX.as_bytes(), name].concat()
 }
 
 fn invalid(msg: impl Into<String>) -> DataError {
@@ -159,6 +164,30 @@ impl Incoming {
             delta::DeltaError::Apply(fast_rsync::ApplyError::Io(io)) => DataError::Io(io),
             other => invalid(other.to_string()),
         })
+    }
+
+    /// Keeps what arrived as `.mover-partial.<name>` beside the
+    /// destination, for the next session to resume from (as a delta base;
+    /// the end-to-end hash still guards the result). Small files are not
+    /// worth it and are simply dropped.
+    pub fn keep_partial(mut self) {
+        const MIN_PARTIAL: u64 = 1024 * 1024;
+        let Some((_, name)) = self.path.split_last() else {
+            return;
+        };
+        let partial = partial_name(name);
+        if self.pos < MIN_PARTIAL || partial.len() > crate::entry::MAX_NAME_LEN {
+            return;
+        }
+        let kept = self
+            .temp
+            .file()
+            .set_len(self.pos)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.temp.rename_to(&partial).map_err(|e| e.to_string()));
+        if let Err(e) = kept {
+            tracing::warn!("{}: could not keep the partial file: {e}", self.path);
+        }
     }
 
     /// Checks length and hash. On success the temporary file holds exactly

@@ -7,7 +7,7 @@
 //! the last file written into it is in place, so later renames inside it
 //! cannot disturb its times.
 
-use crate::dest::volume::{Dir, TEMP_PREFIX};
+use crate::dest::volume::{Dir, PARTIAL_PREFIX, TEMP_PREFIX};
 use crate::entry::{Meta, RelPath};
 use std::collections::HashMap;
 use std::iter::Peekable;
@@ -24,6 +24,8 @@ pub struct Frame {
     last_name: Option<Vec<u8>>,
     /// Files being written into this directory.
     pub pending: usize,
+    /// Partial files passed by the walk, decided on when it leaves.
+    pub partials: Vec<Vec<u8>>,
 }
 
 /// A directory the walk has left whose files are still being written.
@@ -49,6 +51,7 @@ impl Frame {
             delete,
             last_name: None,
             pending: 0,
+            partials: Vec::new(),
         }
     }
 
@@ -85,6 +88,11 @@ impl Frame {
 /// an interrupted run, removed even when deletion is off.
 pub fn is_stale_temp(name: &[u8]) -> bool {
     name.starts_with(TEMP_PREFIX.as_bytes())
+}
+
+/// True for the kept parts of files from broken sessions.
+pub fn is_partial(name: &[u8]) -> bool {
+    name.starts_with(PARTIAL_PREFIX.as_bytes())
 }
 
 impl Tree {

@@ -6,10 +6,108 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
+use std::net::TcpStream;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+// ---- processes: certificates, a receiver, senders ----
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn certs(dir: &Path, clients: &[&str]) {
+    let mut cmd = mover();
+    cmd.args(["certs", "--out"]).arg(dir);
+    cmd.args([
+        "--server-san",
+        "localhost",
+        "--server-san",
+        "route.apps.example.test",
+    ]);
+    for c in clients {
+        cmd.args(["--client", c]);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(code(&out), 0, "mover certs: {}", stderr(&out));
+}
+
+pub struct Receiver(pub Child);
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn receive(pki: &Path, port: u16, volumes: &[(&str, &Path)], extra: &[&str]) -> Receiver {
+    let mut cmd = mover();
+    cmd.arg("receive")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--cert")
+        .arg(pki.join("server.crt"))
+        .arg("--key")
+        .arg(pki.join("server.key"))
+        .arg("--ca")
+        .arg(pki.join("ca.crt"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, path) in volumes {
+        cmd.arg("--volume")
+            .arg(format!("{name}={}", path.display()));
+    }
+    let child = Receiver(cmd.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "receiver did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+pub fn send(
+    pki: &Path,
+    client: &str,
+    src: &Path,
+    port: u16,
+    volume: &str,
+    extra: &[&str],
+) -> Command {
+    let mut cmd = mover();
+    cmd.arg("send")
+        .arg(src)
+        .args(["--volume", volume])
+        .arg("--cert")
+        .arg(pki.join(format!("{client}.crt")))
+        .arg("--key")
+        .arg(pki.join(format!("{client}.key")))
+        .arg("--ca")
+        .arg(pki.join("ca.crt"))
+        .args(extra);
+    // By IP with an explicit server name, or by the name the certificate has.
+    let host = if extra.contains(&"--server-name") {
+        "127.0.0.1"
+    } else {
+        "localhost"
+    };
+    cmd.args(["--connect", &format!("{host}:{port}")]);
+    if !extra.contains(&"--progress") {
+        cmd.args(["--progress", "json"]);
+    }
+    cmd
+}
 
 pub fn mover() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mover"))

@@ -1,0 +1,148 @@
+//! Faults a migration meets in real networks and how `mover send
+//! --retries` recovers: connections cut mid-transfer (by a proxy in this
+//! test that forwards the first connection only partway).
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+/// Forwards connections on a free port to `target`; the first connection is
+/// cut (both directions) once `cut_after` bytes went from client to server.
+/// Returns the proxy's port and a count of connections it accepted.
+fn cutting_proxy(target: u16, cut_after: u64) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                return;
+            };
+            let limit = if first { cut_after } else { u64::MAX };
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            thread::spawn(move || pump(client, server, limit));
+            thread::spawn(move || pump(s2, c2, u64::MAX));
+        }
+    });
+    (port, accepted)
+}
+
+/// Copies `from` to `to` until EOF or `limit` bytes, then cuts both.
+fn pump(mut from: TcpStream, mut to: TcpStream, limit: u64) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut moved = 0u64;
+    while moved < limit {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n.min((limit - moved) as usize),
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        moved += n as u64;
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".mover-"))
+        .collect()
+}
+
+/// Sends `src` through a proxy that cuts the first connection after
+/// `cut_after` bytes, with retries; returns the final summary.
+fn send_through_cut(src: &Path, dst: &Path, cut_after: u64) -> serde_json::Value {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    certs(&pki, &["app=data"]);
+    let port = free_port();
+    let _receiver = receive(&pki, port, &[("data", dst)], &[]);
+    let (proxy, accepted) = cutting_proxy(port, cut_after);
+    let out = send(
+        &pki,
+        "app",
+        src,
+        proxy,
+        "data",
+        &["--retries", "5", "--retry-delay", "0.1"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(code(&out), 0, "sender: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("attempt 1 failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(accepted.load(Ordering::SeqCst) >= 2);
+    summary(&out)
+}
+
+#[test]
+fn cut_in_a_large_file_resumes_from_what_arrived() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    let size = 96 * 1024 * 1024;
+    fs::write(src.join("disk.img"), random_bytes(size, 21)).unwrap();
+
+    let summary = send_through_cut(&src, &dst, 40 * 1024 * 1024);
+    assert_same_tree(&src, &dst);
+    assert!(summary["attempt"].as_u64().unwrap() >= 2, "{summary}");
+    // The retry reused what had arrived instead of starting from byte 0.
+    let reused = summary["bytes_matched"].as_u64().unwrap();
+    assert!(
+        reused >= 30 * 1024 * 1024,
+        "only {reused} bytes reused: {summary}"
+    );
+    assert!(
+        summary["bytes_sent"].as_u64().unwrap() < (size as u64) - 30 * 1024 * 1024,
+        "{summary}"
+    );
+    assert!(
+        leftovers(&dst).is_empty(),
+        "left behind: {:?}",
+        leftovers(&dst)
+    );
+}
+
+#[test]
+fn cut_among_many_small_files_does_not_resend_finished_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(&dst).unwrap();
+    let files = 3000;
+    for i in 0..files {
+        let dir = src.join(format!("d{:02}", i % 40));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(format!("f{i:05}")), random_bytes(10_000, i as u64)).unwrap();
+    }
+
+    let summary = send_through_cut(&src, &dst, 15 * 1024 * 1024);
+    assert_same_tree(&src, &dst);
+    let resent = summary["files_sent"].as_u64().unwrap();
+    assert!(
+        resent < files as u64 * 3 / 4,
+        "{resent} of {files} files sent again: {summary}"
+    );
+    assert!(
+        leftovers(&dst).is_empty(),
+        "left behind: {:?}",
+        leftovers(&dst)
+    );
+}
