@@ -247,7 +247,9 @@ fn session_config(idle_timeout: u64) -> ReceiveConfig {
     let idle = Duration::from_secs(idle_timeout.max(1));
     ReceiveConfig {
         idle_timeout: idle,
-        keepalive: (idle / 4).max(Duration::from_millis(250)),
+        // Well inside our own idle timeout and inside the 30 s that
+        // OpenShift routes (HAProxy) allow an idle passthrough connection.
+        keepalive: (idle / 4).clamp(Duration::from_millis(250), MAX_KEEPALIVE),
     }
 }
 
@@ -312,6 +314,9 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
         }
     }
 }
+
+/// Longest silence before a keepalive, whatever the idle timeout.
+const MAX_KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Longest wait between two attempts.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
