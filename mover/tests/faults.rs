@@ -146,3 +146,57 @@ fn cut_among_many_small_files_does_not_resend_finished_ones() {
         leftovers(&dst)
     );
 }
+
+#[test]
+fn receiver_killed_mid_file_resumes_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    let size = 160 * 1024 * 1024;
+    fs::write(src.join("disk.img"), random_bytes(size, 33)).unwrap();
+    let pki = tmp.path().join("pki");
+    certs(&pki, &["app=data"]);
+    let port = free_port();
+
+    let mut receiver = receive(&pki, port, &[("data", &dst)], &[]);
+    let sender = send(&pki, "app", &src, port, "data", &["--progress", "none"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let partial = dst.join(".mover-partial.disk.img");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fs::metadata(&partial).map_or(0, |m| m.len()) < 40 * 1024 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transfer never got going"
+        );
+        thread::sleep(std::time::Duration::from_millis(2));
+    }
+    receiver.0.kill().unwrap();
+    receiver.0.wait().unwrap();
+    let out = sender.wait_with_output().unwrap();
+    assert_eq!(
+        code(&out),
+        75,
+        "a vanished receiver is worth a retry: {}",
+        stderr(&out)
+    );
+    assert!(!dst.join("disk.img").exists(), "no torn file in place");
+
+    let _receiver = receive(&pki, port, &[("data", &dst)], &[]);
+    let out = send(&pki, "app", &src, port, "data", &[]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let summary = summary(&out);
+    let reused = summary["bytes_matched"].as_u64().unwrap();
+    assert!(
+        reused >= 30 * 1024 * 1024,
+        "only {reused} bytes reused: {summary}"
+    );
+    assert_same_tree(&src, &dst);
+    assert!(
+        leftovers(&dst).is_empty(),
+        "left behind: {:?}",
+        leftovers(&dst)
+    );
+}

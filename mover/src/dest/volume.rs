@@ -723,6 +723,28 @@ impl Dir {
         })
     }
 
+    /// Like [`Dir::create_temp`], but under the given name (truncating a
+    /// file left there): a name the next session can find again, so what
+    /// was written survives even a crash of this process.
+    pub fn create_temp_as(&self, temp_name: &[u8], final_name: &[u8]) -> Result<TempFile> {
+        self.check_name(temp_name)?;
+        self.check_name(final_name)?;
+        let fd = rfs::openat(
+            &*self.fd,
+            temp_name,
+            OFlags::CREATE | OFlags::TRUNC | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| self.err(temp_name, "create temporary file", e))?;
+        Ok(TempFile {
+            dir: self.clone(),
+            temp: temp_name.to_vec(),
+            final_name: final_name.to_vec(),
+            file: File::from(fd),
+            committed: false,
+        })
+    }
+
     /// Applies ownership (if `opts.owner`), mode, extended attributes and
     /// mtime to an existing object, never following a symlink: a symlink
     /// gets only owner and mtime (Linux has no symlink modes, and user

@@ -501,14 +501,12 @@ impl Applier {
             }
         }
         self.clear_dir(name, existing)?;
-        // Resume from the partial when there is one (it holds the start of
-        // this very content); otherwise diff against the old copy.
-        let (base_stat, base_name) = match partial_stat {
-            Some(st) => (Some(st), partial),
-            None => (
-                existing.filter(|st| st.kind == StatKind::File),
-                name.to_vec(),
-            ),
+        // Diff against the old copy; with none, resume from the partial a
+        // broken session left (it holds the start of this very content).
+        let old_copy = existing.filter(|st| st.kind == StatKind::File && st.size > 0);
+        let (base_stat, base_name) = match (old_copy, partial_stat) {
+            (None, Some(st)) => (Some(st), partial),
+            _ => (old_copy, name.to_vec()),
         };
         let base = base_stat
             .filter(|st| st.size > 0 && size > 0)
@@ -635,7 +633,15 @@ impl Applier {
             Some(dir) if dir.path() == &parent => dir,
             _ => self.volume.open_dir(&parent).map_err(|e| self.fs(e))?,
         };
-        let temp = dir.create_temp(name).map_err(|e| self.fs(e))?;
+        // Write under the partial name (unless resuming from it), so even a
+        // crash of this process leaves something to resume from.
+        let partial = partial_name(name);
+        let temp = if need.base_name != partial && partial.len() <= crate::entry::MAX_NAME_LEN {
+            dir.create_temp_as(&partial, name)
+        } else {
+            dir.create_temp(name)
+        }
+        .map_err(|e| self.fs(e))?;
         // A base that can no longer be opened only matters if the sender
         // refers to it; the hash check catches one that changed.
         let base = need
