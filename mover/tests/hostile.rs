@@ -155,6 +155,16 @@ impl Receiver {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The receiver's peak resident memory so far (VmHWM), in KiB.
+    fn peak_rss_kb(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+
     fn assert_alive(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {
             panic!("the receiver exited ({status}); its log:\n{}", self.log());
@@ -878,12 +888,9 @@ fn expired_client_certificate_is_refused() {
 
 /// A client certificate the receiver refuses will be refused again: the
 /// sender must exit 1, not 75 ("retry may help"), or an orchestrator
-/// retries it with backoff for nothing. Today the alert reaches the sender
-/// after its side of the TLS 1.3 handshake is complete, on the first read,
-/// and `wire::io::next` turns every read error into a retryable
-/// `Failure::network`.
+/// retries it with backoff for nothing. (The alert reaches the sender after
+/// its side of the TLS 1.3 handshake is complete, on the first read.)
 #[test]
-
 fn refused_client_certificate_is_a_permanent_failure() {
     let fx = Fixture::new();
     let receiver = fx.start(&[]);
@@ -932,7 +939,8 @@ fn escaping_and_absolute_paths_are_refused() {
     let mut receiver = fx.start(&[]);
     let absolute_in_world = fx.world.join("abs-evil");
     let absolute_in_world = absolute_in_world.as_os_str().as_bytes().to_vec();
-    let bad_paths: [&[u8]; 5] = [
+    let bad_paths: [&[u8]; 6] = [
+        b"nul\0inside",
         b"../escape",
         b"dir/../../escape",
         b"..",
@@ -1300,12 +1308,7 @@ fn absurd_file_sizes_fail_cleanly() {
     assert_unchanged(&fx.world, &before, true);
 
     // Peak memory of the receiver stayed small.
-    let status = fs::read_to_string(format!("/proc/{}/status", receiver.child.id())).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc status");
+    let peak_kib = receiver.peak_rss_kb();
     assert!(
         peak_kib < 256 * 1024,
         "receiver peak RSS {peak_kib} KiB after absurd sizes"
@@ -1415,4 +1418,116 @@ fn content_check_failure_asks_for_the_whole_file_again() {
         .filter(|n| n.starts_with(".mover-tmp."))
         .collect();
     assert!(temps.is_empty(), "temporaries left: {temps:?}");
+}
+
+/// A revoked client certificate is refused once the receiver has the CA's
+/// revocation list; the other clients keep working.
+#[test]
+fn revoked_client_certificate_is_refused() {
+    let fx = Fixture::new();
+    let ca = mover::certs::Authority::load(
+        &fs::read_to_string(fx.certs.join("ca.crt")).unwrap(),
+        &fs::read_to_string(fx.certs.join("ca.key")).unwrap(),
+    )
+    .unwrap();
+    let c1 = Creds::bundle(&fx.certs, "c1");
+    let c1_der = mover::tls::Identity::from_files(&c1.cert, &c1.key)
+        .unwrap()
+        .certs()[0]
+        .clone();
+    let crl = ca
+        .crl(&[c1_der], 1, mover::certs::Validity::days(1))
+        .unwrap();
+    let crl_path = fx.path("revoked.crl");
+    fs::write(&crl_path, crl).unwrap();
+    let before = snapshot(&fx.vol1);
+    let receiver = fx.start(&["--crl", crl_path.to_str().unwrap()]);
+
+    let out = fx.send(&receiver, &fx.honest_source(), "vol1", &c1);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).to_lowercase().contains("revoked"),
+        "{}",
+        stderr(&out)
+    );
+    assert_unchanged(&fx.vol1, &before, false);
+    let c2 = Creds::bundle(&fx.certs, "c2");
+    let out = fx.send(&receiver, &fx.honest_source(), "vol2", &c2);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+/// A patch that would expand past the size the sender declared is refused
+/// without writing it, and the old copy stays.
+#[test]
+fn patch_expanding_past_declared_size_is_refused() {
+    let fx = Fixture::new();
+    let receiver = fx.start(&[]);
+    let old = fs::read(fx.vol1.join("a.txt")).unwrap();
+    let message = block_on(async {
+        let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
+        client.send(root_entry()).await;
+        client.send(entry(1, b"a.txt", file(12))).await;
+        let info = loop {
+            match client.next().await {
+                Got::Msg(ToSender::Need {
+                    base: Some(info), ..
+                }) => break info,
+                other => client.fail(format!("expected Need with a base, got {other:?}")),
+            }
+        };
+        let signature = mover::delta::signature(&old, info.segment_size);
+        let mut patch = Vec::new();
+        mover::delta::diff(signature, &[b'z'; 4096], &mut patch).unwrap();
+        client.send(ToReceiver::FileBegin { id: 1 }).await;
+        client.send(ToReceiver::PatchChunk { delta: patch }).await;
+        client.send(ToReceiver::PatchEnd { segment: 0 }).await;
+        client.expect_error().await
+    });
+    assert_contains(&message, &["a.txt"]);
+    assert_eq!(fs::read(fx.vol1.join("a.txt")).unwrap(), old);
+    let mut receiver = receiver;
+    receiver.assert_alive();
+}
+
+/// A flood of connections that never finish a handshake takes at most
+/// `--max-connections` slots, each for at most the handshake timeout; an
+/// honest sender with retries gets through, and memory stays small.
+#[test]
+fn connection_flood_is_bounded_and_survived() {
+    let fx = Fixture::new();
+    let receiver = fx.start(&["--max-connections", "4", "--handshake-timeout", "1"]);
+    let flood: Vec<std::net::TcpStream> = (0..200)
+        .filter_map(|_| std::net::TcpStream::connect(receiver.addr()).ok())
+        .collect();
+    assert!(flood.len() >= 4);
+    let src = fx.honest_source();
+    let out = run_bounded(&[
+        OsStr::new("send"),
+        src.as_os_str(),
+        OsStr::new("--connect"),
+        OsStr::new(&receiver.addr()),
+        OsStr::new("--server-name"),
+        OsStr::new("localhost"),
+        OsStr::new("--volume"),
+        OsStr::new("vol1"),
+        OsStr::new("--cert"),
+        fx.c1().cert.as_os_str(),
+        OsStr::new("--key"),
+        fx.c1().key.as_os_str(),
+        OsStr::new("--ca"),
+        fx.c1().ca.as_os_str(),
+        OsStr::new("--retries"),
+        OsStr::new("8"),
+        OsStr::new("--retry-delay"),
+        OsStr::new("0.3"),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    drop(flood);
+    let mut receiver = receiver;
+    receiver.assert_alive();
+    let rss_kb = receiver.peak_rss_kb();
+    assert!(
+        rss_kb < 64 * 1024,
+        "receiver grew to {rss_kb} KiB under a flood"
+    );
 }
