@@ -534,7 +534,7 @@ fn frame(msg: ToReceiver) -> Vec<u8> {
 fn stand_in(bad: &[u8]) -> Vec<u8> {
     let mut path: Vec<u8> = bad
         .iter()
-        .map(|&b| if b == b'.' { b'P' } else { b })
+        .map(|&b| if b == b'.' || b == 0 { b'P' } else { b })
         .collect();
     if path.first() == Some(&b'/') {
         path[0] = b'P';
@@ -1467,13 +1467,11 @@ fn patch_expanding_past_declared_size_is_refused() {
         let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
         client.send(root_entry()).await;
         client.send(entry(1, b"a.txt", file(12))).await;
-        let info = loop {
-            match client.next().await {
-                Got::Msg(ToSender::Need {
-                    base: Some(info), ..
-                }) => break info,
-                other => client.fail(format!("expected Need with a base, got {other:?}")),
-            }
+        let info = match client.next().await {
+            Got::Msg(ToSender::Need {
+                base: Some(info), ..
+            }) => info,
+            other => client.fail(format!("expected Need with a base, got {other:?}")),
         };
         let signature = mover::delta::signature(&old, info.segment_size);
         let mut patch = Vec::new();
