@@ -71,6 +71,10 @@ struct ReceiveArgs {
     /// Seconds of silence after which a session is dropped.
     #[arg(long, default_value_t = 120)]
     idle_timeout: u64,
+    /// Seconds of silence before sending a keepalive [default: a quarter of
+    /// the idle timeout, at most 10].
+    #[arg(long)]
+    keepalive: Option<f64>,
     /// Connections served at once; more are closed immediately.
     #[arg(long, default_value_t = 64)]
     max_connections: usize,
@@ -90,6 +94,10 @@ struct TransferArgs {
     /// Seconds of silence from the peer after which the sync fails.
     #[arg(long, default_value_t = 120)]
     idle_timeout: u64,
+    /// Seconds of silence before sending a keepalive [default: a quarter of
+    /// the idle timeout, at most 10].
+    #[arg(long)]
+    keepalive: Option<f64>,
 }
 
 #[derive(Args)]
@@ -238,23 +246,27 @@ async fn receive(args: ReceiveArgs) -> Result<(), Failure> {
         exit_when_done: args.exit_when_done,
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         max_connections: args.max_connections,
-        session: session_config(args.idle_timeout),
+        session: session_config(args.idle_timeout, args.keepalive),
     };
     mover::server::serve(listener, Arc::new(server)).await
 }
 
-fn session_config(idle_timeout: u64) -> ReceiveConfig {
+fn session_config(idle_timeout: u64, keepalive: Option<f64>) -> ReceiveConfig {
     let idle = Duration::from_secs(idle_timeout.max(1));
+    // By default well inside our own idle timeout and inside the 30 s that
+    // OpenShift routes (HAProxy) allow an idle passthrough connection.
+    let keepalive = match keepalive {
+        Some(secs) => Duration::from_secs_f64(secs.max(0.05)),
+        None => (idle / 4).clamp(Duration::from_millis(250), MAX_KEEPALIVE),
+    };
     ReceiveConfig {
         idle_timeout: idle,
-        // Well inside our own idle timeout and inside the 30 s that
-        // OpenShift routes (HAProxy) allow an idle passthrough connection.
-        keepalive: (idle / 4).clamp(Duration::from_millis(250), MAX_KEEPALIVE),
+        keepalive,
     }
 }
 
 fn send_config(source: PathBuf, volume: String, args: &TransferArgs) -> SendConfig {
-    let session = session_config(args.idle_timeout);
+    let session = session_config(args.idle_timeout, args.keepalive);
     SendConfig {
         source,
         volume,
@@ -315,7 +327,7 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
     }
 }
 
-/// Longest silence before a keepalive, whatever the idle timeout.
+/// Longest silence before a default keepalive, whatever the idle timeout.
 const MAX_KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Longest wait between two attempts.
@@ -330,7 +342,7 @@ async fn sync(args: SyncArgs) -> Result<ExitCode, Failure> {
     let config = send_config(args.source.clone(), String::new(), &args.transfer);
     let counters = Arc::new(Counters::default());
     let reporter = start_reporter(&args.transfer, "local", 1, &counters);
-    let session = session_config(args.transfer.idle_timeout);
+    let session = session_config(args.transfer.idle_timeout, args.transfer.keepalive);
     let report = mover::sync::run(args.source, args.dest, config, session, counters).await;
     reporter.finish();
     Ok(finish(report?, 1, args.transfer.progress))

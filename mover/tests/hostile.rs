@@ -632,11 +632,16 @@ struct RawClient {
 
 impl RawClient {
     async fn connect(receiver: &Receiver, creds: &Creds) -> RawClient {
+        RawClient::connect_via(receiver, creds, &receiver.addr()).await
+    }
+
+    /// Connects to `addr` (the receiver, or something in front of it).
+    async fn connect_via(receiver: &Receiver, creds: &Creds, addr: &str) -> RawClient {
         let identity = mover::tls::Identity::from_files(&creds.cert, &creds.key).unwrap();
         let roots = mover::tls::load_ca_file(&creds.ca).unwrap();
         let config = mover::tls::client_config(&identity, roots).unwrap();
         let stream = mover::net::connect(
-            &receiver.addr(),
+            addr,
             "localhost",
             config,
             Arc::new(mover::progress::Counters::default()),
@@ -665,7 +670,11 @@ impl RawClient {
 
     /// Connects, says Hello for `volume` and expects Welcome.
     async fn start(receiver: &Receiver, creds: &Creds, volume: &str) -> RawClient {
-        let mut client = RawClient::connect(receiver, creds).await;
+        RawClient::start_via(receiver, creds, volume, &receiver.addr()).await
+    }
+
+    async fn start_via(receiver: &Receiver, creds: &Creds, volume: &str, addr: &str) -> RawClient {
+        let mut client = RawClient::connect_via(receiver, creds, addr).await;
         client.send(hello(volume)).await;
         match client.next().await {
             Got::Msg(ToSender::Welcome { protocol }) => assert_eq!(protocol, PROTOCOL_VERSION),
@@ -1528,4 +1537,87 @@ fn connection_flood_is_bounded_and_survived() {
         rss_kb < 64 * 1024,
         "receiver grew to {rss_kb} KiB under a flood"
     );
+}
+
+/// A stand-in for a route or load balancer: forwards to `target` and cuts
+/// any connection on which nothing moved, either way, for `idle`.
+fn idle_cutting_proxy(target: String, idle: Duration) -> String {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::Mutex;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect(&target) else {
+                return;
+            };
+            let last = Arc::new(Mutex::new(Instant::now()));
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server.try_clone().unwrap(), client.try_clone().unwrap()),
+            ] {
+                let last = last.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        *last.lock().unwrap() = Instant::now();
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(Shutdown::Both);
+                });
+            }
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(50));
+                if last.lock().unwrap().elapsed() > idle {
+                    let _ = client.shutdown(Shutdown::Both);
+                    let _ = server.shutdown(Shutdown::Both);
+                    return;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A sender that goes quiet for longer than the route's idle timeout (a
+/// long scan of a slow tree) is not cut off: the receiver's keepalives
+/// keep the route busy. With keepalives rarer than the route's timeout the
+/// same session is cut, which shows the proxy really enforces it.
+#[test]
+fn keepalives_carry_a_quiet_session_through_an_idle_route() {
+    let fx = Fixture::new();
+    for (keepalive, survives) in [("0.2", true), ("30", false)] {
+        let name = format!("late-file-{keepalive}");
+        let receiver = fx.start(&["--idle-timeout", "60", "--keepalive", keepalive]);
+        let route = idle_cutting_proxy(receiver.addr(), Duration::from_millis(1500));
+        let outcome = block_on(async {
+            let mut client = RawClient::start_via(&receiver, &fx.c1(), "vol1", &route).await;
+            client.send(root_entry()).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            client.send(entry(1, name.as_bytes(), file(4))).await;
+            client.send(ToReceiver::EndOfList).await;
+            loop {
+                match client.next().await {
+                    Got::Msg(ToSender::Need { id: 1, .. }) => {
+                        client.send(ToReceiver::FileBegin { id: 1 }).await;
+                        client.send(literal(b"late")).await;
+                        client
+                            .send(ToReceiver::FileEnd {
+                                hash: *blake3::hash(b"late").as_bytes(),
+                            })
+                            .await;
+                    }
+                    Got::Msg(ToSender::Finished { .. }) => return true,
+                    Got::Closed(_) => return false,
+                    Got::Msg(_) => {}
+                }
+            }
+        });
+        assert_eq!(outcome, survives, "keepalive every {keepalive}s");
+        assert_eq!(fx.vol1.join(&name).exists(), survives);
+    }
 }
