@@ -1621,3 +1621,31 @@ fn keepalives_carry_a_quiet_session_through_an_idle_route() {
         assert_eq!(fx.vol1.join(&name).exists(), survives);
     }
 }
+
+/// One sender per volume at a time: a second one is told to retry (and
+/// gets in once the first is gone).
+#[test]
+fn second_sender_for_a_busy_volume_is_told_to_retry() {
+    let fx = Fixture::new();
+    let receiver = fx.start(&[]);
+    block_on(async {
+        let first = RawClient::start(&receiver, &fx.c1(), "vol1").await;
+        let mut second = RawClient::connect(&receiver, &fx.c1()).await;
+        second.send(hello("vol1")).await;
+        let (message, retryable) = second.expect_any_error().await;
+        assert!(retryable, "a busy volume is worth a retry: {message}");
+        assert_contains(&message, &["vol1", "busy"]);
+        drop(first);
+    });
+    // The receiver frees the volume once it sees the first session end.
+    let src = fx.honest_source();
+    let mut out = fx.send(&receiver, &src, "vol1", &fx.c1());
+    for _ in 0..50 {
+        if code(&out) != 75 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        out = fx.send(&receiver, &src, "vol1", &fx.c1());
+    }
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
