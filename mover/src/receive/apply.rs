@@ -17,6 +17,7 @@ use crate::dest::volume::{
 };
 use crate::entry::{Entry, Kind, Meta, RelPath};
 use crate::failure::Failure;
+use crate::wire::io::Outbox;
 use crate::wire::message::{
     AbortReason, BaseInfo, FileId, ReceiverStats, SyncOptions, ToReceiver, ToSender,
 };
@@ -52,7 +53,7 @@ pub struct Applier {
     options: SyncOptions,
     meta_opts: MetaOptions,
     peer: String,
-    out: mpsc::Sender<ToSender>,
+    out: Outbox<ToSender>,
     hasher: std::sync::mpsc::Sender<HashJob>,
     tree: Tree,
     needs: HashMap<FileId, Need>,
@@ -78,7 +79,7 @@ impl Applier {
         volume: Arc<Volume>,
         options: SyncOptions,
         peer: String,
-        out: mpsc::Sender<ToSender>,
+        out: mpsc::Sender<Vec<ToSender>>,
         hasher: std::sync::mpsc::Sender<HashJob>,
         cancel: Cancel,
     ) -> Self {
@@ -89,7 +90,7 @@ impl Applier {
                 owner: rustix::process::geteuid().is_root(),
             },
             peer,
-            out,
+            out: Outbox::new(out),
             hasher,
             tree: Tree::default(),
             needs: HashMap::new(),
@@ -110,37 +111,55 @@ impl Applier {
     /// `Finished`) or fails. Whatever is half-written is removed on return;
     /// files already verified are committed even when the connection drops,
     /// so a retry need not send them again.
-    pub fn run(mut self, mut rx: mpsc::Receiver<ToReceiver>) -> Result<ReceiverStats, Failure> {
-        use tokio::sync::mpsc::error::TryRecvError;
-        loop {
-            let msg = match rx.try_recv() {
-                Ok(msg) => msg,
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {
-                    // Nothing queued: a good moment to make the batch durable.
-                    self.flush()?;
-                    if self.done() {
-                        return self.finish();
-                    }
-                    match rx.blocking_recv() {
-                        Some(msg) => msg,
-                        None => break,
+    pub fn run(mut self, rx: mpsc::Receiver<Vec<ToReceiver>>) -> Result<ReceiverStats, Failure> {
+        match self.apply_all(rx) {
+            Ok(()) => self.finish(),
+            Err(failure) => {
+                // Files already verified are good whatever ended the
+                // session: commit them so a retry need not send them again.
+                // A file cut off midway is kept to resume from only when a
+                // retry may come.
+                if let Some(file) = self.current.take() {
+                    if failure.retryable {
+                        file.keep_partial();
                     }
                 }
-            };
-            self.handle(msg)?;
-            if self.done() {
-                return self.finish();
+                if let Err(e) = self.commit_batch() {
+                    tracing::warn!("{}: {e}", self.volume.name());
+                }
+                Err(failure)
             }
         }
-        if let Some(file) = self.current.take() {
-            file.keep_partial();
+    }
+
+    /// Applies batches until the sync is complete.
+    fn apply_all(&mut self, mut rx: mpsc::Receiver<Vec<ToReceiver>>) -> Result<(), Failure> {
+        use tokio::sync::mpsc::error::TryRecvError;
+        let peer = self.peer.clone();
+        let disconnected =
+            || Failure::retryable(format!("{peer} disconnected before the sync finished"));
+        loop {
+            let batch = match rx.try_recv() {
+                Ok(batch) => batch,
+                Err(TryRecvError::Disconnected) => return Err(disconnected()),
+                Err(TryRecvError::Empty) => {
+                    // Nothing queued: a good moment to make the verified
+                    // files durable and to send what we have to say.
+                    self.commit_batch()?;
+                    if self.done() {
+                        return Ok(());
+                    }
+                    let _ = self.out.flush();
+                    rx.blocking_recv().ok_or_else(disconnected)?
+                }
+            };
+            for msg in batch {
+                self.handle(msg)?;
+            }
+            if self.done() {
+                return Ok(());
+            }
         }
-        self.flush()?;
-        Err(Failure::retryable(format!(
-            "{} disconnected before the sync finished",
-            self.peer
-        )))
     }
 
     fn done(&self) -> bool {
@@ -154,14 +173,17 @@ impl Applier {
         self.volume
             .sync()
             .map_err(|e| Failure::permanent(format!("flushing {}: {e}", self.volume.name())))?;
+        // The volume is in sync even if this last answer cannot reach the
+        // sender (it will retry and find nothing to do).
         self.send(ToSender::Finished { stats: self.stats })?;
+        let _ = self.out.flush();
         Ok(self.stats)
     }
 
     /// Makes every verified file durable with one `syncfs`, then renames
     /// each into place: a name never points at data that a crash could
     /// lose, at the cost of one flush per batch rather than one per file.
-    fn flush(&mut self) -> Result<(), Failure> {
+    fn commit_batch(&mut self) -> Result<(), Failure> {
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -178,10 +200,13 @@ impl Applier {
         Ok(())
     }
 
-    fn send(&self, msg: ToSender) -> Result<(), Failure> {
-        self.out
-            .blocking_send(msg)
-            .map_err(|_| Failure::retryable(format!("connection to {} lost", self.peer)))
+    /// Queues an answer. If the connection is gone the answer is moot, but
+    /// what the sender sent before it went is still applied (and verified
+    /// files committed), so this never fails: the end of the input ends the
+    /// session.
+    fn send(&mut self, msg: ToSender) -> Result<(), Failure> {
+        let _ = self.out.push(msg);
+        Ok(())
     }
 
     fn protocol(&self, what: impl std::fmt::Display) -> Failure {
@@ -719,7 +744,7 @@ impl Applier {
         self.batch_bytes += self.needs[&id].size;
         self.batch.push((id, temp));
         if self.batch.len() >= MAX_BATCH_FILES || self.batch_bytes >= MAX_BATCH_BYTES {
-            self.flush()?;
+            self.commit_batch()?;
         }
         Ok(())
     }
@@ -759,14 +784,10 @@ impl Applier {
             dir.remove(&need.base_name).map_err(|e| self.fs(e))?;
         }
         self.settle(&parent)?;
-        // The file is settled either way. If the connection is gone, the
-        // answer is moot and the next receive notices; it must not stop the
-        // rest of a batch from being committed.
-        let _ = self.out.blocking_send(match result {
+        self.send(match result {
             Ok(()) => ToSender::FileDone { id },
             Err(message) => ToSender::FileFailed { id, message },
-        });
-        Ok(())
+        })
     }
 
     /// One pending item in `dir` is done; applies the directory's metadata

@@ -5,6 +5,7 @@
 use crate::delta;
 use crate::dest::volume::Volume;
 use crate::entry::RelPath;
+use crate::wire::io::{Closed, Outbox};
 use crate::wire::message::{BaseInfo, FileId, ToSender};
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::Receiver;
@@ -30,24 +31,24 @@ pub enum HashJob {
     },
 }
 
-pub fn run(volume: Arc<Volume>, jobs: Receiver<HashJob>, out: mpsc::Sender<ToSender>) {
+pub fn run(volume: Arc<Volume>, jobs: Receiver<HashJob>, out: mpsc::Sender<Vec<ToSender>>) {
+    let mut out = Outbox::new(out);
     for job in jobs {
         let sent = match job {
-            HashJob::Base { id, path, info } => base(&volume, id, &path, info, &out),
+            HashJob::Base { id, path, info } => base(&volume, id, &path, info, &mut out),
             HashJob::Signatures {
                 id,
                 path,
                 info,
                 segments,
-            } => signatures(&volume, id, &path, info, &segments, &out),
+            } => signatures(&volume, id, &path, info, &segments, &mut out),
         };
-        if sent.is_err() {
+        // Each job's answers go out together, as soon as it is done.
+        if sent.and_then(|()| out.flush()).is_err() {
             return;
         }
     }
 }
-
-type Closed = mpsc::error::SendError<ToSender>;
 
 fn open(volume: &Volume, path: &RelPath) -> Option<std::fs::File> {
     let (parent, name) = path.split_last()?;
@@ -60,7 +61,7 @@ fn base(
     id: FileId,
     path: &RelPath,
     info: BaseInfo,
-    out: &mpsc::Sender<ToSender>,
+    out: &mut Outbox<ToSender>,
 ) -> Result<(), Closed> {
     let hashes = open(volume, path).and_then(|file| {
         let seg = u64::from(info.segment_size);
@@ -75,14 +76,14 @@ fn base(
             .collect::<Option<Vec<_>>>()
     });
     let Some(hashes) = hashes else {
-        return out.blocking_send(ToSender::Need { id, base: None });
+        return out.push(ToSender::Need { id, base: None });
     };
-    out.blocking_send(ToSender::Need {
+    out.push(ToSender::Need {
         id,
         base: Some(info),
     })?;
     for (n, chunk) in hashes.chunks(HASHES_PER_MESSAGE).enumerate() {
-        out.blocking_send(ToSender::BaseHashes {
+        out.push(ToSender::BaseHashes {
             id,
             first: (n * HASHES_PER_MESSAGE) as u32,
             hashes: chunk.to_vec(),
@@ -99,7 +100,7 @@ fn signatures(
     path: &RelPath,
     info: BaseInfo,
     segments: &[u32],
-    out: &mpsc::Sender<ToSender>,
+    out: &mut Outbox<ToSender>,
 ) -> Result<(), Closed> {
     if let Some(file) = open(volume, path) {
         let seg = u64::from(info.segment_size);
@@ -108,7 +109,7 @@ fn signatures(
             let start = u64::from(segment) * seg;
             let len = (info.len - start).min(seg) as usize;
             if file.read_exact_at(&mut buf[..len], start).is_ok() {
-                out.blocking_send(ToSender::Signature {
+                out.push(ToSender::Signature {
                     id,
                     segment,
                     signature: delta::signature(&buf[..len], info.segment_size),
@@ -116,5 +117,5 @@ fn signatures(
             }
         }
     }
-    out.blocking_send(ToSender::SignaturesEnd { id })
+    out.push(ToSender::SignaturesEnd { id })
 }

@@ -52,10 +52,10 @@ where
     let result = run(&mut reader, &out, peer, allowed, volumes, config).await;
     if let Err(failure) = &result {
         let _ = out
-            .send(ToSender::Error {
+            .send(vec![ToSender::Error {
                 message: failure.message.clone(),
                 retryable: failure.retryable,
-            })
+            }])
             .await;
     }
     drop(out);
@@ -66,7 +66,7 @@ where
 
 async fn run<R: AsyncRead + Unpin>(
     reader: &mut wio::Reader<R, ToReceiver, ToSender>,
-    out: &mpsc::Sender<ToSender>,
+    out: &mpsc::Sender<Vec<ToSender>>,
     peer: &str,
     allowed: &[String],
     volumes: &Volumes,
@@ -95,9 +95,9 @@ async fn run<R: AsyncRead + Unpin>(
         Volume::open(claim.name, claim.path).map_err(|e| Failure::permanent(e.to_string()))?;
     let volume_fs = Arc::new(opened);
     tracing::info!("{peer}: syncing volume {}", claim.name);
-    out.send(ToSender::Welcome {
+    out.send(vec![ToSender::Welcome {
         protocol: PROTOCOL_VERSION,
-    })
+    }])
     .await
     .map_err(|_| Failure::retryable("connection closed"))?;
 
@@ -122,7 +122,7 @@ async fn run<R: AsyncRead + Unpin>(
     let result = loop {
         tokio::select! {
             done = &mut applier => break joined(done),
-            msg = wio::next(reader, config.idle_timeout, peer) => match (msg, &in_tx) {
+            msg = wio::next_batch(reader, config.idle_timeout, peer) => match (msg, &in_tx) {
                 (Ok(msg), Some(tx)) => {
                     if tx.send(msg).await.is_err() {
                         break joined((&mut applier).await);

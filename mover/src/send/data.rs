@@ -9,11 +9,12 @@ use super::state::{BaseState, Pending, Shared};
 use crate::delta;
 use crate::progress::Counters;
 use crate::wire::frame::DATA_CHUNK;
+use crate::wire::io::{Closed, Outbox};
 use crate::wire::message::{AbortReason, FileId, ToReceiver};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use tokio::sync::mpsc;
 
 /// Work for the data thread, in the order answers arrive.
@@ -31,30 +32,44 @@ pub enum Job {
 /// differing segments goes whole (it has changed almost everywhere anyway).
 const MAX_SIGNATURE_REQUEST: usize = 256 * 1024;
 
-/// The session ended; stop quietly.
-struct Closed;
-
-pub fn run(jobs: Receiver<Job>, out: mpsc::Sender<ToReceiver>, shared: &Shared) {
+pub fn run(jobs: Receiver<Vec<Job>>, out: mpsc::Sender<Vec<ToReceiver>>, shared: &Shared) {
     let mut data = Data {
-        out,
+        out: Outbox::new(out),
         shared,
         zeros: vec![0; DATA_CHUNK],
         begun: false,
     };
-    for job in jobs {
-        let result = match job {
-            Job::Whole(id) => data.with_file(id, Data::whole),
-            Job::Scan(id) => data.with_file(id, Data::scan),
-            Job::Patch(id) => data.with_file(id, Data::patch),
+    loop {
+        let batch = match jobs.try_recv() {
+            Ok(batch) => batch,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                // Idle: whatever is queued must go before we wait.
+                if data.out.flush().is_err() {
+                    return;
+                }
+                match jobs.recv() {
+                    Ok(batch) => batch,
+                    Err(_) => break,
+                }
+            }
         };
-        if result.is_err() {
-            return;
+        for job in batch {
+            let result = match job {
+                Job::Whole(id) => data.with_file(id, Data::whole),
+                Job::Scan(id) => data.with_file(id, Data::scan),
+                Job::Patch(id) => data.with_file(id, Data::patch),
+            };
+            if result.is_err() {
+                return;
+            }
         }
     }
+    let _ = data.out.flush();
 }
 
 struct Data<'a> {
-    out: mpsc::Sender<ToReceiver>,
+    out: Outbox<ToReceiver>,
     shared: &'a Shared,
     zeros: Vec<u8>,
     /// Whether the current file's `FileBegin` has gone out.
@@ -79,8 +94,8 @@ impl Data<'_> {
         self.send(ToReceiver::FileBegin { id })
     }
 
-    fn send(&self, msg: ToReceiver) -> Result<(), Closed> {
-        self.out.blocking_send(msg).map_err(|_| Closed)
+    fn send(&mut self, msg: ToReceiver) -> Result<(), Closed> {
+        self.out.push(msg)
     }
 
     /// Opens the source of `id` and runs `body`; turns a failure to read it
@@ -287,7 +302,7 @@ impl Data<'_> {
             })
     }
 
-    fn flush(&self, copies: &mut CopyRun) -> Result<(), Closed> {
+    fn flush(&mut self, copies: &mut CopyRun) -> Result<(), Closed> {
         if let Some((first, count)) = copies.take() {
             self.send(ToReceiver::CopySegments { first, count })?;
         }
@@ -296,7 +311,7 @@ impl Data<'_> {
 
     /// Sends `data` as a patch against base segment `index`, or literally
     /// when the patch would not be smaller.
-    fn send_patch(&self, index: u32, signature: Vec<u8>, data: Vec<u8>) -> Result<(), Closed> {
+    fn send_patch(&mut self, index: u32, signature: Vec<u8>, data: Vec<u8>) -> Result<(), Closed> {
         let mut patch = Vec::new();
         if delta::diff(signature, &data, &mut patch).is_ok() && patch.len() < data.len() {
             Counters::add(&self.shared.counters.bytes_sent, patch.len() as u64);
@@ -314,7 +329,7 @@ impl Data<'_> {
         self.send_literal(data)
     }
 
-    fn send_literal(&self, data: Vec<u8>) -> Result<(), Closed> {
+    fn send_literal(&mut self, data: Vec<u8>) -> Result<(), Closed> {
         Counters::add(&self.shared.counters.bytes_sent, data.len() as u64);
         let data = bytes::Bytes::from(data);
         let mut at = 0;

@@ -89,11 +89,11 @@ where
         ToReceiver::Keepalive
     }));
     let _ = out
-        .send(ToReceiver::Hello {
+        .send(vec![ToReceiver::Hello {
             protocol: PROTOCOL_VERSION,
             volume: config.volume.clone(),
             options: config.options,
-        })
+        }])
         .await;
     match wio::next(&mut reader, config.idle_timeout, peer).await? {
         ToSender::Welcome { protocol } if protocol == PROTOCOL_VERSION => {}
@@ -120,7 +120,7 @@ where
     let (jobs, job_rx) = std::sync::mpsc::channel();
     let mut walker = {
         let (out, shared, root) = (out.clone(), shared.clone(), config.source.clone());
-        tokio::task::spawn_blocking(move || walk::run(&root, &out, &shared))
+        tokio::task::spawn_blocking(move || walk::run(&root, out, &shared))
     };
     let data = {
         let (out, shared) = (out.clone(), shared.clone());
@@ -175,7 +175,7 @@ where
 /// Reacts to the receiver's answers until it reports the volume finished.
 struct Responses<'a> {
     shared: &'a Shared,
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: std::sync::mpsc::Sender<Vec<Job>>,
     peer: &'a str,
 }
 
@@ -186,61 +186,80 @@ impl Responses<'_> {
         idle: Duration,
     ) -> Result<ReceiverStats, Failure> {
         loop {
-            match wio::next(reader, idle, self.peer).await? {
-                ToSender::Have { id } => {
-                    if let Some(p) = self.shared.finish(id) {
-                        Counters::add(&self.shared.counters.bytes_done, p.size);
-                    }
+            // Answers arrive in bursts; their jobs reach the data thread as
+            // one batch (one wakeup).
+            let mut jobs = Vec::new();
+            let mut finished = None;
+            for msg in wio::next_batch(reader, idle, self.peer).await? {
+                finished = self.handle(msg, &mut jobs)?;
+                if finished.is_some() {
+                    break;
                 }
-                ToSender::Need { id, base: None } => self.job(Job::Whole(id))?,
-                ToSender::Need {
-                    id,
-                    base: Some(info),
-                } => self.start_base(id, info)?,
-                ToSender::BaseHashes { id, first, hashes } => self.add_hashes(id, first, hashes)?,
-                ToSender::Signature {
-                    id,
-                    segment,
-                    signature,
-                } => self.with_base(id, |base| {
-                    if segment >= base.info.segment_count() {
-                        return Err(format!("signature for segment {segment} out of range"));
-                    }
-                    base.signatures.insert(segment, signature);
-                    Ok(())
-                })?,
-                ToSender::SignaturesEnd { id } => self.job(Job::Patch(id))?,
-                // The data thread counted the file's bytes as it sent them.
-                ToSender::FileDone { id } => {
-                    self.shared.finish(id);
-                }
-                ToSender::FileFailed { id, message } => {
-                    if let Some(p) = self.shared.finish(id) {
-                        if !p.aborted {
-                            self.shared
-                                .error(format!("{}: receiver: {message}", p.source.display()));
-                        }
-                    }
-                }
-                ToSender::Error { message, retryable } => {
-                    return Err(Failure {
-                        message: format!("receiver: {message}"),
-                        retryable,
-                    })
-                }
-                ToSender::Finished { stats } => return Ok(stats),
-                ToSender::Keepalive => {}
-                ToSender::Welcome { .. } => {
-                    return Err(Failure::protocol(self.peer, "second Welcome"))
-                }
+            }
+            if !jobs.is_empty() {
+                self.jobs
+                    .send(jobs)
+                    .map_err(|_| Failure::permanent("the sender's data thread stopped"))?;
+            }
+            if let Some(stats) = finished {
+                return Ok(stats);
             }
         }
     }
 
-    fn job(&self, job: Job) -> Result<(), Failure> {
-        self.jobs
-            .send(job)
-            .map_err(|_| Failure::permanent("the sender's data thread stopped"))
+    /// Acts on one answer; `Some` once the receiver reports it finished.
+    fn handle(&self, msg: ToSender, jobs: &mut Vec<Job>) -> Result<Option<ReceiverStats>, Failure> {
+        match msg {
+            ToSender::Have { id } => {
+                if let Some(p) = self.shared.finish(id) {
+                    Counters::add(&self.shared.counters.bytes_done, p.size);
+                }
+            }
+            ToSender::Need { id, base: None } => jobs.push(Job::Whole(id)),
+            ToSender::Need {
+                id,
+                base: Some(info),
+            } => self.start_base(id, info)?,
+            ToSender::BaseHashes { id, first, hashes } => {
+                if self.add_hashes(id, first, hashes)? {
+                    jobs.push(Job::Scan(id));
+                }
+            }
+            ToSender::Signature {
+                id,
+                segment,
+                signature,
+            } => self.with_base(id, |base| {
+                if segment >= base.info.segment_count() {
+                    return Err(format!("signature for segment {segment} out of range"));
+                }
+                base.signatures.insert(segment, signature);
+                Ok(())
+            })?,
+            ToSender::SignaturesEnd { id } => jobs.push(Job::Patch(id)),
+            // The data thread counted the file's bytes as it sent them.
+            ToSender::FileDone { id } => {
+                self.shared.finish(id);
+            }
+            ToSender::FileFailed { id, message } => {
+                if let Some(p) = self.shared.finish(id) {
+                    if !p.aborted {
+                        self.shared
+                            .error(format!("{}: receiver: {message}", p.source.display()));
+                    }
+                }
+            }
+            ToSender::Error { message, retryable } => {
+                return Err(Failure {
+                    message: format!("receiver: {message}"),
+                    retryable,
+                })
+            }
+            ToSender::Finished { stats } => return Ok(Some(stats)),
+            ToSender::Keepalive => {}
+            ToSender::Welcome { .. } => return Err(Failure::protocol(self.peer, "second Welcome")),
+        }
+        Ok(None)
     }
 
     fn start_base(&self, id: FileId, info: BaseInfo) -> Result<(), Failure> {
@@ -265,7 +284,7 @@ impl Responses<'_> {
         Ok(())
     }
 
-    fn add_hashes(&self, id: FileId, first: u32, hashes: Vec<[u8; 16]>) -> Result<(), Failure> {
+    fn add_hashes(&self, id: FileId, first: u32, hashes: Vec<[u8; 16]>) -> Result<bool, Failure> {
         let mut complete = false;
         self.with_base(id, |base| {
             let list = Arc::make_mut(&mut base.hashes);
@@ -280,10 +299,7 @@ impl Responses<'_> {
             complete = list.len() == base.info.segment_count() as usize;
             Ok(())
         })?;
-        if complete {
-            self.job(Job::Scan(id))?;
-        }
-        Ok(())
+        Ok(complete)
     }
 
     fn with_base(

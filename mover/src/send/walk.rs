@@ -5,6 +5,7 @@
 use super::state::{Pending, Shared};
 use crate::entry::{Entry, Kind, RelPath};
 use crate::source::meta;
+use crate::wire::io::Outbox;
 use crate::wire::message::{FileId, ToReceiver};
 use std::collections::HashMap;
 use std::io;
@@ -16,7 +17,8 @@ use walkdir::WalkDir;
 
 /// Walks `root` and sends every entry, then `EndOfList`. Returns early (with
 /// no error) if the session ends while it is still walking.
-pub fn run(root: &Path, out: &mpsc::Sender<ToReceiver>, shared: &Shared) -> Result<(), String> {
+pub fn run(root: &Path, out: mpsc::Sender<Vec<ToReceiver>>, shared: &Shared) -> Result<(), String> {
+    let mut out = Outbox::new(out);
     let root_md = std::fs::metadata(root).map_err(|e| format!("source {}: {e}", root.display()))?;
     if !root_md.is_dir() {
         return Err(format!("source {} is not a directory", root.display()));
@@ -29,7 +31,7 @@ pub fn run(root: &Path, out: &mpsc::Sender<ToReceiver>, shared: &Shared) -> Resu
         meta: root_meta,
     };
     if out
-        .blocking_send(ToReceiver::Entry {
+        .push(ToReceiver::Entry {
             id: 0,
             entry: root_entry,
         })
@@ -41,7 +43,7 @@ pub fn run(root: &Path, out: &mpsc::Sender<ToReceiver>, shared: &Shared) -> Resu
 
     let mut walk = Walk {
         root,
-        out,
+        out: &mut out,
         shared,
         next_id: 1,
         links: HashMap::new(),
@@ -60,13 +62,14 @@ pub fn run(root: &Path, out: &mpsc::Sender<ToReceiver>, shared: &Shared) -> Resu
             return Ok(());
         }
     }
-    let _ = out.blocking_send(ToReceiver::EndOfList);
+    let _ = walk.out.push(ToReceiver::EndOfList);
+    let _ = walk.out.flush();
     Ok(())
 }
 
 struct Walk<'a> {
     root: &'a Path,
-    out: &'a mpsc::Sender<ToReceiver>,
+    out: &'a mut Outbox<ToReceiver>,
     shared: &'a Shared,
     next_id: FileId,
     /// First path seen for each multiply-linked inode, to send the others as
@@ -115,7 +118,11 @@ impl Walk<'_> {
         };
         let mut id = 0;
         if let Kind::File { size, sparse } = kind {
-            if !self.shared.window.acquire() {
+            // Before waiting for a slot, send what is queued: the answers
+            // that free slots are answers to those entries.
+            if !self.shared.window.try_acquire()
+                && (self.out.flush().is_err() || !self.shared.window.acquire())
+            {
                 return false;
             }
             id = self.next_id;
@@ -141,9 +148,7 @@ impl Walk<'_> {
             kind,
             meta: entry_meta,
         };
-        self.out
-            .blocking_send(ToReceiver::Entry { id, entry })
-            .is_ok()
+        self.out.push(ToReceiver::Entry { id, entry }).is_ok()
     }
 
     fn walk_error(&mut self, err: walkdir::Error) -> bool {
@@ -162,10 +167,7 @@ impl Walk<'_> {
         self.shared
             .error(format!("{}: cannot list: {msg}", path.display()));
         match self.rel(&path) {
-            Ok(dir) => self
-                .out
-                .blocking_send(ToReceiver::KeepContents { dir })
-                .is_ok(),
+            Ok(dir) => self.out.push(ToReceiver::KeepContents { dir }).is_ok(),
             Err(_) => true,
         }
     }
@@ -179,10 +181,7 @@ impl Walk<'_> {
             _ => return true,
         };
         match self.rel(parent) {
-            Ok(dir) => self
-                .out
-                .blocking_send(ToReceiver::KeepContents { dir })
-                .is_ok(),
+            Ok(dir) => self.out.push(ToReceiver::KeepContents { dir }).is_ok(),
             Err(_) => true,
         }
     }

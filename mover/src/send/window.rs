@@ -39,6 +39,16 @@ impl Window {
         true
     }
 
+    /// Takes a slot if one is free right now.
+    pub fn try_acquire(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.closed || state.in_flight >= self.limit {
+            return false;
+        }
+        state.in_flight += 1;
+        true
+    }
+
     pub fn release(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.in_flight = state.in_flight.saturating_sub(1);

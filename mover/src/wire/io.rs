@@ -4,7 +4,7 @@
 use super::frame::{self, Codec, FrameError, Message, DATA_CHUNK};
 use crate::failure::Failure;
 use bytes::BytesMut;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -19,6 +19,11 @@ pub fn reader<R: AsyncRead, In, Out>(read: R) -> Reader<R, In, Out> {
 /// Small frames are gathered up to this size before a write, so a burst of
 /// entries becomes a few full TLS records rather than many tiny ones.
 const GATHER: usize = 64 * 1024;
+
+/// Most messages moved between two stages as one batch: enough that a
+/// burst of small messages costs one wakeup instead of hundreds, few enough
+/// that the first of them is not held back noticeably.
+pub const BATCH: usize = 256;
 
 /// The next message from `peer`, failing if none arrives within `idle`.
 /// A clean end of stream is reported as retryable: the peer went away
@@ -37,27 +42,57 @@ where
             "{peer} sent nothing for {}s (idle timeout)",
             idle.as_secs()
         ))),
-        Ok(None) => Err(Failure::retryable(format!(
+        Ok(item) => received(item, peer),
+    }
+}
+
+/// Like [`next`], then every further message already decodable without
+/// waiting (up to [`BATCH`]), so a burst crosses the next queue at once.
+pub async fn next_batch<R, In, Out>(
+    reader: &mut Reader<R, In, Out>,
+    idle: Duration,
+    peer: &str,
+) -> Result<Vec<In>, Failure>
+where
+    R: AsyncRead + Unpin,
+    In: Message,
+{
+    let mut batch = vec![next(reader, idle, peer).await?];
+    while batch.len() < BATCH {
+        match reader.next().now_or_never() {
+            Some(Some(item)) => batch.push(received(Some(item), peer)?),
+            // The end of the stream right behind the burst: hand the burst
+            // over (it may hold the final answer); the next call reports
+            // the end.
+            Some(None) | None => break,
+        }
+    }
+    Ok(batch)
+}
+
+fn received<In>(item: Option<Result<In, FrameError>>, peer: &str) -> Result<In, Failure> {
+    match item {
+        None => Err(Failure::retryable(format!(
             "{peer} closed the connection before the sync finished"
         ))),
         // In TLS 1.3 the server judges the client certificate after the
         // client's handshake is done, so a refusal arrives on a read.
-        Ok(Some(Err(FrameError::Io(e)))) => {
+        Some(Err(FrameError::Io(e))) => {
             Err(crate::net::tls_failure(&format!("connection to {peer}"), e))
         }
-        Ok(Some(Err(e))) => Err(Failure::protocol(peer, e)),
-        Ok(Some(Ok(msg))) => Ok(msg),
+        Some(Err(e)) => Err(Failure::protocol(peer, e)),
+        Some(Ok(msg)) => Ok(msg),
     }
 }
 
 /// Sends everything that arrives on `rx` until every sender is dropped,
-/// batching what is queued into one flush and sending `keepalive()` when
+/// gathering what is queued into one flush and sending `keepalive()` when
 /// nothing else went out for `interval`. File data goes from the caller's
 /// buffer straight into TLS. Shuts the stream down cleanly at the end, so
 /// the peer sees a TLS close_notify rather than a reset.
 pub async fn write_all<W, Out>(
     mut stream: W,
-    mut rx: mpsc::Receiver<Out>,
+    mut rx: mpsc::Receiver<Vec<Out>>,
     interval: Duration,
     keepalive: fn() -> Out,
 ) -> Result<(), FrameError>
@@ -67,22 +102,24 @@ where
 {
     let mut buf = BytesMut::with_capacity(2 * GATHER);
     loop {
-        let mut msg = match tokio::time::timeout(interval, rx.recv()).await {
-            Ok(Some(msg)) => msg,
+        let mut batch = match tokio::time::timeout(interval, rx.recv()).await {
+            Ok(Some(batch)) => batch,
             Ok(None) => break,
-            Err(_) => keepalive(),
+            Err(_) => vec![keepalive()],
         };
         loop {
-            if let Some(data) = frame::encode(&msg, &mut buf)? {
-                stream.write_all(&buf).await?;
-                buf.clear();
-                stream.write_all(data).await?;
-            } else if buf.len() >= GATHER {
-                stream.write_all(&buf).await?;
-                buf.clear();
+            for msg in &batch {
+                if let Some(data) = frame::encode(msg, &mut buf)? {
+                    stream.write_all(&buf).await?;
+                    buf.clear();
+                    stream.write_all(data).await?;
+                } else if buf.len() >= GATHER {
+                    stream.write_all(&buf).await?;
+                    buf.clear();
+                }
             }
             match rx.try_recv() {
-                Ok(next) => msg = next,
+                Ok(next) => batch = next,
                 Err(_) => break,
             }
         }
@@ -92,4 +129,59 @@ where
     }
     stream.shutdown().await?;
     Ok(())
+}
+
+/// The writer is gone: the session is over.
+#[derive(Debug)]
+pub struct Closed;
+
+/// Oldest a queued message may get before its batch is handed over anyway,
+/// so a slow producer (a walk of a slow filesystem) still streams.
+const MAX_BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Gathers the messages of a blocking producer (walker, data thread,
+/// applier, hasher) and hands them to the writer in batches: full ones, any
+/// holding a data chunk, ones older than a few milliseconds, and whatever
+/// is pending at [`Outbox::flush`]. A producer must flush before it blocks
+/// on anything else, or its peer may wait for messages still sitting here.
+pub struct Outbox<M> {
+    tx: mpsc::Sender<Vec<M>>,
+    pending: Vec<M>,
+    bytes: usize,
+    since: Option<std::time::Instant>,
+}
+
+impl<M: Message> Outbox<M> {
+    pub fn new(tx: mpsc::Sender<Vec<M>>) -> Self {
+        Outbox {
+            tx,
+            pending: Vec::new(),
+            bytes: 0,
+            since: None,
+        }
+    }
+
+    pub fn push(&mut self, msg: M) -> Result<(), Closed> {
+        self.bytes += msg.data().map_or(0, |d| d.len());
+        self.pending.push(msg);
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        if self.pending.len() >= BATCH
+            || self.bytes >= DATA_CHUNK
+            || since.elapsed() >= MAX_BATCH_AGE
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), Closed> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.bytes = 0;
+        self.since = None;
+        self.tx
+            .blocking_send(std::mem::take(&mut self.pending))
+            .map_err(|_| Closed)
+    }
 }

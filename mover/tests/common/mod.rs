@@ -60,7 +60,9 @@ pub fn receive(pki: &Path, port: u16, volumes: &[(&str, &Path)], extra: &[&str])
         .arg(pki.join("ca.crt"))
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        // A log file rather than a pipe nobody reads (which would block the
+        // receiver once full); it sits beside the test's certificates.
+        .stderr(std::fs::File::create(pki.with_file_name(format!("receiver-{port}.log"))).unwrap());
     for (name, path) in volumes {
         cmd.arg("--volume")
             .arg(format!("{name}={}", path.display()));
