@@ -324,7 +324,7 @@ impl Applier {
             .stack
             .last_mut()
             .ok_or_else(|| Failure::permanent("no open directory"))?;
-        let gone = frame
+        let (present, gone) = frame
             .next_name(&name)
             .map_err(|e| Failure::protocol(&self.peer, e))?;
         let (partials, gone): (Vec<_>, Vec<_>) = gone.into_iter().partition(|n| is_partial(n));
@@ -339,7 +339,12 @@ impl Applier {
             .last()
             .ok_or_else(|| Failure::permanent("no open directory"))?
             .dir;
-        let existing = dir.stat(&name).map_err(|e| self.fs(e))?;
+        // The listing taken on entering the directory already says whether
+        // the name exists: no lookup for the (many) new names.
+        let existing = match present {
+            true => dir.stat(&name).map_err(|e| self.fs(e))?,
+            false => None,
+        };
         match entry.kind {
             Kind::Dir => self.directory(entry.path, &name, entry.meta, existing),
             Kind::File { size, sparse } => {
@@ -505,9 +510,15 @@ impl Applier {
         sparse: bool,
         existing: Option<Stat>,
     ) -> Result<(), Failure> {
-        // The part of this file a broken session left, if any.
+        // The part of this file a broken session left, if the listing had
+        // one (it sorts before the name, so the walk has passed it).
         let partial = partial_name(name);
-        let partial_stat = match partial.len() <= crate::entry::MAX_NAME_LEN {
+        let partial_stat = match self
+            .tree
+            .stack
+            .last()
+            .is_some_and(|f| f.partials.contains(&partial))
+        {
             true => self.top_dir()?.stat(&partial).map_err(|e| self.fs(e))?,
             false => None,
         }

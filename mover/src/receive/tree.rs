@@ -55,10 +55,11 @@ impl Frame {
         }
     }
 
-    /// Accepts the next source name in this directory. Returns the
-    /// destination names that sort before it (the source does not have
-    /// them), or an error if the names are not strictly increasing.
-    pub fn next_name(&mut self, name: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    /// Accepts the next source name in this directory. Returns whether the
+    /// destination has it, and the destination names that sort before it
+    /// (the source does not have them); an error if the names are not
+    /// strictly increasing.
+    pub fn next_name(&mut self, name: &[u8]) -> Result<(bool, Vec<Vec<u8>>), String> {
         if self.last_name.as_deref().is_some_and(|last| last >= name) {
             return Err(format!(
                 "entries out of order in {}: {:?} after {:?}",
@@ -69,12 +70,15 @@ impl Frame {
         }
         self.last_name = Some(name.to_vec());
         let mut gone = Vec::new();
+        let mut present = false;
         while let Some(existing) = self.existing.next_if(|e| e.as_slice() <= name) {
-            if existing != name {
+            if existing == name {
+                present = true;
+            } else {
                 gone.push(existing);
             }
         }
-        Ok(gone)
+        Ok((present, gone))
     }
 
     /// The destination names left once the walk has finished this

@@ -110,10 +110,17 @@ where
         loop {
             for msg in &batch {
                 if let Some(data) = frame::encode(msg, &mut buf)? {
-                    stream.write_all(&buf).await?;
-                    buf.clear();
-                    stream.write_all(data).await?;
-                } else if buf.len() >= GATHER {
+                    // Large chunks go straight to TLS; small files' data is
+                    // gathered with the messages around it.
+                    if data.len() >= GATHER {
+                        stream.write_all(&buf).await?;
+                        buf.clear();
+                        stream.write_all(data).await?;
+                    } else {
+                        buf.extend_from_slice(data);
+                    }
+                }
+                if buf.len() >= GATHER {
                     stream.write_all(&buf).await?;
                     buf.clear();
                 }
