@@ -12,6 +12,7 @@ pub mod progress;
 pub mod receive;
 pub mod send;
 pub mod server;
+mod sized;
 pub mod source;
 pub mod sync;
 pub mod tls;

@@ -170,13 +170,7 @@ fn file_changing_while_read_is_reported_as_vanished() {
             }
         })
     };
-    let out = run(&[
-        "sync".as_ref(),
-        src.as_os_str(),
-        dst.as_os_str(),
-        "--progress".as_ref(),
-        "json".as_ref(),
-    ]);
+    let out = sync_json(&src, &dst, &[]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
     assert_eq!(code(&out), 24, "{}", stderr(&out));

@@ -248,15 +248,7 @@ fn json_progress_reports_counters_rate_and_summary() {
     fs::create_dir(&src).unwrap();
     fs::write(src.join("a"), random_bytes(2 * 1024 * 1024, 1)).unwrap();
     fs::write(src.join("b"), b"bb").unwrap();
-    let out = run(&[
-        "sync".as_ref(),
-        src.as_os_str(),
-        dst.as_os_str(),
-        "--progress".as_ref(),
-        "json".as_ref(),
-        "--progress-interval".as_ref(),
-        "0.05".as_ref(),
-    ]);
+    let out = sync_json(&src, &dst, &["--progress-interval", "0.05"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()

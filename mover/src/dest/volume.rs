@@ -16,6 +16,7 @@
 //! the old or the new object, never a half-written one.
 
 use crate::entry::{Meta, RelPath, SpecialKind, Xattr};
+use crate::sized::read_sized;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use std::fmt;
@@ -167,30 +168,6 @@ fn read_names(fd: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
         }
     }
     Ok(names)
-}
-
-/// Reads a variable-length kernel value (xattr list or value), retrying when
-/// it grows between the size query and the read.
-fn read_sized(
-    query: impl Fn() -> Result<usize, Errno>,
-    fetch: impl Fn(&mut [u8]) -> Result<usize, Errno>,
-) -> Result<Vec<u8>, Errno> {
-    for _ in 0..8 {
-        let size = query()?;
-        if size == 0 {
-            return Ok(Vec::new());
-        }
-        let mut buf = vec![0u8; size];
-        match fetch(&mut buf) {
-            Ok(len) => {
-                buf.truncate(len);
-                return Ok(buf);
-            }
-            Err(Errno::RANGE) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(Errno::RANGE)
 }
 
 // The field types of `struct stat` differ between architectures (some are
@@ -821,18 +798,7 @@ impl Dir {
     /// descriptor): how the volume root gets its entry's metadata. Note that
     /// a non-root receiver may not own the volume root.
     pub fn set_own_meta(&self, meta: &Meta, opts: MetaOptions) -> Result<Vec<String>> {
-        let at = || self.at(b"");
-        check_mtime(meta, at)?;
-        let mut warnings = Vec::new();
-        apply_meta(
-            &Target::Fd(self.fd.as_fd()),
-            meta,
-            opts,
-            true,
-            &at,
-            &mut warnings,
-        )?;
-        Ok(warnings)
+        meta_on_fd(self.fd.as_fd(), meta, opts, || self.at(b""))
     }
 
     /// Sets metadata through an `O_PATH|O_NOFOLLOW` descriptor and its
@@ -926,18 +892,9 @@ impl TempFile {
     /// after the last write: writing clears setuid bits and file
     /// capabilities, and moves the mtime.
     pub fn set_meta(&self, meta: &Meta, opts: MetaOptions) -> Result<Vec<String>> {
-        let at = || self.dir.at(&self.final_name);
-        check_mtime(meta, at)?;
-        let mut warnings = Vec::new();
-        apply_meta(
-            &Target::Fd(self.file.as_fd()),
-            meta,
-            opts,
-            true,
-            &at,
-            &mut warnings,
-        )?;
-        Ok(warnings)
+        meta_on_fd(self.file.as_fd(), meta, opts, || {
+            self.dir.at(&self.final_name)
+        })
     }
 
     /// Flushes the data to disk and renames the file over the final name
@@ -988,6 +945,19 @@ fn uid(raw: u32) -> Option<rfs::Uid> {
 
 fn gid(raw: u32) -> Option<rfs::Gid> {
     (raw != u32::MAX).then(|| rfs::Gid::from_raw(raw))
+}
+
+/// Applies `meta` through an open descriptor of a file or directory.
+fn meta_on_fd(
+    fd: BorrowedFd<'_>,
+    meta: &Meta,
+    opts: MetaOptions,
+    at: impl Fn() -> String,
+) -> Result<Vec<String>> {
+    check_mtime(meta, &at)?;
+    let mut warnings = Vec::new();
+    apply_meta(&Target::Fd(fd), meta, opts, true, &at, &mut warnings)?;
+    Ok(warnings)
 }
 
 fn check_mtime(meta: &Meta, at: impl Fn() -> String) -> Result<()> {

@@ -84,19 +84,13 @@ impl Walk<'_> {
             Ok(rel) => rel,
             Err(msg) => return self.unlisted(path, depth, msg),
         };
-        let md = match std::fs::symlink_metadata(path) {
-            Ok(md) => md,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.shared
-                    .vanished(format!("{}: vanished before it was read", path.display()));
-                return true;
-            }
-            Err(e) => return self.unlisted(path, depth, e.to_string()),
-        };
-        let (kind, entry_meta) = match meta::kind_of(path, &md)
-            .and_then(|kind| Ok((kind, meta::read_meta(path, &md)?)))
-        {
-            Ok(found) => found,
+        let listed = std::fs::symlink_metadata(path).and_then(|md| {
+            let kind = meta::kind_of(path, &md)?;
+            let entry_meta = meta::read_meta(path, &md)?;
+            Ok((md, kind, entry_meta))
+        });
+        let (md, kind, entry_meta) = match listed {
+            Ok(listed) => listed,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.shared
                     .vanished(format!("{}: vanished before it was read", path.display()));

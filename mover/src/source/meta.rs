@@ -7,6 +7,7 @@
 //! add the path itself.
 
 use crate::entry::{Kind, Meta, SpecialKind, Xattr, MAX_XATTRS};
+use crate::sized::read_sized;
 use rustix::fs as rfs;
 use rustix::io::Errno;
 use std::fs::Metadata;
@@ -114,30 +115,6 @@ pub fn kind_of(path: &Path, md: &Metadata) -> io::Result<Kind> {
             "unknown file type",
         ));
     })
-}
-
-/// Reads a variable-length value (xattr list or value), retrying when it
-/// grows between the size query and the read.
-fn read_sized(
-    query: impl Fn() -> Result<usize, Errno>,
-    fetch: impl Fn(&mut [u8]) -> Result<usize, Errno>,
-) -> Result<Vec<u8>, Errno> {
-    for _ in 0..8 {
-        let size = query()?;
-        if size == 0 {
-            return Ok(Vec::new());
-        }
-        let mut buf = vec![0u8; size];
-        match fetch(&mut buf) {
-            Ok(len) => {
-                buf.truncate(len);
-                return Ok(buf);
-            }
-            Err(Errno::RANGE) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(Errno::RANGE)
 }
 
 #[cfg(test)]

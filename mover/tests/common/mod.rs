@@ -138,12 +138,17 @@ pub fn summary(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no summary in output; stderr: {}", stderr(out)))
 }
 
-/// `mover sync SRC DST --progress json [extra]`, asserting exit code 0.
-pub fn sync_ok(src: &Path, dst: &Path, extra: &[&str]) -> serde_json::Value {
+/// `mover sync SRC DST --progress json [extra]`, whatever its exit code.
+pub fn sync_json(src: &Path, dst: &Path, extra: &[&str]) -> Output {
     let mut args: Vec<&OsStr> = vec![OsStr::new("sync"), src.as_os_str(), dst.as_os_str()];
     args.extend([OsStr::new("--progress"), OsStr::new("json")]);
     args.extend(extra.iter().map(|s| OsStr::new(*s)));
-    let out = run(&args);
+    run(&args)
+}
+
+/// [`sync_json`], asserting exit code 0; returns the summary.
+pub fn sync_ok(src: &Path, dst: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = sync_json(src, dst, extra);
     assert_eq!(code(&out), 0, "mover sync failed: {}", stderr(&out));
     summary(&out)
 }
