@@ -57,10 +57,18 @@ where
     R: AsyncRead + Unpin,
     In: Message,
 {
-    let mut batch = vec![next(reader, idle, peer).await?];
-    while batch.len() < BATCH {
+    let first = next(reader, idle, peer).await?;
+    let mut bytes = first.data().map_or(0, |d| d.len());
+    let mut batch = vec![first];
+    // Bounded in bytes as well as in count, so a slow consumer never makes
+    // a batch hold more than about one data chunk.
+    while batch.len() < BATCH && bytes < DATA_CHUNK {
         match reader.next().now_or_never() {
-            Some(Some(item)) => batch.push(received(Some(item), peer)?),
+            Some(Some(item)) => {
+                let msg = received(Some(item), peer)?;
+                bytes += msg.data().map_or(0, |d| d.len());
+                batch.push(msg);
+            }
             // The end of the stream right behind the burst: hand the burst
             // over (it may hold the final answer); the next call reports
             // the end.
