@@ -1,0 +1,1047 @@
+//! Benchmark harness: `mover` against rsync through two stunnels (the way
+//! MTC runs it) and `cp -a` (the local limit), on generated datasets, on
+//! tmpfs and on disk. See benches/README.md.
+
+mod compare;
+mod gen;
+mod run;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use gen::{Layout, Mutation, Spec};
+use run::{Ctx, Outcome};
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+/// Peak RSS target for each side of mover in --scale mode.
+const RSS_TARGET_KIB: u64 = 128 * 1024;
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "mover vs rsync+stunnel (the MTC way) vs cp -a on generated datasets",
+    args_conflicts_with_subcommands = true
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Timed runs of each case on tmpfs (disk is always run once)
+    /// [default: 3; 1 with --quick or --scale]
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Tiny datasets (64 MiB + 2,000 files; 5,000 files), one run: a smoke test
+    #[arg(long)]
+    quick: bool,
+    /// Scale mode: 1,000,000 files and one 8 GiB file, mover only by default;
+    /// reports mover's peak RSS of each side (target: 128 MiB) and time
+    #[arg(long)]
+    scale: bool,
+    /// Where the tmpfs datasets go (removed at the end unless --keep)
+    #[arg(long, default_value = "/dev/shm/mover-bench")]
+    tmpfs_dir: PathBuf,
+    /// Where the disk datasets go [default: TARGET_DIR/bench-data]
+    #[arg(long)]
+    disk_dir: Option<PathBuf>,
+    /// Storages to run on [default: tmpfs,disk; disk with --scale]
+    #[arg(long, value_delimiter = ',')]
+    storage: Vec<Storage>,
+    /// Datasets to run [default: mixed,small; tree,file with --scale]
+    #[arg(long, value_delimiter = ',')]
+    cases: Vec<DatasetKind>,
+    /// Tools to run [default: mover,rsync,cp; mover with --scale]
+    #[arg(long, value_delimiter = ',')]
+    tools: Vec<Tool>,
+    /// Seed of the generated datasets
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Keep the generated datasets
+    #[arg(long)]
+    keep: bool,
+    /// Use this mover binary instead of building one with cargo
+    #[arg(long)]
+    mover: Option<PathBuf>,
+    /// Seconds any single sync may take before it is killed
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
+    /// Markdown report to write [default: benches/results/latest.md;
+    /// latest-quick.md, latest-scale.md for --quick, --scale]
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate one dataset (and optionally apply its small change)
+    Gen {
+        #[arg(value_enum)]
+        dataset: DatasetKind,
+        out: PathBuf,
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Apply the small change after generating
+        #[arg(long)]
+        mutate: bool,
+        /// Apply the small change and revert it (the result must equal a
+        /// fresh generation)
+        #[arg(long)]
+        mutate_revert: bool,
+    },
+    /// Compare two trees the way the benchmark checks destinations
+    Compare { src: PathBuf, dst: PathBuf },
+    /// Run a command the way the benchmark does and print its peak RSS
+    #[command(hide = true)]
+    Rss {
+        #[arg(trailing_var_arg = true, required = true)]
+        cmd: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, ValueEnum)]
+enum Storage {
+    Tmpfs,
+    Disk,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, ValueEnum)]
+enum DatasetKind {
+    /// One large file (half random, half compressible), small files in
+    /// nested directories, a hard link and a symlink
+    Mixed,
+    /// Many small files
+    Small,
+    /// Scale: a tree of 1,000,000 small files
+    Tree,
+    /// Scale: one 8 GiB file
+    File,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, ValueEnum)]
+enum Tool {
+    Mover,
+    Rsync,
+    Cp,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Case {
+    Initial,
+    NoChange,
+    SmallChange,
+}
+
+impl Case {
+    fn label(self) -> &'static str {
+        match self {
+            Case::Initial => "initial copy",
+            Case::NoChange => "no-change resync",
+            Case::SmallChange => "small-change resync",
+        }
+    }
+}
+
+fn spec(kind: DatasetKind, quick: bool, seed: u64) -> Spec {
+    let (large, files, links) = match (kind, quick) {
+        (DatasetKind::Mixed, false) => (GIB, 20_000, true),
+        (DatasetKind::Mixed, true) => (64 * MIB, 2_000, true),
+        (DatasetKind::Small, false) => (0, 200_000, false),
+        (DatasetKind::Small, true) => (0, 5_000, false),
+        (DatasetKind::Tree, false) => (0, 1_000_000, false),
+        (DatasetKind::Tree, true) => (0, 20_000, false),
+        (DatasetKind::File, false) => (8 * GIB, 0, false),
+        (DatasetKind::File, true) => (256 * MIB, 0, false),
+    };
+    Spec {
+        name: format!("{kind:?}").to_lowercase(),
+        large,
+        files,
+        links,
+        seed,
+    }
+}
+
+/// Results of one tool on one (dataset, case, storage).
+#[derive(Default)]
+struct ToolResult {
+    runs: Vec<Outcome>,
+    error: Option<String>,
+    /// None: not checked; Some(Ok): equal; Some(Err): first differences.
+    equal: Option<std::result::Result<(), String>>,
+}
+
+type Key = (DatasetKind, Case, Storage);
+
+struct Bench {
+    args: Args,
+    results: BTreeMap<Key, BTreeMap<Tool, ToolResult>>,
+    datasets: BTreeMap<DatasetKind, (Spec, gen::Totals, Option<String>)>,
+    /// Peak RSS of `true` started by the harness (KiB).
+    floor: Option<u64>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let r = match args.cmd {
+        Some(Cmd::Gen {
+            dataset,
+            ref out,
+            quick,
+            seed,
+            mutate,
+            mutate_revert,
+        }) => gen_cmd(dataset, out, quick, seed, mutate, mutate_revert),
+        Some(Cmd::Compare { ref src, ref dst }) => compare_cmd(src, dst),
+        Some(Cmd::Rss { ref cmd }) => rss_cmd(cmd),
+        None => bench(args),
+    };
+    match r {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn gen_cmd(
+    kind: DatasetKind,
+    out: &Path,
+    quick: bool,
+    seed: u64,
+    mutate: bool,
+    revert: bool,
+) -> Result<bool> {
+    let s = spec(kind, quick, seed);
+    let t = Instant::now();
+    let totals = gen::generate(out, &s)?;
+    eprintln!(
+        "generated {}: {} files, {} directories, {} in {:.1} s",
+        out.display(),
+        totals.files,
+        totals.dirs,
+        human(totals.bytes),
+        t.elapsed().as_secs_f64()
+    );
+    if mutate || revert {
+        let l = Layout::new(&s);
+        let m = Mutation::new(&l);
+        m.apply(out, &l)?;
+        eprintln!("mutated: {}", m.describe());
+        if revert {
+            m.revert(out, &l)?;
+            eprintln!("reverted");
+        }
+    }
+    Ok(true)
+}
+
+fn compare_cmd(src: &Path, dst: &Path) -> Result<bool> {
+    let r = compare::compare(src, dst, 50)?;
+    for d in &r.diffs {
+        println!("{d}");
+    }
+    println!(
+        "{} entries compared, {} differences",
+        r.entries, r.total_diffs
+    );
+    Ok(r.equal())
+}
+
+fn rss_cmd(cmd: &[String]) -> Result<bool> {
+    let log = std::env::temp_dir().join(format!("bench-rss-{}.log", std::process::id()));
+    let mut p = run::Proc::spawn(&cmd[0], Command::new(&cmd[0]).args(&cmd[1..]), &log)?;
+    let e = run::wait_all(&mut [&mut p], Duration::from_secs(3600))?.remove(0);
+    let _ = fs::remove_file(&log);
+    println!(
+        "{}: {}, peak RSS {} KiB",
+        cmd[0],
+        e.describe(),
+        e.maxrss_kib
+    );
+    Ok(e.success())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ has a parent")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Install rsync and stunnel4 when missing (apt-get, as root), else fail
+/// naming the packages.
+fn ensure_tools(need_rsync: bool) -> Result<(PathBuf, PathBuf)> {
+    let find = || {
+        (
+            run::which("rsync"),
+            run::which("stunnel4").or_else(|| run::which("stunnel")),
+        )
+    };
+    let (r, s) = find();
+    let mut missing = Vec::new();
+    if r.is_none() {
+        missing.push("rsync");
+    }
+    if s.is_none() && need_rsync {
+        missing.push("stunnel4");
+    }
+    if !missing.is_empty() {
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root || run::which("apt-get").is_none() {
+            bail!(
+                "missing packages: {}; install them with: sudo apt-get install {}",
+                missing.join(" "),
+                missing.join(" ")
+            );
+        }
+        eprintln!("bench: installing {}", missing.join(" "));
+        let ok = Command::new("apt-get")
+            .args(["update", "-qq"])
+            .status()?
+            .success()
+            && Command::new("apt-get")
+                .args(["install", "-y", "-qq"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()?
+                .success();
+        if !ok {
+            bail!("apt-get install {} failed", missing.join(" "));
+        }
+    }
+    let (r, s) = find();
+    match (r, s) {
+        (Some(r), Some(s)) => Ok((r, s)),
+        (Some(r), None) if !need_rsync => Ok((r, PathBuf::from("stunnel4"))),
+        _ => bail!("rsync or stunnel still missing after installing"),
+    }
+}
+
+fn build_mover() -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("bench: cargo build --release -p mover");
+    let st = Command::new(cargo)
+        .args(["build", "--release", "-p", "mover"])
+        .current_dir(workspace_root())
+        .status()
+        .context("run cargo")?;
+    if !st.success() {
+        bail!("cargo build --release -p mover failed");
+    }
+    let bin = target_dir().join("release/mover");
+    if !bin.is_file() {
+        bail!("{} not found after building", bin.display());
+    }
+    Ok(bin)
+}
+
+/// A directory the benchmark owns: created with a marker file, or already
+/// holding the marker (left by an earlier run). Anything else is refused.
+fn claim(dir: &Path) -> Result<()> {
+    let marker = dir.join(".mover-bench");
+    if dir.exists() {
+        let empty = fs::read_dir(dir)?.next().is_none();
+        if !empty && !marker.exists() {
+            bail!(
+                "{} exists and was not made by bench; pick another directory",
+                dir.display()
+            );
+        }
+    }
+    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    fs::write(&marker, "made by the mover bench harness; safe to delete\n")?;
+    Ok(())
+}
+
+fn bench(mut args: Args) -> Result<bool> {
+    if args.storage.is_empty() {
+        args.storage = if args.scale {
+            vec![Storage::Disk]
+        } else {
+            vec![Storage::Tmpfs, Storage::Disk]
+        };
+    }
+    if args.cases.is_empty() {
+        args.cases = if args.scale {
+            vec![DatasetKind::Tree, DatasetKind::File]
+        } else {
+            vec![DatasetKind::Mixed, DatasetKind::Small]
+        };
+    }
+    if args.tools.is_empty() {
+        args.tools = if args.scale {
+            vec![Tool::Mover]
+        } else {
+            vec![Tool::Mover, Tool::Rsync, Tool::Cp]
+        };
+    }
+    args.storage.sort();
+    args.storage.dedup();
+    args.tools.sort();
+    args.tools.dedup();
+    let runs = args
+        .runs
+        .unwrap_or(if args.quick || args.scale { 1 } else { 3 })
+        .max(1);
+
+    let (rsync, stunnel) = ensure_tools(args.tools.contains(&Tool::Rsync))?;
+    let mover = match &args.mover {
+        Some(m) => fs::canonicalize(m).with_context(|| format!("mover binary {}", m.display()))?,
+        None => build_mover()?,
+    };
+    let header = header(&args, &mover, &rsync, &stunnel, runs);
+    eprintln!("{header}");
+
+    let mut b = Bench {
+        args,
+        results: BTreeMap::new(),
+        datasets: BTreeMap::new(),
+        floor: None,
+    };
+    let started = Instant::now();
+    for storage in b.args.storage.clone() {
+        let base = match storage {
+            Storage::Tmpfs => b.args.tmpfs_dir.clone(),
+            Storage::Disk => b
+                .args
+                .disk_dir
+                .clone()
+                .unwrap_or_else(|| target_dir().join("bench-data")),
+        };
+        claim(&base)?;
+        let work = base.join("work");
+        fs::create_dir_all(&work)?;
+        let pki = base.join("pki");
+        run::make_pki(&mover, &pki, &work)?;
+        let ctx = Ctx {
+            mover: mover.clone(),
+            rsync: rsync.clone(),
+            stunnel: stunnel.clone(),
+            pki,
+            work,
+            timeout: Duration::from_secs(b.args.timeout),
+        };
+        if b.floor.is_none() {
+            b.floor = run::rss_floor(&ctx.work).ok();
+        }
+        let n = if storage == Storage::Tmpfs { runs } else { 1 };
+        let r = b.storage(&ctx, storage, &base, n);
+        if !b.args.keep {
+            if let Err(e) = fs::remove_dir_all(&base) {
+                eprintln!("bench: cannot remove {}: {e}", base.display());
+            }
+        }
+        r?;
+    }
+
+    let (report, ok) = b.report(&header, started.elapsed());
+    println!("{report}");
+    let out = b.args.out.clone().unwrap_or_else(|| {
+        let name = match (b.args.quick, b.args.scale) {
+            (false, false) => "latest.md",
+            (true, false) => "latest-quick.md",
+            (false, true) => "latest-scale.md",
+            (true, true) => "latest-scale-quick.md",
+        };
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("results")
+            .join(name)
+    });
+    if let Some(d) = out.parent() {
+        fs::create_dir_all(d)?;
+    }
+    fs::write(&out, &report).with_context(|| format!("write {}", out.display()))?;
+    eprintln!("bench: report written to {}", out.display());
+    Ok(ok)
+}
+
+impl Bench {
+    fn storage(&mut self, ctx: &Ctx, storage: Storage, base: &Path, runs: usize) -> Result<()> {
+        for kind in self.args.cases.clone() {
+            let s = spec(kind, self.args.quick, self.args.seed);
+            let src = gen::src_dir(base, &s);
+            gen::remove_tree(&src)?;
+            let t = Instant::now();
+            let totals = gen::generate(&src, &s)?;
+            eprintln!(
+                "[{storage:?} {}] generated {} files, {} directories, {} in {:.1} s",
+                s.name,
+                totals.files,
+                totals.dirs,
+                human(totals.bytes),
+                t.elapsed().as_secs_f64()
+            );
+            let l = Layout::new(&s);
+            let mutation = (kind == DatasetKind::Mixed).then(|| Mutation::new(&l));
+            self.datasets.insert(
+                kind,
+                (s.clone(), totals, mutation.as_ref().map(Mutation::describe)),
+            );
+            let dst = base.join("dst");
+            for tool in self.args.tools.clone() {
+                let r = self.tool(
+                    ctx,
+                    storage,
+                    kind,
+                    tool,
+                    &src,
+                    &dst,
+                    &l,
+                    mutation.as_ref(),
+                    runs,
+                );
+                if let Err(e) = r {
+                    eprintln!("[{storage:?} {}] {tool:?} failed: {e:#}", s.name);
+                    let recorded = self.results.iter().any(|((k, _, st), tools)| {
+                        *k == kind
+                            && *st == storage
+                            && tools.get(&tool).is_some_and(|t| t.error.is_some())
+                    });
+                    if !recorded {
+                        // Failed outside a timed sync (e.g. while changing
+                        // the source): charge it to the initial copy.
+                        self.slot((kind, Case::Initial, storage), tool).error =
+                            Some(format!("{e:#}"));
+                    }
+                    // The next tool needs an intact source: regenerate it.
+                    gen::remove_tree(&src)?;
+                    gen::generate(&src, &s)?;
+                }
+                gen::remove_tree(&dst)?;
+            }
+            if !self.args.keep {
+                gen::remove_tree(&src)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn slot(&mut self, key: Key, tool: Tool) -> &mut ToolResult {
+        self.results
+            .entry(key)
+            .or_default()
+            .entry(tool)
+            .or_default()
+    }
+
+    /// All runs of one tool on one dataset. Each run: initial copy into an
+    /// empty destination; no-change resync; small change applied to the
+    /// source, resync, change reverted. The destination is checked after the
+    /// last run of each case.
+    #[allow(clippy::too_many_arguments)]
+    fn tool(
+        &mut self,
+        ctx: &Ctx,
+        storage: Storage,
+        kind: DatasetKind,
+        tool: Tool,
+        src: &Path,
+        dst: &Path,
+        l: &Layout,
+        mutation: Option<&Mutation>,
+        runs: usize,
+    ) -> Result<()> {
+        let sync = |src: &Path, dst: &Path| match tool {
+            Tool::Mover => run::mover(ctx, src, dst),
+            Tool::Rsync => run::rsync(ctx, src, dst),
+            Tool::Cp => run::cp(ctx, src, dst),
+        };
+        for r in 0..runs {
+            let last = r + 1 == runs;
+            gen::remove_tree(dst)?;
+            if tool != Tool::Cp {
+                fs::create_dir(dst)?;
+            }
+            let mut cases = vec![Case::Initial];
+            if tool != Tool::Cp && !self.args.scale {
+                cases.push(Case::NoChange);
+                if mutation.is_some() {
+                    cases.push(Case::SmallChange);
+                }
+            } else if tool != Tool::Cp {
+                cases.push(Case::NoChange);
+            }
+            for case in cases {
+                let key = (kind, case, storage);
+                if case == Case::SmallChange {
+                    mutation.unwrap().apply(src, l)?;
+                }
+                // Flush what earlier steps left dirty, so that writeback of
+                // one run does not land in the next one's time.
+                // SAFETY: sync(2) has no preconditions.
+                unsafe { libc::sync() };
+                let mut res = sync(src, dst);
+                if let (Ok(o), Storage::Disk) = (&mut res, storage) {
+                    let t = Instant::now();
+                    // SAFETY: as above.
+                    unsafe { libc::sync() };
+                    o.flush = Some(t.elapsed().as_secs_f64());
+                }
+                let check = match (&res, last) {
+                    (Ok(_), true) => Some(compare::compare(src, dst, 5)),
+                    _ => None,
+                };
+                if case == Case::SmallChange {
+                    mutation.unwrap().revert(src, l)?;
+                }
+                let label = format!(
+                    "[{storage:?} {kind:?}] {tool:?} {} run {}/{runs}",
+                    case.label(),
+                    r + 1
+                );
+                let t = self.slot(key, tool);
+                match res {
+                    Ok(o) => {
+                        eprintln!(
+                            "{label}: {:.2} s, wire {}, rss {}{}",
+                            o.secs,
+                            o.wire.map_or("-".into(), human),
+                            mib(o.rss_send),
+                            o.rss_recv.map_or(String::new(), |k| format!("/{}", mib(k)))
+                        );
+                        t.runs.push(o);
+                    }
+                    Err(e) => {
+                        t.error = Some(format!("{e:#}"));
+                        bail!("{label}: {e:#}");
+                    }
+                }
+                if let Some(c) = check {
+                    let c = c?;
+                    t.equal = Some(if c.equal() {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{} differences in {} entries, e.g. {}",
+                            c.total_diffs,
+                            c.entries,
+                            c.diffs.join("; ")
+                        ))
+                    });
+                    eprintln!(
+                        "{label}: destination {}",
+                        if c.equal() {
+                            "equals the source"
+                        } else {
+                            "DIFFERS from the source"
+                        }
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self, header: &str, elapsed: Duration) -> (String, bool) {
+        let mut s = String::new();
+        let mut ok = true;
+        let _ = writeln!(s, "{header}");
+        let _ = writeln!(s, "Datasets (seed {}):\n", self.args.seed);
+        for (kind, (spec, totals, m)) in &self.datasets {
+            let _ = writeln!(
+                s,
+                "- **{}**: {} files, {} directories, {}{}{}",
+                spec.name,
+                totals.files,
+                totals.dirs,
+                human(totals.bytes),
+                match kind {
+                    DatasetKind::Mixed => format!(
+                        " (one {} file, half random and half text-like; {} files of 0 B to 64 KiB, \
+                         log-uniform sizes; one hard link, one symlink)",
+                        human(spec.large),
+                        spec.files
+                    ),
+                    DatasetKind::File => " (one file, half random, half text-like)".to_string(),
+                    _ => " (files of 0 B to 64 KiB, log-uniform sizes)".to_string(),
+                },
+                m.as_ref()
+                    .map_or(String::new(), |m| format!("; small change: {m}"))
+            );
+        }
+        let _ = writeln!(s);
+
+        if self.args.scale {
+            ok &= self.scale_table(&mut s);
+        } else {
+            ok &= self.main_table(&mut s);
+        }
+
+        let _ = writeln!(s, "\nAll runs (seconds):\n");
+        for ((kind, case, storage), tools) in &self.results {
+            for (tool, t) in tools {
+                if t.runs.is_empty() {
+                    continue;
+                }
+                let times: Vec<String> = t
+                    .runs
+                    .iter()
+                    .map(|o| match o.flush {
+                        Some(f) => format!("{:.2} (then sync {f:.2})", o.secs),
+                        None => format!("{:.2}", o.secs),
+                    })
+                    .collect();
+                let stunnel = t
+                    .runs
+                    .iter()
+                    .filter_map(|o| o.rss_stunnel)
+                    .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
+                    .map_or(String::new(), |(c, sv)| {
+                        format!(
+                            "; stunnel peak RSS client/server {}/{} MiB",
+                            mib(c),
+                            mib(sv)
+                        )
+                    });
+                let _ = writeln!(
+                    s,
+                    "- {kind:?} {} {storage:?} {tool:?}: {}{stunnel}",
+                    case.label(),
+                    times.join(", ")
+                );
+            }
+        }
+        let mut problems = String::new();
+        for ((kind, case, storage), tools) in &self.results {
+            for (tool, t) in tools {
+                if let Some(e) = &t.error {
+                    ok = false;
+                    let _ = writeln!(
+                        problems,
+                        "- {kind:?} {} {storage:?}: {tool:?} FAILED: {}",
+                        case.label(),
+                        e.replace('\n', "\n  ")
+                    );
+                }
+                if let Some(Err(e)) = &t.equal {
+                    ok = false;
+                    let _ = writeln!(
+                        problems,
+                        "- {kind:?} {} {storage:?}: {tool:?} destination differs: {e}",
+                        case.label()
+                    );
+                }
+            }
+        }
+        if !problems.is_empty() {
+            let _ = writeln!(s, "\nProblems:\n\n{problems}");
+        }
+        let _ = writeln!(
+            s,
+            "\nTotal benchmark time {:.0} s. {NOTES} Disk runs list, after each time, how long a \
+             `sync` right after the run took (not included in the time). Peak RSS floor: `true` \
+             started the same way shows {} KiB.",
+            elapsed.as_secs_f64(),
+            self.floor.map_or("?".into(), |k| k.to_string())
+        );
+        (s, ok)
+    }
+
+    fn main_table(&self, s: &mut String) -> bool {
+        let mut ok = true;
+        let _ = writeln!(
+            s,
+            "| case | storage | mover s | rsync+stunnel s | cp -a s | rsync/mover | mover/cp | \
+             wire mover | wire rsync | peak RSS mover send/recv | peak RSS rsync client/daemon | equal? |"
+        );
+        let _ = writeln!(s, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
+        let mut keys: Vec<&Key> = self.results.keys().collect();
+        keys.sort_by_key(|(k, c, st)| (*k, *c, *st));
+        for key in keys {
+            let tools = &self.results[key];
+            let (kind, case, storage) = *key;
+            let med = |t: Tool| tools.get(&t).and_then(median);
+            let cell = |t: Tool| match tools.get(&t) {
+                None => "-".to_string(),
+                Some(r) if r.error.is_some() => "FAIL".to_string(),
+                Some(r) => median(r).map_or("-".into(), |v| format!("{v:.2}")),
+            };
+            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "-".into(),
+            };
+            let wire = |t: Tool| {
+                tools
+                    .get(&t)
+                    .and_then(|r| r.runs.last())
+                    .and_then(|o| o.wire)
+                    .map_or("-".into(), human)
+            };
+            let rss = |t: Tool| {
+                tools
+                    .get(&t)
+                    .filter(|r| !r.runs.is_empty())
+                    .map_or("-".into(), |r| {
+                        let a = r.runs.iter().map(|o| o.rss_send).max().unwrap_or(0);
+                        let b = r.runs.iter().filter_map(|o| o.rss_recv).max().unwrap_or(0);
+                        format!("{}/{} MiB", mib(a), mib(b))
+                    })
+            };
+            let mut bad = Vec::new();
+            let mut checked = false;
+            for (tool, r) in tools {
+                match &r.equal {
+                    Some(Ok(())) => checked = true,
+                    Some(Err(_)) => bad.push(format!("{tool:?}")),
+                    None if r.error.is_some() => bad.push(format!("{tool:?} failed")),
+                    None => {}
+                }
+            }
+            let equal = if !bad.is_empty() {
+                ok = false;
+                format!("NO: {}", bad.join(", "))
+            } else if checked {
+                "yes".into()
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                s,
+                "| {:?}: {} | {storage:?} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {equal} |",
+                kind,
+                case.label(),
+                cell(Tool::Mover),
+                cell(Tool::Rsync),
+                cell(Tool::Cp),
+                ratio(med(Tool::Rsync), med(Tool::Mover)),
+                ratio(med(Tool::Mover), med(Tool::Cp)),
+                wire(Tool::Mover),
+                wire(Tool::Rsync),
+                rss(Tool::Mover),
+                rss(Tool::Rsync),
+            );
+        }
+        ok
+    }
+
+    fn scale_table(&self, s: &mut String) -> bool {
+        let mut ok = true;
+        let _ = writeln!(
+            s,
+            "| case | storage | tool | seconds | peak RSS send | peak RSS recv | ≤128 MiB? | wire | equal? |"
+        );
+        let _ = writeln!(s, "|---|---|---|--:|--:|--:|---|--:|---|");
+        for ((kind, case, storage), tools) in &self.results {
+            for (tool, r) in tools {
+                let send = r.runs.iter().map(|o| o.rss_send).max();
+                let recv = r.runs.iter().filter_map(|o| o.rss_recv).max();
+                let within = match (tool, send, recv) {
+                    (Tool::Mover, Some(a), Some(b)) => {
+                        let y = a <= RSS_TARGET_KIB && b <= RSS_TARGET_KIB;
+                        ok &= y;
+                        if y { "yes" } else { "NO" }.to_string()
+                    }
+                    _ => "-".into(),
+                };
+                let equal = match (&r.equal, &r.error) {
+                    (_, Some(_)) => "FAIL",
+                    (Some(Ok(())), _) => "yes",
+                    (Some(Err(_)), _) => "NO",
+                    (None, _) => "-",
+                };
+                let _ = writeln!(
+                    s,
+                    "| {kind:?}: {} | {storage:?} | {tool:?} | {} | {} | {} | {within} | {} | {equal} |",
+                    case.label(),
+                    median(r).map_or("FAIL".into(), |v| format!("{v:.2}")),
+                    send.map_or("-".into(), |k| format!("{} MiB", mib(k))),
+                    recv.map_or("-".into(), |k| format!("{} MiB", mib(k))),
+                    r.runs.last().and_then(|o| o.wire).map_or("-".into(), human),
+                );
+            }
+        }
+        ok
+    }
+}
+
+const NOTES: &str = "Times: median wall-clock seconds; mover from the start of `mover send` \
+until both it and `mover receive` have exited; rsync from the start of the rsync client until \
+it has exited and the daemon's per-connection process is gone (stunnels and daemon are started \
+before and stopped after the timed part); cp -a only for initial copies. Wire bytes: mover's \
+`wire_bytes` from the send summary; rsync's `Total bytes sent` + `Total bytes received` from \
+`--stats`, i.e. rsync protocol payload inside the TLS tunnel, not TLS bytes. Peak RSS: \
+`ru_maxrss` from wait4 of each process, maximum over runs; for the rsync daemon this includes \
+the per-connection processes it forked and reaped (generator and receiver), so it is the largest \
+single process of the receiving side, not their sum. Equal: after the last run of each case, the \
+destination is compared to the source (names, types, modes, owners, mtimes to the nanosecond, \
+contents byte for byte, symlink targets, hard-link structure). Page cache is not dropped, so \
+disk runs read a warm source; `sync` is called before every timed run so no run pays for the \
+previous one's writeback; mover fsyncs each file it writes, rsync and cp do not.";
+
+fn median(r: &ToolResult) -> Option<f64> {
+    if r.error.is_some() || r.runs.is_empty() {
+        return None;
+    }
+    let mut v: Vec<f64> = r.runs.iter().map(|o| o.secs).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn human(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else if v >= 100.0 {
+        format!("{v:.0} {}", units[u])
+    } else if v >= 10.0 {
+        format!("{v:.1} {}", units[u])
+    } else {
+        format!("{v:.2} {}", units[u])
+    }
+}
+
+fn mib(kib: u64) -> String {
+    let v = kib as f64 / 1024.0;
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Civil date (UTC) from the Unix clock, without a date crate.
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days_from_civil, inverted.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Type of the filesystem holding `path` (or its nearest existing
+/// ancestor), from /proc/mounts.
+fn fs_type(path: &Path) -> String {
+    let mut p = path.to_path_buf();
+    while !p.exists() {
+        if !p.pop() {
+            break;
+        }
+    }
+    let p = fs::canonicalize(&p).unwrap_or(p);
+    fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (_, mnt, ty) = (it.next()?, it.next()?, it.next()?);
+            p.starts_with(mnt).then(|| (mnt.len(), ty.to_string()))
+        })
+        .max()
+        .map_or("unknown filesystem".into(), |(_, ty)| ty)
+}
+
+fn header(args: &Args, mover: &Path, rsync: &Path, stunnel: &Path, runs: usize) -> String {
+    let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown CPU".into(), |s| s.trim().to_string());
+    let mem = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<u64>().ok())
+        .map_or("?".into(), |k| human(k * 1024));
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
+    let git = |a: &[&str]| {
+        Command::new("git")
+            .args(a)
+            .current_dir(workspace_root())
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]);
+    let dirty = if git(&["status", "--porcelain", "--", "mover"]).is_empty() {
+        ""
+    } else {
+        " + uncommitted changes in mover/"
+    };
+    let mode = match (args.quick, args.scale) {
+        (true, true) => " (--scale --quick)",
+        (true, false) => " (--quick)",
+        (false, true) => " (--scale)",
+        _ => "",
+    };
+    let disk = args
+        .disk_dir
+        .clone()
+        .unwrap_or_else(|| target_dir().join("bench-data"));
+    let places: Vec<String> = args
+        .storage
+        .iter()
+        .map(|s| match s {
+            Storage::Tmpfs => format!(
+                "{runs} run(s) per case on tmpfs ({}, {})",
+                args.tmpfs_dir.display(),
+                fs_type(&args.tmpfs_dir)
+            ),
+            Storage::Disk => format!(
+                "1 run per case on disk ({}, {})",
+                disk.display(),
+                fs_type(&disk)
+            ),
+        })
+        .collect();
+    format!(
+        "# mover benchmark{mode}\n\n\
+         {} on {nproc} CPUs ({cpu}), {mem} memory, Linux {kernel}. \
+         mover {commit}{dirty} ({}); {}; {}. {}.\n",
+        utc_now(),
+        mover.display(),
+        run::version_line(rsync, &["--version"], "version"),
+        run::version_line(stunnel, &["-version"], "stunnel"),
+        places.join(", "),
+    )
+}
