@@ -71,9 +71,34 @@ pub enum DeltaError {
 }
 
 /// Appends to `out` the delta turning the signed base segment into `data`.
+/// The signature comes from the peer, so its header is checked first:
+/// fast_rsync trusts it (a block size of 0 makes it panic or loop forever).
 pub fn diff(signature: Vec<u8>, data: &[u8], out: &mut Vec<u8>) -> Result<(), DeltaError> {
+    check_signature(&signature)?;
     let signature = Signature::deserialize(signature).map_err(|_| DeltaError::BadSignature)?;
     fast_rsync::diff(&signature.index(), data, out)?;
+    Ok(())
+}
+
+/// Accepts only a signature [`signature`] could have made: a block size
+/// between [`MIN_BLOCK`] and [`MAX_SEGMENT`], a hash of 1 to 16 bytes, and a
+/// length that is a whole number of blocks.
+fn check_signature(signature: &[u8]) -> Result<(), DeltaError> {
+    let field = |at: usize| {
+        signature
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let (Some(block), Some(hash)) = (field(4), field(8)) else {
+        return Err(DeltaError::BadSignature);
+    };
+    let per_block = 4 + hash as usize;
+    if !(MIN_BLOCK..=MAX_SEGMENT).contains(&block)
+        || !(1..=16).contains(&hash)
+        || (signature.len() - 12) % per_block != 0
+    {
+        return Err(DeltaError::BadSignature);
+    }
     Ok(())
 }
 
@@ -128,6 +153,26 @@ mod tests {
         let mut out = Vec::new();
         assert!(apply(&base, &delta, &mut out, 4096).is_err());
         assert!(out.len() <= 4096);
+    }
+
+    #[test]
+    fn signature_headers_from_a_peer_are_checked() {
+        let mut sig = signature(&[7u8; 10_000], MIN_SEGMENT);
+        let mut out = Vec::new();
+        assert!(diff(sig.clone(), &[7u8; 10_000], &mut out).is_ok());
+        // Block size 0 (fast_rsync would panic or spin on it).
+        sig[4..8].copy_from_slice(&0u32.to_be_bytes());
+        assert!(matches!(
+            diff(sig.clone(), b"abc", &mut out),
+            Err(DeltaError::BadSignature)
+        ));
+        // Hash longer than MD4, and a length that is no whole number of blocks.
+        let mut long_hash = signature(&[1u8; 4096], MIN_SEGMENT);
+        long_hash[8..12].copy_from_slice(&17u32.to_be_bytes());
+        assert!(diff(long_hash, b"abc", &mut out).is_err());
+        let mut ragged = signature(&[1u8; 4096], MIN_SEGMENT);
+        ragged.push(0);
+        assert!(diff(ragged, b"abc", &mut out).is_err());
     }
 
     #[test]
