@@ -889,7 +889,7 @@ single process of the receiving side, not their sum. Equal: after the last run o
 destination is compared to the source (names, types, modes, owners, mtimes to the nanosecond, \
 contents byte for byte, symlink targets, hard-link structure). Page cache is not dropped, so \
 disk runs read a warm source; `sync` is called before every timed run so no run pays for the \
-previous one's writeback; mover fsyncs each file it writes, rsync and cp do not.";
+previous one's writeback; mover makes each file durable (one syncfs per batch) before renaming it into place, rsync and cp do not.";
 
 fn median(r: &ToolResult) -> Option<f64> {
     if r.error.is_some() || r.runs.is_empty() {
