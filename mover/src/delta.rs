@@ -95,7 +95,7 @@ fn check_signature(signature: &[u8]) -> Result<(), DeltaError> {
     let per_block = 4 + hash as usize;
     if !(MIN_BLOCK..=MAX_SEGMENT).contains(&block)
         || !(1..=16).contains(&hash)
-        || (signature.len() - 12) % per_block != 0
+        || !(signature.len() - 12).is_multiple_of(per_block)
     {
         return Err(DeltaError::BadSignature);
     }

@@ -3,8 +3,13 @@
 //! input the fuzzer once found interesting keeps passing under plain
 //! `cargo test`, on stable, without libFuzzer.
 //!
+//! Inputs that once crashed a check live in `fuzz/regressions/<target>/`
+//! (outside the corpus, so `cargo fuzz cmin` cannot drop them and
+//! `cargo fuzz run` does not stop on them); they guard against the bug's
+//! return.
+//!
 //! To refresh the generated seeds after a wire-format change:
-//! `cargo test -p mover --test fuzz_corpus -- --ignored write_seeds`.
+//! `MOVER_WRITE_FUZZ_SEEDS=1 cargo test -p mover --test fuzz_corpus generated_seeds_pass`.
 
 #[path = "../fuzz/checks.rs"]
 mod checks;
@@ -45,8 +50,7 @@ fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// Runs `check` on every input on a worker thread, and fails naming every
 /// input whose check panicked, or the first one that did not finish within
 /// [`INPUT_LIMIT`].
-fn replay(target: &str, check: fn(&[u8]), inputs: Vec<(String, Vec<u8>)>) {
-    assert!(!inputs.is_empty(), "no inputs for {target}");
+fn replay(target: &str, check: checks::Check, inputs: Vec<(String, Vec<u8>)>) {
     let (tx, rx) = mpsc::channel();
     let names: Vec<String> = inputs.iter().map(|(name, _)| name.clone()).collect();
     thread::spawn(move || {
@@ -78,17 +82,18 @@ fn replay(target: &str, check: fn(&[u8]), inputs: Vec<(String, Vec<u8>)>) {
     );
 }
 
-fn replay_corpus(target: &str) {
-    let check = checks::TARGETS
+fn check_for(target: &str) -> checks::Check {
+    checks::TARGETS
         .iter()
         .find(|(name, _)| *name == target)
         .unwrap_or_else(|| panic!("no check for {target}"))
-        .1;
-    replay(
-        target,
-        check,
-        inputs(&fuzz_dir().join("corpus").join(target)),
-    );
+        .1
+}
+
+fn replay_corpus(target: &str) {
+    let inputs = inputs(&fuzz_dir().join("corpus").join(target));
+    assert!(!inputs.is_empty(), "empty corpus for {target}");
+    replay(target, check_for(target), inputs);
 }
 
 #[test]
@@ -116,23 +121,50 @@ fn delta_diff_corpus() {
     replay_corpus("delta_diff");
 }
 
-/// Every corpus directory belongs to a target with a check, so none is
-/// silently skipped.
+/// Inputs that once crashed a check (fixed bugs that must not return).
 #[test]
-fn every_corpus_dir_has_a_check() {
-    for entry in fs::read_dir(fuzz_dir().join("corpus")).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(
-            checks::TARGETS.iter().any(|(target, _)| *target == name),
-            "corpus/{name} has no check in fuzz/checks.rs"
-        );
+fn regressions() {
+    let Ok(dirs) = fs::read_dir(fuzz_dir().join("regressions")) else {
+        return;
+    };
+    for dir in dirs {
+        let target = dir.unwrap().file_name().to_string_lossy().into_owned();
+        let inputs = inputs(&fuzz_dir().join("regressions").join(&target));
+        replay(&target, check_for(&target), inputs);
+    }
+}
+
+/// Every corpus and regression directory belongs to a target with a check,
+/// so nothing is silently skipped.
+#[test]
+fn every_input_dir_has_a_check() {
+    for dir in ["corpus", "regressions"] {
+        let Ok(entries) = fs::read_dir(fuzz_dir().join(dir)) else {
+            continue;
+        };
+        for entry in entries {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                checks::TARGETS.iter().any(|(target, _)| *target == name),
+                "{dir}/{name} has no check in fuzz/checks.rs"
+            );
+        }
     }
 }
 
 /// The generated seeds, as the current code encodes them, pass every check
-/// (the committed copies may predate a wire-format change).
+/// (the committed copies may predate a wire-format change). With
+/// `MOVER_WRITE_FUZZ_SEEDS=1` set, also writes them into the corpus (after a
+/// wire-format change).
 #[test]
 fn generated_seeds_pass() {
+    if std::env::var_os("MOVER_WRITE_FUZZ_SEEDS").is_some() {
+        for (target, name, input) in seeds::seeds() {
+            let dir = fuzz_dir().join("corpus").join(target);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join(format!("seed-{name}")), input).unwrap();
+        }
+    }
     for (target, check) in checks::TARGETS {
         let inputs = seeds::seeds()
             .into_iter()
@@ -140,16 +172,5 @@ fn generated_seeds_pass() {
             .map(|(_, name, input)| (name, input))
             .collect();
         replay(target, *check, inputs);
-    }
-}
-
-/// Writes the generated seeds into the corpus.
-#[test]
-#[ignore = "writes fuzz/corpus; run explicitly after a wire-format change"]
-fn write_seeds() {
-    for (target, name, input) in seeds::seeds() {
-        let dir = fuzz_dir().join("corpus").join(target);
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(format!("seed-{name}")), input).unwrap();
     }
 }
