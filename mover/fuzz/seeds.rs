@@ -2,10 +2,10 @@
 //! kind, entries of every kind, and real deltas, all made with `mover`'s own
 //! encoders so they follow any change of the wire format.
 //!
-//! `cargo test -p mover --test fuzz_corpus -- --ignored write_seeds` writes
-//! them to `fuzz/corpus/<target>/seed-<name>`; the regular test suite checks
-//! that they still pass every check. Inputs the fuzzer found live beside
-//! them under content-hash names.
+//! `MOVER_WRITE_FUZZ_SEEDS=1 cargo test -p mover --test fuzz_corpus
+//! generated_seeds_pass` writes them to `fuzz/corpus/<target>/seed-<name>`;
+//! the regular test suite checks that they still pass every check. Inputs
+//! the fuzzer found live beside them under content-hash names.
 
 use crate::checks::{self, Edit, Fill};
 use bytes::{Bytes, BytesMut};
@@ -557,6 +557,15 @@ fn delta_seeds(seeds: &mut Vec<Seed>) {
     let own = delta::signature(block, seg);
     tiny.extend_from_slice(&own[12..]);
     diff_seed("tiny-blocks", &tiny, b"xxabcdabcdyy");
+    // A real signature re-encoded with 4-byte hashes (the header allows 1
+    // to 16): matching compares only that prefix of each block's MD4.
+    let full = delta::signature(&small_base, seg);
+    let mut short_hash = full[..12].to_vec();
+    short_hash[8..12].copy_from_slice(&4u32.to_be_bytes());
+    for block in full[12..].chunks(12) {
+        short_hash.extend_from_slice(&block[..8]);
+    }
+    diff_seed("short-hash", &short_hash, &small_new);
     diff_seed(
         "bad-magic",
         &[0x72, 0x73, 0x01, 0x37, 0, 0, 8, 0, 0, 0, 0, 8],
