@@ -1,0 +1,190 @@
+//! Starting and stopping emulated clusters.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::task::JoinSet;
+
+use crate::context::{ClusterContext, PodLogs, Shared};
+use crate::{api, binder, docker, kubelet, router, velero};
+
+/// How to start one cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// The cluster's name: `source`, `destination`, ...
+    pub name: String,
+    /// Run the parts that need Docker (kubelet, router, Services). Without
+    /// them the cluster is an API server with the PVC binder and Velero,
+    /// enough for API conformance tests on a machine without Docker.
+    pub docker: bool,
+}
+
+/// One running emulated cluster. Dropping it stops its tasks and removes
+/// its Docker containers and network.
+pub struct Cluster {
+    pub name: String,
+    /// `http://127.0.0.1:PORT` of the API server.
+    pub api_url: String,
+    /// A client for the API server.
+    pub client: kube::Client,
+    pub context: Arc<ClusterContext>,
+    tasks: JoinSet<()>,
+}
+
+/// A source and a destination cluster sharing one Velero bucket and one
+/// DNS table, as two real clusters share object storage and the Internet.
+pub struct ClusterPair {
+    pub source: Cluster,
+    pub destination: Cluster,
+    pub state_dir: PathBuf,
+    pub shared: Arc<Shared>,
+}
+
+impl ClusterPair {
+    /// Starts both clusters with their state under `state_dir`.
+    pub async fn start(state_dir: &Path, docker: bool) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        let state_dir = state_dir.canonicalize()?;
+        let shared = Arc::new(Shared {
+            velero_bucket: state_dir.join("velero-bucket"),
+            instance: instance_id(),
+            ..Shared::default()
+        });
+        std::fs::create_dir_all(&shared.velero_bucket)?;
+        let options = |name: &str| ClusterOptions {
+            name: name.to_string(),
+            docker,
+        };
+        let source = Cluster::start(&options("source"), &state_dir, shared.clone()).await?;
+        let destination =
+            Cluster::start(&options("destination"), &state_dir, shared.clone()).await?;
+        Ok(Self {
+            source,
+            destination,
+            state_dir,
+            shared,
+        })
+    }
+
+    /// A kubeconfig with the contexts `source` and `destination`
+    /// (`source` current).
+    pub fn kubeconfig(&self) -> String {
+        kubeconfig(&[&self.source, &self.destination])
+    }
+}
+
+impl Cluster {
+    /// Starts one cluster whose private state lives in `state_dir/<name>`.
+    pub async fn start(
+        options: &ClusterOptions,
+        state_dir: &Path,
+        shared: Arc<Shared>,
+    ) -> anyhow::Result<Self> {
+        let cluster_dir = state_dir.join(&options.name);
+        std::fs::create_dir_all(&cluster_dir)
+            .with_context(|| format!("creating {}", cluster_dir.display()))?;
+        let (network, router_ip) = if options.docker {
+            let network = format!("kube-emu-{}-{}", shared.instance, options.name);
+            let gateway = docker::create_network(&network, &shared.instance).await?;
+            (network, gateway)
+        } else {
+            (String::new(), IpAddr::V4(Ipv4Addr::LOCALHOST))
+        };
+
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .context("binding the API server")?;
+        let api_url = format!("http://{}", listener.local_addr()?);
+        let client = client_for(&api_url)?;
+        let context = Arc::new(ClusterContext {
+            name: options.name.clone(),
+            client: client.clone(),
+            state_dir: cluster_dir,
+            network,
+            router_ip,
+            apps_domain: format!("apps.{}.emu.test", options.name),
+            shared,
+        });
+
+        let mut tasks = JoinSet::new();
+        let logs: Option<Arc<dyn PodLogs>> = if options.docker {
+            Some(kubelet::log_source(context.clone()))
+        } else {
+            None
+        };
+        tasks.spawn(supervise("api server", api::serve(listener, logs)));
+        tasks.spawn(supervise("pvc binder", binder::run(context.clone())));
+        tasks.spawn(supervise("velero", velero::run(context.clone())));
+        if options.docker {
+            tasks.spawn(supervise("kubelet", kubelet::run(context.clone())));
+            tasks.spawn(supervise("router", router::run(context.clone())));
+        }
+        Ok(Self {
+            name: options.name.clone(),
+            api_url,
+            client,
+            context,
+            tasks,
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+        if !self.context.network.is_empty() {
+            docker::remove_cluster_objects(&self.context.shared.instance, &self.context.network);
+        }
+    }
+}
+
+/// Runs a long-lived part of the cluster, logging why it stopped: a part
+/// that dies makes the tests that need it fail with this message in their
+/// output rather than hang silently.
+async fn supervise(what: &'static str, part: impl std::future::Future<Output = anyhow::Result<()>>) {
+    if let Err(error) = part.await {
+        tracing::error!("kube-emulator {what} stopped: {error:#}");
+        eprintln!("kube-emulator {what} stopped: {error:#}");
+    }
+}
+
+fn client_for(api_url: &str) -> anyhow::Result<kube::Client> {
+    let config = kube::Config::new(api_url.parse().context("API server URL")?);
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// A short id unique to this emulator process, used to name and label its
+/// Docker objects.
+fn instance_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}{:x}", std::process::id(), nanos & 0xfff)
+}
+
+fn kubeconfig(clusters: &[&Cluster]) -> String {
+    let mut config = String::from("apiVersion: v1\nkind: Config\n");
+    config += &format!("current-context: {}\nclusters:\n", clusters[0].name);
+    for cluster in clusters {
+        config += &format!(
+            "- name: {0}\n  cluster:\n    server: {1}\n",
+            cluster.name, cluster.api_url
+        );
+    }
+    config += "users:\n";
+    for cluster in clusters {
+        config += &format!("- name: {0}\n  user:\n    token: emulator-{0}\n", cluster.name);
+    }
+    config += "contexts:\n";
+    for cluster in clusters {
+        config += &format!(
+            "- name: {0}\n  context:\n    cluster: {0}\n    user: {0}\n    namespace: default\n",
+            cluster.name
+        );
+    }
+    config
+}

@@ -1,0 +1,10 @@
+//! TODO(router)
+
+use std::sync::Arc;
+
+use crate::context::ClusterContext;
+
+pub async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
+    let _ = ctx;
+    todo!("router")
+}
