@@ -1,9 +1,44 @@
 //! The Kubernetes HTTP API: discovery, CRUD, watch, patch, apply, status,
 //! logs and finalizers over an in-memory store.
+//!
+//! Objects are kept as JSON (`serde_json::Value`) keyed by group, resource,
+//! namespace and name: the server knows only what resources exist
+//! (`resources`), the few defaults the cluster's controllers and the
+//! orchestrator rely on (`defaults`), and the generic Kubernetes object
+//! semantics (`objects`, `deletion`, `patch`, `apply`, `watch`).
 
-use std::sync::Arc;
+mod apply;
+mod defaults;
+mod deletion;
+mod discovery;
+mod error;
+mod handlers;
+mod logs;
+mod meta;
+mod objects;
+mod patch;
+mod resources;
+mod scale;
+mod selectors;
+mod store;
+mod table;
+mod watch;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use serde_json::Value;
 
 use crate::context::PodLogs;
+
+/// How many change events a server keeps for watches to resume from.
+pub const DEFAULT_HISTORY: usize = store::HISTORY;
+
+/// The largest request body accepted (Secrets and ConfigMaps are at most
+/// 1 MiB; Velero restores whole objects).
+const MAX_BODY: usize = 16 << 20;
 
 /// Serves the API on `listener` until the task is aborted. Pod logs come
 /// from `logs` (the kubelet); without one, log requests get 404.
@@ -11,6 +46,58 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     logs: Option<Arc<dyn PodLogs>>,
 ) -> anyhow::Result<()> {
-    let _ = (listener, logs);
-    todo!("API server")
+    serve_with_history(listener, logs, DEFAULT_HISTORY).await
+}
+
+/// `serve`, keeping only `history` watch events: tests use a short history
+/// to make a resuming watch fall off its end (410 Gone).
+pub async fn serve_with_history(
+    listener: tokio::net::TcpListener,
+    logs: Option<Arc<dyn PodLogs>>,
+    history: usize,
+) -> anyhow::Result<()> {
+    let server = Arc::new(Server {
+        state: Mutex::new(objects::State::new(history)),
+        logs,
+        address: listener.local_addr()?.to_string(),
+    });
+    let app = axum::Router::new()
+        .fallback(handlers::handle)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(server);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// What every request handler shares.
+struct Server {
+    state: Mutex<objects::State>,
+    logs: Option<Arc<dyn PodLogs>>,
+    /// `host:port` the server listens on (for `/api` discovery).
+    address: String,
+}
+
+impl Server {
+    /// The cluster state. Handlers hold it only for synchronous work,
+    /// never across an await; a handler that panicked while holding it
+    /// left it consistent enough to carry on (each write is one store
+    /// operation), so poisoning is ignored.
+    fn lock(&self) -> MutexGuard<'_, objects::State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.lock().store.subscribe()
+    }
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }

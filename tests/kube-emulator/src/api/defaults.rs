@@ -1,0 +1,263 @@
+//! What the real API server's defaulting and allocation add to new
+//! objects, where the orchestrator or the emulated controllers rely on it:
+//! namespace and pod phases, Service cluster IPs and node ports, pod and
+//! PVC defaults, CRD conditions.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::resources::{ResourceType, TypeKey};
+use super::store::Store;
+
+/// The Service network, 10.96.0.0/16; 10.96.0.1 is the `kubernetes`
+/// Service.
+const SERVICE_NET: u32 = u32::from_be_bytes([10, 96, 0, 0]);
+pub const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
+const NODE_PORTS: std::ops::RangeInclusive<u64> = 30000..=32767;
+
+fn is(rt: &ResourceType, group: &str, plural: &str) -> bool {
+    rt.group == group && rt.plural == plural
+}
+
+/// Defaults for a new object (its `.status` already cleared when the
+/// resource has a status subresource).
+pub fn on_create(store: &Store, rt: &ResourceType, object: &mut Value) -> ApiResult<()> {
+    if is(rt, "", "namespaces") {
+        object["status"] = json!({"phase": "Active"});
+    } else if is(rt, "", "pods") {
+        pod(object);
+    } else if is(rt, "", "persistentvolumeclaims") {
+        pvc(store, object);
+    } else if is(rt, "", "persistentvolumes") {
+        object["status"] = json!({"phase": "Pending"});
+    } else if is(rt, "", "services") {
+        service(store, rt, None, object)?;
+    } else if rt.group == "apps"
+        && matches!(
+            rt.plural.as_str(),
+            "deployments" | "statefulsets" | "replicasets"
+        )
+    {
+        if object["spec"]["replicas"].is_null() && object["spec"].is_object() {
+            object["spec"]["replicas"] = json!(1);
+        }
+    } else if is(rt, "apiextensions.k8s.io", "customresourcedefinitions") {
+        crd_established(object);
+    }
+    Ok(())
+}
+
+/// Defaults an update must keep: the allocated cluster IP and node ports of
+/// a Service.
+pub fn on_update(
+    store: &Store,
+    rt: &ResourceType,
+    old: &Value,
+    object: &mut Value,
+) -> ApiResult<()> {
+    if is(rt, "", "services") {
+        service(store, rt, Some(old), object)?;
+    }
+    Ok(())
+}
+
+fn set_default(object: &mut Value, field: &str, value: Value) {
+    if object.is_object() && object[field].is_null() {
+        object[field] = value;
+    }
+}
+
+fn pod(object: &mut Value) {
+    object["status"] = json!({"phase": "Pending"});
+    let spec = &mut object["spec"];
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "serviceAccountName", json!("default"));
+    for list in ["initContainers", "containers"] {
+        let Some(containers) = spec[list].as_array_mut() else {
+            continue;
+        };
+        for container in containers {
+            let latest = container["image"].as_str().is_some_and(|image| {
+                !image.rsplit('/').next().unwrap_or("").contains(':') || image.ends_with(":latest")
+            });
+            set_default(
+                container,
+                "imagePullPolicy",
+                json!(if latest { "Always" } else { "IfNotPresent" }),
+            );
+            set_default(
+                container,
+                "terminationMessagePath",
+                json!("/dev/termination-log"),
+            );
+            set_default(container, "terminationMessagePolicy", json!("File"));
+            if let Some(ports) = container["ports"].as_array_mut() {
+                for port in ports {
+                    set_default(port, "protocol", json!("TCP"));
+                }
+            }
+        }
+    }
+}
+
+/// PVCs start Pending, Filesystem, and get the default StorageClass when
+/// they name none (the DefaultStorageClass admission plugin).
+fn pvc(store: &Store, object: &mut Value) {
+    object["status"] = json!({"phase": "Pending"});
+    let spec = &mut object["spec"];
+    set_default(spec, "volumeMode", json!("Filesystem"));
+    if spec.is_object() && spec["storageClassName"].is_null() {
+        let classes = TypeKey {
+            group: "storage.k8s.io".into(),
+            plural: "storageclasses".into(),
+        };
+        let default = store.list(&classes, None).find(|class| {
+            class["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"]
+                == "true"
+        });
+        if let Some(name) = default.and_then(|class| class["metadata"]["name"].as_str()) {
+            spec["storageClassName"] = json!(name);
+        }
+    }
+}
+
+/// Cluster IP (kept from `old`, else allocated) and node ports (kept,
+/// else allocated for NodePort and LoadBalancer Services).
+fn service(
+    store: &Store,
+    rt: &ResourceType,
+    old: Option<&Value>,
+    object: &mut Value,
+) -> ApiResult<()> {
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let invalid = |field: &str, why: &str| ApiError::invalid(rt, &name, field, why);
+    if !object["spec"].is_object() {
+        object["spec"] = json!({});
+    }
+    let this_uid = object["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let others = || {
+        store
+            .list(&rt.key(), None)
+            .filter(|s| s["metadata"]["uid"].as_str() != Some(&this_uid))
+    };
+    let spec = &mut object["spec"];
+    set_default(spec, "type", json!("ClusterIP"));
+    set_default(spec, "sessionAffinity", json!("None"));
+    let kind = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
+    if !matches!(
+        kind.as_str(),
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
+        return Err(invalid("spec.type", &format!("Unsupported value: {kind:?}: supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"")));
+    }
+    let old_ip = old
+        .and_then(|o| o["spec"]["clusterIP"].as_str())
+        .map(str::to_string);
+    let asked_ip = spec["clusterIP"]
+        .as_str()
+        .filter(|ip| !ip.is_empty())
+        .map(str::to_string);
+    let ip = match (old_ip, asked_ip) {
+        (Some(old), Some(asked)) if old != asked => {
+            return Err(invalid(
+                "spec.clusterIP",
+                &format!("Invalid value: {asked:?}: field is immutable"),
+            ))
+        }
+        (Some(old), _) => old,
+        (None, Some(asked)) => asked,
+        (None, None) if kind == "ExternalName" => String::new(),
+        (None, None) => {
+            let used: HashSet<String> = others()
+                .filter_map(|s| s["spec"]["clusterIP"].as_str().map(str::to_string))
+                .collect();
+            (10..u16::MAX as u32)
+                .map(|n| Ipv4Addr::from(SERVICE_NET + n).to_string())
+                .find(|ip| !used.contains(ip))
+                .ok_or_else(|| {
+                    ApiError::internal("the Service IP range 10.96.0.0/16 is exhausted")
+                })?
+        }
+    };
+    if !ip.is_empty() {
+        spec["clusterIP"] = json!(ip);
+        spec["clusterIPs"] = json!([ip]);
+    }
+    let old_ports: Vec<Value> = old
+        .and_then(|o| o["spec"]["ports"].as_array().cloned())
+        .unwrap_or_default();
+    let mut used: HashSet<u64> = others()
+        .flat_map(|s| s["spec"]["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["nodePort"].as_u64())
+        .collect();
+    let wants_node_ports = matches!(kind.as_str(), "NodePort" | "LoadBalancer");
+    if let Some(ports) = spec["ports"].as_array_mut() {
+        for (index, port) in ports.iter_mut().enumerate() {
+            let Some(number) = port["port"].as_u64() else {
+                return Err(invalid(
+                    &format!("spec.ports[{index}].port"),
+                    "Required value",
+                ));
+            };
+            set_default(port, "protocol", json!("TCP"));
+            set_default(port, "targetPort", json!(number));
+            if !wants_node_ports {
+                if let Some(map) = port.as_object_mut() {
+                    map.remove("nodePort");
+                }
+                continue;
+            }
+            if let Some(asked) = port["nodePort"].as_u64() {
+                if !NODE_PORTS.contains(&asked) {
+                    return Err(invalid(&format!("spec.ports[{index}].nodePort"), &format!("Invalid value: {asked}: provided port is not in the valid range. The range of valid ports is 30000-32767")));
+                }
+                if used.contains(&asked) {
+                    return Err(invalid(
+                        &format!("spec.ports[{index}].nodePort"),
+                        &format!("Invalid value: {asked}: provided port is already allocated"),
+                    ));
+                }
+            } else {
+                let kept = old_ports
+                    .iter()
+                    .find(|p| p["port"] == port["port"])
+                    .and_then(|p| p["nodePort"].as_u64());
+                let allocated = kept.or_else(|| NODE_PORTS.clone().find(|p| !used.contains(p)));
+                let allocated = allocated
+                    .ok_or_else(|| ApiError::internal("no node port left in 30000-32767"))?;
+                port["nodePort"] = json!(allocated);
+            }
+            if let Some(p) = port["nodePort"].as_u64() {
+                used.insert(p);
+            }
+        }
+    }
+    if old.is_none() && !object["status"].is_object() {
+        object["status"] = json!({"loadBalancer": {}});
+    }
+    Ok(())
+}
+
+/// The apiextensions controller accepts a valid CRD's names at once.
+fn crd_established(object: &mut Value) {
+    let now = super::meta::now();
+    let condition = |kind: &str, reason: &str| json!({"type": kind, "status": "True", "lastTransitionTime": now, "reason": reason, "message": ""});
+    object["status"] = json!({
+        "acceptedNames": object["spec"]["names"].clone(),
+        "storedVersions": object["spec"]["versions"].as_array().into_iter().flatten()
+            .filter(|v| v["storage"] == true).map(|v| v["name"].clone()).collect::<Vec<_>>(),
+        "conditions": [condition("NamesAccepted", "NoConflicts"), condition("Established", "InitialNamesAccepted")],
+    });
+}

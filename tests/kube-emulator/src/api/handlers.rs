@@ -1,0 +1,555 @@
+//! Routing a request to what it asks for: discovery, a collection (list,
+//! watch, create, deletecollection), an object (get, replace, patch,
+//! delete) or a subresource (status, scale, log).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State as AxumState};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::apply::{self, ApplyTarget};
+use super::deletion::{DeleteOptions, Deleted};
+use super::error::{ApiError, ApiResult};
+use super::objects::{check_resource_version, Part};
+use super::patch::{self, PatchKind};
+use super::resources::{Kind, ResourceType};
+use super::selectors::{FieldSelector, LabelSelector, Selectors};
+use super::watch::{self, WatchRequest};
+use super::{discovery, json_response, logs, scale, table, Server};
+
+/// One request, parsed.
+struct Request {
+    server: Arc<Server>,
+    method: Method,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// A resource request's target.
+struct Target {
+    rt: ResourceType,
+    version: String,
+    /// The path's namespace; `None` for cluster-scoped resources and for
+    /// lists across all namespaces.
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+impl Target {
+    fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("")
+    }
+}
+
+pub async fn handle(
+    AxumState(server): AxumState<Arc<Server>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let query = Query::<HashMap<String, String>>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let request = Request {
+        server,
+        method,
+        query,
+        headers,
+        body,
+    };
+    let segments: Vec<String> = uri
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match route(request, &segments).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn route(request: Request, segments: &[&str]) -> ApiResult<Response> {
+    let ok = |value: Value| Ok(json_response(StatusCode::OK, &value));
+    let catalog = || request.server.lock().catalog.clone();
+    match segments {
+        ["version"] => ok(discovery::version()),
+        ["healthz"] | ["livez"] | ["readyz"] => Ok((StatusCode::OK, "ok").into_response()),
+        ["api"] => ok(discovery::core_versions(&request.server.address)),
+        ["apis"] => ok(discovery::groups(&catalog())),
+        ["apis", group] => ok(discovery::group(&catalog(), group)?),
+        ["api", version] => ok(discovery::resources(&catalog(), "", version)?),
+        ["apis", group, version] => ok(discovery::resources(&catalog(), group, version)?),
+        ["api", version, rest @ ..] => {
+            let target = target(&request, "", version, rest)?;
+            resource(request, target).await
+        }
+        ["apis", group, version, rest @ ..] => {
+            let target = target(&request, group, version, rest)?;
+            resource(request, target).await
+        }
+        _ => Err(ApiError::no_such_path()),
+    }
+}
+
+/// Parses `[namespaces/{ns}/]{resource}[/{name}[/{subresource}]]`.
+fn target(request: &Request, group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {
+    let namespace_subresource =
+        rest.len() == 3 && rest[0] == "namespaces" && matches!(rest[2], "status" | "finalize");
+    let (namespace, rest) = match rest {
+        ["namespaces", namespace, rest @ ..] if !rest.is_empty() && !namespace_subresource => {
+            (Some(namespace.to_string()), rest)
+        }
+        _ => (None, rest),
+    };
+    let (plural, name, subresource) = match rest {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some(name.to_string()), None),
+        [plural, name, sub] => (*plural, Some(name.to_string()), Some(sub.to_string())),
+        _ => return Err(ApiError::no_such_path()),
+    };
+    let rt = request
+        .server
+        .lock()
+        .catalog
+        .find(group, version, plural)
+        .cloned()
+        .ok_or_else(ApiError::no_such_path)?;
+    let scoped_right = match (&namespace, &name) {
+        (Some(_), _) => rt.namespaced,
+        // a namespaced resource without a namespace: only lists and watches
+        (None, Some(_)) => !rt.namespaced,
+        (None, None) => true,
+    };
+    let subresource_known = match subresource.as_deref() {
+        None => true,
+        Some("status") => rt.status,
+        Some("scale") => rt.scale,
+        Some("log") => rt.log,
+        Some("finalize") => rt.key() == super::resources::Catalog::namespace_type().key(),
+        Some(_) => false,
+    };
+    if !scoped_right || !subresource_known {
+        return Err(ApiError::no_such_path());
+    }
+    Ok(Target {
+        rt,
+        version: version.to_string(),
+        namespace,
+        name,
+        subresource,
+    })
+}
+
+async fn resource(request: Request, target: Target) -> ApiResult<Response> {
+    let Some(name) = target.name.clone() else {
+        return collection(request, target);
+    };
+    let method = request.method.clone();
+    match (target.subresource.as_deref(), method) {
+        (Some("log"), Method::GET) => {
+            logs::pod_log(
+                request.server.clone(),
+                &target.rt,
+                target.namespace(),
+                &name,
+                &request.query,
+            )
+            .await
+        }
+        (Some("scale"), method) => scale::handle(
+            &request.server,
+            &target.rt,
+            target.namespace(),
+            &name,
+            &method,
+            &request.query,
+            &request.headers,
+            &request.body,
+        ),
+        (Some("status") | None | Some("finalize"), Method::GET) => {
+            let object = request
+                .server
+                .lock()
+                .get(&target.rt, target.namespace(), &name)?;
+            Ok(respond(&request, &target, StatusCode::OK, object))
+        }
+        (sub, Method::PUT) => {
+            let part = part(sub);
+            let body = parse_body(&request.headers, &request.body)?;
+            let object = request.server.lock().update(
+                &target.rt,
+                &target.version,
+                target.namespace(),
+                &name,
+                body,
+                part,
+                dry_run(&request.query),
+            )?;
+            Ok(respond(&request, &target, StatusCode::OK, object))
+        }
+        (sub, Method::PATCH) => patch(request, &target, &name, part(sub)),
+        (None, Method::DELETE) => {
+            let body = if request.body.is_empty() {
+                Value::Null
+            } else {
+                parse_body(&request.headers, &request.body)?
+            };
+            let options = DeleteOptions::parse(
+                &body,
+                request.query.get("propagationPolicy").map(String::as_str),
+                dry_run(&request.query),
+            );
+            let deleted =
+                request
+                    .server
+                    .lock()
+                    .delete(&target.rt, target.namespace(), &name, &options)?;
+            Ok(match deleted {
+                Deleted::Pending(object) => {
+                    respond(&request, &target, StatusCode::ACCEPTED, object)
+                }
+                Deleted::Gone(object) => {
+                    json_response(StatusCode::OK, &success(&target.rt, &object))
+                }
+            })
+        }
+        (_, method) => Err(ApiError::method_not_allowed(format!(
+            "{method} is not supported on {}",
+            target.rt.group_resource()
+        ))),
+    }
+}
+
+fn part(subresource: Option<&str>) -> Part {
+    if subresource == Some("status") {
+        Part::Status
+    } else {
+        Part::Main
+    }
+}
+
+/// The `Status` a delete returns when the object is gone at once.
+fn success(rt: &ResourceType, object: &Value) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": object["metadata"]["name"],
+            "group": rt.group,
+            "kind": rt.plural,
+            "uid": object["metadata"]["uid"],
+        },
+    })
+}
+
+fn collection(request: Request, target: Target) -> ApiResult<Response> {
+    let rt = &target.rt;
+    match request.method {
+        Method::GET if truthy(request.query.get("watch")) => {
+            let watch = WatchRequest {
+                rt: rt.clone(),
+                version: target.version.clone(),
+                namespace: target.namespace.clone(),
+                selectors: selectors(&request.query)?,
+                resource_version: request.query.get("resourceVersion").cloned(),
+                timeout: request
+                    .query
+                    .get("timeoutSeconds")
+                    .and_then(|t| t.parse().ok())
+                    .map(Duration::from_secs),
+                bookmarks: truthy(request.query.get("allowWatchBookmarks")),
+                send_initial_events: truthy(request.query.get("sendInitialEvents")),
+            };
+            watch::watch(request.server.clone(), watch)
+        }
+        Method::GET => list(&request, &target),
+        Method::POST if rt.behaviour == Kind::Review => {
+            let mut review = parse_body(&request.headers, &request.body)?;
+            super::meta::check_type(rt, &target.version, &mut review)?;
+            review["status"] =
+                json!({"allowed": true, "reason": "the kube-emulator allows every request"});
+            Ok(json_response(StatusCode::CREATED, &review))
+        }
+        Method::POST if target.namespace.is_some() || !rt.namespaced => {
+            let body = parse_body(&request.headers, &request.body)?;
+            let object = request.server.lock().create(
+                rt,
+                &target.version,
+                target.namespace(),
+                body,
+                dry_run(&request.query),
+            )?;
+            Ok(respond(&request, &target, StatusCode::CREATED, object))
+        }
+        Method::DELETE => {
+            let selectors = selectors(&request.query)?;
+            let body = if request.body.is_empty() {
+                Value::Null
+            } else {
+                parse_body(&request.headers, &request.body)?
+            };
+            let options = DeleteOptions::parse(
+                &body,
+                request.query.get("propagationPolicy").map(String::as_str),
+                dry_run(&request.query),
+            );
+            let mut state = request.server.lock();
+            let doomed: Vec<(String, String)> = state
+                .store
+                .list(&rt.key(), target.namespace.as_deref())
+                .filter(|o| selectors.matches(o))
+                .map(super::store::object_key)
+                .collect();
+            let mut items = Vec::new();
+            for (namespace, name) in doomed {
+                match state.delete(rt, &namespace, &name, &options) {
+                    Ok(Deleted::Gone(object) | Deleted::Pending(object)) => items.push(object),
+                    Err(error) if error.code == 404 => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            let rv = state.store.rv();
+            drop(state);
+            Ok(json_response(
+                StatusCode::OK,
+                &list_object(&target, items, rv, None),
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed(format!(
+            "{} is not supported on the collection of {}",
+            request.method,
+            rt.group_resource()
+        ))),
+    }
+}
+
+fn list(request: &Request, target: &Target) -> ApiResult<Response> {
+    let selectors = selectors(&request.query)?;
+    let limit = match request.query.get("limit").map(|l| l.parse::<usize>()) {
+        Some(Ok(0)) | None => usize::MAX,
+        Some(Ok(limit)) => limit,
+        Some(Err(_)) => {
+            return Err(ApiError::bad_request(
+                "limit must be a non-negative integer",
+            ))
+        }
+    };
+    // The continue token is the `namespace/name` of the last item sent.
+    let after = request
+        .query
+        .get("continue")
+        .filter(|c| !c.is_empty())
+        .map(|c| match c.split_once('/') {
+            Some((ns, name)) => (ns.to_string(), name.to_string()),
+            None => (String::new(), c.clone()),
+        });
+    let state = request.server.lock();
+    let rv = state.store.rv();
+    let mut items: Vec<Value> = state
+        .store
+        .list(&target.rt.key(), target.namespace.as_deref())
+        .filter(|o| {
+            after
+                .as_ref()
+                .is_none_or(|after| super::store::object_key(o) > *after)
+        })
+        .filter(|o| selectors.matches(o))
+        .take(limit.saturating_add(1))
+        .cloned()
+        .collect();
+    drop(state);
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next = more
+        .then(|| items.last().map(super::store::object_key))
+        .flatten()
+        .map(|(ns, name)| format!("{ns}/{name}"));
+    if wants_table(&request.headers) {
+        let include = request.query.get("includeObject").map(String::as_str);
+        let items: Vec<Value> = items.iter().map(|o| present(target, o.clone())).collect();
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::table(&target.rt, &items, rv, include),
+        ));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &list_object(target, items, rv, next),
+    ))
+}
+
+fn list_object(target: &Target, items: Vec<Value>, rv: u64, next: Option<String>) -> Value {
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if let Some(next) = next {
+        metadata["continue"] = json!(next);
+    }
+    json!({
+        "kind": format!("{}List", target.rt.kind),
+        "apiVersion": target.rt.api_version(&target.version),
+        "metadata": metadata,
+        "items": items.into_iter().map(|o| present(target, o)).collect::<Vec<_>>(),
+    })
+}
+
+fn patch(request: Request, target: &Target, name: &str, part: Part) -> ApiResult<Response> {
+    let content_type = request
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let kind = PatchKind::from_content_type(content_type)?;
+    let body = parse_value(&request.body, true)?;
+    let dry_run = dry_run(&request.query);
+    let mut state = request.server.lock();
+    if kind == PatchKind::Apply {
+        let apply_target = ApplyTarget {
+            rt: &target.rt,
+            version: &target.version,
+            namespace: target.namespace(),
+            name,
+            part,
+        };
+        let manager = request
+            .query
+            .get("fieldManager")
+            .map(String::as_str)
+            .unwrap_or("");
+        let (object, created) = apply::apply(&mut state, &apply_target, body, manager, dry_run)?;
+        drop(state);
+        let code = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return Ok(respond(&request, target, code, object));
+    }
+    let current = state.get(&target.rt, target.namespace(), name)?;
+    let mut patched = present(target, current.clone());
+    patch::apply(kind, &mut patched, &body)?;
+    if super::meta::text(&patched, "name") != name {
+        return Err(ApiError::bad_request(
+            "a patch may not change metadata.name",
+        ));
+    }
+    check_resource_version(&target.rt, &current, &patched)?;
+    super::meta::check_type(&target.rt, &target.version, &mut patched)?;
+    let object = state.commit(&target.rt, current, patched, part, dry_run)?;
+    drop(state);
+    Ok(respond(&request, target, StatusCode::OK, object))
+}
+
+/// The object as served at the request's version (or as a Table).
+fn respond(request: &Request, target: &Target, code: StatusCode, object: Value) -> Response {
+    let object = present(target, object);
+    if wants_table(&request.headers) {
+        let include = request.query.get("includeObject").map(String::as_str);
+        let rv = super::meta::text(&object, "resourceVersion")
+            .parse()
+            .unwrap_or(0);
+        return json_response(code, &table::table(&target.rt, &[object], rv, include));
+    }
+    json_response(code, &object)
+}
+
+fn present(target: &Target, mut object: Value) -> Value {
+    object["apiVersion"] = json!(target.rt.api_version(&target.version));
+    object["kind"] = json!(target.rt.kind);
+    object
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(table::wanted)
+}
+
+fn selectors(query: &HashMap<String, String>) -> ApiResult<Selectors> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+        .map_err(|why| ApiError::bad_request(format!("unable to parse labelSelector: {why}")))?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
+        .map_err(|why| ApiError::bad_request(format!("unable to parse fieldSelector: {why}")))?;
+    Ok(Selectors { labels, fields })
+}
+
+fn truthy(value: Option<&String>) -> bool {
+    value.is_some_and(|v| v == "true" || v == "1")
+}
+
+fn dry_run(query: &HashMap<String, String>) -> bool {
+    query.get("dryRun").is_some_and(|d| d == "All")
+}
+
+/// A create/replace body: JSON, or YAML when the Content-Type says so.
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    let yaml = match media {
+        "application/json" | "" | "*/*" => false,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => true,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    parse_value(body, yaml)
+}
+
+fn parse_value(body: &Bytes, yaml: bool) -> ApiResult<Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(json_error) if !yaml => {
+            return Err(ApiError::bad_request(format!(
+                "the request body is not valid JSON: {json_error}"
+            )))
+        }
+        Err(_) => serde_yaml::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the request body is not valid YAML: {e}"))
+        })?,
+    };
+    if !value.is_object() && !value.is_array() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON or YAML object",
+        ));
+    }
+    Ok(value)
+}
+
+/// Decodes `%XX` escapes in a path segment.
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
