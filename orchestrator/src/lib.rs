@@ -1,0 +1,14 @@
+//! The orchestrator library: what `orchestrator` runs, split by stage.
+//! See shared/DESIGN.md ("orchestrator") for the stages and their order.
+
+pub mod cleanup;
+pub mod clusters;
+pub mod display;
+pub mod dvm;
+pub mod kubeops;
+pub mod manifests;
+pub mod migrate;
+pub mod names;
+pub mod plan;
+pub mod preflight;
+pub mod report;

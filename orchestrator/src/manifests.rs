@@ -1,0 +1,790 @@
+//! The Kubernetes objects a volume migration creates, built as plain values
+//! so that they can be checked without a cluster.
+//!
+//! Security choices, in one place:
+//! - The receiver runs as root (uid 0) so that it can give every file its
+//!   source owner, as rsync-based movers do; it gets only the capabilities
+//!   that needs, no privilege escalation, and a read-only root filesystem.
+//! - A sender runs with the identity of the pods that already use its PVC
+//!   (runAsUser/runAsGroup, fsGroup, supplementalGroups, SELinux options),
+//!   so it reads exactly what the application can read; it mounts the PVC
+//!   read-only and has no capabilities.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, Namespace, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
+    Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{ApiResource, DynamicObject};
+use serde_json::json;
+
+use crate::names::{self, *};
+use crate::plan::{EndpointType, Plan};
+
+/// The OpenShift Route type, which k8s-openapi does not have.
+pub fn route_resource() -> ApiResource {
+    ApiResource {
+        group: "route.openshift.io".into(),
+        version: "v1".into(),
+        api_version: "route.openshift.io/v1".into(),
+        kind: "Route".into(),
+        plural: "routes".into(),
+    }
+}
+
+fn transfer_labels(migration: &str, role: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (TRANSFER_LABEL.to_string(), migration.to_string()),
+        (ROLE_LABEL.to_string(), role.to_string()),
+    ])
+}
+
+fn meta(name: &str, namespace: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(labels),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The destination namespace, keeping the source's labels and annotations
+/// (minus what the source cluster assigned itself, such as OpenShift's
+/// per-namespace UID ranges, which the destination assigns anew).
+pub fn destination_namespace(source: &Namespace, name: &str, migration: &str) -> Namespace {
+    let keep = |map: &Option<BTreeMap<String, String>>| {
+        map.iter()
+            .flatten()
+            .filter(|(k, _)| {
+                !k.starts_with("openshift.io/sa.scc.")
+                    && k.as_str() != "kubernetes.io/metadata.name"
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let mut labels = keep(&source.metadata.labels);
+    labels.insert(MIGRATED_BY_LABEL.into(), migration.into());
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(labels),
+            annotations: Some(keep(&source.metadata.annotations)).filter(|a| !a.is_empty()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+/// The destination PVC for a source PVC: same name and size, mapped
+/// storage class and access modes, the source's labels plus the
+/// migration's.
+pub fn destination_pvc(
+    source: &PersistentVolumeClaim,
+    namespace: &str,
+    plan: &Plan,
+) -> PersistentVolumeClaim {
+    let name = source.metadata.name.clone().unwrap_or_default();
+    let source_ns = source.metadata.namespace.clone().unwrap_or_default();
+    let spec = source.spec.clone().unwrap_or_default();
+    // Prefer what the source volume really has over what was requested:
+    // a volume expanded after creation holds more than its request.
+    let size = source
+        .status
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .or_else(|| spec.resources.as_ref()?.requests.as_ref()?.get("storage"))
+        .cloned();
+    let mut labels = source.metadata.labels.clone().unwrap_or_default();
+    labels.insert(MIGRATED_BY_LABEL.into(), plan.name.clone());
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                SOURCE_ANNOTATION.to_string(),
+                format!("{source_ns}/{name}"),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(plan.map_access_modes(&spec.access_modes.unwrap_or_default())),
+            storage_class_name: plan.map_storage_class(spec.storage_class_name.as_deref()),
+            volume_mode: spec.volume_mode,
+            resources: Some(VolumeResourceRequirements {
+                requests: size.map(|s| BTreeMap::from([("storage".to_string(), s)])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// A Secret holding a CA certificate and one certificate with its key, in
+/// the layout of `kubernetes.io/tls` Secrets plus `ca.crt`.
+pub fn tls_secret(
+    name: &str,
+    namespace: &str,
+    labels: BTreeMap<String, String>,
+    ca_cert: &str,
+    pem: &mover::certs::Pem,
+) -> Secret {
+    Secret {
+        metadata: meta(name, namespace, labels),
+        type_: Some("kubernetes.io/tls".into()),
+        string_data: Some(BTreeMap::from([
+            ("ca.crt".to_string(), ca_cert.to_string()),
+            ("tls.crt".to_string(), pem.cert.clone()),
+            ("tls.key".to_string(), pem.key.clone()),
+        ])),
+        ..Secret::default()
+    }
+}
+
+/// The receiver's TLS Secret.
+pub fn receiver_secret(
+    namespace: &str,
+    migration: &str,
+    ca_cert: &str,
+    pem: &mover::certs::Pem,
+) -> Secret {
+    tls_secret(
+        RECEIVER,
+        namespace,
+        transfer_labels(migration, ROLE_RECEIVER),
+        ca_cert,
+        pem,
+    )
+}
+
+/// A sender's TLS Secret (its certificate names only its own volume).
+pub fn sender_secret(
+    namespace: &str,
+    pvc: &str,
+    migration: &str,
+    ca_cert: &str,
+    pem: &mover::certs::Pem,
+) -> Secret {
+    tls_secret(
+        &names::sender(pvc),
+        namespace,
+        sender_labels(migration, pvc),
+        ca_cert,
+        pem,
+    )
+}
+
+fn sender_labels(migration: &str, pvc: &str) -> BTreeMap<String, String> {
+    let mut labels = transfer_labels(migration, ROLE_SENDER);
+    labels.insert(PVC_LABEL.into(), label_safe(pvc));
+    labels
+}
+
+fn tls_volume(secret: &str) -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.to_string()),
+                default_mode: Some(0o400),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        VolumeMount {
+            name: "tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+    )
+}
+
+fn tls_args() -> Vec<String> {
+    [
+        "--cert",
+        &format!("{TLS_DIR}/tls.crt"),
+        "--key",
+        &format!("{TLS_DIR}/tls.key"),
+        "--ca",
+        &format!("{TLS_DIR}/ca.crt"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn pvc_volume(index: usize, claim: &str, read_only: bool) -> Volume {
+    Volume {
+        name: format!("pvc-{index}"),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim.to_string(),
+            read_only: read_only.then_some(true),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The receiver pod of a destination namespace, serving each of `pvcs`
+/// as the volume of the same name.
+pub fn receiver_pod(namespace: &str, migration: &str, image: &str, pvcs: &[String]) -> Pod {
+    let (tls_vol, tls_mount) = tls_volume(RECEIVER);
+    let mut volumes = vec![tls_vol];
+    let mut mounts = vec![tls_mount];
+    let mut args: Vec<String> = vec![
+        "receive".into(),
+        "--listen".into(),
+        format!("0.0.0.0:{RECEIVER_PORT}"),
+    ];
+    args.extend(tls_args());
+    for (i, pvc) in pvcs.iter().enumerate() {
+        let volume = pvc_volume(i, pvc, false);
+        let path = format!("{RECEIVER_VOLUMES_DIR}/{pvc}");
+        mounts.push(VolumeMount {
+            name: volume.name.clone(),
+            mount_path: path.clone(),
+            ..VolumeMount::default()
+        });
+        volumes.push(volume);
+        args.push("--volume".into());
+        args.push(format!("{pvc}={path}"));
+    }
+    Pod {
+        metadata: meta(
+            RECEIVER,
+            namespace,
+            transfer_labels(migration, ROLE_RECEIVER),
+        ),
+        spec: Some(PodSpec {
+            restart_policy: Some("Always".into()),
+            security_context: Some(PodSecurityContext {
+                run_as_user: Some(0),
+                run_as_group: Some(0),
+                run_as_non_root: Some(false),
+                ..PodSecurityContext::default()
+            }),
+            containers: vec![Container {
+                name: "mover".into(),
+                image: Some(image.to_string()),
+                image_pull_policy: Some("IfNotPresent".into()),
+                args: Some(args),
+                ports: Some(vec![ContainerPort {
+                    name: Some("mover".into()),
+                    container_port: RECEIVER_PORT,
+                    protocol: Some("TCP".into()),
+                    ..ContainerPort::default()
+                }]),
+                volume_mounts: Some(mounts),
+                security_context: Some(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    read_only_root_filesystem: Some(true),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".into()]),
+                        // Ownership, modes and times of any file, device
+                        // nodes, and reading back what it wrote.
+                        add: Some(
+                            ["CHOWN", "FOWNER", "FSETID", "DAC_OVERRIDE", "MKNOD"]
+                                .map(String::from)
+                                .to_vec(),
+                        ),
+                    }),
+                    ..SecurityContext::default()
+                }),
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
+                ..Container::default()
+            }],
+            volumes: Some(volumes),
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The receiver's Service: port 443 to the receiver's port, of the type
+/// the endpoint needs.
+pub fn receiver_service(namespace: &str, migration: &str, endpoint: EndpointType) -> Service {
+    let type_ = match endpoint {
+        EndpointType::Route | EndpointType::Ingress => "ClusterIP",
+        EndpointType::Loadbalancer => "LoadBalancer",
+        EndpointType::Nodeport => "NodePort",
+    };
+    Service {
+        metadata: meta(
+            RECEIVER,
+            namespace,
+            transfer_labels(migration, ROLE_RECEIVER),
+        ),
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(transfer_labels(migration, ROLE_RECEIVER)),
+            ports: Some(vec![ServicePort {
+                name: Some("mover".into()),
+                port: 443,
+                target_port: Some(IntOrString::String("mover".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The passthrough Route to the receiver's Service; the router picks its
+/// host, which the orchestrator reads back from the Route's status.
+pub fn receiver_route(namespace: &str, migration: &str) -> DynamicObject {
+    let mut route = DynamicObject::new(RECEIVER, &route_resource())
+        .within(namespace)
+        .data(json!({
+            "spec": {
+                "to": {"kind": "Service", "name": RECEIVER, "weight": 100},
+                "port": {"targetPort": "mover"},
+                "tls": {"termination": "passthrough", "insecureEdgeTerminationPolicy": "None"},
+                "wildcardPolicy": "None",
+            }
+        }));
+    route.metadata.labels = Some(transfer_labels(migration, ROLE_RECEIVER));
+    route
+}
+
+/// An Ingress with SSL passthrough (ingress-nginx) to the receiver's
+/// Service on `host`.
+pub fn receiver_ingress(namespace: &str, migration: &str, host: &str) -> Ingress {
+    let mut metadata = meta(
+        RECEIVER,
+        namespace,
+        transfer_labels(migration, ROLE_RECEIVER),
+    );
+    metadata.annotations = Some(BTreeMap::from([(
+        "nginx.ingress.kubernetes.io/ssl-passthrough".to_string(),
+        "true".to_string(),
+    )]));
+    Ingress {
+        metadata,
+        spec: Some(IngressSpec {
+            rules: Some(vec![IngressRule {
+                host: Some(host.to_string()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/".into()),
+                        path_type: "Prefix".into(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: RECEIVER.into(),
+                                port: Some(ServiceBackendPort {
+                                    number: Some(443),
+                                    ..ServiceBackendPort::default()
+                                }),
+                            }),
+                            ..IngressBackend::default()
+                        },
+                    }],
+                }),
+            }]),
+            ..IngressSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Where and as whom a sender runs: taken from the pods that already use
+/// its PVC.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    /// Set when the PVC is ReadWriteOnce and mounted on this node.
+    pub node: Option<String>,
+    /// The using pods' pod-level security context (identity fields only).
+    pub security: Option<PodSecurityContext>,
+}
+
+/// What a sender needs to know to reach its receiver.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `HOST:PORT` to connect to.
+    pub connect: String,
+    /// TLS server name: the Route or Ingress host.
+    pub server_name: String,
+}
+
+/// The sender pod copying `pvc` of `namespace` to the receiver at `target`.
+pub fn sender_pod(
+    namespace: &str,
+    pvc: &str,
+    plan: &Plan,
+    placement: &Placement,
+    target: &Target,
+) -> Pod {
+    let (tls_vol, tls_mount) = tls_volume(&names::sender(pvc));
+    let source = pvc_volume(0, pvc, true);
+    let mut args: Vec<String> = [
+        "send",
+        SENDER_SOURCE_DIR,
+        "--connect",
+        &target.connect,
+        "--server-name",
+        &target.server_name,
+        "--volume",
+        pvc,
+        "--progress",
+        "json",
+        // Rides out short network trouble inside one pod; a pod that still
+        // fails is retried by the orchestrator.
+        "--retries",
+        "3",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(tls_args());
+    let security = placement.security.clone().map(|s| PodSecurityContext {
+        run_as_user: s.run_as_user,
+        run_as_group: s.run_as_group,
+        fs_group: s.fs_group,
+        supplemental_groups: s.supplemental_groups,
+        se_linux_options: s.se_linux_options,
+        ..PodSecurityContext::default()
+    });
+    Pod {
+        metadata: meta(
+            &names::sender(pvc),
+            namespace,
+            sender_labels(&plan.name, pvc),
+        ),
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            node_name: placement.node.clone(),
+            security_context: security,
+            containers: vec![Container {
+                name: "mover".into(),
+                image: Some(plan.mover_image.clone()),
+                image_pull_policy: Some("IfNotPresent".into()),
+                args: Some(args),
+                volume_mounts: Some(vec![
+                    tls_mount,
+                    VolumeMount {
+                        name: source.name.clone(),
+                        mount_path: SENDER_SOURCE_DIR.into(),
+                        read_only: Some(true),
+                        ..VolumeMount::default()
+                    },
+                ]),
+                security_context: Some(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    read_only_root_filesystem: Some(true),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".into()]),
+                        add: None,
+                    }),
+                    ..SecurityContext::default()
+                }),
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
+                ..Container::default()
+            }],
+            volumes: Some(vec![tls_vol, source]),
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Where a PVC's sender must run and as whom, from the pods of its
+/// namespace that mount it. Only a ReadWriteOnce(-Pod) volume pins the
+/// node: a shared volume can be mounted anywhere.
+pub fn placement(pvc: &PersistentVolumeClaim, pods: &[Pod]) -> Placement {
+    let name = pvc.metadata.name.as_deref().unwrap_or_default();
+    let users: Vec<&Pod> = pods
+        .iter()
+        .filter(|pod| {
+            pod.spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .any(|v| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .is_some_and(|c| c.claim_name == name)
+                })
+        })
+        .collect();
+    let exclusive = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.access_modes.as_ref())
+        .is_some_and(|modes| {
+            modes
+                .iter()
+                .all(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod")
+        });
+    let running = users
+        .iter()
+        .find(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+    let node = exclusive
+        .then(|| running.or(users.first()))
+        .flatten()
+        .and_then(|pod| pod.spec.as_ref()?.node_name.clone());
+    let security = running
+        .or(users.first())
+        .and_then(|pod| pod.spec.as_ref()?.security_context.clone());
+    Placement { node, security }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{resolve, PlanFile, PlanFlags};
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaimStatus, PodStatus, SELinuxOptions};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn plan() -> Plan {
+        let file: PlanFile = serde_yaml::from_str(
+            "name: m1\nnamespaces: ['app:app2']\nstorageClassMapping: {gp2: standard}\n\
+             accessModeMapping: {ReadWriteMany: ReadWriteOnce}\nmoverImage: mover:test\n",
+        )
+        .unwrap();
+        resolve(file, &PlanFlags::default(), "test").unwrap()
+    }
+
+    fn pvc(name: &str, modes: &[&str]) -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("app".into()),
+                labels: Some(BTreeMap::from([("app".to_string(), "db".to_string())])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(modes.iter().map(|m| m.to_string()).collect()),
+                storage_class_name: Some("gp2".into()),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".to_string(),
+                        Quantity("1Gi".into()),
+                    )])),
+                    ..VolumeResourceRequirements::default()
+                }),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            status: Some(PersistentVolumeClaimStatus {
+                capacity: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity("2Gi".into()),
+                )])),
+                ..PersistentVolumeClaimStatus::default()
+            }),
+        }
+    }
+
+    fn user_pod(claim: &str, node: &str, phase: &str, uid: i64) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                security_context: Some(PodSecurityContext {
+                    run_as_user: Some(uid),
+                    fs_group: Some(2000),
+                    supplemental_groups: Some(vec![3000]),
+                    se_linux_options: Some(SELinuxOptions {
+                        level: Some("s0:c1,c2".into()),
+                        ..SELinuxOptions::default()
+                    }),
+                    sysctls: Some(vec![]),
+                    ..PodSecurityContext::default()
+                }),
+                volumes: Some(vec![pvc_volume(0, claim, false)]),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn destination_pvc_maps_class_modes_and_keeps_capacity() {
+        let out = destination_pvc(&pvc("data", &["ReadWriteMany"]), "app2", &plan());
+        let spec = out.spec.unwrap();
+        assert_eq!(out.metadata.namespace.as_deref(), Some("app2"));
+        assert_eq!(spec.storage_class_name.as_deref(), Some("standard"));
+        assert_eq!(
+            spec.access_modes.unwrap(),
+            vec!["ReadWriteOnce".to_string()]
+        );
+        let requests = spec.resources.unwrap().requests.unwrap();
+        assert_eq!(requests["storage"], Quantity("2Gi".into()));
+        let labels = out.metadata.labels.unwrap();
+        assert_eq!(labels["app"], "db");
+        assert_eq!(labels[MIGRATED_BY_LABEL], "m1");
+        assert!(
+            !labels.contains_key(TRANSFER_LABEL),
+            "cleanup must never match a PVC"
+        );
+        assert_eq!(
+            out.metadata.annotations.unwrap()[SOURCE_ANNOTATION],
+            "app/data"
+        );
+    }
+
+    #[test]
+    fn destination_namespace_keeps_annotations_but_not_uid_ranges() {
+        let source = Namespace {
+            metadata: ObjectMeta {
+                name: Some("app".into()),
+                annotations: Some(BTreeMap::from([
+                    ("team".to_string(), "blue".to_string()),
+                    (
+                        "openshift.io/sa.scc.uid-range".to_string(),
+                        "1000/10".to_string(),
+                    ),
+                ])),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        let out = destination_namespace(&source, "app2", "m1");
+        let annotations = out.metadata.annotations.unwrap();
+        assert_eq!(annotations.get("team").map(String::as_str), Some("blue"));
+        assert!(!annotations.contains_key("openshift.io/sa.scc.uid-range"));
+        assert_eq!(out.metadata.labels.unwrap()[MIGRATED_BY_LABEL], "m1");
+    }
+
+    #[test]
+    fn receiver_pod_mounts_every_pvc_and_serves_it_by_name() {
+        let pod = receiver_pod("app2", "m1", "mover:test", &["a".into(), "b.c".into()]);
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(labels[TRANSFER_LABEL], "m1");
+        assert_eq!(labels[ROLE_LABEL], ROLE_RECEIVER);
+        let spec = pod.spec.unwrap();
+        let container = &spec.containers[0];
+        let args = container.args.clone().unwrap().join(" ");
+        assert!(args.starts_with("receive --listen 0.0.0.0:8443"), "{args}");
+        assert!(
+            args.contains("--volume a=/volumes/a --volume b.c=/volumes/b.c"),
+            "{args}"
+        );
+        assert!(args.contains("--ca /tls/ca.crt"), "{args}");
+        let mounts = container.volume_mounts.clone().unwrap();
+        let claims: Vec<_> = spec
+            .volumes
+            .unwrap()
+            .into_iter()
+            .filter_map(|v| Some((v.name, v.persistent_volume_claim?.claim_name)))
+            .collect();
+        assert_eq!(
+            claims,
+            vec![("pvc-0".into(), "a".into()), ("pvc-1".into(), "b.c".into())]
+        );
+        assert!(mounts
+            .iter()
+            .any(|m| m.name == "pvc-1" && m.mount_path == "/volumes/b.c" && m.read_only.is_none()));
+        assert_eq!(spec.security_context.unwrap().run_as_user, Some(0));
+        let security = container.security_context.clone().unwrap();
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert!(security
+            .capabilities
+            .unwrap()
+            .add
+            .unwrap()
+            .contains(&"CHOWN".to_string()));
+    }
+
+    #[test]
+    fn service_selects_the_receiver_and_route_passes_tls_through() {
+        let service = receiver_service("app2", "m1", EndpointType::Route);
+        let spec = service.spec.unwrap();
+        assert_eq!(spec.selector.unwrap(), transfer_labels("m1", ROLE_RECEIVER));
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        let port = &spec.ports.unwrap()[0];
+        assert_eq!(
+            (port.port, port.target_port.clone()),
+            (443, Some(IntOrString::String("mover".into())))
+        );
+        for (endpoint, type_) in [
+            (EndpointType::Loadbalancer, "LoadBalancer"),
+            (EndpointType::Nodeport, "NodePort"),
+        ] {
+            let spec = receiver_service("app2", "m1", endpoint).spec.unwrap();
+            assert_eq!(spec.type_.as_deref(), Some(type_));
+        }
+        let route = receiver_route("app2", "m1");
+        assert_eq!(route.data["spec"]["tls"]["termination"], "passthrough");
+        assert_eq!(route.data["spec"]["to"]["name"], RECEIVER);
+        assert_eq!(route.metadata.namespace.as_deref(), Some("app2"));
+        assert_eq!(route.metadata.labels.unwrap()[TRANSFER_LABEL], "m1");
+        let ingress = receiver_ingress("app2", "m1", "mover.example.com");
+        assert_eq!(
+            ingress.metadata.annotations.unwrap()["nginx.ingress.kubernetes.io/ssl-passthrough"],
+            "true"
+        );
+    }
+
+    #[test]
+    fn sender_runs_where_and_as_the_application_does() {
+        let pods = vec![
+            user_pod("other", "node-9", "Running", 5),
+            user_pod("data", "node-1", "Pending", 7),
+            user_pod("data", "node-2", "Running", 1001),
+        ];
+        let rwo = placement(&pvc("data", &["ReadWriteOnce"]), &pods);
+        assert_eq!(rwo.node.as_deref(), Some("node-2"));
+        let rwx = placement(&pvc("data", &["ReadWriteMany"]), &pods);
+        assert_eq!(rwx.node, None, "a shared volume does not pin the sender");
+        assert_eq!(rwx.security.as_ref().unwrap().run_as_user, Some(1001));
+        let unused = placement(&pvc("lonely", &["ReadWriteOnce"]), &pods);
+        assert_eq!(unused, Placement::default());
+
+        let target = Target {
+            connect: "mover-receiver-app2.apps.example.com:443".into(),
+            server_name: "mover-receiver-app2.apps.example.com".into(),
+        };
+        let pod = sender_pod("app", "data", &plan(), &rwo, &target);
+        assert_eq!(pod.metadata.name.as_deref(), Some("mover-sender-data"));
+        assert_eq!(pod.metadata.labels.clone().unwrap()[PVC_LABEL], "data");
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("node-2"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let security = spec.security_context.unwrap();
+        assert_eq!(security.run_as_user, Some(1001));
+        assert_eq!(security.fs_group, Some(2000));
+        assert_eq!(security.supplemental_groups, Some(vec![3000]));
+        assert_eq!(
+            security.se_linux_options.unwrap().level.as_deref(),
+            Some("s0:c1,c2")
+        );
+        assert_eq!(security.sysctls, None, "only identity fields are copied");
+        let container = &spec.containers[0];
+        assert_eq!(container.image.as_deref(), Some("mover:test"));
+        let args = container.args.clone().unwrap().join(" ");
+        assert!(
+            args.starts_with(
+                "send /source --connect mover-receiver-app2.apps.example.com:443 \
+                 --server-name mover-receiver-app2.apps.example.com --volume data --progress json"
+            ),
+            "{args}"
+        );
+        let source_mount = container
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.mount_path == SENDER_SOURCE_DIR)
+            .unwrap();
+        assert_eq!(source_mount.read_only, Some(true));
+        let claim = spec.volumes.unwrap()[1]
+            .persistent_volume_claim
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (claim.claim_name.as_str(), claim.read_only),
+            ("data", Some(true))
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! Names, labels and annotations of the objects a migration creates.
+//!
+//! Transfer objects (receiver and sender pods, their Secrets, the Service
+//! and the endpoint) all carry [`TRANSFER_LABEL`], which is how cleanup
+//! finds them. What stays after a migration (destination namespaces and
+//! PVCs) carries [`MIGRATED_BY_LABEL`] instead, so no cleanup selector can
+//! ever match it.
+
+use sha2::{Digest, Sha256};
+
+/// On every transfer object; the value is the migration's name.
+pub const TRANSFER_LABEL: &str = "mover.io/transfer";
+/// `receiver` or `sender`.
+pub const ROLE_LABEL: &str = "mover.io/role";
+/// On sender objects: the (label-safe) name of the PVC they copy.
+pub const PVC_LABEL: &str = "mover.io/pvc";
+/// On destination namespaces and PVCs: the migration that made them.
+pub const MIGRATED_BY_LABEL: &str = "mover.io/migrated-by";
+/// On destination PVCs: where the data came from, `namespace/name`.
+pub const SOURCE_ANNOTATION: &str = "mover.io/source";
+/// On destination PVCs: when the last copy finished (RFC 3339).
+pub const SYNCED_AT_ANNOTATION: &str = "mover.io/synced-at";
+/// On destination PVCs: `stage` or `final`, the kind of the last finished
+/// copy. A final copy marks the PVC done: later runs skip it unless they
+/// are stage runs.
+pub const SYNC_KIND_ANNOTATION: &str = "mover.io/sync-kind";
+
+/// The receiver pod, its Secret, Service and endpoint, in each destination
+/// namespace.
+pub const RECEIVER: &str = "mover-receiver";
+/// The port the receiver listens on inside its pod.
+pub const RECEIVER_PORT: i32 = 8443;
+/// Where the receiver mounts PVC `name`: `/volumes/<name>`.
+pub const RECEIVER_VOLUMES_DIR: &str = "/volumes";
+/// Where a sender mounts the PVC it copies.
+pub const SENDER_SOURCE_DIR: &str = "/source";
+/// Where both roles mount their TLS Secret.
+pub const TLS_DIR: &str = "/tls";
+
+pub const ROLE_RECEIVER: &str = "receiver";
+pub const ROLE_SENDER: &str = "sender";
+
+/// The sender pod (and Secret) for a PVC.
+pub fn sender(pvc: &str) -> String {
+    format!("mover-sender-{}", label_safe(pvc))
+}
+
+/// `value` if it is a valid label value; otherwise a readable prefix and a
+/// hash of the whole, so that distinct PVC names stay distinct labels.
+pub fn label_safe(value: &str) -> String {
+    if crate::plan::check_label_value(value).is_ok() {
+        return value.to_string();
+    }
+    let digest = Sha256::digest(value.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let prefix: String = value
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(50)
+        .collect();
+    let prefix = prefix.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if prefix.is_empty() {
+        hash
+    } else {
+        format!("{prefix}-{hash}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_safe_keeps_valid_values_and_hashes_long_ones() {
+        assert_eq!(label_safe("data-0"), "data-0");
+        let long = format!("{}.x", "a".repeat(70));
+        let safe = label_safe(&long);
+        assert!(crate::plan::check_label_value(&safe).is_ok(), "{safe}");
+        assert_ne!(safe, label_safe(&format!("{}.y", "a".repeat(70))));
+        assert_eq!(sender("data-0"), "mover-sender-data-0");
+    }
+}

@@ -1,0 +1,452 @@
+//! Preflight: everything that can be checked before anything is created,
+//! with every problem listed at once.
+//!
+//! The result, an [`Inventory`], is also what `orchestrator plan` prints:
+//! the PVCs that would be copied and where they would go.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{ListParams, PostParams};
+use kube::Api;
+
+use crate::clusters::Cluster;
+use crate::names::{MIGRATED_BY_LABEL, SYNC_KIND_ANNOTATION};
+use crate::plan::{EndpointType, NamespaceMapping, Plan, PvcSelection};
+
+/// What the migration will work on, as found in the clusters.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub namespaces: Vec<NamespaceInventory>,
+}
+
+/// One source namespace: the PVCs to copy and the pods that use them.
+#[derive(Debug, Clone)]
+pub struct NamespaceInventory {
+    pub mapping: NamespaceMapping,
+    pub source: Namespace,
+    /// The selected source PVCs, each with what is known of its
+    /// destination twin.
+    pub pvcs: Vec<PvcInventory>,
+    /// The source namespace's pods (to place senders beside them).
+    pub pods: Vec<Pod>,
+    /// Whether the destination namespace already exists.
+    pub destination_exists: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PvcInventory {
+    pub source: PersistentVolumeClaim,
+    /// The destination PVC, when an earlier run of this migration made it.
+    pub destination: Option<PersistentVolumeClaim>,
+}
+
+impl PvcInventory {
+    pub fn name(&self) -> &str {
+        self.source.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// True when an earlier final run of this migration already copied it.
+    pub fn finished(&self) -> bool {
+        self.destination
+            .as_ref()
+            .and_then(|d| d.metadata.annotations.as_ref())
+            .and_then(|a| a.get(SYNC_KIND_ANNOTATION))
+            .is_some_and(|kind| kind == "final")
+    }
+}
+
+/// Every problem preflight found.
+#[derive(Debug)]
+pub struct Problems(pub Vec<String>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "preflight found {} problem(s); nothing was changed:",
+            self.0.len()
+        )?;
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Checks both clusters against the plan without changing anything.
+pub async fn check(
+    plan: &Plan,
+    source: &Cluster,
+    destination: &Cluster,
+) -> Result<Inventory, Problems> {
+    let mut problems = Vec::new();
+    let mut reachable = true;
+    for cluster in [source, destination] {
+        if let Err(e) = cluster.client.apiserver_version().await {
+            problems.push(format!(
+                "{} is not reachable: {e} (check the kubeconfig's server address and credentials)",
+                cluster.describe()
+            ));
+            reachable = false;
+        }
+    }
+    if !reachable {
+        return Err(Problems(problems));
+    }
+    check_rights(plan, source, destination, &mut problems).await;
+
+    let classes = match Api::<StorageClass>::all(destination.client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list.items,
+        Err(e) => {
+            problems.push(format!(
+                "{}: cannot list storage classes: {e}",
+                destination.describe()
+            ));
+            Vec::new()
+        }
+    };
+    if plan.endpoint == EndpointType::Route {
+        check_route_api(destination, &mut problems).await;
+    }
+
+    let mut namespaces = Vec::new();
+    for mapping in &plan.namespaces {
+        if let Some(found) =
+            check_namespace(plan, mapping, source, destination, &classes, &mut problems).await
+        {
+            namespaces.push(found);
+        }
+    }
+    if problems.is_empty() {
+        Ok(Inventory { namespaces })
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+async fn check_namespace(
+    plan: &Plan,
+    mapping: &NamespaceMapping,
+    source: &Cluster,
+    destination: &Cluster,
+    classes: &[StorageClass],
+    problems: &mut Vec<String>,
+) -> Option<NamespaceInventory> {
+    let ns = &mapping.source;
+    let namespace = match Api::<Namespace>::all(source.client.clone())
+        .get_opt(ns)
+        .await
+    {
+        Ok(Some(namespace)) => namespace,
+        Ok(None) => {
+            problems.push(format!(
+                "namespace {ns:?} does not exist in {}",
+                source.describe()
+            ));
+            return None;
+        }
+        Err(e) => {
+            problems.push(format!(
+                "{}: reading namespace {ns:?}: {e}",
+                source.describe()
+            ));
+            return None;
+        }
+    };
+    let listed = |what: &str, e: kube::Error| {
+        format!(
+            "{}: listing {what} in namespace {ns:?}: {e}",
+            source.describe()
+        )
+    };
+    let pvcs = match Api::<PersistentVolumeClaim>::namespaced(source.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list.items,
+        Err(e) => {
+            problems.push(listed("PVCs", e));
+            return None;
+        }
+    };
+    let pods = match Api::<Pod>::namespaced(source.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list.items,
+        Err(e) => {
+            problems.push(listed("pods", e));
+            return None;
+        }
+    };
+    let selected: Vec<PersistentVolumeClaim> = match &plan.pvcs {
+        PvcSelection::All => pvcs,
+        PvcSelection::Named(names) => {
+            let wanted: BTreeSet<&str> = names
+                .iter()
+                .filter(|(pvc_ns, _)| pvc_ns == ns)
+                .map(|(_, name)| name.as_str())
+                .collect();
+            for name in &wanted {
+                if !pvcs
+                    .iter()
+                    .any(|p| p.metadata.name.as_deref() == Some(name))
+                {
+                    problems.push(format!(
+                        "PVC {ns}/{name} does not exist in {}",
+                        source.describe()
+                    ));
+                }
+            }
+            pvcs.into_iter()
+                .filter(|p| wanted.contains(p.metadata.name.as_deref().unwrap_or_default()))
+                .collect()
+        }
+    };
+
+    let dest_ns = &mapping.destination;
+    let destination_exists = match Api::<Namespace>::all(destination.client.clone())
+        .get_opt(dest_ns)
+        .await
+    {
+        Ok(found) => found.is_some(),
+        Err(e) => {
+            problems.push(format!(
+                "{}: reading namespace {dest_ns:?}: {e}",
+                destination.describe()
+            ));
+            false
+        }
+    };
+    let dest_pvcs = Api::<PersistentVolumeClaim>::namespaced(destination.client.clone(), dest_ns);
+    let mut inventory = Vec::new();
+    for pvc in selected {
+        let name = pvc.metadata.name.clone().unwrap_or_default();
+        let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
+        if phase != Some("Bound") {
+            problems.push(format!(
+                "PVC {ns}/{name} is {} in {}, not Bound: there is no data to copy",
+                phase.unwrap_or("without a phase"),
+                source.describe()
+            ));
+        }
+        check_storage_class(plan, &pvc, classes, destination, problems);
+        let existing = if destination_exists {
+            match dest_pvcs.get_opt(&name).await {
+                Ok(found) => found,
+                Err(e) => {
+                    problems.push(format!(
+                        "{}: reading PVC {dest_ns}/{name}: {e}",
+                        destination.describe()
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(existing) = &existing {
+            let ours = existing
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(MIGRATED_BY_LABEL))
+                .is_some_and(|m| *m == plan.name);
+            if !ours {
+                problems.push(format!(
+                    "PVC {dest_ns}/{name} already exists in {} and was not made by migration \
+                     {:?}: refusing to overwrite its data (delete it, or map the namespace elsewhere)",
+                    destination.describe(),
+                    plan.name
+                ));
+            }
+        }
+        inventory.push(PvcInventory {
+            source: pvc,
+            destination: existing,
+        });
+    }
+    Some(NamespaceInventory {
+        mapping: mapping.clone(),
+        source: namespace,
+        pvcs: inventory,
+        pods,
+        destination_exists,
+    })
+}
+
+fn check_storage_class(
+    plan: &Plan,
+    pvc: &PersistentVolumeClaim,
+    classes: &[StorageClass],
+    destination: &Cluster,
+    problems: &mut Vec<String>,
+) {
+    let ns = pvc.metadata.namespace.as_deref().unwrap_or_default();
+    let name = pvc.metadata.name.as_deref().unwrap_or_default();
+    let source_class = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref());
+    let available = || {
+        let names: Vec<&str> = classes
+            .iter()
+            .filter_map(|c| c.metadata.name.as_deref())
+            .collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    match plan.map_storage_class(source_class) {
+        Some(class) => {
+            if !classes
+                .iter()
+                .any(|c| c.metadata.name.as_deref() == Some(&class))
+            {
+                let hint = if plan
+                    .storage_class_mapping
+                    .contains_key(source_class.unwrap_or_default())
+                {
+                    String::new()
+                } else {
+                    format!("; map it with storageClassMapping or --storage-class {class}=<class>")
+                };
+                problems.push(format!(
+                    "PVC {ns}/{name}: storage class {class:?} does not exist in {} (available: {}){hint}",
+                    destination.describe(),
+                    available()
+                ));
+            }
+        }
+        None => {
+            let has_default = classes.iter().any(|c| {
+                c.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
+                    .is_some_and(|v| v == "true")
+            });
+            if !has_default {
+                problems.push(format!(
+                    "PVC {ns}/{name} names no storage class and {} has no default one (available: {})",
+                    destination.describe(),
+                    available()
+                ));
+            }
+        }
+    }
+}
+
+async fn check_route_api(destination: &Cluster, problems: &mut Vec<String>) {
+    match kube::discovery::group(&destination.client, "route.openshift.io").await {
+        Ok(_) => {}
+        Err(e) => problems.push(format!(
+            "{} does not serve route.openshift.io Routes ({e}); choose another endpoint \
+             (--endpoint ingress|loadbalancer|nodeport)",
+            destination.describe()
+        )),
+    }
+}
+
+/// The rights a migration needs, per side: (verb, group, resource).
+const SOURCE_RIGHTS: &[(&str, &str, &str)] = &[
+    ("list", "", "persistentvolumeclaims"),
+    ("list", "", "pods"),
+    ("create", "", "pods"),
+    ("get", "", "pods/log"),
+    ("delete", "", "pods"),
+    ("create", "", "secrets"),
+    ("delete", "", "secrets"),
+];
+const DESTINATION_RIGHTS: &[(&str, &str, &str)] = &[
+    ("create", "", "namespaces"),
+    ("create", "", "persistentvolumeclaims"),
+    ("patch", "", "persistentvolumeclaims"),
+    ("create", "", "pods"),
+    ("delete", "", "pods"),
+    ("create", "", "secrets"),
+    ("delete", "", "secrets"),
+    ("create", "", "services"),
+    ("delete", "", "services"),
+];
+
+async fn check_rights(
+    plan: &Plan,
+    source: &Cluster,
+    destination: &Cluster,
+    problems: &mut Vec<String>,
+) {
+    let endpoint_right: (&str, &str, &str) = match plan.endpoint {
+        EndpointType::Route => ("create", "route.openshift.io", "routes"),
+        EndpointType::Ingress => ("create", "networking.k8s.io", "ingresses"),
+        EndpointType::Loadbalancer | EndpointType::Nodeport => ("create", "", "services"),
+    };
+    for mapping in &plan.namespaces {
+        for (cluster, ns, rights) in [
+            (source, &mapping.source, SOURCE_RIGHTS.to_vec()),
+            (destination, &mapping.destination, {
+                let mut r = DESTINATION_RIGHTS.to_vec();
+                r.push(endpoint_right);
+                r
+            }),
+        ] {
+            for (verb, group, resource) in rights {
+                if let Err(reason) = allowed(cluster, ns, verb, group, resource).await {
+                    problems.push(format!(
+                        "{}: not allowed to {verb} {resource} in namespace {ns:?}: {reason}",
+                        cluster.describe()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+async fn allowed(
+    cluster: &Cluster,
+    ns: &str,
+    verb: &str,
+    group: &str,
+    resource: &str,
+) -> Result<(), String> {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_string())),
+        None => (resource, None),
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(ns.to_string()),
+                verb: Some(verb.to_string()),
+                group: Some(group.to_string()),
+                resource: Some(resource.to_string()),
+                subresource,
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    let answer = Api::<SelfSubjectAccessReview>::all(cluster.client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| format!("the access review failed: {e}"))?;
+    match answer.status {
+        Some(status) if status.allowed => Ok(()),
+        Some(status) => Err(status.reason.unwrap_or_else(|| "denied".into())),
+        None => Err("the access review returned no status".into()),
+    }
+}

@@ -1,0 +1,262 @@
+//! What a migration did, per PVC: the live state the display shows and the
+//! final report (`--output json`, or a table).
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a PVC's copy stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PvcState {
+    Waiting,
+    Starting,
+    Copying,
+    Retrying,
+    Done,
+    Failed,
+    /// Already copied by an earlier final run.
+    Skipped,
+}
+
+impl PvcState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PvcState::Waiting => "waiting",
+            PvcState::Starting => "starting",
+            PvcState::Copying => "copying",
+            PvcState::Retrying => "retrying",
+            PvcState::Done => "done",
+            PvcState::Failed => "failed",
+            PvcState::Skipped => "skipped",
+        }
+    }
+}
+
+/// The counters a mover reports, as it prints them in its JSON events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    pub files_examined: u64,
+    pub bytes_examined: u64,
+    pub files_sent: u64,
+    pub bytes_sent: u64,
+    pub bytes_matched: u64,
+    pub bytes_done: u64,
+    pub wire_bytes: u64,
+    pub vanished: u64,
+    pub errors: u64,
+}
+
+/// One PVC's copy.
+#[derive(Debug, Clone, Serialize)]
+pub struct PvcReport {
+    pub namespace: String,
+    pub name: String,
+    pub destination_namespace: String,
+    pub state: PvcState,
+    pub attempts: u32,
+    #[serde(flatten)]
+    pub counters: Counters,
+    pub files_deleted: u64,
+    /// Seconds from the first sender's start to the end of the last one.
+    pub duration_secs: f64,
+    /// Bytes per second of the last attempt, and its estimate of the
+    /// seconds left (live only).
+    #[serde(skip)]
+    pub rate: f64,
+    #[serde(skip)]
+    pub eta_secs: Option<f64>,
+    /// A finished copy that the mover flagged (files that changed while
+    /// being read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// Why the copy failed, in the mover's words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl PvcReport {
+    pub fn new(namespace: &str, name: &str, destination_namespace: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            destination_namespace: destination_namespace.into(),
+            state: PvcState::Waiting,
+            attempts: 0,
+            counters: Counters::default(),
+            files_deleted: 0,
+            duration_secs: 0.0,
+            rate: 0.0,
+            eta_secs: None,
+            warning: None,
+            error: None,
+        }
+    }
+
+    /// `ns/name`, or `ns/name -> dest-ns` when the namespace is renamed.
+    pub fn label(&self) -> String {
+        if self.namespace == self.destination_namespace {
+            format!("{}/{}", self.namespace, self.name)
+        } else {
+            format!(
+                "{}/{} -> {}",
+                self.namespace, self.name, self.destination_namespace
+            )
+        }
+    }
+
+    /// The one-line live view of this PVC.
+    pub fn line(&self) -> String {
+        let c = &self.counters;
+        let mut line = format!(
+            "{:<40} {:<8} {:>10}/{:<10} {:>8} files {:>10}/s",
+            self.label(),
+            self.state.as_str(),
+            human_bytes(c.bytes_done),
+            human_bytes(c.bytes_examined),
+            c.files_examined,
+            human_bytes(self.rate as u64)
+        );
+        if let Some(eta) = self.eta_secs.filter(|_| self.state == PvcState::Copying) {
+            let _ = write!(line, " ETA {}", human_duration(eta));
+        }
+        if self.attempts > 1 {
+            let _ = write!(line, " attempt {}", self.attempts);
+        }
+        if let Some(error) = &self.error {
+            let _ = write!(line, " : {error}");
+        }
+        line
+    }
+}
+
+/// The whole migration's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub migration: String,
+    pub stage: bool,
+    pub succeeded: bool,
+    pub pvcs: Vec<PvcReport>,
+    /// Problems outside any one PVC (a receiver that never started, ...).
+    pub errors: Vec<String>,
+    /// Transfer objects that cleanup could not remove.
+    pub leftovers: Vec<String>,
+}
+
+impl Report {
+    /// The summary table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<40} {:<8} {:>8} {:>10} {:>10} {:>9} {:>8}\n",
+            "PVC", "STATE", "FILES", "BYTES", "WIRE", "SECONDS", "ATTEMPTS"
+        );
+        for pvc in &self.pvcs {
+            let c = &pvc.counters;
+            let _ = writeln!(
+                out,
+                "{:<40} {:<8} {:>8} {:>10} {:>10} {:>9.1} {:>8}",
+                pvc.label(),
+                pvc.state.as_str(),
+                c.files_examined,
+                human_bytes(c.bytes_examined),
+                human_bytes(c.wire_bytes),
+                pvc.duration_secs,
+                pvc.attempts
+            );
+        }
+        for pvc in &self.pvcs {
+            if let Some(error) = &pvc.error {
+                let _ = writeln!(out, "{}: {error}", pvc.label());
+            }
+            if let Some(warning) = &pvc.warning {
+                let _ = writeln!(out, "{}: warning: {warning}", pvc.label());
+            }
+        }
+        for error in &self.errors {
+            let _ = writeln!(out, "error: {error}");
+        }
+        for leftover in &self.leftovers {
+            let _ = writeln!(out, "not cleaned up: {leftover}");
+        }
+        out
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn human_duration(secs: f64) -> String {
+    let secs = secs.round() as u64;
+    if secs >= 3600 {
+        format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
+    } else if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_report_lists_counters_flat_and_omits_empty_fields() {
+        let mut pvc = PvcReport::new("app", "data", "app2");
+        pvc.state = PvcState::Done;
+        pvc.counters.bytes_examined = 1 << 30;
+        pvc.counters.wire_bytes = 12345;
+        pvc.duration_secs = 3.5;
+        let value = serde_json::to_value(&pvc).unwrap();
+        assert_eq!(value["state"], "done");
+        assert_eq!(value["bytes_examined"], 1u64 << 30);
+        assert_eq!(value["wire_bytes"], 12345);
+        assert_eq!(value["destination_namespace"], "app2");
+        assert!(value.get("error").is_none() && value.get("rate").is_none());
+        assert_eq!(pvc.label(), "app/data -> app2");
+        assert!(pvc.line().contains("1.0 GiB"), "{}", pvc.line());
+    }
+
+    #[test]
+    fn table_names_failures_and_leftovers() {
+        let mut failed = PvcReport::new("app", "logs", "app");
+        failed.state = PvcState::Failed;
+        failed.error = Some("permission denied: secret.txt".into());
+        let report = Report {
+            migration: "m".into(),
+            stage: false,
+            succeeded: false,
+            pvcs: vec![failed],
+            errors: vec!["receiver in app did not start".into()],
+            leftovers: vec!["pod app/mover-receiver".into()],
+        };
+        let table = report.table();
+        assert!(
+            table.contains("app/logs: permission denied: secret.txt"),
+            "{table}"
+        );
+        assert!(
+            table.contains("error: receiver in app did not start"),
+            "{table}"
+        );
+        assert!(
+            table.contains("not cleaned up: pod app/mover-receiver"),
+            "{table}"
+        );
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_duration(125.0), "2m05s");
+    }
+}
