@@ -20,7 +20,7 @@ use super::patch::{self, PatchKind};
 use super::resources::{Kind, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector, Selectors};
 use super::watch::{self, WatchRequest};
-use super::{discovery, json_response, logs, scale, table, Server};
+use super::{discovery, json_response, logs, openapi, scale, table, Server};
 
 /// One request, parsed.
 struct Request {
@@ -88,6 +88,11 @@ async fn route(request: Request, segments: &[&str]) -> ApiResult<Response> {
         ["apis"] => ok(discovery::groups(&catalog())),
         ["apis", group] => ok(discovery::group(&catalog(), group)?),
         ["api", version] => ok(discovery::resources(&catalog(), "", version)?),
+        ["openapi", "v3"] => ok(openapi::index(&catalog())),
+        ["openapi", "v3", "api", version] => ok(openapi::group_version(&catalog(), "", version)?),
+        ["openapi", "v3", "apis", group, version] => {
+            ok(openapi::group_version(&catalog(), group, version)?)
+        }
         ["apis", group, version] => ok(discovery::resources(&catalog(), group, version)?),
         ["api", version, rest @ ..] => {
             let target = target(&request, "", version, rest)?;
@@ -500,6 +505,7 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
         .unwrap_or("application/json");
     let media = content_type.split(';').next().unwrap_or("").trim();
     let yaml = match media {
+        super::protobuf::CONTENT_TYPE => return super::protobuf::decode(body),
         "application/json" | "" | "*/*" => false,
         "application/yaml" | "application/x-yaml" | "text/yaml" => true,
         other => return Err(ApiError::unsupported_media_type(other)),

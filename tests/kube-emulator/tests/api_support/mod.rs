@@ -15,7 +15,7 @@ use tokio::task::AbortHandle;
 /// A running emulated cluster (no Docker) and its state directory.
 pub struct TestCluster {
     pub cluster: Cluster,
-    pub _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl TestCluster {
@@ -39,7 +39,7 @@ pub async fn cluster() -> TestCluster {
     let cluster = Cluster::start(&options, dir.path(), shared)
         .await
         .expect("starting the emulated cluster");
-    TestCluster { cluster, _dir: dir }
+    TestCluster { cluster, dir }
 }
 
 /// An API server alone, with `logs` as its pod log source and a watch
