@@ -1210,15 +1210,21 @@ async fn watcher_sees_changes_and_resumes_after_a_cut_connection() {
 async fn streaming_list_watcher_gets_initial_events_then_changes() {
     let test = cluster().await;
     let cms: Api<ConfigMap> = Api::namespaced(test.client(), "default");
-    cms.create(&PostParams::default(), &config_map("a", json!({}), json!({})))
-        .await
-        .expect("cm");
+    cms.create(
+        &PostParams::default(),
+        &config_map("a", json!({}), json!({})),
+    )
+    .await
+    .expect("cm");
     let config = watcher::Config::default().streaming_lists();
     let events = collect_events(watcher(cms.clone(), config).default_backoff());
     saw(&events, &["init", "initapply a", "initdone"]).await;
-    cms.create(&PostParams::default(), &config_map("b", json!({}), json!({})))
-        .await
-        .expect("cm");
+    cms.create(
+        &PostParams::default(),
+        &config_map("b", json!({}), json!({})),
+    )
+    .await
+    .expect("cm");
     saw(&events, &["apply b"]).await;
 }
 
