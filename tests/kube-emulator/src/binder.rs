@@ -1,10 +1,380 @@
-//! TODO(binder)
+//! The PVC/PV binder: a dynamic provisioner plus the PV controller's
+//! binding and reclaiming, in two kube-runtime controllers.
+//!
+//! - Claims: a Pending PVC whose storage class exists (or, without a class,
+//!   when a default StorageClass exists) gets a fresh hostPath PV under
+//!   `<state_dir>/volumes/<pv>`, and both become Bound. A claim whose class
+//!   does not exist stays Pending with a Warning Event saying so, and is
+//!   looked at again whenever a StorageClass appears or changes.
+//! - Volumes: a PV whose claim is gone is reclaimed by its policy: `Delete`
+//!   removes the PV and its directory, `Retain` marks it Released.
+//!
+//! `volumeBindingMode: WaitForFirstConsumer` is treated as Immediate.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::{
+    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Resource as _, ResourceExt as _};
 
 use crate::context::ClusterContext;
 
+/// The StorageClass the binder creates at startup, marked default.
+pub const DEFAULT_STORAGE_CLASS: &str = "standard";
+/// The provisioner named by the default class and on the PVs made.
+pub const PROVISIONER: &str = "kube-emulator.io/hostpath";
+const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
+const PROVISIONED_BY_ANNOTATION: &str = "pv.kubernetes.io/provisioned-by";
+
+/// Failed reconciliations are retried after this long.
+const RETRY: Duration = Duration::from_secs(2);
+
+struct Binder {
+    cluster: Arc<ClusterContext>,
+    events: Recorder,
+}
+
+/// A reconciliation that failed (and is retried).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct Failure(anyhow::Error);
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self(error)
+    }
+}
+
+impl From<kube::Error> for Failure {
+    fn from(error: kube::Error) -> Self {
+        Self(error.into())
+    }
+}
+
+/// Runs the binder until the task is aborted.
 pub async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
-    let _ = ctx;
-    todo!("binder")
+    let client = ctx.client.clone();
+    create_default_class(&client).await?;
+    let binder = Arc::new(Binder {
+        events: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "persistentvolume-controller".to_string(),
+                instance: Some(format!("kube-emulator-{}", ctx.name)),
+            },
+        ),
+        cluster: ctx,
+    });
+
+    let claims = Controller::new(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default());
+    let known_claims = claims.store();
+    let claims = claims
+        // A new or changed StorageClass may be the one a Pending claim waits for.
+        .watches(Api::<StorageClass>::all(client.clone()), watcher::Config::default(), move |_| {
+            known_claims
+                .state()
+                .into_iter()
+                .filter(|claim| !is_bound(claim))
+                .map(|claim| ObjectRef::from_obj(&*claim))
+                .collect::<Vec<_>>()
+        })
+        .run(bind_claim, retry, binder.clone())
+        .for_each(|_| async {});
+
+    let volumes = Controller::new(Api::<PersistentVolume>::all(client.clone()), watcher::Config::default())
+        // A claim's deletion releases its volume.
+        .watches(Api::<PersistentVolumeClaim>::all(client), watcher::Config::default(), |claim| {
+            claim.spec.and_then(|spec| spec.volume_name).map(|name| ObjectRef::new(&name))
+        })
+        .run(reclaim_volume, retry, binder)
+        .for_each(|_| async {});
+
+    tokio::join!(claims, volumes);
+    anyhow::bail!("the binder's controllers stopped")
+}
+
+async fn create_default_class(client: &kube::Client) -> anyhow::Result<()> {
+    let class = StorageClass {
+        metadata: ObjectMeta {
+            name: Some(DEFAULT_STORAGE_CLASS.to_string()),
+            annotations: Some([(DEFAULT_CLASS_ANNOTATION.to_string(), "true".to_string())].into()),
+            ..ObjectMeta::default()
+        },
+        provisioner: PROVISIONER.to_string(),
+        reclaim_policy: Some("Delete".to_string()),
+        volume_binding_mode: Some("Immediate".to_string()),
+        ..StorageClass::default()
+    };
+    match Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+    {
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        result => result
+            .map(drop)
+            .context("creating the default StorageClass"),
+    }
+}
+
+fn is_bound(claim: &PersistentVolumeClaim) -> bool {
+    claim.status.as_ref().and_then(|status| status.phase.as_deref()) == Some("Bound")
+}
+
+fn retry<K>(_: Arc<K>, error: &Failure, binder: Arc<Binder>) -> Action {
+    tracing::warn!("pvc binder {}: {error}", binder.cluster.name);
+    Action::requeue(RETRY)
+}
+
+/// Provisions and binds a PV for a Pending claim.
+async fn bind_claim(claim: Arc<PersistentVolumeClaim>, binder: Arc<Binder>) -> Result<Action, Failure> {
+    if claim.metadata.deletion_timestamp.is_some() || is_bound(&claim) {
+        return Ok(Action::await_change());
+    }
+    let spec = claim.spec.clone().unwrap_or_default();
+    let client = binder.cluster.client.clone();
+    let pv_name = format!("pvc-{}", claim.uid().context("the claim has no uid")?);
+    if spec.volume_name.as_deref().is_some_and(|name| name != pv_name) {
+        binder
+            .warn(
+                &claim,
+                "FailedBinding",
+                "binding a claim to a volume it names (spec.volumeName) is not supported by the emulator",
+            )
+            .await;
+        return Ok(Action::await_change());
+    }
+    let class = match spec.storage_class_name.as_deref() {
+        Some("") => {
+            binder
+                .warn(&claim, "FailedBinding", "no persistent volumes available for this claim and no storage class is set")
+                .await;
+            return Ok(Action::await_change());
+        }
+        Some(name) => match Api::<StorageClass>::all(client.clone()).get_opt(name).await? {
+            Some(class) => class,
+            None => {
+                let message = format!("storageclass.storage.k8s.io \"{name}\" not found");
+                binder.warn(&claim, "ProvisioningFailed", &message).await;
+                return Ok(Action::await_change());
+            }
+        },
+        None => match default_class(&client).await? {
+            Some(class) => class,
+            None => {
+                binder
+                    .warn(&claim, "FailedBinding", "no persistent volumes available for this claim and no storage class is set")
+                    .await;
+                return Ok(Action::await_change());
+            }
+        },
+    };
+
+    let volume = binder.provision(&claim, &class, &pv_name).await?;
+    let namespace = claim.namespace().unwrap_or_default();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, &namespace);
+    let bind = serde_json::json!({
+        "metadata": { "annotations": {
+            "pv.kubernetes.io/bind-completed": "yes",
+            "pv.kubernetes.io/bound-by-controller": "yes",
+            "volume.kubernetes.io/storage-provisioner": class.provisioner,
+        } },
+        "spec": { "volumeName": pv_name, "storageClassName": class.name_any() },
+    });
+    claims
+        .patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&bind))
+        .await?;
+    let volume_spec = volume.spec.unwrap_or_default();
+    let status = serde_json::json!({ "status": {
+        "phase": "Bound",
+        "accessModes": volume_spec.access_modes,
+        "capacity": volume_spec.capacity,
+    } });
+    claims
+        .patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    binder
+        .event(
+            &claim,
+            EventType::Normal,
+            "ProvisioningSucceeded",
+            &format!("Successfully provisioned volume {pv_name} using {}", class.provisioner),
+        )
+        .await;
+    Ok(Action::await_change())
+}
+
+async fn default_class(client: &kube::Client) -> kube::Result<Option<StorageClass>> {
+    let classes = Api::<StorageClass>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    Ok(classes.items.into_iter().find(|class| {
+        class.annotations().get(DEFAULT_CLASS_ANNOTATION).map(String::as_str) == Some("true")
+    }))
+}
+
+impl Binder {
+    /// The claim's PV, Bound to it: created with its directory, or found
+    /// from an earlier attempt that did not finish.
+    async fn provision(
+        &self,
+        claim: &PersistentVolumeClaim,
+        class: &StorageClass,
+        name: &str,
+    ) -> Result<PersistentVolume, Failure> {
+        let volumes: Api<PersistentVolume> = Api::all(self.cluster.client.clone());
+        let dir = self.volumes_dir().join(name);
+        let volume = match volumes.get_opt(name).await? {
+            Some(volume) => volume,
+            None => {
+                create_world_writable(&dir).await?;
+                let spec = claim.spec.clone().unwrap_or_default();
+                let volume = PersistentVolume {
+                    metadata: ObjectMeta {
+                        name: Some(name.to_string()),
+                        annotations: Some([(PROVISIONED_BY_ANNOTATION.to_string(), class.provisioner.clone())].into()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(PersistentVolumeSpec {
+                        access_modes: spec.access_modes,
+                        capacity: spec.resources.and_then(|resources| resources.requests),
+                        claim_ref: Some(ObjectReference {
+                            api_version: Some("v1".to_string()),
+                            kind: Some("PersistentVolumeClaim".to_string()),
+                            namespace: claim.namespace(),
+                            name: Some(claim.name_any()),
+                            uid: claim.uid(),
+                            resource_version: claim.resource_version(),
+                            ..ObjectReference::default()
+                        }),
+                        host_path: Some(HostPathVolumeSource {
+                            path: dir.to_string_lossy().into_owned(),
+                            type_: Some("DirectoryOrCreate".to_string()),
+                        }),
+                        persistent_volume_reclaim_policy: Some(
+                            class.reclaim_policy.clone().unwrap_or_else(|| "Delete".to_string()),
+                        ),
+                        storage_class_name: Some(class.name_any()),
+                        volume_mode: spec.volume_mode,
+                        mount_options: class.mount_options.clone(),
+                        ..PersistentVolumeSpec::default()
+                    }),
+                    ..PersistentVolume::default()
+                };
+                volumes.create(&PostParams::default(), &volume).await?
+            }
+        };
+        let status = serde_json::json!({ "status": { "phase": "Bound" } });
+        volumes
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+        Ok(volume)
+    }
+
+    /// Where this cluster's PV directories live.
+    fn volumes_dir(&self) -> PathBuf {
+        self.cluster.state_dir.join("volumes")
+    }
+
+    async fn warn(&self, claim: &PersistentVolumeClaim, reason: &str, message: &str) {
+        self.event(claim, EventType::Warning, reason, message).await;
+    }
+
+    /// Records an Event about a claim; failing to is logged, not fatal.
+    async fn event(&self, claim: &PersistentVolumeClaim, type_: EventType, reason: &str, message: &str) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(message.to_string()),
+            action: "Provisioning".to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.events.publish(&event, &claim.object_ref(&())).await {
+            tracing::warn!(
+                "pvc binder {}: recording event {reason} for claim {}: {error}",
+                self.cluster.name,
+                claim.name_any()
+            );
+        }
+    }
+}
+
+/// Releases a PV whose claim is gone, by its reclaim policy.
+async fn reclaim_volume(volume: Arc<PersistentVolume>, binder: Arc<Binder>) -> Result<Action, Failure> {
+    let spec = volume.spec.clone().unwrap_or_default();
+    let Some(claim_ref) = spec.claim_ref else {
+        return Ok(Action::await_change());
+    };
+    let phase = volume.status.as_ref().and_then(|status| status.phase.as_deref());
+    if volume.metadata.deletion_timestamp.is_some() || phase == Some("Released") {
+        return Ok(Action::await_change());
+    }
+    let client = binder.cluster.client.clone();
+    let claims: Api<PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), claim_ref.namespace.as_deref().unwrap_or("default"));
+    let claim_name = claim_ref.name.clone().unwrap_or_default();
+    if let Some(claim) = claims.get_opt(&claim_name).await? {
+        if claim.uid() == claim_ref.uid {
+            return Ok(Action::await_change());
+        }
+    }
+    let volumes: Api<PersistentVolume> = Api::all(client);
+    let name = volume.name_any();
+    if spec.persistent_volume_reclaim_policy.as_deref() == Some("Retain") {
+        let status = serde_json::json!({ "status": {
+            "phase": "Released",
+            "message": format!("claim {}/{claim_name} was deleted; the volume is retained", claim_ref.namespace.unwrap_or_default()),
+        } });
+        volumes
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+        return Ok(Action::await_change());
+    }
+    // Only directories this binder made are ever deleted.
+    let ours = spec
+        .host_path
+        .map(|host| PathBuf::from(host.path))
+        .filter(|path| path.parent() == Some(binder.volumes_dir().as_path()));
+    if let Some(dir) = ours {
+        remove_dir(&dir).await?;
+    }
+    match volumes.delete(&name, &Default::default()).await {
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        result => {
+            result?;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// A PV directory anyone may write, as hostPath provisioners make them, so
+/// pods running as any user can use the volume (fsGroup narrows it).
+async fn create_world_writable(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .with_context(|| format!("creating {}", dir.display()))?;
+    tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+        .await
+        .with_context(|| format!("making {} writable", dir.display()))
+}
+
+async fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(error).with_context(|| format!("removing {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }

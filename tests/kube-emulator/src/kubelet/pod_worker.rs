@@ -1,0 +1,625 @@
+//! One task per pod: runs its init containers one after the other, then
+//! its containers (the first on the cluster's network, the others in the
+//! first one's network namespace, as a pod's containers share one
+//! network), notices exits through `docker wait`, restarts per the pod's
+//! restartPolicy with a back-off, reports status after every change, and
+//! removes the containers and the pod's files when the pod goes away.
+//!
+//! A container that cannot start yet (missing Secret, unbound PVC, image
+//! not on this machine) waits with the reason a real kubelet gives and is
+//! retried; nothing one pod does can stop another pod's worker.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Preconditions};
+use kube::{Api, ResourceExt as _};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::container::{check_non_root, Launch, CLUSTER_LABEL};
+use super::env::PodFacts;
+use super::sources::Sources;
+use super::status::{self, Reporter};
+use super::{env, volumes, POD_UID_LABEL};
+use crate::context::ClusterContext;
+use crate::docker;
+
+/// How long a container that cannot start yet waits before the next try.
+const RETRY: Duration = Duration::from_secs(1);
+/// The first and the longest delay before restarting a container that
+/// exited. The real kubelet's are 10 s and 5 min; the emulator's are short
+/// so that tests of restarts are quick.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+/// A container that ran this long before exiting is restarted after the
+/// first back-off again.
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
+/// The real kubelet's limits on a termination message, and on the log
+/// tail used instead with `terminationMessagePolicy: FallbackToLogsOnError`.
+const TERMINATION_MESSAGE_BYTES: usize = 4096;
+const FALLBACK_LOG_LINES: u64 = 80;
+const FALLBACK_LOG_BYTES: usize = 2048;
+
+/// Why a container is not running yet: the reason and message of its
+/// `waiting` state.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Waiting {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Waiting {
+    /// The container's configuration refers to something missing or wrong.
+    pub(super) fn config(message: String) -> Self {
+        Self {
+            reason: "CreateContainerConfigError",
+            message,
+        }
+    }
+
+    /// Something the container needs is not ready yet.
+    pub(super) fn creating(message: String) -> Self {
+        Self {
+            reason: "ContainerCreating",
+            message,
+        }
+    }
+}
+
+/// A container's current state.
+#[derive(Clone, Debug)]
+pub(super) enum State {
+    Waiting(Waiting),
+    Running { id: String, started_at: Timestamp },
+    Terminated(Terminated),
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Terminated {
+    /// The Docker container, if one was created.
+    pub id: Option<String>,
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: Option<String>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Timestamp,
+}
+
+/// One container of the pod spec across its restarts.
+pub(super) struct Slot {
+    pub spec: Container,
+    pub state: State,
+    pub last_state: Option<Terminated>,
+    pub restart_count: i32,
+    pub image_id: Option<String>,
+    /// Docker containers created for it so far.
+    created: u32,
+    /// When to try starting it (again).
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+impl Slot {
+    fn new(spec: &Container, reason: &'static str) -> Self {
+        Self {
+            spec: spec.clone(),
+            state: State::Waiting(Waiting {
+                reason,
+                message: String::new(),
+            }),
+            last_state: None,
+            restart_count: 0,
+            image_id: None,
+            created: 0,
+            retry_at: Instant::now(),
+            backoff: FIRST_BACKOFF,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Which {
+    Init(usize),
+    Main(usize),
+}
+
+/// A container's exit, as `docker wait` reports it.
+struct Exit(String);
+
+pub(super) struct PodWorker {
+    ctx: Arc<ClusterContext>,
+    pub(super) pod: Pod,
+    uid: String,
+    /// `<state_dir>/pods/<uid>`: Secret and ConfigMap files, emptyDirs,
+    /// termination logs.
+    dir: PathBuf,
+    pub(super) init: Vec<Slot>,
+    pub(super) main: Vec<Slot>,
+    pub(super) pod_ip: Option<String>,
+    pub(super) start_time: Timestamp,
+    exits: mpsc::UnboundedSender<Exit>,
+    exited: mpsc::UnboundedReceiver<Exit>,
+    /// The `docker wait` of each running container.
+    waits: JoinSet<()>,
+    reporter: Reporter,
+}
+
+impl PodWorker {
+    pub(super) fn new(ctx: Arc<ClusterContext>, pod: Pod) -> Self {
+        let uid = pod.uid().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let init: Vec<Slot> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|container| Slot::new(container, "PodInitializing"))
+            .collect();
+        let main_reason = if init.is_empty() {
+            "ContainerCreating"
+        } else {
+            "PodInitializing"
+        };
+        let main = spec
+            .containers
+            .iter()
+            .map(|container| Slot::new(container, main_reason))
+            .collect();
+        let (exits, exited) = mpsc::unbounded_channel();
+        Self {
+            dir: ctx.state_dir.join("pods").join(&uid),
+            ctx,
+            pod,
+            uid,
+            init,
+            main,
+            pod_ip: None,
+            start_time: Timestamp::now(),
+            exits,
+            exited,
+            waits: JoinSet::new(),
+            reporter: Reporter::default(),
+        }
+    }
+
+    pub(super) fn restart_policy(&self) -> &str {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.restart_policy.as_deref())
+            .unwrap_or("Always")
+    }
+
+    /// The node's address: every node of the cluster is the router address.
+    pub(super) fn host_ip(&self) -> String {
+        self.ctx.router_ip.to_string()
+    }
+
+    fn api(&self) -> Api<Pod> {
+        Api::namespaced(
+            self.ctx.client.clone(),
+            &self.pod.namespace().unwrap_or_default(),
+        )
+    }
+
+    /// Runs the pod until it is deleted (`updates` closes) or marked for
+    /// deletion, then removes its containers and files.
+    pub(super) async fn run(mut self, mut updates: watch::Receiver<Pod>) {
+        let mut deleted = false;
+        while self.pod.metadata.deletion_timestamp.is_none() {
+            while self.waits.try_join_next().is_some() {}
+            let next_start = self.advance().await;
+            let status = status::compute(&self);
+            let reported = self.reporter.report(&self.api(), &self.pod.name_any(), status).await;
+            let wake = match (next_start, reported) {
+                (start, true) => start,
+                (Some(start), false) => Some(start.min(Instant::now() + RETRY)),
+                (None, false) => Some(Instant::now() + RETRY),
+            };
+            tokio::select! {
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        deleted = true;
+                        break;
+                    }
+                    self.pod = updates.borrow_and_update().clone();
+                }
+                Some(Exit(id)) = self.exited.recv() => self.on_exit(&id).await,
+                () = sleep_until(wake) => {}
+            }
+        }
+        self.teardown().await;
+        if !deleted {
+            // Graceful deletion ends with the kubelet's final delete, as in
+            // a real cluster (the API server removes the pod once its
+            // finalizers, if any, are gone).
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(self.uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            if let Err(error) = self.api().delete(&self.pod.name_any(), &params).await {
+                if !matches!(&error, kube::Error::Api(status) if status.code == 404) {
+                    tracing::warn!("kubelet {}: deleting pod {}: {error}", self.ctx.name, self.pod.name_any());
+                }
+            }
+        }
+    }
+
+    /// Starts whatever is due to start: the next init container, or every
+    /// waiting container once initialization is done. Returns when to look
+    /// again for containers that are still waiting.
+    async fn advance(&mut self) -> Option<Instant> {
+        if status::phase(self).is_finished() {
+            return None;
+        }
+        for index in 0..self.init.len() {
+            match &self.init[index].state {
+                State::Terminated(done) if done.exit_code == 0 => continue,
+                State::Waiting(_) => return self.start_if_due(Which::Init(index)).await,
+                State::Running { .. } | State::Terminated(_) => return None,
+            }
+        }
+        let mut next = None;
+        for index in 0..self.main.len() {
+            if matches!(self.main[index].state, State::Waiting(_)) {
+                let retry = self.start_if_due(Which::Main(index)).await;
+                next = match (next, retry) {
+                    (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        next
+    }
+
+    fn slot(&mut self, which: Which) -> &mut Slot {
+        match which {
+            Which::Init(index) => &mut self.init[index],
+            Which::Main(index) => &mut self.main[index],
+        }
+    }
+
+    /// Starts the container if its retry time has come; returns when to
+    /// try again if it is (still) waiting.
+    async fn start_if_due(&mut self, which: Which) -> Option<Instant> {
+        if self.slot(which).retry_at > Instant::now() {
+            return Some(self.slot(which).retry_at);
+        }
+        match self.launch(which).await {
+            Ok(()) => {}
+            Err(Failure::Waiting(waiting)) => {
+                let slot = self.slot(which);
+                slot.state = State::Waiting(waiting);
+                slot.retry_at = Instant::now() + RETRY;
+            }
+            Err(Failure::StartError(message)) => {
+                let terminated = Terminated {
+                    id: None,
+                    exit_code: 128,
+                    reason: "StartError".to_string(),
+                    message: Some(message),
+                    started_at: None,
+                    finished_at: Timestamp::now(),
+                };
+                self.after_exit(which, terminated);
+            }
+        }
+        let slot = self.slot(which);
+        matches!(slot.state, State::Waiting(_)).then_some(slot.retry_at)
+    }
+
+    /// Creates and starts the container's next Docker container.
+    async fn launch(&mut self, which: Which) -> Result<(), Failure> {
+        let container = self.slot(which).spec.clone();
+        let namespace = self.pod.namespace().unwrap_or_default();
+        let mut sources = Sources::new(self.ctx.client.clone(), &namespace);
+        let volumes = volumes::prepare(&self.ctx.client, &self.pod, &[&container], &self.dir, &mut sources).await?;
+        let mounts = volumes::mounts(&container, &volumes)?;
+
+        let network_of = match which {
+            Which::Main(index) if index > 0 => match &self.main[0].state {
+                State::Running { id, .. } => Some(id.clone()),
+                _ => {
+                    return Err(Failure::Waiting(Waiting::creating(format!(
+                        "waiting for container {} to run: it holds the pod's network",
+                        self.main[0].spec.name
+                    ))))
+                }
+            },
+            _ => None,
+        };
+        let host_ip = self.host_ip();
+        let facts = PodFacts {
+            pod: &self.pod,
+            host_ip: &host_ip,
+            pod_ip: network_of.as_ref().and(self.pod_ip.as_deref()),
+        };
+        let env = env::resolve(&container, &facts, &mut sources).await?;
+
+        let image = container.image.clone().unwrap_or_default();
+        if image.is_empty() {
+            return Err(Failure::Waiting(Waiting::config(format!(
+                "container {} has no image",
+                container.name
+            ))));
+        }
+        let Some(image_id) = docker::image_id(&image).await.map_err(Failure::docker)? else {
+            let pulled_before = matches!(
+                &self.slot(which).state,
+                State::Waiting(Waiting { reason: "ErrImagePull" | "ImagePullBackOff", .. })
+            );
+            return Err(Failure::Waiting(Waiting {
+                reason: if pulled_before { "ImagePullBackOff" } else { "ErrImagePull" },
+                message: format!(
+                    "image \"{image}\" is not on this machine and the emulator never pulls \
+                     images: build or load it into the local Docker engine"
+                ),
+            }));
+        };
+        let image_user = docker::image_user(&image).await.map_err(Failure::docker)?;
+        check_non_root(&self.pod, &container, &image_user)?;
+
+        let termination_log = self.termination_log(&container.name).await?;
+        let slot = self.slot(which);
+        slot.image_id = Some(image_id);
+        let attempt = slot.created;
+        // The previous instance is kept until now for its logs.
+        let previous = slot.last_state.as_ref().and_then(|last| last.id.clone());
+        let launch = Launch {
+            ctx: &self.ctx,
+            pod: &self.pod,
+            container: &container,
+            attempt,
+            image_user: &image_user,
+            env: &env,
+            mounts: &mounts,
+            network_of: network_of.as_deref(),
+            termination_log: &termination_log,
+        };
+        let args = launch.docker_run_args()?;
+        let name = launch.docker_name();
+        if let Some(previous) = previous {
+            if let Err(error) = docker::remove(&[previous]).await {
+                tracing::warn!("kubelet {}: removing an old container: {error}", self.ctx.name);
+            }
+        }
+        let slot = self.slot(which);
+        slot.created += 1;
+        slot.restart_count = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let id = match docker::run_detached(args).await {
+            Ok(id) => id,
+            Err(error) => {
+                // `docker run` may have created the container before failing
+                // to start it.
+                let _ = docker::remove(&[name]).await;
+                return Err(Failure::StartError(error.to_string()));
+            }
+        };
+        let started_at = match docker::inspect(&id).await {
+            Ok(info) => {
+                if which == Which::Main(0) {
+                    self.pod_ip = info
+                        .network_settings
+                        .networks
+                        .get(&self.ctx.network)
+                        .map(|endpoint| endpoint.ip_address.clone())
+                        .filter(|ip| !ip.is_empty());
+                }
+                info.state.started_at.parse().unwrap_or_else(|_| Timestamp::now())
+            }
+            Err(error) => {
+                tracing::warn!("kubelet {}: inspecting container {id}: {error:#}", self.ctx.name);
+                Timestamp::now()
+            }
+        };
+        self.slot(which).state = State::Running {
+            id: id.clone(),
+            started_at,
+        };
+        let exits = self.exits.clone();
+        self.waits.spawn(async move {
+            loop {
+                match docker::wait(&id).await {
+                    Ok(()) => break,
+                    Err(error) if error.is_not_found() => break,
+                    Err(error) => {
+                        tracing::warn!("waiting for container {id}: {error}");
+                        tokio::time::sleep(RETRY).await;
+                    }
+                }
+            }
+            let _ = exits.send(Exit(id));
+        });
+        Ok(())
+    }
+
+    /// A fresh, empty, world-writable file for the container's termination
+    /// message (any user the container runs as may write it).
+    async fn termination_log(&self, container: &str) -> Result<PathBuf, Failure> {
+        let path = self.termination_log_path(container);
+        let file = path.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::PermissionsExt as _;
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&file, b"")?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666))
+        })
+        .await
+        .map_err(|error| Failure::Waiting(Waiting::creating(format!("creating the termination log: {error}"))))?
+        .map_err(|error| {
+            Failure::Waiting(Waiting::creating(format!(
+                "creating the termination log {}: {error}",
+                path.display()
+            )))
+        })?;
+        Ok(path)
+    }
+
+    fn termination_log_path(&self, container: &str) -> PathBuf {
+        self.dir.join("containers").join(container).join("termination-log")
+    }
+
+    /// Records how a running container ended.
+    async fn on_exit(&mut self, id: &str) {
+        let running = |slot: &Slot| matches!(&slot.state, State::Running { id: running, .. } if running == id);
+        let which = if let Some(index) = self.init.iter().position(running) {
+            Which::Init(index)
+        } else if let Some(index) = self.main.iter().position(running) {
+            Which::Main(index)
+        } else {
+            return;
+        };
+        let State::Running { started_at, .. } = self.slot(which).state.clone() else {
+            return;
+        };
+        let terminated = match docker::inspect(id).await {
+            Ok(info) => {
+                let state = info.state;
+                let reason = if state.oom_killed {
+                    "OOMKilled"
+                } else if state.exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                };
+                Terminated {
+                    id: Some(id.to_string()),
+                    exit_code: state.exit_code,
+                    reason: reason.to_string(),
+                    message: self.termination_message(which, id, state.exit_code).await,
+                    started_at: Some(state.started_at.parse().unwrap_or(started_at)),
+                    finished_at: state.finished_at.parse().unwrap_or_else(|_| Timestamp::now()),
+                }
+            }
+            Err(error) => Terminated {
+                id: None,
+                exit_code: 137,
+                reason: "ContainerStatusUnknown".to_string(),
+                message: Some(format!("the container vanished: {error:#}")),
+                started_at: Some(started_at),
+                finished_at: Timestamp::now(),
+            },
+        };
+        self.after_exit(which, terminated);
+    }
+
+    /// The container's termination message: what it wrote to its
+    /// terminationMessagePath, or with `FallbackToLogsOnError` the tail of
+    /// its log when it failed without writing one.
+    async fn termination_message(&mut self, which: Which, id: &str, exit_code: i32) -> Option<String> {
+        let spec = self.slot(which).spec.clone();
+        let fallback = spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+        let path = self.termination_log_path(&spec.name);
+        let written = tokio::fs::read(&path).await.unwrap_or_default();
+        let mut message = written[..written.len().min(TERMINATION_MESSAGE_BYTES)].to_vec();
+        if message.is_empty() && fallback && exit_code != 0 {
+            if let Ok(mut log) = docker::logs(id, false, Some(FALLBACK_LOG_LINES)) {
+                while let Some(Ok(chunk)) = log.next().await {
+                    message.extend_from_slice(&chunk);
+                }
+            }
+            message.drain(..message.len().saturating_sub(FALLBACK_LOG_BYTES));
+        }
+        (!message.is_empty()).then(|| String::from_utf8_lossy(&message).into_owned())
+    }
+
+    /// Applies the restart policy to a container that ended (or failed to
+    /// start): it either waits in CrashLoopBackOff to be started again, or
+    /// stays terminated.
+    fn after_exit(&mut self, which: Which, terminated: Terminated) {
+        let policy = self.restart_policy().to_string();
+        let failed = terminated.exit_code != 0;
+        let restart = match (which, policy.as_str()) {
+            (_, "Never") => false,
+            // Init containers run to completion once.
+            (Which::Init(_), _) | (Which::Main(_), "OnFailure") => failed,
+            (Which::Main(_), _) => true,
+        };
+        let pod = format!("{}_{}({})", self.pod.name_any(), self.pod.namespace().unwrap_or_default(), self.uid);
+        let slot = self.slot(which);
+        if !restart {
+            slot.state = State::Terminated(terminated);
+            return;
+        }
+        let ran = terminated
+            .started_at
+            .and_then(|started| terminated.finished_at.duration_since(started).try_into().ok())
+            .unwrap_or(Duration::ZERO);
+        if ran >= BACKOFF_RESET {
+            slot.backoff = FIRST_BACKOFF;
+        }
+        slot.state = State::Waiting(Waiting {
+            reason: "CrashLoopBackOff",
+            message: format!(
+                "back-off {}s restarting failed container={} pod={pod}",
+                slot.backoff.as_secs(),
+                slot.spec.name
+            ),
+        });
+        slot.retry_at = Instant::now() + slot.backoff;
+        slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
+        slot.last_state = Some(terminated);
+    }
+
+    /// Removes the pod's containers and files.
+    async fn teardown(&mut self) {
+        self.waits.abort_all();
+        let labels = [
+            format!("{CLUSTER_LABEL}={}", self.ctx.name),
+            format!("{POD_UID_LABEL}={}", self.uid),
+        ];
+        let removed = match docker::containers(&self.ctx.shared.instance, &labels).await {
+            Ok(containers) => docker::remove(&containers).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = removed {
+            tracing::warn!("kubelet {}: removing the containers of pod {}: {error}", self.ctx.name, self.pod.name_any());
+        }
+        if let Err(error) = tokio::fs::remove_dir_all(&self.dir).await {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("kubelet {}: removing {}: {error}", self.ctx.name, self.dir.display());
+            }
+        }
+    }
+}
+
+/// Why a launch did not produce a running container.
+enum Failure {
+    /// Not yet: the container waits and is retried.
+    Waiting(Waiting),
+    /// Docker could not start it: this counts as a run that failed.
+    StartError(String),
+}
+
+impl Failure {
+    fn docker(error: docker::DockerError) -> Self {
+        Failure::Waiting(Waiting {
+            reason: "CreateContainerError",
+            message: error.to_string(),
+        })
+    }
+}
+
+impl From<Waiting> for Failure {
+    fn from(waiting: Waiting) -> Self {
+        Failure::Waiting(waiting)
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
