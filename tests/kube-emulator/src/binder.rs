@@ -18,7 +18,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::{
-    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec,
+    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeSpec,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -78,28 +79,45 @@ pub async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
         cluster: ctx,
     });
 
-    let claims = Controller::new(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default());
+    let claims = Controller::new(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let known_claims = claims.store();
     let claims = claims
         // A new or changed StorageClass may be the one a Pending claim waits for.
-        .watches(Api::<StorageClass>::all(client.clone()), watcher::Config::default(), move |_| {
-            known_claims
-                .state()
-                .into_iter()
-                .filter(|claim| !is_bound(claim))
-                .map(|claim| ObjectRef::from_obj(&*claim))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            Api::<StorageClass>::all(client.clone()),
+            watcher::Config::default(),
+            move |_| {
+                known_claims
+                    .state()
+                    .into_iter()
+                    .filter(|claim| !is_bound(claim))
+                    .map(|claim| ObjectRef::from_obj(&*claim))
+                    .collect::<Vec<_>>()
+            },
+        )
         .run(bind_claim, retry, binder.clone())
         .for_each(|_| async {});
 
-    let volumes = Controller::new(Api::<PersistentVolume>::all(client.clone()), watcher::Config::default())
-        // A claim's deletion releases its volume.
-        .watches(Api::<PersistentVolumeClaim>::all(client), watcher::Config::default(), |claim| {
-            claim.spec.and_then(|spec| spec.volume_name).map(|name| ObjectRef::new(&name))
-        })
-        .run(reclaim_volume, retry, binder)
-        .for_each(|_| async {});
+    let volumes = Controller::new(
+        Api::<PersistentVolume>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    // A claim's deletion releases its volume.
+    .watches(
+        Api::<PersistentVolumeClaim>::all(client),
+        watcher::Config::default(),
+        |claim| {
+            claim
+                .spec
+                .and_then(|spec| spec.volume_name)
+                .map(|name| ObjectRef::new(&name))
+        },
+    )
+    .run(reclaim_volume, retry, binder)
+    .for_each(|_| async {});
 
     tokio::join!(claims, volumes);
     anyhow::bail!("the binder's controllers stopped")
@@ -129,7 +147,11 @@ async fn create_default_class(client: &kube::Client) -> anyhow::Result<()> {
 }
 
 fn is_bound(claim: &PersistentVolumeClaim) -> bool {
-    claim.status.as_ref().and_then(|status| status.phase.as_deref()) == Some("Bound")
+    claim
+        .status
+        .as_ref()
+        .and_then(|status| status.phase.as_deref())
+        == Some("Bound")
 }
 
 fn retry<K>(_: Arc<K>, error: &Failure, binder: Arc<Binder>) -> Action {
@@ -138,14 +160,21 @@ fn retry<K>(_: Arc<K>, error: &Failure, binder: Arc<Binder>) -> Action {
 }
 
 /// Provisions and binds a PV for a Pending claim.
-async fn bind_claim(claim: Arc<PersistentVolumeClaim>, binder: Arc<Binder>) -> Result<Action, Failure> {
+async fn bind_claim(
+    claim: Arc<PersistentVolumeClaim>,
+    binder: Arc<Binder>,
+) -> Result<Action, Failure> {
     if claim.metadata.deletion_timestamp.is_some() || is_bound(&claim) {
         return Ok(Action::await_change());
     }
     let spec = claim.spec.clone().unwrap_or_default();
     let client = binder.cluster.client.clone();
     let pv_name = format!("pvc-{}", claim.uid().context("the claim has no uid")?);
-    if spec.volume_name.as_deref().is_some_and(|name| name != pv_name) {
+    if spec
+        .volume_name
+        .as_deref()
+        .is_some_and(|name| name != pv_name)
+    {
         binder
             .warn(
                 &claim,
@@ -158,11 +187,18 @@ async fn bind_claim(claim: Arc<PersistentVolumeClaim>, binder: Arc<Binder>) -> R
     let class = match spec.storage_class_name.as_deref() {
         Some("") => {
             binder
-                .warn(&claim, "FailedBinding", "no persistent volumes available for this claim and no storage class is set")
+                .warn(
+                    &claim,
+                    "FailedBinding",
+                    "no persistent volumes available for this claim and no storage class is set",
+                )
                 .await;
             return Ok(Action::await_change());
         }
-        Some(name) => match Api::<StorageClass>::all(client.clone()).get_opt(name).await? {
+        Some(name) => match Api::<StorageClass>::all(client.clone())
+            .get_opt(name)
+            .await?
+        {
             Some(class) => class,
             None => {
                 let message = format!("storageclass.storage.k8s.io \"{name}\" not found");
@@ -193,7 +229,11 @@ async fn bind_claim(claim: Arc<PersistentVolumeClaim>, binder: Arc<Binder>) -> R
         "spec": { "volumeName": pv_name, "storageClassName": class.name_any() },
     });
     claims
-        .patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&bind))
+        .patch(
+            &claim.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&bind),
+        )
         .await?;
     let volume_spec = volume.spec.unwrap_or_default();
     let status = serde_json::json!({ "status": {
@@ -202,14 +242,21 @@ async fn bind_claim(claim: Arc<PersistentVolumeClaim>, binder: Arc<Binder>) -> R
         "capacity": volume_spec.capacity,
     } });
     claims
-        .patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+        .patch_status(
+            &claim.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
         .await?;
     binder
         .event(
             &claim,
             EventType::Normal,
             "ProvisioningSucceeded",
-            &format!("Successfully provisioned volume {pv_name} using {}", class.provisioner),
+            &format!(
+                "Successfully provisioned volume {pv_name} using {}",
+                class.provisioner
+            ),
         )
         .await;
     Ok(Action::await_change())
@@ -220,7 +267,11 @@ async fn default_class(client: &kube::Client) -> kube::Result<Option<StorageClas
         .list(&ListParams::default())
         .await?;
     Ok(classes.items.into_iter().find(|class| {
-        class.annotations().get(DEFAULT_CLASS_ANNOTATION).map(String::as_str) == Some("true")
+        class
+            .annotations()
+            .get(DEFAULT_CLASS_ANNOTATION)
+            .map(String::as_str)
+            == Some("true")
     }))
 }
 
@@ -243,7 +294,13 @@ impl Binder {
                 let volume = PersistentVolume {
                     metadata: ObjectMeta {
                         name: Some(name.to_string()),
-                        annotations: Some([(PROVISIONED_BY_ANNOTATION.to_string(), class.provisioner.clone())].into()),
+                        annotations: Some(
+                            [(
+                                PROVISIONED_BY_ANNOTATION.to_string(),
+                                class.provisioner.clone(),
+                            )]
+                            .into(),
+                        ),
                         ..ObjectMeta::default()
                     },
                     spec: Some(PersistentVolumeSpec {
@@ -263,7 +320,10 @@ impl Binder {
                             type_: Some("DirectoryOrCreate".to_string()),
                         }),
                         persistent_volume_reclaim_policy: Some(
-                            class.reclaim_policy.clone().unwrap_or_else(|| "Delete".to_string()),
+                            class
+                                .reclaim_policy
+                                .clone()
+                                .unwrap_or_else(|| "Delete".to_string()),
                         ),
                         storage_class_name: Some(class.name_any()),
                         volume_mode: spec.volume_mode,
@@ -292,7 +352,13 @@ impl Binder {
     }
 
     /// Records an Event about a claim; failing to is logged, not fatal.
-    async fn event(&self, claim: &PersistentVolumeClaim, type_: EventType, reason: &str, message: &str) {
+    async fn event(
+        &self,
+        claim: &PersistentVolumeClaim,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_string(),
@@ -311,18 +377,26 @@ impl Binder {
 }
 
 /// Releases a PV whose claim is gone, by its reclaim policy.
-async fn reclaim_volume(volume: Arc<PersistentVolume>, binder: Arc<Binder>) -> Result<Action, Failure> {
+async fn reclaim_volume(
+    volume: Arc<PersistentVolume>,
+    binder: Arc<Binder>,
+) -> Result<Action, Failure> {
     let spec = volume.spec.clone().unwrap_or_default();
     let Some(claim_ref) = spec.claim_ref else {
         return Ok(Action::await_change());
     };
-    let phase = volume.status.as_ref().and_then(|status| status.phase.as_deref());
+    let phase = volume
+        .status
+        .as_ref()
+        .and_then(|status| status.phase.as_deref());
     if volume.metadata.deletion_timestamp.is_some() || phase == Some("Released") {
         return Ok(Action::await_change());
     }
     let client = binder.cluster.client.clone();
-    let claims: Api<PersistentVolumeClaim> =
-        Api::namespaced(client.clone(), claim_ref.namespace.as_deref().unwrap_or("default"));
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(
+        client.clone(),
+        claim_ref.namespace.as_deref().unwrap_or("default"),
+    );
     let claim_name = claim_ref.name.clone().unwrap_or_default();
     if let Some(claim) = claims.get_opt(&claim_name).await? {
         if claim.uid() == claim_ref.uid {

@@ -156,14 +156,17 @@ fn client_for(api_url: &str) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-/// A short id unique to this emulator process, used to name and label its
-/// Docker objects.
-fn instance_id() -> String {
+/// A short id unique to each call in this process, and very likely across
+/// processes, used to name and label Docker objects (tests that start
+/// single clusters give it to `Shared::instance`).
+pub fn instance_id() -> String {
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{}{:x}", std::process::id(), nanos & 0xfff)
+    format!("{}-{:x}-{call}", std::process::id(), nanos & 0xfff)
 }
 
 fn kubeconfig(clusters: &[&Cluster]) -> String {

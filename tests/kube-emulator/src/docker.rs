@@ -125,7 +125,9 @@ pub async fn create_network(name: &str, instance: &str) -> anyhow::Result<IpAddr
     gateway
         .split_whitespace()
         .find_map(|ip| ip.parse::<IpAddr>().ok().filter(IpAddr::is_ipv4))
-        .with_context(|| format!("Docker network {name} has no IPv4 gateway (inspect gave {gateway:?})"))
+        .with_context(|| {
+            format!("Docker network {name} has no IPv4 gateway (inspect gave {gateway:?})")
+        })
 }
 
 /// Removes every container of this instance on `network`, then the
@@ -134,8 +136,19 @@ pub async fn create_network(name: &str, instance: &str) -> anyhow::Result<IpAddr
 pub fn remove_cluster_objects(instance: &str, network: &str) {
     let instance = format!("label={INSTANCE_LABEL}={instance}");
     let mut containers = Vec::new();
-    for filter in [format!("label={NETWORK_LABEL}={network}"), format!("network={network}")] {
-        match docker_blocking(&["ps", "-aq", "--no-trunc", "--filter", &instance, "--filter", &filter]) {
+    for filter in [
+        format!("label={NETWORK_LABEL}={network}"),
+        format!("network={network}"),
+    ] {
+        match docker_blocking(&[
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &instance,
+            "--filter",
+            &filter,
+        ]) {
             Ok(ids) => containers.extend(ids.split_whitespace().map(String::from)),
             Err(error) => eprintln!("kube-emulator: listing the containers on {network}: {error}"),
         }
@@ -175,15 +188,22 @@ pub async fn image_id(image: &str) -> Result<Option<String>, DockerError> {
 /// The user a local image runs as by default (`USER` of its Dockerfile;
 /// empty for root).
 pub async fn image_user(image: &str) -> Result<String, DockerError> {
-    Ok(docker(["image", "inspect", "--format", "{{.Config.User}}", image])
-        .await?
-        .trim()
-        .to_string())
+    Ok(
+        docker(["image", "inspect", "--format", "{{.Config.User}}", image])
+            .await?
+            .trim()
+            .to_string(),
+    )
 }
 
 /// `docker run -d args...`: returns the new container's id.
 pub async fn run_detached(args: Vec<String>) -> Result<String, DockerError> {
-    let id = docker(["run".to_string(), "-d".to_string()].into_iter().chain(args)).await?;
+    let id = docker(
+        ["run".to_string(), "-d".to_string()]
+            .into_iter()
+            .chain(args),
+    )
+    .await?;
     Ok(id.trim().to_string())
 }
 
@@ -248,7 +268,11 @@ pub async fn containers(instance: &str, labels: &[String]) -> Result<Vec<String>
         args.push("--filter".to_string());
         args.push(format!("label={label}"));
     }
-    Ok(docker(args).await?.split_whitespace().map(String::from).collect())
+    Ok(docker(args)
+        .await?
+        .split_whitespace()
+        .map(String::from)
+        .collect())
 }
 
 /// Removes containers, running or not.
@@ -284,7 +308,11 @@ pub fn logs(
     command
         .arg(container)
         .stdin(Stdio::null())
-        .stdout(writer.try_clone().context("duplicating the docker logs pipe")?)
+        .stdout(
+            writer
+                .try_clone()
+                .context("duplicating the docker logs pipe")?,
+        )
         .stderr(writer)
         .kill_on_drop(true);
     let child = command.spawn().map_err(DockerError::NotInstalled)?;

@@ -24,6 +24,7 @@ pub mod context;
 pub mod docker;
 pub mod kubelet;
 pub mod router;
+pub mod testing;
 pub mod velero;
 
 pub use cluster::{Cluster, ClusterOptions, ClusterPair};

@@ -68,7 +68,10 @@ impl Launch<'_> {
             (CLUSTER_LABEL, ctx.name.clone()),
             (POD_UID_LABEL, pod.uid().unwrap_or_default()),
             ("io.kubernetes.pod.name", pod.name_any()),
-            ("io.kubernetes.pod.namespace", pod.namespace().unwrap_or_default()),
+            (
+                "io.kubernetes.pod.namespace",
+                pod.namespace().unwrap_or_default(),
+            ),
             (CONTAINER_NAME_LABEL, container.name.clone()),
         ];
         for (key, value) in labels {
@@ -81,7 +84,11 @@ impl Launch<'_> {
                 args.extend(["--network".to_string(), ctx.network.clone()]);
                 args.extend(["--hostname".to_string(), hostname(pod)]);
                 // Cluster DNS: the hosts both clusters' routers serve.
-                let dns = ctx.shared.dns.lock().map_err(|_| Waiting::creating("the DNS table is poisoned".to_string()))?;
+                let dns = ctx
+                    .shared
+                    .dns
+                    .lock()
+                    .map_err(|_| Waiting::creating("the DNS table is poisoned".to_string()))?;
                 for (host, ip) in dns.iter() {
                     args.extend(["--add-host".to_string(), format!("{host}:{ip}")]);
                 }
@@ -93,23 +100,38 @@ impl Launch<'_> {
         for (name, value) in self.env {
             args.extend(["--env".to_string(), format!("{name}={value}")]);
         }
-        if let Some(dir) = container.working_dir.as_deref().filter(|dir| !dir.is_empty()) {
+        if let Some(dir) = container
+            .working_dir
+            .as_deref()
+            .filter(|dir| !dir.is_empty())
+        {
             args.extend(["--workdir".to_string(), dir.to_string()]);
         }
         for mount in self.mounts {
-            args.extend(["--mount".to_string(), bind_mount(&mount.source, &mount.target, mount.read_only)]);
+            args.extend([
+                "--mount".to_string(),
+                bind_mount(&mount.source, &mount.target, mount.read_only),
+            ]);
         }
         let message_path = container
             .termination_message_path
             .as_deref()
             .filter(|path| !path.is_empty())
             .unwrap_or(DEFAULT_TERMINATION_MESSAGE_PATH);
-        args.extend(["--mount".to_string(), bind_mount(self.termination_log, message_path, false)]);
+        args.extend([
+            "--mount".to_string(),
+            bind_mount(self.termination_log, message_path, false),
+        ]);
 
         // Kubernetes' command replaces the image's entrypoint and args its
         // cmd; both expand $(VAR) references to the container's env.
         let env = Environment::from(self.env);
-        let command: Vec<String> = container.command.iter().flatten().map(|part| expand(part, &env)).collect();
+        let command: Vec<String> = container
+            .command
+            .iter()
+            .flatten()
+            .map(|part| expand(part, &env))
+            .collect();
         let command_args = container.args.iter().flatten().map(|arg| expand(arg, &env));
         if let Some(entrypoint) = command.first() {
             args.extend(["--entrypoint".to_string(), entrypoint.clone()]);
@@ -129,14 +151,22 @@ fn security_args(pod: &Pod, container: &Container, image_user: &str) -> Vec<Stri
     let mut args = Vec::new();
     let user = context.run_as_user.or(pod_context.run_as_user);
     let group = context.run_as_group.or(pod_context.run_as_group);
-    let image_user = image_user.split(':').next().filter(|user| !user.is_empty()).unwrap_or("0");
+    let image_user = image_user
+        .split(':')
+        .next()
+        .filter(|user| !user.is_empty())
+        .unwrap_or("0");
     match (user, group) {
         (Some(user), Some(group)) => args.extend(["--user".to_string(), format!("{user}:{group}")]),
         (Some(user), None) => args.extend(["--user".to_string(), user.to_string()]),
         (None, Some(group)) => args.extend(["--user".to_string(), format!("{image_user}:{group}")]),
         (None, None) => {}
     }
-    for group in pod_context.fs_group.iter().chain(pod_context.supplemental_groups.iter().flatten()) {
+    for group in pod_context
+        .fs_group
+        .iter()
+        .chain(pod_context.supplemental_groups.iter().flatten())
+    {
         args.extend(["--group-add".to_string(), group.to_string()]);
     }
     if context.read_only_root_filesystem == Some(true) {
@@ -146,10 +176,16 @@ fn security_args(pod: &Pod, container: &Container, image_user: &str) -> Vec<Stri
         args.push("--privileged".to_string());
     }
     if context.allow_privilege_escalation == Some(false) {
-        args.extend(["--security-opt".to_string(), "no-new-privileges".to_string()]);
+        args.extend([
+            "--security-opt".to_string(),
+            "no-new-privileges".to_string(),
+        ]);
     }
     let capabilities = context.capabilities.unwrap_or_default();
-    for (flag, list) in [("--cap-add", capabilities.add), ("--cap-drop", capabilities.drop)] {
+    for (flag, list) in [
+        ("--cap-add", capabilities.add),
+        ("--cap-drop", capabilities.drop),
+    ] {
         for capability in list.into_iter().flatten() {
             args.extend([flag.to_string(), capability]);
         }
@@ -159,13 +195,21 @@ fn security_args(pod: &Pod, container: &Container, image_user: &str) -> Vec<Stri
 
 /// Refuses to run a container as root when its securityContext (or the
 /// pod's) says `runAsNonRoot`, with the real kubelet's messages.
-pub(super) fn check_non_root(pod: &Pod, container: &Container, image_user: &str) -> Result<(), Waiting> {
+pub(super) fn check_non_root(
+    pod: &Pod,
+    container: &Container,
+    image_user: &str,
+) -> Result<(), Waiting> {
     let pod_context = pod_security(pod);
     let context = container.security_context.clone().unwrap_or_default();
     if context.run_as_non_root.or(pod_context.run_as_non_root) != Some(true) {
         return Ok(());
     }
-    let whose = format!("(pod: \"{}\", container: {})", pod.name_any(), container.name);
+    let whose = format!(
+        "(pod: \"{}\", container: {})",
+        pod.name_any(),
+        container.name
+    );
     let user = match context.run_as_user.or(pod_context.run_as_user) {
         Some(user) => user,
         None => {
@@ -183,7 +227,9 @@ pub(super) fn check_non_root(pod: &Pod, container: &Container, image_user: &str)
         }
     };
     if user == 0 {
-        return Err(Waiting::config(format!("container has runAsNonRoot and image will run as root {whose}")));
+        return Err(Waiting::config(format!(
+            "container has runAsNonRoot and image will run as root {whose}"
+        )));
     }
     Ok(())
 }
@@ -256,7 +302,15 @@ mod tests {
         let container = &pod.spec.as_ref().expect("spec").containers[0];
         assert_eq!(
             security_args(&pod, container, ""),
-            ["--user", "1000:10", "--group-add", "2000", "--group-add", "3000", "--read-only"]
+            [
+                "--user",
+                "1000:10",
+                "--group-add",
+                "2000",
+                "--group-add",
+                "3000",
+                "--read-only"
+            ]
         );
     }
 }

@@ -35,13 +35,20 @@ pub(super) async fn resolve(
             }
             (None, Some(config_map)) => {
                 sources
-                    .get(Kind::ConfigMap, &config_map.name, config_map.optional.unwrap_or(false))
+                    .get(
+                        Kind::ConfigMap,
+                        &config_map.name,
+                        config_map.optional.unwrap_or(false),
+                    )
                     .await?
             }
             (None, None) => None,
         };
         for (key, value) in source.iter().flat_map(|source| source.data.iter()) {
-            env.set(format!("{prefix}{key}"), String::from_utf8_lossy(value).into_owned());
+            env.set(
+                format!("{prefix}{key}"),
+                String::from_utf8_lossy(value).into_owned(),
+            );
         }
     }
     for var in container.env.iter().flatten() {
@@ -49,9 +56,19 @@ pub(super) async fn resolve(
             (Some(value), _) => expand(value, &env),
             (None, Some(from)) => {
                 let (kind, name, key, optional) = if let Some(selector) = &from.secret_key_ref {
-                    (Kind::Secret, &selector.name, &selector.key, selector.optional)
+                    (
+                        Kind::Secret,
+                        &selector.name,
+                        &selector.key,
+                        selector.optional,
+                    )
                 } else if let Some(selector) = &from.config_map_key_ref {
-                    (Kind::ConfigMap, &selector.name, &selector.key, selector.optional)
+                    (
+                        Kind::ConfigMap,
+                        &selector.name,
+                        &selector.key,
+                        selector.optional,
+                    )
                 } else if let Some(field) = &from.field_ref {
                     env.set(var.name.clone(), field_value(&field.field_path, facts)?);
                     continue;

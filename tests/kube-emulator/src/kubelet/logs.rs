@@ -74,7 +74,12 @@ impl PodLogs for ContainerLogs {
 fn container_name(pod: &Pod, requested: Option<String>) -> anyhow::Result<String> {
     let spec = pod.spec.clone().unwrap_or_default();
     let containers: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
-    let init: Vec<&str> = spec.init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
+    let init: Vec<&str> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
     let name = match requested {
         Some(name) => name,
         None => match pod.annotations().get(DEFAULT_CONTAINER_ANNOTATION) {

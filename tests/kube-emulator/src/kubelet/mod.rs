@@ -57,9 +57,12 @@ pub async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
         // pod worker and scheduling task with it.
         tasks: JoinSet::new(),
     };
-    let mut events = watcher(Api::<Pod>::all(ctx.client.clone()), watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut events = watcher(
+        Api::<Pod>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
     let mut listed = HashSet::new();
     loop {
         tokio::select! {
@@ -107,7 +110,11 @@ struct Kubelet {
 impl Kubelet {
     fn on_pod(&mut self, pod: Pod) {
         let Some(uid) = pod.uid() else {
-            tracing::warn!("kubelet {}: pod {} has no uid; ignored", self.ctx.name, pod.name_any());
+            tracing::warn!(
+                "kubelet {}: pod {} has no uid; ignored",
+                self.ctx.name,
+                pod.name_any()
+            );
             return;
         };
         if let Some(worker) = self.workers.get(&uid) {
@@ -117,7 +124,9 @@ impl Kubelet {
             return;
         }
         let finished = matches!(
-            pod.status.as_ref().and_then(|status| status.phase.as_deref()),
+            pod.status
+                .as_ref()
+                .and_then(|status| status.phase.as_deref()),
             Some("Succeeded" | "Failed")
         );
         let node = pod.spec.as_ref().and_then(|spec| spec.node_name.clone());
@@ -126,7 +135,8 @@ impl Kubelet {
             None if pod.metadata.deletion_timestamp.is_some() => {}
             None => {
                 let scheduler = self.scheduler.clone();
-                self.tasks.spawn(async move { scheduler.schedule(pod).await });
+                self.tasks
+                    .spawn(async move { scheduler.schedule(pod).await });
             }
             Some(node) if self.scheduler.is_ours(&node) => {
                 let (updates, receiver) = watch::channel(pod.clone());

@@ -215,7 +215,10 @@ impl PodWorker {
             while self.waits.try_join_next().is_some() {}
             let next_start = self.advance().await;
             let status = status::compute(&self);
-            let reported = self.reporter.report(&self.api(), &self.pod.name_any(), status).await;
+            let reported = self
+                .reporter
+                .report(&self.api(), &self.pod.name_any(), status)
+                .await;
             let wake = match (next_start, reported) {
                 (start, true) => start,
                 (Some(start), false) => Some(start.min(Instant::now() + RETRY)),
@@ -248,7 +251,11 @@ impl PodWorker {
             };
             if let Err(error) = self.api().delete(&self.pod.name_any(), &params).await {
                 if !matches!(&error, kube::Error::Api(status) if status.code == 404) {
-                    tracing::warn!("kubelet {}: deleting pod {}: {error}", self.ctx.name, self.pod.name_any());
+                    tracing::warn!(
+                        "kubelet {}: deleting pod {}: {error}",
+                        self.ctx.name,
+                        self.pod.name_any()
+                    );
                 }
             }
         }
@@ -322,7 +329,14 @@ impl PodWorker {
         let container = self.slot(which).spec.clone();
         let namespace = self.pod.namespace().unwrap_or_default();
         let mut sources = Sources::new(self.ctx.client.clone(), &namespace);
-        let volumes = volumes::prepare(&self.ctx.client, &self.pod, &[&container], &self.dir, &mut sources).await?;
+        let volumes = volumes::prepare(
+            &self.ctx.client,
+            &self.pod,
+            &[&container],
+            &self.dir,
+            &mut sources,
+        )
+        .await?;
         let mounts = volumes::mounts(&container, &volumes)?;
 
         let network_of = match which {
@@ -355,10 +369,17 @@ impl PodWorker {
         let Some(image_id) = docker::image_id(&image).await.map_err(Failure::docker)? else {
             let pulled_before = matches!(
                 &self.slot(which).state,
-                State::Waiting(Waiting { reason: "ErrImagePull" | "ImagePullBackOff", .. })
+                State::Waiting(Waiting {
+                    reason: "ErrImagePull" | "ImagePullBackOff",
+                    ..
+                })
             );
             return Err(Failure::Waiting(Waiting {
-                reason: if pulled_before { "ImagePullBackOff" } else { "ErrImagePull" },
+                reason: if pulled_before {
+                    "ImagePullBackOff"
+                } else {
+                    "ErrImagePull"
+                },
                 message: format!(
                     "image \"{image}\" is not on this machine and the emulator never pulls \
                      images: build or load it into the local Docker engine"
@@ -389,7 +410,10 @@ impl PodWorker {
         let name = launch.docker_name();
         if let Some(previous) = previous {
             if let Err(error) = docker::remove(&[previous]).await {
-                tracing::warn!("kubelet {}: removing an old container: {error}", self.ctx.name);
+                tracing::warn!(
+                    "kubelet {}: removing an old container: {error}",
+                    self.ctx.name
+                );
             }
         }
         let slot = self.slot(which);
@@ -414,10 +438,16 @@ impl PodWorker {
                         .map(|endpoint| endpoint.ip_address.clone())
                         .filter(|ip| !ip.is_empty());
                 }
-                info.state.started_at.parse().unwrap_or_else(|_| Timestamp::now())
+                info.state
+                    .started_at
+                    .parse()
+                    .unwrap_or_else(|_| Timestamp::now())
             }
             Err(error) => {
-                tracing::warn!("kubelet {}: inspecting container {id}: {error:#}", self.ctx.name);
+                tracing::warn!(
+                    "kubelet {}: inspecting container {id}: {error:#}",
+                    self.ctx.name
+                );
                 Timestamp::now()
             }
         };
@@ -456,7 +486,11 @@ impl PodWorker {
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666))
         })
         .await
-        .map_err(|error| Failure::Waiting(Waiting::creating(format!("creating the termination log: {error}"))))?
+        .map_err(|error| {
+            Failure::Waiting(Waiting::creating(format!(
+                "creating the termination log: {error}"
+            )))
+        })?
         .map_err(|error| {
             Failure::Waiting(Waiting::creating(format!(
                 "creating the termination log {}: {error}",
@@ -467,7 +501,10 @@ impl PodWorker {
     }
 
     fn termination_log_path(&self, container: &str) -> PathBuf {
-        self.dir.join("containers").join(container).join("termination-log")
+        self.dir
+            .join("containers")
+            .join(container)
+            .join("termination-log")
     }
 
     /// Records how a running container ended.
@@ -499,7 +536,10 @@ impl PodWorker {
                     reason: reason.to_string(),
                     message: self.termination_message(which, id, state.exit_code).await,
                     started_at: Some(state.started_at.parse().unwrap_or(started_at)),
-                    finished_at: state.finished_at.parse().unwrap_or_else(|_| Timestamp::now()),
+                    finished_at: state
+                        .finished_at
+                        .parse()
+                        .unwrap_or_else(|_| Timestamp::now()),
                 }
             }
             Err(error) => Terminated {
@@ -517,7 +557,12 @@ impl PodWorker {
     /// The container's termination message: what it wrote to its
     /// terminationMessagePath, or with `FallbackToLogsOnError` the tail of
     /// its log when it failed without writing one.
-    async fn termination_message(&mut self, which: Which, id: &str, exit_code: i32) -> Option<String> {
+    async fn termination_message(
+        &mut self,
+        which: Which,
+        id: &str,
+        exit_code: i32,
+    ) -> Option<String> {
         let spec = self.slot(which).spec.clone();
         let fallback = spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
         let path = self.termination_log_path(&spec.name);
@@ -546,7 +591,12 @@ impl PodWorker {
             (Which::Init(_), _) | (Which::Main(_), "OnFailure") => failed,
             (Which::Main(_), _) => true,
         };
-        let pod = format!("{}_{}({})", self.pod.name_any(), self.pod.namespace().unwrap_or_default(), self.uid);
+        let pod = format!(
+            "{}_{}({})",
+            self.pod.name_any(),
+            self.pod.namespace().unwrap_or_default(),
+            self.uid
+        );
         let slot = self.slot(which);
         if !restart {
             slot.state = State::Terminated(terminated);
@@ -554,7 +604,13 @@ impl PodWorker {
         }
         let ran = terminated
             .started_at
-            .and_then(|started| terminated.finished_at.duration_since(started).try_into().ok())
+            .and_then(|started| {
+                terminated
+                    .finished_at
+                    .duration_since(started)
+                    .try_into()
+                    .ok()
+            })
             .unwrap_or(Duration::ZERO);
         if ran >= BACKOFF_RESET {
             slot.backoff = FIRST_BACKOFF;
@@ -584,11 +640,19 @@ impl PodWorker {
             Err(error) => Err(error),
         };
         if let Err(error) = removed {
-            tracing::warn!("kubelet {}: removing the containers of pod {}: {error}", self.ctx.name, self.pod.name_any());
+            tracing::warn!(
+                "kubelet {}: removing the containers of pod {}: {error}",
+                self.ctx.name,
+                self.pod.name_any()
+            );
         }
         if let Err(error) = tokio::fs::remove_dir_all(&self.dir).await {
             if error.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!("kubelet {}: removing {}: {error}", self.ctx.name, self.dir.display());
+                tracing::warn!(
+                    "kubelet {}: removing {}: {error}",
+                    self.ctx.name,
+                    self.dir.display()
+                );
             }
         }
     }

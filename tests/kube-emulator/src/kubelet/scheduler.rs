@@ -62,7 +62,11 @@ impl Scheduler {
             self.nodes.join(", ")
         );
         if let Err(error) = report_unscheduled(&self.ctx, &pod, "NodeNotFound", &message).await {
-            tracing::warn!("scheduler {}: pod {}: {error}", self.ctx.name, pod.name_any());
+            tracing::warn!(
+                "scheduler {}: pod {}: {error}",
+                self.ctx.name,
+                pod.name_any()
+            );
         }
     }
 
@@ -94,14 +98,24 @@ impl Scheduler {
     }
 
     async fn bind(&self, pod: &Pod, node: &str) -> kube::Result<()> {
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            &pod.namespace().unwrap_or_default(),
+        );
         // The resourceVersion makes this a compare-and-swap: if the pod
         // changed meanwhile, the newer version gets scheduled instead.
         let patch = serde_json::json!({
             "metadata": { "resourceVersion": pod.resource_version() },
             "spec": { "nodeName": node },
         });
-        match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
             result => result.map(drop),
         }
@@ -109,13 +123,20 @@ impl Scheduler {
 }
 
 fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    selector.iter().all(|(key, value)| labels.get(key) == Some(value))
+    selector
+        .iter()
+        .all(|(key, value)| labels.get(key) == Some(value))
 }
 
 /// Sets the pod's PodScheduled condition to False with `reason` and
 /// `message`, unless it says that already (so the status update does not
 /// trigger another round of the same).
-async fn report_unscheduled(ctx: &ClusterContext, pod: &Pod, reason: &str, message: &str) -> kube::Result<()> {
+async fn report_unscheduled(
+    ctx: &ClusterContext,
+    pod: &Pod,
+    reason: &str,
+    message: &str,
+) -> kube::Result<()> {
     let already = pod
         .status
         .as_ref()
@@ -141,7 +162,11 @@ async fn report_unscheduled(ctx: &ClusterContext, pod: &Pod, reason: &str, messa
     };
     let patch = serde_json::json!({ "status": { "phase": "Pending", "conditions": [condition] } });
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
-    api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(drop)
+    api.patch_status(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(drop)
 }

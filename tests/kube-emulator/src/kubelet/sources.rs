@@ -94,11 +94,18 @@ impl Sources {
         match self.fetched.get(&key).cloned().flatten() {
             Some(values) => Ok(Some(values)),
             None if optional => Ok(None),
-            None => Err(Waiting::config(format!("{} \"{name}\" not found", kind.resource()))),
+            None => Err(Waiting::config(format!(
+                "{} \"{name}\" not found",
+                kind.resource()
+            ))),
         }
     }
 
-    async fn fetch(&self, kind: Kind, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, Waiting> {
+    async fn fetch(
+        &self,
+        kind: Kind,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, Waiting> {
         let failed = |error: kube::Error| {
             Waiting::config(format!("getting {} \"{name}\": {error}", kind.resource()))
         };
@@ -126,7 +133,13 @@ fn secret_data(secret: Secret) -> BTreeMap<String, Vec<u8>> {
         .into_iter()
         .map(|(key, value)| (key, value.into_bytes()))
         .collect();
-    data.extend(secret.data.unwrap_or_default().into_iter().map(|(key, value)| (key, value.0)));
+    data.extend(
+        secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, value)| (key, value.0)),
+    );
     data
 }
 

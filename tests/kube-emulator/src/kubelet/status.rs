@@ -105,7 +105,10 @@ pub(super) fn compute(worker: &PodWorker) -> PodStatus {
             "Initialized",
             false,
             Some("ContainersNotInitialized"),
-            Some(format!("containers with incomplete status: [{}]", incomplete.join(" "))),
+            Some(format!(
+                "containers with incomplete status: [{}]",
+                incomplete.join(" ")
+            )),
         )
     };
     let ready = |type_: &str| {
@@ -118,7 +121,10 @@ pub(super) fn compute(worker: &PodWorker) -> PodStatus {
                 type_,
                 false,
                 Some("ContainersNotReady"),
-                Some(format!("containers with unready status: [{}]", unready.join(" "))),
+                Some(format!(
+                    "containers with unready status: [{}]",
+                    unready.join(" ")
+                )),
             )
         }
     };
@@ -142,7 +148,12 @@ pub(super) fn compute(worker: &PodWorker) -> PodStatus {
     }
 }
 
-fn condition(type_: &str, status: bool, reason: Option<&str>, message: Option<String>) -> PodCondition {
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+) -> PodCondition {
     PodCondition {
         type_: type_.to_string(),
         status: if status { "True" } else { "False" }.to_string(),
@@ -185,7 +196,12 @@ fn container_status(slot: &Slot) -> ContainerStatus {
         started: Some(running),
         restart_count: slot.restart_count,
         state: Some(state),
-        last_state: Some(slot.last_state.as_ref().map(terminated_state).unwrap_or_default()),
+        last_state: Some(
+            slot.last_state
+                .as_ref()
+                .map(terminated_state)
+                .unwrap_or_default(),
+        ),
         ..ContainerStatus::default()
     }
 }
@@ -215,14 +231,21 @@ pub(super) struct Reporter {
 
 impl Reporter {
     /// Whether the status is reported (or did not need to be).
-    pub(super) async fn report(&mut self, api: &Api<Pod>, name: &str, mut status: PodStatus) -> bool {
+    pub(super) async fn report(
+        &mut self,
+        api: &Api<Pod>,
+        name: &str,
+        mut status: PodStatus,
+    ) -> bool {
         for condition in status.conditions.iter_mut().flatten() {
             let since = match self.transitions.get(&condition.type_) {
                 Some((status, since)) if *status == condition.status => since.clone(),
                 _ => Time(Timestamp::now()),
             };
-            self.transitions
-                .insert(condition.type_.clone(), (condition.status.clone(), since.clone()));
+            self.transitions.insert(
+                condition.type_.clone(),
+                (condition.status.clone(), since.clone()),
+            );
             condition.last_transition_time = Some(since);
         }
         let status = match serde_json::to_value(&status) {
@@ -236,7 +259,10 @@ impl Reporter {
             return true;
         }
         let patch = serde_json::json!({ "status": status });
-        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {
                 self.sent = Some(status);
                 true

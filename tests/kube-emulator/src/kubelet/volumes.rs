@@ -46,7 +46,10 @@ pub(super) async fn prepare(
     let fs_group = spec
         .and_then(|spec| spec.security_context.as_ref())
         .and_then(|context| context.fs_group)
-        .map(|gid| u32::try_from(gid).map_err(|_| Waiting::config(format!("fsGroup {gid} is not a valid group id"))))
+        .map(|gid| {
+            u32::try_from(gid)
+                .map_err(|_| Waiting::config(format!("fsGroup {gid} is not a valid group id")))
+        })
         .transpose()?;
     let mounted: HashSet<&str> = containers
         .iter()
@@ -55,7 +58,11 @@ pub(super) async fn prepare(
         .collect();
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut volumes = HashMap::new();
-    for volume in spec.and_then(|spec| spec.volumes.as_ref()).into_iter().flatten() {
+    for volume in spec
+        .and_then(|spec| spec.volumes.as_ref())
+        .into_iter()
+        .flatten()
+    {
         if !mounted.contains(volume.name.as_str()) {
             continue;
         }
@@ -108,14 +115,27 @@ pub(super) async fn prepare(
             let name = secret.secret_name.as_deref().unwrap_or_default();
             let optional = secret.optional.unwrap_or(false);
             let files = match sources.get(Kind::Secret, name, optional).await? {
-                Some(values) => key_files(&volume.name, &values, secret.items.as_deref(), secret.default_mode)?,
+                Some(values) => key_files(
+                    &volume.name,
+                    &values,
+                    secret.items.as_deref(),
+                    secret.default_mode,
+                )?,
                 None => Vec::new(),
             };
             write_key_files(dir, files, fs_group).await
         } else if let Some(config_map) = &volume.config_map {
             let optional = config_map.optional.unwrap_or(false);
-            let files = match sources.get(Kind::ConfigMap, &config_map.name, optional).await? {
-                Some(values) => key_files(&volume.name, &values, config_map.items.as_deref(), config_map.default_mode)?,
+            let files = match sources
+                .get(Kind::ConfigMap, &config_map.name, optional)
+                .await?
+            {
+                Some(values) => key_files(
+                    &volume.name,
+                    &values,
+                    config_map.items.as_deref(),
+                    config_map.default_mode,
+                )?,
                 None => Vec::new(),
             };
             write_key_files(dir, files, fs_group).await
@@ -133,7 +153,10 @@ pub(super) async fn prepare(
 
 /// The bind mounts of `container`: its volumeMounts over the prepared
 /// volumes, with subPaths created as the real kubelet creates them.
-pub(super) fn mounts(container: &Container, volumes: &HashMap<String, HostVolume>) -> Result<Vec<Mount>, Waiting> {
+pub(super) fn mounts(
+    container: &Container,
+    volumes: &HashMap<String, HostVolume>,
+) -> Result<Vec<Mount>, Waiting> {
     container
         .volume_mounts
         .iter()
@@ -167,15 +190,28 @@ pub(super) fn mounts(container: &Container, volumes: &HashMap<String, HostVolume
 }
 
 /// The host directory of the PV bound to claim `name`.
-async fn claim_path(client: &kube::Client, namespace: &str, name: &str) -> Result<PathBuf, Waiting> {
-    let failed = |error: kube::Error| Waiting::config(format!("getting persistentvolumeclaim \"{name}\": {error}"));
+async fn claim_path(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<PathBuf, Waiting> {
+    let failed = |error: kube::Error| {
+        Waiting::config(format!("getting persistentvolumeclaim \"{name}\": {error}"))
+    };
     let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await
         .map_err(failed)?
         .ok_or_else(|| Waiting::config(format!("persistentvolumeclaim \"{name}\" not found")))?;
-    let bound = claim.status.as_ref().and_then(|status| status.phase.as_deref()) == Some("Bound");
-    let volume_name = claim.spec.as_ref().and_then(|spec| spec.volume_name.as_deref());
+    let bound = claim
+        .status
+        .as_ref()
+        .and_then(|status| status.phase.as_deref())
+        == Some("Bound");
+    let volume_name = claim
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.volume_name.as_deref());
     let Some(volume_name) = volume_name.filter(|_| bound) else {
         return Err(Waiting::creating(format!(
             "waiting for persistentvolumeclaim \"{name}\" to be bound"
@@ -223,7 +259,11 @@ fn key_files(
             u32::try_from(mode)
                 .ok()
                 .filter(|mode| *mode <= 0o777)
-                .ok_or_else(|| Waiting::config(format!("volume \"{volume}\": mode {mode:o} is not a file mode")))
+                .ok_or_else(|| {
+                    Waiting::config(format!(
+                        "volume \"{volume}\": mode {mode:o} is not a file mode"
+                    ))
+                })
         })
     };
     let path = |path: &str| {
@@ -262,7 +302,11 @@ fn key_files(
 /// atomically (containers that already mount `dir` see the new content).
 /// With an fsGroup the files belong to that group and are group-readable,
 /// as the real kubelet sets them.
-async fn write_key_files(dir: PathBuf, files: Vec<KeyFile>, fs_group: Option<u32>) -> Result<HostVolume, Waiting> {
+async fn write_key_files(
+    dir: PathBuf,
+    files: Vec<KeyFile>,
+    fs_group: Option<u32>,
+) -> Result<HostVolume, Waiting> {
     blocking(move || {
         std::fs::create_dir_all(&dir)?;
         std::fs::set_permissions(&dir, Permissions::from_mode(0o755))?;
@@ -324,7 +368,9 @@ fn give_group(root: &Path, gid: u32) -> std::io::Result<()> {
 /// `path` if it is relative and stays below the directory it is joined to.
 fn relative(path: &str) -> Option<PathBuf> {
     let path = PathBuf::from(path);
-    let normal = path.components().all(|part| matches!(part, Component::Normal(_)));
+    let normal = path
+        .components()
+        .all(|part| matches!(part, Component::Normal(_)));
     (normal && !path.as_os_str().is_empty()).then_some(path)
 }
 
@@ -344,7 +390,9 @@ fn volume_type(volume: &Volume) -> String {
 
 /// Runs file system work off the async threads; an I/O failure leaves the
 /// container waiting with the error as its message.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, Waiting> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, Waiting> {
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(Waiting::creating(format!("preparing volumes: {error}"))),
