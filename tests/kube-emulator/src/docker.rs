@@ -134,13 +134,32 @@ pub async fn create_network(name: &str, instance: &str) -> anyhow::Result<IpAddr
 /// network. Called from `Drop`, so it is synchronous and best effort:
 /// failures are reported on stderr.
 pub fn remove_cluster_objects(instance: &str, network: &str) {
+    // A container whose `docker run` was in flight when the cluster's tasks
+    // were aborted can appear after the first sweep and keep the network
+    // busy: sweep again before retrying.
+    for attempt in 1..=5 {
+        remove_containers_blocking(instance, network);
+        match docker_blocking(&["network", "rm", network]) {
+            Ok(_) => return,
+            Err(error) if error.is_not_found() => return,
+            Err(error) if attempt == 5 => {
+                eprintln!("kube-emulator: removing Docker network {network}: {error}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200 * attempt)),
+        }
+    }
+}
+
+/// Removes the instance's containers labelled with, or attached to,
+/// `network`.
+fn remove_containers_blocking(instance: &str, network: &str) {
     let instance = format!("label={INSTANCE_LABEL}={instance}");
     let mut containers = Vec::new();
     for filter in [
         format!("label={NETWORK_LABEL}={network}"),
         format!("network={network}"),
     ] {
-        match docker_blocking(&[
+        let listed = docker_blocking(&[
             "ps",
             "-aq",
             "--no-trunc",
@@ -148,7 +167,8 @@ pub fn remove_cluster_objects(instance: &str, network: &str) {
             &instance,
             "--filter",
             &filter,
-        ]) {
+        ]);
+        match listed {
             Ok(ids) => containers.extend(ids.split_whitespace().map(String::from)),
             Err(error) => eprintln!("kube-emulator: listing the containers on {network}: {error}"),
         }
@@ -160,18 +180,6 @@ pub fn remove_cluster_objects(instance: &str, network: &str) {
         args.extend(containers.iter().map(String::as_str));
         if let Err(error) = docker_blocking(&args) {
             eprintln!("kube-emulator: removing the containers on {network}: {error}");
-        }
-    }
-    // A container whose `docker run` was in flight when the cluster's tasks
-    // were aborted can still be attaching; give it a moment and retry.
-    for attempt in 1..=5 {
-        match docker_blocking(&["network", "rm", network]) {
-            Ok(_) => return,
-            Err(error) if error.is_not_found() => return,
-            Err(error) if attempt == 5 => {
-                eprintln!("kube-emulator: removing Docker network {network}: {error}")
-            }
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200 * attempt)),
         }
     }
 }
