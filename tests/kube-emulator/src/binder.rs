@@ -18,14 +18,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::{
-    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
-    PersistentVolumeSpec,
+    Event, EventSource, HostPathVolumeSource, ObjectReference, PersistentVolume,
+    PersistentVolumeClaim, PersistentVolumeSpec,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource as _, ResourceExt as _};
@@ -44,7 +44,6 @@ const RETRY: Duration = Duration::from_secs(2);
 
 struct Binder {
     cluster: Arc<ClusterContext>,
-    events: Recorder,
 }
 
 /// A reconciliation that failed (and is retried).
@@ -68,16 +67,7 @@ impl From<kube::Error> for Failure {
 pub async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
     let client = ctx.client.clone();
     create_default_class(&client).await?;
-    let binder = Arc::new(Binder {
-        events: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "persistentvolume-controller".to_string(),
-                instance: Some(format!("kube-emulator-{}", ctx.name)),
-            },
-        ),
-        cluster: ctx,
-    });
+    let binder = Arc::new(Binder { cluster: ctx });
 
     let claims = Controller::new(
         Api::<PersistentVolumeClaim>::all(client.clone()),
@@ -251,7 +241,7 @@ async fn bind_claim(
     binder
         .event(
             &claim,
-            EventType::Normal,
+            "Normal",
             "ProvisioningSucceeded",
             &format!(
                 "Successfully provisioned volume {pv_name} using {}",
@@ -348,25 +338,40 @@ impl Binder {
     }
 
     async fn warn(&self, claim: &PersistentVolumeClaim, reason: &str, message: &str) {
-        self.event(claim, EventType::Warning, reason, message).await;
+        self.event(claim, "Warning", reason, message).await;
     }
 
-    /// Records an Event about a claim; failing to is logged, not fatal.
-    async fn event(
-        &self,
-        claim: &PersistentVolumeClaim,
-        type_: EventType,
-        reason: &str,
-        message: &str,
-    ) {
+    /// Records a (core/v1) Event about a claim, as the real PV controller
+    /// does; failing to is logged, not fatal.
+    async fn event(&self, claim: &PersistentVolumeClaim, type_: &str, reason: &str, message: &str) {
+        let now = Time(Timestamp::now());
+        let component = "persistentvolume-controller".to_string();
         let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(message.to_string()),
-            action: "Provisioning".to_string(),
-            secondary: None,
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}.", claim.name_any())),
+                namespace: claim.namespace(),
+                ..ObjectMeta::default()
+            },
+            involved_object: claim.object_ref(&()),
+            type_: Some(type_.to_string()),
+            reason: Some(reason.to_string()),
+            message: Some(message.to_string()),
+            source: Some(EventSource {
+                component: Some(component.clone()),
+                host: None,
+            }),
+            reporting_component: Some(component),
+            reporting_instance: Some(format!("kube-emulator-{}", self.cluster.name)),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Event::default()
         };
-        if let Err(error) = self.events.publish(&event, &claim.object_ref(&())).await {
+        let events: Api<Event> = Api::namespaced(
+            self.cluster.client.clone(),
+            &claim.namespace().unwrap_or_default(),
+        );
+        if let Err(error) = events.create(&PostParams::default(), &event).await {
             tracing::warn!(
                 "pvc binder {}: recording event {reason} for claim {}: {error}",
                 self.cluster.name,

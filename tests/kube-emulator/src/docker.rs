@@ -42,7 +42,8 @@ pub enum DockerError {
 impl DockerError {
     /// Whether docker said the object named in the command does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Failed { stderr, .. } if stderr.contains("No such"))
+        matches!(self, Self::Failed { stderr, .. }
+            if stderr.contains("No such") || stderr.contains("not found"))
     }
 }
 

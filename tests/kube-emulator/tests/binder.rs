@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
@@ -142,13 +141,7 @@ async fn claims_bind_to_fresh_directories_and_unknown_classes_wait_for_theirs() 
                 .await?
                 .items
                 .into_iter()
-                .find(|event| {
-                    event
-                        .regarding
-                        .as_ref()
-                        .and_then(|regarding| regarding.name.as_deref())
-                        == Some("golden")
-                });
+                .find(|event| event.involved_object.name.as_deref() == Some("golden"));
             if let Some(event) = found {
                 return anyhow::Ok(event);
             }
@@ -158,10 +151,8 @@ async fn claims_bind_to_fresh_directories_and_unknown_classes_wait_for_theirs() 
     .await
     .context("no Event about the claim of an unknown class")??;
     assert_eq!(event.reason.as_deref(), Some("ProvisioningFailed"));
-    assert!(event
-        .note
-        .unwrap_or_default()
-        .contains("\"gold\" not found"));
+    let message = event.message.unwrap_or_default();
+    assert!(message.contains("\"gold\" not found"), "{message}");
     let claim = test.claims().get("golden").await?;
     assert_eq!(
         claim.status.and_then(|status| status.phase).as_deref(),
