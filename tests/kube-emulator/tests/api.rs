@@ -133,13 +133,14 @@ async fn typed_crud_sets_server_metadata_and_reports_errors_as_status() {
     namespace(&client, "crud").await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = namespaces.get("crud").await.expect("namespace");
+    assert_eq!(ns.labels()["kubernetes.io/metadata.name"], "crud");
     assert_eq!(ns.status.and_then(|s| s.phase).as_deref(), Some("Active"));
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "crud");
     let secret: Secret = from_json(json!({
         "metadata": {"name": "creds", "labels": {"app": "mover"}, "annotations": {"a": "b"},
                      "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": "u-1"}]},
-        "stringData": {"ignored": "x"},
+        "stringData": {"plain": "x"},
         "data": {"key": "c2VjcmV0"},
     }));
     let created = secrets
@@ -154,6 +155,10 @@ async fn typed_crud_sets_server_metadata_and_reports_errors_as_status() {
         Some("mover")
     );
     assert_eq!(created.owner_references()[0].uid, "u-1");
+    let data = created.data.clone().expect("data");
+    assert_eq!(data["plain"].0, b"x", "stringData is folded into data");
+    assert!(created.string_data.is_none());
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
     let first_rv: u64 = created
         .resource_version()
         .expect("rv")
@@ -570,6 +575,12 @@ async fn status_subresource_separates_spec_and_status() {
         .await
         .expect("spec");
     assert_eq!(respec.metadata.generation, Some(2));
+    let volumes = json!({"spec": {"volumes": [{"name": "v", "emptyDir": {}}]}});
+    let immutable = api_error(
+        pods.patch("g", &PatchParams::default(), &Patch::Merge(&volumes))
+            .await,
+    );
+    assert_eq!(immutable.code, 422, "a pod's volumes cannot change");
 }
 
 #[tokio::test]

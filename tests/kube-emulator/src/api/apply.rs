@@ -9,24 +9,15 @@ use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::meta;
-use super::objects::{check_resource_version, Part, State};
+use super::objects::{check_resource_version, Location, Part, State};
 use super::patch::strategic_merge;
-use super::resources::ResourceType;
-
-/// Where an apply goes.
-pub struct ApplyTarget<'a> {
-    pub rt: &'a ResourceType,
-    pub version: &'a str,
-    pub namespace: &'a str,
-    pub name: &'a str,
-    pub part: Part,
-}
 
 /// Applies `applied` for `manager`; returns the object and whether it was
 /// created.
 pub fn apply(
     state: &mut State,
-    target: &ApplyTarget,
+    target: Location,
+    part: Part,
     mut applied: Value,
     manager: &str,
     dry_run: bool,
@@ -50,7 +41,7 @@ pub fn apply(
     meta::metadata_mut(&mut applied)?.insert("name".into(), target.name.into());
     let current = match state.get(rt, target.namespace, target.name) {
         Ok(current) => current,
-        Err(missing) if target.part == Part::Main && missing.code == 404 => {
+        Err(missing) if part == Part::Main && missing.code == 404 => {
             let created = state.create(
                 rt,
                 target.version,
@@ -59,7 +50,7 @@ pub fn apply(
                 dry_run,
             )?;
             if !dry_run {
-                remember(state, &created, manager, target.part, applied);
+                remember(state, &created, manager, part, applied);
             }
             return Ok((created, true));
         }
@@ -68,7 +59,7 @@ pub fn apply(
     check_resource_version(rt, &current, &applied)?;
     let mut merged = current.clone();
     let uid = meta::text(&current, "uid").to_string();
-    if let Some(previous) = state.applied.get(&(uid, manager.to_string(), target.part)) {
+    if let Some(previous) = state.applied.get(&(uid, manager.to_string(), part)) {
         prune(&mut merged, previous, &applied);
     }
     let mut patch = applied.clone();
@@ -76,9 +67,9 @@ pub fn apply(
         metadata.remove("resourceVersion");
     }
     strategic_merge(&mut merged, &patch);
-    let written = state.commit(rt, current, merged, target.part, dry_run)?;
+    let written = state.commit(rt, current, merged, part, dry_run)?;
     if !dry_run {
-        remember(state, &written, manager, target.part, applied);
+        remember(state, &written, manager, part, applied);
     }
     Ok((written, false))
 }

@@ -18,22 +18,22 @@ const SERVICE_NET: u32 = u32::from_be_bytes([10, 96, 0, 0]);
 pub const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
 const NODE_PORTS: std::ops::RangeInclusive<u64> = 30000..=32767;
 
-fn is(rt: &ResourceType, group: &str, plural: &str) -> bool {
-    rt.group == group && rt.plural == plural
-}
-
 /// Defaults for a new object (its `.status` already cleared when the
 /// resource has a status subresource).
 pub fn on_create(store: &Store, rt: &ResourceType, object: &mut Value) -> ApiResult<()> {
-    if is(rt, "", "namespaces") {
+    if rt.is_namespace() {
         object["status"] = json!({"phase": "Active"});
-    } else if is(rt, "", "pods") {
-        pod(object);
-    } else if is(rt, "", "persistentvolumeclaims") {
-        pvc(store, object);
-    } else if is(rt, "", "persistentvolumes") {
+        namespace_label(object);
+    } else if rt.is("", "pods") {
         object["status"] = json!({"phase": "Pending"});
-    } else if is(rt, "", "services") {
+        pod_spec(&mut object["spec"]);
+    } else if rt.is("", "secrets") {
+        secret(object);
+    } else if rt.is("", "persistentvolumeclaims") {
+        pvc(store, object);
+    } else if rt.is("", "persistentvolumes") {
+        object["status"] = json!({"phase": "Pending"});
+    } else if rt.is("", "services") {
         service(store, rt, None, object)?;
     } else if rt.group == "apps"
         && matches!(
@@ -44,7 +44,7 @@ pub fn on_create(store: &Store, rt: &ResourceType, object: &mut Value) -> ApiRes
         if object["spec"]["replicas"].is_null() && object["spec"].is_object() {
             object["spec"]["replicas"] = json!(1);
         }
-    } else if is(rt, "apiextensions.k8s.io", "customresourcedefinitions") {
+    } else if rt.is_crd() {
         crd_established(object);
     }
     Ok(())
@@ -58,8 +58,82 @@ pub fn on_update(
     old: &Value,
     object: &mut Value,
 ) -> ApiResult<()> {
-    if is(rt, "", "services") {
+    if rt.is("", "services") {
         service(store, rt, Some(old), object)?;
+    } else if rt.is_namespace() {
+        namespace_label(object);
+    } else if rt.is("", "secrets") {
+        secret(object);
+    } else if rt.is("", "pods") {
+        pod_spec(&mut object["spec"]);
+        pod_spec_unchanged(rt, old, object)?;
+    }
+    Ok(())
+}
+
+/// Every namespace carries its name as a label (for namespace selectors).
+fn namespace_label(object: &mut Value) {
+    let name = object["metadata"]["name"].clone();
+    if !object["metadata"]["labels"].is_object() {
+        object["metadata"]["labels"] = json!({});
+    }
+    object["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+}
+
+/// `stringData` is write-only: it is folded into `data`, base64-encoded.
+fn secret(object: &mut Value) {
+    set_default(object, "type", json!("Opaque"));
+    let Some(Value::Object(plain)) = object.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    if !object["data"].is_object() {
+        object["data"] = json!({});
+    }
+    for (key, value) in plain {
+        let bytes = value.as_str().unwrap_or_default().as_bytes().to_vec();
+        object["data"][key] =
+            serde_json::to_value(k8s_openapi::ByteString(bytes)).unwrap_or_default();
+    }
+}
+
+/// A pod's spec is immutable but for images, deadlines, tolerations and
+/// — once, as the scheduler does — its node.
+fn pod_spec_unchanged(rt: &ResourceType, old: &Value, new: &Value) -> ApiResult<()> {
+    let mutable_removed = |spec: &Value| {
+        let mut spec = spec.clone();
+        for list in ["containers", "initContainers"] {
+            for container in spec[list].as_array_mut().into_iter().flatten() {
+                if let Some(container) = container.as_object_mut() {
+                    container.remove("image");
+                }
+            }
+        }
+        if let Some(spec) = spec.as_object_mut() {
+            for field in [
+                "activeDeadlineSeconds",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+            ] {
+                spec.remove(field);
+            }
+            if old["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+            {
+                spec.remove("nodeName");
+            }
+        }
+        spec
+    };
+    if mutable_removed(&old["spec"]) != mutable_removed(&new["spec"]) {
+        return Err(ApiError::invalid(
+            rt,
+            new["metadata"]["name"].as_str().unwrap_or_default(),
+            "spec",
+            "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` or an unset `spec.nodeName`",
+        ));
     }
     Ok(())
 }
@@ -70,9 +144,7 @@ fn set_default(object: &mut Value, field: &str, value: Value) {
     }
 }
 
-fn pod(object: &mut Value) {
-    object["status"] = json!({"phase": "Pending"});
-    let spec = &mut object["spec"];
+fn pod_spec(spec: &mut Value) {
     set_default(spec, "restartPolicy", json!("Always"));
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
     set_default(spec, "terminationGracePeriodSeconds", json!(30));

@@ -73,7 +73,7 @@ impl State {
                 return Err(ApiError::conflict(rt, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", meta::text(&object, "resourceVersion"))));
             }
         }
-        let is_namespace = rt.key() == Catalog::namespace_type().key();
+        let is_namespace = rt.is_namespace();
         let waits =
             has_finalizers(&object) || (is_namespace && !self.store.in_namespace(name).is_empty());
         if options.dry_run {
@@ -111,7 +111,7 @@ impl State {
     /// Whether a terminating object without finalizers can go now: a
     /// namespace waits until it is empty.
     pub fn may_finish(&self, rt: &ResourceType, object: &Value) -> bool {
-        rt.key() != Catalog::namespace_type().key()
+        !rt.is_namespace()
             || self
                 .store
                 .in_namespace(meta::text(object, "name"))
@@ -134,7 +134,7 @@ impl State {
         if collect {
             self.delete_dependents(meta::text(&gone, "uid"));
         }
-        if rt.key() == Catalog::crd_type().key() {
+        if rt.is_crd() {
             if let Ok(defined) = super::resources::from_crd(&gone) {
                 let doomed: Vec<(String, String)> = self
                     .store

@@ -12,10 +12,10 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::apply::{self, ApplyTarget};
+use super::apply;
 use super::deletion::{DeleteOptions, Deleted};
 use super::error::{ApiError, ApiResult};
-use super::objects::{check_resource_version, Part};
+use super::objects::{check_resource_version, Location, Part};
 use super::patch::{self, PatchKind};
 use super::resources::{Kind, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector, Selectors};
@@ -45,6 +45,15 @@ struct Target {
 impl Target {
     fn namespace(&self) -> &str {
         self.namespace.as_deref().unwrap_or("")
+    }
+
+    fn at<'a>(&'a self, name: &'a str) -> Location<'a> {
+        Location {
+            rt: &self.rt,
+            version: &self.version,
+            namespace: self.namespace(),
+            name,
+        }
     }
 }
 
@@ -140,7 +149,7 @@ fn target(request: &Request, group: &str, version: &str, rest: &[&str]) -> ApiRe
         Some("status") => rt.status,
         Some("scale") => rt.scale,
         Some("log") => rt.log,
-        Some("finalize") => rt.key() == super::resources::Catalog::namespace_type().key(),
+        Some("finalize") => rt.is_namespace(),
         Some(_) => false,
     };
     if !scoped_right || !subresource_known {
@@ -171,16 +180,19 @@ async fn resource(request: Request, target: Target) -> ApiResult<Response> {
             )
             .await
         }
-        (Some("scale"), method) => scale::handle(
-            &request.server,
-            &target.rt,
-            target.namespace(),
-            &name,
-            &method,
-            &request.query,
-            &request.headers,
-            &request.body,
-        ),
+        (Some("scale"), method) => {
+            let content_type = header_text(&request.headers, header::CONTENT_TYPE);
+            let mut state = request.server.lock();
+            let body = &request.body;
+            scale::handle(
+                &mut state,
+                target.at(&name),
+                &method,
+                content_type,
+                body,
+                dry_run(&request.query),
+            )
+        }
         (Some("status") | None | Some("finalize"), Method::GET) => {
             let object = request
                 .server
@@ -192,10 +204,7 @@ async fn resource(request: Request, target: Target) -> ApiResult<Response> {
             let part = part(sub);
             let body = parse_body(&request.headers, &request.body)?;
             let object = request.server.lock().update(
-                &target.rt,
-                &target.version,
-                target.namespace(),
-                &name,
+                target.at(&name),
                 body,
                 part,
                 dry_run(&request.query),
@@ -409,29 +418,18 @@ fn list_object(target: &Target, items: Vec<Value>, rv: u64, next: Option<String>
 }
 
 fn patch(request: Request, target: &Target, name: &str, part: Part) -> ApiResult<Response> {
-    let content_type = request
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let kind = PatchKind::from_content_type(content_type)?;
+    let kind = PatchKind::from_content_type(header_text(&request.headers, header::CONTENT_TYPE))?;
     let body = parse_value(&request.body, true)?;
     let dry_run = dry_run(&request.query);
     let mut state = request.server.lock();
     if kind == PatchKind::Apply {
-        let apply_target = ApplyTarget {
-            rt: &target.rt,
-            version: &target.version,
-            namespace: target.namespace(),
-            name,
-            part,
-        };
         let manager = request
             .query
             .get("fieldManager")
             .map(String::as_str)
             .unwrap_or("");
-        let (object, created) = apply::apply(&mut state, &apply_target, body, manager, dry_run)?;
+        let (object, created) =
+            apply::apply(&mut state, target.at(name), part, body, manager, dry_run)?;
         drop(state);
         let code = if created {
             StatusCode::CREATED
@@ -475,10 +473,15 @@ fn present(target: &Target, mut object: Value) -> Value {
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
+    table::wanted(header_text(headers, header::ACCEPT))
+}
+
+/// A header's value, `""` when missing or not text.
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> &str {
     headers
-        .get(header::ACCEPT)
+        .get(name)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(table::wanted)
+        .unwrap_or("")
 }
 
 fn selectors(query: &HashMap<String, String>) -> ApiResult<Selectors> {
@@ -499,10 +502,7 @@ fn dry_run(query: &HashMap<String, String>) -> bool {
 
 /// A create/replace body: JSON, or YAML when the Content-Type says so.
 fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+    let content_type = header_text(headers, header::CONTENT_TYPE);
     let media = content_type.split(';').next().unwrap_or("").trim();
     let yaml = match media {
         super::protobuf::CONTENT_TYPE => return super::protobuf::decode(body),

@@ -23,6 +23,16 @@ pub enum Part {
     Status,
 }
 
+/// Where a write goes: a resource served at a version, and the object's
+/// namespace (`""` when cluster-scoped) and name.
+#[derive(Clone, Copy)]
+pub struct Location<'a> {
+    pub rt: &'a ResourceType,
+    pub version: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
 /// The whole cluster state behind one lock.
 pub struct State {
     pub store: Store,
@@ -152,17 +162,19 @@ impl State {
     /// Replaces an object (PUT) with `object`, after checking that it is
     /// the one at the path and that its resourceVersion, when given, is the
     /// current one.
-    #[allow(clippy::too_many_arguments)]
     pub fn update(
         &mut self,
-        rt: &ResourceType,
-        version: &str,
-        namespace: &str,
-        name: &str,
+        at: Location,
         mut object: Value,
         part: Part,
         dry_run: bool,
     ) -> ApiResult<Value> {
+        let Location {
+            rt,
+            version,
+            namespace,
+            name,
+        } = at;
         meta::check_type(rt, version, &mut object)?;
         check_namespace_field(rt, namespace, &mut object)?;
         let body_name = meta::text(&object, "name");
@@ -277,7 +289,7 @@ impl State {
     }
 
     fn check_crd(&self, rt: &ResourceType, object: &Value) -> ApiResult<()> {
-        if rt.key() == Catalog::crd_type().key() {
+        if rt.is_crd() {
             resources::from_crd(object).map_err(|why| {
                 let (field, why) = why.split_once(": ").unwrap_or(("spec", &why));
                 ApiError::invalid(rt, meta::text(object, "name"), field, why)
@@ -288,11 +300,10 @@ impl State {
 
     /// Keeps derived state in step with a write: CRDs define what is served.
     pub fn after_write(&mut self, rt: &ResourceType) {
-        let crds = Catalog::crd_type().key();
-        if rt.key() == crds {
+        if rt.is_crd() {
             let defined: Vec<ResourceType> = self
                 .store
-                .list(&crds, None)
+                .list(&rt.key(), None)
                 .filter_map(|crd| resources::from_crd(crd).ok())
                 .collect();
             self.catalog.set_custom(defined.into_iter());

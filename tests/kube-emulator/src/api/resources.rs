@@ -90,6 +90,18 @@ impl ResourceType {
         }
     }
 
+    pub fn is(&self, group: &str, plural: &str) -> bool {
+        self.group == group && self.plural == plural
+    }
+
+    pub fn is_namespace(&self) -> bool {
+        self.is("", "namespaces")
+    }
+
+    pub fn is_crd(&self) -> bool {
+        self.is("apiextensions.k8s.io", "customresourcedefinitions")
+    }
+
     pub fn serves(&self, version: &str) -> bool {
         self.versions.iter().any(|v| v == version)
     }
@@ -301,16 +313,17 @@ impl Catalog {
             .find(|rt| rt.group == key.group && rt.plural == key.plural)
     }
 
-    pub fn crd_type() -> ResourceType {
+    /// The built-in resource type `plural` of `group`.
+    fn builtin(group: &str, plural: &str) -> ResourceType {
         BUILTINS
             .iter()
-            .find(|def| def.plural == "customresourcedefinitions")
+            .find(|def| def.group == group && def.plural == plural)
             .map(builtin)
-            .expect("the CRD resource is built in")
+            .unwrap_or_else(|| panic!("{plural}.{group} is not a built-in resource"))
     }
 
     pub fn namespace_type() -> ResourceType {
-        builtin(&BUILTINS[0])
+        Self::builtin("", "namespaces")
     }
 
     /// Replaces the CRD-defined types with those `crds` define.

@@ -2,42 +2,32 @@
 //! an `autoscaling/v1` Scale view of `.spec.replicas`, as `kubectl scale`
 //! and kube-rs' `Api::patch_scale` use it.
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::objects::{check_resource_version, Part};
+use super::json_response;
+use super::objects::{check_resource_version, Location, Part, State};
 use super::patch::{self, PatchKind};
-use super::resources::ResourceType;
-use super::{json_response, Server};
 
-#[allow(clippy::too_many_arguments)]
 pub fn handle(
-    server: &Server,
-    rt: &ResourceType,
-    namespace: &str,
-    name: &str,
+    state: &mut State,
+    at: Location,
     method: &Method,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
+    content_type: &str,
     body: &Bytes,
+    dry_run: bool,
 ) -> ApiResult<Response> {
-    let mut state = server.lock();
-    let current = state.get(rt, namespace, name)?;
+    let Location { rt, name, .. } = at;
+    let current = state.get(rt, at.namespace, name)?;
     let view = scale_of(&current);
     let wanted = match *method {
         Method::GET => return Ok(json_response(StatusCode::OK, &view)),
         Method::PUT => serde_json::from_slice::<Value>(body)
             .map_err(|e| ApiError::bad_request(format!("the Scale is not valid JSON: {e}")))?,
         Method::PATCH => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
             let kind = PatchKind::from_content_type(content_type)?;
             let patch: Value = serde_yaml::from_slice(body).map_err(|e| {
                 ApiError::bad_request(format!("the patch is not valid JSON or YAML: {e}"))
@@ -63,7 +53,6 @@ pub fn handle(
     };
     let mut scaled = current.clone();
     scaled["spec"]["replicas"] = json!(replicas);
-    let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
     let written = state.commit(rt, current, scaled, Part::Main, dry_run)?;
     Ok(json_response(StatusCode::OK, &scale_of(&written)))
 }
