@@ -11,4 +11,5 @@ pub mod migrate;
 pub mod names;
 pub mod plan;
 pub mod preflight;
+pub mod registry;
 pub mod report;
