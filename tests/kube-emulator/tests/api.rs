@@ -1300,7 +1300,7 @@ async fn raw_watch_times_out_and_resumes_from_its_resource_version() {
     )
     .await
     .expect("cm");
-    let params = WatchParams::default().labels("w=1").timeout(1);
+    let params = WatchParams::default().labels("w=1").timeout(1); // bookmarks are allowed by default
     let events: Vec<WatchEvent<ConfigMap>> = cms
         .watch(&params, "0")
         .await
@@ -1327,6 +1327,13 @@ async fn raw_watch_times_out_and_resumes_from_its_resource_version() {
         .metadata
         .resource_version
         .expect("rv");
+    match events.last() {
+        Some(WatchEvent::Bookmark(bookmark)) => assert_eq!(
+            bookmark.metadata.resource_version, last_rv,
+            "a timed-out watch ends with a bookmark of how far it got"
+        ),
+        other => panic!("expected a closing bookmark, got {other:?}"),
+    }
 
     // while nobody watches: a labelled object appears, another stops matching
     cms.create(

@@ -215,6 +215,9 @@ const BUILTINS: &[Builtin] = &[
     b("apps", "v1", "daemonsets", "DaemonSet", NS, &["ds"], STATUS),
     b("batch", "v1", "jobs", "Job", NS, &[], STATUS),
     b("batch", "v1", "cronjobs", "CronJob", NS, &["cj"], STATUS),
+    b("events.k8s.io", "v1", "events", "Event", NS, &["ev"], PLAIN),
+    b("coordination.k8s.io", "v1", "leases", "Lease", NS, &[], PLAIN),
+    b("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", NS, &["pdb"], STATUS),
     b("storage.k8s.io", "v1", "storageclasses", "StorageClass", CLUSTER, &["sc"], PLAIN),
     b("rbac.authorization.k8s.io", "v1", "roles", "Role", NS, &[], PLAIN),
     b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", NS, &[], PLAIN),
@@ -231,6 +234,11 @@ const BUILTINS: &[Builtin] = &[
     b("velero.io", "v1", "volumesnapshotlocations", "VolumeSnapshotLocation", NS, &["vsl"], STATUS),
     b("velero.io", "v1", "schedules", "Schedule", NS, &[], STATUS),
     b("velero.io", "v1", "deletebackuprequests", "DeleteBackupRequest", NS, &[], STATUS),
+    b("velero.io", "v1", "downloadrequests", "DownloadRequest", NS, &[], STATUS),
+    b("velero.io", "v1", "podvolumebackups", "PodVolumeBackup", NS, &[], STATUS),
+    b("velero.io", "v1", "podvolumerestores", "PodVolumeRestore", NS, &[], STATUS),
+    b("velero.io", "v1", "backuprepositories", "BackupRepository", NS, &[], STATUS),
+    b("velero.io", "v1", "serverstatusrequests", "ServerStatusRequest", NS, &["ssr"], STATUS),
     b("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", CLUSTER, &["crd", "crds"], STATUS),
 ];
 

@@ -151,7 +151,16 @@ pub fn watch(server: Arc<Server>, request: WatchRequest) -> ApiResult<Response> 
         loop {
             let frames = tokio::select! {
                 _ = tx.closed() => return,
-                _ = sleep_until(deadline) => return,
+                _ = sleep_until(deadline) => {
+                    // As the real server does, a watch that times out first
+                    // tells the client how far it got.
+                    ended = true;
+                    if request.bookmarks {
+                        vec![request.bookmark(cursor, false)]
+                    } else {
+                        Vec::new()
+                    }
+                }
                 _ = bookmarks.tick(), if request.bookmarks => vec![request.bookmark(cursor, false)],
                 changed = changed.changed() => {
                     if changed.is_err() {
@@ -177,7 +186,7 @@ pub fn watch(server: Arc<Server>, request: WatchRequest) -> ApiResult<Response> 
                 }
             }
             if ended {
-                return; // the ERROR event ends the watch
+                return;
             }
         }
     });
