@@ -345,8 +345,8 @@ async fn logs_are_served_and_followed_until_the_container_ends() -> anyhow::Resu
 }
 
 #[tokio::test]
-async fn a_missing_image_or_secret_leaves_the_container_waiting_with_a_reason() -> anyhow::Result<()>
-{
+async fn a_missing_image_secret_or_non_root_user_leaves_the_container_waiting_with_a_reason(
+) -> anyhow::Result<()> {
     let test = TestCluster::start("kl-waits").await?;
     test.pod(
         "no-image",
@@ -362,6 +362,14 @@ async fn a_missing_image_or_secret_leaves_the_container_waiting_with_a_reason() 
                 "command": ["sh", "-c", "test \"$TOKEN\" = abc"],
                 "env": [{ "name": "TOKEN", "valueFrom": { "secretKeyRef": { "name": "later", "key": "token" } } }],
             }],
+        }),
+    )
+    .await?;
+    test.pod(
+        "as-root",
+        json!({
+            "securityContext": { "runAsNonRoot": true },
+            "containers": [{ "name": "main", "command": ["true"] }],
         }),
     )
     .await?;
@@ -393,6 +401,22 @@ async fn a_missing_image_or_secret_leaves_the_container_waiting_with_a_reason() 
         .and_then(|waiting| waiting.message)
         .unwrap_or_default();
     assert!(message.contains("secret \"later\" not found"), "{message}");
+
+    // The busybox image runs as root.
+    let pod = test
+        .wait_pod("as-root", "a config error", |pod| {
+            waiting(pod).is_some_and(|waiting| {
+                waiting.reason.as_deref() == Some("CreateContainerConfigError")
+            })
+        })
+        .await?;
+    let message = waiting(&pod)
+        .and_then(|waiting| waiting.message)
+        .unwrap_or_default();
+    assert!(
+        message.contains("runAsNonRoot and image will run as root"),
+        "{message}"
+    );
 
     // Once the Secret exists the pod runs, with it.
     test.create::<Secret>(
@@ -700,4 +724,64 @@ async fn dropping_the_cluster_removes_its_containers_and_network() -> anyhow::Re
         .expect_err("the network is gone");
     assert!(network_error.is_not_found(), "{network_error}");
     Ok(())
+}
+
+#[tokio::test]
+async fn pods_resolve_cluster_dns_names_and_know_their_hostname() -> anyhow::Result<()> {
+    let test = TestCluster::start("kl-dns").await?;
+    test.cluster
+        .context
+        .shared
+        .dns
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the DNS table is poisoned"))?
+        .insert(
+            "receiver.apps.example.test".to_string(),
+            [10, 1, 2, 3].into(),
+        );
+    test.pod(
+        "resolver",
+        json!({
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main",
+                "command": ["sh", "-c",
+                    "{ hostname; grep receiver.apps.example.test /etc/hosts; } > /dev/termination-log"],
+            }],
+        }),
+    )
+    .await?;
+    let pod = test
+        .wait_pod("resolver", "the pod to finish", finished)
+        .await?;
+    assert_eq!(phase(&pod), "Succeeded", "{:?}", pod.status);
+    let message = terminated(&pod).message.unwrap_or_default();
+    let lines: Vec<Vec<&str>> = message
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["resolver"],
+            vec!["10.1.2.3", "receiver.apps.example.test"]
+        ],
+        "{message:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_docker_daemon_is_reported_as_docker_not_running() {
+    let error = docker::docker(["--host", "unix:///nonexistent/docker.sock", "version"])
+        .await
+        .expect_err("no daemon there");
+    assert!(
+        matches!(error, docker::DockerError::NotRunning { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().starts_with("Docker must be running"),
+        "{error}"
+    );
 }
