@@ -1073,6 +1073,48 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(error.code, 422);
     assert!(error.message.contains("RFC 1123"), "{}", error.message);
 
+    for (path, body, field) in [
+        (
+            "configmaps",
+            r#"{"metadata": {"name": "x"}, "data": "text"}"#,
+            "data",
+        ),
+        (
+            "configmaps",
+            r#"{"metadata": {"name": "x", "labels": {"n": 1}}}"#,
+            "metadata.labels",
+        ),
+        (
+            "configmaps",
+            r#"{"metadata": {"name": "x", "finalizers": "f"}}"#,
+            "metadata.finalizers",
+        ),
+        (
+            "pods",
+            r#"{"metadata": {"name": "x"}, "spec": {}}"#,
+            "spec.containers",
+        ),
+        (
+            "pods",
+            r#"{"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c"}]}}"#,
+            "spec.containers[0].image",
+        ),
+        ("pods", r#"{"metadata": {"name": "x"}, "spec": 7}"#, "spec"),
+    ] {
+        let path = format!("/api/v1/namespaces/default/{path}");
+        let error = failure(
+            client
+                .request_text(request("POST", &path, "application/json", body))
+                .await,
+        );
+        assert_eq!(error.code, 422, "{body}: {}", error.message);
+        assert!(
+            error.message.contains(&format!("{field}:")),
+            "{body}: {}",
+            error.message
+        );
+    }
+
     let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  k: v\n";
     let created = client
         .request_text(request(

@@ -118,6 +118,119 @@ pub fn check_type(rt: &ResourceType, version: &str, object: &mut Value) -> ApiRe
     Ok(())
 }
 
+/// Checks the parts of an object every Kubernetes type shares: `spec` and
+/// `status` are objects, labels and annotations map strings to strings,
+/// finalizers are strings, ConfigMap/Secret data are maps, and a pod has
+/// named containers with images.
+pub fn check_shape(rt: &ResourceType, object: &Value) -> ApiResult<()> {
+    let name = text(object, "name");
+    let invalid = |field: &str, why: &str| Err(ApiError::invalid(rt, name, field, why));
+    let is_object_or_absent = |v: &Value| v.is_null() || v.is_object();
+    let string_map = |v: &Value| {
+        v.is_null()
+            || v.as_object()
+                .is_some_and(|m| m.values().all(Value::is_string))
+    };
+    let mut objects = vec!["spec", "status"];
+    if rt.is("", "configmaps") || rt.is("", "secrets") {
+        objects.extend(["data", "binaryData", "stringData"]);
+    }
+    for field in objects {
+        if !is_object_or_absent(&object[field]) {
+            return invalid(field, "Invalid value: must be an object");
+        }
+    }
+    let metadata = &object["metadata"];
+    for field in ["labels", "annotations"] {
+        if !string_map(&metadata[field]) {
+            return invalid(
+                &format!("metadata.{field}"),
+                "Invalid value: must be a map of strings to strings",
+            );
+        }
+    }
+    let finalizers = &metadata["finalizers"];
+    if !(finalizers.is_null()
+        || finalizers
+            .as_array()
+            .is_some_and(|f| f.iter().all(Value::is_string)))
+    {
+        return invalid(
+            "metadata.finalizers",
+            "Invalid value: must be a list of strings",
+        );
+    }
+    let references = &metadata["ownerReferences"];
+    if !(references.is_null()
+        || references
+            .as_array()
+            .is_some_and(|r| r.iter().all(Value::is_object)))
+    {
+        return invalid(
+            "metadata.ownerReferences",
+            "Invalid value: must be a list of objects",
+        );
+    }
+    if rt.is("", "pods") {
+        check_containers(rt, object)?;
+    }
+    Ok(())
+}
+
+fn check_containers(rt: &ResourceType, pod: &Value) -> ApiResult<()> {
+    let name = text(pod, "name");
+    let Some(containers) = pod["spec"]["containers"]
+        .as_array()
+        .filter(|c| !c.is_empty())
+    else {
+        return Err(ApiError::invalid(
+            rt,
+            name,
+            "spec.containers",
+            "Required value",
+        ));
+    };
+    let init = pod["spec"]["initContainers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut seen = Vec::new();
+    for (list, containers) in [
+        ("containers", containers.as_slice()),
+        ("initContainers", init),
+    ] {
+        for (index, container) in containers.iter().enumerate() {
+            let field = |f: &str| format!("spec.{list}[{index}].{f}");
+            let Some(container_name) = container["name"].as_str().filter(|n| !n.is_empty()) else {
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    &field("name"),
+                    "Required value",
+                ));
+            };
+            if seen.contains(&container_name) {
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    &field("name"),
+                    &format!("Duplicate value: {container_name:?}"),
+                ));
+            }
+            seen.push(container_name);
+            if container["image"].as_str().is_none_or(str::is_empty) {
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    &field("image"),
+                    "Required value",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn text<'a>(object: &'a Value, field: &str) -> &'a str {
     object["metadata"][field].as_str().unwrap_or_default()
 }

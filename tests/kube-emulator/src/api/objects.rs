@@ -149,6 +149,7 @@ impl State {
                 map.remove("status");
             }
         }
+        meta::check_shape(rt, &object)?;
         self.check_crd(rt, &object)?;
         defaults::on_create(&self.store, rt, &mut object)?;
         if dry_run {
@@ -247,6 +248,7 @@ impl State {
                 ));
             }
         }
+        meta::check_shape(rt, &new)?;
         self.check_crd(rt, &new)?;
         defaults::on_update(&self.store, rt, &old, &mut new)?;
         if spec_of(&new) != spec_of(&old) {
