@@ -1657,3 +1657,89 @@ async fn kubectl_works_unchanged() {
     let (ok, _, err) = run(&["get", "ns", "x"]).await;
     assert!(!ok && err.contains("NotFound"), "{err}");
 }
+
+#[tokio::test]
+async fn malformed_requests_get_client_errors_and_never_break_the_server() {
+    let test = cluster().await;
+    let client = test.client();
+    let send = |method: &str, path: String, content_type: &str, body: &str| {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", content_type)
+            .body(body.as_bytes().to_vec())
+            .expect("request");
+        let client = client.clone();
+        async move {
+            match client.request_text(request).await {
+                Ok(_) => 200,
+                Err(kube::Error::Api(status)) => status.code,
+                Err(other) => panic!("the server broke the connection: {other}"),
+            }
+        }
+    };
+    let collections = [
+        "/api/v1/namespaces/default/configmaps",
+        "/api/v1/namespaces/default/secrets",
+        "/api/v1/namespaces/default/pods",
+        "/api/v1/namespaces/default/services",
+        "/api/v1/namespaces",
+        "/apis/apps/v1/namespaces/default/deployments",
+        "/apis/route.openshift.io/v1/namespaces/default/routes",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+    ];
+    let bodies = [
+        "", "null", "[]", "\"text\"", "5", "{", "{\"metadata\": 5}", "{\"metadata\": {\"name\": 5}}",
+        "{\"metadata\": {\"name\": \"ok\"}, \"spec\": [1]}",
+        "{\"metadata\": {\"name\": \"ok\"}, \"spec\": {\"ports\": [1, {\"port\": \"x\"}], \"containers\": [5]}}",
+        "{\"metadata\": {\"name\": \"ok\", \"ownerReferences\": [1]}}",
+        "{\"metadata\": {\"name\": \"ok\", \"generateName\": 3}, \"status\": \"x\"}",
+        "{\"apiVersion\": 1, \"kind\": [], \"metadata\": {\"name\": \"ok\"}}",
+    ];
+    let patch_types = [
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/strategic-merge-patch+json",
+        "application/apply-patch+yaml",
+        "application/vnd.kubernetes.protobuf",
+        "text/plain",
+    ];
+    for collection in collections {
+        for body in bodies {
+            let code = send("POST", collection.to_string(), "application/json", body).await;
+            assert!(code < 500, "POST {collection} {body}: {code}");
+        }
+        let object = format!("{collection}/ok");
+        for body in bodies {
+            let code = send("PUT", object.clone(), "application/json", body).await;
+            assert!(code < 500, "PUT {object} {body}: {code}");
+            for patch_type in patch_types {
+                let query = "?fieldManager=test";
+                let code = send("PATCH", format!("{object}{query}"), patch_type, body).await;
+                assert!(code < 500, "PATCH {object} {patch_type} {body}: {code}");
+                let status =
+                    send("PATCH", format!("{object}/status{query}"), patch_type, body).await;
+                assert!(
+                    status < 500,
+                    "PATCH {object}/status {patch_type} {body}: {status}"
+                );
+            }
+        }
+        let code = send(
+            "DELETE",
+            object.clone(),
+            "application/json",
+            "{\"preconditions\": 5}",
+        )
+        .await;
+        assert!(code < 500, "DELETE {object}: {code}");
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(
+        &PostParams::default(),
+        &config_map("still-fine", json!({}), json!({})),
+    )
+    .await
+    .expect("the server still serves");
+}
