@@ -1743,3 +1743,49 @@ async fn malformed_requests_get_client_errors_and_never_break_the_server() {
     .await
     .expect("the server still serves");
 }
+
+#[tokio::test]
+async fn up_command_serves_a_pair_kubectl_can_use() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-emulator"))
+        .arg("up")
+        .arg("--no-docker")
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting kube-emulator up");
+    let written = kubeconfig.clone();
+    eventually("the kubeconfig", || {
+        let text = std::fs::read_to_string(&written).unwrap_or_default();
+        async move { text.contains("name: destination").then_some(()) }
+    })
+    .await;
+    let (ok, out, err) = kubectl(
+        &kubeconfig,
+        &["--context", "source", "create", "namespace", "only-here"],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = kubectl(
+        &kubeconfig,
+        &["--context", "source", "get", "ns", "only-here"],
+    )
+    .await;
+    assert!(ok && out.contains("only-here"), "{out}{err}");
+    let (ok, _, err) = kubectl(
+        &kubeconfig,
+        &["--context", "destination", "get", "ns", "only-here"],
+    )
+    .await;
+    assert!(
+        !ok && err.contains("NotFound"),
+        "the clusters are separate: {err}"
+    );
+    up.kill().await.expect("stopping kube-emulator up");
+}
