@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext};
 use kube::ResourceExt as _;
 
 use super::env::{expand, Environment};
-use super::pod_worker::Waiting;
+use super::state::Waiting;
 use super::volumes::Mount;
 use super::{CONTAINER_NAME_LABEL, POD_UID_LABEL};
 use crate::context::ClusterContext;

@@ -5,8 +5,8 @@
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt as _;
 
-use super::pod_worker::Waiting;
 use super::sources::{Kind, Sources};
+use super::state::Waiting;
 
 /// What a container's env can refer to besides Secrets and ConfigMaps.
 pub(super) struct PodFacts<'a> {

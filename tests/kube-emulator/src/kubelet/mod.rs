@@ -7,10 +7,11 @@
 //! - `nodes`: the Node objects;
 //! - `scheduler`: picks a node for a pod, or says why none fits;
 //! - `pod_worker`: one task per pod that starts, watches, restarts and
-//!   finally removes its containers;
+//!   finally removes its containers, whose states `state` holds;
 //! - `container`: the `docker run` command line of one container;
 //! - `env` and `volumes`: what a container gets from its pod's spec,
-//!   Secrets, ConfigMaps and PersistentVolumeClaims;
+//!   Secrets and ConfigMaps (fetched by `sources`) and
+//!   PersistentVolumeClaims;
 //! - `status`: the pod status computed from its containers, and reporting it;
 //! - `logs`: container logs for the API server's `pods/{name}/log`.
 
@@ -21,6 +22,7 @@ mod nodes;
 mod pod_worker;
 mod scheduler;
 mod sources;
+mod state;
 mod status;
 mod volumes;
 

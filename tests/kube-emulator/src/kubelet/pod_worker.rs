@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Preconditions};
 use kube::{Api, ResourceExt as _};
@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use super::container::{check_non_root, Launch, CLUSTER_LABEL};
 use super::env::PodFacts;
 use super::sources::Sources;
+use super::state::{Slot, State, Terminated, Waiting};
 use super::status::{self, Reporter};
 use super::{env, volumes, POD_UID_LABEL};
 use crate::context::ClusterContext;
@@ -32,96 +33,11 @@ use crate::docker;
 
 /// How long a container that cannot start yet waits before the next try.
 const RETRY: Duration = Duration::from_secs(1);
-/// The first and the longest delay before restarting a container that
-/// exited. The real kubelet's are 10 s and 5 min; the emulator's are short
-/// so that tests of restarts are quick.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(20);
-/// A container that ran this long before exiting is restarted after the
-/// first back-off again.
-const BACKOFF_RESET: Duration = Duration::from_secs(60);
 /// The real kubelet's limits on a termination message, and on the log
 /// tail used instead with `terminationMessagePolicy: FallbackToLogsOnError`.
 const TERMINATION_MESSAGE_BYTES: usize = 4096;
 const FALLBACK_LOG_LINES: u64 = 80;
 const FALLBACK_LOG_BYTES: usize = 2048;
-
-/// Why a container is not running yet: the reason and message of its
-/// `waiting` state.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) struct Waiting {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Waiting {
-    /// The container's configuration refers to something missing or wrong.
-    pub(super) fn config(message: String) -> Self {
-        Self {
-            reason: "CreateContainerConfigError",
-            message,
-        }
-    }
-
-    /// Something the container needs is not ready yet.
-    pub(super) fn creating(message: String) -> Self {
-        Self {
-            reason: "ContainerCreating",
-            message,
-        }
-    }
-}
-
-/// A container's current state.
-#[derive(Clone, Debug)]
-pub(super) enum State {
-    Waiting(Waiting),
-    Running { id: String, started_at: Timestamp },
-    Terminated(Terminated),
-}
-
-#[derive(Clone, Debug)]
-pub(super) struct Terminated {
-    /// The Docker container, if one was created.
-    pub id: Option<String>,
-    pub exit_code: i32,
-    pub reason: String,
-    pub message: Option<String>,
-    pub started_at: Option<Timestamp>,
-    pub finished_at: Timestamp,
-}
-
-/// One container of the pod spec across its restarts.
-pub(super) struct Slot {
-    pub spec: Container,
-    pub state: State,
-    pub last_state: Option<Terminated>,
-    pub restart_count: i32,
-    pub image_id: Option<String>,
-    /// Docker containers created for it so far.
-    created: u32,
-    /// When to try starting it (again).
-    retry_at: Instant,
-    backoff: Duration,
-}
-
-impl Slot {
-    fn new(spec: &Container, reason: &'static str) -> Self {
-        Self {
-            spec: spec.clone(),
-            state: State::Waiting(Waiting {
-                reason,
-                message: String::new(),
-            }),
-            last_state: None,
-            restart_count: 0,
-            image_id: None,
-            created: 0,
-            retry_at: Instant::now(),
-            backoff: FIRST_BACKOFF,
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Which {
@@ -602,29 +518,15 @@ impl PodWorker {
             slot.state = State::Terminated(terminated);
             return;
         }
-        let ran = terminated
-            .started_at
-            .and_then(|started| {
-                terminated
-                    .finished_at
-                    .duration_since(started)
-                    .try_into()
-                    .ok()
-            })
-            .unwrap_or(Duration::ZERO);
-        if ran >= BACKOFF_RESET {
-            slot.backoff = FIRST_BACKOFF;
-        }
+        let delay = slot.back_off(&terminated);
         slot.state = State::Waiting(Waiting {
             reason: "CrashLoopBackOff",
             message: format!(
                 "back-off {}s restarting failed container={} pod={pod}",
-                slot.backoff.as_secs(),
+                delay.as_secs(),
                 slot.spec.name
             ),
         });
-        slot.retry_at = Instant::now() + slot.backoff;
-        slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
         slot.last_state = Some(terminated);
     }
 

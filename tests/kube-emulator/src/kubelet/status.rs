@@ -13,7 +13,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::Api;
 
-use super::pod_worker::{PodWorker, Slot, State, Terminated};
+use super::pod_worker::PodWorker;
+use super::state::{Slot, State, Terminated};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {

@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::Api;
 
-use super::pod_worker::Waiting;
 use super::sources::{Kind, Sources};
+use super::state::Waiting;
 
 /// A volume as the host directory containers mount.
 pub(super) struct HostVolume {
