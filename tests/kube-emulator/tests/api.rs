@@ -1545,6 +1545,14 @@ async fn pod_logs_come_from_the_kubelet_and_follow_streams() {
         .await,
     );
     assert_eq!(wrong.code, 400);
+    let put_log = http::Request::builder()
+        .method("PUT")
+        .uri("/api/v1/namespaces/default/pods/sender/log")
+        .header("content-type", "application/json")
+        .body(br#"{"metadata": {"name": "sender"}}"#.to_vec())
+        .expect("request");
+    let refused = api_error(client.request_text(put_log).await);
+    assert_eq!(refused.code, 405, "the log is read-only");
 
     // a cluster without a kubelet answers 404 with a Status
     let bare = api_support::client(&api_support::server(None, 100).await);

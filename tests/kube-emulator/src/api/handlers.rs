@@ -200,7 +200,7 @@ async fn resource(request: Request, target: Target) -> ApiResult<Response> {
                 .get(&target.rt, target.namespace(), &name)?;
             Ok(respond(&request, &target, StatusCode::OK, object))
         }
-        (sub, Method::PUT) => {
+        (sub @ (None | Some("status") | Some("finalize")), Method::PUT) => {
             let part = part(sub);
             let body = parse_body(&request.headers, &request.body)?;
             let object = request.server.lock().update(
@@ -211,7 +211,7 @@ async fn resource(request: Request, target: Target) -> ApiResult<Response> {
             )?;
             Ok(respond(&request, &target, StatusCode::OK, object))
         }
-        (sub, Method::PATCH) => patch(request, &target, &name, part(sub)),
+        (sub @ (None | Some("status")), Method::PATCH) => patch(request, &target, &name, part(sub)),
         (None, Method::DELETE) => {
             let body = if request.body.is_empty() {
                 Value::Null
@@ -237,9 +237,10 @@ async fn resource(request: Request, target: Target) -> ApiResult<Response> {
                 }
             })
         }
-        (_, method) => Err(ApiError::method_not_allowed(format!(
-            "{method} is not supported on {}",
-            target.rt.group_resource()
+        (sub, method) => Err(ApiError::method_not_allowed(format!(
+            "{method} is not supported on {}{}",
+            target.rt.group_resource(),
+            sub.map(|s| format!("/{s}")).unwrap_or_default()
         ))),
     }
 }
