@@ -173,8 +173,7 @@ fn subsets(router: &Router, service: &Service) -> Vec<EndpointSubset> {
         .as_ref()
         .and_then(|s| s.ports.clone())
         .unwrap_or_default();
-    let mut groups: BTreeMap<Vec<(Option<String>, u16, Option<String>)>, EndpointSubset> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<Vec<ResolvedPort>, EndpointSubset> = BTreeMap::new();
     for pod in selected_pods(router, service) {
         let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
             continue;
@@ -229,6 +228,9 @@ fn subsets(router: &Router, service: &Service) -> Vec<EndpointSubset> {
     }
     groups.into_values().collect()
 }
+
+/// A Service port as one pod resolves it: name, pod port, protocol.
+type ResolvedPort = (Option<String>, u16, Option<String>);
 
 /// Creates or replaces the Endpoints `key` with `subsets`.
 async fn put(
