@@ -637,7 +637,12 @@ async fn openshift_velero_and_runtime_crd_resources_via_dynamic_objects() {
         1
     );
 
-    namespace(&client, "velero").await;
+    // Velero, running in the cluster, creates its namespace.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    eventually("the velero namespace", || async {
+        namespaces.get_opt("velero").await.ok().flatten()
+    })
+    .await;
     let backups = dynamic_api(&client, "velero", "velero.io", "v1", "Backup");
     let backup: DynamicObject = from_json(json!({
         "apiVersion": "velero.io/v1", "kind": "Backup", "metadata": {"name": "b1", "labels": {"migration": "m1"}},

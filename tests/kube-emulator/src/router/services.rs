@@ -4,8 +4,8 @@
 //! A LoadBalancer Service gets a listener on `router_ip:<port>` for each of
 //! its TCP ports and, once all are bound, `status.loadBalancer.ingress`
 //! naming `router_ip`. A NodePort Service gets a listener on
-//! `router_ip:<nodePort>` (the router address is the nodes' InternalIP);
-//! ports the API server left without a nodePort get one from 30000-32767.
+//! `router_ip:<nodePort>` (the router address is the nodes' InternalIP;
+//! the API server allocates the node ports).
 //! A port that cannot be bound (taken by an older Service, by the Routes
 //! listener, or by another process) is logged and the Service gets no
 //! ingress address. Connections are forwarded to the Service's endpoints
@@ -25,9 +25,6 @@ use tokio::net::TcpStream;
 
 use super::endpoints::addresses;
 use super::{is_not_found, lock, proxy, Router};
-
-/// The range NodePorts are allocated from, as the API server's default.
-const NODE_PORTS: std::ops::RangeInclusive<i32> = 30000..=32767;
 
 /// One Service port's claim on a port of the router address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -75,7 +72,7 @@ pub(crate) async fn reconcile(router: &Arc<Router>) -> bool {
         let created = s.metadata.creation_timestamp.clone();
         (created.is_none(), created, s.namespace(), s.name_any())
     });
-    let mut complete = allocate_node_ports(router, &services).await;
+    let mut complete = true;
 
     let mut wanted: HashMap<u16, Claim> = HashMap::new();
     let mut unserved: HashSet<(String, String)> = HashSet::new();
@@ -232,69 +229,6 @@ async fn forward(client: TcpStream, router: Weak<Router>, claim: Claim) -> anyho
     };
     let backend = proxy::connect_any(&backends).await?;
     proxy::pipe(client, backend, &[]).await
-}
-
-/// Gives every NodePort Service port without a nodePort a free one, as the
-/// API server would have. Returns whether every write succeeded.
-async fn allocate_node_ports(router: &Router, services: &[Arc<Service>]) -> bool {
-    let mut used: HashSet<i32> = services
-        .iter()
-        .flat_map(|s| s.spec.iter().flat_map(|spec| spec.ports.iter().flatten()))
-        .filter_map(|port| port.node_port)
-        .collect();
-    let mut complete = true;
-    for service in services
-        .iter()
-        .filter(|s| service_type(s) == Some("NodePort"))
-    {
-        let Some(mut ports) = service.spec.as_ref().and_then(|s| s.ports.clone()) else {
-            continue;
-        };
-        let mut allocated = false;
-        for port in ports.iter_mut().filter(|port| port.node_port.is_none()) {
-            let Some(free) = NODE_PORTS
-                .clone()
-                .find(|candidate| !used.contains(candidate))
-            else {
-                tracing::warn!(
-                    "router: no free NodePort left for service {}/{}",
-                    service.namespace().unwrap_or_default(),
-                    service.name_any()
-                );
-                break;
-            };
-            used.insert(free);
-            port.node_port = Some(free);
-            allocated = true;
-        }
-        if !allocated {
-            continue;
-        }
-        let api = Api::<Service>::namespaced(
-            router.ctx.client.clone(),
-            &service.namespace().unwrap_or_default(),
-        );
-        let patch = json!({ "spec": { "ports": ports } });
-        match api
-            .patch(
-                &service.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(error) if is_not_found(&error) => {}
-            Err(error) => {
-                tracing::warn!(
-                    "router: allocating NodePorts of service {}: {error}",
-                    service.name_any()
-                );
-                complete = false;
-            }
-        }
-    }
-    complete
 }
 
 /// Sets (when `served`) or clears the LoadBalancer ingress address,

@@ -25,7 +25,9 @@ use serde_json::{json, Value};
 
 use super::bucket::{resource_dir, Bucket};
 use super::filter::{resource_names, IncludesExcludes};
-use super::{backups, fail_validation, now, patch_status, Messages, STORAGE_LOCATION, STORAGE_LOCATION_LABEL};
+use super::{
+    backups, fail_validation, now, patch_status, Messages, STORAGE_LOCATION, STORAGE_LOCATION_LABEL,
+};
 use crate::context::ClusterContext;
 
 /// How long a backup is kept by default (Velero's `--ttl` default).
@@ -66,10 +68,13 @@ pub(super) async fn run(ctx: &ClusterContext, backup: DynamicObject) {
         tracing::info!("velero: backup {name} is already in the bucket; leaving it to the sync");
         return;
     }
-    let spec: BackupSpec = match serde_json::from_value(backup.data.get("spec").cloned().unwrap_or(json!({}))) {
-        Ok(spec) => spec,
-        Err(error) => return fail_validation(&api, &name, vec![format!("invalid spec: {error}")]).await,
-    };
+    let spec: BackupSpec =
+        match serde_json::from_value(backup.data.get("spec").cloned().unwrap_or(json!({}))) {
+            Ok(spec) => spec,
+            Err(error) => {
+                return fail_validation(&api, &name, vec![format!("invalid spec: {error}")]).await
+            }
+        };
     let (selector, problems) = validate(&spec);
     if !problems.is_empty() {
         return fail_validation(&api, &name, problems).await;
@@ -78,11 +83,15 @@ pub(super) async fn run(ctx: &ClusterContext, backup: DynamicObject) {
     let started = now();
     let expiration = k8s_openapi::jiff::Timestamp::now()
         .checked_add(DEFAULT_TTL)
-        .map(|t| serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t)).unwrap_or(Value::Null))
+        .map(|t| {
+            serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t))
+                .unwrap_or(Value::Null)
+        })
         .unwrap_or(Value::Null);
     let label = json!({ "metadata": { "labels": { STORAGE_LOCATION_LABEL: STORAGE_LOCATION } } });
     let marked = async {
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&label)).await?;
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&label))
+            .await?;
         let status = json!({
             "phase": "InProgress",
             "startTimestamp": started,
@@ -100,7 +109,11 @@ pub(super) async fn run(ctx: &ClusterContext, backup: DynamicObject) {
     let result = snapshot(ctx, &bucket, &name, &spec, selector.as_ref()).await;
     let mut status = match &result {
         Ok(snapshot) => {
-            let phase = if snapshot.errors.count() > 0 { "PartiallyFailed" } else { "Completed" };
+            let phase = if snapshot.errors.count() > 0 {
+                "PartiallyFailed"
+            } else {
+                "Completed"
+            };
             json!({
                 "phase": phase,
                 "errors": snapshot.errors.count(),
@@ -111,7 +124,13 @@ pub(super) async fn run(ctx: &ClusterContext, backup: DynamicObject) {
         Err(error) => json!({ "phase": "Failed", "failureReason": format!("{error:#}") }),
     };
     if let Ok(snapshot) = &result {
-        for message in snapshot.errors.namespaces.values().flatten().chain(&snapshot.errors.cluster) {
+        for message in snapshot
+            .errors
+            .namespaces
+            .values()
+            .flatten()
+            .chain(&snapshot.errors.cluster)
+        {
             tracing::warn!("velero: backup {name}: {message}");
         }
     }
@@ -140,9 +159,14 @@ fn validate(spec: &BackupSpec) -> (Option<Selector>, Vec<String>) {
     let mut problems = Vec::new();
     let location = spec.storage_location.as_deref().unwrap_or(STORAGE_LOCATION);
     if !location.is_empty() && location != STORAGE_LOCATION {
-        problems.push(format!("a BackupStorageLocation named {location:?} does not exist"));
+        problems.push(format!(
+            "a BackupStorageLocation named {location:?} does not exist"
+        ));
     }
-    let namespaces = IncludesExcludes::new(spec.included_namespaces.as_ref(), spec.excluded_namespaces.as_ref());
+    let namespaces = IncludesExcludes::new(
+        spec.included_namespaces.as_ref(),
+        spec.excluded_namespaces.as_ref(),
+    );
     let overlap = namespaces.overlap();
     if !overlap.is_empty() {
         problems.push(format!(
@@ -150,7 +174,12 @@ fn validate(spec: &BackupSpec) -> (Option<Selector>, Vec<String>) {
             overlap.join(", ")
         ));
     }
-    let selector = match spec.label_selector.clone().map(Selector::try_from).transpose() {
+    let selector = match spec
+        .label_selector
+        .clone()
+        .map(Selector::try_from)
+        .transpose()
+    {
         Ok(selector) => selector,
         Err(error) => {
             problems.push(format!("invalid labelSelector: {error}"));
@@ -160,7 +189,12 @@ fn validate(spec: &BackupSpec) -> (Option<Selector>, Vec<String>) {
     (selector, problems)
 }
 
-async fn store_metadata(api: &Api<DynamicObject>, bucket: &Bucket<'_>, name: &str, status: &Value) -> anyhow::Result<()> {
+async fn store_metadata(
+    api: &Api<DynamicObject>,
+    bucket: &Bucket<'_>,
+    name: &str,
+    status: &Value,
+) -> anyhow::Result<()> {
     let mut stored = api.get(name).await.context("reading the Backup back")?;
     stored.types = Some(TypeMeta {
         api_version: "velero.io/v1".into(),
@@ -180,9 +214,18 @@ async fn snapshot(
     spec: &BackupSpec,
     selector: Option<&Selector>,
 ) -> anyhow::Result<Snapshot> {
-    let discovery = Discovery::new(ctx.client.clone()).run().await.context("discovering the API's resources")?;
-    let namespaces = IncludesExcludes::new(spec.included_namespaces.as_ref(), spec.excluded_namespaces.as_ref());
-    let resources = IncludesExcludes::new(spec.included_resources.as_ref(), spec.excluded_resources.as_ref());
+    let discovery = Discovery::new(ctx.client.clone())
+        .run()
+        .await
+        .context("discovering the API's resources")?;
+    let namespaces = IncludesExcludes::new(
+        spec.included_namespaces.as_ref(),
+        spec.excluded_namespaces.as_ref(),
+    );
+    let resources = IncludesExcludes::new(
+        spec.included_resources.as_ref(),
+        spec.excluded_resources.as_ref(),
+    );
     let all_namespaces = namespaces.includes_everything();
     let all_cluster_resources = spec.include_cluster_resources.unwrap_or(all_namespaces);
     let related_cluster_resources = spec.include_cluster_resources != Some(false);
@@ -201,7 +244,11 @@ async fn snapshot(
             Ok(()) => snapshot.items += 1,
             Err(error) => snapshot.errors.add(
                 object.namespace().as_deref(),
-                format!("{} {}: {error:#}", resource_dir(resource), object.name_any()),
+                format!(
+                    "{} {}: {error:#}",
+                    resource_dir(resource),
+                    object.name_any()
+                ),
             ),
         }
     };
@@ -222,24 +269,37 @@ async fn snapshot(
             }
             match (capabilities.scope, dir.as_str()) {
                 (Scope::Cluster, "namespaces") => namespaces_resource = Some(resource),
-                (Scope::Cluster, "persistentvolumes") if !all_cluster_resources => volumes_resource = Some(resource),
+                (Scope::Cluster, "persistentvolumes") if !all_cluster_resources => {
+                    volumes_resource = Some(resource)
+                }
                 (Scope::Cluster, _) if !all_cluster_resources => {}
                 (scope, _) => {
                     let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resource);
                     let list = match api.list(&params).await {
                         Ok(list) => list,
                         Err(error) => {
-                            snapshot.errors.velero.push(format!("listing {dir}: {error}"));
+                            snapshot
+                                .errors
+                                .velero
+                                .push(format!("listing {dir}: {error}"));
                             continue;
                         }
                     };
                     for object in list.items {
                         let namespace = object.namespace();
-                        if scope == Scope::Namespaced && !namespace.as_deref().is_some_and(|ns| namespaces.includes_name(ns)) {
+                        if scope == Scope::Namespaced
+                            && !namespace
+                                .as_deref()
+                                .is_some_and(|ns| namespaces.includes_name(ns))
+                        {
                             continue;
                         }
                         if dir == "persistentvolumeclaims" {
-                            if let Some(volume) = object.data.pointer("/spec/volumeName").and_then(Value::as_str) {
+                            if let Some(volume) = object
+                                .data
+                                .pointer("/spec/volumeName")
+                                .and_then(Value::as_str)
+                            {
                                 bound_volumes.insert(volume.to_string());
                             }
                         }
@@ -264,7 +324,10 @@ async fn snapshot(
                     }
                 }
             }
-            Err(error) => snapshot.errors.velero.push(format!("listing namespaces: {error}")),
+            Err(error) => snapshot
+                .errors
+                .velero
+                .push(format!("listing namespaces: {error}")),
         }
     }
     if related_cluster_resources && !all_cluster_resources {
@@ -273,8 +336,13 @@ async fn snapshot(
             for volume in &bound_volumes {
                 match api.get_opt(volume).await {
                     Ok(Some(object)) => store(&resource, object, &mut snapshot),
-                    Ok(None) => snapshot.warnings.cluster.push(format!("persistentvolumes {volume}: bound to a backed-up claim but not found")),
-                    Err(error) => snapshot.errors.cluster.push(format!("persistentvolumes {volume}: {error}")),
+                    Ok(None) => snapshot.warnings.cluster.push(format!(
+                        "persistentvolumes {volume}: bound to a backed-up claim but not found"
+                    )),
+                    Err(error) => snapshot
+                        .errors
+                        .cluster
+                        .push(format!("persistentvolumes {volume}: {error}")),
                 }
             }
         }

@@ -41,13 +41,26 @@ impl Bucket<'_> {
 
     /// Whether a complete backup named `backup` is in the bucket.
     pub fn has_backup(&self, backup: &str) -> bool {
-        self.backup_dir(backup).is_ok_and(|dir| dir.join(METADATA_FILE).is_file())
+        self.backup_dir(backup)
+            .is_ok_and(|dir| dir.join(METADATA_FILE).is_file())
     }
 
     /// Stores one object of `resource` (an [`ApiResource`]) in `backup`.
-    pub fn write_item(&self, backup: &str, resource: &ApiResource, object: &DynamicObject) -> anyhow::Result<()> {
-        let name = object.metadata.name.as_deref().context("an object without a name")?;
-        let mut path = self.backup_dir(backup)?.join("resources").join(resource_dir(resource));
+    pub fn write_item(
+        &self,
+        backup: &str,
+        resource: &ApiResource,
+        object: &DynamicObject,
+    ) -> anyhow::Result<()> {
+        let name = object
+            .metadata
+            .name
+            .as_deref()
+            .context("an object without a name")?;
+        let mut path = self
+            .backup_dir(backup)?
+            .join("resources")
+            .join(resource_dir(resource));
         path = match object.metadata.namespace.as_deref() {
             Some(namespace) => path.join("namespaces").join(path_component(namespace)?),
             None => path.join("cluster"),
@@ -73,7 +86,9 @@ impl Bucket<'_> {
             return Ok(Vec::new());
         }
         let mut names = Vec::new();
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
+        {
             let name = entry?.file_name().to_string_lossy().into_owned();
             if self.has_backup(&name) {
                 names.push(name);
@@ -91,7 +106,10 @@ impl Bucket<'_> {
             return Ok(items);
         }
         for resource in sorted_entries(&resources)? {
-            let name = resource.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = resource
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let mut files = Vec::new();
             let cluster = resource.join("cluster");
             if cluster.is_dir() {
@@ -103,7 +121,10 @@ impl Bucket<'_> {
                     files.extend(sorted_entries(&namespace)?);
                 }
             }
-            for file in files.into_iter().filter(|f| f.extension().is_some_and(|e| e == "json")) {
+            for file in files
+                .into_iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "json"))
+            {
                 items.push(Item {
                     resource: name.clone(),
                     object: read_json(&file)?,
@@ -115,7 +136,11 @@ impl Bucket<'_> {
 
     /// Stores the per-object warnings and errors of a restore, where
     /// Velero keeps them (`velero restore describe --details` reads them).
-    pub fn write_restore_results(&self, restore: &str, results: &impl Serialize) -> anyhow::Result<()> {
+    pub fn write_restore_results(
+        &self,
+        restore: &str,
+        results: &impl Serialize,
+    ) -> anyhow::Result<()> {
         let path = self
             .0
             .join("restores")
@@ -162,11 +187,14 @@ fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let bytes = serde_json::to_vec_pretty(value)?;
     let temporary = path.with_extension("json.partial");
-    std::fs::write(&temporary, bytes).with_context(|| format!("writing {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("renaming {} into place", temporary.display()))
+    std::fs::write(&temporary, bytes)
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, path)
+        .with_context(|| format!("renaming {} into place", temporary.display()))
 }
 
 fn read_json(path: &Path) -> anyhow::Result<DynamicObject> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a Kubernetes object", path.display()))
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a Kubernetes object", path.display()))
 }

@@ -14,7 +14,10 @@ pub(super) struct IncludesExcludes {
 impl IncludesExcludes {
     pub fn new(includes: Option<&Vec<String>>, excludes: Option<&Vec<String>>) -> Self {
         let lower = |list: Option<&Vec<String>>| {
-            list.into_iter().flatten().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>()
+            list.into_iter()
+                .flatten()
+                .map(|s| s.to_ascii_lowercase())
+                .collect::<Vec<_>>()
         };
         Self {
             includes: lower(includes),
@@ -24,12 +27,16 @@ impl IncludesExcludes {
 
     /// Whether everything is included (nothing named, or `*`).
     pub fn includes_everything(&self) -> bool {
-        self.excludes.is_empty() && (self.includes.is_empty() || self.includes.iter().any(|i| i == "*"))
+        self.excludes.is_empty()
+            && (self.includes.is_empty() || self.includes.iter().any(|i| i == "*"))
     }
 
     /// Whether the thing known by any of `names` is included.
     pub fn includes(&self, names: &[String]) -> bool {
-        let named = |list: &[String]| list.iter().any(|entry| entry == "*" || names.iter().any(|n| n.eq_ignore_ascii_case(entry)));
+        let named = |list: &[String]| {
+            list.iter()
+                .any(|entry| entry == "*" || names.iter().any(|n| n.eq_ignore_ascii_case(entry)))
+        };
         !named(&self.excludes) && (self.includes.is_empty() || named(&self.includes))
     }
 
@@ -40,7 +47,11 @@ impl IncludesExcludes {
 
     /// The namespaces named in both lists, which Velero refuses.
     pub fn overlap(&self) -> Vec<String> {
-        self.includes.iter().filter(|i| *i != "*" && self.excludes.contains(i)).cloned().collect()
+        self.includes
+            .iter()
+            .filter(|i| *i != "*" && self.excludes.contains(i))
+            .cloned()
+            .collect()
     }
 }
 
@@ -66,7 +77,11 @@ mod tests {
         ApiResource {
             group: group.into(),
             version: "v1".into(),
-            api_version: if group.is_empty() { "v1".into() } else { format!("{group}/v1") },
+            api_version: if group.is_empty() {
+                "v1".into()
+            } else {
+                format!("{group}/v1")
+            },
             kind: kind.into(),
             plural: plural.into(),
         }
@@ -78,16 +93,30 @@ mod tests {
 
     #[test]
     fn resources_are_matched_by_plural_group_or_kind_and_excludes_win() {
-        let imagestreams = resource_names(&resource("image.openshift.io", "ImageStream", "imagestreams"));
-        let pvcs = resource_names(&resource("", "PersistentVolumeClaim", "persistentvolumeclaims"));
+        let imagestreams = resource_names(&resource(
+            "image.openshift.io",
+            "ImageStream",
+            "imagestreams",
+        ));
+        let pvcs = resource_names(&resource(
+            "",
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+        ));
         let configmaps = resource_names(&resource("", "ConfigMap", "configmaps"));
-        let filter = IncludesExcludes::new(None, list(&["persistentvolumeclaims", "imagestreams.image.openshift.io"]).as_ref());
+        let filter = IncludesExcludes::new(
+            None,
+            list(&["persistentvolumeclaims", "imagestreams.image.openshift.io"]).as_ref(),
+        );
         assert!(!filter.includes(&imagestreams));
         assert!(!filter.includes(&pvcs));
         assert!(filter.includes(&configmaps));
         let only = IncludesExcludes::new(list(&["ConfigMap", "imagestreams"]).as_ref(), None);
-        assert!(only.includes(&configmaps) && only.includes(&imagestreams) && !only.includes(&pvcs));
-        let everything_but = IncludesExcludes::new(list(&["*"]).as_ref(), list(&["configmaps"]).as_ref());
+        assert!(
+            only.includes(&configmaps) && only.includes(&imagestreams) && !only.includes(&pvcs)
+        );
+        let everything_but =
+            IncludesExcludes::new(list(&["*"]).as_ref(), list(&["configmaps"]).as_ref());
         assert!(!everything_but.includes(&configmaps) && everything_but.includes(&pvcs));
         assert!(!everything_but.includes_everything());
         assert!(IncludesExcludes::new(list(&["*"]).as_ref(), None).includes_everything());
@@ -97,6 +126,8 @@ mod tests {
     fn namespaces_in_both_lists_are_reported() {
         let filter = IncludesExcludes::new(list(&["a", "b"]).as_ref(), list(&["b"]).as_ref());
         assert_eq!(filter.overlap(), vec!["b".to_string()]);
-        assert!(filter.includes_name("a") && !filter.includes_name("b") && !filter.includes_name("c"));
+        assert!(
+            filter.includes_name("a") && !filter.includes_name("b") && !filter.includes_name("c")
+        );
     }
 }

@@ -94,7 +94,9 @@ async fn install(ctx: &ClusterContext) -> anyhow::Result<()> {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(error) => return Err(error.context("installing Velero (namespace and BackupStorageLocation)")),
+            Err(error) => {
+                return Err(error.context("installing Velero (namespace and BackupStorageLocation)"))
+            }
         }
     }
 }
@@ -124,7 +126,11 @@ async fn try_install(ctx: &ClusterContext) -> anyhow::Result<()> {
     create_if_absent(&locations, &location).await?;
     let status = json!({ "status": { "phase": "Available", "lastValidationTime": now() } });
     locations
-        .patch_status(STORAGE_LOCATION, &PatchParams::default(), &Patch::Merge(&status))
+        .patch_status(
+            STORAGE_LOCATION,
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
         .await
         .context("marking the BackupStorageLocation Available")?;
     Ok(())
@@ -149,7 +155,9 @@ where
     F: Fn(DynamicObject) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let events = watcher(api.clone(), watcher::Config::default()).default_backoff().applied_objects();
+    let events = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         let object = match event {
@@ -171,7 +179,11 @@ where
 }
 
 fn phase(object: &DynamicObject) -> &str {
-    object.data.pointer("/status/phase").and_then(Value::as_str).unwrap_or("")
+    object
+        .data
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 fn is_new(object: &DynamicObject) -> bool {
@@ -179,15 +191,25 @@ fn is_new(object: &DynamicObject) -> bool {
 }
 
 /// Merges `status` into the object's status.
-async fn patch_status(api: &Api<DynamicObject>, name: &str, status: Value) -> Result<(), kube::Error> {
+async fn patch_status(
+    api: &Api<DynamicObject>,
+    name: &str,
+    status: Value,
+) -> Result<(), kube::Error> {
     let patch = json!({ "status": status });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
 }
 
 /// Marks a Backup or Restore as refused before it started, with the
 /// reasons, as Velero does with `FailedValidation`.
 async fn fail_validation(api: &Api<DynamicObject>, name: &str, errors: Vec<String>) {
-    tracing::info!("velero: {} {name} failed validation: {}", api.resource_url(), errors.join("; "));
+    tracing::info!(
+        "velero: {} {name} failed validation: {}",
+        api.resource_url(),
+        errors.join("; ")
+    );
     let status = json!({
         "phase": "FailedValidation",
         "validationErrors": errors,
@@ -217,12 +239,18 @@ struct Messages {
 impl Messages {
     fn add(&mut self, namespace: Option<&str>, message: String) {
         match namespace {
-            Some(namespace) => self.namespaces.entry(namespace.to_string()).or_default().push(message),
+            Some(namespace) => self
+                .namespaces
+                .entry(namespace.to_string())
+                .or_default()
+                .push(message),
             None => self.cluster.push(message),
         }
     }
 
     fn count(&self) -> usize {
-        self.velero.len() + self.cluster.len() + self.namespaces.values().map(Vec::len).sum::<usize>()
+        self.velero.len()
+            + self.cluster.len()
+            + self.namespaces.values().map(Vec::len).sum::<usize>()
     }
 }

@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use anyhow::Context as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, TypeMeta};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, TypeMeta,
+};
 use kube::core::{Selector, SelectorExt};
 use kube::discovery::{Discovery, Scope};
 use kube::ResourceExt;
@@ -42,10 +44,12 @@ const NEVER_RESTORED: &[&str] = &[
     "volumeattachments.storage.k8s.io",
 ];
 
+const CRDS: &str = "customresourcedefinitions.apiextensions.k8s.io";
+
 /// Velero's default restore order; everything else follows, by resource
 /// name.
 const PRIORITIES: &[&str] = &[
-    "customresourcedefinitions.apiextensions.k8s.io",
+    CRDS,
     "namespaces",
     "storageclasses.storage.k8s.io",
     "persistentvolumes",
@@ -92,10 +96,13 @@ struct Outcome {
 pub(super) async fn run(ctx: &ClusterContext, restore: DynamicObject) {
     let api = restores(ctx);
     let name = restore.name_any();
-    let spec: RestoreSpec = match serde_json::from_value(restore.data.get("spec").cloned().unwrap_or(json!({}))) {
-        Ok(spec) => spec,
-        Err(error) => return fail_validation(&api, &name, vec![format!("invalid spec: {error}")]).await,
-    };
+    let spec: RestoreSpec =
+        match serde_json::from_value(restore.data.get("spec").cloned().unwrap_or(json!({}))) {
+            Ok(spec) => spec,
+            Err(error) => {
+                return fail_validation(&api, &name, vec![format!("invalid spec: {error}")]).await
+            }
+        };
     let (backup, selector) = match validate(ctx, &spec).await {
         Ok(valid) => valid,
         Err(problems) => return fail_validation(&api, &name, problems).await,
@@ -109,12 +116,24 @@ pub(super) async fn run(ctx: &ClusterContext, restore: DynamicObject) {
 
     let mut status = match restore_items(ctx, &name, &backup, &spec, selector.as_ref()).await {
         Ok(outcome) => {
-            let phase = if outcome.errors.count() > 0 { "PartiallyFailed" } else { "Completed" };
+            let phase = if outcome.errors.count() > 0 {
+                "PartiallyFailed"
+            } else {
+                "Completed"
+            };
             let results = json!({ "errors": outcome.errors, "warnings": outcome.warnings });
-            if let Err(error) = Bucket(&ctx.shared.velero_bucket).write_restore_results(&name, &results) {
+            if let Err(error) =
+                Bucket(&ctx.shared.velero_bucket).write_restore_results(&name, &results)
+            {
                 tracing::warn!("velero: storing the results of restore {name}: {error:#}");
             }
-            for message in outcome.errors.namespaces.values().flatten().chain(&outcome.errors.cluster) {
+            for message in outcome
+                .errors
+                .namespaces
+                .values()
+                .flatten()
+                .chain(&outcome.errors.cluster)
+            {
                 tracing::warn!("velero: restore {name}: {message}");
             }
             json!({
@@ -136,7 +155,10 @@ pub(super) async fn run(ctx: &ClusterContext, restore: DynamicObject) {
 
 /// The backup to restore and the label selector, or why the Restore
 /// cannot run.
-async fn validate(ctx: &ClusterContext, spec: &RestoreSpec) -> Result<(String, Option<Selector>), Vec<String>> {
+async fn validate(
+    ctx: &ClusterContext,
+    spec: &RestoreSpec,
+) -> Result<(String, Option<Selector>), Vec<String>> {
     let backup = match spec.backup_name.as_deref() {
         Some(backup) if !backup.is_empty() => backup.to_string(),
         _ => return Err(vec!["either a backup or schedule must be specified as a source for the restore, but not both".into()]),
@@ -170,14 +192,30 @@ async fn restore_items(
     selector: Option<&Selector>,
 ) -> anyhow::Result<Outcome> {
     let bucket = Bucket(&ctx.shared.velero_bucket);
-    anyhow::ensure!(bucket.has_backup(backup), "backup {backup} is not in the backup storage location");
-    let items = bucket.read_items(backup).with_context(|| format!("reading backup {backup}"))?;
-    let discovery = Discovery::new(ctx.client.clone()).run().await.context("discovering the API's resources")?;
+    anyhow::ensure!(
+        bucket.has_backup(backup),
+        "backup {backup} is not in the backup storage location"
+    );
+    let items = bucket
+        .read_items(backup)
+        .with_context(|| format!("reading backup {backup}"))?;
+    let mut discovery = discover(ctx).await?;
 
-    let namespaces = IncludesExcludes::new(spec.included_namespaces.as_ref(), spec.excluded_namespaces.as_ref());
-    let resources = IncludesExcludes::new(spec.included_resources.as_ref(), spec.excluded_resources.as_ref());
+    let namespaces = IncludesExcludes::new(
+        spec.included_namespaces.as_ref(),
+        spec.excluded_namespaces.as_ref(),
+    );
+    let resources = IncludesExcludes::new(
+        spec.included_resources.as_ref(),
+        spec.excluded_resources.as_ref(),
+    );
     let mapping = spec.namespace_mapping.clone().unwrap_or_default();
-    let map = |namespace: &str| mapping.get(namespace).cloned().unwrap_or_else(|| namespace.to_string());
+    let map = |namespace: &str| {
+        mapping
+            .get(namespace)
+            .cloned()
+            .unwrap_or_else(|| namespace.to_string())
+    };
     let include_cluster = spec.include_cluster_resources.unwrap_or(true);
     let restore_pvs = spec.restore_pvs.unwrap_or(true);
     let update = spec.existing_resource_policy.as_deref() == Some("update");
@@ -199,10 +237,13 @@ async fn restore_items(
             let in_scope = match object.namespace() {
                 Some(namespace) => namespaces.includes_name(&namespace),
                 // Namespace objects come with their namespaces.
-                None if item.resource == "namespaces" => namespaces.includes_name(&object.name_any()),
+                None if item.resource == "namespaces" => {
+                    namespaces.includes_name(&object.name_any())
+                }
                 None => include_cluster,
             };
-            let labelled = item.resource == "namespaces" || selector.is_none_or(|s| s.matches(object.labels()));
+            let labelled = item.resource == "namespaces"
+                || selector.is_none_or(|s| s.matches(object.labels()));
             in_scope && labelled
         })
         .collect();
@@ -232,7 +273,9 @@ async fn restore_items(
     for (target, item) in &targets {
         let mut object = match item {
             Some(item) => reset(&item.object),
-            None => serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": {} }))?,
+            None => serde_json::from_value(
+                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": {} }),
+            )?,
         };
         object.metadata.name = Some(target.clone());
         label(&mut object, backup, restore);
@@ -242,7 +285,9 @@ async fn restore_items(
             // An existing namespace is used as it is, silently, as Velero does.
             Err(kube::Error::Api(status)) if status.is_already_exists() => {}
             Err(error) => {
-                outcome.errors.add(None, format!("namespaces {target}: {error}"));
+                outcome
+                    .errors
+                    .add(None, format!("namespaces {target}: {error}"));
                 continue;
             }
         }
@@ -251,22 +296,65 @@ async fn restore_items(
         }
     }
 
-    let mut ordered: Vec<&Item> = selected.into_iter().filter(|item| item.resource != "namespaces").collect();
+    let mut ordered: Vec<&Item> = selected
+        .into_iter()
+        .filter(|item| item.resource != "namespaces")
+        .collect();
     ordered.sort_by_key(|item| {
-        let priority = PRIORITIES.iter().position(|p| *p == item.resource).unwrap_or(PRIORITIES.len());
-        (priority, item.resource.clone(), item.object.namespace(), item.object.name_any())
+        let priority = PRIORITIES
+            .iter()
+            .position(|p| *p == item.resource)
+            .unwrap_or(PRIORITIES.len());
+        (
+            priority,
+            item.resource.clone(),
+            item.object.namespace(),
+            item.object.name_any(),
+        )
     });
+    let mut new_resources = false;
     for item in ordered {
+        if new_resources && item.resource != CRDS {
+            // The resources of the CRDs just restored are served now.
+            discovery = discover(ctx).await?;
+            new_resources = false;
+        }
         let target_namespace = item.object.namespace().map(|ns| map(&ns));
         let describe = format!("{} {}", item.resource, item.object.name_any());
-        let result = restore_one(ctx, &discovery, item, target_namespace.as_deref(), &restored_volumes, backup, restore, update).await;
+        let result = restore_one(
+            ctx,
+            &discovery,
+            item,
+            target_namespace.as_deref(),
+            &restored_volumes,
+            backup,
+            restore,
+            update,
+        )
+        .await;
         match result {
-            Ok(Restored::Created | Restored::Updated | Restored::Unchanged) => outcome.restored += 1,
-            Ok(Restored::Exists(message)) => outcome.warnings.add(target_namespace.as_deref(), format!("{describe}: {message}")),
-            Err(error) => outcome.errors.add(target_namespace.as_deref(), format!("{describe}: {error:#}")),
+            Ok(Restored::Created | Restored::Updated | Restored::Unchanged) => {
+                new_resources |= item.resource == CRDS;
+                outcome.restored += 1
+            }
+            Ok(Restored::Exists(message)) => outcome.warnings.add(
+                target_namespace.as_deref(),
+                format!("{describe}: {message}"),
+            ),
+            Err(error) => outcome.errors.add(
+                target_namespace.as_deref(),
+                format!("{describe}: {error:#}"),
+            ),
         }
     }
     Ok(outcome)
+}
+
+async fn discover(ctx: &ClusterContext) -> anyhow::Result<Discovery> {
+    Discovery::new(ctx.client.clone())
+        .run()
+        .await
+        .context("discovering the API's resources")
 }
 
 /// What became of one object.
@@ -301,9 +389,14 @@ async fn restore_one(
     clean_up(&item.resource, &mut object, restored_volumes);
     label(&mut object, backup, restore);
     let api = match (scope, namespace) {
-        (Scope::Namespaced, Some(namespace)) => Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &resource),
+        (Scope::Namespaced, Some(namespace)) => {
+            Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &resource)
+        }
         (Scope::Cluster, None) => Api::<DynamicObject>::all_with(ctx.client.clone(), &resource),
-        _ => anyhow::bail!("the backup and this cluster disagree on whether {} is namespaced", item.resource),
+        _ => anyhow::bail!(
+            "the backup and this cluster disagree on whether {} is namespaced",
+            item.resource
+        ),
     };
     let name = object.name_any();
     match api.create(&PostParams::default(), &object).await {
@@ -311,7 +404,10 @@ async fn restore_one(
         Err(kube::Error::Api(status)) if status.is_already_exists() => {}
         Err(error) => return Err(error.into()),
     }
-    let existing = api.get(&name).await.context("reading the existing object")?;
+    let existing = api
+        .get(&name)
+        .await
+        .context("reading the existing object")?;
     if comparable(&existing) == comparable(&object) {
         return Ok(Restored::Unchanged);
     }
@@ -325,9 +421,14 @@ async fn restore_one(
         fields.remove("apiVersion");
         fields.remove("kind");
     }
-    match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(Restored::Updated),
-        Err(error) => Ok(Restored::Exists(format!("could not update the existing object: {error}"))),
+        Err(error) => Ok(Restored::Exists(format!(
+            "could not update the existing object: {error}"
+        ))),
     }
 }
 
@@ -350,17 +451,27 @@ fn resource_names_of(item: &Item) -> Vec<String> {
 /// version if this cluster serves it, else the group's preferred version
 /// of the same kind.
 fn target_resource(discovery: &Discovery, item: &Item) -> anyhow::Result<(ApiResource, Scope)> {
-    let types = item.object.types.as_ref().context("the backed-up object has no apiVersion/kind")?;
+    let types = item
+        .object
+        .types
+        .as_ref()
+        .context("the backed-up object has no apiVersion/kind")?;
     let (group, version) = match types.api_version.split_once('/') {
         Some((group, version)) => (group, version),
         None => ("", types.api_version.as_str()),
     };
     let gvk = GroupVersionKind::gvk(group, version, &types.kind);
-    let found = discovery
-        .resolve_gvk(&gvk)
-        .or_else(|| discovery.get(group).and_then(|g| g.recommended_kind(&types.kind)));
-    let (resource, capabilities) =
-        found.with_context(|| format!("this cluster has no resource for {} {}", types.api_version, types.kind))?;
+    let found = discovery.resolve_gvk(&gvk).or_else(|| {
+        discovery
+            .get(group)
+            .and_then(|g| g.recommended_kind(&types.kind))
+    });
+    let (resource, capabilities) = found.with_context(|| {
+        format!(
+            "this cluster has no resource for {} {}",
+            types.api_version, types.kind
+        )
+    })?;
     Ok((resource, capabilities.scope))
 }
 
@@ -393,11 +504,20 @@ fn clean_up(resource: &str, object: &mut DynamicObject, restored_volumes: &HashS
         "pods" => remove(&mut object.data, "/spec", "nodeName"),
         // Cluster IPs and node ports are allocated by the destination.
         "services" => {
-            if object.data.pointer("/spec/clusterIP").and_then(Value::as_str) != Some("None") {
+            if object
+                .data
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                != Some("None")
+            {
                 remove(&mut object.data, "/spec", "clusterIP");
                 remove(&mut object.data, "/spec", "clusterIPs");
             }
-            if let Some(ports) = object.data.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+            if let Some(ports) = object
+                .data
+                .pointer_mut("/spec/ports")
+                .and_then(Value::as_array_mut)
+            {
                 for port in ports {
                     if let Some(port) = port.as_object_mut() {
                         port.remove("nodePort");
@@ -414,7 +534,10 @@ fn clean_up(resource: &str, object: &mut DynamicObject, restored_volumes: &HashS
             ] {
                 object.annotations_mut().remove(annotation);
             }
-            let volume = object.data.pointer("/spec/volumeName").and_then(Value::as_str);
+            let volume = object
+                .data
+                .pointer("/spec/volumeName")
+                .and_then(Value::as_str);
             if volume.is_some_and(|v| !restored_volumes.contains(v)) {
                 remove(&mut object.data, "/spec", "volumeName");
             }

@@ -62,7 +62,9 @@ async fn sync_once(ctx: &ClusterContext) -> anyhow::Result<()> {
         // without one (created, then the status write failed) is repaired
         // here on the next round.
         let status = stored.data.get("status").cloned().unwrap_or(json!({}));
-        patch_status(&api, &name, status).await.with_context(|| format!("writing the status of Backup {name}"))?;
+        patch_status(&api, &name, status)
+            .await
+            .with_context(|| format!("writing the status of Backup {name}"))?;
     }
     Ok(())
 }
