@@ -19,6 +19,8 @@ pub struct Board {
 struct Inner {
     /// Keyed by `namespace/name`, in display order.
     pvcs: BTreeMap<String, (PvcReport, Option<ProgressBar>)>,
+    /// Free-form lines (images), keyed by what they describe.
+    lines: BTreeMap<String, Option<ProgressBar>>,
 }
 
 impl Board {
@@ -30,6 +32,7 @@ impl Board {
         Self {
             inner: Mutex::new(Inner {
                 pvcs: BTreeMap::new(),
+                lines: BTreeMap::new(),
             }),
             multi,
         }
@@ -38,19 +41,39 @@ impl Board {
     /// Adds a PVC; its line appears at once.
     pub fn add(&self, report: PvcReport) {
         let key = format!("{}/{}", report.namespace, report.name);
-        let bar = self.multi.as_ref().map(|multi| {
-            let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(
-                ProgressStyle::with_template("{msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.set_message(report.line());
-            bar
-        });
-        if bar.is_none() {
-            eprintln!("{}", report.line());
-        }
+        let bar = self.new_line(&report.line());
         self.lock().pvcs.insert(key, (report, bar));
+    }
+
+    /// Sets the free-form line `key` (adding it if new). Without a
+    /// terminal it is printed when new or when `milestone` says it marks
+    /// a change worth a log line.
+    pub fn set_line(&self, key: &str, text: &str, milestone: bool) {
+        let mut inner = self.lock();
+        match inner.lines.get(key) {
+            Some(Some(bar)) => bar.set_message(text.to_string()),
+            Some(None) if milestone => eprintln!("{text}"),
+            Some(None) => {}
+            None => {
+                let bar = self.new_line(text);
+                inner.lines.insert(key.to_string(), bar);
+            }
+        }
+    }
+
+    /// A live line on a terminal; otherwise the text printed once.
+    fn new_line(&self, text: &str) -> Option<ProgressBar> {
+        let Some(multi) = &self.multi else {
+            eprintln!("{text}");
+            return None;
+        };
+        let bar = multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_message(text.to_string());
+        Some(bar)
     }
 
     /// Changes a PVC's state with `change`; prints the new line when the
@@ -80,6 +103,9 @@ impl Board {
     /// Every PVC's report, ending the live display.
     pub fn finish(&self) -> Vec<PvcReport> {
         let inner = self.lock();
+        for bar in inner.lines.values().flatten() {
+            bar.finish();
+        }
         inner
             .pvcs
             .values()

@@ -3,6 +3,7 @@
 
 pub mod cleanup;
 pub mod clusters;
+pub mod dim;
 pub mod display;
 pub mod dvm;
 pub mod kubeops;

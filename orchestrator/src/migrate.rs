@@ -7,7 +7,7 @@ use crate::display::Board;
 use crate::plan::Plan;
 use crate::preflight::{self, Inventory};
 use crate::report::Report;
-use crate::{cleanup, dvm};
+use crate::{cleanup, dim, dvm};
 
 /// Exit codes of the `orchestrator` binary.
 pub mod exit {
@@ -39,14 +39,20 @@ pub async fn migrate(
 ) -> Result<Report, preflight::Problems> {
     let inventory = preflight::check(plan, source, destination).await?;
     let board = Board::new();
-    let errors = dvm::run(plan, source, destination, &inventory, &board).await;
+    let (images, mut errors) = match &plan.images {
+        Some(registries) => dim::run(plan, registries, source, destination, &board).await,
+        None => (Vec::new(), Vec::new()),
+    };
+    errors.extend(dvm::run(plan, source, destination, &inventory, &board).await);
     let leftovers = cleanup::run(plan, source, destination).await;
     let pvcs = board.finish();
+    let images_ok = images.iter().all(|i| i.state != dim::ImageState::Failed);
     Ok(Report {
         migration: plan.name.clone(),
         stage: plan.stage,
-        succeeded: board.all_succeeded() && errors.is_empty() && leftovers.is_empty(),
+        succeeded: board.all_succeeded() && images_ok && errors.is_empty() && leftovers.is_empty(),
         pvcs,
+        images,
         errors,
         leftovers,
     })

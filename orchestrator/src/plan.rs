@@ -52,6 +52,44 @@ pub struct PlanFile {
     pub retries: Option<u32>,
     /// Senders running at once.
     pub concurrency: Option<usize>,
+    /// Direct image migration: the two clusters' registries. Without this
+    /// section only volumes move.
+    pub images: Option<ImagesPlan>,
+}
+
+/// The registries of direct image migration.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImagesPlan {
+    pub source: RegistrySpec,
+    pub destination: RegistrySpec,
+}
+
+/// One cluster's internal registry, as the orchestrator reaches it and as
+/// the cluster's ImageStreams name it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistrySpec {
+    /// The registry's exposed route: `https://host[:port]` (or `http://`
+    /// for a registry without TLS).
+    pub url: String,
+    /// The `host[:port]` names image references in ImageStreams use for
+    /// this registry (e.g. `image-registry.openshift-image-registry.svc:5000`).
+    /// Source references with another host are external and left alone;
+    /// destination ImageStreams point at the first name. Default: the
+    /// host of `url`.
+    #[serde(default)]
+    pub internal_hosts: Vec<String>,
+    /// Basic-auth user (with `passwordFile`).
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// A file holding a bearer token (an OpenShift service-account token).
+    pub token_file: Option<PathBuf>,
+    /// PEM CA bundle to trust instead of the system's roots.
+    pub ca_bundle: Option<PathBuf>,
+    /// Skip TLS verification (only when asked for).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// How to reach one cluster: a kubeconfig file (default: `$KUBECONFIG` or
@@ -144,6 +182,9 @@ pub struct PlanFlags {
     /// Senders at once [default: 4].
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Do not migrate images even though the plan names registries.
+    #[arg(long)]
+    pub skip_images: bool,
 }
 
 /// The default image when neither the plan nor a flag names one.
@@ -166,6 +207,7 @@ pub struct Plan {
     pub mover_image: String,
     pub retries: u32,
     pub concurrency: usize,
+    pub images: Option<ImagesPlan>,
 }
 
 /// A source namespace and the destination namespace it becomes.
@@ -396,6 +438,18 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         (None, _) => {}
     }
 
+    let images = file.images.filter(|_| !flags.skip_images);
+    if let Some(images) = &images {
+        for (side, spec) in [
+            ("source", &images.source),
+            ("destination", &images.destination),
+        ] {
+            if let Err(e) = spec.check() {
+                problems.push(format!("{origin}: images.{side}: {e}"));
+            }
+        }
+    }
+
     if !problems.is_empty() {
         return Err(PlanErrors(problems));
     }
@@ -427,7 +481,48 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         mover_image,
         retries: flags.retries.or(file.retries).unwrap_or(3),
         concurrency,
+        images,
     })
+}
+
+impl RegistrySpec {
+    /// The `host[:port]` of `url`.
+    pub fn url_host(&self) -> Option<&str> {
+        let rest = self
+            .url
+            .strip_prefix("https://")
+            .or_else(|| self.url.strip_prefix("http://"))?;
+        let host = rest.split('/').next()?;
+        (!host.is_empty()).then_some(host)
+    }
+
+    /// The names ImageStreams use for this registry.
+    pub fn internal_hosts(&self) -> Vec<String> {
+        if self.internal_hosts.is_empty() {
+            self.url_host().map(String::from).into_iter().collect()
+        } else {
+            self.internal_hosts.clone()
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.url_host().is_none() {
+            return Err(format!(
+                "url {:?}: expected https://host[:port] or http://host[:port]",
+                self.url
+            ));
+        }
+        if self.username.is_some() != self.password_file.is_some() {
+            return Err("username and passwordFile go together".into());
+        }
+        if self.username.is_some() && self.token_file.is_some() {
+            return Err("give either username/passwordFile or tokenFile, not both".into());
+        }
+        if self.insecure && self.ca_bundle.is_some() {
+            return Err("insecure and caBundle contradict each other".into());
+        }
+        Ok(())
+    }
 }
 
 fn merge_cluster(
@@ -590,6 +685,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(errors.contains("at least one namespace"), "{errors}");
+    }
+
+    #[test]
+    fn images_section_is_checked_and_can_be_skipped() {
+        let text = "namespaces: [a]\nimages:\n  source: {url: 'https://reg.src:5000', \
+                    internalHosts: ['image-registry.svc:5000']}\n  destination: {url: 'ftp://x', \
+                    username: u}\n";
+        let errors = resolve(yaml(text), &PlanFlags::default(), "p")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains("images.destination: url \"ftp://x\""),
+            "{errors}"
+        );
+        let flags = PlanFlags {
+            skip_images: true,
+            ..PlanFlags::default()
+        };
+        assert!(resolve(yaml(text), &flags, "p").unwrap().images.is_none());
+        let ok = "namespaces: [a]\nimages:\n  source: {url: 'https://reg.src:5000', \
+                  internalHosts: ['image-registry.svc:5000']}\n  destination: {url: 'http://127.0.0.1:5001'}\n";
+        let images = resolve(yaml(ok), &PlanFlags::default(), "p")
+            .unwrap()
+            .images
+            .unwrap();
+        assert_eq!(
+            images.source.internal_hosts(),
+            vec!["image-registry.svc:5000".to_string()]
+        );
+        assert_eq!(
+            images.destination.internal_hosts(),
+            vec!["127.0.0.1:5001".to_string()]
+        );
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub async fn check(
     if plan.endpoint == EndpointType::Route {
         check_route_api(destination, &mut problems).await;
     }
+    if let Some(images) = &plan.images {
+        problems.extend(crate::dim::preflight(images).await);
+    }
 
     let mut namespaces = Vec::new();
     for mapping in &plan.namespaces {

@@ -138,6 +138,8 @@ pub struct Report {
     pub stage: bool,
     pub succeeded: bool,
     pub pvcs: Vec<PvcReport>,
+    /// Every history item of every ImageStream tag, when images move.
+    pub images: Vec<crate::dim::ImageReport>,
     /// Problems outside any one PVC (a receiver that never started, ...).
     pub errors: Vec<String>,
     /// Transfer objects that cleanup could not remove.
@@ -172,6 +174,22 @@ impl Report {
             if let Some(warning) = &pvc.warning {
                 let _ = writeln!(out, "{}: warning: {warning}", pvc.label());
             }
+        }
+        for image in &self.images {
+            let _ = writeln!(
+                out,
+                "image {}/{}:{} {:?} {}{}",
+                image.namespace,
+                image.image_stream,
+                image.tag,
+                image.state,
+                image.source,
+                image
+                    .error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
         }
         for error in &self.errors {
             let _ = writeln!(out, "error: {error}");
@@ -240,6 +258,7 @@ mod tests {
             stage: false,
             succeeded: false,
             pvcs: vec![failed],
+            images: Vec::new(),
             errors: vec!["receiver in app did not start".into()],
             leftovers: vec!["pod app/mover-receiver".into()],
         };

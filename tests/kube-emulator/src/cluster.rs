@@ -144,7 +144,10 @@ impl Drop for Cluster {
 /// Runs a long-lived part of the cluster, logging why it stopped: a part
 /// that dies makes the tests that need it fail with this message in their
 /// output rather than hang silently.
-async fn supervise(what: &'static str, part: impl std::future::Future<Output = anyhow::Result<()>>) {
+async fn supervise(
+    what: &'static str,
+    part: impl std::future::Future<Output = anyhow::Result<()>>,
+) {
     if let Err(error) = part.await {
         tracing::error!("kube-emulator {what} stopped: {error:#}");
         eprintln!("kube-emulator {what} stopped: {error:#}");
@@ -180,7 +183,10 @@ fn kubeconfig(clusters: &[&Cluster]) -> String {
     }
     config += "users:\n";
     for cluster in clusters {
-        config += &format!("- name: {0}\n  user:\n    token: emulator-{0}\n", cluster.name);
+        config += &format!(
+            "- name: {0}\n  user:\n    token: emulator-{0}\n",
+            cluster.name
+        );
     }
     config += "contexts:\n";
     for cluster in clusters {

@@ -61,5 +61,8 @@ pub trait PodLogs: Send + Sync {
         container: Option<&str>,
         follow: bool,
         tail_lines: Option<u64>,
-    ) -> futures_util::future::BoxFuture<'static, anyhow::Result<BoxStream<'static, std::io::Result<Bytes>>>>;
+    ) -> futures_util::future::BoxFuture<
+        'static,
+        anyhow::Result<BoxStream<'static, std::io::Result<Bytes>>>,
+    >;
 }
