@@ -1169,6 +1169,17 @@ async fn bad_input_gets_clear_errors() {
     )
     .expect("JSON");
     assert_eq!(answer["status"]["allowed"], true);
+    let not_stored = failure(
+        client
+            .request_text(request(
+                "GET",
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                "application/json",
+                "",
+            ))
+            .await,
+    );
+    assert_eq!(not_stored.code, 405, "reviews are answered, not stored");
 }
 
 /// Collects a watcher's events into a shared list.

@@ -165,6 +165,14 @@ fn target(request: &Request, group: &str, version: &str, rest: &[&str]) -> ApiRe
 }
 
 async fn resource(request: Request, target: Target) -> ApiResult<Response> {
+    if target.rt.behaviour == Kind::Review
+        && (target.name.is_some() || request.method != Method::POST)
+    {
+        return Err(ApiError::method_not_allowed(format!(
+            "{} only accepts create (POST)",
+            target.rt.group_resource()
+        )));
+    }
     let Some(name) = target.name.clone() else {
         return collection(request, target);
     };
