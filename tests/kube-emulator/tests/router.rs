@@ -694,3 +694,135 @@ async fn load_balancer_and_node_port_services_forward_to_their_endpoints() {
     })
     .await;
 }
+
+/// The router of a cluster on Docker, with a real pod behind it: the
+/// router listens on the Docker network's gateway, forwards to the pod's
+/// container IP, and pods resolve admitted Route hosts to it.
+#[tokio::test]
+async fn pods_on_docker_are_reached_through_the_router_and_resolve_route_hosts() {
+    let image = kube_emulator::testing::busybox_image()
+        .await
+        .expect("the busybox test image");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let shared = Arc::new(Shared {
+        velero_bucket: dir.path().join("bucket"),
+        instance: kube_emulator::cluster::instance_id(),
+        ..Shared::default()
+    });
+    let options = ClusterOptions {
+        name: "routed".into(),
+        docker: true,
+    };
+    let cluster = Cluster::start(&options, dir.path(), shared.clone())
+        .await
+        .expect("starting the emulated cluster on Docker");
+    let router_ip = cluster.context.router_ip;
+    let client = cluster.client.clone();
+    let pods = Api::<Pod>::namespaced(client.clone(), "default");
+    let labels = json!({ "app": "web" });
+    let server = json!({
+        "metadata": { "name": "web", "labels": labels },
+        "spec": { "containers": [{
+            "name": "httpd",
+            "image": image,
+            "args": ["sh", "-c", "mkdir -p /tmp/www && echo hello-from-pod > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"],
+            "ports": [{ "name": "http", "containerPort": 8080 }],
+        }] },
+    });
+    pods.create(&PostParams::default(), &from_json(server))
+        .await
+        .expect("creating the server pod");
+    let service = json!({
+        "metadata": { "name": "web" },
+        "spec": { "type": "LoadBalancer", "selector": labels, "ports": [{ "port": 18080, "targetPort": "http" }] },
+    });
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &from_json(service))
+        .await
+        .expect("creating the service");
+    let route = json!({
+        "apiVersion": "route.openshift.io/v1",
+        "kind": "Route",
+        "metadata": { "name": "web" },
+        "spec": passthrough(Some("web.example.test"), "web", json!("http")),
+    });
+    let routes = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        "default",
+        &kube_emulator::router::route_resource(),
+    );
+    routes
+        .create(&PostParams::default(), &from_json(route))
+        .await
+        .expect("creating the route");
+
+    // From the host, through the gateway address, to the container.
+    let address = SocketAddr::new(router_ip, 18080);
+    let page = eventually(
+        "the pod answers through the LoadBalancer address",
+        || async move {
+            let mut stream = TcpStream::connect(address)
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .write_all(b"GET / HTTP/1.0\r\n\r\n")
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut response = String::new();
+            stream
+                .read_to_string(&mut response)
+                .await
+                .map_err(|e| e.to_string())?;
+            if response.contains("hello-from-pod") {
+                Ok(response)
+            } else {
+                Err(response)
+            }
+        },
+    )
+    .await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+
+    // From another pod, by the Route's host name (admitted before the pod
+    // starts, so it is in the pod's /etc/hosts).
+    eventually("the route host is in the DNS table", || async {
+        shared
+            .dns
+            .lock()
+            .expect("the DNS table")
+            .get("web.example.test")
+            .copied()
+            .ok_or("not yet".to_string())
+    })
+    .await;
+    let fetcher = json!({
+        "metadata": { "name": "fetch" },
+        "spec": { "restartPolicy": "Never", "containers": [{
+            "name": "wget",
+            "image": image,
+            "args": ["wget", "-q", "-O", "-", "http://web.example.test:18080/"],
+        }] },
+    });
+    pods.create(&PostParams::default(), &from_json(fetcher))
+        .await
+        .expect("creating the fetching pod");
+    let fetched =
+        kube_emulator::testing::wait_for(&pods, "fetch", "the fetching pod to finish", |pod| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|p| p == "Succeeded" || p == "Failed")
+        })
+        .await
+        .expect("the fetching pod finishes");
+    let logs = pods
+        .logs("fetch", &Default::default())
+        .await
+        .expect("the fetching pod's log");
+    assert_eq!(
+        fetched.status.and_then(|s| s.phase).as_deref(),
+        Some("Succeeded"),
+        "the pod could not fetch through the router: {logs}"
+    );
+    assert_eq!(logs.trim(), "hello-from-pod");
+}
