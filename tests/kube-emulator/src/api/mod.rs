@@ -6,6 +6,16 @@
 //! (`resources`), the few defaults the cluster's controllers and the
 //! orchestrator rely on (`defaults`), and the generic Kubernetes object
 //! semantics (`objects`, `deletion`, `patch`, `apply`, `watch`).
+//!
+//! Deliberately simpler than the real server, because nothing here depends
+//! on more: every write happens under one lock, so namespace deletion and
+//! garbage collection finish within the request that starts them (objects
+//! with finalizers still wait); a resource's versions share one store with
+//! no conversion; server-side apply merges and prunes per field manager but
+//! records no managedFields and never reports conflicts; protobuf bodies are
+//! understood only for what `kubectl create` sends (`protobuf`); OpenAPI
+//! publishes operations, not schemas (`openapi`); there is no
+//! authentication or authorization (every access review is allowed).
 
 mod apply;
 mod defaults;
