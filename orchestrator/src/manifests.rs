@@ -197,7 +197,12 @@ fn tls_volume(secret: &str) -> (Volume, VolumeMount) {
             name: "tls".into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret.to_string()),
-                default_mode: Some(0o400),
+                // Readable by whichever uid the mover runs as: a sender
+                // runs as the application's user, often without an
+                // fsGroup (which would let a 0440 mode work but makes the
+                // kubelet re-own the volume's files). Only this pod's
+                // containers see the mount.
+                default_mode: Some(0o444),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
