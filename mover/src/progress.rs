@@ -3,7 +3,7 @@
 //! for the orchestrator, which reads them from the mover's log.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,8 +38,10 @@ impl Counters {
     }
 }
 
-/// A point-in-time copy of [`Counters`], as reported.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+/// A point-in-time copy of [`Counters`], as reported (and read back by
+/// the orchestrator from a sender's JSON events).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Snapshot {
     pub files_examined: u64,
     pub bytes_examined: u64,

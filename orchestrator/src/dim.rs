@@ -22,8 +22,8 @@ use crate::kubeops::{apply, create_if_missing};
 use crate::manifests;
 use crate::plan::{ImagesPlan, NamespaceMapping, Plan, RegistrySpec};
 use crate::registry::{
-    copy_image, Credentials, ImageProgress, ImageReference, Reference, Registry, RegistryConfig,
-    Trust,
+    copy_image, CopyReport, Credentials, ImageProgress, ImageReference, Reference, Registry,
+    RegistryConfig, Trust,
 };
 use crate::report::human_bytes;
 
@@ -45,18 +45,14 @@ pub struct ImageReport {
     pub image_stream: String,
     pub tag: String,
     /// The reference as the source ImageStream holds it.
-    pub source: String,
-    /// Where it went (`registry/namespace/stream:tag`); empty if skipped.
-    pub destination: String,
-    pub state: ImageState,
+    pub reference: String,
+    /// Where it goes: `registry/namespace/stream:tag` (none if skipped).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-    pub blobs: usize,
-    pub uploaded: usize,
-    pub mounted: usize,
-    pub existing: usize,
-    pub bytes: u64,
-    pub bytes_uploaded: u64,
+    pub target: Option<String>,
+    pub state: ImageState,
+    /// What the copy did (digest, blobs uploaded, mounted, present, bytes).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -211,7 +207,7 @@ async fn migrate_namespace(
                     copy_item(mapping, &name, &tag.name, item, &internal, src, dst, board).await;
                 if report.state == ImageState::Skipped {
                     newest = Some(item.clone());
-                } else if let Some(digest) = &report.digest {
+                } else if let Some(digest) = report.copy.as_ref().map(|c| &c.digest) {
                     newest = Some(format!(
                         "{dest_host}/{}/{name}@{digest}",
                         mapping.destination
@@ -286,16 +282,10 @@ async fn copy_item(
         namespace: mapping.source.clone(),
         image_stream: stream.to_string(),
         tag: tag.to_string(),
-        source: item.to_string(),
-        destination: String::new(),
+        reference: item.to_string(),
+        target: None,
         state: ImageState::Skipped,
-        digest: None,
-        blobs: 0,
-        uploaded: 0,
-        mounted: 0,
-        existing: 0,
-        bytes: 0,
-        bytes_uploaded: 0,
+        copy: None,
         error: None,
     };
     let parsed: ImageReference = match item.parse() {
@@ -326,7 +316,7 @@ async fn copy_item(
             return report;
         }
     };
-    report.destination = format!("{}/{target}", dst.name());
+    report.target = Some(format!("{}/{target}", dst.name()));
     let key = format!("image {}/{stream}:{tag}", mapping.source);
     let progress = |p: ImageProgress| {
         board.set_line(
@@ -344,13 +334,6 @@ async fn copy_item(
     match copy_image(src, &parsed.reference, dst, &target, &progress).await {
         Ok(copied) => {
             report.state = ImageState::Copied;
-            report.digest = Some(copied.digest.to_string());
-            report.blobs = copied.blobs;
-            report.uploaded = copied.uploaded;
-            report.mounted = copied.mounted;
-            report.existing = copied.existing;
-            report.bytes = copied.bytes;
-            report.bytes_uploaded = copied.bytes_uploaded;
             board.set_line(
                 &key,
                 &format!(
@@ -363,6 +346,7 @@ async fn copy_item(
                 ),
                 true,
             );
+            report.copy = Some(copied);
         }
         Err(e) => {
             report.state = ImageState::Failed;

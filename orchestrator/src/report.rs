@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Where a PVC's copy stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -33,20 +33,8 @@ impl PvcState {
     }
 }
 
-/// The counters a mover reports, as it prints them in its JSON events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Counters {
-    pub files_examined: u64,
-    pub bytes_examined: u64,
-    pub files_sent: u64,
-    pub bytes_sent: u64,
-    pub bytes_matched: u64,
-    pub bytes_done: u64,
-    pub wire_bytes: u64,
-    pub vanished: u64,
-    pub errors: u64,
-}
+/// The counters a mover reports in its JSON events.
+pub use mover::progress::Snapshot as Counters;
 
 /// One PVC's copy.
 #[derive(Debug, Clone, Serialize)]
@@ -183,7 +171,7 @@ impl Report {
                 image.image_stream,
                 image.tag,
                 image.state,
-                image.source,
+                image.reference,
                 image
                     .error
                     .as_deref()
