@@ -205,6 +205,9 @@ async fn follow_log(
                 board.update(&job.namespace, &job.pvc, |r| {
                     r.counters = s.counters;
                     r.files_deleted = s.files_deleted;
+                    if s.duration_secs > 0.0 {
+                        r.rate = s.counters.bytes_done as f64 / s.duration_secs;
+                    }
                 });
                 *summary = Some(s);
             }
@@ -239,6 +242,8 @@ struct Summary {
     counters: Counters,
     #[serde(default)]
     files_deleted: u64,
+    #[serde(default)]
+    duration_secs: f64,
     #[serde(default)]
     problems: Vec<String>,
 }
@@ -325,6 +330,7 @@ mod tests {
         let summary = Summary {
             counters: Counters::default(),
             files_deleted: 0,
+            duration_secs: 1.0,
             problems: vec!["secret.txt: Permission denied".into()],
         };
         assert_eq!(

@@ -1,0 +1,653 @@
+//! `orchestrator migrate`, `plan` and `cleanup` end to end: the release
+//! binary, run with a kubeconfig, against two emulated clusters whose pods
+//! are real `mover:dev` containers reaching each other through the
+//! emulated OpenShift router.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod, Secret,
+    Service, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{ApiResource, DynamicObject, ListParams, ObjectMeta, PostParams};
+use kube::Api;
+use kube_emulator::ClusterPair;
+use serde_json::{json, Value};
+
+/// Two emulated clusters and a kubeconfig for them.
+struct Env {
+    pair: ClusterPair,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Result<Env> {
+    tokio::task::spawn_blocking(e2e::build_images).await??;
+    let dir = tempfile::tempdir()?;
+    let pair = ClusterPair::start(&dir.path().join("state"), true).await?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, pair.kubeconfig())?;
+    Ok(Env {
+        pair,
+        kubeconfig,
+        _dir: dir,
+    })
+}
+
+impl Env {
+    /// Runs the release `orchestrator` with both clusters' contexts.
+    async fn orchestrator(&self, args: &[&str]) -> Result<Output> {
+        let binary = release_binary("orchestrator")?;
+        let kubeconfig = self.kubeconfig.to_string_lossy().into_owned();
+        let mut command = tokio::process::Command::new(&binary);
+        command.args(args);
+        command.args([
+            "--source-kubeconfig",
+            &kubeconfig,
+            "--source-context",
+            "source",
+            "--destination-kubeconfig",
+            &kubeconfig,
+            "--destination-context",
+            "destination",
+            "--mover-image",
+            e2e::MOVER_IMAGE,
+        ]);
+        let output = command
+            .output()
+            .await
+            .with_context(|| format!("running {}", binary.display()))?;
+        eprintln!(
+            "orchestrator {args:?}: {}\n--- stdout\n{}--- stderr\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(output)
+    }
+
+    /// `orchestrator migrate --output json ARGS`: the exit code and report.
+    async fn migrate(&self, args: &[&str]) -> Result<(i32, Value)> {
+        let mut all = vec!["migrate", "--output", "json"];
+        all.extend_from_slice(args);
+        let output = self.orchestrator(&all).await?;
+        let report = serde_json::from_slice(&output.stdout)
+            .with_context(|| "the JSON report on stdout".to_string())?;
+        Ok((output.status.code().unwrap_or(-1), report))
+    }
+}
+
+/// A release binary of the workspace, as `images/build` (run by
+/// [`e2e::build_images`]) leaves it.
+fn release_binary(name: &str) -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| e2e::repo_root().join("target"));
+    let path = target.join("release").join(name);
+    if !path.is_file() {
+        bail!("{} is missing: images/build builds it", path.display());
+    }
+    Ok(path)
+}
+
+/// Creates (if needed) namespace `ns` and a bound 1 GiB PVC in it; returns
+/// the host directory of its volume.
+async fn make_pvc(client: &kube::Client, ns: &str, name: &str, modes: &[&str]) -> Result<PathBuf> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if namespaces.get_opt(ns).await?.is_none() {
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(ns.into()),
+                annotations: Some(BTreeMap::from([(
+                    "team".to_string(),
+                    "storefront".to_string(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await?;
+    }
+    let pvc = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(BTreeMap::from([("app".to_string(), name.to_string())])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(modes.iter().map(|m| m.to_string()).collect()),
+            storage_class_name: Some("standard".into()),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity("1Gi".into()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    };
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pvc)
+        .await?;
+    volume_dir(client, ns, name).await
+}
+
+/// The host directory behind a PVC, once it is bound.
+async fn volume_dir(client: &kube::Client, ns: &str, name: &str) -> Result<PathBuf> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    for _ in 0..120 {
+        let pvc = pvcs.get(name).await?;
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        if let (true, Some(volume)) = (bound, pvc.spec.and_then(|s| s.volume_name)) {
+            let pv = Api::<PersistentVolume>::all(client.clone())
+                .get(&volume)
+                .await?;
+            let path = pv
+                .spec
+                .and_then(|s| s.host_path)
+                .map(|h| PathBuf::from(h.path))
+                .context("PV without a hostPath")?;
+            return Ok(path);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("PVC {ns}/{name} was not bound")
+}
+
+/// The uid of the application that owns the config volume.
+const APP_UID: u32 = 1000;
+
+/// An application pod (busybox, sleeping) running as [`APP_UID`] with
+/// PVC `claim` mounted, once it runs.
+async fn app_pod(client: &kube::Client, ns: &str, claim: &str) -> Result<Pod> {
+    let image = kube_emulator::testing::busybox_image().await?;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": format!("app-{claim}")},
+        "spec": {
+            "securityContext": {"runAsUser": APP_UID, "runAsGroup": APP_UID},
+            "containers": [{"name": "app", "image": image, "command": ["sleep", "3600"],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+        }
+    }))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.create(&PostParams::default(), &pod).await?;
+    kube_emulator::testing::wait_for(&pods, &format!("app-{claim}"), "to run", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await
+}
+
+/// Writes `size` deterministic pseudo-random bytes (compressible in its
+/// second half) to `path`, a megabyte at a time.
+fn write_big_file(path: &Path, size: u64, seed: u64) -> Result<()> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut state = seed | 1;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut written = 0;
+    while written < size {
+        let n = chunk.len().min((size - written) as usize);
+        if written < size / 2 {
+            for word in chunk[..n].chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
+            }
+        } else {
+            chunk[..n]
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, b)| *b = (i % 251) as u8);
+        }
+        file.write_all(&chunk[..n])?;
+        written += n as u64;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+/// `count` small files (0 to 4 KiB) spread over 100 directories.
+fn write_small_files(root: &Path, count: usize) -> Result<()> {
+    for i in 0..count {
+        let dir = root.join(format!("d{:02}", i % 100));
+        std::fs::create_dir_all(&dir)?;
+        let contents: Vec<u8> = (0..(i * 37) % 4096).map(|j| (i + j) as u8).collect();
+        std::fs::write(dir.join(format!("f{i}.txt")), contents)?;
+    }
+    Ok(())
+}
+
+/// Every entry beneath `root` with its type, mode, owner, mtime, and a
+/// blake3 of its contents (streamed: volumes hold large files).
+fn tree(root: &Path) -> Result<BTreeMap<PathBuf, String>> {
+    let mut out = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1) {
+        let entry = entry?;
+        let meta = entry.path().symlink_metadata()?;
+        let what = if meta.is_file() {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_reader(std::fs::File::open(entry.path())?)?;
+            format!("file {}", hasher.finalize())
+        } else if meta.file_type().is_symlink() {
+            format!("link {}", std::fs::read_link(entry.path())?.display())
+        } else {
+            "dir".to_string()
+        };
+        // Directory mtimes change when the mover's temporary files come
+        // and go, and it sets them last; compare them too.
+        out.insert(
+            entry.path().strip_prefix(root)?.to_path_buf(),
+            format!(
+                "{what} mode {:o} owner {}:{} mtime {}.{}",
+                meta.permissions().mode() & 0o7777,
+                meta.uid(),
+                meta.gid(),
+                meta.mtime(),
+                meta.mtime_nsec()
+            ),
+        );
+    }
+    Ok(out)
+}
+
+fn assert_same_tree(source: &Path, destination: &Path) {
+    let (a, b) = (tree(source).unwrap(), tree(destination).unwrap());
+    let differing: Vec<_> = a
+        .iter()
+        .filter(|(path, entry)| b.get(*path) != Some(*entry))
+        .map(|(path, entry)| format!("{}: {entry} vs {:?}", path.display(), b.get(path)))
+        .chain(
+            b.keys()
+                .filter(|path| !a.contains_key(*path))
+                .map(|path| format!("{}: only at the destination", path.display())),
+        )
+        .take(5)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} differs from {}:\n{}",
+        destination.display(),
+        source.display(),
+        differing.join("\n")
+    );
+}
+
+fn pvc_report<'a>(report: &'a Value, ns: &str, name: &str) -> &'a Value {
+    report["pvcs"]
+        .as_array()
+        .and_then(|pvcs| {
+            pvcs.iter()
+                .find(|p| p["namespace"] == ns && p["name"] == name)
+        })
+        .unwrap_or_else(|| panic!("no {ns}/{name} in the report: {report:#}"))
+}
+
+/// Transfer objects (pods, Secrets, Services, Routes) left in `ns`.
+async fn transfer_leftovers(client: &kube::Client, ns: &str) -> Vec<String> {
+    async fn names<K>(api: Api<K>, kind: &str) -> Vec<String>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let selector = ListParams::default().labels("mover.io/transfer");
+        let items = api
+            .list(&selector)
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        items
+            .iter()
+            .map(|o| format!("{kind} {}", o.meta().name.clone().unwrap_or_default()))
+            .collect()
+    }
+    let mut left = names(Api::<Pod>::namespaced(client.clone(), ns), "pod").await;
+    left.extend(names(Api::<Secret>::namespaced(client.clone(), ns), "secret").await);
+    left.extend(names(Api::<Service>::namespaced(client.clone(), ns), "service").await);
+    left.extend(
+        names(
+            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &route()),
+            "route",
+        )
+        .await,
+    );
+    left
+}
+
+fn route() -> ApiResource {
+    orchestrator::manifests::route_resource()
+}
+
+/// The acceptance run: 2 namespaces (one renamed), 5 PVCs (a 1 GiB file,
+/// 10,000 small files, links, an empty volume), endpoint route; as a stage
+/// migration, then a change at the source, then a final migration that
+/// copies only the change, then a rerun that copies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stage_then_final_migration_of_two_namespaces() {
+    let env = start().await.unwrap();
+    let source = env.pair.source.client.clone();
+    let db = make_pvc(&source, "shop", "db", &["ReadWriteOnce"])
+        .await
+        .unwrap();
+    let media = make_pvc(&source, "shop", "media", &["ReadWriteMany"])
+        .await
+        .unwrap();
+    let config = make_pvc(&source, "shop", "config", &["ReadWriteOnce"])
+        .await
+        .unwrap();
+    let posts = make_pvc(&source, "blog", "posts", &["ReadWriteOnce"])
+        .await
+        .unwrap();
+    let empty = make_pvc(&source, "blog", "empty", &["ReadWriteOnce"])
+        .await
+        .unwrap();
+    write_big_file(&db.join("table.db"), 1 << 30, 7).unwrap();
+    write_small_files(&media, 10_000).unwrap();
+    // The config volume belongs to the application's user, and its
+    // directory is private to it: only a sender running as that user (as
+    // the orchestrator makes it, from the pod using the volume) can read it.
+    std::fs::create_dir_all(config.join("conf.d")).unwrap();
+    std::fs::write(config.join("conf.d/app.yaml"), "replicas: 3\n").unwrap();
+    std::os::unix::fs::symlink("conf.d/app.yaml", config.join("current")).unwrap();
+    std::fs::hard_link(config.join("conf.d/app.yaml"), config.join("app.yaml.bak")).unwrap();
+    std::fs::set_permissions(
+        config.join("conf.d"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    for entry in walkdir::WalkDir::new(&config).min_depth(1) {
+        let path = entry.unwrap().into_path();
+        std::os::unix::fs::lchown(&path, Some(APP_UID), Some(APP_UID)).unwrap();
+    }
+    app_pod(&source, "shop", "config").await.unwrap();
+    write_small_files(&posts, 50).unwrap();
+
+    let (code, report) = env
+        .migrate(&[
+            "--namespace",
+            "shop",
+            "--namespace",
+            "blog:blog-new",
+            "--stage",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["succeeded"], true);
+    let destination = env.pair.destination.client.clone();
+    for (ns, dest_ns, name, src) in [
+        ("shop", "shop", "db", &db),
+        ("shop", "shop", "media", &media),
+        ("shop", "shop", "config", &config),
+        ("blog", "blog-new", "posts", &posts),
+        ("blog", "blog-new", "empty", &empty),
+    ] {
+        let entry = pvc_report(&report, ns, name);
+        assert_eq!(entry["state"], "done", "{entry:#}");
+        assert_eq!(entry["destination_namespace"], dest_ns);
+        assert!(entry["duration_secs"].as_f64().unwrap() > 0.0, "{entry:#}");
+        assert!(entry["attempts"].as_u64().unwrap() >= 1);
+        let dest = volume_dir(&destination, dest_ns, name).await.unwrap();
+        assert_same_tree(src, &dest);
+    }
+    assert!(
+        pvc_report(&report, "shop", "db")["bytes_examined"]
+            .as_u64()
+            .unwrap()
+            >= 1 << 30
+    );
+    assert_eq!(
+        pvc_report(&report, "shop", "media")["files_examined"]
+            .as_u64()
+            .unwrap(),
+        10_000 + 100 + 1, // files, directories and the root
+    );
+    let dest_config = volume_dir(&destination, "shop", "config").await.unwrap();
+    assert_eq!(
+        std::fs::metadata(dest_config.join("app.yaml.bak"))
+            .unwrap()
+            .ino(),
+        std::fs::metadata(dest_config.join("conf.d/app.yaml"))
+            .unwrap()
+            .ino(),
+        "hard links stay links"
+    );
+    // The sender of the config volume ran as the application's user (it
+    // would report the private directory unreadable otherwise).
+    assert_eq!(pvc_report(&report, "shop", "config")["files_examined"], 5);
+    let renamed = Api::<Namespace>::all(destination.clone())
+        .get("blog-new")
+        .await
+        .unwrap();
+    assert_eq!(renamed.metadata.annotations.unwrap()["team"], "storefront");
+    for (client, ns) in [
+        (&source, "shop"),
+        (&source, "blog"),
+        (&destination, "shop"),
+        (&destination, "blog-new"),
+    ] {
+        assert_eq!(
+            transfer_leftovers(client, ns).await,
+            Vec::<String>::new(),
+            "in {ns}"
+        );
+    }
+
+    // The application changes 4 KiB of the big file and adds a file.
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(db.join("table.db"))
+            .unwrap();
+        file.write_all_at(&[0xAB; 4096], 300 << 20).unwrap();
+    }
+    std::fs::write(posts.join("new-post.md"), "# hello\n").unwrap();
+    let (code, report) = env
+        .migrate(&["--namespace", "shop", "--namespace", "blog:blog-new"])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{report:#}");
+    let db_entry = pvc_report(&report, "shop", "db");
+    let wire = db_entry["wire_bytes"].as_u64().unwrap();
+    assert!(
+        wire < 16 << 20,
+        "the final copy of a 4 KiB change moved {wire} bytes: {db_entry:#}"
+    );
+    assert_same_tree(&db, &volume_dir(&destination, "shop", "db").await.unwrap());
+    assert_same_tree(
+        &posts,
+        &volume_dir(&destination, "blog-new", "posts").await.unwrap(),
+    );
+
+    // A final run again: everything is done, nothing is copied.
+    let (code, report) = env
+        .migrate(&["--namespace", "shop", "--namespace", "blog:blog-new"])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{report:#}");
+    for pvc in report["pvcs"].as_array().unwrap() {
+        assert_eq!(pvc["state"], "skipped", "{pvc:#}");
+    }
+}
+
+/// One PVC holds a file its sender cannot read: the others finish, the
+/// report names the PVC and the reason, and the exit code says failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_failing_pvc_does_not_stop_the_others() {
+    let env = start().await.unwrap();
+    let source = env.pair.source.client.clone();
+    let good = make_pvc(&source, "app", "good", &["ReadWriteOnce"])
+        .await
+        .unwrap();
+    let bad = make_pvc(&source, "app", "bad", &["ReadWriteOnce"])
+        .await
+        .unwrap();
+    write_small_files(&good, 20).unwrap();
+    std::fs::write(bad.join("readable.txt"), "fine\n").unwrap();
+    std::fs::write(bad.join("secret.key"), "root only\n").unwrap();
+    std::fs::set_permissions(
+        bad.join("secret.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+
+    let (code, report) = env
+        .migrate(&["--namespace", "app", "--retries", "1"])
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["succeeded"], false);
+    assert_eq!(pvc_report(&report, "app", "good")["state"], "done");
+    let bad_entry = pvc_report(&report, "app", "bad");
+    assert_eq!(bad_entry["state"], "failed");
+    let error = bad_entry["error"].as_str().unwrap();
+    assert!(
+        error.contains("secret.key"),
+        "the reason names the file: {error}"
+    );
+    assert_eq!(bad_entry["attempts"], 1, "unreadable files are not retried");
+    let destination = env.pair.destination.client.clone();
+    assert_same_tree(
+        &good,
+        &volume_dir(&destination, "app", "good").await.unwrap(),
+    );
+    assert_eq!(
+        transfer_leftovers(&source, "app").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        transfer_leftovers(&destination, "app").await,
+        Vec::<String>::new()
+    );
+}
+
+/// A Route the router never admits: the endpoint stage fails with a
+/// message saying what to check, and nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreachable_receiver_is_reported_with_what_to_check() {
+    let env = start().await.unwrap();
+    let source = env.pair.source.client.clone();
+    let data = make_pvc(&source, "app", "data", &["ReadWriteOnce"])
+        .await
+        .unwrap();
+    std::fs::write(data.join("a.txt"), "a\n").unwrap();
+    // The destination namespace exists with a Route the router ignores;
+    // the orchestrator's apply keeps that annotation.
+    let destination = env.pair.destination.client.clone();
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some("app".into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(destination.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let mut ignored = DynamicObject::new("mover-receiver", &route()).within("app").data(json!({
+        "spec": {"to": {"kind": "Service", "name": "mover-receiver"}, "tls": {"termination": "passthrough"}}
+    }));
+    ignored.metadata.annotations = Some(BTreeMap::from([(
+        "emulator.kube-migrate/admit".to_string(),
+        "false".to_string(),
+    )]));
+    Api::<DynamicObject>::namespaced_with(destination.clone(), "app", &route())
+        .create(&PostParams::default(), &ignored)
+        .await
+        .unwrap();
+
+    let (code, report) = env
+        .migrate(&["--namespace", "app", "--endpoint-timeout", "5"])
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{report:#}");
+    let error = pvc_report(&report, "app", "data")["error"]
+        .as_str()
+        .unwrap();
+    assert!(
+        error.contains("not admitted")
+            || error.contains("waiting for mover-receiver to be admitted"),
+        "{error}"
+    );
+    assert!(
+        error.contains("status.ingress"),
+        "the message says what to check: {error}"
+    );
+    assert_eq!(
+        transfer_leftovers(&source, "app").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        transfer_leftovers(&destination, "app").await,
+        Vec::<String>::new()
+    );
+}
+
+/// `orchestrator plan` lists every problem at once and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plan_lists_every_problem() {
+    let env = start().await.unwrap();
+    let source = env.pair.source.client.clone();
+    make_pvc(&source, "app", "data", &["ReadWriteOnce"])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        "name: broken\nnamespaces: [app, missing-ns]\npvcs: [app/data, app/ghost]\n\
+         storageClassMapping: {standard: no-such-class}\n",
+    )
+    .unwrap();
+    let output = env
+        .orchestrator(&["plan", "--plan", plan.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "namespace \"missing-ns\" does not exist",
+        "PVC app/ghost does not exist",
+        "storage class \"no-such-class\" does not exist",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    let destination = env.pair.destination.client.clone();
+    assert!(
+        Api::<Namespace>::all(destination)
+            .get_opt("app")
+            .await
+            .unwrap()
+            .is_none(),
+        "plan changed nothing"
+    );
+
+    // The same plan, fixed, prints what would be created and copied.
+    std::fs::write(&plan, "name: fixed\nnamespaces: ['app:app2']\n").unwrap();
+    let output = env
+        .orchestrator(&["plan", "--plan", plan.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("namespace app -> app2 (will be created)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("pvc data"), "{stdout}");
+}
