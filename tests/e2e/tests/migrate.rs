@@ -651,3 +651,52 @@ async fn plan_lists_every_problem() {
     );
     assert!(stdout.contains("pvc data"), "{stdout}");
 }
+
+/// `orchestrator cleanup` removes what a killed run left on both sides,
+/// and never a destination PVC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_removes_transfer_objects_and_keeps_pvcs() {
+    let env = start().await.unwrap();
+    let labels = BTreeMap::from([("mover.io/transfer".to_string(), "migration".to_string())]);
+    for client in [&env.pair.source.client, &env.pair.destination.client] {
+        make_pvc(client, "app", "data", &["ReadWriteOnce"])
+            .await
+            .unwrap();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("mover-sender-data".into()),
+                labels: Some(labels.clone()),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        };
+        Api::<Secret>::namespaced(client.clone(), "app")
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "mover-receiver", "labels": labels},
+        "spec": {"ports": [{"port": 443}]},
+    }))
+    .unwrap();
+    let destination = env.pair.destination.client.clone();
+    Api::<Service>::namespaced(destination.clone(), "app")
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+
+    let output = env
+        .orchestrator(&["cleanup", "--namespace", "app"])
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    for client in [&env.pair.source.client, &destination] {
+        assert_eq!(
+            transfer_leftovers(client, "app").await,
+            Vec::<String>::new()
+        );
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "app");
+        assert!(pvcs.get_opt("data").await.unwrap().is_some(), "PVCs stay");
+    }
+}
