@@ -88,15 +88,13 @@ pub fn describe(plan: &Plan, inventory: &Inventory) -> String {
                 .unwrap_or_else(|| "?".into());
             let class = spec.storage_class_name.as_deref();
             let mapped = plan.map_storage_class(class);
-            let action = if pvc.finished() && !plan.stage {
-                "skip (copied by an earlier final run)"
-            } else if pvc.destination.is_some() {
-                "copy (incremental)"
-            } else {
-                copies.push(pvc.name());
-                "create and copy"
+            let skip = pvc.finished() && !plan.stage;
+            let action = match (skip, pvc.destination.is_some()) {
+                (true, _) => "skip (copied by an earlier final run)",
+                (false, true) => "copy (incremental)",
+                (false, false) => "create and copy",
             };
-            if !action.starts_with("skip") && pvc.destination.is_some() {
+            if !skip {
                 copies.push(pvc.name());
             }
             let _ = writeln!(
