@@ -4,6 +4,7 @@
 
 mod compare;
 mod gen;
+mod images;
 mod run;
 
 use std::collections::BTreeMap;
@@ -72,9 +73,15 @@ struct Args {
     #[arg(long, default_value_t = 3600)]
     timeout: u64,
     /// Markdown report to write [default: benches/results/latest.md;
-    /// latest-quick.md, latest-scale.md for --quick, --scale]
+    /// latest-quick.md, latest-scale.md for --quick, --scale;
+    /// images.md, images-quick.md for --images]
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Only the image copy benchmark: the orchestrator's registry engine
+    /// against skopeo copy between two local registries (--quick also runs
+    /// a tiny image case after the volume one)
+    #[arg(long)]
+    images: bool,
 }
 
 #[derive(Subcommand)]
@@ -201,7 +208,15 @@ fn main() {
         }) => gen_cmd(dataset, out, quick, seed, mutate, mutate_revert),
         Some(Cmd::Compare { ref src, ref dst }) => compare_cmd(src, dst),
         Some(Cmd::Rss { ref cmd }) => rss_cmd(cmd),
-        None => bench(args),
+        None if args.images => images::run(&args),
+        None => {
+            let images = (args.quick && !args.scale).then(|| images::run(&args));
+            let volumes = bench(args);
+            match images {
+                Some(images) => images.and_then(|i| Ok(volumes? && i)),
+                None => volumes,
+            }
+        }
     };
     match r {
         Ok(true) => {}
@@ -978,7 +993,8 @@ fn fs_type(path: &Path) -> String {
         .map_or("unknown filesystem".into(), |(_, ty)| ty)
 }
 
-fn header(args: &Args, mover: &Path, rsync: &Path, stunnel: &Path, runs: usize) -> String {
+/// "N CPUs (model), memory, Linux version", for report headers.
+fn machine() -> String {
     let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
     let cpu = read("/proc/cpuinfo")
         .lines()
@@ -993,6 +1009,10 @@ fn header(args: &Args, mover: &Path, rsync: &Path, stunnel: &Path, runs: usize) 
         .map_or("?".into(), |k| human(k * 1024));
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
+    format!("{nproc} CPUs ({cpu}), {mem} memory, Linux {kernel}")
+}
+
+fn header(args: &Args, mover: &Path, rsync: &Path, stunnel: &Path, runs: usize) -> String {
     let git = |a: &[&str]| {
         Command::new("git")
             .args(a)
@@ -1036,9 +1056,10 @@ fn header(args: &Args, mover: &Path, rsync: &Path, stunnel: &Path, runs: usize) 
         .collect();
     format!(
         "# mover benchmark{mode}\n\n\
-         {} on {nproc} CPUs ({cpu}), {mem} memory, Linux {kernel}. \
+         {} on {}. \
          mover {commit}{dirty} ({}); {}; {}. {}.\n",
         utc_now(),
+        machine(),
         mover.display(),
         run::version_line(rsync, &["--version"], "version"),
         run::version_line(stunnel, &["-version"], "stunnel"),

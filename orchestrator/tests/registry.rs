@@ -225,6 +225,26 @@ async fn moved_tag_moves_only_new_blobs() {
     assert!(report.up_to_date);
     assert_eq!((report.uploaded, report.existing), (0, 5));
     assert_eq!(progress.last().unwrap().blobs_done, 5);
+
+    // The blobs of the image a destination tag names are taken as present;
+    // one removed from the repository since is found when the registry
+    // refuses the manifest, and put back.
+    let removed = &v2.layers[0];
+    let url = format!("{}/v2/team/app/blobs/{removed}", dst.url);
+    let resp = reqwest::Client::new().delete(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 202, "{url}");
+    assert!(!d.blob_exists("team/app", removed).await.unwrap());
+    let mut layers3 = layers2.clone();
+    layers3.push(random_bytes(24, 1000));
+    let v3 = push_image(&s, "team/app", Some("v1"), &layers3, "amd64", Format::Oci).await;
+    let (res, _) = copy(&s, "team/app:v1", &d, "team/app:v1").await;
+    let report = res.unwrap();
+    assert_eq!((report.uploaded, report.existing), (3, 3));
+    assert!(d.blob_exists("team/app", removed).await.unwrap());
+    assert_eq!(
+        d.manifest_digest(&r("team/app:v1")).await.unwrap(),
+        Some(v3.digest)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,7 @@ use super::reference::check_repository;
 /// How a blob came to be in the destination repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
-    /// It was already there.
+    /// It was there already.
     Existing,
     /// Mounted from another repository of the same registry: no bytes moved.
     Mounted,
@@ -34,12 +34,12 @@ pub enum Placement {
     Uploaded,
 }
 
-/// Copies one blob from `src_repo` on `src` to `dst_repo` on `dst`:
-/// nothing if the destination has it, a mount if a repository of the
-/// destination registry is known to have it, else a verified stream.
-/// Transient failures restart the blob from the source, with backoff.
-/// `streamed` counts bytes as they pass (and forgets a failed try's).
-pub(crate) async fn copy_blob(
+/// Puts a blob that `dst_repo` lacks there from `src_repo` on `src`: a
+/// mount if a repository of the destination registry is known to have
+/// it, else a verified stream. Transient failures restart the blob from
+/// the source, with backoff. `streamed` counts bytes as they pass (and
+/// forgets a failed try's).
+pub(crate) async fn transfer_blob(
     src: &Registry,
     src_repo: &str,
     dst: &Registry,
@@ -48,10 +48,6 @@ pub(crate) async fn copy_blob(
     streamed: &Arc<AtomicU64>,
 ) -> Result<Placement, Error> {
     let digest = &blob.digest;
-    if dst.blob_exists(dst_repo, digest).await? {
-        dst.remember_blob(digest, dst_repo);
-        return Ok(Placement::Existing);
-    }
     let mount_from = if src.same_registry(dst) {
         Some(src_repo.to_string())
     } else {
@@ -60,25 +56,43 @@ pub(crate) async fn copy_blob(
     let mut failed = 0;
     loop {
         let attempt = async {
-            let session = match dst
-                .start_upload(dst_repo, digest, mount_from.as_deref())
-                .await?
-            {
-                Started::Mounted => return Ok(Placement::Mounted),
-                Started::Session(url) => url,
+            let opened;
+            let session = if mount_from.is_some() {
+                match dst
+                    .start_upload(dst_repo, digest, mount_from.as_deref())
+                    .await?
+                {
+                    Started::Mounted => return Ok(Placement::Mounted),
+                    Started::Session(url) => {
+                        opened = src.open_blob(src_repo, blob, streamed.clone()).await;
+                        url
+                    }
+                }
+            } else {
+                // Nothing to mount from: open the source while the upload
+                // starts, saving a round trip per blob.
+                let (started, source) = tokio::join!(
+                    dst.start_upload(dst_repo, digest, None),
+                    src.open_blob(src_repo, blob, streamed.clone())
+                );
+                opened = source;
+                match started? {
+                    Started::Session(url) => url,
+                    Started::Mounted => return Ok(Placement::Mounted),
+                }
             };
-            let source = src.open_blob(src_repo, blob, streamed.clone()).await;
-            let result = match &source {
-                Ok(source) => dst.upload(dst_repo, session.clone(), blob, source).await,
-                Err(_) => Ok(()),
+            let source = match opened {
+                Ok(s) => s,
+                Err(e) => {
+                    dst.cancel_upload(dst_repo, session).await;
+                    return Err(e);
+                }
             };
-            if let (Ok(s), Err(_)) = (&source, &result) {
-                streamed.fetch_sub(s.seen(), Ordering::Relaxed);
-            }
-            if source.is_err() || result.is_err() {
+            let result = dst.upload(dst_repo, session.clone(), blob, &source).await;
+            if result.is_err() {
+                streamed.fetch_sub(source.seen(), Ordering::Relaxed);
                 dst.cancel_upload(dst_repo, session).await;
             }
-            source?;
             result.map(|()| Placement::Uploaded)
         };
         match attempt.await {

@@ -15,8 +15,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
-use super::blob::{copy_blob, Placement};
+use super::blob::{transfer_blob, Placement};
 use super::client::Registry;
 use super::digest::{Digest, Mismatch};
 use super::error::{Error, ErrorKind};
@@ -29,6 +30,11 @@ const MAX_DEPTH: usize = 4;
 
 /// How often progress is reported while bytes flow.
 const TICK: Duration = Duration::from_millis(250);
+
+/// Blobs in hand at once: their existence checks (HEAD) are cheap for the
+/// registry, and on a re-copy nearly all the work, so many run together;
+/// transfers are limited separately (`Tuning::parallel_blobs`).
+const CHECKS_AT_ONCE: usize = 16;
 
 /// Where a copy stands. Blobs and bytes count unique blobs of the whole
 /// image (all platforms); blobs that needed no transfer count as done.
@@ -74,6 +80,13 @@ pub struct CopyReport {
 /// handle put or saw them there, or because `src` is the same registry)
 /// are mounted; the rest are streamed, several at once
 /// ([`Tuning::parallel_blobs`](super::Tuning) of `dst`).
+///
+/// When the destination tag already names an image, the blobs of that
+/// image are taken as present without asking (a registry accepts a
+/// manifest only when its repository holds its blobs): on a re-copy of a
+/// moved tag that saves most of the requests. Should one have been
+/// removed since, the registry refuses the new manifest, and the copy
+/// checks those blobs, puts back what is missing, and writes it again.
 pub async fn copy_image(
     src: &Registry,
     src_ref: &Reference,
@@ -81,7 +94,9 @@ pub async fn copy_image(
     dst_ref: &Reference,
     progress: &(dyn Fn(ImageProgress) + Send + Sync),
 ) -> Result<CopyReport, Error> {
-    let plan = Plan::read(src, src_ref).await?;
+    // What the destination reference names now, read while the source is.
+    let (plan, current) = tokio::join!(Plan::read(src, src_ref), current_image(dst, dst_ref));
+    let (plan, current) = (plan?, current?);
     let top = plan.top();
     if let Target::Digest(d) = &dst_ref.target {
         if *d != top.digest {
@@ -95,97 +110,176 @@ pub async fn copy_image(
             ));
         }
     }
-    let mut report = CopyReport {
-        source: format!("{}/{src_ref}", src.name()),
-        destination: format!("{}/{dst_ref}", dst.name()),
-        digest: top.digest.clone(),
-        media_type: top.media_type.clone(),
-        manifests: plan.manifests.len(),
-        up_to_date: false,
-        blobs: plan.blobs.len(),
-        uploaded: 0,
-        mounted: 0,
-        existing: 0,
-        bytes: plan.blobs.iter().map(|b| b.size).sum(),
-        bytes_uploaded: 0,
+    let mut tally = Tally {
+        report: CopyReport {
+            source: format!("{}/{src_ref}", src.name()),
+            destination: format!("{}/{dst_ref}", dst.name()),
+            digest: top.digest.clone(),
+            media_type: top.media_type.clone(),
+            manifests: plan.manifests.len(),
+            up_to_date: false,
+            blobs: plan.blobs.len(),
+            uploaded: 0,
+            mounted: 0,
+            existing: 0,
+            bytes: plan.blobs.iter().map(|b| b.size).sum(),
+            bytes_uploaded: 0,
+        },
+        settled: 0,
     };
-    let mut now = ImageProgress {
-        blobs_done: 0,
-        blobs_total: report.blobs,
-        bytes_done: 0,
-        bytes_total: report.bytes,
-    };
-    if dst.manifest_digest(dst_ref).await?.as_ref() == Some(&top.digest) {
-        // A registry only accepts a manifest whose blobs it has.
-        report.up_to_date = true;
-        report.existing = report.blobs;
-        now.blobs_done = now.blobs_total;
-        now.bytes_done = now.bytes_total;
-        progress(now);
-        return Ok(report);
+    if current.as_ref().map(|m| &m.digest) == Some(&top.digest) {
+        tally.report.up_to_date = true;
+        tally.report.existing = tally.report.blobs;
+        tally.settled = tally.report.bytes;
+        progress(tally.progress(0));
+        return Ok(tally.report);
     }
-    progress(now);
-
-    let streamed = Arc::new(AtomicU64::new(0));
-    let mut not_streamed = 0u64;
-    let copies = futures_util::stream::iter(&plan.blobs)
-        .map(|b| {
-            let streamed = &streamed;
-            async move {
-                copy_blob(
-                    src,
-                    &src_ref.repository,
-                    dst,
-                    &dst_ref.repository,
-                    b,
-                    streamed,
-                )
-                .await
-                .map(|p| (b, p))
-            }
-        })
-        .buffer_unordered(dst.tuning().parallel_blobs);
-    futures_util::pin_mut!(copies);
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            next = copies.next() => match next {
-                None => break,
-                Some(Err(e)) => return Err(e),
-                Some(Ok((blob, placement))) => {
-                    now.blobs_done += 1;
-                    match placement {
-                        Placement::Existing => report.existing += 1,
-                        Placement::Mounted => report.mounted += 1,
-                        Placement::Uploaded => {
-                            report.uploaded += 1;
-                            report.bytes_uploaded += blob.size;
-                        }
-                    }
-                    if placement != Placement::Uploaded {
-                        not_streamed += blob.size;
-                    }
-                }
-            },
-            _ = tick.tick() => {}
+    let held: HashSet<&Digest> = current
+        .as_ref()
+        .map(|m| m.blobs().into_iter().map(|b| &b.digest).collect())
+        .unwrap_or_default();
+    let (assumed, unknown): (Vec<&Descriptor>, Vec<&Descriptor>) =
+        plan.blobs.iter().partition(|b| held.contains(&b.digest));
+    tally.assume_present(dst, &dst_ref.repository, &assumed);
+    progress(tally.progress(0));
+    tally
+        .place(src, src_ref, dst, dst_ref, &unknown, progress)
+        .await?;
+    match put_manifests(dst, dst_ref, &plan.manifests).await {
+        Err(e)
+            if !assumed.is_empty() && matches!(e.kind, ErrorKind::Status { status: 400, .. }) =>
+        {
+            // MANIFEST_BLOB_UNKNOWN is a 400: check what was assumed.
+            tally.doubt(&assumed);
+            tally
+                .place(src, src_ref, dst, dst_ref, &assumed, progress)
+                .await?;
+            put_manifests(dst, dst_ref, &plan.manifests).await?;
         }
-        now.bytes_done = not_streamed + streamed.load(Ordering::Relaxed);
-        progress(now);
+        r => r?,
     }
+    Ok(tally.report)
+}
 
-    let (children, top) = plan.manifests.split_at(plan.manifests.len() - 1);
+/// The image the destination reference names now, if any (one it cannot
+/// read, e.g. of an old schema, counts as none: it is replaced anyway).
+async fn current_image(dst: &Registry, r: &Reference) -> Result<Option<Manifest>, Error> {
+    match dst.get_manifest(r).await {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.is_not_found() || matches!(e.kind, ErrorKind::Manifest(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Platform manifests by digest, then the top one by the reference.
+async fn put_manifests(dst: &Registry, r: &Reference, manifests: &[Manifest]) -> Result<(), Error> {
+    let (children, top) = manifests.split_at(manifests.len() - 1);
     for m in children {
         let by_digest = Reference {
-            repository: dst_ref.repository.clone(),
+            repository: r.repository.clone(),
             target: Target::Digest(m.digest.clone()),
         };
         dst.put_manifest(&by_digest, &m.media_type, m.body.clone())
             .await?;
     }
-    dst.put_manifest(dst_ref, &top[0].media_type, top[0].body.clone())
+    dst.put_manifest(r, &top[0].media_type, top[0].body.clone())
         .await?;
-    Ok(report)
+    Ok(())
+}
+
+/// The report being filled in, and the bytes of blobs that are settled
+/// without streaming (existing, mounted).
+struct Tally {
+    report: CopyReport,
+    settled: u64,
+}
+
+impl Tally {
+    fn progress(&self, streamed: u64) -> ImageProgress {
+        let r = &self.report;
+        ImageProgress {
+            blobs_done: r.existing + r.mounted + r.uploaded,
+            blobs_total: r.blobs,
+            bytes_done: self.settled + streamed,
+            bytes_total: r.bytes,
+        }
+    }
+
+    /// Counts `blobs` as existing in `repository` without asking.
+    fn assume_present(&mut self, dst: &Registry, repository: &str, blobs: &[&Descriptor]) {
+        for b in blobs {
+            dst.remember_blob(&b.digest, repository);
+            self.report.existing += 1;
+            self.settled += b.size;
+        }
+    }
+
+    /// Takes back [`Tally::assume_present`], before checking those blobs.
+    fn doubt(&mut self, blobs: &[&Descriptor]) {
+        for b in blobs {
+            self.report.existing -= 1;
+            self.settled -= b.size;
+        }
+    }
+
+    /// Makes every blob present in the destination repository: checks
+    /// many at once, mounts or streams the missing ones (at most
+    /// `parallel_blobs` transfers at once), and reports progress as blobs
+    /// finish and every [`TICK`] while bytes flow.
+    async fn place(
+        &mut self,
+        src: &Registry,
+        src_ref: &Reference,
+        dst: &Registry,
+        dst_ref: &Reference,
+        blobs: &[&Descriptor],
+        progress: &(dyn Fn(ImageProgress) + Send + Sync),
+    ) -> Result<(), Error> {
+        let (src_repo, dst_repo) = (&src_ref.repository, &dst_ref.repository);
+        let streamed = Arc::new(AtomicU64::new(0));
+        let transfers = Semaphore::new(dst.tuning().parallel_blobs);
+        let placed = futures_util::stream::iter(blobs.iter().copied())
+            .map(|b| {
+                let (streamed, transfers) = (&streamed, &transfers);
+                async move {
+                    if dst.blob_exists(dst_repo, &b.digest).await? {
+                        dst.remember_blob(&b.digest, dst_repo);
+                        return Ok((b, Placement::Existing));
+                    }
+                    // Never closed, so acquiring always succeeds.
+                    let _permit = transfers.acquire().await;
+                    transfer_blob(src, src_repo, dst, dst_repo, b, streamed)
+                        .await
+                        .map(|p| (b, p))
+                }
+            })
+            .buffer_unordered(CHECKS_AT_ONCE);
+        futures_util::pin_mut!(placed);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                next = placed.next() => match next {
+                    None => return Ok(()),
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok((blob, Placement::Existing))) => {
+                        self.report.existing += 1;
+                        self.settled += blob.size;
+                    }
+                    Some(Ok((blob, Placement::Mounted))) => {
+                        self.report.mounted += 1;
+                        self.settled += blob.size;
+                    }
+                    Some(Ok((blob, Placement::Uploaded))) => {
+                        self.report.uploaded += 1;
+                        self.report.bytes_uploaded += blob.size;
+                    }
+                },
+                _ = tick.tick() => {}
+            }
+            progress(self.progress(streamed.load(Ordering::Relaxed)));
+        }
+    }
 }
 
 /// Everything an image consists of, read from the source before anything
