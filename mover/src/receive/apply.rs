@@ -240,7 +240,13 @@ impl Applier {
             }
             ToReceiver::SignatureRequest { id, segments } => {
                 let need = self.needs.get(&id);
-                let (path, info) = match need.and_then(|n| n.base.map(|b| (n.path.clone(), b))) {
+                // Signatures are of the base: the old copy, or the partial
+                // file a broken session left.
+                let base = need.and_then(|n| {
+                    let (parent, _) = n.path.split_last()?;
+                    Some((parent.join(&n.base_name).ok()?, n.base?))
+                });
+                let (path, info) = match base {
                     Some(found) => found,
                     None => {
                         return Err(

@@ -6,14 +6,15 @@ use crate::delta;
 use crate::dest::volume::Volume;
 use crate::entry::RelPath;
 use crate::wire::io::{Closed, Outbox};
-use crate::wire::message::{BaseInfo, FileId, ToSender};
+use crate::wire::message::{BaseInfo, FileId, SegmentHash, ToSender};
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Segment hashes per `BaseHashes` message (16 bytes each: 1 MiB).
-const HASHES_PER_MESSAGE: usize = 64 * 1024;
+/// Segment hashes per `BaseHashes` message (16 bytes each: 256 KiB), so
+/// the hashes of a huge base stream out as they are made.
+const HASHES_PER_MESSAGE: usize = 16 * 1024;
 
 pub enum HashJob {
     /// Announce the copy at `path` as a base for `id`, with its hashes.
@@ -55,7 +56,10 @@ fn open(volume: &Volume, path: &RelPath) -> Option<std::fs::File> {
     volume.open_dir(&parent).ok()?.open_file(name).ok()
 }
 
-/// Hashes the base; if it cannot be read after all, asks for the file whole.
+/// Announces the base, then hashes it. The announcement goes out first so
+/// the sender reads and hashes its file while we read and hash ours. If the
+/// base cannot be opened after all, asks for the file whole; a segment that
+/// cannot be read gets a hash no data has, so it is sent, not copied.
 fn base(
     volume: &Volume,
     id: FileId,
@@ -63,34 +67,44 @@ fn base(
     info: BaseInfo,
     out: &mut Outbox<ToSender>,
 ) -> Result<(), Closed> {
-    let hashes = open(volume, path).and_then(|file| {
-        let seg = u64::from(info.segment_size);
-        let mut buf = vec![0u8; info.segment_size as usize];
-        (0..info.segment_count())
-            .map(|i| {
-                let start = u64::from(i) * seg;
-                let len = (info.len - start).min(seg) as usize;
-                file.read_exact_at(&mut buf[..len], start).ok()?;
-                Some(delta::segment_hash(&buf[..len]))
-            })
-            .collect::<Option<Vec<_>>>()
-    });
-    let Some(hashes) = hashes else {
+    let Some(file) = open(volume, path) else {
         return out.push(ToSender::Need { id, base: None });
     };
     out.push(ToSender::Need {
         id,
         base: Some(info),
     })?;
-    for (n, chunk) in hashes.chunks(HASHES_PER_MESSAGE).enumerate() {
-        out.push(ToSender::BaseHashes {
-            id,
-            first: (n * HASHES_PER_MESSAGE) as u32,
-            hashes: chunk.to_vec(),
-        })?;
+    out.flush()?;
+    let seg = u64::from(info.segment_size);
+    let mut buf = vec![0u8; info.segment_size as usize];
+    let mut hashes = Vec::with_capacity(HASHES_PER_MESSAGE);
+    let mut first = 0u32;
+    let mut readable = true;
+    for i in 0..info.segment_count() {
+        let start = u64::from(i) * seg;
+        let len = (info.len - start).min(seg) as usize;
+        readable = readable && file.read_exact_at(&mut buf[..len], start).is_ok();
+        hashes.push(if readable {
+            delta::segment_hash(&buf[..len])
+        } else {
+            UNREADABLE
+        });
+        if hashes.len() == HASHES_PER_MESSAGE || i + 1 == info.segment_count() {
+            let count = hashes.len() as u32;
+            out.push(ToSender::BaseHashes {
+                id,
+                first,
+                hashes: std::mem::replace(&mut hashes, Vec::with_capacity(HASHES_PER_MESSAGE)),
+            })?;
+            first += count;
+        }
     }
     Ok(())
 }
+
+/// Stands in for the hash of a segment that could not be read: a truncated
+/// blake3 hash is all zeros with probability 2^-128.
+const UNREADABLE: SegmentHash = [0; 16];
 
 /// Sends the requested signatures; a segment that can no longer be read is
 /// skipped, and the sender sends that segment literally.

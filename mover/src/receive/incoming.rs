@@ -55,6 +55,9 @@ pub struct Incoming {
     sparse: bool,
     hasher: blake3::Hasher,
     patch: Vec<u8>,
+    /// Base bytes read for copies and patches; kept across ops, since a
+    /// file with scattered changes has thousands of them.
+    base_buf: Vec<u8>,
     cancel: Cancel,
 }
 
@@ -78,6 +81,7 @@ impl Incoming {
             sparse,
             hasher: blake3::Hasher::new(),
             patch: Vec::new(),
+            base_buf: Vec::new(),
             cancel,
         }
     }
@@ -122,15 +126,18 @@ impl Incoming {
         let start = u64::from(first) * seg;
         let stop = (u64::from(end) * seg).min(info.len);
         let base = base.try_clone()?;
-        let mut buf = vec![0u8; COPY_CHUNK];
+        let mut buf = std::mem::take(&mut self.base_buf);
+        buf.resize(COPY_CHUNK.min((stop - start) as usize).max(buf.len()), 0);
         let mut at = start;
         while at < stop {
             self.check_cancel()?;
-            let n = (stop - at).min(COPY_CHUNK as u64) as usize;
+            let n = (stop - at).min(buf.len() as u64) as usize;
             base.read_exact_at(&mut buf[..n], at)?;
             self.append(&buf[..n])?;
             at += n as u64;
         }
+        // Kept for the next op (on an error the file is dropped anyway).
+        self.base_buf = buf;
         Ok(())
     }
 
@@ -146,7 +153,7 @@ impl Incoming {
     }
 
     pub fn patch_end(&mut self, segment: u32) -> Result<(), DataError> {
-        let (base, info) = self.base()?;
+        let info = self.base()?.1;
         if segment >= info.segment_count() {
             return Err(invalid(format!(
                 "patch for segment {segment} past the base"
@@ -155,15 +162,20 @@ impl Incoming {
         let seg = u64::from(info.segment_size);
         let start = u64::from(segment) * seg;
         let len = (info.len - start).min(seg) as usize;
-        let mut old = vec![0u8; len];
-        base.read_exact_at(&mut old, start)?;
-        let patch = std::mem::take(&mut self.patch);
+        let mut old = std::mem::take(&mut self.base_buf);
+        old.resize(len.max(old.len()), 0);
+        self.base()?.0.read_exact_at(&mut old[..len], start)?;
+        let mut patch = std::mem::take(&mut self.patch);
         let limit = (self.size - self.pos).min(seg) as usize;
         let mut out = Appender { file: self };
-        delta::apply(&old, &patch, &mut out, limit).map_err(|e| match e {
+        let applied = delta::apply(&old[..len], &patch, &mut out, limit).map_err(|e| match e {
             delta::DeltaError::Apply(fast_rsync::ApplyError::Io(io)) => DataError::Io(io),
             other => invalid(other.to_string()),
-        })
+        });
+        patch.clear();
+        self.patch = patch;
+        self.base_buf = old;
+        applied
     }
 
     /// Keeps what arrived as `.mover-partial.<name>` beside the

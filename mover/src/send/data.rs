@@ -10,20 +10,24 @@ use crate::delta;
 use crate::progress::Counters;
 use crate::wire::frame::DATA_CHUNK;
 use crate::wire::io::{Closed, Outbox};
-use crate::wire::message::{AbortReason, FileId, ToReceiver};
+use crate::wire::message::{AbortReason, FileId, SegmentHash, ToReceiver};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Work for the data thread, in the order answers arrive.
 pub enum Job {
     /// Send the whole file.
     Whole(FileId),
-    /// The receiver has an older copy: find the differing segments and ask
-    /// for their signatures (or send at once if none differ).
+    /// The receiver has an older copy: hash our segments while it hashes
+    /// its own, then compare (here, or in `Compare` if its hashes are late).
     Scan(FileId),
+    /// Both sides' segment hashes are in: ask for the signatures of the
+    /// differing segments (or send at once if none differ).
+    Compare(FileId),
     /// Signatures have arrived: send the file as copies and patches.
     Patch(FileId),
 }
@@ -58,6 +62,7 @@ pub fn run(jobs: Receiver<Vec<Job>>, out: mpsc::Sender<Vec<ToReceiver>>, shared:
             let result = match job {
                 Job::Whole(id) => data.with_file(id, Data::whole),
                 Job::Scan(id) => data.with_file(id, Data::scan),
+                Job::Compare(id) => data.with_file(id, Data::compare),
                 Job::Patch(id) => data.with_file(id, Data::patch),
             };
             if result.is_err() {
@@ -192,52 +197,82 @@ impl Data<'_> {
         Ok(())
     }
 
-    /// Reads the file once: hashes every segment against the receiver's
-    /// and the whole file for the end-to-end check. Only the segments that
-    /// differ are read again, to diff them once their signatures arrive.
+    /// Reads the file once, hashing each segment the receiver's copy also
+    /// has and the whole file for the end-to-end check. The receiver hashes
+    /// its copy at the same time; only the segments that differ are read
+    /// again, to diff them once their signatures arrive.
     fn scan(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
-        let Some(base) = pending.base.clone() else {
+        let Some(info) = pending.base.as_ref().map(|b| b.info) else {
             return self.whole(id, pending, file);
         };
-        let seg = base.info.segment_size as u64;
-        let mut differing = Vec::new();
+        let seg = u64::from(info.segment_size);
+        let base_count = info.segment_count() as usize;
+        let mut segments = Vec::with_capacity(base_count.min(pending.size.div_ceil(seg) as usize));
         let mut hasher = blake3::Hasher::new();
         let mut pos = 0u64;
-        let mut index = 0usize;
         while pos < pending.size {
             let want = (pending.size - pos).min(seg) as usize;
             let data = read_at(file, pos, want)?;
             hasher.update(&data);
-            if base.hashes.get(index) != Some(&delta::segment_hash(&data)) {
-                differing.push(index as u32);
+            if segments.len() < base_count {
+                segments.push(delta::segment_hash(&data));
             }
             pos += want as u64;
-            index += 1;
         }
+        let scan = Arc::new(Scan {
+            hash: *hasher.finalize().as_bytes(),
+            segments,
+            differing: Vec::new(),
+        });
+        // Compare now if all the receiver's hashes are in; if not, the
+        // response handler queues `Compare` when the last of them arrives.
+        let ready = {
+            let mut all = self.shared.pending();
+            let Some(p) = all.get_mut(&id) else {
+                return Ok(());
+            };
+            p.scan = Some(scan.clone());
+            p.base.as_ref().is_some_and(BaseState::complete)
+        };
+        if ready {
+            return self.compare(id, pending, file);
+        }
+        Ok(())
+    }
+
+    /// Compares the two sides' segment hashes and asks for the signatures
+    /// of the receiver's segments that differ.
+    fn compare(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
+        let (base, scan) = {
+            let all = self.shared.pending();
+            match all.get(&id) {
+                Some(p) => (p.base.clone(), p.scan.clone()),
+                None => return Ok(()),
+            }
+        };
+        let (Some(base), Some(scan)) = (base, scan) else {
+            return self.whole(id, pending, file);
+        };
+        let differing: Vec<u32> = (0..base.hashes.len())
+            .filter(|&i| scan.segments.get(i) != Some(&base.hashes[i]))
+            .map(|i| i as u32)
+            .collect();
         if differing.len() > MAX_SIGNATURE_REQUEST {
             return self.whole(id, pending, file);
         }
         let scan = Scan {
-            hash: *hasher.finalize().as_bytes(),
+            hash: scan.hash,
+            segments: Vec::new(),
             differing,
         };
-        let base_count = base.info.segment_count();
-        let wanted: Vec<u32> = scan
-            .differing
-            .iter()
-            .copied()
-            .filter(|&i| i < base_count)
-            .collect();
-        if wanted.is_empty() {
-            return self.send_delta(id, pending, file, base, scan);
+        if scan.differing.is_empty() {
+            return self.send_delta(id, pending, file, base, &scan);
         }
+        let segments = scan.differing.clone();
         if let Some(p) = self.shared.pending().get_mut(&id) {
-            p.scan = Some(scan);
+            p.scan = Some(Arc::new(scan));
         }
-        self.send(ToReceiver::SignatureRequest {
-            id,
-            segments: wanted,
-        })?;
+        self.send(ToReceiver::SignatureRequest { id, segments })?;
         Ok(())
     }
 
@@ -250,7 +285,7 @@ impl Data<'_> {
             .get_mut(&id)
             .and_then(|p| p.scan.take());
         match (self.take_base(id), scan) {
-            (Some(base), Some(scan)) => self.send_delta(id, pending, file, base, scan),
+            (Some(base), Some(scan)) => self.send_delta(id, pending, file, base, &scan),
             _ => self.whole(id, pending, file),
         }
     }
@@ -261,10 +296,11 @@ impl Data<'_> {
         pending: &Pending,
         file: &mut File,
         mut base: BaseState,
-        scan: Scan,
+        scan: &Scan,
     ) -> Result<(), Stop> {
         self.begin(id)?;
         let seg = base.info.segment_size as u64;
+        let base_count = base.info.segment_count();
         let mut copies = CopyRun::default();
         let mut differing = scan.differing.iter().copied().peekable();
         let mut pos = 0u64;
@@ -273,7 +309,7 @@ impl Data<'_> {
             let want = (pending.size - pos).min(seg) as usize;
             pos += want as u64;
             Counters::add(&self.shared.counters.bytes_done, want as u64);
-            if differing.next_if_eq(&index).is_none() {
+            if index < base_count && differing.next_if_eq(&index).is_none() {
                 copies.add(index);
                 Counters::add(&self.shared.counters.bytes_matched, want as u64);
             } else {
@@ -345,12 +381,15 @@ impl Data<'_> {
 }
 
 /// What the first read of a changed file found.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Scan {
     /// blake3 of the whole file as read.
     pub hash: [u8; 32],
-    /// Segments that differ from the receiver's copy (or lie past its end),
-    /// ascending.
+    /// Our hash of each segment the receiver's copy also has; dropped once
+    /// compared.
+    pub segments: Vec<SegmentHash>,
+    /// Segments of the receiver's copy that differ from ours, ascending
+    /// (the ones past its end are sent literally without being listed).
     pub differing: Vec<u32>,
 }
 
@@ -399,11 +438,22 @@ fn check_unchanged(file: &File, pending: &Pending) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads `len` bytes at `pos` into a fresh buffer. The buffer is filled
+/// straight from the kernel, never zeroed first: at a gigabyte a second the
+/// memset alone costs as much as the read.
 fn read_at(file: &File, pos: u64, len: usize) -> Result<Vec<u8>, Stop> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0; len];
-    file.read_exact_at(&mut buf, pos)
-        .map_err(|e| Stop::Abort(abort_reason(e)))?;
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = pos + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
+            Ok(0) => return Err(Stop::Abort(AbortReason::Vanished)),
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(Stop::Abort(abort_reason(e.into()))),
+        }
+    }
+    // A file that grew can fill more than was asked (and is caught as
+    // changed at its end); never send more than the caller wants here.
+    buf.truncate(len);
     Ok(buf)
 }
 

@@ -219,10 +219,13 @@ impl Responses<'_> {
             ToSender::Need {
                 id,
                 base: Some(info),
-            } => self.start_base(id, info)?,
+            } => {
+                self.start_base(id, info)?;
+                jobs.push(Job::Scan(id));
+            }
             ToSender::BaseHashes { id, first, hashes } => {
                 if self.add_hashes(id, first, hashes)? {
-                    jobs.push(Job::Scan(id));
+                    jobs.push(Job::Compare(id));
                 }
             }
             ToSender::Signature {
@@ -284,22 +287,31 @@ impl Responses<'_> {
         Ok(())
     }
 
+    /// Records hashes of the receiver's copy; true when they are complete
+    /// and our scan of the file is already waiting for them (checked under
+    /// the same lock the scan takes to look for them, so exactly one of the
+    /// two starts the comparison).
     fn add_hashes(&self, id: FileId, first: u32, hashes: Vec<[u8; 16]>) -> Result<bool, Failure> {
-        let mut complete = false;
-        self.with_base(id, |base| {
-            let list = Arc::make_mut(&mut base.hashes);
-            if first as usize != list.len()
-                || list.len() + hashes.len() > base.info.segment_count() as usize
-            {
-                return Err(format!(
-                    "segment hashes out of order or too many for file {id}"
-                ));
-            }
-            list.extend_from_slice(&hashes);
-            complete = list.len() == base.info.segment_count() as usize;
-            Ok(())
-        })?;
-        Ok(complete)
+        let mut pending = self.shared.pending();
+        let p = pending.get_mut(&id);
+        let scanned = p.as_ref().is_some_and(|p| p.scan.is_some());
+        let Some(base) = p.and_then(|p| p.base.as_mut()) else {
+            return Err(Failure::protocol(
+                self.peer,
+                format!("no base announced for file {id}"),
+            ));
+        };
+        let list = Arc::make_mut(&mut base.hashes);
+        if first as usize != list.len()
+            || list.len() + hashes.len() > base.info.segment_count() as usize
+        {
+            return Err(Failure::protocol(
+                self.peer,
+                format!("segment hashes out of order or too many for file {id}"),
+            ));
+        }
+        list.extend_from_slice(&hashes);
+        Ok(base.complete() && scanned)
     }
 
     fn with_base(

@@ -23,8 +23,9 @@ pub struct Pending {
     pub mtime: (i64, u32),
     /// Set once the receiver announced an older copy of the file.
     pub base: Option<BaseState>,
-    /// The first read of a changed file, kept while its signatures travel.
-    pub scan: Option<super::data::Scan>,
+    /// The first read of a changed file, kept until the receiver's hashes
+    /// and then its signatures are in.
+    pub scan: Option<Arc<super::data::Scan>>,
     /// The sender gave up on it (vanished or unreadable) and counted why.
     pub aborted: bool,
 }
@@ -34,6 +35,13 @@ pub struct BaseState {
     pub info: BaseInfo,
     pub hashes: Arc<Vec<SegmentHash>>,
     pub signatures: HashMap<u32, Vec<u8>>,
+}
+
+impl BaseState {
+    /// Whether every segment hash of the receiver's copy has arrived.
+    pub fn complete(&self) -> bool {
+        self.hashes.len() == self.info.segment_count() as usize
+    }
 }
 
 pub struct Shared {
