@@ -12,18 +12,18 @@ use std::io::Write;
 
 /// Smallest segment: small enough that a few scattered 4 KiB changes leave
 /// most of a file's segments identical.
-pub const MIN_SEGMENT: u32 = 64 * 1024;
+pub const MIN_SEGMENT: u32 = 32 * 1024;
 /// Largest segment: bounds the memory one patch needs on either side.
 pub const MAX_SEGMENT: u32 = 8 * 1024 * 1024;
 /// Segment count we aim for before segments grow past [`MIN_SEGMENT`].
-const TARGET_SEGMENTS: u64 = 16 * 1024;
+const TARGET_SEGMENTS: u64 = 32 * 1024;
 /// Above this many segments (files over 8 TiB) a file is sent whole: the
 /// segment hash list alone would no longer be small.
 pub const MAX_SEGMENTS: u64 = 1 << 20;
 /// Rolling-checksum blocks per segment.
 const BLOCKS_PER_SEGMENT: u32 = 32;
 /// Smallest rolling-checksum block.
-const MIN_BLOCK: u32 = 2048;
+const MIN_BLOCK: u32 = MIN_SEGMENT / BLOCKS_PER_SEGMENT;
 /// Bytes of MD4 kept per block; the blake3 file hash catches what a
 /// truncated block hash misses.
 const CRYPTO_HASH_SIZE: u32 = 8;
@@ -45,9 +45,108 @@ pub fn is_valid_segment_size(size: u32) -> bool {
 }
 
 pub fn segment_hash(data: &[u8]) -> SegmentHash {
-    let full = blake3::hash(data);
+    truncate(blake3::hash(data))
+}
+
+/// The end-to-end hash a `FileEnd` carries.
+///
+/// A file sent whole is checked by the blake3 of all its bytes. A file sent
+/// against a base is checked by the blake3 of its segment hashes in order
+/// (cut at the base's segment size): the sender gets them from the scan it
+/// does anyway, and the receiver takes those of the segments it copies from
+/// its own hashing of the base, so neither side reads or hashes a byte twice.
+/// Which one applies follows from whether the receiver announced a base.
+pub enum FileHasher {
+    Whole(blake3::Hasher),
+    Segments {
+        segment_size: u64,
+        /// Hashes the list of segment hashes.
+        list: blake3::Hasher,
+        /// Hashes the segment being filled (boxed: two hashers inline would
+        /// make every plain hasher twice its size).
+        current: Box<blake3::Hasher>,
+        filled: u64,
+    },
+}
+
+/// Separates segment-list hashes from plain file hashes.
+const SEGMENT_LIST_CONTEXT: &str = "mover 2026 segment list hash";
+
+impl FileHasher {
+    /// The hasher for a file sent against a base cut into `segment_size`
+    /// segments, or sent whole when there is none.
+    pub fn new(segment_size: Option<u32>) -> Self {
+        match segment_size {
+            None => FileHasher::Whole(blake3::Hasher::new()),
+            Some(size) => FileHasher::Segments {
+                segment_size: u64::from(size),
+                list: blake3::Hasher::new_derive_key(SEGMENT_LIST_CONTEXT),
+                current: Box::default(),
+                filled: 0,
+            },
+        }
+    }
+
+    /// Adds the next bytes of the file.
+    pub fn update(&mut self, mut data: &[u8]) {
+        match self {
+            FileHasher::Whole(h) => {
+                h.update(data);
+            }
+            FileHasher::Segments {
+                segment_size,
+                list,
+                current,
+                filled,
+            } => {
+                while !data.is_empty() {
+                    let n = data.len().min((*segment_size - *filled) as usize);
+                    current.update(&data[..n]);
+                    *filled += n as u64;
+                    data = &data[n..];
+                    if *filled == *segment_size {
+                        list.update(&truncate(current.finalize()));
+                        current.reset();
+                        *filled = 0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the next segment by its hash; false (and nothing added) unless
+    /// this is a segment-list hash standing at a segment boundary.
+    pub fn known(&mut self, hash: &SegmentHash) -> bool {
+        match self {
+            FileHasher::Segments { list, filled, .. } if *filled == 0 => {
+                list.update(hash);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn finalize(self) -> [u8; 32] {
+        match self {
+            FileHasher::Whole(h) => *h.finalize().as_bytes(),
+            FileHasher::Segments {
+                mut list,
+                current,
+                filled,
+                ..
+            } => {
+                if filled > 0 {
+                    list.update(&truncate(current.finalize()));
+                }
+                *list.finalize().as_bytes()
+            }
+        }
+    }
+}
+
+fn truncate(hash: blake3::Hash) -> SegmentHash {
     let mut out = [0u8; 16];
-    out.copy_from_slice(&full.as_bytes()[..16]);
+    out.copy_from_slice(&hash.as_bytes()[..16]);
     out
 }
 
@@ -123,7 +222,7 @@ mod tests {
     fn segment_sizes_scale_and_cap() {
         assert_eq!(segment_size(10), Some(MIN_SEGMENT));
         assert_eq!(segment_size(1 << 30), Some(MIN_SEGMENT));
-        assert_eq!(segment_size(8 << 30), Some(512 * 1024));
+        assert_eq!(segment_size(8 << 30), Some(256 * 1024));
         assert_eq!(segment_size(1 << 40), Some(MAX_SEGMENT));
         assert_eq!(segment_size(1 << 50), None);
         assert!(is_valid_segment_size(MIN_SEGMENT));
@@ -173,6 +272,34 @@ mod tests {
         let mut ragged = signature(&[1u8; 4096], MIN_SEGMENT);
         ragged.push(0);
         assert!(diff(ragged, b"abc", &mut out).is_err());
+    }
+
+    #[test]
+    fn segment_list_hash_is_the_same_however_the_bytes_arrive() {
+        let seg = MIN_SEGMENT as usize;
+        let data: Vec<u8> = (0..seg * 3 + 1000).map(|i| (i * 31 % 253) as u8).collect();
+        let mut bytes = FileHasher::new(Some(MIN_SEGMENT));
+        for chunk in data.chunks(7777) {
+            bytes.update(chunk);
+        }
+        let mut mixed = FileHasher::new(Some(MIN_SEGMENT));
+        assert!(mixed.known(&segment_hash(&data[..seg])));
+        mixed.update(&data[seg..seg + 10]);
+        // Mid-segment a known hash is refused and changes nothing.
+        assert!(!mixed.known(&segment_hash(&data[seg..2 * seg])));
+        mixed.update(&data[seg + 10..2 * seg]);
+        assert!(mixed.known(&segment_hash(&data[2 * seg..3 * seg])));
+        mixed.update(&data[3 * seg..]);
+        let expected = bytes.finalize();
+        assert_eq!(mixed.finalize(), expected);
+        // Different from the plain hash, and from the list of other content.
+        let mut whole = FileHasher::new(None);
+        whole.update(&data);
+        assert_ne!(whole.finalize(), expected);
+        let mut other = FileHasher::new(Some(MIN_SEGMENT));
+        other.update(&data[1..]);
+        assert_ne!(other.finalize(), expected);
+        assert!(!FileHasher::new(None).known(&[0; 16]));
     }
 
     #[test]

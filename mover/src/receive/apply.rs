@@ -7,7 +7,7 @@
 //! destination therefore always shows each name as either its old or its
 //! new version, whatever happens to the connection.
 
-use super::hasher::HashJob;
+use super::hasher::{Handle as HashThread, HashJob};
 use super::incoming::partial_name;
 use super::incoming::{Cancel, DataError, Incoming};
 use super::tree::{is_partial, is_stale_temp, Closing, Frame, Tree};
@@ -54,7 +54,7 @@ pub struct Applier {
     meta_opts: MetaOptions,
     peer: String,
     out: Outbox<ToSender>,
-    hasher: std::sync::mpsc::Sender<HashJob>,
+    hasher: HashThread,
     tree: Tree,
     needs: HashMap<FileId, Need>,
     /// Paths of files being fetched, to hold back hard links to them.
@@ -80,7 +80,7 @@ impl Applier {
         options: SyncOptions,
         peer: String,
         out: mpsc::Sender<Vec<ToSender>>,
-        hasher: std::sync::mpsc::Sender<HashJob>,
+        hasher: HashThread,
         cancel: Cancel,
     ) -> Self {
         Applier {
@@ -260,6 +260,7 @@ impl Applier {
                     return Err(self.protocol(format!("signature request out of range for {path}")));
                 }
                 self.hasher
+                    .jobs
                     .send(HashJob::Signatures {
                         id,
                         path,
@@ -582,6 +583,7 @@ impl Applier {
         match base {
             Some(info) => self
                 .hasher
+                .jobs
                 .send(HashJob::Base {
                     id,
                     path: parent.join(&base_name).map_err(|e| self.protocol(e))?,
@@ -689,13 +691,15 @@ impl Applier {
         let base = need
             .base
             .and_then(|info| dir.open_file(&need.base_name).ok().map(|f| (f, info)));
+        // Announced to the sender, so its hash is the segment-list one.
+        let hashed = super::hasher::lock(&self.hasher.announced).remove(&id);
         self.current = Some(Incoming::new(
             id,
             need.path.clone(),
             temp,
             base,
-            need.size,
-            need.sparse,
+            hashed,
+            (need.size, need.sparse),
             self.cancel.clone(),
         ));
         self.last_dir = Some(dir);

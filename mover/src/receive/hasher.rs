@@ -7,9 +7,11 @@ use crate::dest::volume::Volume;
 use crate::entry::RelPath;
 use crate::wire::io::{Closed, Outbox};
 use crate::wire::message::{BaseInfo, FileId, SegmentHash, ToSender};
+use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::MetadataExt;
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// Segment hashes per `BaseHashes` message (16 bytes each: 256 KiB), so
@@ -32,11 +34,67 @@ pub enum HashJob {
     },
 }
 
-pub fn run(volume: Arc<Volume>, jobs: Receiver<HashJob>, out: mpsc::Sender<Vec<ToSender>>) {
+/// A base as this thread hashed it, for the applier: the hashes of the
+/// segments it is told to copy, and the file's identity then, so a base that
+/// changed since cannot pass the end-to-end check.
+pub struct HashedBase {
+    pub segment_size: u32,
+    /// Complete once the last `BaseHashes` has gone out (the sender copies
+    /// nothing before it has them all).
+    pub hashes: Arc<Vec<SegmentHash>>,
+    pub identity: Identity,
+}
+
+/// Bases announced to the sender, by file; the applier takes its entry when
+/// the file's data begins.
+pub type Announced = Arc<Mutex<HashMap<FileId, HashedBase>>>;
+
+pub fn lock(announced: &Announced) -> std::sync::MutexGuard<'_, HashMap<FileId, HashedBase>> {
+    announced.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How the applier reaches this thread.
+pub struct Handle {
+    pub jobs: std::sync::mpsc::Sender<HashJob>,
+    pub announced: Announced,
+}
+
+/// What tells one version of a file from another: a rewrite or a
+/// replacement changes the inode, the size or the change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+}
+
+impl Identity {
+    pub fn of(file: &std::fs::File) -> std::io::Result<Self> {
+        let md = file.metadata()?;
+        Ok(Identity {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.len(),
+            ctime: (md.ctime(), md.ctime_nsec()),
+            mtime: (md.mtime(), md.mtime_nsec()),
+        })
+    }
+}
+
+pub fn run(
+    volume: Arc<Volume>,
+    jobs: Receiver<HashJob>,
+    out: mpsc::Sender<Vec<ToSender>>,
+    announced: Announced,
+) {
     let mut out = Outbox::new(out);
     for job in jobs {
         let sent = match job {
-            HashJob::Base { id, path, info } => base(&volume, id, &path, info, &mut out),
+            HashJob::Base { id, path, info } => {
+                base(&volume, id, &path, info, &announced, &mut out)
+            }
             HashJob::Signatures {
                 id,
                 path,
@@ -65,11 +123,21 @@ fn base(
     id: FileId,
     path: &RelPath,
     info: BaseInfo,
+    announced: &Announced,
     out: &mut Outbox<ToSender>,
 ) -> Result<(), Closed> {
-    let Some(file) = open(volume, path) else {
+    let opened = open(volume, path).and_then(|f| Identity::of(&f).ok().map(|id| (f, id)));
+    let Some((file, identity)) = opened else {
         return out.push(ToSender::Need { id, base: None });
     };
+    lock(announced).insert(
+        id,
+        HashedBase {
+            segment_size: info.segment_size,
+            hashes: Arc::default(),
+            identity,
+        },
+    );
     out.push(ToSender::Need {
         id,
         base: Some(info),
@@ -77,26 +145,38 @@ fn base(
     out.flush()?;
     let seg = u64::from(info.segment_size);
     let mut buf = vec![0u8; info.segment_size as usize];
-    let mut hashes = Vec::with_capacity(HASHES_PER_MESSAGE);
-    let mut first = 0u32;
+    let mut all = Vec::with_capacity(info.segment_count() as usize);
+    let mut sent = 0usize;
     let mut readable = true;
     for i in 0..info.segment_count() {
         let start = u64::from(i) * seg;
         let len = (info.len - start).min(seg) as usize;
         readable = readable && file.read_exact_at(&mut buf[..len], start).is_ok();
-        hashes.push(if readable {
+        all.push(if readable {
             delta::segment_hash(&buf[..len])
         } else {
             UNREADABLE
         });
-        if hashes.len() == HASHES_PER_MESSAGE || i + 1 == info.segment_count() {
-            let count = hashes.len() as u32;
+        if i + 1 == info.segment_count() {
+            // The applier must have them all before the sender can act on
+            // the final message.
+            let all = Arc::new(std::mem::take(&mut all));
+            if let Some(b) = lock(announced).get_mut(&id) {
+                b.hashes = all.clone();
+            }
+            return out.push(ToSender::BaseHashes {
+                id,
+                first: sent as u32,
+                hashes: all[sent..].to_vec(),
+            });
+        }
+        if all.len() - sent == HASHES_PER_MESSAGE {
             out.push(ToSender::BaseHashes {
                 id,
-                first,
-                hashes: std::mem::replace(&mut hashes, Vec::with_capacity(HASHES_PER_MESSAGE)),
+                first: sent as u32,
+                hashes: all[sent..].to_vec(),
             })?;
-            first += count;
+            sent = all.len();
         }
     }
     Ok(())

@@ -1,9 +1,11 @@
 //! The file currently arriving: data ops are checked against the size the
 //! sender declared, written into a temporary file beside the destination and
-//! hashed as they are written, so the end-to-end check covers exactly the
-//! bytes that will be renamed into place.
+//! hashed as they are written (copied base segments by the hashes the
+//! hashing thread took of them), so the end-to-end check covers what will be
+//! renamed into place.
 
-use crate::delta;
+use super::hasher::{HashedBase, Identity};
+use crate::delta::{self, FileHasher};
 use crate::dest::volume::{TempFile, PARTIAL_PREFIX};
 use crate::entry::RelPath;
 use crate::wire::message::{BaseInfo, FileId};
@@ -53,7 +55,9 @@ pub struct Incoming {
     size: u64,
     pos: u64,
     sparse: bool,
-    hasher: blake3::Hasher,
+    hasher: FileHasher,
+    /// The base as the hashing thread saw it, when one was announced.
+    hashed: Option<HashedBase>,
     patch: Vec<u8>,
     /// Base bytes read for copies and patches; kept across ops, since a
     /// file with scattered changes has thousands of them.
@@ -67,8 +71,8 @@ impl Incoming {
         path: RelPath,
         temp: TempFile,
         base: Option<(File, BaseInfo)>,
-        size: u64,
-        sparse: bool,
+        hashed: Option<HashedBase>,
+        (size, sparse): (u64, bool),
         cancel: Cancel,
     ) -> Self {
         Incoming {
@@ -79,7 +83,8 @@ impl Incoming {
             size,
             pos: 0,
             sparse,
-            hasher: blake3::Hasher::new(),
+            hasher: FileHasher::new(hashed.as_ref().map(|h| h.segment_size)),
+            hashed,
             patch: Vec::new(),
             base_buf: Vec::new(),
             cancel,
@@ -116,6 +121,9 @@ impl Incoming {
         Ok(())
     }
 
+    /// Appends base segments `first..first + count`, at their own offset.
+    /// They are not read: their hashes are the ones the hashing thread made
+    /// (and a base that changed since fails [`Incoming::finish`]).
     pub fn copy_segments(&mut self, first: u32, count: u32) -> Result<(), DataError> {
         let (base, info) = self.base()?;
         let end = first
@@ -125,7 +133,66 @@ impl Incoming {
         let seg = u64::from(info.segment_size);
         let start = u64::from(first) * seg;
         let stop = (u64::from(end) * seg).min(info.len);
+        if self.pos != start {
+            return Err(invalid(format!(
+                "segment {first} copied to offset {}",
+                self.pos
+            )));
+        }
+        let hashes = match &self.hashed {
+            Some(h) if h.hashes.len() >= end as usize => h.hashes.clone(),
+            _ => return Err(invalid("segments copied before the base was hashed")),
+        };
+        self.reserve(stop - start)?;
         let base = base.try_clone()?;
+        for hash in &hashes[first as usize..end as usize] {
+            if !self.hasher.known(hash) {
+                return Err(invalid("segments copied inside a segment"));
+            }
+        }
+        if self.sparse {
+            self.copy_by_reading(&base, start, stop)?;
+        } else {
+            self.copy_in_kernel(&base, start, stop)?;
+        }
+        self.pos += stop - start;
+        Ok(())
+    }
+
+    /// Copies base bytes `start..stop` to the same offsets of the temporary
+    /// file with `copy_file_range`: no trip through our memory, and a shared
+    /// extent where the filesystem can reflink. Where the kernel cannot
+    /// (another filesystem, an old kernel) the rest goes by reading.
+    fn copy_in_kernel(&mut self, base: &File, start: u64, stop: u64) -> Result<(), DataError> {
+        use rustix::io::Errno;
+        let (mut from, mut to) = (start, start);
+        while from < stop {
+            self.check_cancel()?;
+            let n = (stop - from).min(CANCEL_CHECK) as usize;
+            match rustix::fs::copy_file_range(
+                base,
+                Some(&mut from),
+                self.temp.file(),
+                Some(&mut to),
+                n,
+            ) {
+                Ok(0) => {
+                    return Err(DataError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the old copy became shorter while being copied",
+                    )))
+                }
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(Errno::XDEV | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL) => {
+                    return self.copy_by_reading(base, from, stop)
+                }
+                Err(e) => return Err(DataError::Io(e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_by_reading(&mut self, base: &File, start: u64, stop: u64) -> Result<(), DataError> {
         let mut buf = std::mem::take(&mut self.base_buf);
         buf.resize(COPY_CHUNK.min((stop - start) as usize).max(buf.len()), 0);
         let mut at = start;
@@ -133,7 +200,7 @@ impl Incoming {
             self.check_cancel()?;
             let n = (stop - at).min(buf.len() as u64) as usize;
             base.read_exact_at(&mut buf[..n], at)?;
-            self.append(&buf[..n])?;
+            self.write_at(&buf[..n], at)?;
             at += n as u64;
         }
         // Kept for the next op (on an error the file is dropped anyway).
@@ -219,7 +286,14 @@ impl Incoming {
             // A trailing hole was skipped, not written.
             self.temp.file().set_len(self.size)?;
         }
-        if self.hasher.finalize().as_bytes() != &hash {
+        // Copied segments were vouched for by hashes of the base: it must
+        // still be the file that was hashed.
+        if let (Some(hashed), Some((base, _))) = (&self.hashed, &self.base) {
+            if Identity::of(base)? != hashed.identity {
+                return Ok(Err(()));
+            }
+        }
+        if self.hasher.finalize() != hash {
             return Ok(Err(()));
         }
         Ok(Ok(self.temp))
@@ -245,22 +319,26 @@ impl Incoming {
     fn append(&mut self, data: &[u8]) -> Result<(), DataError> {
         self.reserve(data.len() as u64)?;
         self.hasher.update(data);
-        if self.sparse {
-            self.write_sparse(data)?;
-        } else {
-            self.temp.file().write_all_at(data, self.pos)?;
-        }
+        self.write_at(data, self.pos)?;
         self.pos += data.len() as u64;
         Ok(())
     }
 
-    /// Writes `data` at the current position, leaving aligned all-zero
-    /// blocks unwritten so they stay holes.
-    fn write_sparse(&mut self, data: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, data: &[u8], pos: u64) -> io::Result<()> {
+        if self.sparse {
+            self.write_sparse(data, pos)
+        } else {
+            self.temp.file().write_all_at(data, pos)
+        }
+    }
+
+    /// Writes `data` at `pos`, leaving aligned all-zero blocks unwritten so
+    /// they stay holes.
+    fn write_sparse(&mut self, data: &[u8], pos: u64) -> io::Result<()> {
         let file = self.temp.file();
         let mut at = 0usize;
         while at < data.len() {
-            let abs = self.pos + at as u64;
+            let abs = pos + at as u64;
             let to_boundary = SPARSE_BLOCK - (abs % SPARSE_BLOCK as u64) as usize;
             let n = to_boundary.min(data.len() - at);
             let block = &data[at..at + n];
@@ -289,5 +367,113 @@ impl Write for Appender<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dest::volume::Volume;
+    use std::path::Path;
+
+    const SEG: usize = delta::MIN_SEGMENT as usize;
+
+    /// A file of `len` bytes arriving in `dir` against `base`, which the
+    /// hashing thread has just hashed.
+    fn arriving(dir: &Path, base: &[u8], len: usize) -> Incoming {
+        std::fs::write(dir.join("f"), base).unwrap();
+        let volume = Volume::open("v", dir).unwrap();
+        let root = volume.open_dir(&RelPath::root()).unwrap();
+        let temp = root.create_temp(b"f").unwrap();
+        let file = root.open_file(b"f").unwrap();
+        let hashed = HashedBase {
+            segment_size: delta::MIN_SEGMENT,
+            hashes: Arc::new(base.chunks(SEG).map(delta::segment_hash).collect()),
+            identity: Identity::of(&file).unwrap(),
+        };
+        let info = BaseInfo {
+            len: base.len() as u64,
+            segment_size: delta::MIN_SEGMENT,
+        };
+        Incoming::new(
+            1,
+            RelPath::parse(b"f").unwrap(),
+            temp,
+            Some((file, info)),
+            Some(hashed),
+            (len as u64, false),
+            Cancel::default(),
+        )
+    }
+
+    fn list_hash(data: &[u8]) -> [u8; 32] {
+        let mut h = FileHasher::new(Some(delta::MIN_SEGMENT));
+        h.update(data);
+        h.finalize()
+    }
+
+    /// Copies segments 0 and 2 of `base` and sends segment 1 of `new`.
+    fn rebuild(f: &mut Incoming, new: &[u8]) {
+        f.copy_segments(0, 1).unwrap();
+        f.literal(&new[SEG..2 * SEG]).unwrap();
+        f.copy_segments(2, 1).unwrap();
+    }
+
+    #[test]
+    fn copied_segments_count_by_the_hashes_of_the_base() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base: Vec<u8> = (0..SEG * 3 - 100).map(|i| (i % 251) as u8).collect();
+        let mut new = base.clone();
+        new[SEG + 5] ^= 1;
+        let mut f = arriving(tmp.path(), &base, new.len());
+        rebuild(&mut f, &new);
+        let mut temp = f.finish(list_hash(&new)).unwrap().expect("check passes");
+        let mut written = vec![0; new.len()];
+        temp.file().read_exact_at(&mut written, 0).unwrap();
+        assert!(written == new, "the temporary file holds the new content");
+
+        // The same ops vouching for different content fail the check.
+        let mut f = arriving(tmp.path(), &base, new.len());
+        rebuild(&mut f, &new);
+        assert!(f.finish(list_hash(&base)).unwrap().is_err());
+    }
+
+    #[test]
+    fn a_base_changed_since_it_was_hashed_fails_the_check() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = vec![3u8; SEG * 3];
+        let mut new = base.clone();
+        new[SEG] = 4;
+        let mut f = arriving(tmp.path(), &base, new.len());
+        // Rewritten in place after hashing (same inode, same size), and
+        // given an old mtime the way a copying tool would (the timestamps of
+        // the write alone may fall in the same clock tick as the hashing).
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp.path().join("f"))
+            .unwrap();
+        file.write_all_at(&[9; 10], 0).unwrap();
+        file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30))
+            .unwrap();
+        rebuild(&mut f, &new);
+        assert!(f.finish(list_hash(&new)).unwrap().is_err());
+    }
+
+    #[test]
+    fn copies_out_of_place_or_before_hashing_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = vec![5u8; SEG * 3];
+        let mut f = arriving(tmp.path(), &base, base.len());
+        let misplaced = f.copy_segments(1, 1);
+        assert!(
+            matches!(&misplaced, Err(DataError::Invalid(m)) if m.contains("offset 0")),
+            "{:?}",
+            misplaced.err()
+        );
+        f.hashed.as_mut().unwrap().hashes = Arc::default();
+        assert!(matches!(
+            f.copy_segments(0, 1),
+            Err(DataError::Invalid(m)) if m.contains("before the base was hashed")
+        ));
     }
 }

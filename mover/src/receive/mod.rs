@@ -102,9 +102,10 @@ async fn run<R: AsyncRead + Unpin>(
     .map_err(|_| Failure::retryable("connection closed"))?;
 
     let (hash_tx, hash_rx) = std::sync::mpsc::channel();
+    let announced = hasher::Announced::default();
     let hasher = {
-        let (volume, out) = (volume_fs.clone(), out.clone());
-        tokio::task::spawn_blocking(move || hasher::run(volume, hash_rx, out))
+        let (volume, out, announced) = (volume_fs.clone(), out.clone(), announced.clone());
+        tokio::task::spawn_blocking(move || hasher::run(volume, hash_rx, out, announced))
     };
     let (in_tx, in_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
     let cancel = incoming::Cancel::default();
@@ -113,7 +114,10 @@ async fn run<R: AsyncRead + Unpin>(
         options,
         peer.to_string(),
         out.clone(),
-        hash_tx,
+        hasher::Handle {
+            jobs: hash_tx,
+            announced,
+        },
         cancel.clone(),
     );
     let mut applier = tokio::task::spawn_blocking(move || applier.run(in_rx));

@@ -151,7 +151,7 @@ impl Data<'_> {
 
     fn whole(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
         self.begin(id)?;
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = delta::FileHasher::new(pending.base.as_ref().map(|b| b.info.segment_size));
         let mut pos = 0u64;
         while pos < pending.size {
             let (data_start, data_end) = if pending.sparse {
@@ -173,10 +173,10 @@ impl Data<'_> {
                 self.send(ToReceiver::Literal { data: chunk.into() })?;
             }
         }
-        self.end(pending, file, *hasher.finalize().as_bytes())
+        self.end(pending, file, hasher.finalize())
     }
 
-    fn hole(&mut self, hasher: &mut blake3::Hasher, len: u64) -> Result<(), Closed> {
+    fn hole(&mut self, hasher: &mut delta::FileHasher, len: u64) -> Result<(), Closed> {
         let mut left = len;
         while left > 0 {
             let n = left.min(self.zeros.len() as u64) as usize;
@@ -197,8 +197,8 @@ impl Data<'_> {
         Ok(())
     }
 
-    /// Reads the file once, hashing each segment the receiver's copy also
-    /// has and the whole file for the end-to-end check. The receiver hashes
+    /// Reads the file once, hashing each segment (which also makes the
+    /// end-to-end hash, see [`delta::FileHasher`]). The receiver hashes
     /// its copy at the same time; only the segments that differ are read
     /// again, to diff them once their signatures arrive.
     fn scan(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
@@ -208,19 +208,19 @@ impl Data<'_> {
         let seg = u64::from(info.segment_size);
         let base_count = info.segment_count() as usize;
         let mut segments = Vec::with_capacity(base_count.min(pending.size.div_ceil(seg) as usize));
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = delta::FileHasher::new(Some(info.segment_size));
         let mut pos = 0u64;
         while pos < pending.size {
             let want = (pending.size - pos).min(seg) as usize;
-            let data = read_at(file, pos, want)?;
-            hasher.update(&data);
+            let hash = delta::segment_hash(&read_at(file, pos, want)?);
+            hasher.known(&hash);
             if segments.len() < base_count {
-                segments.push(delta::segment_hash(&data));
+                segments.push(hash);
             }
             pos += want as u64;
         }
         let scan = Arc::new(Scan {
-            hash: *hasher.finalize().as_bytes(),
+            hash: hasher.finalize(),
             segments,
             differing: Vec::new(),
         });
@@ -383,7 +383,7 @@ impl Data<'_> {
 /// What the first read of a changed file found.
 #[derive(Debug)]
 pub struct Scan {
-    /// blake3 of the whole file as read.
+    /// The end-to-end hash of the file as read.
     pub hash: [u8; 32],
     /// Our hash of each segment the receiver's copy also has; dropped once
     /// compared.

@@ -215,7 +215,15 @@ impl Responses<'_> {
                     Counters::add(&self.shared.counters.bytes_done, p.size);
                 }
             }
-            ToSender::Need { id, base: None } => jobs.push(Job::Whole(id)),
+            ToSender::Need { id, base: None } => {
+                // Also the answer to a file whose check failed: whatever
+                // base it had is forgotten, so its hash is the plain one.
+                if let Some(p) = self.shared.pending().get_mut(&id) {
+                    p.base = None;
+                    p.scan = None;
+                }
+                jobs.push(Job::Whole(id));
+            }
             ToSender::Need {
                 id,
                 base: Some(info),

@@ -59,7 +59,8 @@ pub enum ToReceiver {
     },
     /// The delta for `segment` is complete: apply it.
     PatchEnd { segment: u32 },
-    /// The file is complete; `hash` is the blake3 of every byte sent.
+    /// The file is complete; `hash` is its end-to-end hash
+    /// ([`crate::delta::FileHasher`]).
     FileEnd { hash: [u8; 32] },
     /// The source file could not be read after all; keep the old copy.
     FileAbort { reason: AbortReason },
