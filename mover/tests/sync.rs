@@ -134,6 +134,26 @@ fn sync_copies_every_kind_of_entry_and_metadata() {
     assert_eq!(second["files_deleted"], 0, "{second}");
 }
 
+/// Deeper than the walker keeps directories open: the levels it closed
+/// are opened again on the way back, and every entry still arrives.
+#[test]
+fn tree_deeper_than_the_open_directory_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let mut dir = src.clone();
+    for depth in 0..50 {
+        dir = dir.join(format!("d{depth}"));
+        fs::create_dir_all(&dir).unwrap();
+        // Files after the subdirectory in name order, listed on the way back.
+        fs::write(dir.join(format!("z{depth}")), depth.to_string()).unwrap();
+        fs::write(dir.join("a"), b"first").unwrap();
+    }
+    let summary = sync_ok(&src, &dst, &[]);
+    assert_same_tree(&src, &dst);
+    assert_eq!(summary["files_sent"], 100, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+}
+
 #[test]
 fn changed_file_goes_as_small_delta() {
     let tmp = tempfile::tempdir().unwrap();

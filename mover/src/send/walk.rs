@@ -1,30 +1,41 @@
 //! The sender's walk: lists the source tree depth-first with names sorted
 //! bytewise (the order the receiver checks), turns every object into an
 //! [`Entry`] and streams it out without waiting for answers.
+//!
+//! Each object is looked up relative to its directory's open descriptor
+//! (`statat`, `readlinkat`), not by its full path: on a tree of small files
+//! the walk is the sender's critical path, and resolving every path from
+//! the root again costs more than the lookup itself.
 
 use super::state::{Pending, Shared};
 use crate::entry::{Entry, Kind, RelPath};
 use crate::source::meta;
 use crate::wire::io::Outbox;
 use crate::wire::message::{FileId, ToReceiver};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
-use walkdir::WalkDir;
+
+/// Directory descriptors kept open down the current branch; deeper levels
+/// close the highest ones, which are opened again (by path) on the way back.
+const MAX_OPEN_DIRS: usize = 32;
 
 /// Walks `root` and sends every entry, then `EndOfList`. Returns early (with
 /// no error) if the session ends while it is still walking.
 pub fn run(root: &Path, out: mpsc::Sender<Vec<ToReceiver>>, shared: &Shared) -> Result<(), String> {
     let mut out = Outbox::new(out);
-    let root_md = std::fs::metadata(root).map_err(|e| format!("source {}: {e}", root.display()))?;
-    if !root_md.is_dir() {
+    let fail = |e: io::Error| format!("source {}: {e}", root.display());
+    let root_fd = open_dir(root, true).map_err(fail)?;
+    let root_st = rfs::fstat(&root_fd).map_err(|e| fail(e.into()))?;
+    if rfs::FileType::from_raw_mode(root_st.st_mode) != rfs::FileType::Directory {
         return Err(format!("source {} is not a directory", root.display()));
     }
-    let root_meta =
-        meta::read_meta(root, &root_md).map_err(|e| format!("source {}: {e}", root.display()))?;
+    let root_meta = meta::read_meta(root, &root_st).map_err(fail)?;
     let root_entry = Entry {
         path: RelPath::root(),
         kind: Kind::Dir,
@@ -42,23 +53,21 @@ pub fn run(root: &Path, out: mpsc::Sender<Vec<ToReceiver>>, shared: &Shared) -> 
     shared.examined(0);
 
     let mut walk = Walk {
-        root,
         out: &mut out,
         shared,
         next_id: 1,
         links: HashMap::new(),
+        stack: Vec::new(),
     };
-    let entries = WalkDir::new(root)
-        .min_depth(1)
-        .follow_links(false)
-        .follow_root_links(true)
-        .sort_by_file_name();
-    for item in entries {
-        let sent = match item {
-            Ok(entry) => walk.entry(entry.path(), entry.depth()),
-            Err(err) => walk.walk_error(err),
+    if !walk.enter(Ok(root_fd), RelPath::root(), root.to_path_buf()) {
+        return Ok(());
+    }
+    while let Some(level) = walk.stack.last_mut() {
+        let Some(name) = level.names.next() else {
+            walk.stack.pop();
+            continue;
         };
-        if !sent {
+        if !walk.entry(name) {
             return Ok(());
         }
     }
@@ -67,44 +76,115 @@ pub fn run(root: &Path, out: mpsc::Sender<Vec<ToReceiver>>, shared: &Shared) -> 
     Ok(())
 }
 
+/// One directory on the current branch of the walk.
+struct Level {
+    /// Open while this level is among the [`MAX_OPEN_DIRS`] deepest.
+    fd: Option<OwnedFd>,
+    rel: RelPath,
+    path: PathBuf,
+    /// Its entries not yet listed, in order.
+    names: std::vec::IntoIter<CString>,
+}
+
 struct Walk<'a> {
-    root: &'a Path,
     out: &'a mut Outbox<ToReceiver>,
     shared: &'a Shared,
     next_id: FileId,
     /// First path seen for each multiply-linked inode, to send the others as
     /// links. Holds only files with more than one link.
     links: HashMap<(u64, u64), RelPath>,
+    stack: Vec<Level>,
 }
 
 impl Walk<'_> {
-    /// Lists one path; false once the session is over.
-    fn entry(&mut self, path: &Path, depth: usize) -> bool {
-        let rel = match self.rel(path) {
-            Ok(rel) => rel,
-            Err(msg) => return self.unlisted(path, depth, msg),
-        };
-        let listed = std::fs::symlink_metadata(path).and_then(|md| {
-            let kind = meta::kind_of(path, &md)?;
-            let entry_meta = meta::read_meta(path, &md)?;
-            Ok((md, kind, entry_meta))
-        });
-        let (md, kind, entry_meta) = match listed {
+    /// Reads the directory `rel` (already listed), just opened, and makes it
+    /// the current level. A directory that cannot be read is reported, and its contents
+    /// on the receiver are kept, since absence from the list proves nothing;
+    /// false once the session is over.
+    fn enter(&mut self, opened: io::Result<OwnedFd>, rel: RelPath, path: PathBuf) -> bool {
+        let listed = opened.and_then(|fd| read_names(&fd).map(|names| (fd, names)));
+        let (fd, names) = match listed {
             Ok(listed) => listed,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.shared
                     .vanished(format!("{}: vanished before it was read", path.display()));
                 return true;
             }
-            Err(e) => return self.unlisted(path, depth, e.to_string()),
+            Err(e) => {
+                self.shared
+                    .error(format!("{}: cannot list: {e}", path.display()));
+                return self.out.push(ToReceiver::KeepContents { dir: rel }).is_ok();
+            }
         };
+        let open = self.stack.iter().filter(|l| l.fd.is_some()).count();
+        if open >= MAX_OPEN_DIRS {
+            if let Some(oldest) = self.stack.iter_mut().find(|l| l.fd.is_some()) {
+                oldest.fd = None;
+            }
+        }
+        self.stack.push(Level {
+            fd: Some(fd),
+            rel,
+            path,
+            names: names.into_iter(),
+        });
+        true
+    }
+
+    /// Lists `name` of the current level; false once the session is over.
+    fn entry(&mut self, name: CString) -> bool {
+        let level = self.stack.last_mut().expect("a current level");
+        let path = level
+            .path
+            .join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        let rel = match level.rel.join(name.as_bytes()) {
+            Ok(rel) => rel,
+            Err(e) => {
+                let dir = level.rel.clone();
+                return self.unlisted(&path, dir, format!("cannot send path: {e}"));
+            }
+        };
+        if level.fd.is_none() {
+            match open_dir(&level.path, false) {
+                Ok(fd) => level.fd = Some(fd),
+                Err(e) => {
+                    let dir = level.rel.clone();
+                    return self.unlisted(&path, dir, e.to_string());
+                }
+            }
+        }
+        let dir = level.fd.as_ref().expect("opened above");
+        let listed = rfs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io::Error::from)
+            .and_then(|st| {
+                let kind = meta::kind_of(&st, || meta::link_target(dir, &name))?;
+                let entry_meta = meta::read_meta(&path, &st)?;
+                Ok((st, kind, entry_meta))
+            });
+        let (st, kind, entry_meta) = match listed {
+            Ok(listed) => listed,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.shared
+                    .vanished(format!("{}: vanished before it was read", path.display()));
+                return true;
+            }
+            Err(e) => {
+                let dir = level.rel.clone();
+                return self.unlisted(&path, dir, e.to_string());
+            }
+        };
+        let descend = (kind == Kind::Dir).then(|| {
+            rfs::openat(dir, name.as_c_str(), dir_flags(false), Mode::empty())
+                .map_err(io::Error::from)
+        });
+        let key = (st.st_dev, st.st_ino);
         let kind = match kind {
-            Kind::File { .. } if md.nlink() > 1 => match self.links.get(&(md.dev(), md.ino())) {
+            Kind::File { .. } if st.st_nlink > 1 => match self.links.get(&key) {
                 Some(first) => Kind::HardLink {
                     target: first.clone(),
                 },
                 None => {
-                    self.links.insert((md.dev(), md.ino()), rel.clone());
+                    self.links.insert(key, rel.clone());
                     kind
                 }
             },
@@ -124,10 +204,10 @@ impl Walk<'_> {
             self.shared.pending().insert(
                 id,
                 Pending {
-                    source: path.to_path_buf(),
+                    source: path.clone(),
                     size,
                     sparse,
-                    mtime: (md.mtime(), md.mtime_nsec() as u32),
+                    mtime: (st.st_mtime, st.st_mtime_nsec as u32),
                     base: None,
                     scan: None,
                     aborted: false,
@@ -138,50 +218,70 @@ impl Walk<'_> {
             self.shared.examined(0);
         }
         let entry = Entry {
-            path: rel,
+            path: rel.clone(),
             kind,
             meta: entry_meta,
         };
-        self.out.push(ToReceiver::Entry { id, entry }).is_ok()
-    }
-
-    fn walk_error(&mut self, err: walkdir::Error) -> bool {
-        let path = err.path().map(Path::to_path_buf).unwrap_or_default();
-        if err.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) {
-            self.shared
-                .vanished(format!("{}: vanished before it was read", path.display()));
-            return true;
+        if self.out.push(ToReceiver::Entry { id, entry }).is_err() {
+            return false;
         }
-        // walkdir reports a directory it cannot list at the directory's own
-        // depth; its contents are what went missing.
-        let msg = err
-            .io_error()
-            .map(ToString::to_string)
-            .unwrap_or_else(|| err.to_string());
-        self.shared
-            .error(format!("{}: cannot list: {msg}", path.display()));
-        match self.rel(&path) {
-            Ok(dir) => self.out.push(ToReceiver::KeepContents { dir }).is_ok(),
-            Err(_) => true,
+        match descend {
+            // A directory is listed before its contents.
+            Some(opened) => self.enter(opened, rel, path),
+            None => true,
         }
     }
 
     /// Reports an entry that could not be listed and protects whatever the
     /// destination holds under that name by keeping its parent's contents.
-    fn unlisted(&mut self, path: &Path, depth: usize, msg: String) -> bool {
+    fn unlisted(&mut self, path: &Path, parent: RelPath, msg: String) -> bool {
         self.shared.error(format!("{}: {msg}", path.display()));
-        let parent = match path.parent() {
-            Some(parent) if depth > 0 => parent,
-            _ => return true,
-        };
-        match self.rel(parent) {
-            Ok(dir) => self.out.push(ToReceiver::KeepContents { dir }).is_ok(),
-            Err(_) => true,
+        self.out
+            .push(ToReceiver::KeepContents { dir: parent })
+            .is_ok()
+    }
+}
+
+/// Opens a directory to list it. Below the root a symlink is never
+/// followed (it is listed as a link); the root itself may be one.
+fn open_dir(path: &Path, follow: bool) -> io::Result<OwnedFd> {
+    Ok(rfs::open(path, dir_flags(follow), Mode::empty())?)
+}
+
+fn dir_flags(follow: bool) -> OFlags {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if follow {
+        flags
+    } else {
+        flags | OFlags::NOFOLLOW
+    }
+}
+
+/// The names in a directory, sorted bytewise, without `.` and `..`.
+fn read_names(dir: &OwnedFd) -> io::Result<Vec<CString>> {
+    let mut names = Vec::new();
+    for entry in rfs::Dir::read_from(dir)? {
+        let name = entry?.file_name().to_owned();
+        if name.as_bytes() != b"." && name.as_bytes() != b".." {
+            names.push(name);
         }
     }
+    names.sort_unstable();
+    Ok(names)
+}
 
-    fn rel(&self, path: &Path) -> Result<RelPath, String> {
-        let rel = path.strip_prefix(self.root).map_err(|e| e.to_string())?;
-        RelPath::parse(rel.as_os_str().as_bytes()).map_err(|e| format!("cannot send path: {e}"))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_sorted_bytewise_without_dot_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in ["b", "a", "B", "a.b", "\u{e9}"] {
+            std::fs::write(tmp.path().join(name), b"").unwrap();
+        }
+        let names = read_names(&open_dir(tmp.path(), false).unwrap()).unwrap();
+        let names: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+        assert_eq!(names, [&b"B"[..], b"a", b"a.b", b"b", "\u{e9}".as_bytes()]);
     }
 }

@@ -51,8 +51,13 @@ impl Window {
 
     pub fn release(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Only a full window has waiters; waking nobody still costs a
+        // syscall, once per file on a tree of small files.
+        let was_full = state.in_flight >= self.limit;
         state.in_flight = state.in_flight.saturating_sub(1);
-        self.changed.notify_one();
+        if was_full {
+            self.changed.notify_one();
+        }
     }
 
     /// Wakes every waiter for good: the session is over.

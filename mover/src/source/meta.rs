@@ -9,32 +9,32 @@
 use crate::entry::{Kind, Meta, SpecialKind, Xattr, MAX_XATTRS};
 use crate::sized::read_sized;
 use rustix::fs as rfs;
+use rustix::fs::{FileType, Stat};
 use rustix::io::Errno;
-use std::fs::Metadata;
+use std::ffi::CStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::AsFd;
 use std::path::Path;
 
 /// Mode bits, numeric owner, mtime (with nanoseconds) and extended
-/// attributes of `path`, whose `symlink_metadata` is `md`.
+/// attributes of `path`, whose `lstat` is `st`.
 ///
 /// Only directories and regular files carry xattrs: Linux allows no `user.`
 /// attributes on symlinks, and the receiver does not open specials to set
 /// any. A filesystem without xattr support yields none.
-pub fn read_meta(path: &Path, md: &Metadata) -> io::Result<Meta> {
-    let ft = md.file_type();
+pub fn read_meta(path: &Path, st: &Stat) -> io::Result<Meta> {
+    let ft = FileType::from_raw_mode(st.st_mode);
     let xattrs = if ft.is_dir() || ft.is_file() {
         read_xattrs(path)?
     } else {
         Vec::new()
     };
     Ok(Meta {
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
-        mtime_sec: md.mtime(),
-        mtime_nsec: u32::try_from(md.mtime_nsec()).unwrap_or(0),
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mtime_sec: st.st_mtime,
+        mtime_nsec: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
         xattrs,
     })
 }
@@ -79,42 +79,43 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
     Ok(xattrs)
 }
 
-/// What kind of object `path` is, from its `symlink_metadata` `md`.
+/// What kind of object `st` (an `lstat`) describes; `link_target` reads a
+/// symlink's target, and is called only for symlinks.
 ///
 /// A regular file is `sparse` when it occupies fewer bytes than its length
 /// (`st_blocks * 512 < st_size`). Compressed or inline-data files can look
 /// sparse too; that only makes the receiver look for zero runs.
-pub fn kind_of(path: &Path, md: &Metadata) -> io::Result<Kind> {
-    let ft = md.file_type();
+pub fn kind_of(st: &Stat, link_target: impl FnOnce() -> io::Result<Vec<u8>>) -> io::Result<Kind> {
+    let size = u64::try_from(st.st_size).unwrap_or(0);
     let special = |kind| Kind::Special {
         kind,
-        rdev: md.rdev(),
+        rdev: st.st_rdev,
     };
-    Ok(if ft.is_dir() {
-        Kind::Dir
-    } else if ft.is_file() {
-        Kind::File {
-            size: md.len(),
-            sparse: md.blocks().saturating_mul(512) < md.len(),
+    Ok(match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => Kind::Dir,
+        FileType::RegularFile => Kind::File {
+            size,
+            sparse: u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512) < size,
+        },
+        FileType::Symlink => Kind::Symlink {
+            target: link_target()?,
+        },
+        FileType::Fifo => special(SpecialKind::Fifo),
+        FileType::Socket => special(SpecialKind::Socket),
+        FileType::CharacterDevice => special(SpecialKind::CharDevice),
+        FileType::BlockDevice => special(SpecialKind::BlockDevice),
+        FileType::Unknown => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "unknown file type",
+            ))
         }
-    } else if ft.is_symlink() {
-        Kind::Symlink {
-            target: std::fs::read_link(path)?.as_os_str().as_bytes().to_vec(),
-        }
-    } else if ft.is_fifo() {
-        special(SpecialKind::Fifo)
-    } else if ft.is_socket() {
-        special(SpecialKind::Socket)
-    } else if ft.is_char_device() {
-        special(SpecialKind::CharDevice)
-    } else if ft.is_block_device() {
-        special(SpecialKind::BlockDevice)
-    } else {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "unknown file type",
-        ));
     })
+}
+
+/// The target of the symlink `name` in `dir`.
+pub fn link_target(dir: impl AsFd, name: &CStr) -> io::Result<Vec<u8>> {
+    Ok(rfs::readlinkat(dir, name, Vec::new())?.into_bytes())
 }
 
 #[cfg(test)]
@@ -139,6 +140,10 @@ mod tests {
         rfs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).unwrap();
     }
 
+    fn no_link() -> io::Result<Vec<u8>> {
+        panic!("not a symlink")
+    }
+
     fn user_only(mut m: Meta) -> Meta {
         m.xattrs.retain(|x| x.name.starts_with(b"user."));
         m
@@ -155,18 +160,18 @@ mod tests {
             rfs::setxattr(&f, "user.a", b"", XattrFlags::empty()).unwrap();
         }
         set_mtime(&f, 1_500_000_000, 987_654_321);
-        let md = std::fs::symlink_metadata(&f).unwrap();
+        let md = rfs::lstat(&f).unwrap();
         let m = user_only(read_meta(&f, &md).unwrap());
         assert_eq!(m.mode, 0o2640);
         assert_eq!((m.mtime_sec, m.mtime_nsec), (1_500_000_000, 987_654_321));
-        assert_eq!((m.uid, m.gid), (md.uid(), md.gid()));
+        assert_eq!((m.uid, m.gid), (md.st_uid, md.st_gid));
         if xattrs {
             let names: Vec<&[u8]> = m.xattrs.iter().map(|x| x.name.as_slice()).collect();
             assert_eq!(names, vec![&b"user.a"[..], b"user.b"]);
             assert_eq!(m.xattrs[1].value, b"2");
         }
         assert_eq!(
-            kind_of(&f, &md).unwrap(),
+            kind_of(&md, no_link).unwrap(),
             Kind::File {
                 size: 5,
                 sparse: false
@@ -182,9 +187,9 @@ mod tests {
         file.write_all(b"head").unwrap();
         file.set_len(8 << 20).unwrap();
         drop(file);
-        let md = std::fs::symlink_metadata(&f).unwrap();
+        let md = rfs::lstat(&f).unwrap();
         assert_eq!(
-            kind_of(&f, &md).unwrap(),
+            kind_of(&md, no_link).unwrap(),
             Kind::File {
                 size: 8 << 20,
                 sparse: true
@@ -192,9 +197,9 @@ mod tests {
         );
         let dense = tmp.path().join("dense");
         std::fs::write(&dense, vec![1u8; 64 << 10]).unwrap();
-        let md = std::fs::symlink_metadata(&dense).unwrap();
+        let md = rfs::lstat(&dense).unwrap();
         assert_eq!(
-            kind_of(&dense, &md).unwrap(),
+            kind_of(&md, no_link).unwrap(),
             Kind::File {
                 size: 64 << 10,
                 sparse: false
@@ -210,17 +215,20 @@ mod tests {
         let _ = rfs::setxattr(&target, "user.t", b"1", XattrFlags::empty());
         let l = tmp.path().join("l");
         std::os::unix::fs::symlink("t", &l).unwrap();
-        let md = std::fs::symlink_metadata(&l).unwrap();
+        let md = rfs::lstat(&l).unwrap();
         assert_eq!(
-            kind_of(&l, &md).unwrap(),
+            kind_of(&md, || Ok(std::fs::read_link(&l)?
+                .into_os_string()
+                .into_encoded_bytes()))
+            .unwrap(),
             Kind::Symlink {
                 target: b"t".to_vec()
             }
         );
         assert!(read_meta(&l, &md).unwrap().xattrs.is_empty());
 
-        let md = std::fs::symlink_metadata(tmp.path()).unwrap();
-        assert_eq!(kind_of(tmp.path(), &md).unwrap(), Kind::Dir);
+        let md = rfs::lstat(tmp.path()).unwrap();
+        assert_eq!(kind_of(&md, no_link).unwrap(), Kind::Dir);
 
         let p = tmp.path().join("p");
         rfs::mknodat(
@@ -231,9 +239,9 @@ mod tests {
             0,
         )
         .unwrap();
-        let md = std::fs::symlink_metadata(&p).unwrap();
+        let md = rfs::lstat(&p).unwrap();
         assert_eq!(
-            kind_of(&p, &md).unwrap(),
+            kind_of(&md, no_link).unwrap(),
             Kind::Special {
                 kind: SpecialKind::Fifo,
                 rdev: 0
@@ -244,7 +252,7 @@ mod tests {
         // Vanished: the raw NotFound reaches the caller.
         let gone = tmp.path().join("gone");
         std::fs::write(&gone, b"").unwrap();
-        let md = std::fs::symlink_metadata(&gone).unwrap();
+        let md = rfs::lstat(&gone).unwrap();
         std::fs::remove_file(&gone).unwrap();
         assert_eq!(
             read_meta(&gone, &md).unwrap_err().kind(),
@@ -263,7 +271,7 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o750)).unwrap();
         let _ = rfs::setxattr(&f, "user.k", b"v", XattrFlags::empty());
         set_mtime(&f, 1_234_567_890, 42);
-        let md = std::fs::symlink_metadata(&f).unwrap();
+        let md = rfs::lstat(&f).unwrap();
         let meta = read_meta(&f, &md).unwrap();
 
         std::fs::write(dst.path().join("f"), b"x").unwrap();
@@ -271,7 +279,7 @@ mod tests {
         let owner = rustix::process::geteuid().is_root();
         root.set_meta(b"f", &meta, MetaOptions { owner }).unwrap();
         let g = dst.path().join("f");
-        let back = read_meta(&g, &std::fs::symlink_metadata(&g).unwrap()).unwrap();
+        let back = read_meta(&g, &rfs::lstat(&g).unwrap()).unwrap();
         assert_eq!(user_only(back), user_only(meta));
     }
 }
