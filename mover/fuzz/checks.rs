@@ -157,6 +157,7 @@ fn check_to_receiver(msg: &ToReceiver) {
         ToReceiver::KeepContents { dir } => check_rel_path(dir),
         ToReceiver::Literal { data } => assert!(data.len() < MAX_FRAME),
         ToReceiver::PatchChunk { delta } => assert!(delta.len() < MAX_FRAME),
+        ToReceiver::Compressed { data, .. } => assert!(data.len() < MAX_FRAME),
         _ => {}
     }
 }

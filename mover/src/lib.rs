@@ -3,6 +3,7 @@
 //! architecture; each module's doc says which part of it lives there.
 
 pub mod certs;
+pub mod compress;
 pub mod delta;
 pub mod dest;
 pub mod entry;

@@ -85,6 +85,10 @@ struct TransferArgs {
     /// Keep destination files that the source does not have.
     #[arg(long)]
     no_delete: bool,
+    /// When to zstd-compress file data: `auto` while the connection is the
+    /// bottleneck (a slow link), never for data that does not shrink.
+    #[arg(long, value_enum, default_value = "auto")]
+    compress: mover::compress::Compress,
     /// How to show progress.
     #[arg(long, value_enum, default_value = "auto")]
     progress: progress::Mode,
@@ -275,6 +279,7 @@ fn send_config(source: PathBuf, volume: String, args: &TransferArgs) -> SendConf
         },
         idle_timeout: session.idle_timeout,
         keepalive: session.keepalive,
+        compress: args.compress,
     }
 }
 

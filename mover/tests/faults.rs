@@ -1,6 +1,7 @@
-//! Faults a migration meets in real networks and how `mover send
-//! --retries` recovers: connections cut mid-transfer (by a proxy in this
-//! test that forwards the first connection only partway).
+//! Faults a migration meets in real networks and how `mover send` copes:
+//! connections cut mid-transfer (by a proxy in this test that forwards the
+//! first connection only partway) and recovered with `--retries`, and slow
+//! links, where file data goes compressed.
 
 mod common;
 
@@ -17,6 +18,16 @@ use std::thread;
 /// cut (both directions) once `cut_after` bytes went from client to server.
 /// Returns the proxy's port and a count of connections it accepted.
 fn cutting_proxy(target: u16, cut_after: u64) -> (u16, Arc<AtomicUsize>) {
+    proxy(target, cut_after, None)
+}
+
+/// Forwards connections on a free port to `target`, client to server at no
+/// more than `rate` bytes a second: a slow WAN link.
+fn slow_proxy(target: u16, rate: u64) -> u16 {
+    proxy(target, u64::MAX, Some(rate)).0
+}
+
+fn proxy(target: u16, cut_first_after: u64, rate: Option<u64>) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -28,19 +39,21 @@ fn cutting_proxy(target: u16, cut_after: u64) -> (u16, Arc<AtomicUsize>) {
             let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                 return;
             };
-            let limit = if first { cut_after } else { u64::MAX };
+            let limit = if first { cut_first_after } else { u64::MAX };
             let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            thread::spawn(move || pump(client, server, limit));
-            thread::spawn(move || pump(s2, c2, u64::MAX));
+            thread::spawn(move || pump(client, server, limit, rate));
+            thread::spawn(move || pump(s2, c2, u64::MAX, None));
         }
     });
     (port, accepted)
 }
 
-/// Copies `from` to `to` until EOF or `limit` bytes, then cuts both.
-fn pump(mut from: TcpStream, mut to: TcpStream, limit: u64) {
-    let mut buf = vec![0u8; 64 * 1024];
+/// Copies `from` to `to` until EOF or `limit` bytes (at most `rate` bytes a
+/// second), then cuts both.
+fn pump(mut from: TcpStream, mut to: TcpStream, limit: u64, rate: Option<u64>) {
+    let mut buf = vec![0u8; 16 * 1024];
     let mut moved = 0u64;
+    let started = std::time::Instant::now();
     while moved < limit {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -50,6 +63,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, limit: u64) {
             break;
         }
         moved += n as u64;
+        if let Some(rate) = rate {
+            let due = std::time::Duration::from_secs_f64(moved as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                thread::sleep(wait);
+            }
+        }
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
@@ -199,4 +218,44 @@ fn receiver_killed_mid_file_resumes_after_restart() {
         "left behind: {:?}",
         leftovers(&dst)
     );
+}
+
+/// Over a slow link `--compress auto` (the default) finds the sender mostly
+/// waiting and compresses: text-like data crosses at a fraction of its size,
+/// data that does not shrink goes as it is, and everything arrives exact.
+#[test]
+fn slow_link_gets_compressed_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    // Larger than what the queues and socket buffers between the two hold
+    // (about 20 MiB), which fill at link speed before the sender waits.
+    let log: String = (0..3_000_000)
+        .map(|i| {
+            format!(
+                "{i:08} GET /api/v1/items/{} 200 {}ms\n",
+                i * 7 % 1000,
+                i % 97
+            )
+        })
+        .collect();
+    fs::write(src.join("access.log"), &log).unwrap();
+    fs::write(src.join("blob"), random_bytes(1024 * 1024, 5)).unwrap();
+
+    let pki = tmp.path().join("pki");
+    certs(&pki, &["app=data"]);
+    let port = free_port();
+    let _receiver = receive(&pki, port, &[("data", &dst)], &[]);
+    let slow = slow_proxy(port, 16 * 1024 * 1024);
+    let out = send(&pki, "app", &src, slow, "data", &[]).output().unwrap();
+    assert_eq!(code(&out), 0, "sender: {}", stderr(&out));
+    assert_same_tree(&src, &dst);
+    let summary = summary(&out);
+    let (sent, wire) = (
+        summary["bytes_sent"].as_u64().unwrap(),
+        summary["wire_bytes"].as_u64().unwrap(),
+    );
+    assert!(sent > 100 * 1024 * 1024, "{summary}");
+    assert!(wire < sent / 2, "{wire} wire bytes for {sent}: {summary}");
 }

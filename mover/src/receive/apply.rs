@@ -69,6 +69,8 @@ pub struct Applier {
     /// usually share it.
     last_dir: Option<Dir>,
     cancel: Cancel,
+    /// zstd context and buffer for compressed chunks, made on first use.
+    unpack: Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>,
     started: bool,
     end_of_list: bool,
     stats: ReceiverStats,
@@ -101,6 +103,7 @@ impl Applier {
             batch_bytes: 0,
             last_dir: None,
             cancel,
+            unpack: None,
             started: false,
             end_of_list: false,
             stats: ReceiverStats::default(),
@@ -271,6 +274,7 @@ impl Applier {
             }
             ToReceiver::FileBegin { id } => self.begin(id),
             ToReceiver::Literal { data } => self.data(|f| f.literal(&data)),
+            ToReceiver::Compressed { len, data } => self.compressed(len, &data),
             ToReceiver::Hole { len } => self.data(|f| f.hole(len)),
             ToReceiver::CopySegments { first, count } => {
                 self.data(|f| f.copy_segments(first, count))
@@ -704,6 +708,22 @@ impl Applier {
         ));
         self.last_dir = Some(dir);
         Ok(())
+    }
+
+    fn compressed(&mut self, len: u32, data: &[u8]) -> Result<(), Failure> {
+        let (mut zstd, mut buf) = match self.unpack.take() {
+            Some(unpack) => unpack,
+            None => (
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| Failure::permanent(format!("zstd: {e}")))?,
+                Vec::new(),
+            ),
+        };
+        crate::compress::decompress(&mut zstd, data, len, &mut buf)
+            .map_err(|e| self.protocol(e))?;
+        let written = self.data(|f| f.literal(&buf));
+        self.unpack = Some((zstd, buf));
+        written
     }
 
     fn data(

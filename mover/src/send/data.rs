@@ -6,6 +6,7 @@
 //! overlap with TLS encryption on the async side.
 
 use super::state::{BaseState, Pending, Shared};
+use crate::compress::{Compress, Compressor};
 use crate::delta;
 use crate::progress::Counters;
 use crate::wire::frame::DATA_CHUNK;
@@ -36,12 +37,18 @@ pub enum Job {
 /// differing segments goes whole (it has changed almost everywhere anyway).
 const MAX_SIGNATURE_REQUEST: usize = 256 * 1024;
 
-pub fn run(jobs: Receiver<Vec<Job>>, out: mpsc::Sender<Vec<ToReceiver>>, shared: &Shared) {
+pub fn run(
+    jobs: Receiver<Vec<Job>>,
+    out: mpsc::Sender<Vec<ToReceiver>>,
+    shared: &Shared,
+    compress: Compress,
+) {
     let mut data = Data {
         out: Outbox::new(out),
         shared,
         zeros: vec![0; DATA_CHUNK],
         begun: false,
+        compressor: Compressor::new(compress),
     };
     loop {
         let batch = match jobs.try_recv() {
@@ -79,6 +86,7 @@ struct Data<'a> {
     zeros: Vec<u8>,
     /// Whether the current file's `FileBegin` has gone out.
     begun: bool,
+    compressor: Compressor,
 }
 
 /// How reading a source file ended early.
@@ -96,6 +104,7 @@ impl From<Closed> for Stop {
 impl Data<'_> {
     fn begin(&mut self, id: FileId) -> Result<(), Closed> {
         self.begun = true;
+        self.compressor.next_file();
         self.send(ToReceiver::FileBegin { id })
     }
 
@@ -170,7 +179,7 @@ impl Data<'_> {
                 pos += want as u64;
                 Counters::add(&self.shared.counters.bytes_sent, want as u64);
                 Counters::add(&self.shared.counters.bytes_done, want as u64);
-                self.send(ToReceiver::Literal { data: chunk.into() })?;
+                self.send_data(chunk)?;
             }
         }
         self.end(pending, file, hasher.finalize())
@@ -367,16 +376,26 @@ impl Data<'_> {
 
     fn send_literal(&mut self, data: Vec<u8>) -> Result<(), Closed> {
         Counters::add(&self.shared.counters.bytes_sent, data.len() as u64);
-        let data = bytes::Bytes::from(data);
-        let mut at = 0;
-        while at < data.len() {
-            let end = (at + DATA_CHUNK).min(data.len());
-            self.send(ToReceiver::Literal {
-                data: data.slice(at..end),
-            })?;
-            at = end;
+        if data.len() <= DATA_CHUNK {
+            return self.send_data(data);
+        }
+        for chunk in data.chunks(DATA_CHUNK) {
+            self.send_data(chunk.to_vec())?;
         }
         Ok(())
+    }
+
+    /// Sends one chunk of file data (at most [`DATA_CHUNK`]), compressed
+    /// when [`Compressor`] says it pays.
+    fn send_data(&mut self, data: Vec<u8>) -> Result<(), Closed> {
+        self.compressor.observe(self.out.waited());
+        match self.compressor.compress(&data) {
+            Some(packed) => self.send(ToReceiver::Compressed {
+                len: data.len() as u32,
+                data: packed,
+            }),
+            None => self.send(ToReceiver::Literal { data: data.into() }),
+        }
     }
 }
 

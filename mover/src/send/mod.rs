@@ -11,6 +11,7 @@ mod state;
 mod walk;
 mod window;
 
+use crate::compress::Compress;
 use crate::delta;
 use crate::failure::Failure;
 use crate::progress::{Counters, Snapshot};
@@ -36,6 +37,8 @@ pub struct SendConfig {
     pub idle_timeout: Duration,
     /// Send a keepalive when nothing else went out for this long.
     pub keepalive: Duration,
+    /// When file data goes zstd-compressed.
+    pub compress: Compress,
 }
 
 /// The outcome of a finished sync.
@@ -124,7 +127,8 @@ where
     };
     let data = {
         let (out, shared) = (out.clone(), shared.clone());
-        tokio::task::spawn_blocking(move || data::run(job_rx, out, &shared))
+        let compress = config.compress;
+        tokio::task::spawn_blocking(move || data::run(job_rx, out, &shared, compress))
     };
     drop(out);
 

@@ -164,6 +164,9 @@ pub struct Outbox<M> {
     pending: Vec<M>,
     bytes: usize,
     since: Option<std::time::Instant>,
+    /// Total time spent waiting for the writer to take a batch: how much
+    /// faster this producer is than the connection.
+    waited: std::time::Duration,
 }
 
 impl<M: Message> Outbox<M> {
@@ -173,7 +176,12 @@ impl<M: Message> Outbox<M> {
             pending: Vec::new(),
             bytes: 0,
             since: None,
+            waited: std::time::Duration::ZERO,
         }
+    }
+
+    pub fn waited(&self) -> std::time::Duration {
+        self.waited
     }
 
     pub fn push(&mut self, msg: M) -> Result<(), Closed> {
@@ -195,8 +203,15 @@ impl<M: Message> Outbox<M> {
         }
         self.bytes = 0;
         self.since = None;
-        self.tx
-            .blocking_send(std::mem::take(&mut self.pending))
-            .map_err(|_| Closed)
+        let batch = std::mem::take(&mut self.pending);
+        let batch = match self.tx.try_send(batch) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Closed),
+            Err(mpsc::error::TrySendError::Full(batch)) => batch,
+        };
+        let waiting = std::time::Instant::now();
+        let sent = self.tx.blocking_send(batch).map_err(|_| Closed);
+        self.waited += waiting.elapsed();
+        sent
     }
 }

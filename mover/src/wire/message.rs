@@ -66,6 +66,13 @@ pub enum ToReceiver {
     FileAbort { reason: AbortReason },
     /// Nothing to say, but still alive (idle routes drop silent streams).
     Keepalive,
+    /// Bytes to append, as one zstd frame of `len` bytes once decompressed
+    /// (at most a data chunk).
+    Compressed {
+        len: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// Bytes to append. Travels as a raw data frame, never through serde;
     /// it stays the last variant so skipping it shifts no other variant's
     /// index on the wire.
