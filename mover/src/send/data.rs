@@ -262,8 +262,10 @@ impl Data<'_> {
         let (Some(base), Some(scan)) = (base, scan) else {
             return self.whole(id, pending, file);
         };
-        let differing: Vec<u32> = (0..base.hashes.len())
-            .filter(|&i| scan.segments.get(i) != Some(&base.hashes[i]))
+        // Only segments both copies have: the receiver's past our end are
+        // simply not used, ours past its end go literally.
+        let differing: Vec<u32> = (0..scan.segments.len().min(base.hashes.len()))
+            .filter(|&i| scan.segments[i] != base.hashes[i])
             .map(|i| i as u32)
             .collect();
         if differing.len() > MAX_SIGNATURE_REQUEST {
