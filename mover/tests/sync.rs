@@ -184,6 +184,37 @@ fn changed_file_goes_as_small_delta() {
     );
 }
 
+/// A file that shrank or grew keeps what it shares with the old copy: the
+/// common segments are copied, only the changed and the new bytes travel.
+#[test]
+fn shrunk_and_grown_files_reuse_the_common_part() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    let old = random_bytes(8 * 1024 * 1024, 3);
+    fs::write(src.join("shrinks"), &old).unwrap();
+    fs::write(src.join("grows"), &old).unwrap();
+    sync_ok(&src, &dst, &[]);
+
+    let mut shrunk = old[..3 * 1024 * 1024 + 777].to_vec();
+    shrunk[100_000] ^= 0xff;
+    let mut grown = old.clone();
+    grown.extend_from_slice(&random_bytes(1024 * 1024, 4));
+    fs::write(src.join("shrinks"), &shrunk).unwrap();
+    fs::write(src.join("grows"), &grown).unwrap();
+    let summary = sync_ok(&src, &dst, &[]);
+    assert_same_tree(&src, &dst);
+    assert_eq!(summary["files_sent"], 2, "{summary}");
+    let sent = summary["bytes_sent"].as_u64().unwrap();
+    // The new megabyte, plus about one segment around the changed byte
+    // and the shrunk file's last partial segment.
+    assert!(sent < 1024 * 1024 + 256 * 1024, "{sent} bytes sent: {summary}");
+    assert!(
+        summary["bytes_matched"].as_u64().unwrap() > 10 * 1024 * 1024,
+        "{summary}"
+    );
+}
+
 #[test]
 fn deletes_extraneous_entries_unless_told_not_to() {
     let tmp = tempfile::tempdir().unwrap();
