@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the pieces that bound a transfer's speed: hashing,
-//! rsync signatures, diff, patch, and frame encoding and decoding.
+//! compression, rsync signatures, diff, patch, and frame encoding and
+//! decoding.
 //! Run with `cargo bench -p mover --bench pieces`.
 
 use bytes::{Bytes, BytesMut};
@@ -23,7 +24,7 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
 
 fn hashing(c: &mut Criterion) {
     let mut group = c.benchmark_group("hash");
-    let buf = data(delta::MIN_SEGMENT as usize * 16, 1);
+    let buf = data(1024 * 1024, 1);
     group.throughput(Throughput::Bytes(buf.len() as u64));
     group.bench_function("blake3 whole 1 MiB", |b| b.iter(|| blake3::hash(&buf)));
     group.bench_function("segment hashes 1 MiB", |b| {
@@ -33,6 +34,35 @@ fn hashing(c: &mut Criterion) {
                 .count()
         })
     });
+    group.bench_function("segment-list file hash 1 MiB", |b| {
+        b.iter(|| {
+            let mut h = delta::FileHasher::new(Some(delta::MIN_SEGMENT));
+            h.update(&buf);
+            h.finalize()
+        })
+    });
+    group.finish();
+}
+
+/// zstd at the level the sender uses, on text-like and on random data (the
+/// cost of finding out that data does not shrink).
+fn compression(c: &mut Criterion) {
+    let text: Vec<u8> = (0..)
+        .flat_map(|i: u32| format!("{i:08} GET /api/v1/items/{} 200\n", i % 1000).into_bytes())
+        .take(1024 * 1024)
+        .collect();
+    let random = data(1024 * 1024, 3);
+    let mut group = c.benchmark_group("compress");
+    group.throughput(Throughput::Bytes(text.len() as u64));
+    for (name, input) in [("text", &text), ("random", &random)] {
+        group.bench_function(format!("zstd 1 MiB {name}"), |b| {
+            let mut c = mover::compress::Compressor::new(mover::compress::Compress::On);
+            b.iter(|| {
+                c.next_file();
+                c.compress(input)
+            })
+        });
+    }
     group.finish();
 }
 
@@ -47,17 +77,18 @@ fn signature_diff_apply(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("delta");
     group.throughput(Throughput::Bytes(seg as u64));
-    group.bench_function("signature 64 KiB segment", |b| {
+    let kib = seg / 1024;
+    group.bench_function(format!("signature {kib} KiB segment"), |b| {
         b.iter(|| delta::signature(&base, seg))
     });
-    group.bench_function("diff 64 KiB segment, 4 KiB changed", |b| {
+    group.bench_function(format!("diff {kib} KiB segment, 4 KiB changed"), |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(patch.len());
             delta::diff(signature.clone(), &changed, &mut out).unwrap();
             out
         })
     });
-    group.bench_function("apply 64 KiB segment", |b| {
+    group.bench_function(format!("apply {kib} KiB segment"), |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(seg as usize);
             delta::apply(&base, &patch, &mut out, seg as usize).unwrap();
@@ -108,5 +139,5 @@ fn frames(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hashing, signature_diff_apply, frames);
+criterion_group!(benches, hashing, compression, signature_diff_apply, frames);
 criterion_main!(benches);

@@ -208,7 +208,10 @@ fn shrunk_and_grown_files_reuse_the_common_part() {
     let sent = summary["bytes_sent"].as_u64().unwrap();
     // The new megabyte, plus about one segment around the changed byte
     // and the shrunk file's last partial segment.
-    assert!(sent < 1024 * 1024 + 256 * 1024, "{sent} bytes sent: {summary}");
+    assert!(
+        sent < 1024 * 1024 + 256 * 1024,
+        "{sent} bytes sent: {summary}"
+    );
     assert!(
         summary["bytes_matched"].as_u64().unwrap() > 10 * 1024 * 1024,
         "{summary}"
