@@ -98,18 +98,14 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     /// Reads the directory `rel` (already listed), just opened, and makes it
-    /// the current level. A directory that cannot be read is reported, and its contents
-    /// on the receiver are kept, since absence from the list proves nothing;
-    /// false once the session is over.
+    /// the current level. A directory that cannot be read is reported, and
+    /// its contents on the receiver are kept, since absence from the list
+    /// proves nothing; false once the session is over.
     fn enter(&mut self, opened: io::Result<OwnedFd>, rel: RelPath, path: PathBuf) -> bool {
         let listed = opened.and_then(|fd| read_names(&fd).map(|names| (fd, names)));
         let (fd, names) = match listed {
             Ok(listed) => listed,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.shared
-                    .vanished(format!("{}: vanished before it was read", path.display()));
-                return true;
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.vanished(&path),
             Err(e) => {
                 self.shared
                     .error(format!("{}: cannot list: {e}", path.display()));
@@ -163,11 +159,7 @@ impl Walk<'_> {
             });
         let (st, kind, entry_meta) = match listed {
             Ok(listed) => listed,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.shared
-                    .vanished(format!("{}: vanished before it was read", path.display()));
-                return true;
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.vanished(&path),
             Err(e) => {
                 let dir = level.rel.clone();
                 return self.unlisted(&path, dir, e.to_string());
@@ -230,6 +222,14 @@ impl Walk<'_> {
             Some(opened) => self.enter(opened, rel, path),
             None => true,
         }
+    }
+
+    /// Counts an entry that disappeared while being listed (not an error:
+    /// live volumes change); true, the walk goes on.
+    fn vanished(&self, path: &Path) -> bool {
+        self.shared
+            .vanished(format!("{}: vanished before it was read", path.display()));
+        true
     }
 
     /// Reports an entry that could not be listed and protects whatever the
