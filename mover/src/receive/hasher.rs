@@ -5,6 +5,7 @@
 use crate::delta;
 use crate::dest::volume::Volume;
 use crate::entry::RelPath;
+use crate::wire::frame::DATA_CHUNK;
 use crate::wire::io::{Closed, Outbox};
 use crate::wire::message::{BaseInfo, FileId, SegmentHash, ToSender};
 use std::collections::HashMap;
@@ -144,20 +145,25 @@ fn base(
     })?;
     out.flush()?;
     let seg = u64::from(info.segment_size);
-    let mut buf = vec![0u8; info.segment_size as usize];
+    // Whole segments per read, about a data chunk's worth.
+    let block = (DATA_CHUNK as u64 / seg).max(1) * seg;
+    let mut buf = vec![0u8; block as usize];
     let mut all = Vec::with_capacity(info.segment_count() as usize);
     let mut sent = 0usize;
     let mut readable = true;
-    for i in 0..info.segment_count() {
-        let start = u64::from(i) * seg;
-        let len = (info.len - start).min(seg) as usize;
-        readable = readable && file.read_exact_at(&mut buf[..len], start).is_ok();
-        all.push(if readable {
-            delta::segment_hash(&buf[..len])
-        } else {
-            UNREADABLE
-        });
-        if i + 1 == info.segment_count() {
+    let mut pos = 0u64;
+    while pos < info.len {
+        let len = (info.len - pos).min(block) as usize;
+        readable = readable && file.read_exact_at(&mut buf[..len], pos).is_ok();
+        for segment in buf[..len].chunks(seg as usize) {
+            all.push(if readable {
+                delta::segment_hash(segment)
+            } else {
+                UNREADABLE
+            });
+        }
+        pos += len as u64;
+        if pos == info.len {
             // The applier must have them all before the sender can act on
             // the final message.
             let all = Arc::new(std::mem::take(&mut all));
@@ -170,7 +176,7 @@ fn base(
                 hashes: all[sent..].to_vec(),
             });
         }
-        if all.len() - sent == HASHES_PER_MESSAGE {
+        if all.len() - sent >= HASHES_PER_MESSAGE {
             out.push(ToSender::BaseHashes {
                 id,
                 first: sent as u32,

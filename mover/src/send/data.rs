@@ -218,13 +218,18 @@ impl Data<'_> {
         let base_count = info.segment_count() as usize;
         let mut segments = Vec::with_capacity(base_count.min(pending.size.div_ceil(seg) as usize));
         let mut hasher = delta::FileHasher::new(Some(info.segment_size));
+        // Whole segments per read, about a data chunk's worth: a small
+        // segment size must not mean a syscall per 32 KiB.
+        let block = (DATA_CHUNK as u64 / seg).max(1) * seg;
         let mut pos = 0u64;
         while pos < pending.size {
-            let want = (pending.size - pos).min(seg) as usize;
-            let hash = delta::segment_hash(&read_at(file, pos, want)?);
-            hasher.known(&hash);
-            if segments.len() < base_count {
-                segments.push(hash);
+            let want = (pending.size - pos).min(block) as usize;
+            for segment in read_at(file, pos, want)?.chunks(seg as usize) {
+                let hash = delta::segment_hash(segment);
+                hasher.known(&hash);
+                if segments.len() < base_count {
+                    segments.push(hash);
+                }
             }
             pos += want as u64;
         }
