@@ -203,7 +203,10 @@ impl Responses<'_> {
             if !jobs.is_empty() {
                 self.jobs
                     .send(jobs)
-                    .map_err(|_| Failure::permanent("the sender's data thread stopped"))?;
+                    // The data thread stops only when the connection's
+                    // writer is gone: the connection broke, and a retry
+                    // may well get through.
+                    .map_err(|_| Failure::retryable("the connection to the receiver closed"))?;
             }
             if let Some(stats) = finished {
                 return Ok(stats);
