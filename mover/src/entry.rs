@@ -109,6 +109,14 @@ impl RelPath {
         })
     }
 
+    /// Orders paths the way the sender's walk lists them: depth-first, a
+    /// directory before its contents, names within a directory bytewise.
+    /// That is component by component, not bytewise on the whole path:
+    /// `data/f` comes before `data-old` although `-` sorts below `/`.
+    pub fn walk_cmp(&self, other: &RelPath) -> std::cmp::Ordering {
+        self.components().cmp(other.components())
+    }
+
     /// True when `self` is `other` or lies beneath it.
     pub fn starts_with(&self, other: &RelPath) -> bool {
         other.is_root()
@@ -336,6 +344,18 @@ mod tests {
             .unwrap()
             .starts_with(&RelPath::parse(b"a/b").unwrap()));
         assert!(p.starts_with(&RelPath::root()));
+    }
+
+    #[test]
+    fn walk_order_is_component_wise() {
+        let p = |s: &str| RelPath::parse(s.as_bytes()).unwrap();
+        use std::cmp::Ordering::*;
+        assert_eq!(p("data/f").walk_cmp(&p("data-old")), Less);
+        assert_eq!(p("data.bak").walk_cmp(&p("data/f")), Greater);
+        assert_eq!(p("a").walk_cmp(&p("a/b")), Less);
+        assert_eq!(p("a/b").walk_cmp(&p("a/b")), Equal);
+        assert_eq!(p("").walk_cmp(&p("a")), Less);
+        assert_eq!(p("a\x01/z").walk_cmp(&p("a/z")), Greater);
     }
 
     #[test]

@@ -395,7 +395,7 @@ impl Applier {
                 self.set_meta(&name, &entry.meta)
             }
             Kind::HardLink { target } => {
-                if target >= entry.path {
+                if target.walk_cmp(&entry.path) != std::cmp::Ordering::Less {
                     return Err(self.protocol(format!(
                         "hard link {} to {target}, which is not listed before it",
                         entry.path
