@@ -226,6 +226,7 @@ fn frame_seeds(seeds: &mut Vec<Seed>) {
                 protocol: PROTOCOL_VERSION,
                 volume: "data-0".into(),
                 options: SyncOptions { delete: true },
+                reserved: vec![0, 3],
             },
         ),
         (

@@ -6,9 +6,13 @@
 mod common;
 
 use common::*;
+use mover::dest::work::WorkArea;
+use mover::entry::RelPath;
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -183,7 +187,11 @@ fn receiver_killed_mid_file_resumes_after_restart() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let partial = dst.join(".mover-partial.disk.img");
+    let partial = dst
+        .join(mover::dest::work::WORK_NAME)
+        .join(OsStr::from_bytes(&WorkArea::partial_name(
+            &RelPath::parse(b"disk.img").unwrap(),
+        )));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while fs::metadata(&partial).map_or(0, |m| m.len()) < 40 * 1024 * 1024 {
         assert!(

@@ -500,16 +500,17 @@ fn clone_node(n: &Node) -> Node {
     }
 }
 
-/// No `.mover-tmp.*` file anywhere below `root`.
+/// Nothing of the mover's own (its work area, or a temporary made beside
+/// its file) anywhere below `root`.
 fn assert_no_temps(root: &Path) {
     let temps: Vec<_> = walkdir::WalkDir::new(root)
         .follow_links(false)
         .into_iter()
         .map(|e| e.expect("walk"))
         .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(mover::dest::volume::TEMP_PREFIX)
+            let name = e.file_name().to_string_lossy();
+            name.starts_with(mover::dest::volume::TEMP_PREFIX)
+                || name.starts_with(mover::dest::work::WORK_NAME)
         })
         .map(|e| e.path().display().to_string())
         .collect();
@@ -581,6 +582,7 @@ fn hello(volume: &str) -> ToReceiver {
         volume: volume.to_string(),
         // Never delete: whatever a test finds changed, the attack did it.
         options: SyncOptions { delete: false },
+        reserved: Vec::new(),
     }
 }
 
@@ -1421,12 +1423,7 @@ fn content_check_failure_asks_for_the_whole_file_again() {
         !fx.vol1.join("b.txt").exists(),
         "a file that failed its check is never put in place"
     );
-    let temps: Vec<_> = fs::read_dir(&fx.vol1)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".mover-tmp."))
-        .collect();
-    assert!(temps.is_empty(), "temporaries left: {temps:?}");
+    assert_no_temps(&fx.vol1);
 }
 
 /// A revoked client certificate is refused once the receiver has the CA's

@@ -1,1 +1,2 @@
 pub mod volume;
+pub mod work;

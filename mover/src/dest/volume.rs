@@ -11,9 +11,12 @@
 //! detour.
 //!
 //! Objects that replace an existing name (files, symlinks, specials, hard
-//! links) are created under a temporary name beside the final one (starting
-//! with [`TEMP_PREFIX`]) and renamed over it, so a reader always sees either
-//! the old or the new object, never a half-written one.
+//! links) are created under a temporary name and renamed over it, so a
+//! reader always sees either the old or the new object, never a half-written
+//! one. Temporaries live in the volume's work area ([`super::work`]), a
+//! directory whose name the source provably does not use, so no user name
+//! is ever mistaken for one of ours; a directory being replaced is swapped
+//! out with `RENAME_EXCHANGE`, so its name is never missing either.
 
 use crate::entry::{Meta, RelPath, SpecialKind, Xattr};
 use crate::sized::read_sized;
@@ -25,18 +28,12 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Names of in-flight temporaries start with this. A directory listing may
-/// show them while another task is writing; a name with this prefix is never
-/// a file the sender listed, so callers must not treat it as extraneous while
-/// a transfer into that directory is running (stale ones left by a crash can
-/// be removed before the transfer starts).
+/// Names of temporaries start with this. It reserves nothing: a user file
+/// may carry it too, and is then an ordinary file (temporaries are made with
+/// exclusive calls and only ever removed by the handle that made them).
 pub const TEMP_PREFIX: &str = ".mover-tmp.";
-
-/// Prefix of the part of a file that arrived before a session broke off;
-/// the next session uses it as the base to resume from.
-pub const PARTIAL_PREFIX: &str = ".mover-partial.";
 
 /// How many temporary names to try before giving up when they collide.
 const TEMP_ATTEMPTS: usize = 16;
@@ -253,6 +250,28 @@ pub struct Volume {
     name: Arc<str>,
     root_path: PathBuf,
     root: Arc<OwnedFd>,
+    scratch: Scratch,
+}
+
+/// Where temporaries are made, shared by every [`Dir`] of a session.
+type Scratch = Arc<Mutex<ScratchState>>;
+
+/// The volume's work area ([`super::work`]) as the filesystem calls see it.
+#[derive(Debug, Default)]
+enum ScratchState {
+    /// No work area could be had: temporaries go beside their final name.
+    #[default]
+    Beside,
+    /// A name is chosen, the directory made on first use, so a session
+    /// that writes nothing leaves the volume untouched.
+    Planned {
+        root: Arc<OwnedFd>,
+        name: Vec<u8>,
+    },
+    Ready {
+        fd: Arc<OwnedFd>,
+        name: Vec<u8>,
+    },
 }
 
 impl fmt::Debug for Volume {
@@ -281,9 +300,40 @@ impl Volume {
             name: name.into(),
             root_path: path.to_path_buf(),
             root: Arc::new(root),
+            scratch: Scratch::default(),
         })
     }
 
+    /// Makes the existing root directory `name` (open as `dir`) the place
+    /// for temporaries, before any write.
+    pub fn set_work_area(&self, name: &[u8], dir: &Dir) {
+        *lock(&self.scratch) = ScratchState::Ready {
+            fd: dir.fd.clone(),
+            name: name.to_vec(),
+        };
+    }
+
+    /// Makes the root directory `name`, to be created on first use, the
+    /// place for temporaries, before any write.
+    pub fn plan_work_area(&self, name: &[u8]) {
+        *lock(&self.scratch) = ScratchState::Planned {
+            root: self.root.clone(),
+            name: name.to_vec(),
+        };
+    }
+
+    /// The work area, if the session has one and it exists.
+    pub fn work_dir(&self) -> Option<Dir> {
+        let ScratchState::Ready { fd, name } = &*lock(&self.scratch) else {
+            return None;
+        };
+        Some(Dir {
+            fd: fd.clone(),
+            volume: self.name.clone(),
+            path: RelPath::root().join(name).ok()?,
+            scratch: self.scratch.clone(),
+        })
+    }
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -305,6 +355,7 @@ impl Volume {
             fd: self.root.clone(),
             volume: self.name.clone(),
             path: RelPath::root(),
+            scratch: self.scratch.clone(),
         }
     }
 
@@ -326,6 +377,7 @@ pub struct Dir {
     fd: Arc<OwnedFd>,
     volume: Arc<str>,
     path: RelPath,
+    scratch: Scratch,
 }
 
 impl fmt::Debug for Dir {
@@ -410,6 +462,38 @@ impl Dir {
             .map_err(|e| self.err(name, "create directory", e))
     }
 
+    /// Renames `from` to `to` within this directory, failing (EEXIST) rather
+    /// than replacing anything at `to`.
+    pub fn rename_noreplace(&self, from: &[u8], to: &[u8]) -> Result<()> {
+        self.check_name(from)?;
+        self.check_name(to)?;
+        rfs::renameat_with(&*self.fd, from, &*self.fd, to, rfs::RenameFlags::NOREPLACE)
+            .map_err(|e| self.err(to, "rename", e))
+    }
+
+    /// Creates a new file (mode 0600) for writing; fails if the name exists.
+    pub fn create_new(&self, name: &[u8]) -> Result<File> {
+        self.check_name(name)?;
+        rfs::openat(
+            &*self.fd,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map(File::from)
+        .map_err(|e| self.err(name, "create", e))
+    }
+
+    /// An I/O error on `name` in this directory, for callers doing their own
+    /// reads and writes.
+    pub fn io_error(&self, name: &[u8], op: &'static str, err: io::Error) -> FsError {
+        FsError::Io {
+            at: self.at(name),
+            op,
+            err,
+        }
+    }
+
     /// Opens an existing subdirectory; a symlink is refused.
     pub fn open_subdir(&self, name: &[u8]) -> Result<Dir> {
         let path = self.path.join(name).map_err(|_| FsError::Refused {
@@ -422,6 +506,7 @@ impl Dir {
             fd: Arc::new(fd),
             volume: self.volume.clone(),
             path,
+            scratch: self.scratch.clone(),
         })
     }
 
@@ -585,18 +670,45 @@ impl Dir {
         Ok(cur)
     }
 
-    /// Creates an object under a fresh temporary name in this directory.
-    fn create_beside<T>(
+    /// Where temporaries for names in this directory are made: the work
+    /// area (made now if it was only planned), or this directory itself
+    /// when the session has none.
+    fn scratch_fd(&self) -> Result<Arc<OwnedFd>> {
+        let mut state = lock(&self.scratch);
+        let (fd, name) = match &*state {
+            ScratchState::Beside => return Ok(self.fd.clone()),
+            ScratchState::Ready { fd, .. } => return Ok(fd.clone()),
+            ScratchState::Planned { root, name } => {
+                let root = Dir {
+                    fd: root.clone(),
+                    volume: self.volume.clone(),
+                    path: RelPath::root(),
+                    scratch: Scratch::default(),
+                };
+                (super::work::make(&root, name)?.fd, name.clone())
+            }
+        };
+        *state = ScratchState::Ready {
+            fd: fd.clone(),
+            name,
+        };
+        Ok(fd)
+    }
+
+    /// Creates an object under a fresh temporary name, to become `name` in
+    /// this directory.
+    fn create_temp_object<T>(
         &self,
         name: &[u8],
         op: &'static str,
-        mut create: impl FnMut(&[u8]) -> Result<T, Errno>,
-    ) -> Result<(Vec<u8>, T)> {
+        mut create: impl FnMut(BorrowedFd<'_>, &[u8]) -> Result<T, Errno>,
+    ) -> Result<(Temp, T)> {
         self.check_name(name)?;
+        let dir = self.scratch_fd()?;
         for _ in 0..TEMP_ATTEMPTS {
             let temp = temp_name();
-            match create(&temp) {
-                Ok(v) => return Ok((temp, v)),
+            match create(dir.as_fd(), &temp) {
+                Ok(v) => return Ok((Temp { dir, name: temp }, v)),
                 Err(Errno::EXIST) => continue,
                 Err(e) => return Err(self.err(name, op, e)),
             }
@@ -604,13 +716,49 @@ impl Dir {
         Err(self.err(name, op, Errno::EXIST))
     }
 
-    /// Renames a temporary over `name`, removing the temporary on failure.
-    fn replace_with(&self, temp: &[u8], name: &[u8]) -> Result<()> {
-        if let Err(e) = rfs::renameat(&*self.fd, temp, &*self.fd, name) {
-            let _ = rfs::unlinkat(&*self.fd, temp, AtFlags::empty());
-            return Err(self.err(name, "rename into place", e));
+    /// Renames `temp` over `name`, atomically replacing whatever is there. A
+    /// directory in the way is swapped out (`RENAME_EXCHANGE`) and then
+    /// removed from where the temporary was, so `name` is never missing;
+    /// where the filesystem cannot exchange, it is removed first. The
+    /// temporary is removed on failure.
+    fn install(&self, temp: &Temp, name: &[u8]) -> Result<()> {
+        let failed = |e: Errno| {
+            let _ = rfs::unlinkat(&*temp.dir, temp.name.as_slice(), AtFlags::empty());
+            Err(self.err(name, "rename into place", e))
+        };
+        match rfs::renameat(&*temp.dir, temp.name.as_slice(), &*self.fd, name) {
+            Ok(()) => Ok(()),
+            Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => {
+                let exchanged = rfs::renameat_with(
+                    &*temp.dir,
+                    temp.name.as_slice(),
+                    &*self.fd,
+                    name,
+                    rfs::RenameFlags::EXCHANGE,
+                );
+                match exchanged {
+                    Ok(()) => {
+                        // The old directory now has the temporary's name.
+                        let old = Dir {
+                            fd: temp.dir.clone(),
+                            volume: self.volume.clone(),
+                            path: self.path.clone(),
+                            scratch: self.scratch.clone(),
+                        };
+                        old.remove(&temp.name)
+                    }
+                    Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                        self.remove(name)?;
+                        match rfs::renameat(&*temp.dir, temp.name.as_slice(), &*self.fd, name) {
+                            Ok(()) => Ok(()),
+                            Err(e) => failed(e),
+                        }
+                    }
+                    Err(e) => failed(e),
+                }
+            }
+            Err(e) => failed(e),
         }
-        Ok(())
     }
 
     /// Atomically makes `name` a symlink to `target` (the target is stored,
@@ -623,10 +771,10 @@ impl Dir {
                 problem: "invalid symlink target",
             });
         }
-        let (temp, ()) = self.create_beside(name, "create symlink", |temp| {
-            rfs::symlinkat(target, &*self.fd, temp)
+        let (temp, ()) = self.create_temp_object(name, "create symlink", |dir, temp| {
+            rfs::symlinkat(target, dir, temp)
         })?;
-        self.replace_with(&temp, name)
+        self.install(&temp, name)
     }
 
     /// Atomically makes `name` a FIFO, socket or device node. If `name` is
@@ -638,16 +786,16 @@ impl Dir {
             SpecialKind::CharDevice => FileType::CharacterDevice,
             SpecialKind::BlockDevice => FileType::BlockDevice,
         };
-        let (temp, ()) = self.create_beside(name, "create special file", |temp| {
+        let (temp, ()) = self.create_temp_object(name, "create special file", |dir, temp| {
             rfs::mknodat(
-                &*self.fd,
+                dir,
                 temp,
                 file_type,
                 Mode::from_raw_mode(mode & 0o7777),
                 rdev,
             )
         })?;
-        self.replace_with(&temp, name)
+        self.install(&temp, name)
     }
 
     /// Atomically makes `name` another link to `from/from_name` (which is not
@@ -663,8 +811,8 @@ impl Dir {
             }
         }
         let (temp, ()) = self
-            .create_beside(name, "create hard link", |temp| {
-                rfs::linkat(&*from.fd, from_name, &*self.fd, temp, AtFlags::empty())
+            .create_temp_object(name, "create hard link", |dir, temp| {
+                rfs::linkat(&*from.fd, from_name, dir, temp, AtFlags::empty())
             })
             .map_err(|e| match e {
                 FsError::Io { op, err, .. } if err.raw_os_error() == Some(libc::ENOENT) => {
@@ -676,21 +824,26 @@ impl Dir {
                 }
                 e => e,
             })?;
-        self.replace_with(&temp, name)
+        self.install(&temp, name)
     }
 
     /// Creates a new empty file (mode 0600) under a temporary name, to be
     /// written, given its metadata and renamed over `final_name` by
     /// [`TempFile::commit`]. Dropped without commit, it is deleted.
     pub fn create_temp(&self, final_name: &[u8]) -> Result<TempFile> {
-        let (temp, fd) = self.create_beside(final_name, "create temporary file", |temp| {
-            rfs::openat(
-                &*self.fd,
-                temp,
-                OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )
-        })?;
+        let (temp, fd) =
+            self.create_temp_object(final_name, "create temporary file", |dir, temp| {
+                rfs::openat(
+                    dir,
+                    temp,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::RDWR
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+            })?;
         Ok(TempFile {
             dir: self.clone(),
             temp,
@@ -700,22 +853,30 @@ impl Dir {
         })
     }
 
-    /// Like [`Dir::create_temp`], but under the given name (truncating a
-    /// file left there): a name the next session can find again, so what
-    /// was written survives even a crash of this process.
-    pub fn create_temp_as(&self, temp_name: &[u8], final_name: &[u8]) -> Result<TempFile> {
-        self.check_name(temp_name)?;
+    /// Like [`Dir::create_temp`], but under `work_name` in the work area
+    /// (truncating a file left there): a name the next session can find
+    /// again, so what was written survives even a crash of this process.
+    /// Without a work area it is an ordinary temporary.
+    pub fn create_temp_as(&self, work_name: &[u8], final_name: &[u8]) -> Result<TempFile> {
+        if matches!(*lock(&self.scratch), ScratchState::Beside) {
+            return self.create_temp(final_name);
+        }
+        self.check_name(work_name)?;
         self.check_name(final_name)?;
+        let work = self.scratch_fd()?;
         let fd = rfs::openat(
-            &*self.fd,
-            temp_name,
+            &*work,
+            work_name,
             OFlags::CREATE | OFlags::TRUNC | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
-        .map_err(|e| self.err(temp_name, "create temporary file", e))?;
+        .map_err(|e| self.err(final_name, "create temporary file", e))?;
         Ok(TempFile {
             dir: self.clone(),
-            temp: temp_name.to_vec(),
+            temp: Temp {
+                dir: work,
+                name: work_name.to_vec(),
+            },
             final_name: final_name.to_vec(),
             file: File::from(fd),
             committed: false,
@@ -859,11 +1020,19 @@ fn path_join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 /// A file being written beside its final name. Dropped without
 /// [`TempFile::commit`], it is unlinked, so failures leave no temporaries.
 pub struct TempFile {
+    /// Where it goes.
     dir: Dir,
-    temp: Vec<u8>,
+    temp: Temp,
     final_name: Vec<u8>,
     file: File,
     committed: bool,
+}
+
+/// A temporary name and the directory holding it (the work area, or the
+/// final name's directory).
+struct Temp {
+    dir: Arc<OwnedFd>,
+    name: Vec<u8>,
 }
 
 impl fmt::Debug for TempFile {
@@ -912,19 +1081,24 @@ impl TempFile {
     /// Renames the file over the final name without flushing it first: for
     /// callers that made a whole batch of files durable at once
     /// ([`Volume::sync`]) so that no name ever points at unflushed data.
-    pub fn rename_into_place(self) -> Result<()> {
-        let name = self.final_name.clone();
-        self.rename_to(&name)
+    pub fn rename_into_place(mut self) -> Result<()> {
+        self.committed = true;
+        self.dir.install(&self.temp, &self.final_name)
     }
 
-    /// Keeps the file under `name` in the same directory instead of
-    /// removing it: how a receiver saves the part of a file that arrived
-    /// before a connection dropped. `name` must be a plain file name.
-    pub fn rename_to(mut self, name: &[u8]) -> Result<()> {
+    /// Keeps the file under `name` in the directory that holds the
+    /// temporary (the work area) instead of removing it: how a receiver
+    /// saves the part of a file that arrived before a connection dropped.
+    pub fn keep_as(mut self, name: &[u8]) -> Result<()> {
         self.dir.check_name(name)?;
-        let at = || self.dir.at(name);
-        rfs::renameat(&*self.dir.fd, self.temp.as_slice(), &*self.dir.fd, name)
-            .map_err(|e| io_err(at(), "rename into place", e))?;
+        let at = || self.dir.at(&self.final_name);
+        rfs::renameat(
+            &*self.temp.dir,
+            self.temp.name.as_slice(),
+            &*self.temp.dir,
+            name,
+        )
+        .map_err(|e| io_err(at(), "keep partial file", e))?;
         self.committed = true;
         Ok(())
     }
@@ -933,9 +1107,13 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = rfs::unlinkat(&*self.dir.fd, self.temp.as_slice(), AtFlags::empty());
+            let _ = rfs::unlinkat(&*self.temp.dir, self.temp.name.as_slice(), AtFlags::empty());
         }
     }
+}
+
+fn lock(scratch: &Scratch) -> MutexGuard<'_, ScratchState> {
+    scratch.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn uid(raw: u32) -> Option<rfs::Uid> {
@@ -1325,11 +1503,19 @@ mod tests {
             root.stat(b"fifo").unwrap().unwrap().kind,
             StatKind::Special(SpecialKind::Fifo)
         );
-        // Over a directory: refused, nothing left behind.
-        std::fs::create_dir(tmp.path().join("dir")).unwrap();
-        let e = root.symlink(b"dir", b"x").unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::EISDIR), "{e}");
+        // Over a directory (with contents): swapped out in one rename and
+        // removed, nothing left behind.
+        std::fs::create_dir_all(tmp.path().join("dir/sub")).unwrap();
+        std::fs::write(tmp.path().join("dir/sub/f"), b"f").unwrap();
+        root.symlink(b"dir", b"x").unwrap();
+        assert_eq!(root.read_link(b"dir").unwrap(), b"x");
         assert_eq!(list(tmp.path()), vec!["a", "b", "dir", "fifo", "target"]);
+        std::fs::create_dir(tmp.path().join("dir2")).unwrap();
+        let mut t = root.create_temp(b"dir2").unwrap();
+        t.file().write_all(b"file now").unwrap();
+        t.commit().unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("dir2")).unwrap(), b"file now");
+        std::fs::remove_file(tmp.path().join("dir2")).unwrap();
         // A missing link source names the source.
         let e = root.hard_link(b"c", &root, b"nope").unwrap_err();
         assert!(e.is_not_found() && e.location() == "data/nope", "{e}");

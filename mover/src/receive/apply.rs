@@ -1,27 +1,26 @@
 //! The receiver's applier: takes the sender's messages in order and makes
 //! the volume match, on a blocking thread of its own.
 //!
-//! Every change is atomic at the level of one name: files are written
-//! beside their destination and renamed over it after the end-to-end hash
-//! check; links and special files are created beside and renamed too. The
-//! destination therefore always shows each name as either its old or its
-//! new version, whatever happens to the connection.
+//! Every change is atomic at the level of one name: files are written in
+//! the volume's work area ([`crate::dest::work`]) and renamed over their
+//! destination after the end-to-end hash check; links and special files are
+//! made there and renamed too, and a directory they replace is swapped out
+//! in the same rename. The destination therefore always shows each name as
+//! either its old or its new version, whatever happens to the connection.
 
 use super::hasher::{Handle as HashThread, HashJob};
-use super::incoming::partial_name;
 use super::incoming::{Cancel, DataError, Incoming};
-use super::tree::{is_partial, is_stale_temp, Closing, Frame, Tree};
+use super::tree::{Closing, Frame, Tree};
 use crate::delta;
-use crate::dest::volume::{
-    Dir, FsError, MetaOptions, Stat, StatKind, TempFile, Volume, PARTIAL_PREFIX,
-};
+use crate::dest::volume::{Dir, FsError, MetaOptions, Stat, StatKind, TempFile, Volume};
+use crate::dest::work::{BaseRef, WorkArea};
 use crate::entry::{Entry, Kind, Meta, RelPath};
 use crate::failure::Failure;
 use crate::wire::io::Outbox;
 use crate::wire::message::{
     AbortReason, BaseInfo, FileId, ReceiverStats, SyncOptions, ToReceiver, ToSender,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -32,9 +31,9 @@ struct Need {
     size: u64,
     sparse: bool,
     base: Option<BaseInfo>,
-    /// The name, in the same directory, of the base: the destination file
-    /// itself or a partial from a broken session.
-    base_name: Vec<u8>,
+    /// Where the base is: the destination file itself, or the partial file
+    /// a broken session left in the work area.
+    base_ref: BaseRef,
     /// Whole-file resends after a failed hash check.
     resends: u32,
 }
@@ -61,6 +60,15 @@ pub struct Applier {
     fetching: HashMap<RelPath, FileId>,
     /// Hard links to create once their target file is in place.
     waiting_links: HashMap<RelPath, Vec<RelPath>>,
+    /// Multiply-linked destination files kept for a listed file, by (dev,
+    /// ino): another listed file on the same inode belongs to another group
+    /// (the source split it) and gets a copy of its own.
+    claimed: HashSet<(u64, u64)>,
+    /// Which candidate work-area names the source root has (from Hello).
+    reserved: Vec<u32>,
+    /// Where temporaries and partial files live; set up when the root is
+    /// listed.
+    work: Option<WorkArea>,
     current: Option<Incoming>,
     /// Verified files waiting for one `syncfs` before their renames.
     batch: Vec<(FileId, TempFile)>,
@@ -80,6 +88,7 @@ impl Applier {
     pub fn new(
         volume: Arc<Volume>,
         options: SyncOptions,
+        reserved: Vec<u32>,
         peer: String,
         out: mpsc::Sender<Vec<ToSender>>,
         hasher: HashThread,
@@ -98,6 +107,9 @@ impl Applier {
             needs: HashMap::new(),
             fetching: HashMap::new(),
             waiting_links: HashMap::new(),
+            claimed: HashSet::new(),
+            reserved,
+            work: None,
             current: None,
             batch: Vec::new(),
             batch_bytes: 0,
@@ -123,12 +135,22 @@ impl Applier {
                 // A file cut off midway is kept to resume from only when a
                 // retry may come.
                 if let Some(file) = self.current.take() {
-                    if failure.retryable {
-                        file.keep_partial();
+                    match &mut self.work {
+                        Some(work) if failure.retryable => {
+                            let name = WorkArea::partial_name(&file.path);
+                            file.keep_partial(&name);
+                            work.kept(name);
+                        }
+                        _ => drop(file),
                     }
                 }
                 if let Err(e) = self.commit_batch() {
                     tracing::warn!("{}: {e}", self.volume.name());
+                }
+                if let Some(work) = self.work.take() {
+                    if let Err(e) = work.close(false, &self.volume) {
+                        tracing::warn!("{e}");
+                    }
                 }
                 Err(failure)
             }
@@ -170,6 +192,10 @@ impl Applier {
     }
 
     fn finish(mut self) -> Result<ReceiverStats, Failure> {
+        // Before the root's times are set: removing it touches the root.
+        if let Some(work) = self.work.take() {
+            work.close(true, &self.volume).map_err(|e| self.fs(e))?;
+        }
         for (_, closing) in std::mem::take(&mut self.tree.closing) {
             self.apply_dir_meta(&closing.dir, &closing.meta)?;
         }
@@ -245,11 +271,8 @@ impl Applier {
                 let need = self.needs.get(&id);
                 // Signatures are of the base: the old copy, or the partial
                 // file a broken session left.
-                let base = need.and_then(|n| {
-                    let (parent, _) = n.path.split_last()?;
-                    Some((parent.join(&n.base_name).ok()?, n.base?))
-                });
-                let (path, info) = match base {
+                let base = need.and_then(|n| Some((n.base_ref.clone(), n.base?)));
+                let (base, info) = match base {
                     Some(found) => found,
                     None => {
                         return Err(
@@ -260,13 +283,15 @@ impl Applier {
                 if segments.len() > info.segment_count() as usize
                     || segments.iter().any(|&s| s >= info.segment_count())
                 {
-                    return Err(self.protocol(format!("signature request out of range for {path}")));
+                    return Err(
+                        self.protocol(format!("signature request out of range for file {id}"))
+                    );
                 }
                 self.hasher
                     .jobs
                     .send(HashJob::Signatures {
                         id,
-                        path,
+                        base,
                         info,
                         segments,
                     })
@@ -317,8 +342,12 @@ impl Applier {
                 return Err(self.protocol("the root listed twice"));
             }
             self.started = true;
+            self.work = WorkArea::open(&self.volume, &self.reserved).map_err(|e| self.fs(e))?;
             let root = self.volume.root();
-            let names = root.names().map_err(|e| self.fs(e))?;
+            let mut names = root.names().map_err(|e| self.fs(e))?;
+            if let Some(work) = &self.work {
+                names.retain(|n| n != work.name());
+            }
             self.tree.stack.push(Frame::new(
                 RelPath::root(),
                 root,
@@ -329,6 +358,14 @@ impl Applier {
             return Ok(());
         };
         let name = name.to_vec();
+        if parent.is_root() && self.work.as_ref().is_some_and(|w| w.name() == name) {
+            // The Hello said the source root has no such name: it appeared
+            // since. A new session picks another work area.
+            return Err(Failure::retryable(format!(
+                "the source root now holds {}, the name of this receiver's work area",
+                entry.path
+            )));
+        }
         self.enter(&parent, &entry.path)?;
         let frame = self
             .tree
@@ -338,8 +375,6 @@ impl Applier {
         let (present, gone) = frame
             .next_name(&name)
             .map_err(|e| Failure::protocol(&self.peer, e))?;
-        let (partials, gone): (Vec<_>, Vec<_>) = gone.into_iter().partition(|n| is_partial(n));
-        frame.partials.extend(partials);
         let (delete, dir) = (frame.delete, frame.dir.clone());
         for old in gone {
             self.unlisted(&dir, &old, delete)?;
@@ -368,7 +403,6 @@ impl Applier {
                         && dir.read_link(&name).is_ok_and(|t| &t == target)
                 });
                 if !same {
-                    self.clear_dir(&name, existing)?;
                     self.top_dir()?
                         .symlink(&name, target)
                         .map_err(|e| self.fs(e))?;
@@ -382,7 +416,6 @@ impl Applier {
                         && same_mtime(&st, &entry.meta)
                 });
                 if !same {
-                    self.clear_dir(&name, existing)?;
                     let made = self.top_dir()?.mknod(&name, kind, entry.meta.mode, rdev);
                     if let Err(e) = made {
                         if e.raw_os_error() == Some(libc::EPERM) && !self.meta_opts.owner {
@@ -444,36 +477,12 @@ impl Applier {
             .ok_or_else(|| Failure::permanent("no open directory"))
     }
 
-    /// Removes a destination name the source does not list: always when it
-    /// is a temporary left by an interrupted run, otherwise when deleting.
+    /// Removes a destination name the source does not list, when deleting.
+    /// No name is special: whatever the user has is the user's.
     fn unlisted(&mut self, dir: &Dir, name: &[u8], delete: bool) -> Result<(), Failure> {
-        let stale = is_stale_temp(name);
-        if delete || stale {
+        if delete {
             dir.remove(name).map_err(|e| self.fs(e))?;
-            if !stale {
-                self.stats.deleted += 1;
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes a kept partial file unless a file being fetched now resumes
-    /// from it (its completion removes it then).
-    fn unused_partial(&self, dir: &Dir, name: &[u8]) -> Result<(), Failure> {
-        let used = dir
-            .path()
-            .join(&name[PARTIAL_PREFIX.len()..])
-            .is_ok_and(|path| self.fetching.contains_key(&path));
-        if !used {
-            dir.remove(name).map_err(|e| self.fs(e))?;
-        }
-        Ok(())
-    }
-
-    /// Makes room for a non-directory where the destination has a directory.
-    fn clear_dir(&self, name: &[u8], existing: Option<Stat>) -> Result<(), Failure> {
-        if existing.is_some_and(|st| st.kind == StatKind::Dir) {
-            self.top_dir()?.remove(name).map_err(|e| self.fs(e))?;
+            self.stats.deleted += 1;
         }
         Ok(())
     }
@@ -485,6 +494,22 @@ impl Applier {
             .map_err(|e| self.fs(e))?;
         warnings.iter().for_each(|w| tracing::warn!("{w}"));
         Ok(())
+    }
+
+    /// Gives `name` an inode of its own with the same content and
+    /// metadata: the destination has it linked with a file that the source
+    /// keeps apart. Copied inside the kernel, then renamed over.
+    fn split_link(&self, name: &[u8], meta: &Meta) -> Result<(), Failure> {
+        let dir = self.top_dir()?;
+        let mut old = dir.open_file(name).map_err(|e| self.fs(e))?;
+        let mut temp = dir.create_temp(name).map_err(|e| self.fs(e))?;
+        std::io::copy(&mut old, temp.file())
+            .map_err(|e| Failure::permanent(format!("{}: copy: {e}", dir.path())))?;
+        let warnings = temp
+            .set_meta(meta, self.meta_opts)
+            .map_err(|e| self.fs(e))?;
+        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        temp.commit().map_err(|e| self.fs(e))
     }
 
     fn directory(
@@ -521,48 +546,41 @@ impl Applier {
         sparse: bool,
         existing: Option<Stat>,
     ) -> Result<(), Failure> {
-        // The part of this file a broken session left, if the listing had
-        // one (it sorts before the name, so the walk has passed it).
-        let partial = partial_name(name);
-        let partial_stat = match self
-            .tree
-            .stack
-            .last()
-            .is_some_and(|f| f.partials.contains(&partial))
-        {
-            true => self.top_dir()?.stat(&partial).map_err(|e| self.fs(e))?,
-            false => None,
-        }
-        .filter(|st| st.kind == StatKind::File);
         if let Some(st) = existing.filter(|st| st.kind == StatKind::File) {
             if st.size == size && same_mtime(&st, &meta) {
+                if st.nlink > 1 && !self.claimed.insert((st.dev, st.ino)) {
+                    self.split_link(name, &meta)?;
+                    return self.send(ToSender::Have { id });
+                }
                 let owner_differs =
                     self.meta_opts.owner && (st.uid, st.gid) != (meta.uid, meta.gid);
                 if st.mode != meta.mode || owner_differs || !meta.xattrs.is_empty() {
                     self.set_meta(name, &meta)?;
                 }
-                if partial_stat.is_some() {
-                    self.top_dir()?.remove(&partial).map_err(|e| self.fs(e))?;
+                if let Some(work) = &mut self.work {
+                    work.drop_partial(&self.volume, &path)
+                        .map_err(|e| self.fs(e))?;
                 }
                 return self.send(ToSender::Have { id });
             }
         }
-        self.clear_dir(name, existing)?;
         // Diff against the old copy; with none, resume from the partial a
-        // broken session left (it holds the start of this very content).
-        let old_copy = existing.filter(|st| st.kind == StatKind::File && st.size > 0);
-        let (base_stat, base_name) = match (old_copy, partial_stat) {
-            (None, Some(st)) => (Some(st), partial),
-            _ => (old_copy, name.to_vec()),
+        // broken session left (it holds the start of this very content). A
+        // directory in the way stays until the file replaces it.
+        let partial = match &self.work {
+            Some(work) => work.partial(&self.volume, &path).map_err(|e| self.fs(e))?,
+            None => None,
         };
-        let base = base_stat
-            .filter(|st| st.size > 0 && size > 0)
-            .and_then(|st| {
-                delta::segment_size(st.size).map(|segment_size| BaseInfo {
-                    len: st.size,
-                    segment_size,
-                })
-            });
+        let old_copy = existing
+            .filter(|st| st.kind == StatKind::File && st.size > 0)
+            .map(|st| st.size);
+        let (base_len, base_ref) = match (old_copy, partial) {
+            (None, Some((partial, len))) => (Some(len), BaseRef::Partial(partial)),
+            _ => (old_copy, BaseRef::Dest(path.clone())),
+        };
+        let base = base_len.filter(|&len| len > 0 && size > 0).and_then(|len| {
+            delta::segment_size(len).map(|segment_size| BaseInfo { len, segment_size })
+        });
         if self.needs.contains_key(&id) {
             return Err(self.protocol(format!("file id {id} listed twice")));
         }
@@ -580,7 +598,7 @@ impl Applier {
                 size,
                 sparse,
                 base,
-                base_name: base_name.clone(),
+                base_ref: base_ref.clone(),
                 resends: 0,
             },
         );
@@ -590,7 +608,7 @@ impl Applier {
                 .jobs
                 .send(HashJob::Base {
                     id,
-                    path: parent.join(&base_name).map_err(|e| self.protocol(e))?,
+                    base: base_ref,
                     info,
                 })
                 .map_err(|_| Failure::permanent("the receiver's hashing thread stopped")),
@@ -601,15 +619,12 @@ impl Applier {
     /// Leaves a directory: deletes what the source lacked and applies its
     /// metadata, or defers that until its pending files are in place.
     fn close(&mut self, mut frame: Frame) -> Result<(), Failure> {
-        let (partials, others): (Vec<_>, Vec<_>) =
-            frame.leftovers().into_iter().partition(|n| is_partial(n));
-        for name in others {
+        for name in frame.leftovers() {
             self.unlisted(&frame.dir, &name, frame.delete)?;
         }
-        for name in frame.partials.drain(..).chain(partials) {
-            self.unused_partial(&frame.dir, &name)?;
-        }
-        if frame.pending == 0 {
+        // The root's times are set last of all, once the work area in it
+        // is gone.
+        if frame.pending == 0 && !frame.path.is_root() {
             self.apply_dir_meta(&frame.dir, &frame.meta)
         } else {
             self.tree.closing.insert(
@@ -656,9 +671,6 @@ impl Applier {
         if existing.is_some_and(|st| (st.dev, st.ino) == (tstat.dev, tstat.ino)) {
             return Ok(());
         }
-        if existing.is_some_and(|st| st.kind == StatKind::Dir) {
-            dir.remove(name).map_err(|e| self.fs(e))?;
-        }
         dir.hard_link(name, &tdir, tname).map_err(|e| self.fs(e))
     }
 }
@@ -683,18 +695,16 @@ impl Applier {
         };
         // Write under the partial name (unless resuming from it), so even a
         // crash of this process leaves something to resume from.
-        let partial = partial_name(name);
-        let temp = if need.base_name != partial && partial.len() <= crate::entry::MAX_NAME_LEN {
-            dir.create_temp_as(&partial, name)
-        } else {
-            dir.create_temp(name)
+        let temp = match &need.base_ref {
+            BaseRef::Dest(_) => dir.create_temp_as(&WorkArea::partial_name(&need.path), name),
+            BaseRef::Partial(_) => dir.create_temp(name),
         }
         .map_err(|e| self.fs(e))?;
         // A base that can no longer be opened only matters if the sender
         // refers to it; the hash check catches one that changed.
         let base = need
             .base
-            .and_then(|info| dir.open_file(&need.base_name).ok().map(|f| (f, info)));
+            .and_then(|info| need.base_ref.open(&self.volume).map(|f| (f, info)));
         // Announced to the sender, so its hash is the segment-list one.
         let hashed = super::hasher::lock(&self.hasher.announced).remove(&id);
         self.current = Some(Incoming::new(
@@ -813,16 +823,11 @@ impl Applier {
                 .unwrap_or_else(RelPath::root);
             self.settle(&link_parent)?;
         }
-        // The partial this file resumed from is spent (removed before the
-        // directory's mtime is set).
-        if result.is_ok()
-            && need
-                .path
-                .split_last()
-                .is_some_and(|(_, name)| name != need.base_name)
+        // The partial this file resumed from is spent.
+        if let (Ok(()), BaseRef::Partial(_), Some(work)) = (&result, &need.base_ref, &mut self.work)
         {
-            let dir = self.volume.open_dir(&parent).map_err(|e| self.fs(e))?;
-            dir.remove(&need.base_name).map_err(|e| self.fs(e))?;
+            work.drop_partial(&self.volume, &need.path)
+                .map_err(|e| self.fs(e))?;
         }
         self.settle(&parent)?;
         self.send(match result {

@@ -4,7 +4,7 @@
 
 use crate::delta;
 use crate::dest::volume::Volume;
-use crate::entry::RelPath;
+use crate::dest::work::BaseRef;
 use crate::wire::frame::DATA_CHUNK;
 use crate::wire::io::{Closed, Outbox};
 use crate::wire::message::{BaseInfo, FileId, SegmentHash, ToSender};
@@ -20,16 +20,16 @@ use tokio::sync::mpsc;
 const HASHES_PER_MESSAGE: usize = 16 * 1024;
 
 pub enum HashJob {
-    /// Announce the copy at `path` as a base for `id`, with its hashes.
+    /// Announce the copy at `base` as a base for `id`, with its hashes.
     Base {
         id: FileId,
-        path: RelPath,
+        base: BaseRef,
         info: BaseInfo,
     },
     /// Send signatures of these segments of the base of `id`.
     Signatures {
         id: FileId,
-        path: RelPath,
+        base: BaseRef,
         info: BaseInfo,
         segments: Vec<u32>,
     },
@@ -93,26 +93,21 @@ pub fn run(
     let mut out = Outbox::new(out);
     for job in jobs {
         let sent = match job {
-            HashJob::Base { id, path, info } => {
-                base(&volume, id, &path, info, &announced, &mut out)
+            HashJob::Base { id, base: at, info } => {
+                base(&volume, id, &at, info, &announced, &mut out)
             }
             HashJob::Signatures {
                 id,
-                path,
+                base: at,
                 info,
                 segments,
-            } => signatures(&volume, id, &path, info, &segments, &mut out),
+            } => signatures(&volume, id, &at, info, &segments, &mut out),
         };
         // Each job's answers go out together, as soon as it is done.
         if sent.and_then(|()| out.flush()).is_err() {
             return;
         }
     }
-}
-
-fn open(volume: &Volume, path: &RelPath) -> Option<std::fs::File> {
-    let (parent, name) = path.split_last()?;
-    volume.open_dir(&parent).ok()?.open_file(name).ok()
 }
 
 /// Announces the base, then hashes it. The announcement goes out first so
@@ -122,12 +117,14 @@ fn open(volume: &Volume, path: &RelPath) -> Option<std::fs::File> {
 fn base(
     volume: &Volume,
     id: FileId,
-    path: &RelPath,
+    at: &BaseRef,
     info: BaseInfo,
     announced: &Announced,
     out: &mut Outbox<ToSender>,
 ) -> Result<(), Closed> {
-    let opened = open(volume, path).and_then(|f| Identity::of(&f).ok().map(|id| (f, id)));
+    let opened = at
+        .open(volume)
+        .and_then(|f| Identity::of(&f).ok().map(|id| (f, id)));
     let Some((file, identity)) = opened else {
         return out.push(ToSender::Need { id, base: None });
     };
@@ -197,12 +194,12 @@ const UNREADABLE: SegmentHash = [0; 16];
 fn signatures(
     volume: &Volume,
     id: FileId,
-    path: &RelPath,
+    at: &BaseRef,
     info: BaseInfo,
     segments: &[u32],
     out: &mut Outbox<ToSender>,
 ) -> Result<(), Closed> {
-    if let Some(file) = open(volume, path) {
+    if let Some(file) = at.open(volume) {
         let seg = u64::from(info.segment_size);
         let mut buf = vec![0u8; info.segment_size as usize];
         for &segment in segments {

@@ -6,7 +6,7 @@
 
 use super::hasher::{HashedBase, Identity};
 use crate::delta::{self, FileHasher};
-use crate::dest::volume::{TempFile, PARTIAL_PREFIX};
+use crate::dest::volume::TempFile;
 use crate::entry::RelPath;
 use crate::wire::message::{BaseInfo, FileId};
 use std::fs::File;
@@ -29,11 +29,6 @@ pub enum DataError {
     /// The local filesystem failed (a full disk, an I/O error).
     #[error("{0}")]
     Io(#[from] io::Error),
-}
-
-/// Where the part of `name` that arrived before a broken session is kept.
-pub fn partial_name(name: &[u8]) -> Vec<u8> {
-    [PARTIAL_PREFIX.as_bytes(), name].concat()
 }
 
 fn invalid(msg: impl Into<String>) -> DataError {
@@ -245,17 +240,13 @@ impl Incoming {
         applied
     }
 
-    /// Keeps what arrived as `.mover-partial.<name>` beside the
-    /// destination, for the next session to resume from (as a delta base;
-    /// the end-to-end hash still guards the result). Small files are not
-    /// worth it and are simply dropped.
-    pub fn keep_partial(mut self) {
+    /// Keeps what arrived under `name` in the work area, for the next
+    /// session to resume from (as a delta base; the end-to-end hash still
+    /// guards the result). Small files are not worth it and are simply
+    /// dropped.
+    pub fn keep_partial(mut self, name: &[u8]) {
         const MIN_PARTIAL: u64 = 1024 * 1024;
-        let Some((_, name)) = self.path.split_last() else {
-            return;
-        };
-        let partial = partial_name(name);
-        if self.pos < MIN_PARTIAL || partial.len() > crate::entry::MAX_NAME_LEN {
+        if self.pos < MIN_PARTIAL {
             return;
         }
         let kept = self
@@ -263,7 +254,7 @@ impl Incoming {
             .file()
             .set_len(self.pos)
             .map_err(|e| e.to_string())
-            .and_then(|()| self.temp.rename_to(&partial).map_err(|e| e.to_string()));
+            .and_then(|()| self.temp.keep_as(name).map_err(|e| e.to_string()));
         if let Err(e) = kept {
             tracing::warn!("{}: could not keep the partial file: {e}", self.path);
         }

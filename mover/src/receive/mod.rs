@@ -72,12 +72,13 @@ async fn run<R: AsyncRead + Unpin>(
     volumes: &Volumes,
     config: &ReceiveConfig,
 ) -> Result<(String, ReceiverStats), Failure> {
-    let (volume, options) = match wio::next(reader, config.idle_timeout, peer).await? {
+    let (volume, options, reserved) = match wio::next(reader, config.idle_timeout, peer).await? {
         ToReceiver::Hello {
             protocol,
             volume,
             options,
-        } if protocol == PROTOCOL_VERSION => (volume, options),
+            reserved,
+        } if protocol == PROTOCOL_VERSION => (volume, options, reserved),
         ToReceiver::Hello { protocol, .. } => {
             return Err(Failure::permanent(format!(
                 "{peer} speaks protocol {protocol}, this receiver {PROTOCOL_VERSION}"
@@ -112,6 +113,7 @@ async fn run<R: AsyncRead + Unpin>(
     let applier = apply::Applier::new(
         volume_fs,
         options,
+        reserved,
         peer.to_string(),
         out.clone(),
         hasher::Handle {

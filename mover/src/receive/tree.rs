@@ -7,7 +7,7 @@
 //! the last file written into it is in place, so later renames inside it
 //! cannot disturb its times.
 
-use crate::dest::volume::{Dir, PARTIAL_PREFIX, TEMP_PREFIX};
+use crate::dest::volume::Dir;
 use crate::entry::{Meta, RelPath};
 use std::collections::HashMap;
 use std::iter::Peekable;
@@ -24,8 +24,6 @@ pub struct Frame {
     last_name: Option<Vec<u8>>,
     /// Files being written into this directory.
     pub pending: usize,
-    /// Partial files passed by the walk, decided on when it leaves.
-    pub partials: Vec<Vec<u8>>,
 }
 
 /// A directory the walk has left whose files are still being written.
@@ -51,7 +49,6 @@ impl Frame {
             delete,
             last_name: None,
             pending: 0,
-            partials: Vec::new(),
         }
     }
 
@@ -88,17 +85,6 @@ impl Frame {
     }
 }
 
-/// True for names this receiver itself creates as temporaries: leftovers of
-/// an interrupted run, removed even when deletion is off.
-pub fn is_stale_temp(name: &[u8]) -> bool {
-    name.starts_with(TEMP_PREFIX.as_bytes())
-}
-
-/// True for the kept parts of files from broken sessions.
-pub fn is_partial(name: &[u8]) -> bool {
-    name.starts_with(PARTIAL_PREFIX.as_bytes())
-}
-
 impl Tree {
     pub fn find(&mut self, path: &RelPath) -> Option<&mut Frame> {
         self.stack.iter_mut().rev().find(|f| &f.path == path)
@@ -113,6 +99,8 @@ impl Tree {
 
     /// A file in `dir` is finished; returns the directory if it has been
     /// left and nothing else is pending, so its metadata can be applied.
+    /// Never the root: its times are set at the very end, after the work
+    /// area inside it is removed.
     pub fn done_pending(&mut self, dir: &RelPath) -> Option<Closing> {
         if let Some(frame) = self.find(dir) {
             frame.pending = frame.pending.saturating_sub(1);
@@ -120,7 +108,7 @@ impl Tree {
         }
         let closing = self.closing.get_mut(dir)?;
         closing.pending = closing.pending.saturating_sub(1);
-        if closing.pending == 0 {
+        if closing.pending == 0 && !dir.is_root() {
             return self.closing.remove(dir);
         }
         None

@@ -96,6 +96,7 @@ where
             protocol: PROTOCOL_VERSION,
             volume: config.volume.clone(),
             options: config.options,
+            reserved: crate::dest::work::reserved_in(&config.source),
         }])
         .await;
     match wio::next(&mut reader, config.idle_timeout, peer).await? {

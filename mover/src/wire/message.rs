@@ -34,6 +34,10 @@ pub enum ToReceiver {
         protocol: u32,
         volume: String,
         options: SyncOptions,
+        /// Which of the receiver's work-area names
+        /// ([`crate::dest::work::candidate`]) the source root has: the
+        /// receiver keeps its own files under a name the walk never lists.
+        reserved: Vec<u32>,
     },
     /// One entry of the walk, in depth-first order with names sorted
     /// bytewise; a directory comes before its contents.

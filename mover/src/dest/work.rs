@@ -1,0 +1,253 @@
+//! The receiver's work area: the one directory of a volume where the mover
+//! keeps files of its own (temporaries being written, and the parts of files
+//! that arrived before a session broke off).
+//!
+//! Every name a user can create must round-trip, so the mover reserves no
+//! name in the user's tree. The work area sits in the volume root under one
+//! of a few candidate names ([`candidate`]: `.mover-work`, `.mover-work.1`,
+//! ...), and a session uses only a candidate that the sender's Hello proved
+//! absent from the source root (the sender lists which candidates its root
+//! has, [`reserved_in`]), so the walk can never name it. A directory under
+//! a candidate name is taken for the mover's own only if it holds a marker
+//! naming that very directory's inode: a user directory that merely has the
+//! name, or a copy of an old work area, is the user's.
+//!
+//! A successful sync removes the work area, so the destination then holds
+//! exactly the source's names. After a crash or a broken connection it may
+//! remain, holding partial files that the next session resumes from and
+//! then removes.
+
+use super::volume::{Dir, Result, StatKind, Volume};
+use crate::entry::RelPath;
+use std::collections::HashSet;
+use std::io::{Read, Write};
+
+/// The first candidate name; the others add `.1` to `.64`.
+pub const WORK_NAME: &str = ".mover-work";
+/// How many names the work area may take (`.mover-work` and `.1`..`.64`).
+pub const CANDIDATES: u32 = 65;
+/// The file that proves a directory is this volume's work area.
+const MARKER: &[u8] = b"id";
+/// Partial files are `p.` and the hex of a hash of their path.
+const PARTIAL_PREFIX: &[u8] = b"p.";
+/// Most partial files kept; beyond that the oldest sessions' are dropped.
+const MAX_PARTIALS: usize = 64;
+
+/// The `i`th candidate name.
+pub fn candidate(i: u32) -> Vec<u8> {
+    match i {
+        0 => WORK_NAME.as_bytes().to_vec(),
+        i => format!("{WORK_NAME}.{i}").into_bytes(),
+    }
+}
+
+/// Which candidate names the directory `root` (a source root) holds: what
+/// the sender tells the receiver, so that the receiver's work area never
+/// has a name the walk will list.
+pub fn reserved_in(root: &std::path::Path) -> Vec<u32> {
+    (0..CANDIDATES)
+        .filter(|&i| {
+            let name = candidate(i);
+            let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name);
+            std::fs::symlink_metadata(root.join(name)).is_ok()
+        })
+        .collect()
+}
+
+/// Where a delta base is read from: the destination file itself, or a
+/// partial file in the work area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseRef {
+    Dest(RelPath),
+    Partial(Vec<u8>),
+}
+
+impl BaseRef {
+    /// Opens the base for reading; `None` when it is gone or unreadable
+    /// (the caller then asks for the file whole).
+    pub fn open(&self, volume: &Volume) -> Option<std::fs::File> {
+        match self {
+            BaseRef::Dest(path) => {
+                let (parent, name) = path.split_last()?;
+                volume.open_dir(&parent).ok()?.open_file(name).ok()
+            }
+            BaseRef::Partial(name) => volume.work_dir()?.open_file(name).ok(),
+        }
+    }
+}
+
+/// A session's work area.
+pub struct WorkArea {
+    name: Vec<u8>,
+    /// Names of the partial files it holds.
+    partials: HashSet<Vec<u8>>,
+}
+
+impl WorkArea {
+    /// Finds this volume's work area, or picks a name for one (made on
+    /// first use), among the candidates not in `reserved`, and makes it the
+    /// volume's place for temporaries. Temporaries a crashed session left
+    /// in it are removed. `None` when every candidate is taken (then
+    /// temporaries go beside their final names and nothing is kept to
+    /// resume from).
+    pub fn open(volume: &Volume, reserved: &[u32]) -> Result<Option<WorkArea>> {
+        let root = volume.root();
+        let mut ours = None;
+        let mut free = None;
+        for i in 0..CANDIDATES {
+            let name = candidate(i);
+            match root.stat(&name)? {
+                None if !reserved.contains(&i) => {
+                    free.get_or_insert(name);
+                }
+                Some(st) if st.kind == StatKind::Dir && ours.is_none() => {
+                    if let Some(dir) = Self::ours(&root, &name)? {
+                        ours = Some((i, name, dir));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (name, dir) = match (ours, free) {
+            (Some((i, name, dir)), _) if !reserved.contains(&i) => (name, dir),
+            // The source now has our name: move aside to a free one (the
+            // marker names the inode, which a rename keeps).
+            (Some((_, name, _)), Some(to)) => {
+                root.rename_noreplace(&name, &to)?;
+                let dir = root.open_subdir(&to)?;
+                (to, dir)
+            }
+            (Some((_, name, _)), None) => {
+                root.remove(&name)?;
+                return Ok(Self::none(volume));
+            }
+            (None, Some(to)) => {
+                volume.plan_work_area(&to);
+                return Ok(Some(WorkArea {
+                    name: to,
+                    partials: HashSet::new(),
+                }));
+            }
+            (None, None) => return Ok(Self::none(volume)),
+        };
+        let mut partials = HashSet::new();
+        for entry in dir.names()? {
+            if entry == MARKER {
+                continue;
+            }
+            if entry.starts_with(PARTIAL_PREFIX) && partials.len() < MAX_PARTIALS {
+                partials.insert(entry);
+            } else {
+                dir.remove(&entry)?;
+            }
+        }
+        volume.set_work_area(&name, &dir);
+        Ok(Some(WorkArea { name, partials }))
+    }
+
+    fn none(volume: &Volume) -> Option<WorkArea> {
+        tracing::warn!(
+            "{}: the source root holds every work area name ({WORK_NAME}, {WORK_NAME}.1 to \
+             .{}); temporaries go beside their files and nothing is kept to resume from",
+            volume.name(),
+            CANDIDATES - 1
+        );
+        None
+    }
+
+    /// The candidate directory `name` if its marker names it.
+    fn ours(root: &Dir, name: &[u8]) -> Result<Option<Dir>> {
+        let dir = match root.open_subdir(name) {
+            Ok(dir) => dir,
+            Err(_) => return Ok(None),
+        };
+        let st = dir.stat_self()?;
+        let Ok(file) = dir.open_file(MARKER) else {
+            return Ok(None);
+        };
+        let mut text = Vec::new();
+        let read = file.take(256).read_to_end(&mut text);
+        Ok((read.is_ok() && text == marker_text(st.dev, st.ino)).then_some(dir))
+    }
+
+    /// The work area's name in the volume root.
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    /// The name under which the part of `path` that arrived is kept.
+    pub fn partial_name(path: &RelPath) -> Vec<u8> {
+        let hash = blake3::hash(path.as_bytes());
+        let mut name = PARTIAL_PREFIX.to_vec();
+        for b in &hash.as_bytes()[..16] {
+            name.extend_from_slice(format!("{b:02x}").as_bytes());
+        }
+        name
+    }
+
+    /// The partial file kept for `path` and its length, if there is one.
+    pub fn partial(&self, volume: &Volume, path: &RelPath) -> Result<Option<(Vec<u8>, u64)>> {
+        let name = Self::partial_name(path);
+        if !self.partials.contains(&name) {
+            return Ok(None);
+        }
+        let Some(dir) = volume.work_dir() else {
+            return Ok(None);
+        };
+        Ok(dir
+            .stat(&name)?
+            .filter(|st| st.kind == StatKind::File)
+            .map(|st| (name, st.size)))
+    }
+
+    /// Records a partial file just kept.
+    pub fn kept(&mut self, name: Vec<u8>) {
+        self.partials.insert(name);
+    }
+
+    /// Removes the partial file kept for `path`, if any.
+    pub fn drop_partial(&mut self, volume: &Volume, path: &RelPath) -> Result<()> {
+        let name = Self::partial_name(path);
+        if self.partials.remove(&name) {
+            if let Some(dir) = volume.work_dir() {
+                dir.remove(&name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the session's use: after a complete sync everything goes;
+    /// otherwise the partial files stay for the next session (and the
+    /// directory too, unless it holds none).
+    pub fn close(self, complete: bool, volume: &Volume) -> Result<()> {
+        if let Some(dir) = volume.work_dir() {
+            if complete || dir.names()?.iter().all(|n| n == MARKER) {
+                volume.root().remove(&self.name)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Makes the work area `name` in the volume root, with the marker that
+/// proves it is the mover's.
+pub(super) fn make(root: &Dir, name: &[u8]) -> Result<Dir> {
+    root.mkdir(name, 0o700)?;
+    let dir = root.open_subdir(name)?;
+    let st = dir.stat_self()?;
+    let mut marker = dir.create_new(MARKER)?;
+    marker
+        .write_all(&marker_text(st.dev, st.ino))
+        .map_err(|err| dir.io_error(MARKER, "write", err))?;
+    Ok(dir)
+}
+
+fn marker_text(dev: u64, ino: u64) -> Vec<u8> {
+    format!("mover work area of this volume: {dev}:{ino}\n").into_bytes()
+}
+
+impl std::fmt::Debug for WorkArea {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WorkArea({:?})", String::from_utf8_lossy(&self.name))
+    }
+}
