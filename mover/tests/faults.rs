@@ -144,6 +144,69 @@ fn cut_in_a_large_file_resumes_from_what_arrived() {
     );
 }
 
+/// A cut while the receiver is still filling a long hole of a sparse file
+/// keeps what arrived before it, like any other cut.
+#[test]
+fn cut_in_a_sparse_file_resumes_from_what_arrived() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    let chunk = 24 * 1024 * 1024;
+    let hole = 3u64 << 30;
+    let file = fs::File::create(src.join("sparse.img")).unwrap();
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(&random_bytes(chunk, 5), 0).unwrap();
+    file.write_all_at(&random_bytes(chunk, 6), chunk as u64 + hole)
+        .unwrap();
+    drop(file);
+
+    let summary = send_through_cut(&src, &dst, 30 * 1024 * 1024);
+    assert_same_tree(&src, &dst);
+    let reused = summary["bytes_matched"].as_u64().unwrap();
+    assert!(
+        reused >= chunk as u64,
+        "the data before the hole was sent again: {summary}"
+    );
+    assert!(
+        leftovers(&dst).is_empty(),
+        "left behind: {:?}",
+        leftovers(&dst)
+    );
+}
+
+/// A cut during a delta transfer (segments copied from the old copy) costs
+/// the retry only the delta again.
+#[test]
+fn cut_in_a_delta_transfer_resends_only_the_delta() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    let size = 128 * 1024 * 1024;
+    let mut data = random_bytes(size, 9);
+    fs::write(src.join("db"), &data).unwrap();
+    sync_ok(&src, &dst, &[]);
+    // Scattered 4 KiB changes, 1% of the file, plus one large new region at
+    // the end so that the cut lands while data still flows.
+    for i in (0..size - 4096).step_by(400 * 1024) {
+        data[i..i + 4096].copy_from_slice(&random_bytes(4096, i as u64));
+    }
+    data.extend(random_bytes(48 * 1024 * 1024, 10));
+    fs::write(src.join("db"), &data).unwrap();
+
+    let summary = send_through_cut(&src, &dst, 24 * 1024 * 1024);
+    assert_same_tree(&src, &dst);
+    assert!(
+        summary["bytes_sent"].as_u64().unwrap() < 60 * 1024 * 1024,
+        "the retry sent more than the delta: {summary}"
+    );
+    assert!(
+        leftovers(&dst).is_empty(),
+        "left behind: {:?}",
+        leftovers(&dst)
+    );
+}
+
 #[test]
 fn cut_among_many_small_files_does_not_resend_finished_ones() {
     let tmp = tempfile::tempdir().unwrap();

@@ -251,3 +251,121 @@ impl std::fmt::Debug for WorkArea {
         write!(f, "WorkArea({:?})", String::from_utf8_lossy(&self.name))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// One session: opens the work area, keeps a partial for `path`, ends
+    /// incomplete.
+    fn session_keeping(root: &std::path::Path, reserved: &[u32], path: &RelPath) {
+        let volume = Volume::open("v", root).unwrap();
+        let mut work = WorkArea::open(&volume, reserved).unwrap().unwrap();
+        let mut temp = volume.root().create_temp(b"f").unwrap();
+        temp.file().write_all(b"the first part").unwrap();
+        let name = WorkArea::partial_name(path);
+        temp.keep_as(&name).unwrap();
+        work.kept(name);
+        work.close(false, &volume).unwrap();
+    }
+
+    #[test]
+    fn the_sender_reports_the_candidates_its_root_has() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join(".mover-work")).unwrap();
+        std::fs::write(tmp.path().join(".mover-work.7"), b"").unwrap();
+        std::os::unix::fs::symlink("nowhere", tmp.path().join(".mover-work.64")).unwrap();
+        std::fs::write(tmp.path().join(".mover-work.65"), b"").unwrap();
+        std::fs::write(tmp.path().join(".mover-work.x"), b"").unwrap();
+        assert_eq!(reserved_in(tmp.path()), [0, 7, 64]);
+    }
+
+    #[test]
+    fn made_on_first_use_and_gone_after_a_complete_session() {
+        let tmp = tempfile::tempdir().unwrap();
+        let volume = Volume::open("v", tmp.path()).unwrap();
+        let work = WorkArea::open(&volume, &[]).unwrap().unwrap();
+        assert_eq!(work.name(), WORK_NAME.as_bytes());
+        assert!(names(tmp.path()).is_empty(), "nothing made before a write");
+        let mut temp = volume.root().create_temp(b"f").unwrap();
+        temp.file().write_all(b"x").unwrap();
+        assert_eq!(names(tmp.path()), [WORK_NAME]);
+        temp.commit().unwrap();
+        work.close(true, &volume).unwrap();
+        assert_eq!(names(tmp.path()), ["f"]);
+    }
+
+    #[test]
+    fn partials_survive_and_move_aside_when_the_source_takes_the_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = RelPath::parse(b"dir/big").unwrap();
+        session_keeping(tmp.path(), &[2], &path);
+        assert_eq!(names(tmp.path()), [WORK_NAME]);
+
+        // A user directory under another candidate, even holding a copy of
+        // our marker, is not ours.
+        let copy = tmp.path().join(".mover-work.1");
+        std::fs::create_dir(&copy).unwrap();
+        std::fs::copy(tmp.path().join(".mover-work/id"), copy.join("id")).unwrap();
+
+        // The source root now has `.mover-work` and `.mover-work.2`: the
+        // area moves to the first free name and keeps its partial.
+        let volume = Volume::open("v", tmp.path()).unwrap();
+        let mut work = WorkArea::open(&volume, &[0, 2]).unwrap().unwrap();
+        assert_eq!(work.name(), b".mover-work.3");
+        assert_eq!(names(tmp.path()), [".mover-work.1", ".mover-work.3"]);
+        let (name, len) = work.partial(&volume, &path).unwrap().unwrap();
+        assert_eq!(len, 14);
+        assert_eq!(
+            std::fs::read(
+                tmp.path()
+                    .join(".mover-work.3")
+                    .join(String::from_utf8(name).unwrap())
+            )
+            .unwrap(),
+            b"the first part"
+        );
+        work.drop_partial(&volume, &path).unwrap();
+        assert!(work.partial(&volume, &path).unwrap().is_none());
+        work.close(false, &volume).unwrap();
+        assert_eq!(names(tmp.path()), [".mover-work.1"], "an empty area goes");
+        assert_eq!(names(&copy), ["id"], "the user's directory is untouched");
+    }
+
+    #[test]
+    fn stale_temporaries_are_cleared_and_every_name_taken_means_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = RelPath::parse(b"f").unwrap();
+        session_keeping(tmp.path(), &[], &path);
+        std::fs::write(tmp.path().join(".mover-work/.mover-tmp.1.2.3"), b"crash").unwrap();
+        let volume = Volume::open("v", tmp.path()).unwrap();
+        let work = WorkArea::open(&volume, &[]).unwrap().unwrap();
+        let mut left = names(&tmp.path().join(".mover-work"));
+        left.retain(|n| n != "id");
+        assert_eq!(
+            left,
+            [String::from_utf8(WorkArea::partial_name(&path)).unwrap()]
+        );
+        work.close(true, &volume).unwrap();
+        assert!(names(tmp.path()).is_empty());
+
+        let all: Vec<u32> = (0..CANDIDATES).collect();
+        let volume = Volume::open("v", tmp.path()).unwrap();
+        assert!(WorkArea::open(&volume, &all).unwrap().is_none());
+        // Temporaries then go beside their final name.
+        let mut temp = volume.root().create_temp(b"g").unwrap();
+        temp.file().write_all(b"g").unwrap();
+        temp.commit().unwrap();
+        assert_eq!(names(tmp.path()), ["g"]);
+    }
+}

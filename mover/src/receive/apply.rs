@@ -749,6 +749,10 @@ impl Applier {
                 &self.peer,
                 format!("{}: {msg}", file.path),
             )),
+            Err(DataError::Cancelled) => Err(Failure::retryable(format!(
+                "{}: the session ended while it was being written",
+                file.path
+            ))),
             Err(DataError::Io(e)) => {
                 let at = format!("{}/{}", self.volume.name(), file.path);
                 Err(

@@ -29,6 +29,10 @@ pub enum DataError {
     /// The local filesystem failed (a full disk, an I/O error).
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The session ended while a long op ran: like any broken connection,
+    /// the file is kept to resume from.
+    #[error("the session ended")]
+    Cancelled,
 }
 
 fn invalid(msg: impl Into<String>) -> DataError {
@@ -108,10 +112,7 @@ impl Incoming {
 
     fn check_cancel(&self) -> Result<(), DataError> {
         if self.cancel.load(Ordering::Relaxed) {
-            return Err(DataError::Io(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "the session ended",
-            )));
+            return Err(DataError::Cancelled);
         }
         Ok(())
     }
@@ -351,7 +352,7 @@ impl Write for Appender<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.file.append(buf).map_err(|e| match e {
             DataError::Io(io) => io,
-            DataError::Invalid(msg) => io::Error::new(io::ErrorKind::InvalidData, msg),
+            other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
         })?;
         Ok(buf.len())
     }
