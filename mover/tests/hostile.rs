@@ -19,6 +19,7 @@ use common::*;
 use futures_util::StreamExt;
 use mover::entry::{Entry, Kind, Meta, RelPath};
 use mover::wire::frame::{Codec, FrameError};
+use mover::wire::hello::Features;
 use mover::wire::message::{SyncOptions, ToReceiver, ToSender};
 use mover::wire::PROTOCOL_VERSION;
 use std::collections::BTreeMap;
@@ -581,6 +582,8 @@ fn hello(volume: &str) -> ToReceiver {
         volume: volume.to_string(),
         // Never delete: whatever a test finds changed, the attack did it.
         options: SyncOptions { delete: false },
+        features: Features::ours(),
+        reserved: Vec::new(),
     }
 }
 
@@ -677,7 +680,7 @@ impl RawClient {
         let mut client = RawClient::connect_via(receiver, creds, addr).await;
         client.send(hello(volume)).await;
         match client.next().await {
-            Got::Msg(ToSender::Welcome { protocol }) => assert_eq!(protocol, PROTOCOL_VERSION),
+            Got::Msg(ToSender::Welcome { protocol, .. }) => assert_eq!(protocol, PROTOCOL_VERSION),
             other => client.fail(format!("expected Welcome, got {other:?}")),
         }
         client
@@ -1622,16 +1625,21 @@ fn keepalives_carry_a_quiet_session_through_an_idle_route() {
     }
 }
 
-/// One sender per volume at a time: a second one is told to retry (and
-/// gets in once the first is gone).
+/// One sender per volume at a time: while the first proves itself alive, a
+/// second one is told to retry (and gets in once the first is gone).
 #[test]
 fn second_sender_for_a_busy_volume_is_told_to_retry() {
     let fx = Fixture::new();
     let receiver = fx.start(&[]);
     block_on(async {
-        let first = RawClient::start(&receiver, &fx.c1(), "vol1").await;
+        let mut first = RawClient::start(&receiver, &fx.c1(), "vol1").await;
         let mut second = RawClient::connect(&receiver, &fx.c1()).await;
         second.send(hello("vol1")).await;
+        // The first sender is alive: it answers the probe the second causes.
+        match first.next().await {
+            Got::Msg(ToSender::Probe) => first.send(ToReceiver::Keepalive).await,
+            other => first.fail(format!("expected a liveness probe, got {other:?}")),
+        }
         let (message, retryable) = second.expect_any_error().await;
         assert!(retryable, "a busy volume is worth a retry: {message}");
         assert_contains(&message, &["vol1", "busy"]);
