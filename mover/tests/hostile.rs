@@ -15,12 +15,12 @@
 mod common;
 
 use bytes::BytesMut;
+use common::peer::*;
 use common::*;
 use futures_util::StreamExt;
-use mover::entry::{Entry, Kind, Meta, RelPath};
+use mover::entry::{Kind, RelPath};
 use mover::wire::frame::{Codec, FrameError};
-use mover::wire::hello::Features;
-use mover::wire::message::{SyncOptions, ToReceiver, ToSender};
+use mover::wire::message::{ToReceiver, ToSender};
 use mover::wire::PROTOCOL_VERSION;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -33,7 +33,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio_util::codec::{Decoder, Encoder, FramedRead};
+use tokio_util::codec::{Decoder, FramedRead};
 
 /// Longest any single read from the receiver may take.
 const READ_LIMIT: Duration = Duration::from_secs(10);
@@ -523,13 +523,6 @@ fn assert_no_temps(root: &Path) {
 /// The library's own codec: frames exactly as a real sender does.
 type Wire = Codec<ToSender, ToReceiver>;
 
-/// `msg` framed for the wire.
-fn frame(msg: ToReceiver) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    Wire::default().encode(msg, &mut buf).expect("encode");
-    buf.to_vec()
-}
-
 /// A valid path of the same length as `bad`: every `.` and a leading `/`
 /// become `P`.
 fn stand_in(bad: &[u8]) -> Vec<u8> {
@@ -563,40 +556,6 @@ fn patched_frame(msg: ToReceiver, stand_in: &[u8], bad: &[u8]) -> Vec<u8> {
 fn hostile_entry(id: u64, bad: &[u8], kind: Kind) -> Vec<u8> {
     let valid = stand_in(bad);
     patched_frame(entry(id, &valid, kind), &valid, bad)
-}
-
-fn meta(mode: u32) -> Meta {
-    Meta {
-        mode,
-        uid: rustix::process::geteuid().as_raw(),
-        gid: rustix::process::getegid().as_raw(),
-        mtime_sec: 1_500_000_000,
-        mtime_nsec: 0,
-        xattrs: Vec::new(),
-    }
-}
-
-fn hello(volume: &str) -> ToReceiver {
-    ToReceiver::Hello {
-        protocol: PROTOCOL_VERSION,
-        volume: volume.to_string(),
-        // Never delete: whatever a test finds changed, the attack did it.
-        options: SyncOptions { delete: false },
-        features: Features::ours(),
-        reserved: Vec::new(),
-    }
-}
-
-fn entry(id: u64, path: &[u8], kind: Kind) -> ToReceiver {
-    let mode = if kind == Kind::Dir { 0o755 } else { 0o644 };
-    ToReceiver::Entry {
-        id,
-        entry: Entry {
-            path: RelPath::parse(path).expect("a valid path"),
-            kind,
-            meta: meta(mode),
-        },
-    }
 }
 
 fn root_entry() -> ToReceiver {

@@ -4,17 +4,18 @@
 //! both versions; a sender uses only the features its receiver offered;
 //! idle connections cannot lock senders out; a silently dead sender does not
 //! keep its volume busy; a peer that floods requests without reading
-//! answers cannot grow the receiver; overlapping volumes are refused.
+//! answers cannot grow the receiver.
 
 mod common;
 
 use bytes::BytesMut;
+use common::peer::*;
 use common::*;
 use futures_util::StreamExt;
-use mover::entry::{Entry, Kind, Meta, RelPath};
+use mover::entry::Kind;
 use mover::wire::frame::Codec;
 use mover::wire::hello::Features;
-use mover::wire::message::{ReceiverStats, SyncOptions, ToReceiver, ToSender};
+use mover::wire::message::{ReceiverStats, ToReceiver, ToSender};
 use mover::wire::PROTOCOL_VERSION;
 use std::fs;
 use std::io::{Read, Write};
@@ -161,43 +162,6 @@ fn parse_v2_error(body: &[u8]) -> Option<(String, bool)> {
     Some((message, rest[len as usize] == 1))
 }
 
-fn v3_frame(msg: ToReceiver) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    Codec::<ToSender, ToReceiver>::default()
-        .encode(msg, &mut buf)
-        .unwrap();
-    buf.to_vec()
-}
-
-fn hello(volume: &str) -> ToReceiver {
-    ToReceiver::Hello {
-        protocol: PROTOCOL_VERSION,
-        volume: volume.into(),
-        options: SyncOptions { delete: false },
-        features: Features::ours(),
-        reserved: Vec::new(),
-    }
-}
-
-fn entry(id: u64, path: &str, kind: Kind) -> ToReceiver {
-    let mode = if kind == Kind::Dir { 0o755 } else { 0o644 };
-    ToReceiver::Entry {
-        id,
-        entry: Entry {
-            path: RelPath::parse(path.as_bytes()).unwrap(),
-            kind,
-            meta: Meta {
-                mode,
-                uid: rustix::process::geteuid().as_raw(),
-                gid: rustix::process::getegid().as_raw(),
-                mtime_sec: 1_500_000_000,
-                mtime_nsec: 0,
-                xattrs: Vec::new(),
-            },
-        },
-    }
-}
-
 // ---- versions ----
 
 /// A version-2 sender (legacy ALPN only, a v2 Hello) still completes TLS
@@ -297,70 +261,62 @@ async fn send_to(pki: &Path, src: &Path, port: u16, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs a real `mover send` against an emulated version-2 receiver (legacy
+/// ALPN only) that does `serve`; the sender must fail permanently. Returns
+/// its stderr.
+fn refused_by_old_receiver<F, Fut>(serve: F) -> String
+where
+    F: FnOnce(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = pki(tmp.path());
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let out = runtime().block_on(async {
+        let (port, served) = emulated_receiver(&pki, &[b"mover/1"], serve).await;
+        let out = send_to(&pki, &src, port, &[]).await;
+        served.await.unwrap();
+        out
+    });
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    stderr(&out)
+}
+
 /// A version-2 receiver reads our Hello's first fields, sees protocol 3
 /// and refuses (as version 2 did, in its own words); the sender shows that
 /// refusal as permanent, with both versions in it.
 #[test]
 fn sender_shows_an_old_receivers_refusal() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pki = pki(tmp.path());
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    let out = runtime().block_on(async {
-        let (port, served) = emulated_receiver(&pki, &[b"mover/1"], |mut tls| async move {
-            let hello = read_raw(&mut tls).await;
-            // Variant 0, protocol 3, then the volume as version 2 reads it.
-            assert_eq!(&hello[..2], &[0, PROTOCOL_VERSION as u8]);
-            assert_eq!(&hello[2..7], &v2_string("vol1")[..]);
-            let refusal =
-                format!("127.0.0.1:1 speaks protocol {PROTOCOL_VERSION}, this receiver 2");
-            tls.write_all(&raw_frame(&v2_error(&refusal, false)))
-                .await
-                .unwrap();
-            tls.shutdown().await.unwrap();
-        })
-        .await;
-        let out = send_to(&pki, &src, port, &[]).await;
-        served.await.unwrap();
-        out
+    let err = refused_by_old_receiver(|mut tls| async move {
+        let hello = read_raw(&mut tls).await;
+        // Variant 0, protocol 3, then the volume as version 2 reads it.
+        assert_eq!(&hello[..2], &[0, PROTOCOL_VERSION as u8]);
+        assert_eq!(&hello[2..7], &v2_string("vol1")[..]);
+        let refusal = format!("127.0.0.1:1 speaks protocol {PROTOCOL_VERSION}, this receiver 2");
+        tls.write_all(&raw_frame(&v2_error(&refusal, false)))
+            .await
+            .unwrap();
+        tls.shutdown().await.unwrap();
     });
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!(
-            "the receiver refused the session: 127.0.0.1:1 speaks protocol {PROTOCOL_VERSION}, this receiver 2"
-        )),
-        "{}",
-        stderr(&out)
+    let expected = format!(
+        "the receiver refused the session: 127.0.0.1:1 speaks protocol {PROTOCOL_VERSION}, this receiver 2"
     );
+    assert!(err.contains(&expected), "{err}");
 }
 
 /// A version-2 receiver's Welcome is recognised by its version alone.
 #[test]
 fn sender_refuses_an_old_receivers_welcome() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pki = pki(tmp.path());
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    let out = runtime().block_on(async {
-        let (port, served) = emulated_receiver(&pki, &[b"mover/1"], |mut tls| async move {
-            read_raw(&mut tls).await;
-            tls.write_all(&raw_frame(&[0, 2])).await.unwrap();
-            // Until the sender hangs up.
-            let _ = tls.read(&mut [0u8; 64]).await;
-        })
-        .await;
-        let out = send_to(&pki, &src, port, &[]).await;
-        served.await.unwrap();
-        out
+    let err = refused_by_old_receiver(|mut tls| async move {
+        read_raw(&mut tls).await;
+        tls.write_all(&raw_frame(&[0, 2])).await.unwrap();
+        // Until the sender hangs up.
+        let _ = tls.read(&mut [0u8; 64]).await;
     });
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!(
-            "receiver speaks mover protocol 2, this sender speaks {PROTOCOL_VERSION}"
-        )),
-        "{}",
-        stderr(&out)
-    );
+    let expected =
+        format!("receiver speaks mover protocol 2, this sender speaks {PROTOCOL_VERSION}");
+    assert!(err.contains(&expected), "{err}");
 }
 
 /// A receiver that speaks the current protocol with `features`: accepts one
@@ -442,54 +398,6 @@ fn sender_compresses_only_for_receivers_offering_zstd() {
             compressed > 0,
             expect_compressed,
             "{features:?}: {compressed}"
-        );
-    }
-}
-
-// ---- receiver policy ----
-
-/// Volumes that contain one another (also through a symlink) are refused
-/// at start, naming both.
-#[test]
-fn overlapping_volumes_are_refused_at_start() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pki = pki(tmp.path());
-    let x = tmp.path().join("x");
-    fs::create_dir_all(x.join("sub")).unwrap();
-    std::os::unix::fs::symlink(&x, tmp.path().join("alias")).unwrap();
-    let other = tmp.path().join("other");
-    fs::create_dir(&other).unwrap();
-    for (a, b) in [
-        (x.clone(), x.join("sub")),
-        (x.join("sub"), x.clone()),
-        (x.clone(), tmp.path().join("alias")),
-    ] {
-        let out = mover()
-            .arg("receive")
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--cert")
-            .arg(pki.join("server.crt"))
-            .arg("--key")
-            .arg(pki.join("server.key"))
-            .arg("--ca")
-            .arg(pki.join("ca.crt"))
-            .arg("--volume")
-            .arg(format!("a={}", a.display()))
-            .arg("--volume")
-            .arg(format!("c={}", other.display()))
-            .arg("--volume")
-            .arg(format!("b={}", b.display()))
-            .output()
-            .unwrap();
-        assert_eq!(code(&out), 1, "{}", stderr(&out));
-        let err = stderr(&out);
-        assert!(
-            err.contains(&format!(
-                "volumes a ({}) and b ({}) overlap",
-                a.display(),
-                b.display()
-            )),
-            "{err}"
         );
     }
 }
@@ -642,19 +550,19 @@ fn flood_without_reading_answers_keeps_receiver_memory_bounded() {
     let segments = base_len.div_ceil(u64::from(mover::delta::MIN_SEGMENT)) as u32;
     let sent = runtime().block_on(async {
         let mut tls = connect(&pki, &format!("127.0.0.1:{port}"), &[mover::tls::ALPN]).await;
-        let mut flood = v3_frame(hello("vol1"));
-        flood.extend(v3_frame(entry(0, "", Kind::Dir)));
+        let mut flood = frame(hello("vol1"));
+        flood.extend(frame(entry(0, b"", Kind::Dir)));
         let size = base_len + 1;
-        flood.extend(v3_frame(entry(
+        flood.extend(frame(entry(
             1,
-            "big",
+            b"big",
             Kind::File {
                 size,
                 sparse: false,
             },
         )));
         tls.write_all(&flood).await.unwrap();
-        let request = v3_frame(ToReceiver::SignatureRequest {
+        let request = frame(ToReceiver::SignatureRequest {
             id: 1,
             segments: (0..segments).collect(),
         });
@@ -664,9 +572,9 @@ fn flood_without_reading_answers_keeps_receiver_memory_bounded() {
             let frame = if n < 8192 {
                 request.clone()
             } else {
-                v3_frame(entry(
+                frame(entry(
                     n,
-                    &format!("f{n:0>200}"),
+                    format!("f{n:0>200}").as_bytes(),
                     Kind::File {
                         size: 1,
                         sparse: false,

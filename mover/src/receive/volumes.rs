@@ -182,3 +182,43 @@ impl Drop for Claim<'_> {
         *self.slot.holder() = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Volumes that contain one another, also through a symlink, are
+    /// refused with both named.
+    #[test]
+    fn overlapping_volumes_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let x = tmp.path().join("x");
+        std::fs::create_dir_all(x.join("sub")).unwrap();
+        std::fs::create_dir(tmp.path().join("other")).unwrap();
+        let alias = tmp.path().join("alias");
+        std::os::unix::fs::symlink(&x, &alias).unwrap();
+        for (a, b) in [
+            (x.clone(), x.join("sub")),
+            (x.join("sub"), x.clone()),
+            (x.clone(), alias),
+        ] {
+            let list = vec![
+                ("a".to_string(), a.clone()),
+                ("c".to_string(), tmp.path().join("other")),
+                ("b".to_string(), b.clone()),
+            ];
+            let err = Volumes::new(list).err().expect("refused");
+            let both = format!(
+                "volumes a ({}) and b ({}) overlap",
+                a.display(),
+                b.display()
+            );
+            assert!(err.contains(&both), "{err}");
+        }
+        let apart = vec![
+            ("a".to_string(), x.join("sub")),
+            ("b".to_string(), tmp.path().join("other")),
+        ];
+        assert!(Volumes::new(apart).is_ok());
+    }
+}
