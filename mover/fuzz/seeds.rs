@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use mover::delta;
 use mover::entry::{Entry, Kind, Meta, RelPath, SpecialKind, Xattr};
 use mover::wire::frame::{self, Message};
+use mover::wire::hello::Features;
 use mover::wire::message::{
     AbortReason, BaseInfo, ReceiverStats, SyncOptions, ToReceiver, ToSender,
 };
@@ -226,6 +227,7 @@ fn frame_seeds(seeds: &mut Vec<Seed>) {
                 protocol: PROTOCOL_VERSION,
                 volume: "data-0".into(),
                 options: SyncOptions { delete: true },
+                features: Features::ours(),
                 reserved: vec![0, 3],
             },
         ),
@@ -303,6 +305,7 @@ fn frame_seeds(seeds: &mut Vec<Seed>) {
             "welcome",
             ToSender::Welcome {
                 protocol: PROTOCOL_VERSION,
+                features: Features::ours(),
             },
         ),
         ("have", ToSender::Have { id: 1 }),

@@ -1,10 +1,19 @@
 //! `mover receive`: accepts senders, authenticates them, and runs one
 //! receive session per connection.
+//!
+//! Connections count against two separate limits: ones still in their TLS
+//! handshake, and authenticated sessions. Anyone who can reach the port can
+//! open the first kind, so they must never take the second kind's slots;
+//! and when the handshake slots are full, the oldest handshake is dropped
+//! to make room, so idle connections cannot lock senders out: an honest
+//! handshake takes a round trip or two, a stalled one the whole handshake
+//! timeout.
 
 use crate::failure::Failure;
 use crate::receive::volumes::Volumes;
 use crate::receive::{self, ReceiveConfig};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
@@ -16,8 +25,8 @@ pub struct Server {
     pub exit_when_done: bool,
     /// A connection must finish its TLS handshake within this time.
     pub handshake_timeout: Duration,
-    /// Connections served at once; further ones are closed at once, so a
-    /// flood cannot exhaust memory or file descriptors.
+    /// Authenticated sessions served at once, and separately TLS handshakes
+    /// in progress; so a flood cannot exhaust memory or file descriptors.
     pub max_connections: usize,
     pub session: ReceiveConfig,
 }
@@ -25,7 +34,8 @@ pub struct Server {
 /// Serves until every volume is synced (with `exit_when_done`) or forever.
 pub async fn serve(listener: TcpListener, server: Arc<Server>) -> Result<(), Failure> {
     let done = Arc::new(Notify::new());
-    let slots = Arc::new(Semaphore::new(server.max_connections));
+    let sessions = Arc::new(Semaphore::new(server.max_connections));
+    let handshakes = Arc::new(Handshakes::new(server.max_connections));
     let acceptor = tokio_rustls::TlsAcceptor::from(server.tls.clone());
     loop {
         let (tcp, addr) = tokio::select! {
@@ -39,18 +49,13 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>) -> Result<(), Fai
             },
             _ = done.notified() => return Ok(()),
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(
-                "{addr}: refused, already serving {} connections",
-                server.max_connections
-            );
-            continue;
-        };
         let _ = tcp.set_nodelay(true);
+        let handshake = handshakes.start();
         let (server, acceptor, done) = (server.clone(), acceptor.clone(), done.clone());
+        let sessions = sessions.clone();
         tokio::spawn(async move {
             let peer = addr.to_string();
-            match connection(tcp, &peer, &acceptor, &server).await {
+            match connection(tcp, &peer, &acceptor, &server, handshake, &sessions).await {
                 Ok(()) => {
                     if server.exit_when_done && server.volumes.all_synced() {
                         done.notify_one();
@@ -58,7 +63,6 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>) -> Result<(), Fai
                 }
                 Err(failure) => tracing::warn!("{peer}: {failure}"),
             }
-            drop(slot);
         });
     }
 }
@@ -68,9 +72,19 @@ async fn connection(
     peer: &str,
     acceptor: &tokio_rustls::TlsAcceptor,
     server: &Server,
+    handshake: Handshake,
+    sessions: &Semaphore,
 ) -> Result<(), Failure> {
-    let tls = tokio::time::timeout(server.handshake_timeout, acceptor.accept(tcp))
-        .await
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(server.handshake_timeout, acceptor.accept(tcp)) => accepted,
+        () = handshake.evicted.notified() => {
+            return Err(Failure::retryable(
+                "TLS handshake dropped to make room for newer connections",
+            ))
+        }
+    };
+    drop(handshake);
+    let tls = accepted
         .map_err(|_| {
             Failure::retryable(format!(
                 "no TLS handshake within {}s",
@@ -78,8 +92,70 @@ async fn connection(
             ))
         })?
         .map_err(|e| crate::net::tls_failure("TLS handshake", e))?;
+    let Ok(_slot) = sessions.try_acquire() else {
+        return Err(Failure::retryable(format!(
+            "refused, already serving {} sessions",
+            server.max_connections
+        )));
+    };
     let allowed =
         crate::tls::peer_volumes(tls.get_ref().1).map_err(|e| Failure::permanent(e.to_string()))?;
     receive::session(tls, peer, &allowed, &server.volumes, &server.session).await?;
     Ok(())
+}
+
+/// The connections still in their TLS handshake, oldest first.
+struct Handshakes {
+    limit: usize,
+    next_id: std::sync::atomic::AtomicU64,
+    waiting: Mutex<VecDeque<(u64, Arc<Notify>)>>,
+}
+
+/// One connection's place among [`Handshakes`]; leaves it on drop.
+struct Handshake {
+    id: u64,
+    /// Notified when a newer connection needs the place.
+    evicted: Arc<Notify>,
+    all: Arc<Handshakes>,
+}
+
+impl Handshakes {
+    fn new(limit: usize) -> Self {
+        Handshakes {
+            limit: limit.max(1),
+            next_id: Default::default(),
+            waiting: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Arc<Notify>)>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for a new connection, evicting the oldest if all are taken.
+    fn start(self: &Arc<Self>) -> Handshake {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let evicted = Arc::new(Notify::new());
+        let mut waiting = self.waiting();
+        if waiting.len() >= self.limit {
+            if let Some((_, oldest)) = waiting.pop_front() {
+                // Stored if its task is not waiting yet: it still sees it.
+                oldest.notify_one();
+            }
+        }
+        waiting.push_back((id, evicted.clone()));
+        Handshake {
+            id,
+            evicted,
+            all: self.clone(),
+        }
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.all.waiting().retain(|(id, _)| *id != self.id);
+    }
 }

@@ -28,10 +28,21 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::path::Path;
 use std::sync::Arc;
 
-/// The one application protocol both ends speak. Named so that a mover
-/// never mistakes another TLS service on the same port for a receiver, and
-/// so that a later incompatible protocol can be `mover/2`.
-pub const ALPN: &[u8] = b"mover/1";
+/// The application protocol this build speaks, `mover/` and
+/// [`crate::wire::PROTOCOL_VERSION`]. Named so that a mover never mistakes
+/// another TLS service on the same port for a receiver.
+pub const ALPN: &[u8] = b"mover/3";
+
+/// The protocol name every release offers beside its own, so that peers of
+/// different versions still agree on one, complete TLS, and refuse each
+/// other at hello with both versions named ([`crate::wire::hello`]) rather
+/// than with a bare "no application protocol" alert.
+pub const LEGACY_ALPN: &[u8] = b"mover/1";
+
+/// What both ends offer, preferred first.
+fn alpn_protocols() -> Vec<Vec<u8>> {
+    vec![ALPN.to_vec(), LEGACY_ALPN.to_vec()]
+}
 
 /// The protocol versions we allow: TLS 1.3 and nothing else.
 static VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
@@ -131,7 +142,7 @@ pub fn load_crls_file(path: &Path) -> Result<Vec<CertificateRevocationListDer<'s
 }
 
 /// The receiver's config: TLS 1.3 only, a client certificate from `ca_roots`
-/// is mandatory, ALPN `mover/1`, no resumption.
+/// is mandatory, ALPN [`ALPN`] (or [`LEGACY_ALPN`]), no resumption.
 ///
 /// When `crls` is non-empty, client certificates they revoke are refused,
 /// and so is any client certificate whose revocation status they cannot
@@ -157,7 +168,7 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.certs.clone(), identity.key.clone_key())
         .context("loading the server certificate and key")?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = alpn_protocols();
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     config.max_early_data_size = 0;
@@ -166,7 +177,7 @@ pub fn server_config(
 
 /// The sender's config: TLS 1.3 only, the receiver must present a
 /// certificate from `ca_roots` valid for the name we connect to, we present
-/// `identity`, ALPN `mover/1`.
+/// `identity`, ALPN [`ALPN`] (or [`LEGACY_ALPN`]).
 pub fn client_config(identity: &Identity, ca_roots: RootCertStore) -> Result<Arc<ClientConfig>> {
     if ca_roots.is_empty() {
         bail!("no CA certificate to verify the server against");
@@ -177,7 +188,7 @@ pub fn client_config(identity: &Identity, ca_roots: RootCertStore) -> Result<Arc
         .with_root_certificates(ca_roots)
         .with_client_auth_cert(identity.certs.clone(), identity.key.clone_key())
         .context("loading the client certificate and key")?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = alpn_protocols();
     config.resumption = Resumption::disabled();
     config.enable_early_data = false;
     Ok(Arc::new(config))
@@ -502,6 +513,12 @@ mod tests {
         let (result, client) = handshake(server, pki.client_config(&kept), "localhost").await;
         assert_eq!(result.unwrap(), ["data"]);
         assert_eq!(client.unwrap(), b"ok");
+    }
+
+    #[test]
+    fn alpn_names_the_protocol_version() {
+        let current = format!("mover/{}", crate::wire::PROTOCOL_VERSION);
+        assert_eq!(ALPN, current.as_bytes());
     }
 
     #[tokio::test]

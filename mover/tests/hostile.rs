@@ -15,11 +15,12 @@
 mod common;
 
 use bytes::BytesMut;
+use common::peer::*;
 use common::*;
 use futures_util::StreamExt;
-use mover::entry::{Entry, Kind, Meta, RelPath};
+use mover::entry::{Kind, RelPath};
 use mover::wire::frame::{Codec, FrameError};
-use mover::wire::message::{SyncOptions, ToReceiver, ToSender};
+use mover::wire::message::{ToReceiver, ToSender};
 use mover::wire::PROTOCOL_VERSION;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -32,7 +33,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio_util::codec::{Decoder, Encoder, FramedRead};
+use tokio_util::codec::{Decoder, FramedRead};
 
 /// Longest any single read from the receiver may take.
 const READ_LIMIT: Duration = Duration::from_secs(10);
@@ -523,13 +524,6 @@ fn assert_no_temps(root: &Path) {
 /// The library's own codec: frames exactly as a real sender does.
 type Wire = Codec<ToSender, ToReceiver>;
 
-/// `msg` framed for the wire.
-fn frame(msg: ToReceiver) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    Wire::default().encode(msg, &mut buf).expect("encode");
-    buf.to_vec()
-}
-
 /// A valid path of the same length as `bad`: every `.` and a leading `/`
 /// become `P`.
 fn stand_in(bad: &[u8]) -> Vec<u8> {
@@ -563,39 +557,6 @@ fn patched_frame(msg: ToReceiver, stand_in: &[u8], bad: &[u8]) -> Vec<u8> {
 fn hostile_entry(id: u64, bad: &[u8], kind: Kind) -> Vec<u8> {
     let valid = stand_in(bad);
     patched_frame(entry(id, &valid, kind), &valid, bad)
-}
-
-fn meta(mode: u32) -> Meta {
-    Meta {
-        mode,
-        uid: rustix::process::geteuid().as_raw(),
-        gid: rustix::process::getegid().as_raw(),
-        mtime_sec: 1_500_000_000,
-        mtime_nsec: 0,
-        xattrs: Vec::new(),
-    }
-}
-
-fn hello(volume: &str) -> ToReceiver {
-    ToReceiver::Hello {
-        protocol: PROTOCOL_VERSION,
-        volume: volume.to_string(),
-        // Never delete: whatever a test finds changed, the attack did it.
-        options: SyncOptions { delete: false },
-        reserved: Vec::new(),
-    }
-}
-
-fn entry(id: u64, path: &[u8], kind: Kind) -> ToReceiver {
-    let mode = if kind == Kind::Dir { 0o755 } else { 0o644 };
-    ToReceiver::Entry {
-        id,
-        entry: Entry {
-            path: RelPath::parse(path).expect("a valid path"),
-            kind,
-            meta: meta(mode),
-        },
-    }
 }
 
 fn root_entry() -> ToReceiver {
@@ -679,7 +640,7 @@ impl RawClient {
         let mut client = RawClient::connect_via(receiver, creds, addr).await;
         client.send(hello(volume)).await;
         match client.next().await {
-            Got::Msg(ToSender::Welcome { protocol }) => assert_eq!(protocol, PROTOCOL_VERSION),
+            Got::Msg(ToSender::Welcome { protocol, .. }) => assert_eq!(protocol, PROTOCOL_VERSION),
             other => client.fail(format!("expected Welcome, got {other:?}")),
         }
         client
@@ -1619,16 +1580,21 @@ fn keepalives_carry_a_quiet_session_through_an_idle_route() {
     }
 }
 
-/// One sender per volume at a time: a second one is told to retry (and
-/// gets in once the first is gone).
+/// One sender per volume at a time: while the first proves itself alive, a
+/// second one is told to retry (and gets in once the first is gone).
 #[test]
 fn second_sender_for_a_busy_volume_is_told_to_retry() {
     let fx = Fixture::new();
     let receiver = fx.start(&[]);
     block_on(async {
-        let first = RawClient::start(&receiver, &fx.c1(), "vol1").await;
+        let mut first = RawClient::start(&receiver, &fx.c1(), "vol1").await;
         let mut second = RawClient::connect(&receiver, &fx.c1()).await;
         second.send(hello("vol1")).await;
+        // The first sender is alive: it answers the probe the second causes.
+        match first.next().await {
+            Got::Msg(ToSender::Probe) => first.send(ToReceiver::Keepalive).await,
+            other => first.fail(format!("expected a liveness probe, got {other:?}")),
+        }
         let (message, retryable) = second.expect_any_error().await;
         assert!(retryable, "a busy volume is worth a retry: {message}");
         assert_contains(&message, &["vol1", "busy"]);

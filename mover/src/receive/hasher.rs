@@ -54,9 +54,15 @@ pub fn lock(announced: &Announced) -> std::sync::MutexGuard<'_, HashMap<FileId, 
     announced.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Jobs queued for this thread. Bounded, so that a sender asking for
+/// signatures faster than they are made (or never reading them) stalls its
+/// own stream instead of growing the receiver: one job holds at most a
+/// frame's worth of segment numbers.
+pub const QUEUED_JOBS: usize = 8;
+
 /// How the applier reaches this thread.
 pub struct Handle {
-    pub jobs: std::sync::mpsc::Sender<HashJob>,
+    pub jobs: std::sync::mpsc::SyncSender<HashJob>,
     pub announced: Announced,
 }
 

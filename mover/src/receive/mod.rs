@@ -14,13 +14,15 @@ pub mod volumes;
 
 use crate::dest::volume::Volume;
 use crate::failure::Failure;
+use crate::wire::hello;
 use crate::wire::io as wio;
 use crate::wire::message::{ReceiverStats, ToReceiver, ToSender};
-use crate::wire::PROTOCOL_VERSION;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use volumes::Volumes;
 
 #[derive(Debug, Clone)]
@@ -49,60 +51,65 @@ where
     let writer = tokio::spawn(wio::write_all(write, out_rx, config.keepalive, || {
         ToSender::Keepalive
     }));
-    let result = run(&mut reader, &out, peer, allowed, volumes, config).await;
+    let stop_writer = writer.abort_handle();
+    let result = run(
+        &mut reader,
+        &out,
+        &stop_writer,
+        peer,
+        allowed,
+        volumes,
+        config,
+    )
+    .await;
+    // Both waits are bounded: a sender that reads nothing must not keep
+    // this task (and its connection) forever.
     if let Err(failure) = &result {
-        let _ = out
-            .send(vec![ToSender::Error {
-                message: failure.message.clone(),
-                retryable: failure.retryable,
-            }])
-            .await;
+        let error = ToSender::Error {
+            message: failure.message.clone(),
+            retryable: failure.retryable,
+        };
+        let _ = tokio::time::timeout(config.keepalive, out.send(vec![error])).await;
     }
     drop(out);
     // Let the final message (Finished or Error) reach the sender.
-    let _ = tokio::time::timeout(config.keepalive, writer).await;
+    if tokio::time::timeout(config.keepalive, writer)
+        .await
+        .is_err()
+    {
+        stop_writer.abort();
+    }
     result
+}
+
+/// How the session loop ended.
+enum Ended {
+    /// The applier finished, with the session's result.
+    Applier(Result<ReceiverStats, Failure>),
+    /// The connection failed first.
+    Failed(Failure),
 }
 
 async fn run<R: AsyncRead + Unpin>(
     reader: &mut wio::Reader<R, ToReceiver, ToSender>,
     out: &mpsc::Sender<Vec<ToSender>>,
+    writer: &AbortHandle,
     peer: &str,
     allowed: &[String],
     volumes: &Volumes,
     config: &ReceiveConfig,
 ) -> Result<(String, ReceiverStats), Failure> {
-    let (volume, options, reserved) = match wio::next(reader, config.idle_timeout, peer).await? {
-        ToReceiver::Hello {
-            protocol,
-            volume,
-            options,
-            reserved,
-        } if protocol == PROTOCOL_VERSION => (volume, options, reserved),
-        ToReceiver::Hello { protocol, .. } => {
-            return Err(Failure::permanent(format!(
-                "{peer} speaks protocol {protocol}, this receiver {PROTOCOL_VERSION}"
-            )))
-        }
-        other => {
-            return Err(Failure::protocol(
-                peer,
-                format!("expected Hello, got {}", kind(&other)),
-            ))
-        }
-    };
-    let claim = volumes.claim(&volume, allowed)?;
+    let request = hello::read_hello(reader, config.idle_timeout, &format!("sender {peer}")).await?;
+    let mut claim = volumes.claim(&request.volume, allowed).await?;
     let opened =
         Volume::open(claim.name, claim.path).map_err(|e| Failure::permanent(e.to_string()))?;
     let volume_fs = Arc::new(opened);
     tracing::info!("{peer}: syncing volume {}", claim.name);
-    out.send(vec![ToSender::Welcome {
-        protocol: PROTOCOL_VERSION,
-    }])
-    .await
-    .map_err(|_| Failure::retryable("connection closed"))?;
+    out.send(vec![request.welcome()])
+        .await
+        .map_err(|_| Failure::retryable("connection closed"))?;
 
-    let (hash_tx, hash_rx) = std::sync::mpsc::channel();
+    let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel(hasher::QUEUED_JOBS);
     let announced = hasher::Announced::default();
     let hasher = {
         let (volume, out, announced) = (volume_fs.clone(), out.clone(), announced.clone());
@@ -112,8 +119,8 @@ async fn run<R: AsyncRead + Unpin>(
     let cancel = incoming::Cancel::default();
     let applier = apply::Applier::new(
         volume_fs,
-        options,
-        reserved,
+        request.options,
+        request.reserved,
         peer.to_string(),
         out.clone(),
         hasher::Handle {
@@ -124,30 +131,59 @@ async fn run<R: AsyncRead + Unpin>(
     );
     let mut applier = tokio::task::spawn_blocking(move || applier.run(in_rx));
 
-    let mut in_tx = Some(in_tx);
-    let result = loop {
+    // A liveness probe another session asked for, and when it fails.
+    let mut probe: Option<(volumes::Liveness, Instant)> = None;
+    let ended = loop {
+        let deadline = probe.as_ref().map(|(_, at)| *at);
         tokio::select! {
-            done = &mut applier => break joined(done),
-            msg = wio::next_batch(reader, config.idle_timeout, peer) => match (msg, &in_tx) {
-                (Ok(msg), Some(tx)) => {
-                    if tx.send(msg).await.is_err() {
-                        break joined((&mut applier).await);
+            done = &mut applier => break Ended::Applier(joined(done)),
+            Some(asked) = claim.probes.recv(), if probe.is_none() => {
+                // Any message proves the sender alive; a probe asks for one.
+                let _ = out.try_send(vec![ToSender::Probe]);
+                probe = Some((asked, Instant::now() + volumes::PROBE_DEADLINE));
+            }
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                // The sender is gone. Nothing more goes out to it, so no
+                // thread of this session can block on the way out while
+                // the volume is handed over.
+                writer.abort();
+                break Ended::Failed(Failure::retryable(format!(
+                    "{peer} did not answer a liveness probe within {}s; \
+                     another connection takes volume {} over",
+                    volumes::PROBE_DEADLINE.as_secs(),
+                    claim.name
+                )));
+            }
+            msg = wio::next_batch(reader, config.idle_timeout, peer) => {
+                if let Some((alive, _)) = probe.take() {
+                    let _ = alive.send(());
+                }
+                match msg {
+                    Ok(msg) => {
+                        if in_tx.send(msg).await.is_err() {
+                            break Ended::Applier(joined((&mut applier).await));
+                        }
                     }
+                    Err(failure) => break Ended::Failed(failure),
                 }
-                (Ok(_), None) => break Err(Failure::permanent("receiver stopped")),
-                (Err(failure), _) => {
-                    // Closing the channel makes the applier stop (removing
-                    // any half-written file). If it had already finished,
-                    // the sender merely hung up after `Finished`: success.
-                    in_tx = None;
-                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-                    break joined((&mut applier).await).map_err(|_| failure);
-                }
-            },
+            }
         }
     };
+    // Closing the channel makes the applier stop (removing any half-written
+    // file).
     drop(in_tx);
+    let result = match ended {
+        Ended::Applier(result) => result,
+        // If the applier had already finished, the sender merely hung up
+        // after `Finished`: success.
+        Ended::Failed(failure) => {
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            joined(applier.await).map_err(|_| failure)
+        }
+    };
     let _ = hasher.await;
+    // Only now, with both threads stopped, may the claim (dropped on
+    // return) let another session write the volume.
     let stats = result?;
     claim.synced();
     tracing::info!(
@@ -161,13 +197,4 @@ async fn run<R: AsyncRead + Unpin>(
 
 fn joined<T>(done: Result<Result<T, Failure>, tokio::task::JoinError>) -> Result<T, Failure> {
     done.unwrap_or_else(|e| Err(Failure::permanent(format!("receiver thread failed: {e}"))))
-}
-
-/// A message's name, for errors that must not echo a hostile payload.
-fn kind(msg: &ToReceiver) -> &'static str {
-    match msg {
-        ToReceiver::Hello { .. } => "Hello",
-        ToReceiver::Entry { .. } => "Entry",
-        _ => "a data message",
-    }
 }

@@ -15,9 +15,9 @@ use crate::compress::Compress;
 use crate::delta;
 use crate::failure::Failure;
 use crate::progress::{Counters, Snapshot};
+use crate::wire::hello::{self, Features};
 use crate::wire::io::{self as wio, Reader};
 use crate::wire::message::{BaseInfo, FileId, ReceiverStats, SyncOptions, ToReceiver, ToSender};
-use crate::wire::PROTOCOL_VERSION;
 use data::Job;
 use serde::Serialize;
 use state::{BaseState, Shared};
@@ -91,34 +91,21 @@ where
     let writer = tokio::spawn(wio::write_all(write, out_rx, config.keepalive, || {
         ToReceiver::Keepalive
     }));
-    let _ = out
-        .send(vec![ToReceiver::Hello {
-            protocol: PROTOCOL_VERSION,
-            volume: config.volume.clone(),
-            options: config.options,
-            reserved: crate::dest::work::reserved_in(&config.source),
-        }])
-        .await;
-    match wio::next(&mut reader, config.idle_timeout, peer).await? {
-        ToSender::Welcome { protocol } if protocol == PROTOCOL_VERSION => {}
-        ToSender::Welcome { protocol } => {
-            return Err(Failure::permanent(format!(
-                "receiver speaks protocol {protocol}, this sender {PROTOCOL_VERSION}"
-            )))
-        }
-        ToSender::Error { message, retryable } => {
-            return Err(Failure {
-                message: format!("receiver refused: {message}"),
-                retryable,
-            })
-        }
-        other => {
-            return Err(Failure::protocol(
-                peer,
-                format!("expected Welcome, got {other:?}"),
-            ))
-        }
-    }
+    let ours = Features::ours();
+    let request = hello::Request {
+        volume: config.volume.clone(),
+        options: config.options,
+        features: ours.clone(),
+        reserved: crate::dest::work::reserved_in(&config.source),
+    };
+    let _ = out.send(vec![request.hello()]).await;
+    let features = hello::read_welcome(&mut reader, config.idle_timeout, &ours).await?;
+    // Compressed data only for a receiver that said it can read it.
+    let compress = if features.has(Features::ZSTD) {
+        config.compress
+    } else {
+        Compress::Off
+    };
 
     let shared = Arc::new(Shared::new(counters.clone()));
     let (jobs, job_rx) = std::sync::mpsc::channel();
@@ -128,14 +115,12 @@ where
     };
     let data = {
         let (out, shared) = (out.clone(), shared.clone());
-        let compress = config.compress;
         tokio::task::spawn_blocking(move || data::run(job_rx, out, &shared, compress))
     };
-    drop(out);
-
     let responses = Responses {
         shared: &shared,
         jobs,
+        probes: out,
         peer,
     };
     let answered = tokio::select! {
@@ -181,6 +166,8 @@ where
 struct Responses<'a> {
     shared: &'a Shared,
     jobs: std::sync::mpsc::Sender<Vec<Job>>,
+    /// Where answers to the receiver's liveness probes go.
+    probes: mpsc::Sender<Vec<ToReceiver>>,
     peer: &'a str,
 }
 
@@ -276,6 +263,11 @@ impl Responses<'_> {
             }
             ToSender::Finished { stats } => return Ok(Some(stats)),
             ToSender::Keepalive => {}
+            // A full queue means messages are flowing anyway, and any one
+            // of them proves us alive.
+            ToSender::Probe => {
+                let _ = self.probes.try_send(vec![ToReceiver::Keepalive]);
+            }
             ToSender::Welcome { .. } => return Err(Failure::protocol(self.peer, "second Welcome")),
         }
         Ok(None)

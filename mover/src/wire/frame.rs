@@ -33,6 +33,15 @@ const TAG_DATA: u8 = 1;
 
 /// A message type that may carry raw file data outside serde.
 pub trait Message: Serialize + DeserializeOwned + Sized {
+    /// Bytes this message holds beyond its fixed size (data, paths, lists):
+    /// what bounds a batch of messages in memory, whatever their kind.
+    fn payload_len(&self) -> usize;
+    /// The protocol version a frame body announces if it is this type's
+    /// opening message from a peer of another version; checked before the
+    /// body is decoded, whose shape that version may not share.
+    fn foreign_version(_body: &[u8]) -> Option<u32> {
+        None
+    }
     /// The raw data this message carries, if it is a data message.
     fn data(&self) -> Option<&Bytes> {
         None
@@ -55,6 +64,8 @@ pub enum FrameError {
     BadTag(u8),
     #[error("empty frame")]
     Empty,
+    #[error("the peer speaks mover protocol {0}, this end speaks {ours}", ours = super::PROTOCOL_VERSION)]
+    Version(u32),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -128,6 +139,9 @@ impl<In: Message, Out> Decoder for Codec<In, Out> {
         body.advance(1);
         match tag {
             TAG_MESSAGE => {
+                if let Some(theirs) = In::foreign_version(&body) {
+                    return Err(FrameError::Version(theirs));
+                }
                 crate::entry::take_refused_path();
                 postcard::from_bytes(&body).map(Some).map_err(|e| {
                     match (&e, crate::entry::take_refused_path()) {
@@ -167,6 +181,12 @@ mod tests {
     }
 
     impl Message for Msg {
+        fn payload_len(&self) -> usize {
+            match self {
+                Msg::Small(v) => v.len(),
+                Msg::Data(d) => d.len(),
+            }
+        }
         fn data(&self) -> Option<&Bytes> {
             match self {
                 Msg::Data(d) => Some(d),
@@ -178,7 +198,11 @@ mod tests {
         }
     }
 
-    impl Message for Vec<u8> {}
+    impl Message for Vec<u8> {
+        fn payload_len(&self) -> usize {
+            self.len()
+        }
+    }
 
     #[test]
     fn round_trip_and_partial_input() {

@@ -37,13 +37,29 @@ where
     R: AsyncRead + Unpin,
     In: Message,
 {
-    match tokio::time::timeout(idle, reader.next()).await {
-        Err(_) => Err(Failure::retryable(format!(
-            "{peer} sent nothing for {}s (idle timeout)",
-            idle.as_secs()
-        ))),
-        Ok(item) => received(item, peer),
-    }
+    received(next_frame(reader, idle, peer).await?, peer)
+}
+
+/// The next frame from `peer` as the codec decoded it, for callers that
+/// treat some decoding errors specially; fails only if nothing arrives
+/// within `idle`.
+pub async fn next_frame<R, In, Out>(
+    reader: &mut Reader<R, In, Out>,
+    idle: Duration,
+    peer: &str,
+) -> Result<Option<Result<In, FrameError>>, Failure>
+where
+    R: AsyncRead + Unpin,
+    In: Message,
+{
+    tokio::time::timeout(idle, reader.next())
+        .await
+        .map_err(|_| {
+            Failure::retryable(format!(
+                "{peer} sent nothing for {}s (idle timeout)",
+                idle.as_secs()
+            ))
+        })
 }
 
 /// Like [`next`], then every further message already decodable without
@@ -58,15 +74,16 @@ where
     In: Message,
 {
     let first = next(reader, idle, peer).await?;
-    let mut bytes = first.data().map_or(0, |d| d.len());
+    let mut bytes = first.payload_len();
     let mut batch = vec![first];
-    // Bounded in bytes as well as in count, so a slow consumer never makes
-    // a batch hold more than about one data chunk.
+    // Bounded in bytes of every kind of payload as well as in count, so a
+    // batch never holds more than about one data chunk plus one frame,
+    // whatever a peer packs into its messages.
     while batch.len() < BATCH && bytes < DATA_CHUNK {
         match reader.next().now_or_never() {
             Some(Some(item)) => {
                 let msg = received(Some(item), peer)?;
-                bytes += msg.data().map_or(0, |d| d.len());
+                bytes += msg.payload_len();
                 batch.push(msg);
             }
             // The end of the stream right behind the burst: hand the burst
@@ -78,7 +95,9 @@ where
     Ok(batch)
 }
 
-fn received<In>(item: Option<Result<In, FrameError>>, peer: &str) -> Result<In, Failure> {
+/// The message in a decoded frame, or the session's failure: the end of
+/// the stream, a transport error or a frame that broke the protocol.
+pub fn received<In>(item: Option<Result<In, FrameError>>, peer: &str) -> Result<In, Failure> {
     match item {
         None => Err(Failure::retryable(format!(
             "{peer} closed the connection before the sync finished"
@@ -156,7 +175,7 @@ const MAX_BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Gathers the messages of a blocking producer (walker, data thread,
 /// applier, hasher) and hands them to the writer in batches: full ones, any
-/// holding a data chunk, ones older than a few milliseconds, and whatever
+/// holding a data chunk's worth of payload, ones older than a few milliseconds, and whatever
 /// is pending at [`Outbox::flush`]. A producer must flush before it blocks
 /// on anything else, or its peer may wait for messages still sitting here.
 pub struct Outbox<M> {
@@ -185,7 +204,7 @@ impl<M: Message> Outbox<M> {
     }
 
     pub fn push(&mut self, msg: M) -> Result<(), Closed> {
-        self.bytes += msg.data().map_or(0, |d| d.len());
+        self.bytes += msg.payload_len();
         self.pending.push(msg);
         let since = *self.since.get_or_insert_with(std::time::Instant::now);
         if self.pending.len() >= BATCH

@@ -9,6 +9,7 @@
 //! differing segments back) before its data is sent.
 
 use super::frame::Message;
+use super::hello::Features;
 use crate::entry::{Entry, RelPath};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -29,14 +30,17 @@ pub struct SyncOptions {
 /// Sender to receiver.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToReceiver {
-    /// First message: which volume this connection writes.
+    /// First message: which volume this connection writes. Stays variant
+    /// 0 with `protocol` first in every version, so that a peer of any
+    /// version can read who is talking before the rest ([`super::hello`]).
     Hello {
         protocol: u32,
         volume: String,
         options: SyncOptions,
-        /// Which of the receiver's work-area names
-        /// ([`crate::dest::work::candidate`]) the source root has: the
-        /// receiver keeps its own files under a name the walk never lists.
+        /// What this sender can do; the session uses what both can.
+        features: Features,
+        /// Which work-area names (indices of the `.mover-work` candidates)
+        /// the source root lists, so the receiver picks one it does not.
         reserved: Vec<u32>,
     },
     /// One entry of the walk, in depth-first order with names sorted
@@ -93,6 +97,38 @@ pub enum AbortReason {
 }
 
 impl Message for ToReceiver {
+    fn payload_len(&self) -> usize {
+        match self {
+            ToReceiver::Hello {
+                volume,
+                features,
+                reserved,
+                ..
+            } => volume.len() + features.payload_len() + reserved.len() * 4,
+            ToReceiver::Entry { entry, .. } => entry_len(entry),
+            ToReceiver::KeepContents { dir } => dir.as_bytes().len(),
+            ToReceiver::SignatureRequest { segments, .. } => segments.len() * 4,
+            ToReceiver::PatchChunk { delta } => delta.len(),
+            ToReceiver::FileAbort {
+                reason: AbortReason::Unreadable(reason),
+            } => reason.len(),
+            ToReceiver::Compressed { data, .. } => data.len(),
+            ToReceiver::Literal { data } => data.len(),
+            ToReceiver::EndOfList
+            | ToReceiver::FileBegin { .. }
+            | ToReceiver::Hole { .. }
+            | ToReceiver::CopySegments { .. }
+            | ToReceiver::PatchEnd { .. }
+            | ToReceiver::FileEnd { .. }
+            | ToReceiver::FileAbort { .. }
+            | ToReceiver::Keepalive => 0,
+        }
+    }
+
+    fn foreign_version(body: &[u8]) -> Option<u32> {
+        super::hello::foreign_version(body)
+    }
+
     fn data(&self) -> Option<&Bytes> {
         match self {
             ToReceiver::Literal { data } => Some(data),
@@ -105,13 +141,51 @@ impl Message for ToReceiver {
     }
 }
 
-impl Message for ToSender {}
+/// The heap an entry holds: its path and extended attributes, each
+/// attribute with its two buffers' bookkeeping.
+fn entry_len(entry: &Entry) -> usize {
+    let xattrs: usize = entry
+        .meta
+        .xattrs
+        .iter()
+        .map(|x| x.name.len() + x.value.len() + 2 * std::mem::size_of::<Vec<u8>>())
+        .sum();
+    entry.path.as_bytes().len() + xattrs
+}
+
+impl Message for ToSender {
+    fn payload_len(&self) -> usize {
+        match self {
+            ToSender::Welcome { features, .. } => features.payload_len(),
+            ToSender::BaseHashes { hashes, .. } => hashes.len() * 16,
+            ToSender::Signature { signature, .. } => signature.len(),
+            ToSender::FileFailed { message, .. } | ToSender::Error { message, .. } => message.len(),
+            ToSender::Have { .. }
+            | ToSender::Need { .. }
+            | ToSender::SignaturesEnd { .. }
+            | ToSender::FileDone { .. }
+            | ToSender::Finished { .. }
+            | ToSender::Keepalive
+            | ToSender::Probe => 0,
+        }
+    }
+
+    fn foreign_version(body: &[u8]) -> Option<u32> {
+        super::hello::foreign_version(body)
+    }
+}
 
 /// Receiver to sender.
 #[derive(Debug, Serialize, Deserialize)]
+///
+/// New variants go last: a peer of another version must still decode
+/// `Error` at the index it knows, to show why it was refused.
 pub enum ToSender {
+    /// The answer to Hello: this receiver's version and what it can do.
+    /// Variant 0 with `protocol` first, like Hello.
     Welcome {
         protocol: u32,
+        features: Features,
     },
     /// The receiver's copy of `id` is current; nothing to send.
     Have {
@@ -159,6 +233,9 @@ pub enum ToSender {
         stats: ReceiverStats,
     },
     Keepalive,
+    /// Another connection wants this volume: answer with any message at
+    /// once (a keepalive will do) to show this session's sender is alive.
+    Probe,
 }
 
 /// What the receiver knows about its copy of a changed file.

@@ -3,6 +3,8 @@
 //! for byte and metadata for metadata.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod peer;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
