@@ -494,6 +494,22 @@ impl Dir {
         }
     }
 
+    /// Gives this directory's owner write and search permission if it
+    /// lacks them (a read-only directory of the source), when this process
+    /// is that owner but not root: without it a non-root receiver could not
+    /// replace anything inside. The source's mode is set again when the walk
+    /// leaves the directory. Returns whether it changed anything.
+    pub fn make_writable(&self) -> Result<bool> {
+        let euid = rustix::process::geteuid();
+        let st = self.stat_self()?;
+        if euid.is_root() || st.uid != euid.as_raw() || st.mode & 0o300 == 0o300 {
+            return Ok(false);
+        }
+        rfs::fchmod(&*self.fd, Mode::from_raw_mode((st.mode | 0o300) as _))
+            .map_err(|e| self.err(b"", "chmod", e))?;
+        Ok(true)
+    }
+
     /// Opens an existing subdirectory; a symlink is refused.
     pub fn open_subdir(&self, name: &[u8]) -> Result<Dir> {
         let path = self.path.join(name).map_err(|_| FsError::Refused {
@@ -1255,12 +1271,23 @@ fn apply_meta(
     if xattrs {
         sync_xattrs(target, &meta.xattrs, at, warnings)?;
     }
-    target
-        .chmod(meta.mode)
-        .map_err(|e| io_err(at(), "chmod", e))?;
-    target
-        .set_times(&times(meta))
-        .map_err(|e| io_err(at(), "set times", e))?;
+    let not_owner = |op: &'static str, e: Errno, warnings: &mut Vec<String>| {
+        // Only an object's owner (or root) may change its mode and times:
+        // a non-root receiver leaves them on objects it does not own (an
+        // fsGroup volume's root, `lost+found`) instead of failing.
+        if e == Errno::PERM && !opts.owner {
+            warnings.push(format!("{}: {op}: not the owner, left as it is", at()));
+            Ok(())
+        } else {
+            Err(io_err(at(), op, e))
+        }
+    };
+    if let Err(e) = target.chmod(meta.mode) {
+        not_owner("chmod", e, warnings)?;
+    }
+    if let Err(e) = target.set_times(&times(meta)) {
+        not_owner("set times", e, warnings)?;
+    }
     Ok(())
 }
 

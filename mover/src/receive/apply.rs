@@ -10,6 +10,7 @@
 
 use super::hasher::{Handle as HashThread, HashJob};
 use super::incoming::{Cancel, DataError, Incoming};
+use super::notices::Notices;
 use super::tree::{Closing, Frame, Tree};
 use crate::delta;
 use crate::dest::volume::{Dir, FsError, MetaOptions, Stat, StatKind, TempFile, Volume};
@@ -69,6 +70,7 @@ pub struct Applier {
     /// Where temporaries and partial files live; set up when the root is
     /// listed.
     work: Option<WorkArea>,
+    notices: Notices,
     current: Option<Incoming>,
     /// Verified files waiting for one `syncfs` before their renames.
     batch: Vec<(FileId, TempFile)>,
@@ -110,6 +112,7 @@ impl Applier {
             claimed: HashSet::new(),
             reserved,
             work: None,
+            notices: Notices::default(),
             current: None,
             batch: Vec::new(),
             batch_bytes: 0,
@@ -199,6 +202,7 @@ impl Applier {
         for (_, closing) in std::mem::take(&mut self.tree.closing) {
             self.apply_dir_meta(&closing.dir, &closing.meta)?;
         }
+        self.notices.summarize(self.volume.name());
         self.volume
             .sync()
             .map_err(|e| Failure::permanent(format!("flushing {}: {e}", self.volume.name())))?;
@@ -344,6 +348,7 @@ impl Applier {
             self.started = true;
             self.work = WorkArea::open(&self.volume, &self.reserved).map_err(|e| self.fs(e))?;
             let root = self.volume.root();
+            root.make_writable().map_err(|e| self.fs(e))?;
             let mut names = root.names().map_err(|e| self.fs(e))?;
             if let Some(work) = &self.work {
                 names.retain(|n| n != work.name());
@@ -419,7 +424,8 @@ impl Applier {
                     let made = self.top_dir()?.mknod(&name, kind, entry.meta.mode, rdev);
                     if let Err(e) = made {
                         if e.raw_os_error() == Some(libc::EPERM) && !self.meta_opts.owner {
-                            tracing::warn!("{e} (device files need root; skipped)");
+                            self.notices
+                                .warn(&format!("{e} (device files need root; skipped)"));
                             return Ok(());
                         }
                         return Err(self.fs(e));
@@ -478,11 +484,20 @@ impl Applier {
     }
 
     /// Removes a destination name the source does not list, when deleting.
-    /// No name is special: whatever the user has is the user's.
+    /// No name is special: whatever the user has is the user's. A non-root
+    /// receiver leaves what it may not remove (`lost+found`) with a warning.
     fn unlisted(&mut self, dir: &Dir, name: &[u8], delete: bool) -> Result<(), Failure> {
         if delete {
-            dir.remove(name).map_err(|e| self.fs(e))?;
-            self.stats.deleted += 1;
+            match dir.remove(name) {
+                Ok(()) => self.stats.deleted += 1,
+                Err(e)
+                    if !self.meta_opts.owner
+                        && matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) =>
+                {
+                    self.notices.warn(&format!("{e}: not deleted"));
+                }
+                Err(e) => return Err(self.fs(e)),
+            }
         }
         Ok(())
     }
@@ -492,7 +507,7 @@ impl Applier {
             .top_dir()?
             .set_meta(name, meta, self.meta_opts)
             .map_err(|e| self.fs(e))?;
-        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        self.notices.extend(warnings);
         Ok(())
     }
 
@@ -508,7 +523,7 @@ impl Applier {
         let warnings = temp
             .set_meta(meta, self.meta_opts)
             .map_err(|e| self.fs(e))?;
-        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        self.notices.extend(warnings);
         temp.commit().map_err(|e| self.fs(e))
     }
 
@@ -527,6 +542,7 @@ impl Applier {
             dir.mkdir(name, 0o700).map_err(|e| self.fs(e))?;
         }
         let sub = dir.open_subdir(name).map_err(|e| self.fs(e))?;
+        sub.make_writable().map_err(|e| self.fs(e))?;
         let names = sub.names().map_err(|e| self.fs(e))?;
         let delete = self.options.delete;
         self.tree
@@ -643,7 +659,7 @@ impl Applier {
         let warnings = dir
             .set_own_meta(meta, self.meta_opts)
             .map_err(|e| self.fs(e))?;
-        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        self.notices.extend(warnings);
         Ok(())
     }
 
@@ -795,7 +811,7 @@ impl Applier {
         let warnings = temp
             .set_meta(meta, self.meta_opts)
             .map_err(|e| self.fs(e))?;
-        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        self.notices.extend(warnings);
         self.batch_bytes += self.needs[&id].size;
         self.batch.push((id, temp));
         if self.batch.len() >= MAX_BATCH_FILES || self.batch_bytes >= MAX_BATCH_BYTES {

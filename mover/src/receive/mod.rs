@@ -9,6 +9,7 @@
 mod apply;
 mod hasher;
 mod incoming;
+mod notices;
 mod tree;
 pub mod volumes;
 
