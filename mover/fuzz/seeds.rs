@@ -13,7 +13,7 @@ use mover::delta;
 use mover::entry::{Entry, Kind, Meta, RelPath, SpecialKind, Xattr};
 use mover::wire::frame::{self, Message};
 use mover::wire::message::{
-    AbortReason, BaseInfo, ReceiverStats, SyncOptions, ToReceiver, ToSender,
+    AbortReason, BaseInfo, ReceiverStats, SyncOptions, ToReceiver, ToSender, XattrPolicy,
 };
 use mover::wire::PROTOCOL_VERSION;
 
@@ -225,7 +225,10 @@ fn frame_seeds(seeds: &mut Vec<Seed>) {
             ToReceiver::Hello {
                 protocol: PROTOCOL_VERSION,
                 volume: "data-0".into(),
-                options: SyncOptions { delete: true },
+                options: SyncOptions {
+                    delete: true,
+                    xattrs: XattrPolicy::User,
+                },
             },
         ),
         (

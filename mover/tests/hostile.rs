@@ -19,7 +19,7 @@ use common::*;
 use futures_util::StreamExt;
 use mover::entry::{Entry, Kind, Meta, RelPath};
 use mover::wire::frame::{Codec, FrameError};
-use mover::wire::message::{SyncOptions, ToReceiver, ToSender};
+use mover::wire::message::{SyncOptions, ToReceiver, ToSender, XattrPolicy};
 use mover::wire::PROTOCOL_VERSION;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -580,7 +580,10 @@ fn hello(volume: &str) -> ToReceiver {
         protocol: PROTOCOL_VERSION,
         volume: volume.to_string(),
         // Never delete: whatever a test finds changed, the attack did it.
-        options: SyncOptions { delete: false },
+        options: SyncOptions {
+            delete: false,
+            xattrs: XattrPolicy::User,
+        },
     }
 }
 
