@@ -286,7 +286,7 @@ async fn a_reopened_directory_is_not_reached_through_a_swapped_ancestor() {
         !receiver.listed.contains_key(&zz),
         "{zz} was listed from outside the source"
     );
-    assert_eq!(receiver.kept, [d9.clone()]);
+    assert_eq!(receiver.kept, std::slice::from_ref(&d9));
     let last = receiver.listed[&format!("{}/f{SENDER_WINDOW:05}", chain.join("/"))];
     receiver.send(ToSender::Have { id: last }).await;
     let report = receiver.finish().await;
