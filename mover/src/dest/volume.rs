@@ -1165,7 +1165,6 @@ fn sync_xattrs(
 
 /// What makes an object's attributes in the namespaces a policy owns equal
 /// to the wanted ones.
-#[derive(Debug, Default, PartialEq, Eq)]
 struct XattrChanges<'a, 'b> {
     /// Wanted attributes the object lacks or holds with another value.
     set: Vec<&'a Xattr>,

@@ -215,7 +215,7 @@ impl Walk<'_> {
         };
         let identity = confined::identity(&st);
         let descend = (kind == Kind::Dir).then(|| {
-            confined::open_subdir(dir, name.as_bytes())
+            confined::open_subdir(dir, name.as_c_str())
                 .and_then(|fd| confined::check_identity(&fd, identity).map(|()| fd))
         });
         let kind = match kind {
@@ -290,7 +290,7 @@ impl Walk<'_> {
                 Some(fd) => fd.as_fd(),
                 None => branch[base].fd.as_ref().expect("open").as_fd(),
             };
-            let fd = confined::open_subdir(parent, level.name.as_bytes())?;
+            let fd = confined::open_subdir(parent, level.name.as_c_str())?;
             confined::check_identity(&fd, level.identity)?;
             opened = Some(fd);
         }

@@ -35,7 +35,7 @@ pub fn dir_flags(follow: bool) -> OFlags {
 
 /// Opens the directory `name` in `parent`, failing (`ELOOP`, `ENOTDIR`)
 /// rather than following a symlink put in its place.
-pub fn open_subdir(parent: impl AsFd, name: &[u8]) -> io::Result<OwnedFd> {
+pub fn open_subdir(parent: impl AsFd, name: impl rustix::path::Arg) -> io::Result<OwnedFd> {
     Ok(rfs::openat(parent, name, dir_flags(false), Mode::empty())?)
 }
 
@@ -197,18 +197,18 @@ mod tests {
         let (tmp, src) = scene();
         let root = root(&src);
         let id = identity(&rfs::stat(src.join("a")).unwrap());
-        let a = open_subdir(&root, b"a").unwrap();
+        let a = open_subdir(&root, "a").unwrap();
         check_identity(&a, id).unwrap();
 
         fs::rename(src.join("a"), tmp.path().join("moved")).unwrap();
         fs::create_dir(src.join("a")).unwrap();
-        let again = open_subdir(&root, b"a").unwrap();
+        let again = open_subdir(&root, "a").unwrap();
         let e = check_identity(&again, id).unwrap_err();
         assert!(is_gone(&e), "{e}");
 
         fs::remove_dir(src.join("a")).unwrap();
         fs::write(src.join("a"), "a file now").unwrap();
-        let e = open_subdir(&root, b"a").unwrap_err();
+        let e = open_subdir(&root, "a").unwrap_err();
         assert!(is_gone(&e), "{e}");
     }
 }
