@@ -14,7 +14,7 @@ use mover::entry::{Entry, Kind, Meta, RelPath, SpecialKind, Xattr};
 use mover::wire::frame::{self, Message};
 use mover::wire::hello::Features;
 use mover::wire::message::{
-    AbortReason, BaseInfo, ReceiverStats, SyncOptions, ToReceiver, ToSender,
+    AbortReason, BaseInfo, ReceiverStats, SyncOptions, ToReceiver, ToSender, XattrPolicy,
 };
 use mover::wire::PROTOCOL_VERSION;
 
@@ -226,7 +226,10 @@ fn frame_seeds(seeds: &mut Vec<Seed>) {
             ToReceiver::Hello {
                 protocol: PROTOCOL_VERSION,
                 volume: "data-0".into(),
-                options: SyncOptions { delete: true },
+                options: SyncOptions {
+                    delete: true,
+                    xattrs: XattrPolicy::User,
+                },
                 features: Features::ours(),
                 reserved: vec![0, 3],
             },

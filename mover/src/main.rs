@@ -8,7 +8,7 @@ use mover::progress::{self, Counters, Reporter};
 use mover::receive::volumes::Volumes;
 use mover::receive::ReceiveConfig;
 use mover::send::{SendConfig, SendReport};
-use mover::wire::message::SyncOptions;
+use mover::wire::message::{SyncOptions, XattrPolicy};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +85,13 @@ struct TransferArgs {
     /// Keep destination files that the source does not have.
     #[arg(long)]
     no_delete: bool,
+    /// Which extended attributes to copy. In those namespaces the
+    /// destination is made equal to the source (attributes the source lacks
+    /// are removed); attributes in the others are left as they are.
+    /// `security.*` (SELinux labels, capabilities) and `trusted.*` belong to
+    /// the destination unless `all` is given.
+    #[arg(long, value_enum, default_value = "user")]
+    xattrs: XattrPolicy,
     /// When to zstd-compress file data: `auto` while the connection is the
     /// bottleneck (a slow link), never for data that does not shrink.
     #[arg(long, value_enum, default_value = "auto")]
@@ -276,6 +283,7 @@ fn send_config(source: PathBuf, volume: String, args: &TransferArgs) -> SendConf
         volume,
         options: SyncOptions {
             delete: !args.no_delete,
+            xattrs: args.xattrs,
         },
         idle_timeout: session.idle_timeout,
         keepalive: session.keepalive,

@@ -101,6 +101,7 @@ impl Applier {
             options,
             meta_opts: MetaOptions {
                 owner: rustix::process::geteuid().is_root(),
+                xattrs: options.xattrs,
             },
             peer,
             out: Outbox::new(out),
@@ -570,7 +571,13 @@ impl Applier {
                 }
                 let owner_differs =
                     self.meta_opts.owner && (st.uid, st.gid) != (meta.uid, meta.gid);
-                if st.mode != meta.mode || owner_differs || !meta.xattrs.is_empty() {
+                // Unchanged metadata costs one xattr listing and no write.
+                if st.mode != meta.mode
+                    || owner_differs
+                    || self
+                        .top_dir()?
+                        .xattrs_differ(name, &meta.xattrs, self.meta_opts.xattrs)
+                {
                     self.set_meta(name, &meta)?;
                 }
                 if let Some(work) = &mut self.work {

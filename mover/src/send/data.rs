@@ -9,12 +9,14 @@ use super::state::{BaseState, Pending, Shared};
 use crate::compress::{Compress, Compressor};
 use crate::delta;
 use crate::progress::Counters;
+use crate::source::confined::{self, Files};
 use crate::wire::frame::DATA_CHUNK;
 use crate::wire::io::{Closed, Outbox};
 use crate::wire::message::{AbortReason, FileId, SegmentHash, ToReceiver};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -47,6 +49,7 @@ pub fn run(
         out: Outbox::new(out),
         shared,
         zeros: vec![0; DATA_CHUNK],
+        files: Files::default(),
         begun: false,
         compressor: Compressor::new(compress),
     };
@@ -84,6 +87,7 @@ struct Data<'a> {
     out: Outbox<ToReceiver>,
     shared: &'a Shared,
     zeros: Vec<u8>,
+    files: Files,
     /// Whether the current file's `FileBegin` has gone out.
     begun: bool,
     compressor: Compressor,
@@ -123,12 +127,7 @@ impl Data<'_> {
             return Ok(());
         };
         self.begun = false;
-        let opened = File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&pending.source)
-            .and_then(|f| check_unchanged(&f, &pending).map(|_| f));
-        let result = match opened {
+        let result = match self.open(&pending) {
             Ok(mut file) => body(self, id, &pending, &mut file),
             Err(e) => Err(Stop::Abort(abort_reason(e))),
         };
@@ -143,6 +142,18 @@ impl Data<'_> {
                 self.send(ToReceiver::FileAbort { reason })
             }
         }
+    }
+
+    /// Opens the file `pending` names without leaving the source, and only
+    /// if it is still the one the walk listed.
+    fn open(&mut self, pending: &Pending) -> io::Result<File> {
+        let root = self
+            .shared
+            .root()
+            .ok_or_else(|| io::Error::other("the source root is not open"))?;
+        let file = self.files.open(root.as_fd(), &pending.rel)?;
+        check_unchanged(&file, pending)?;
+        Ok(file)
     }
 
     fn give_up(&self, id: FileId, pending: &Pending, reason: &AbortReason) {
@@ -440,19 +451,19 @@ impl CopyRun {
 }
 
 fn abort_reason(e: io::Error) -> AbortReason {
-    match e.kind() {
-        io::ErrorKind::NotFound => AbortReason::Vanished,
-        _ if e.raw_os_error() == Some(libc::ELOOP) => AbortReason::Vanished,
-        io::ErrorKind::UnexpectedEof => AbortReason::Vanished,
-        _ => AbortReason::Unreadable(e.to_string()),
+    if confined::is_gone(&e) || e.kind() == io::ErrorKind::UnexpectedEof {
+        AbortReason::Vanished
+    } else {
+        AbortReason::Unreadable(e.to_string())
     }
 }
 
 /// Fails with `UnexpectedEof` (counted as vanished) when the open file is no
-/// longer the one listed: another type, size or modification time.
+/// longer the one listed: another object, type, size or modification time.
 fn check_unchanged(file: &File, pending: &Pending) -> io::Result<()> {
     let md = file.metadata()?;
-    if !md.is_file()
+    if (md.dev(), md.ino()) != pending.identity
+        || !md.is_file()
         || md.len() != pending.size
         || (md.mtime(), md.mtime_nsec() as u32) != pending.mtime
     {

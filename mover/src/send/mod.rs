@@ -111,7 +111,8 @@ where
     let (jobs, job_rx) = std::sync::mpsc::channel();
     let mut walker = {
         let (out, shared, root) = (out.clone(), shared.clone(), config.source.clone());
-        tokio::task::spawn_blocking(move || walk::run(&root, out, &shared))
+        let xattrs = config.options.xattrs;
+        tokio::task::spawn_blocking(move || walk::run(&root, xattrs, out, &shared))
     };
     let data = {
         let (out, shared) = (out.clone(), shared.clone());

@@ -1,13 +1,16 @@
 //! What the sender's stages (walker, response handler, data thread) share:
-//! the files awaiting an answer, the window that bounds them, and the
-//! problems to report at the end.
+//! the source root, the files awaiting an answer, the window that bounds
+//! them, and the problems to report at the end.
 
 use super::window::Window;
+use crate::entry::RelPath;
 use crate::progress::Counters;
+use crate::source::confined::Identity;
 use crate::wire::message::{BaseInfo, FileId, SegmentHash};
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// How many listed files may await their answer at once.
 pub const WINDOW: usize = 4096;
@@ -17,7 +20,13 @@ const MAX_KEPT_PROBLEMS: usize = 1000;
 /// A regular file the receiver has not finished with yet.
 #[derive(Debug, Clone)]
 pub struct Pending {
+    /// Its full path, for messages only: it is opened by `rel`, one
+    /// component at a time from the root (see [`crate::source::confined`]).
     pub source: PathBuf,
+    pub rel: RelPath,
+    /// What the walk listed: a file found under that name later is read
+    /// only if it is this one.
+    pub identity: Identity,
     pub size: u64,
     pub sparse: bool,
     pub mtime: (i64, u32),
@@ -45,6 +54,9 @@ impl BaseState {
 }
 
 pub struct Shared {
+    /// The source root, opened by the walk before it lists anything (so
+    /// before any file is pending); the data thread opens files from it.
+    root: OnceLock<OwnedFd>,
     pub pending: Mutex<HashMap<FileId, Pending>>,
     pub window: Window,
     pub counters: Arc<Counters>,
@@ -54,11 +66,22 @@ pub struct Shared {
 impl Shared {
     pub fn new(counters: Arc<Counters>) -> Self {
         Shared {
+            root: OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
             window: Window::new(WINDOW),
             counters,
             problems: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Called once, by the walk.
+    pub fn set_root(&self, root: OwnedFd) {
+        let _ = self.root.set(root);
+    }
+
+    /// The source root; set by the time any file is pending.
+    pub fn root(&self) -> Option<&OwnedFd> {
+        self.root.get()
     }
 
     pub fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<FileId, Pending>> {

@@ -7,25 +7,25 @@
 //! add the path itself.
 
 use crate::entry::{Kind, Meta, SpecialKind, Xattr, MAX_XATTRS};
-use crate::sized::read_sized;
+use crate::sized::AtPath;
+use crate::wire::message::XattrPolicy;
 use rustix::fs as rfs;
 use rustix::fs::{FileType, Stat};
 use rustix::io::Errno;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::AsFd;
-use std::path::Path;
 
-/// Mode bits, numeric owner, mtime (with nanoseconds) and extended
-/// attributes of `path`, whose `lstat` is `st`.
+/// Mode bits, numeric owner and mtime (with nanoseconds) of an object whose
+/// `lstat` is `st`, with the extended attributes `xattrs` reads.
 ///
-/// Only directories and regular files carry xattrs: Linux allows no `user.`
-/// attributes on symlinks, and the receiver does not open specials to set
-/// any. A filesystem without xattr support yields none.
-pub fn read_meta(path: &Path, st: &Stat) -> io::Result<Meta> {
+/// Only directories and regular files carry xattrs (`xattrs` is called for
+/// nothing else): Linux allows no `user.` attributes on symlinks, and the
+/// receiver does not open specials to set any.
+pub fn read_meta(st: &Stat, xattrs: impl FnOnce() -> io::Result<Vec<Xattr>>) -> io::Result<Meta> {
     let ft = FileType::from_raw_mode(st.st_mode);
     let xattrs = if ft.is_dir() || ft.is_file() {
-        read_xattrs(path)?
+        xattrs()?
     } else {
         Vec::new()
     };
@@ -39,24 +39,28 @@ pub fn read_meta(path: &Path, st: &Stat) -> io::Result<Meta> {
     })
 }
 
-/// The extended attributes of `path` itself (not a symlink's target),
-/// sorted by name so that the same tree always yields the same entries.
-/// POSIX ACLs appear as `system.posix_acl_access`/`_default`.
-pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
-    let list = match read_sized(
-        || rfs::llistxattr_query(path),
-        |buf| rfs::llistxattr(path, buf),
-    ) {
+/// The extended attributes of `at` itself (not a symlink's target) that
+/// `policy` copies, sorted by name so that the same tree always yields the
+/// same entries. POSIX ACLs appear as `system.posix_acl_access`/`_default`.
+///
+/// Attributes the policy does not copy are never read: an object with none
+/// to copy costs one `llistxattr`, and nothing at all under
+/// [`XattrPolicy::None`]. A filesystem without xattr support yields none.
+pub(crate) fn read_xattrs(at: &AtPath, policy: XattrPolicy) -> io::Result<Vec<Xattr>> {
+    if policy == XattrPolicy::None {
+        return Ok(Vec::new());
+    }
+    let list = match at.list_xattrs() {
         Ok(list) => list,
         Err(Errno::NOTSUP) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
     let mut xattrs = Vec::new();
     for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        match read_sized(
-            || rfs::lgetxattr_query(path, name),
-            |buf| rfs::lgetxattr(path, name, buf),
-        ) {
+        if !policy.covers(name) {
+            continue;
+        }
+        match at.get_xattr(name) {
             Ok(value) => xattrs.push(Xattr {
                 name: name.to_vec(),
                 value,
@@ -122,9 +126,12 @@ pub fn link_target(dir: impl AsFd, name: &CStr) -> io::Result<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::dest::volume::{MetaOptions, Volume};
-    use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags, CWD, UTIME_OMIT};
+    use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags, CWD, UTIME_OMIT};
     use std::io::Write;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
 
     fn set_mtime(path: &Path, sec: i64, nsec: u32) {
         let times = Timestamps {
@@ -144,9 +151,30 @@ mod tests {
         panic!("not a symlink")
     }
 
-    fn user_only(mut m: Meta) -> Meta {
-        m.xattrs.retain(|x| x.name.starts_with(b"user."));
-        m
+    fn open_dir(path: &Path) -> OwnedFd {
+        rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
+    }
+
+    /// The xattrs of `name` in `dir` as the walk reads them.
+    fn xattrs_at(dir: &OwnedFd, name: &str, policy: XattrPolicy) -> io::Result<Vec<Xattr>> {
+        read_xattrs(&AtPath::new(dir.as_fd(), name.as_bytes())?, policy)
+    }
+
+    /// What the walk reads for `path`, whose `lstat` is `st`: xattrs go
+    /// through its directory's descriptor.
+    fn meta_of(path: &Path, st: &Stat) -> io::Result<Meta> {
+        let dir = open_dir(path.parent().unwrap());
+        let name = path.file_name().unwrap().as_bytes();
+        read_meta(st, || {
+            read_xattrs(&AtPath::new(dir.as_fd(), name)?, XattrPolicy::User)
+        })
+    }
+
+    fn names(xattrs: &[Xattr]) -> Vec<&str> {
+        xattrs
+            .iter()
+            .map(|x| std::str::from_utf8(&x.name).unwrap())
+            .collect()
     }
 
     #[test]
@@ -161,7 +189,7 @@ mod tests {
         }
         set_mtime(&f, 1_500_000_000, 987_654_321);
         let md = rfs::lstat(&f).unwrap();
-        let m = user_only(read_meta(&f, &md).unwrap());
+        let m = meta_of(&f, &md).unwrap();
         assert_eq!(m.mode, 0o2640);
         assert_eq!((m.mtime_sec, m.mtime_nsec), (1_500_000_000, 987_654_321));
         assert_eq!((m.uid, m.gid), (md.st_uid, md.st_gid));
@@ -225,7 +253,7 @@ mod tests {
                 target: b"t".to_vec()
             }
         );
-        assert!(read_meta(&l, &md).unwrap().xattrs.is_empty());
+        assert!(meta_of(&l, &md).unwrap().xattrs.is_empty());
 
         let md = rfs::lstat(tmp.path()).unwrap();
         assert_eq!(kind_of(&md, no_link).unwrap(), Kind::Dir);
@@ -247,7 +275,7 @@ mod tests {
                 rdev: 0
             }
         );
-        assert!(read_meta(&p, &md).unwrap().xattrs.is_empty());
+        assert!(meta_of(&p, &md).unwrap().xattrs.is_empty());
 
         // Vanished: the raw NotFound reaches the caller.
         let gone = tmp.path().join("gone");
@@ -255,7 +283,7 @@ mod tests {
         let md = rfs::lstat(&gone).unwrap();
         std::fs::remove_file(&gone).unwrap();
         assert_eq!(
-            read_meta(&gone, &md).unwrap_err().kind(),
+            meta_of(&gone, &md).unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
     }
@@ -272,14 +300,76 @@ mod tests {
         let _ = rfs::setxattr(&f, "user.k", b"v", XattrFlags::empty());
         set_mtime(&f, 1_234_567_890, 42);
         let md = rfs::lstat(&f).unwrap();
-        let meta = read_meta(&f, &md).unwrap();
+        let meta = meta_of(&f, &md).unwrap();
 
         std::fs::write(dst.path().join("f"), b"x").unwrap();
         let root = Volume::open("v", dst.path()).unwrap().root();
         let owner = rustix::process::geteuid().is_root();
-        root.set_meta(b"f", &meta, MetaOptions { owner }).unwrap();
+        let opts = MetaOptions {
+            owner,
+            ..MetaOptions::default()
+        };
+        root.set_meta(b"f", &meta, opts).unwrap();
         let g = dst.path().join("f");
-        let back = read_meta(&g, &rfs::lstat(&g).unwrap()).unwrap();
-        assert_eq!(user_only(back), user_only(meta));
+        let back = meta_of(&g, &rfs::lstat(&g).unwrap()).unwrap();
+        assert_eq!(back, meta);
+    }
+
+    /// Only the namespaces the policy copies are read; `None` reads
+    /// nothing at all (not even a name that does not exist fails).
+    #[test]
+    fn the_policy_decides_which_namespaces_are_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        std::fs::write(&f, b"").unwrap();
+        if rfs::setxattr(&f, "user.a", b"1", XattrFlags::empty()).is_err() {
+            println!("NOTE: user xattrs unsupported here; not checked");
+            return;
+        }
+        let trusted = rfs::setxattr(&f, "trusted.t", b"2", XattrFlags::empty()).is_ok();
+        let dir = open_dir(tmp.path());
+        let user = xattrs_at(&dir, "f", XattrPolicy::User).unwrap();
+        assert_eq!(names(&user), ["user.a"]);
+        let all = xattrs_at(&dir, "f", XattrPolicy::All).unwrap();
+        assert!(names(&all).contains(&"user.a"));
+        assert_eq!(names(&all).contains(&"trusted.t"), trusted);
+        assert_eq!(xattrs_at(&dir, "missing", XattrPolicy::None).unwrap(), []);
+        assert_eq!(
+            xattrs_at(&dir, "missing", XattrPolicy::User)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    /// Read through the directory's descriptor, the attributes are those of
+    /// the object in that directory, even once a symlink to elsewhere has
+    /// taken the directory's name; a symlink's own attributes are read,
+    /// never its target's; an unreadable file needs no open.
+    #[test]
+    fn xattrs_are_read_through_the_directory_descriptor() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, outside) = (tmp.path().join("src"), tmp.path().join("outside"));
+        std::fs::create_dir_all(src.join("a")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(src.join("a/f"), b"").unwrap();
+        std::fs::write(outside.join("f"), b"").unwrap();
+        if rfs::setxattr(src.join("a/f"), "user.k", b"public", XattrFlags::empty()).is_err() {
+            println!("NOTE: user xattrs unsupported here; not checked");
+            return;
+        }
+        rfs::setxattr(outside.join("f"), "user.k", b"secret", XattrFlags::empty()).unwrap();
+        let a = open_dir(&src.join("a"));
+        std::fs::rename(src.join("a"), tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, src.join("a")).unwrap();
+        let read = xattrs_at(&a, "f", XattrPolicy::User).unwrap();
+        assert_eq!(read[0].value, b"public");
+
+        std::os::unix::fs::symlink("f", tmp.path().join("moved/l")).unwrap();
+        assert_eq!(xattrs_at(&a, "l", XattrPolicy::All).unwrap(), []);
+
+        let f = tmp.path().join("moved/f");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o000)).unwrap();
+        assert_eq!(xattrs_at(&a, "f", XattrPolicy::User).unwrap(), read);
     }
 }

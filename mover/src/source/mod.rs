@@ -1,1 +1,2 @@
+pub mod confined;
 pub mod meta;

@@ -252,7 +252,10 @@ mod tests {
         let ours = postcard::to_stdvec(
             &Request {
                 volume: "vol1".into(),
-                options: SyncOptions { delete: true },
+                options: SyncOptions {
+                    delete: true,
+                    xattrs: crate::wire::message::XattrPolicy::User,
+                },
                 features: Features::ours(),
                 reserved: vec![1],
             }

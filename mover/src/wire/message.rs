@@ -25,6 +25,43 @@ pub type SegmentHash = [u8; 16];
 pub struct SyncOptions {
     /// Delete destination entries the source does not have.
     pub delete: bool,
+    /// Which extended attributes the sender reads and sends, and so which
+    /// ones the receiver owns: it sets them, and removes those the source
+    /// lacks. Every other attribute belongs to the destination system.
+    pub xattrs: XattrPolicy,
+}
+
+/// Which extended attributes a sync copies.
+///
+/// `security.*` (SELinux labels, file capabilities) and `trusted.*` are
+/// the destination system's by default: a label is the destination's
+/// policy, and copying them costs every unchanged file reads and writes
+/// for attributes the destination relabels anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+pub enum XattrPolicy {
+    /// Nothing: the destination's attributes are left as they are.
+    None,
+    /// `user.*` attributes and POSIX ACLs.
+    #[default]
+    User,
+    /// Every attribute the sender can read, `security.*` and `trusted.*`
+    /// included (setting the privileged ones needs a root receiver).
+    All,
+}
+
+impl XattrPolicy {
+    /// Whether the attribute `name` is copied (and owned by the receiver).
+    pub fn covers(self, name: &[u8]) -> bool {
+        match self {
+            XattrPolicy::None => false,
+            XattrPolicy::User => {
+                name.starts_with(b"user.")
+                    || name == b"system.posix_acl_access"
+                    || name == b"system.posix_acl_default"
+            }
+            XattrPolicy::All => true,
+        }
+    }
 }
 
 /// Sender to receiver.

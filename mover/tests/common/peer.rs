@@ -5,7 +5,7 @@ use bytes::BytesMut;
 use mover::entry::{Entry, Kind, Meta, RelPath};
 use mover::wire::frame::Codec;
 use mover::wire::hello::Features;
-use mover::wire::message::{SyncOptions, ToReceiver, ToSender};
+use mover::wire::message::{SyncOptions, ToReceiver, ToSender, XattrPolicy};
 use mover::wire::PROTOCOL_VERSION;
 use tokio_util::codec::Encoder;
 
@@ -34,7 +34,10 @@ pub fn hello(volume: &str) -> ToReceiver {
         protocol: PROTOCOL_VERSION,
         volume: volume.to_string(),
         // Never delete: whatever a test finds changed, the attack did it.
-        options: SyncOptions { delete: false },
+        options: SyncOptions {
+            delete: false,
+            xattrs: XattrPolicy::User,
+        },
         features: Features::ours(),
         reserved: Vec::new(),
     }
