@@ -1287,6 +1287,34 @@ fn absurd_file_sizes_fail_cleanly() {
     );
 }
 
+/// A peer that lists more files than the protocol's window allows, without
+/// sending their data, is refused at the first one too many: what the
+/// receiver holds per session does not depend on the peer's manners.
+#[test]
+fn files_beyond_the_pending_window_are_refused() {
+    let fx = Fixture::new();
+    let before = snapshot(&fx.world);
+    let receiver = fx.start(&[]);
+    let limit = mover::wire::MAX_PENDING_FILES as u64;
+    let message = block_on(async {
+        let mut client = RawClient::start(&receiver, &fx.c1(), "vol1").await;
+        client.send(root_entry()).await;
+        for id in 1..=limit + 1 {
+            let name = format!("f{id:06}");
+            client.send(entry(id, name.as_bytes(), file(10))).await;
+        }
+        client.expect_error().await
+    });
+    assert_contains(
+        &message,
+        &[&format!(
+            "more than {limit} files awaiting their data at once"
+        )],
+    );
+    assert_unchanged(&fx.world, &before, true);
+    fx.assert_still_serves(&mut { receiver });
+}
+
 /// A hole as long as the largest legal file makes the receiver hash 8 EiB of
 /// zeros on its applier thread. Nothing interrupts it: the sender hanging up
 /// only closes the channel the busy thread is not reading, so the session

@@ -21,6 +21,7 @@ use crate::wire::io::Outbox;
 use crate::wire::message::{
     AbortReason, BaseInfo, FileId, ReceiverStats, SyncOptions, ToReceiver, ToSender,
 };
+use crate::wire::MAX_PENDING_FILES;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -38,6 +39,11 @@ struct Need {
     /// Whole-file resends after a failed hash check.
     resends: u32,
 }
+
+/// Hard links waiting for their target's data, at most: each costs a path.
+/// Honest trees stay far below (it takes a hundred `cp -al` snapshots of a
+/// directory of large files all in flight at once to reach it).
+const MAX_WAITING_LINKS: usize = 1 << 20;
 
 /// One resend whole after a hash mismatch; a second mismatch fails the file.
 const MAX_RESENDS: u32 = 1;
@@ -61,6 +67,8 @@ pub struct Applier {
     fetching: HashMap<RelPath, FileId>,
     /// Hard links to create once their target file is in place.
     waiting_links: HashMap<RelPath, Vec<RelPath>>,
+    /// How many links `waiting_links` holds.
+    waiting_count: usize,
     /// Multiply-linked destination files kept for a listed file, by (dev,
     /// ino): another listed file on the same inode belongs to another group
     /// (the source split it) and gets a copy of its own.
@@ -110,6 +118,7 @@ impl Applier {
             needs: HashMap::new(),
             fetching: HashMap::new(),
             waiting_links: HashMap::new(),
+            waiting_count: 0,
             claimed: HashSet::new(),
             reserved,
             work: None,
@@ -442,6 +451,12 @@ impl Applier {
                     )));
                 }
                 if self.fetching.contains_key(&target) {
+                    if self.waiting_count >= MAX_WAITING_LINKS {
+                        return Err(self.protocol(format!(
+                            "more than {MAX_WAITING_LINKS} hard links wait for files in flight"
+                        )));
+                    }
+                    self.waiting_count += 1;
                     self.tree.add_pending(&parent);
                     self.waiting_links
                         .entry(target)
@@ -606,6 +621,11 @@ impl Applier {
         });
         if self.needs.contains_key(&id) {
             return Err(self.protocol(format!("file id {id} listed twice")));
+        }
+        if self.needs.len() >= MAX_PENDING_FILES {
+            return Err(self.protocol(format!(
+                "more than {MAX_PENDING_FILES} files awaiting their data at once"
+            )));
         }
         let parent = path
             .split_last()
@@ -840,7 +860,9 @@ impl Applier {
             .split_last()
             .map(|(p, _)| p)
             .unwrap_or_else(RelPath::root);
-        for link in self.waiting_links.remove(&need.path).unwrap_or_default() {
+        let links = self.waiting_links.remove(&need.path).unwrap_or_default();
+        self.waiting_count -= links.len();
+        for link in links {
             if result.is_ok() {
                 self.link(&need.path, &link)?;
             }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// How many listed files may await their answer at once.
-pub const WINDOW: usize = 4096;
+pub const WINDOW: usize = crate::wire::MAX_PENDING_FILES;
 /// How many problem messages are kept for the summary (all are logged).
 const MAX_KEPT_PROBLEMS: usize = 1000;
 

@@ -12,4 +12,11 @@ pub mod message;
 /// version is refused at hello ([`hello`]). 2: a changed file's end-to-end
 /// hash is over its segment hashes. 3: `Compressed` data, features and
 /// work-area names in Hello/Welcome, liveness `Probe`.
+/// Most regular files a sender may have listed whose answer it has not yet
+/// seen through (`Have`, `FileDone`, `FileFailed`). The sender's window
+/// keeps to it, and a receiver refuses a session that goes beyond, so what
+/// a receiver holds per session is bounded by construction, not by the
+/// peer's good manners.
+pub const MAX_PENDING_FILES: usize = 4096;
+
 pub const PROTOCOL_VERSION: u32 = 3;
