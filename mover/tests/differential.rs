@@ -33,8 +33,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// Random cases in a plain `cargo test`; `MOVER_DIFF_CASES` overrides.
 const DEFAULT_CASES: u64 = 200;
 
-/// Shrinking steps for a failing case before it is reported as it is then.
-const MAX_SHRINK_ITERS: u32 = 300;
+/// Shrinking steps for a failing case before it is reported as it is then;
+/// `MOVER_DIFF_SHRINK` overrides.
+const MAX_SHRINK_ITERS: u64 = 300;
 
 const REGRESSIONS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -80,27 +81,26 @@ impl Case {
     /// Syncs (through a connection cut after `cut_after` bytes, then
     /// retried, when given) and checks the copy.
     fn sync(&self, cut_after: Option<u64>) -> Result<(), String> {
-        match cut_after {
+        let synced = match cut_after {
             None => {
                 let out = sync_json(&self.src, &self.dst, &[]);
-                if code(&out) != 0 {
-                    return Err(format!(
-                        "mover sync exited {}: {}",
-                        code(&out),
-                        stderr(&out)
-                    ));
+                match code(&out) {
+                    0 => Ok(()),
+                    c => Err(format!("mover sync exited {c}: {}", stderr(&out))),
                 }
             }
-            Some(cut_after) => self.send_through_cut(cut_after)?,
-        }
-        let diffs = differences(&Snapshot::of(&self.src), &Snapshot::of(&self.dst));
-        match diffs.is_empty() {
-            true => Ok(()),
-            false => Err(format!(
-                "destination differs from source:\n  {}",
-                diffs.join("\n  ")
-            )),
-        }
+            Some(cut_after) => self.send_through_cut(cut_after),
+        };
+        let source = Snapshot::of(&self.src);
+        synced
+            .and_then(|()| {
+                let diffs = differences(&source, &Snapshot::of(&self.dst));
+                match diffs.is_empty() {
+                    true => Ok(()),
+                    false => Err(format!("destination differs:\n  {}", diffs.join("\n  "))),
+                }
+            })
+            .map_err(|e| format!("{e}\nsource tree:\n{source:?}"))
     }
 
     /// `mover receive` and `mover send --retries`, the first connection cut
@@ -198,11 +198,11 @@ fn remember(seed: u64, failure: &str) {
     if known.lines().any(|l| l.starts_with(&line)) {
         return;
     }
-    let first = failure
-        .lines()
-        .find(|l| l.trim_start().starts_with('"'))
-        .unwrap_or("");
-    let note = format!("{line} # {}\n", first.trim());
+    let what = failure
+        .split_once(" failed: ")
+        .map_or(failure, |(_, what)| what);
+    let what: String = what.split_whitespace().collect::<Vec<_>>().join(" ");
+    let note = format!("{line} # {}\n", what.chars().take(160).collect::<String>());
     let _ = fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -221,6 +221,7 @@ fn random_cases() {
             .unwrap();
         t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32
     });
+    let shrink = env_u64("MOVER_DIFF_SHRINK").unwrap_or(MAX_SHRINK_ITERS) as u32;
     println!("differential: {cases} cases from seed {first:#018x}");
     let next = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
@@ -236,7 +237,7 @@ fn random_cases() {
                             break;
                         }
                         let seed = first.wrapping_add(i);
-                        if let Err(failure) = run_seed(seed, MAX_SHRINK_ITERS) {
+                        if let Err(failure) = run_seed(seed, shrink) {
                             failed.store(true, Ordering::SeqCst);
                             remember(seed, &failure);
                             failures.push(failure);

@@ -81,6 +81,25 @@ impl Snapshot {
     }
 }
 
+/// One line an entry: path, what it is, mode, owner, mtime, inode.
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (path, r) in &self.0 {
+            writeln!(
+                f,
+                "  {} {:?} mode {:o} owner {:?} mtime {:?} inode {}",
+                show(path),
+                r.kind,
+                r.mode,
+                r.owner,
+                r.mtime,
+                r.inode
+            )?;
+        }
+        Ok(())
+    }
+}
+
 fn record(path: &Path) -> Record {
     let meta = fs::symlink_metadata(path).expect("lstat");
     let ty = meta.file_type();
