@@ -323,3 +323,41 @@ fn r_type_changes_between_syncs() {
     symlink("a", case.src.join("b")).unwrap();
     check(&case);
 }
+
+/// A FIFO with an access ACL (here inherited from its directory's default
+/// ACL, as `setfacl -d` makes it).
+#[test]
+fn r_acl_of_a_fifo() {
+    let case = Case::new();
+    let group_may_read = plan::Acl {
+        users: vec![],
+        groups: vec![(1234, 4)],
+        mask: 4,
+    };
+    let acl = apply::encode_acl(&group_may_read, 0o644);
+    assert!(set_xattr(&case.src, "system.posix_acl_default", &acl));
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        case.src.join("data"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    check(&case);
+}
+
+/// A hole punched into the middle of a file that was synced dense: the
+/// delta keeps the hole.
+#[test]
+fn r_hole_punched_into_a_synced_file() {
+    let case = Case::new();
+    let path = case.src.join("data");
+    fs::write(&path, random_bytes(2 * 1024 * 1024, 7)).unwrap();
+    case.sync(None).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    use rustix::fs::FallocateFlags as F;
+    rustix::fs::fallocate(&f, F::PUNCH_HOLE | F::KEEP_SIZE, 1_000 * 4096, 40 * 4096).unwrap();
+    set_mtime(&path, 1_700_000_000, 1);
+    check(&case);
+}

@@ -320,7 +320,7 @@ fn write_content(path: &Path, content: &Content) -> io::Result<()> {
     f.set_len(len)?;
     for block in 0..len.div_ceil(BLOCK) {
         let seed = content.seed ^ block.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        if content.sparse && seed % 3 != 0 {
+        if content.sparse && !seed.is_multiple_of(3) {
             continue;
         }
         let at = block * BLOCK;
@@ -362,7 +362,7 @@ fn acl_xattr(default: bool) -> &'static str {
 
 /// The kernel's xattr form of an ACL (version 2, entries sorted by tag and
 /// id); owner, group and other come from `mode`.
-fn encode_acl(acl: &Acl, mode: u32) -> Vec<u8> {
+pub fn encode_acl(acl: &Acl, mode: u32) -> Vec<u8> {
     const USER_OBJ: u16 = 0x01;
     const USER: u16 = 0x02;
     const GROUP_OBJ: u16 = 0x04;

@@ -166,12 +166,17 @@ fn data_ranges(path: &Path) -> Vec<(u64, u64)> {
 
 /// Whether every data range of `dst` lies within a data range of `src`
 /// widened to whole pages: the copy fills no hole of its source (it may
-/// have more holes, where the source has written zeros).
-fn holes_kept(src: &[(u64, u64)], dst: &[(u64, u64)]) -> bool {
-    dst.iter().all(|&(start, end)| {
-        src.iter()
-            .any(|&(s, e)| s / PAGE * PAGE <= start && end <= e.div_ceil(PAGE) * PAGE)
-    })
+/// have more holes, where the source has written zeros). The last page,
+/// when only partly inside the file, may be written whole.
+fn holes_kept(src: &[(u64, u64)], dst: &[(u64, u64)], size: u64) -> bool {
+    let whole_pages = size / PAGE * PAGE;
+    dst.iter()
+        .map(|&(start, end)| (start, end.min(whole_pages)))
+        .filter(|&(start, end)| start < end)
+        .all(|(start, end)| {
+            src.iter()
+                .any(|&(s, e)| s / PAGE * PAGE <= start && end <= e.div_ceil(PAGE) * PAGE)
+        })
 }
 
 /// Every difference between a source and its copy; empty when the copy is
@@ -226,9 +231,9 @@ pub fn differences(src: &Snapshot, dst: &Snapshot) -> Vec<String> {
                 field("link group", &sg, &dg);
             }
         }
-        if let (Some(src_data), Kind::File { .. }) = (&s.data, &d.kind) {
-            let dst_data = d.data.clone().unwrap_or_else(|| vec![(0, u64::MAX)]);
-            if !holes_kept(src_data, &dst_data) {
+        if let (Some(src_data), Kind::File { size, .. }) = (&s.data, &d.kind) {
+            let dst_data = d.data.clone().unwrap_or_else(|| vec![(0, *size)]);
+            if !holes_kept(src_data, &dst_data, *size) {
                 field("data ranges (holes filled)", src_data, &d.data);
             }
         }
