@@ -223,6 +223,7 @@ fn random_cases() {
     });
     let shrink = env_u64("MOVER_DIFF_SHRINK").unwrap_or(MAX_SHRINK_ITERS) as u32;
     println!("differential: {cases} cases from seed {first:#018x}");
+    let started = std::time::Instant::now();
     let next = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -252,6 +253,8 @@ fn random_cases() {
             .flat_map(|h| h.join().expect("worker"))
             .collect()
     });
+    let ran = next.load(Ordering::SeqCst).min(cases);
+    println!("differential: {ran} cases in {:.1?}", started.elapsed());
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
@@ -358,6 +361,21 @@ fn r_hole_punched_into_a_synced_file() {
     let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
     use rustix::fs::FallocateFlags as F;
     rustix::fs::fallocate(&f, F::PUNCH_HOLE | F::KEEP_SIZE, 1_000 * 4096, 40 * 4096).unwrap();
+    set_mtime(&path, 1_700_000_000, 1);
+    check(&case);
+}
+
+/// A sparse file whose holes the second sync finds in the old copy too
+/// (here: truncated, so the delta copies the old copy's segments).
+#[test]
+fn r_holes_of_a_sparse_file_that_shrank() {
+    let case = Case::new();
+    let path = case.src.join("data");
+    let f = fs::File::create(&path).unwrap();
+    f.set_len(400_000).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &random_bytes(4096, 3), 300_000).unwrap();
+    case.sync(None).unwrap();
+    f.set_len(72_969).unwrap();
     set_mtime(&path, 1_700_000_000, 1);
     check(&case);
 }
