@@ -379,3 +379,28 @@ fn r_holes_of_a_sparse_file_that_shrank() {
     set_mtime(&path, 1_700_000_000, 1);
     check(&case);
 }
+
+/// A user directory named like the mover's partial file of its sibling.
+#[test]
+fn r_directory_named_like_a_partial_file() {
+    let case = Case::new();
+    fs::create_dir(case.src.join(".mover-partial.data")).unwrap();
+    fs::write(case.src.join(".mover-partial.data/f"), b"inside").unwrap();
+    fs::write(case.src.join("data"), random_bytes(300_000, 2)).unwrap();
+    check(&case);
+}
+
+/// `--no-delete` keeps what only the destination has, whatever its name:
+/// a user file named like a temporary of the mover's included.
+#[test]
+fn r_no_delete_keeps_user_files_named_like_temporaries() {
+    let case = Case::new();
+    fs::write(case.src.join("data"), b"data").unwrap();
+    let kept = [".mover-tmp.notes", ".mover-partial.data", ".mover-work"];
+    for name in kept {
+        fs::write(case.dst.join(name), b"the user's own file").unwrap();
+    }
+    sync_ok(&case.src, &case.dst, &["--no-delete"]);
+    let gone: Vec<_> = kept.iter().filter(|n| !case.dst.join(n).exists()).collect();
+    assert!(gone.is_empty(), "--no-delete removed {gone:?}");
+}
