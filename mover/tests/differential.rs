@@ -404,3 +404,25 @@ fn r_no_delete_keeps_user_files_named_like_temporaries() {
     let gone: Vec<_> = kept.iter().filter(|n| !case.dst.join(n).exists()).collect();
     assert!(gone.is_empty(), "--no-delete removed {gone:?}");
 }
+
+/// The last xattrs of a file (an ACL and a `user.*` one) removed after it
+/// was synced, its content unchanged. (Removing some while others stay
+/// works.)
+#[test]
+fn r_acl_and_xattr_removed_after_a_sync() {
+    let case = Case::new();
+    let path = case.src.join("data");
+    fs::write(&path, b"data").unwrap();
+    let group_may_read = plan::Acl {
+        users: vec![],
+        groups: vec![(1234, 4)],
+        mask: 4,
+    };
+    let acl = apply::encode_acl(&group_may_read, 0o644);
+    assert!(set_xattr(&path, "system.posix_acl_access", &acl));
+    assert!(set_xattr(&path, "user.a", b"1"));
+    case.sync(None).unwrap();
+    rustix::fs::removexattr(&path, "system.posix_acl_access").unwrap();
+    rustix::fs::removexattr(&path, "user.a").unwrap();
+    check(&case);
+}
