@@ -182,13 +182,17 @@ fn run_seed(seed: u64, shrink_iters: u32) -> Result<(), String> {
     }
 }
 
+/// A number in decimal or, after `0x`, in hex (as seeds are printed).
+fn parse_u64(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
-    let parsed = match value.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => value.parse(),
-    };
-    Some(parsed.unwrap_or_else(|_| panic!("{name}={value} is not a number")))
+    Some(parse_u64(&value).unwrap_or_else(|| panic!("{name}={value} is not a number")))
 }
 
 /// Remembers a failing seed in the regressions file (once).
@@ -266,9 +270,11 @@ fn regression_seeds() {
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
-            let hex = l.split_whitespace().next().unwrap_or(l);
-            let seed = u64::from_str_radix(hex.trim_start_matches("0x"), 16)
-                .unwrap_or_else(|_| panic!("{REGRESSIONS}: bad line {l:?}"));
+            let seed = l
+                .split_whitespace()
+                .next()
+                .and_then(parse_u64)
+                .unwrap_or_else(|| panic!("{REGRESSIONS}: no seed at the start of {l:?}"));
             run_seed(seed, 0).map_err(|e| format!("{l}\n{e}"))
         })
         .filter_map(Result::err)
