@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Random cases in a plain `cargo test`; `MOVER_DIFF_CASES` overrides.
-const DEFAULT_CASES: u64 = 200;
+const DEFAULT_CASES: u64 = 300;
 
 /// Shrinking steps for a failing case before it is reported as it is then;
 /// `MOVER_DIFF_SHRINK` overrides.
