@@ -432,3 +432,54 @@ fn r_acl_and_xattr_removed_after_a_sync() {
     rustix::fs::removexattr(&path, "user.a").unwrap();
     check(&case);
 }
+
+/// The checker itself: a copy tampered with in every compared field is
+/// reported field by field, path by path.
+#[test]
+fn checker_reports_every_kind_of_difference() {
+    let case = Case::new();
+    let (src, dst) = (&case.src, &case.dst);
+    for name in ["content", "mode", "mtime", "owner", "xattr", "link", "gone"] {
+        fs::write(src.join(name), b"same").unwrap();
+    }
+    fs::hard_link(src.join("link"), src.join("link2")).unwrap();
+    let sparse = fs::File::create(src.join("sparse")).unwrap();
+    sparse.set_len(1024 * 1024).unwrap();
+    case.sync(None).unwrap();
+
+    fs::write(dst.join("content"), b"diff").unwrap();
+    set_mtime(&dst.join("content"), 0, 0);
+    set_mtime(&src.join("content"), 0, 0);
+    fs::set_permissions(
+        dst.join("mode"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    set_mtime(&dst.join("mtime"), 1, 2);
+    if is_root() {
+        std::os::unix::fs::lchown(dst.join("owner"), Some(1), Some(1)).unwrap();
+    }
+    assert!(set_xattr(&dst.join("xattr"), "user.extra", b"1"));
+    fs::remove_file(dst.join("link2")).unwrap();
+    fs::write(dst.join("link2"), b"same").unwrap();
+    apply::densify(&dst.join("sparse")).unwrap();
+    fs::remove_file(dst.join("gone")).unwrap();
+    fs::write(dst.join("extra"), b"").unwrap();
+
+    let diffs = differences(&Snapshot::of(src), &Snapshot::of(dst)).join("\n");
+    let mut expected = vec![
+        ("\"content\": content", true),
+        ("\"mode\": mode", true),
+        ("\"mtime\": mtime", true),
+        ("\"owner\": owner", is_root()),
+        ("\"xattr\": xattrs", true),
+        ("\"link\": link group", true),
+        ("\"sparse\": data ranges", true),
+        ("\"gone\": missing in destination", true),
+        ("\"extra\": only in destination", true),
+    ];
+    expected.retain(|(_, checked)| *checked);
+    for (line, _) in expected {
+        assert!(diffs.contains(line), "no {line:?} in:\n{diffs}");
+    }
+}

@@ -330,7 +330,7 @@ fn write_content(path: &Path, content: &Content) -> io::Result<()> {
 }
 
 /// Writes every byte of a file back in place: holes become allocated zeros.
-fn densify(path: &Path) -> io::Result<()> {
+pub fn densify(path: &Path) -> io::Result<()> {
     let f = fs::OpenOptions::new().read(true).write(true).open(path)?;
     let mut buf = vec![0u8; BLOCK as usize];
     let mut at = 0;
