@@ -895,8 +895,9 @@ impl Dir {
     /// Applies ownership (if `opts.owner`), mode, extended attributes and
     /// mtime to an existing object, never following a symlink: a symlink
     /// gets only owner and mtime (Linux has no symlink modes, and user
-    /// xattrs are not allowed on them); specials get no xattrs (opening a
-    /// device to set them could have side effects). Returns warnings for
+    /// xattrs are not allowed on them); specials get theirs through an
+    /// `O_PATH` descriptor (opening a device could have side effects).
+    /// Returns warnings for
     /// what the destination cannot store (xattrs on a filesystem without
     /// them, privileged namespaces when not root) instead of failing.
     pub fn set_meta(&self, name: &[u8], meta: &Meta, opts: MetaOptions) -> Result<Vec<String>> {
@@ -959,7 +960,10 @@ impl Dir {
                     Err(e) => return Err(self.open_err(name, "open", e)),
                 }
             }
-            _ => self.set_meta_by_path(name, meta, opts, false, &mut warnings)?,
+            // Through the O_PATH descriptor, never opened: POSIX ACLs are
+            // allowed on FIFOs and devices (user.* attributes are not, and
+            // the source cannot have them either).
+            _ => self.set_meta_by_path(name, meta, opts, true, &mut warnings)?,
         }
         Ok(warnings)
     }
@@ -1308,11 +1312,14 @@ fn apply_meta(
 
 /// Errors that mean "this destination cannot store that attribute" rather
 /// than "the transfer is broken".
+/// Linux refuses `user.` attributes with EPERM on anything but regular
+/// files and directories, and to anyone but the owner.
 fn xattr_unstorable(e: Errno, name: &[u8]) -> bool {
     e == Errno::NOTSUP
         || e == Errno::TOOBIG
         || e == Errno::RANGE
         || e == Errno::NOSPC
+        || e == Errno::PERM
         || (!name.starts_with(b"user.")
             && (e == Errno::PERM || e == Errno::ACCESS || e == Errno::INVAL))
 }
@@ -1696,10 +1703,15 @@ mod tests {
             assert_eq!(st.uid, 1234);
         }
 
-        // A special: no xattrs, mode and times set.
+        // A special: user attributes cannot be stored there (a warning),
+        // mode and times set.
         root.mknod(b"p", SpecialKind::Fifo, 0o600, 0).unwrap();
-        root.set_meta(b"p", &meta(0o640, &[("user.x", "y")]), opts)
+        let warnings = root
+            .set_meta(b"p", &meta(0o640, &[("user.x", "y")]), opts)
             .unwrap();
+        if xattrs {
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+        }
         let st = root.stat(b"p").unwrap().unwrap();
         assert_eq!((st.mode, st.mtime_nsec), (0o640, 123_456_789));
 

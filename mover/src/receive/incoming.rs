@@ -324,8 +324,11 @@ impl Incoming {
         }
     }
 
-    /// Writes `data` at `pos`, leaving aligned all-zero blocks unwritten so
-    /// they stay holes.
+    /// Writes `data` at `pos`, leaving all-zero runs unwritten so whole
+    /// zero blocks stay holes. The temporary file is new and written front
+    /// to back (its length is set at the end), so what is skipped reads as
+    /// zeros; a zero piece of a block is skipped too, since the applier of a
+    /// delta hands over pieces smaller than a block.
     fn write_sparse(&mut self, data: &[u8], pos: u64) -> io::Result<()> {
         let file = self.temp.file();
         let mut at = 0usize;
@@ -334,7 +337,7 @@ impl Incoming {
             let to_boundary = SPARSE_BLOCK - (abs % SPARSE_BLOCK as u64) as usize;
             let n = to_boundary.min(data.len() - at);
             let block = &data[at..at + n];
-            if n < SPARSE_BLOCK || block.iter().any(|&b| b != 0) {
+            if block.iter().any(|&b| b != 0) {
                 file.write_all_at(block, abs)?;
             }
             at += n;

@@ -19,15 +19,15 @@ use std::os::fd::AsFd;
 /// Mode bits, numeric owner and mtime (with nanoseconds) of an object whose
 /// `lstat` is `st`, with the extended attributes `xattrs` reads.
 ///
-/// Only directories and regular files carry xattrs (`xattrs` is called for
-/// nothing else): Linux allows no `user.` attributes on symlinks, and the
-/// receiver does not open specials to set any.
+/// Symlinks carry no xattrs (`xattrs` is not called for them): Linux
+/// allows no `user.` attributes or ACLs on them. FIFOs and devices may have
+/// ACLs, which the receiver sets without opening them.
 pub fn read_meta(st: &Stat, xattrs: impl FnOnce() -> io::Result<Vec<Xattr>>) -> io::Result<Meta> {
     let ft = FileType::from_raw_mode(st.st_mode);
-    let xattrs = if ft.is_dir() || ft.is_file() {
-        xattrs()?
-    } else {
+    let xattrs = if ft.is_symlink() {
         Vec::new()
+    } else {
+        xattrs()?
     };
     Ok(Meta {
         mode: st.st_mode & 0o7777,

@@ -8,21 +8,36 @@ pub mod peer;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::net::TcpStream;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 // ---- processes: certificates, a receiver, senders ----
 
+/// A port nothing listens on now and that no other test of this process
+/// was given: tests run in parallel, and the kernel may hand a port just
+/// released by one test's probe to another's, which would then reach the
+/// first test's receiver.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 pub fn certs(dir: &Path, clients: &[&str]) {
@@ -111,6 +126,62 @@ pub fn send(
         cmd.args(["--progress", "json"]);
     }
     cmd
+}
+
+// ---- a TCP proxy that cuts or slows connections ----
+
+/// Forwards connections on a free port to `target`; the first connection is
+/// cut (both directions) once `cut_after` bytes went from client to server.
+/// Returns the proxy's port and a count of connections it accepted.
+pub fn cutting_proxy(target: u16, cut_after: u64) -> (u16, Arc<AtomicUsize>) {
+    proxy(target, cut_after, None)
+}
+
+pub fn proxy(target: u16, cut_first_after: u64, rate: Option<u64>) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                return;
+            };
+            let limit = if first { cut_first_after } else { u64::MAX };
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            thread::spawn(move || pump(client, server, limit, rate));
+            thread::spawn(move || pump(s2, c2, u64::MAX, None));
+        }
+    });
+    (port, accepted)
+}
+
+/// Copies `from` to `to` until EOF or `limit` bytes (at most `rate` bytes a
+/// second), then cuts both.
+fn pump(mut from: TcpStream, mut to: TcpStream, limit: u64, rate: Option<u64>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut moved = 0u64;
+    let started = std::time::Instant::now();
+    while moved < limit {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n.min((limit - moved) as usize),
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        moved += n as u64;
+        if let Some(rate) = rate {
+            let due = std::time::Duration::from_secs_f64(moved as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                thread::sleep(wait);
+            }
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
 }
 
 pub fn mover() -> Command {
