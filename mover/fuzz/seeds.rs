@@ -226,7 +226,10 @@ fn frame_seeds(seeds: &mut Vec<Seed>) {
             ToReceiver::Hello {
                 protocol: PROTOCOL_VERSION,
                 volume: "data-0".into(),
-                options: SyncOptions { delete: true },
+                options: SyncOptions {
+                    delete: true,
+                    ..SyncOptions::default()
+                },
                 features: Features::ours(),
                 reserved: vec![0, 3],
             },

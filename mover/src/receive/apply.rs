@@ -8,7 +8,7 @@
 //! in the same rename. The destination therefore always shows each name as
 //! either its old or its new version, whatever happens to the connection.
 
-use super::hasher::{Handle as HashThread, HashJob};
+use super::hasher::{Handle as HashThread, HashJob, Identity};
 use super::incoming::{Cancel, DataError, Incoming};
 use super::tree::{Closing, Frame, Tree};
 use crate::delta;
@@ -307,6 +307,7 @@ impl Applier {
             ToReceiver::PatchChunk { delta } => self.data(|f| f.patch_chunk(&delta)),
             ToReceiver::PatchEnd { segment } => self.data(|f| f.patch_end(segment)),
             ToReceiver::FileEnd { hash } => self.end(hash),
+            ToReceiver::Unchanged { id } => self.unchanged(id),
             ToReceiver::FileAbort { reason } => {
                 let file = self
                     .current
@@ -547,21 +548,27 @@ impl Applier {
         existing: Option<Stat>,
     ) -> Result<(), Failure> {
         if let Some(st) = existing.filter(|st| st.kind == StatKind::File) {
+            // With --checksum an equal size and mtime prove nothing: the
+            // file goes the changed route with this copy as its base, and
+            // the sender answers `Unchanged` if every segment matches.
             if st.size == size && same_mtime(&st, &meta) {
                 if st.nlink > 1 && !self.claimed.insert((st.dev, st.ino)) {
                     self.split_link(name, &meta)?;
+                    if !self.options.checksum {
+                        return self.send(ToSender::Have { id });
+                    }
+                } else if !self.options.checksum {
+                    let owner_differs =
+                        self.meta_opts.owner && (st.uid, st.gid) != (meta.uid, meta.gid);
+                    if st.mode != meta.mode || owner_differs || !meta.xattrs.is_empty() {
+                        self.set_meta(name, &meta)?;
+                    }
+                    if let Some(work) = &mut self.work {
+                        work.drop_partial(&self.volume, &path)
+                            .map_err(|e| self.fs(e))?;
+                    }
                     return self.send(ToSender::Have { id });
                 }
-                let owner_differs =
-                    self.meta_opts.owner && (st.uid, st.gid) != (meta.uid, meta.gid);
-                if st.mode != meta.mode || owner_differs || !meta.xattrs.is_empty() {
-                    self.set_meta(name, &meta)?;
-                }
-                if let Some(work) = &mut self.work {
-                    work.drop_partial(&self.volume, &path)
-                        .map_err(|e| self.fs(e))?;
-                }
-                return self.send(ToSender::Have { id });
             }
         }
         // Diff against the old copy; with none, resume from the partial a
@@ -720,6 +727,48 @@ impl Applier {
         Ok(())
     }
 
+    /// The sender found the base of `id` equal to its file: keeps the
+    /// destination copy, setting only its metadata. A base that is a
+    /// partial file, or that changed since it was hashed, is not the file
+    /// the sender compared: ask for it whole instead.
+    fn unchanged(&mut self, id: FileId) -> Result<(), Failure> {
+        if self.current.is_some() {
+            return Err(self.protocol("Unchanged inside a file"));
+        }
+        let need = self
+            .needs
+            .get(&id)
+            .ok_or_else(|| self.protocol(format!("Unchanged for file {id}, not asked for")))?;
+        let hashed = super::hasher::lock(&self.hasher.announced).remove(&id);
+        let (Some(info), Some(hashed)) = (need.base, hashed) else {
+            return Err(self.protocol(format!("Unchanged for file {id}, which has no base")));
+        };
+        let intact = info.len == need.size
+            && hashed.hashes.len() == info.segment_count() as usize
+            && matches!(need.base_ref, BaseRef::Dest(_))
+            && need
+                .base_ref
+                .open(&self.volume)
+                .and_then(|f| Identity::of(&f).ok())
+                == Some(hashed.identity);
+        let (parent, name) = need
+            .path
+            .split_last()
+            .ok_or_else(|| self.protocol("Unchanged for the root"))?;
+        if !intact {
+            if let Some(need) = self.needs.get_mut(&id) {
+                need.base = None;
+            }
+            return self.send(ToSender::Need { id, base: None });
+        }
+        let dir = self.volume.open_dir(&parent).map_err(|e| self.fs(e))?;
+        let warnings = dir
+            .set_meta(name, &need.meta, self.meta_opts)
+            .map_err(|e| self.fs(e))?;
+        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        self.complete(id, Ok(()))
+    }
+
     fn compressed(&mut self, len: u32, data: &[u8]) -> Result<(), Failure> {
         let (mut zstd, mut buf) = match self.unpack.take() {
             Some(unpack) => unpack,
@@ -850,6 +899,6 @@ impl Applier {
     }
 }
 
-fn same_mtime(st: &Stat, meta: &Meta) -> bool {
+pub(super) fn same_mtime(st: &Stat, meta: &Meta) -> bool {
     (st.mtime_sec, st.mtime_nsec) == (meta.mtime_sec, meta.mtime_nsec)
 }

@@ -34,7 +34,10 @@ pub fn hello(volume: &str) -> ToReceiver {
         protocol: PROTOCOL_VERSION,
         volume: volume.to_string(),
         // Never delete: whatever a test finds changed, the attack did it.
-        options: SyncOptions { delete: false },
+        options: SyncOptions {
+            delete: false,
+            ..SyncOptions::default()
+        },
         features: Features::ours(),
         reserved: Vec::new(),
     }
