@@ -488,6 +488,13 @@ impl Applier {
         Ok(())
     }
 
+    /// Whether a current file's metadata need setting (extended
+    /// attributes are not compared, so any are set).
+    fn meta_differs(&self, st: &Stat, meta: &Meta) -> bool {
+        let owner_differs = self.meta_opts.owner && (st.uid, st.gid) != (meta.uid, meta.gid);
+        st.mode != meta.mode || owner_differs || !meta.xattrs.is_empty()
+    }
+
     fn set_meta(&self, name: &[u8], meta: &Meta) -> Result<(), Failure> {
         let warnings = self
             .top_dir()?
@@ -551,16 +558,15 @@ impl Applier {
             // With --checksum an equal size and mtime prove nothing: the
             // file goes the changed route with this copy as its base, and
             // the sender answers `Unchanged` if every segment matches.
+            let compare = self.options.checksum && size > 0;
             if st.size == size && same_mtime(&st, &meta) {
                 if st.nlink > 1 && !self.claimed.insert((st.dev, st.ino)) {
                     self.split_link(name, &meta)?;
-                    if !self.options.checksum {
+                    if !compare {
                         return self.send(ToSender::Have { id });
                     }
-                } else if !self.options.checksum {
-                    let owner_differs =
-                        self.meta_opts.owner && (st.uid, st.gid) != (meta.uid, meta.gid);
-                    if st.mode != meta.mode || owner_differs || !meta.xattrs.is_empty() {
+                } else if !compare {
+                    if self.meta_differs(&st, &meta) {
                         self.set_meta(name, &meta)?;
                     }
                     if let Some(work) = &mut self.work {
@@ -761,11 +767,16 @@ impl Applier {
             }
             return self.send(ToSender::Need { id, base: None });
         }
+        // Setting metadata that is already right would still change the
+        // file's ctime: an unchanged file is left alone entirely.
         let dir = self.volume.open_dir(&parent).map_err(|e| self.fs(e))?;
-        let warnings = dir
-            .set_meta(name, &need.meta, self.meta_opts)
-            .map_err(|e| self.fs(e))?;
-        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        let st = dir.stat(name).map_err(|e| self.fs(e))?;
+        if st.is_none_or(|st| self.meta_differs(&st, &need.meta) || !same_mtime(&st, &need.meta)) {
+            let warnings = dir
+                .set_meta(name, &need.meta, self.meta_opts)
+                .map_err(|e| self.fs(e))?;
+            warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        }
         self.complete(id, Ok(()))
     }
 
