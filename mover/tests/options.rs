@@ -4,10 +4,16 @@
 mod common;
 
 use common::*;
+use mover::entry::Kind;
+use mover::wire::frame::Codec;
+use mover::wire::hello::Features;
+use mover::wire::message::{SyncOptions, ToReceiver, ToSender};
+use mover::wire::PROTOCOL_VERSION;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use tokio_util::codec::FramedRead;
 
 /// Overwrites `len` bytes at `at` in `path`, keeping its size and mtime:
 /// the change only a content comparison can find.
@@ -431,4 +437,115 @@ fn bad_option_use_is_refused_clearly() {
         stderr(&out)
     );
     assert!(!dst.exists(), "the dry run created the destination");
+}
+
+/// Connects to the receiver on `port` as client `c1`, says Hello for
+/// `vol1` with `options`, sends `script` and returns the receiver's error.
+async fn refusal(pki: &Path, port: u16, options: SyncOptions, script: Vec<ToReceiver>) -> String {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let identity = mover::tls::Identity::from_files(&pki.join("c1.crt"), &pki.join("c1.key"))
+        .expect("client identity");
+    let roots = mover::tls::load_ca_file(&pki.join("ca.crt")).expect("CA");
+    let stream = mover::net::connect(
+        &format!("localhost:{port}"),
+        "localhost",
+        mover::tls::client_config(&identity, roots).expect("TLS config"),
+        Default::default(),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .expect("connect");
+    let (read, mut write) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(read, Codec::<ToSender, ToReceiver>::default());
+    let hello = ToReceiver::Hello {
+        protocol: PROTOCOL_VERSION,
+        volume: "vol1".into(),
+        options,
+        features: Features::ours(),
+        reserved: Vec::new(),
+    };
+    for msg in std::iter::once(hello).chain(script) {
+        write.write_all(&peer::frame(msg)).await.expect("write");
+    }
+    loop {
+        match reader.next().await {
+            Some(Ok(ToSender::Error { message, retryable })) => {
+                assert!(!retryable, "{message}");
+                return message;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+}
+
+/// Messages that make no sense for the session's options are refused with
+/// a protocol error naming them, and write nothing.
+#[test]
+fn receiver_refuses_messages_its_options_rule_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    certs(&pki, &["c1=vol1"]);
+    let dst = tmp.path().join("dst");
+    fs::create_dir(&dst).unwrap();
+    fs::write(dst.join("f"), b"old").unwrap();
+    let before = snapshot(&dst);
+    let port = free_port();
+    let _receiver = receive(&pki, port, &[("vol1", &dst)], &[]);
+    let listing = |extra: ToReceiver| {
+        let file = Kind::File {
+            size: 5,
+            sparse: false,
+        };
+        vec![
+            peer::entry(0, b"", Kind::Dir),
+            peer::entry(1, b"new", file),
+            extra,
+        ]
+    };
+    let dry_run = SyncOptions {
+        dry_run: true,
+        ..SyncOptions::default()
+    };
+    let cases = [
+        (
+            SyncOptions::default(),
+            listing(ToReceiver::Unchanged { id: 1 }),
+            "Unchanged for file 1, which has no base",
+        ),
+        (
+            SyncOptions::default(),
+            listing(ToReceiver::Unchanged { id: 9 }),
+            "Unchanged for file 9, not asked for",
+        ),
+        (
+            dry_run,
+            listing(ToReceiver::FileBegin { id: 1 }),
+            "file data in a dry run",
+        ),
+        (
+            dry_run,
+            listing(ToReceiver::Unchanged { id: 1 }),
+            "file data in a dry run",
+        ),
+        (
+            SyncOptions {
+                checksum: true,
+                ..dry_run
+            },
+            Vec::new(),
+            "--checksum cannot be combined with --dry-run",
+        ),
+    ];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for (options, script, expected) in cases {
+        let message = runtime.block_on(refusal(&pki, port, options, script));
+        assert!(
+            message.contains(expected),
+            "{expected:?} not in {message:?}"
+        );
+        assert!(message.contains("protocol error"), "{message}");
+    }
+    assert_eq!(snapshot(&dst), before);
 }
