@@ -229,6 +229,7 @@ fn frame_seeds(seeds: &mut Vec<Seed>) {
                 options: SyncOptions {
                     delete: true,
                     xattrs: XattrPolicy::User,
+                    ..SyncOptions::default()
                 },
                 features: Features::ours(),
                 reserved: vec![0, 3],

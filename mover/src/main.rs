@@ -7,6 +7,7 @@ use mover::failure::{ExitCode, Failure};
 use mover::progress::{self, Counters, Reporter};
 use mover::receive::volumes::Volumes;
 use mover::receive::ReceiveConfig;
+use mover::send::itemize::Itemize;
 use mover::send::{SendConfig, SendReport};
 use mover::wire::message::{SyncOptions, XattrPolicy};
 use std::path::PathBuf;
@@ -92,6 +93,16 @@ struct TransferArgs {
     /// the destination unless `all` is given.
     #[arg(long, value_enum, default_value = "user")]
     xattrs: XattrPolicy,
+    /// Compare files whose size and mtime match by content too: both ends
+    /// hash their copies at once, only differing segments travel, and an
+    /// identical file is left as it is.
+    #[arg(long)]
+    checksum: bool,
+    /// List what a sync would change, one line per change on stdout (JSON
+    /// `change` events with --progress json); write nothing, send no file
+    /// data.
+    #[arg(long, conflicts_with = "checksum")]
+    dry_run: bool,
     /// When to zstd-compress file data: `auto` while the connection is the
     /// bottleneck (a slow link), never for data that does not shrink.
     #[arg(long, value_enum, default_value = "auto")]
@@ -284,10 +295,16 @@ fn send_config(source: PathBuf, volume: String, args: &TransferArgs) -> SendConf
         options: SyncOptions {
             delete: !args.no_delete,
             xattrs: args.xattrs,
+            checksum: args.checksum,
+            dry_run: args.dry_run,
         },
         idle_timeout: session.idle_timeout,
         keepalive: session.keepalive,
         compress: args.compress,
+        itemize: match args.progress {
+            progress::Mode::Json => Itemize::Json,
+            _ => Itemize::Text,
+        },
     }
 }
 
@@ -348,6 +365,12 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 async fn sync(args: SyncArgs) -> Result<ExitCode, Failure> {
     mover::send::check_source(&args.source)?;
+    if args.transfer.dry_run && !args.dest.is_dir() {
+        return Err(Failure::permanent(format!(
+            "destination {} is not a directory (a dry run creates nothing)",
+            args.dest.display()
+        )));
+    }
     if !args.dest.exists() {
         std::fs::create_dir_all(&args.dest)
             .map_err(|e| Failure::permanent(format!("creating {}: {e}", args.dest.display())))?;
@@ -386,6 +409,15 @@ fn finish(report: SendReport, attempt: u32, mode: progress::Mode) -> ExitCode {
             map.insert("attempt".into(), attempt.into());
         }
         println!("{value}");
+    } else if report.dry_run {
+        eprintln!(
+            "{}: dry run, nothing changed: {} entries, {} files would be written ({} bytes), {} deleted",
+            report.volume,
+            report.counters.files_examined,
+            report.files_written,
+            report.bytes_written,
+            report.files_deleted,
+        );
     } else {
         let c = &report.counters;
         eprintln!(

@@ -66,10 +66,12 @@ impl FakeReceiver {
             options: SyncOptions {
                 delete: false,
                 xattrs: XattrPolicy::User,
+                ..SyncOptions::default()
             },
             idle_timeout: READ_LIMIT,
             keepalive: Duration::from_secs(5),
             compress: Compress::Off,
+            itemize: Default::default(),
         };
         let sender = tokio::spawn(async move {
             let counters = Arc::new(Counters::default());

@@ -8,7 +8,7 @@
 //! in the same rename. The destination therefore always shows each name as
 //! either its old or its new version, whatever happens to the connection.
 
-use super::hasher::{Handle as HashThread, HashJob};
+use super::hasher::{Handle as HashThread, HashJob, Identity};
 use super::incoming::{Cancel, DataError, Incoming};
 use super::notices::Notices;
 use super::tree::{Closing, Frame, Tree};
@@ -321,6 +321,7 @@ impl Applier {
             ToReceiver::PatchChunk { delta } => self.data(|f| f.patch_chunk(&delta)),
             ToReceiver::PatchEnd { segment } => self.data(|f| f.patch_end(segment)),
             ToReceiver::FileEnd { hash } => self.end(hash),
+            ToReceiver::Unchanged { id } => self.unchanged(id),
             ToReceiver::FileAbort { reason } => {
                 let file = self
                     .current
@@ -518,6 +519,18 @@ impl Applier {
         Ok(())
     }
 
+    /// Whether a current file's metadata need setting (extended
+    /// attributes are not compared, so any are set).
+    /// Whether the metadata of `name` in `dir` (whose `lstat` is `st`)
+    /// differs from `meta`, mtime aside. Equal metadata costs one xattr
+    /// listing and no write.
+    fn meta_differs(&self, dir: &Dir, name: &[u8], st: &Stat, meta: &Meta) -> bool {
+        let owner_differs = self.meta_opts.owner && (st.uid, st.gid) != (meta.uid, meta.gid);
+        st.mode != meta.mode
+            || owner_differs
+            || dir.xattrs_differ(name, &meta.xattrs, self.meta_opts.xattrs)
+    }
+
     fn set_meta(&self, name: &[u8], meta: &Meta) -> Result<(), Failure> {
         let warnings = self
             .top_dir()?
@@ -530,8 +543,7 @@ impl Applier {
     /// Gives `name` an inode of its own with the same content and
     /// metadata: the destination has it linked with a file that the source
     /// keeps apart. Copied inside the kernel, then renamed over.
-    fn split_link(&self, name: &[u8], meta: &Meta) -> Result<(), Failure> {
-        let dir = self.top_dir()?;
+    fn split_link(&self, dir: &Dir, name: &[u8], meta: &Meta) -> Result<(), Failure> {
         let mut old = dir.open_file(name).map_err(|e| self.fs(e))?;
         let mut temp = dir.create_temp(name).map_err(|e| self.fs(e))?;
         std::io::copy(&mut old, temp.file())
@@ -579,20 +591,17 @@ impl Applier {
         existing: Option<Stat>,
     ) -> Result<(), Failure> {
         if let Some(st) = existing.filter(|st| st.kind == StatKind::File) {
-            if st.size == size && same_mtime(&st, &meta) {
+            // With --checksum an equal size and mtime prove nothing: the
+            // file goes the changed route with this copy as its base, and
+            // the sender answers `Unchanged` if every segment matches.
+            // (Its inode's claim is then taken by `unchanged`.)
+            let compare = self.options.checksum && size > 0;
+            if st.size == size && same_mtime(&st, &meta) && !compare {
                 if st.nlink > 1 && !self.claimed.insert((st.dev, st.ino)) {
-                    self.split_link(name, &meta)?;
+                    self.split_link(self.top_dir()?, name, &meta)?;
                     return self.send(ToSender::Have { id });
                 }
-                let owner_differs =
-                    self.meta_opts.owner && (st.uid, st.gid) != (meta.uid, meta.gid);
-                // Unchanged metadata costs one xattr listing and no write.
-                if st.mode != meta.mode
-                    || owner_differs
-                    || self
-                        .top_dir()?
-                        .xattrs_differ(name, &meta.xattrs, self.meta_opts.xattrs)
-                {
+                if self.meta_differs(self.top_dir()?, name, &st, &meta) {
                     self.set_meta(name, &meta)?;
                 }
                 if let Some(work) = &mut self.work {
@@ -763,6 +772,64 @@ impl Applier {
         Ok(())
     }
 
+    /// The sender found the base of `id` equal to its file: keeps the
+    /// destination copy, setting only its metadata. A base that is a
+    /// partial file, or that changed since it was hashed, is not the file
+    /// the sender compared: ask for it whole instead.
+    fn unchanged(&mut self, id: FileId) -> Result<(), Failure> {
+        if self.current.is_some() {
+            return Err(self.protocol("Unchanged inside a file"));
+        }
+        let need = self
+            .needs
+            .get(&id)
+            .ok_or_else(|| self.protocol(format!("Unchanged for file {id}, not asked for")))?;
+        let hashed = super::hasher::lock(&self.hasher.announced).remove(&id);
+        let (Some(info), Some(hashed)) = (need.base, hashed) else {
+            return Err(self.protocol(format!("Unchanged for file {id}, which has no base")));
+        };
+        let intact = info.len == need.size
+            && hashed.hashes.len() == info.segment_count() as usize
+            && matches!(need.base_ref, BaseRef::Dest(_))
+            && need
+                .base_ref
+                .open(&self.volume)
+                .and_then(|f| Identity::of(&f).ok())
+                == Some(hashed.identity);
+        let (parent, name) = need
+            .path
+            .split_last()
+            .ok_or_else(|| self.protocol("Unchanged for the root"))?;
+        if !intact {
+            if let Some(need) = self.needs.get_mut(&id) {
+                need.base = None;
+            }
+            return self.send(ToSender::Need { id, base: None });
+        }
+        // Setting metadata that is already right would still change the
+        // file's ctime: an unchanged file is left alone entirely.
+        let dir = self.volume.open_dir(&parent).map_err(|e| self.fs(e))?;
+        let st = dir.stat(name).map_err(|e| self.fs(e))?;
+        // Kept in place, the inode must not be one another listed file
+        // (of another link group) kept already.
+        if let Some(st) = st.filter(|st| st.nlink > 1) {
+            if !self.claimed.insert((st.dev, st.ino)) {
+                let meta = need.meta.clone();
+                self.split_link(&dir, name, &meta)?;
+                return self.complete(id, Ok(()));
+            }
+        }
+        if st.is_none_or(|st| {
+            self.meta_differs(&dir, name, &st, &need.meta) || !same_mtime(&st, &need.meta)
+        }) {
+            let warnings = dir
+                .set_meta(name, &need.meta, self.meta_opts)
+                .map_err(|e| self.fs(e))?;
+            self.notices.extend(warnings);
+        }
+        self.complete(id, Ok(()))
+    }
+
     fn compressed(&mut self, len: u32, data: &[u8]) -> Result<(), Failure> {
         let (mut zstd, mut buf) = match self.unpack.take() {
             Some(unpack) => unpack,
@@ -895,6 +962,6 @@ impl Applier {
     }
 }
 
-fn same_mtime(st: &Stat, meta: &Meta) -> bool {
+pub(super) fn same_mtime(st: &Stat, meta: &Meta) -> bool {
     (st.mtime_sec, st.mtime_nsec) == (meta.mtime_sec, meta.mtime_nsec)
 }

@@ -4,12 +4,14 @@
 //! The async side only moves frames; all filesystem work happens on two
 //! blocking threads: the applier ([`apply`]), which writes in message order,
 //! and the hasher ([`hasher`]), which reads old copies for deltas so that
-//! hashing a large file never stalls the stream.
+//! hashing a large file never stalls the stream. A dry run has one thread,
+//! the planner ([`plan`]), which only reads.
 
 mod apply;
 mod hasher;
 mod incoming;
 mod notices;
+mod plan;
 mod tree;
 pub mod volumes;
 
@@ -110,27 +112,36 @@ async fn run<R: AsyncRead + Unpin>(
         .await
         .map_err(|_| Failure::retryable("connection closed"))?;
 
-    let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel(hasher::QUEUED_JOBS);
-    let announced = hasher::Announced::default();
-    let hasher = {
-        let (volume, out, announced) = (volume_fs.clone(), out.clone(), announced.clone());
-        tokio::task::spawn_blocking(move || hasher::run(volume, hash_rx, out, announced))
-    };
     let (in_tx, in_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
     let cancel = incoming::Cancel::default();
-    let applier = apply::Applier::new(
-        volume_fs,
-        request.options,
-        request.reserved,
-        peer.to_string(),
-        out.clone(),
-        hasher::Handle {
-            jobs: hash_tx,
-            announced,
-        },
-        cancel.clone(),
-    );
-    let mut applier = tokio::task::spawn_blocking(move || applier.run(in_rx));
+    let (mut applier, hasher) = if request.options.dry_run {
+        let planner = plan::Planner::new(volume_fs, request.options, peer.to_string(), out.clone());
+        (
+            tokio::task::spawn_blocking(move || planner.run(in_rx)),
+            None,
+        )
+    } else {
+        let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel(hasher::QUEUED_JOBS);
+        let announced = hasher::Announced::default();
+        let hasher = {
+            let (volume, out, announced) = (volume_fs.clone(), out.clone(), announced.clone());
+            tokio::task::spawn_blocking(move || hasher::run(volume, hash_rx, out, announced))
+        };
+        let applier = apply::Applier::new(
+            volume_fs,
+            request.options,
+            request.reserved,
+            peer.to_string(),
+            out.clone(),
+            hasher::Handle {
+                jobs: hash_tx,
+                announced,
+            },
+            cancel.clone(),
+        );
+        let applier = tokio::task::spawn_blocking(move || applier.run(in_rx));
+        (applier, Some(hasher))
+    };
 
     // A liveness probe another session asked for, and when it fails.
     let mut probe: Option<(volumes::Liveness, Instant)> = None;
@@ -182,17 +193,28 @@ async fn run<R: AsyncRead + Unpin>(
             joined(applier.await).map_err(|_| failure)
         }
     };
-    let _ = hasher.await;
+    if let Some(hasher) = hasher {
+        let _ = hasher.await;
+    }
     // Only now, with both threads stopped, may the claim (dropped on
     // return) let another session write the volume.
     let stats = result?;
-    claim.synced();
-    tracing::info!(
-        "{peer}: volume {} synced: {} files written, {} deleted",
-        claim.name,
-        stats.files_written,
-        stats.deleted
-    );
+    if request.options.dry_run {
+        tracing::info!(
+            "{peer}: dry run of volume {}: {} files would be written, {} deleted",
+            claim.name,
+            stats.files_written,
+            stats.deleted
+        );
+    } else {
+        claim.synced();
+        tracing::info!(
+            "{peer}: volume {} synced: {} files written, {} deleted",
+            claim.name,
+            stats.files_written,
+            stats.deleted
+        );
+    }
     Ok((claim.name.to_string(), stats))
 }
 

@@ -293,6 +293,9 @@ impl Data<'_> {
             differing,
         };
         if scan.differing.is_empty() {
+            if pending.size == base.info.len {
+                return self.unchanged(id, pending, file);
+            }
             return self.send_delta(id, pending, file, base, &scan);
         }
         let segments = scan.differing.clone();
@@ -300,6 +303,17 @@ impl Data<'_> {
             p.scan = Some(Arc::new(scan));
         }
         self.send(ToReceiver::SignatureRequest { id, segments })?;
+        Ok(())
+    }
+
+    /// Every segment matches and the sizes agree: the receiver's copy is
+    /// this file already, so it keeps it (setting only metadata) rather
+    /// than rebuilding it from copied segments.
+    fn unchanged(&mut self, id: FileId, pending: &Pending, file: &File) -> Result<(), Stop> {
+        check_unchanged(file, pending).map_err(|e| Stop::Abort(abort_reason(e)))?;
+        Counters::add(&self.shared.counters.bytes_done, pending.size);
+        Counters::add(&self.shared.counters.bytes_matched, pending.size);
+        self.send(ToReceiver::Unchanged { id })?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 //! for the answers that ask for data.
 
 mod data;
+pub mod itemize;
 mod state;
 mod walk;
 mod window;
@@ -19,6 +20,7 @@ use crate::wire::hello::{self, Features};
 use crate::wire::io::{self as wio, Reader};
 use crate::wire::message::{BaseInfo, FileId, ReceiverStats, SyncOptions, ToReceiver, ToSender};
 use data::Job;
+use itemize::Itemize;
 use serde::Serialize;
 use state::{BaseState, Shared};
 use std::path::PathBuf;
@@ -39,6 +41,8 @@ pub struct SendConfig {
     pub keepalive: Duration,
     /// When file data goes zstd-compressed.
     pub compress: Compress,
+    /// How a dry run lists the changes it finds.
+    pub itemize: Itemize,
 }
 
 /// The outcome of a finished sync.
@@ -48,8 +52,11 @@ pub struct SendReport {
     pub duration_secs: f64,
     #[serde(flatten)]
     pub counters: Snapshot,
+    /// In a dry run, what would be deleted, written and sent.
+    pub dry_run: bool,
     pub files_deleted: u64,
     pub files_written: u64,
+    pub bytes_written: u64,
     /// Paths that could not be read or vanished, with the reason (the first
     /// thousand; all of them are logged as they happen).
     pub problems: Vec<String>,
@@ -83,6 +90,7 @@ pub async fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    config.options.validate().map_err(Failure::permanent)?;
     let started = Instant::now();
     let peer = "receiver";
     let (read, write) = tokio::io::split(stream);
@@ -100,6 +108,7 @@ where
     };
     let _ = out.send(vec![request.hello()]).await;
     let features = hello::read_welcome(&mut reader, config.idle_timeout, &ours).await?;
+    hello::check_options(&config.options, &features)?;
     // Compressed data only for a receiver that said it can read it.
     let compress = if features.has(Features::ZSTD) {
         config.compress
@@ -123,6 +132,10 @@ where
         jobs,
         probes: out,
         peer,
+        changes: config
+            .options
+            .dry_run
+            .then_some((config.itemize, config.volume.as_str())),
     };
     let answered = tokio::select! {
         answered = responses.run(&mut reader, config.idle_timeout) => answered,
@@ -157,8 +170,10 @@ where
         volume: config.volume,
         duration_secs: started.elapsed().as_secs_f64(),
         counters: counters.snapshot(),
+        dry_run: config.options.dry_run,
         files_deleted: stats.deleted,
         files_written: stats.files_written,
+        bytes_written: stats.bytes_written,
         problems: shared.take_problems(),
     })
 }
@@ -170,6 +185,8 @@ struct Responses<'a> {
     /// Where answers to the receiver's liveness probes go.
     probes: mpsc::Sender<Vec<ToReceiver>>,
     peer: &'a str,
+    /// In a dry run, how to list changes and for which volume.
+    changes: Option<(Itemize, &'a str)>,
 }
 
 impl Responses<'_> {
@@ -210,6 +227,13 @@ impl Responses<'_> {
                 if let Some(p) = self.shared.finish(id) {
                     Counters::add(&self.shared.counters.bytes_done, p.size);
                 }
+            }
+            // A dry run sends no file data, whatever the receiver asks.
+            ToSender::Need { id, .. } if self.changes.is_some() => {
+                return Err(Failure::protocol(
+                    self.peer,
+                    format!("asked for the data of file {id} in a dry run"),
+                ))
             }
             ToSender::Need { id, base: None } => {
                 // Also the answer to a file whose check failed: whatever
@@ -270,6 +294,15 @@ impl Responses<'_> {
                 let _ = self.probes.try_send(vec![ToReceiver::Keepalive]);
             }
             ToSender::Welcome { .. } => return Err(Failure::protocol(self.peer, "second Welcome")),
+            ToSender::Change { path, change } => match self.changes {
+                Some((itemize, volume)) => itemize.print(volume, &path, &change),
+                None => {
+                    return Err(Failure::protocol(
+                        self.peer,
+                        format!("change of {path} reported outside a dry run"),
+                    ))
+                }
+            },
         }
         Ok(None)
     }

@@ -32,10 +32,19 @@ pub struct Features(Vec<String>);
 impl Features {
     /// File data may arrive as `Compressed` (zstd frames).
     pub const ZSTD: &'static str = "zstd";
+    /// The receiver honours [`SyncOptions::checksum`] and reads
+    /// `Unchanged`.
+    pub const CHECKSUM: &'static str = "checksum";
+    /// The receiver honours [`SyncOptions::dry_run`].
+    pub const DRY_RUN: &'static str = "dry-run";
 
     /// Everything this build supports.
     pub fn ours() -> Self {
-        Features(vec![Features::ZSTD.to_string()])
+        Features(
+            [Features::ZSTD, Features::CHECKSUM, Features::DRY_RUN]
+                .map(String::from)
+                .to_vec(),
+        )
     }
 
     pub fn none() -> Self {
@@ -95,6 +104,12 @@ pub enum HandshakeError {
         peer: String,
         expected: &'static str,
         got: &'static str,
+    },
+    /// The receiver lacks what an option needs, and would ignore it.
+    #[error("the receiver does not support {flag} (feature `{feature}`); upgrade it or sync without {flag}")]
+    Unsupported {
+        flag: &'static str,
+        feature: &'static str,
     },
     /// The receiver answered Hello with an error (busy volume, volume not
     /// granted, or a version it does not speak).
@@ -204,6 +219,18 @@ pub async fn read_welcome<R: AsyncRead + Unpin>(
     }
 }
 
+/// Sender side: fails unless the receiver's `features` cover everything
+/// `options` ask for, so that no option is silently ignored.
+pub fn check_options(options: &SyncOptions, features: &Features) -> Result<(), HandshakeError> {
+    match options
+        .required_features()
+        .find(|(feature, _)| !features.has(feature))
+    {
+        Some((feature, flag)) => Err(HandshakeError::Unsupported { flag, feature }),
+        None => Ok(()),
+    }
+}
+
 /// The first message from `peer`, with a foreign version reported as such
 /// rather than as a malformed frame.
 async fn opening<R, In, Out>(
@@ -236,8 +263,31 @@ mod tests {
         let ours = Features::ours();
         assert!(ours.common(&Features::none()) == Features::none());
         let theirs = Features(vec!["zstd".into(), "from-the-future".into()]);
-        assert_eq!(ours.common(&theirs), Features::ours());
+        assert_eq!(ours.common(&theirs), Features(vec!["zstd".into()]));
         assert!(ours.common(&theirs).has(Features::ZSTD));
+        assert!(!ours.common(&theirs).has(Features::DRY_RUN));
+    }
+
+    #[test]
+    fn options_need_the_receivers_features() {
+        let options = SyncOptions {
+            checksum: true,
+            dry_run: true,
+            ..SyncOptions::default()
+        };
+        assert_eq!(check_options(&options, &Features::ours()), Ok(()));
+        assert_eq!(
+            check_options(&SyncOptions::default(), &Features::none()),
+            Ok(())
+        );
+        let old = Features(vec![Features::ZSTD.into(), Features::CHECKSUM.into()]);
+        let refused: Failure = check_options(&options, &old).unwrap_err().into();
+        assert_eq!(
+            refused.message,
+            "the receiver does not support --dry-run (feature `dry-run`); \
+             upgrade it or sync without --dry-run"
+        );
+        assert!(!refused.retryable);
     }
 
     #[test]
@@ -255,6 +305,7 @@ mod tests {
                 options: SyncOptions {
                     delete: true,
                     xattrs: crate::wire::message::XattrPolicy::User,
+                    ..SyncOptions::default()
                 },
                 features: Features::ours(),
                 reserved: vec![1],

@@ -21,7 +21,7 @@ pub type FileId = u64;
 /// the full 256-bit hash guards the whole file anyway.
 pub type SegmentHash = [u8; 16];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncOptions {
     /// Delete destination entries the source does not have.
     pub delete: bool,
@@ -29,6 +29,14 @@ pub struct SyncOptions {
     /// ones the receiver owns: it sets them, and removes those the source
     /// lacks. Every other attribute belongs to the destination system.
     pub xattrs: XattrPolicy,
+    /// Compare files whose size and mtime match by content too: the
+    /// receiver offers its copy as a base, both ends hash their copies at
+    /// once, and an identical file is answered with
+    /// [`ToReceiver::Unchanged`] instead of being rebuilt.
+    pub checksum: bool,
+    /// Write nothing: the receiver answers every file with `Have` and
+    /// reports what a sync would change ([`ToSender::Change`]).
+    pub dry_run: bool,
 }
 
 /// Which extended attributes a sync copies.
@@ -61,6 +69,29 @@ impl XattrPolicy {
             }
             XattrPolicy::All => true,
         }
+    }
+}
+
+impl SyncOptions {
+    /// Refuses combinations a session cannot honour.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.checksum && self.dry_run {
+            // A dry run sends no file data, and so compares no content.
+            return Err("--checksum cannot be combined with --dry-run");
+        }
+        Ok(())
+    }
+
+    /// The [`Features`] a receiver must offer to honour these options, with
+    /// the command-line flag each one serves.
+    pub fn required_features(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        [
+            (self.checksum, Features::CHECKSUM, "--checksum"),
+            (self.dry_run, Features::DRY_RUN, "--dry-run"),
+        ]
+        .into_iter()
+        .filter(|(on, _, _)| *on)
+        .map(|(_, feature, flag)| (feature, flag))
     }
 }
 
@@ -118,6 +149,10 @@ pub enum ToReceiver {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Every segment of the receiver's copy of `id` (announced with `Need`
+    /// and a base) matches the source and the sizes agree: keep the copy,
+    /// apply only the metadata, and report the file done.
+    Unchanged { id: FileId },
     /// Bytes to append. Travels as a raw data frame, never through serde;
     /// it stays the last variant so skipping it shifts no other variant's
     /// index on the wire.
@@ -158,6 +193,7 @@ impl Message for ToReceiver {
             | ToReceiver::PatchEnd { .. }
             | ToReceiver::FileEnd { .. }
             | ToReceiver::FileAbort { .. }
+            | ToReceiver::Unchanged { .. }
             | ToReceiver::Keepalive => 0,
         }
     }
@@ -197,6 +233,7 @@ impl Message for ToSender {
             ToSender::BaseHashes { hashes, .. } => hashes.len() * 16,
             ToSender::Signature { signature, .. } => signature.len(),
             ToSender::FileFailed { message, .. } | ToSender::Error { message, .. } => message.len(),
+            ToSender::Change { path, change } => path.as_bytes().len() + change.payload_len(),
             ToSender::Have { .. }
             | ToSender::Need { .. }
             | ToSender::SignaturesEnd { .. }
@@ -273,6 +310,68 @@ pub enum ToSender {
     /// Another connection wants this volume: answer with any message at
     /// once (a keepalive will do) to show this session's sender is alive.
     Probe,
+    /// In a dry run: what a sync would do to `path`, one message per
+    /// change, in walk order (deletions where the walk passes them).
+    Change {
+        path: RelPath,
+        change: Change,
+    },
+}
+
+/// What an entry is, as a dry run names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryType {
+    Dir,
+    File,
+    Symlink,
+    /// A device, FIFO or socket (or, on the destination, anything else).
+    Special,
+}
+
+/// One change a sync would make to one path ([`ToSender::Change`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// The destination lacks it; `size` for a file.
+    Create { kind: EntryType, size: u64 },
+    /// The source lacks it (a directory goes with all it holds).
+    Delete { kind: EntryType },
+    /// A file's data is sent: its size or mtime differ.
+    Content { old_size: u64, new_size: u64 },
+    /// The destination has another type of entry under the name.
+    Replace { old: EntryType, new: EntryType },
+    /// A symlink gets another target, or a device another number.
+    Target,
+    /// Only metadata is set.
+    Meta(MetaChange),
+    /// The name becomes another name (hard link) for `target`.
+    Link { target: RelPath },
+    /// The destination has the file hard-linked with another listed file
+    /// that the source keeps apart: it gets an inode of its own.
+    Unlink,
+}
+
+impl Change {
+    fn payload_len(&self) -> usize {
+        match self {
+            Change::Link { target } => target.as_bytes().len(),
+            _ => 0,
+        }
+    }
+}
+
+/// Which metadata differ: `(destination, source)` pairs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaChange {
+    pub mode: Option<(u32, u32)>,
+    /// uid and gid; compared only by a receiver that can set them (root).
+    pub owner: Option<((u32, u32), (u32, u32))>,
+    pub mtime: bool,
+}
+
+impl MetaChange {
+    pub fn is_empty(&self) -> bool {
+        *self == MetaChange::default()
+    }
 }
 
 /// What the receiver knows about its copy of a changed file.

@@ -37,6 +37,7 @@ pub fn hello(volume: &str) -> ToReceiver {
         options: SyncOptions {
             delete: false,
             xattrs: XattrPolicy::User,
+            ..SyncOptions::default()
         },
         features: Features::ours(),
         reserved: Vec::new(),
