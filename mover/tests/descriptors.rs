@@ -64,6 +64,16 @@ fn sync_limited(src: &Path, dst: &Path, soft: u32, hard: u32) -> Output {
     )
 }
 
+/// Sets a running process's descriptor limit (soft and hard) to `limit`.
+fn lower_limit(process: &Receiver, limit: u32) {
+    let lowered = Command::new("prlimit")
+        .arg(format!("--pid={}", process.0.id()))
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(lowered.success());
+}
+
 #[test]
 fn a_sync_of_wide_deep_and_flat_trees_fits_in_64_descriptors() {
     let tmp = tempfile::tempdir().unwrap();
@@ -108,12 +118,7 @@ fn a_receiver_low_on_descriptors_serves_a_wide_tree_and_another_volume_at_once()
         &[],
     );
     // Lowered before any session starts: the pool is sized by the first.
-    let lowered = Command::new("prlimit")
-        .arg(format!("--pid={}", receiver.0.id()))
-        .arg(format!("--nofile={LOW_LIMIT}:{LOW_LIMIT}"))
-        .status()
-        .expect("run prlimit (util-linux)");
-    assert!(lowered.success());
+    lower_limit(&receiver, LOW_LIMIT);
 
     let senders = [("a", &wide, "wide"), ("b", &other, "other")].map(|(client, src, volume)| {
         send(&pki, client, src, port, volume, &["--progress", "none"])
@@ -127,4 +132,26 @@ fn a_receiver_low_on_descriptors_serves_a_wide_tree_and_another_volume_at_once()
     assert_eq!(code(&other_out), 0, "other: {}", stderr(&other_out));
     assert_same_tree(&wide, &wide_dst);
     assert_same_tree(&other, &other_dst);
+}
+
+#[test]
+fn running_out_on_the_receiver_is_retryable_and_names_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    tree(&src, 0, DEPTH, 0);
+    fs::create_dir_all(&dst).unwrap();
+    let pki = tmp.path().join("pki");
+    certs(&pki, &["app=data"]);
+    let port = free_port();
+    let receiver = receive(&pki, port, &[("data", &dst)], &[]);
+    // Room to accept and start a session, not to walk down a chain.
+    lower_limit(&receiver, 16);
+    let out = send(&pki, "app", &src, port, "data", &[]).output().unwrap();
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("out of file descriptors: this process may open 16 files (`ulimit -n`"),
+        "{}",
+        stderr(&out)
+    );
 }
