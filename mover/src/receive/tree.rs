@@ -189,3 +189,84 @@ impl Tree {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dest::volume::Volume;
+
+    const DEPTH: usize = 3 * OPEN_LEVELS + 2;
+
+    fn meta() -> Meta {
+        Meta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn open_levels(tree: &Tree) -> usize {
+        tree.stack.iter().filter(|f| f.dir.is_some()).count()
+    }
+
+    /// A chain of directories `DEPTH` deep, entered as the applier enters
+    /// directories.
+    fn descend() -> (tempfile::TempDir, Tree) {
+        let tmp = tempfile::tempdir().unwrap();
+        let chain = (0..DEPTH).fold(tmp.path().to_path_buf(), |p, _| p.join("d"));
+        std::fs::create_dir_all(&chain).unwrap();
+        let mut dir = Volume::open("v", tmp.path()).unwrap().root();
+        let mut tree = Tree::default();
+        tree.push(Frame::new(
+            RelPath::root(),
+            dir.clone(),
+            meta(),
+            Vec::new(),
+            false,
+        ));
+        for _ in 0..DEPTH {
+            dir = dir.open_subdir(b"d").unwrap();
+            tree.push(Frame::new(
+                dir.path().clone(),
+                dir.clone(),
+                meta(),
+                Vec::new(),
+                false,
+            ));
+            assert!(open_levels(&tree) <= OPEN_LEVELS + 1);
+        }
+        (tmp, tree)
+    }
+
+    #[test]
+    fn a_deep_walk_keeps_a_window_open_and_reopens_the_way_back() {
+        let (_tmp, mut tree) = descend();
+        for depth in (0..=DEPTH).rev() {
+            let (frame, dir) = tree.pop().unwrap().unwrap();
+            assert_eq!(frame.path.components().count(), depth);
+            assert_eq!(dir.path(), &frame.path);
+            assert!(tree.top().is_none_or(|_| tree.top_dir().is_some()));
+            assert!(open_levels(&tree) <= OPEN_LEVELS + 1);
+        }
+        assert!(tree.pop().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_level_replaced_by_a_symlink_is_not_followed_on_the_way_back() {
+        let (tmp, mut tree) = descend();
+        // Swap a closed level for a symlink to an identical chain elsewhere.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(elsewhere.path().join("d/d/d/d")).unwrap();
+        let d = tmp.path().join("d");
+        std::fs::rename(d.join("d"), tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("d"), d.join("d")).unwrap();
+        let error = std::iter::from_fn(|| Some(tree.pop()))
+            .take(DEPTH + 1)
+            .find_map(|popped| popped.err())
+            .unwrap();
+        assert!(error.to_string().contains("symlink"), "{error}");
+    }
+}
