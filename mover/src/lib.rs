@@ -8,6 +8,7 @@ pub mod delta;
 pub mod dest;
 pub mod entry;
 pub mod failure;
+pub mod limits;
 pub mod net;
 pub mod progress;
 pub mod receive;

@@ -218,6 +218,10 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
+    match mover::limits::raise_nofile() {
+        Ok(limit) => tracing::info!("may open {limit} files at once"),
+        Err(e) => tracing::warn!("{e}"),
+    }
     let code = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(run(cli.command)),
         Err(e) => {

@@ -17,6 +17,7 @@ use crate::dest::volume::{Dir, FsError, MetaOptions, Stat, StatKind, TempFile, V
 use crate::dest::work::{BaseRef, WorkArea};
 use crate::entry::{Entry, Kind, Meta, RelPath};
 use crate::failure::Failure;
+use crate::limits::{self, Lease};
 use crate::wire::io::Outbox;
 use crate::wire::message::{
     AbortReason, BaseInfo, FileId, ReceiverStats, SyncOptions, ToReceiver, ToSender,
@@ -48,9 +49,6 @@ const MAX_WAITING_LINKS: usize = 1 << 20;
 /// One resend whole after a hash mismatch; a second mismatch fails the file.
 const MAX_RESENDS: u32 = 1;
 
-/// Verified files held (open) for one flush; well under the usual limit of
-/// 1024 open files.
-const MAX_BATCH_FILES: usize = 256;
 /// Bytes held for one flush, so a flush never has much to write at once.
 const MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -80,8 +78,10 @@ pub struct Applier {
     work: Option<WorkArea>,
     notices: Notices,
     current: Option<Incoming>,
-    /// Verified files waiting for one `syncfs` before their renames.
+    /// Verified files waiting for one `syncfs` before their renames, as
+    /// many as `lease` has descriptor slots for.
     batch: Vec<(FileId, TempFile)>,
+    lease: Lease,
     batch_bytes: u64,
     /// The directory the last file was written into: consecutive files
     /// usually share it.
@@ -125,6 +125,7 @@ impl Applier {
             notices: Notices::default(),
             current: None,
             batch: Vec::new(),
+            lease: limits::pool().session(),
             batch_bytes: 0,
             last_dir: None,
             cancel,
@@ -209,8 +210,8 @@ impl Applier {
         if let Some(work) = self.work.take() {
             work.close(true, &self.volume).map_err(|e| self.fs(e))?;
         }
-        for (_, closing) in std::mem::take(&mut self.tree.closing) {
-            self.apply_dir_meta(&closing.dir, &closing.meta)?;
+        for (path, closing) in std::mem::take(&mut self.tree.closing) {
+            self.apply_left_dir_meta(&path, &closing.meta)?;
         }
         self.notices.summarize(self.volume.name());
         self.volume
@@ -240,6 +241,7 @@ impl Applier {
             self.stats.bytes_written += self.needs.get(&id).map_or(0, |n| n.size);
             self.complete(id, Ok(()))?;
         }
+        self.lease.release_batch();
         Ok(())
     }
 
@@ -275,8 +277,8 @@ impl Applier {
                 None => Err(self.protocol(format!("KeepContents for {dir}, which is not open"))),
             },
             ToReceiver::EndOfList => {
-                while let Some(frame) = self.tree.stack.pop() {
-                    self.close(frame)?;
+                while let Some((frame, dir)) = self.tree.pop().map_err(|e| self.fs(e))? {
+                    self.close(frame, dir)?;
                 }
                 self.end_of_list = true;
                 Ok(())
@@ -344,7 +346,9 @@ impl Applier {
 /// Entries, directories and links.
 impl Applier {
     fn fs(&self, e: FsError) -> Failure {
-        if e.is_no_space() {
+        if let Some(failure) = limits::exhausted(e.raw_os_error(), &e.to_string()) {
+            failure
+        } else if e.is_no_space() {
             Failure::permanent(format!("no space left on {}", e.location()))
         } else {
             Failure::permanent(e.to_string())
@@ -364,7 +368,7 @@ impl Applier {
             if let Some(work) = &self.work {
                 names.retain(|n| n != work.name());
             }
-            self.tree.stack.push(Frame::new(
+            self.tree.push(Frame::new(
                 RelPath::root(),
                 root,
                 entry.meta,
@@ -383,24 +387,15 @@ impl Applier {
             )));
         }
         self.enter(&parent, &entry.path)?;
-        let frame = self
-            .tree
-            .stack
-            .last_mut()
-            .ok_or_else(|| Failure::permanent("no open directory"))?;
+        let frame = self.tree.top_mut().ok_or_else(no_open_dir)?;
         let (present, gone) = frame
             .next_name(&name)
             .map_err(|e| Failure::protocol(&self.peer, e))?;
-        let (delete, dir) = (frame.delete, frame.dir.clone());
+        let delete = frame.delete;
+        let dir = self.top_dir()?.clone();
         for old in gone {
             self.unlisted(&dir, &old, delete)?;
         }
-        let dir = &self
-            .tree
-            .stack
-            .last()
-            .ok_or_else(|| Failure::permanent("no open directory"))?
-            .dir;
         // The listing taken on entering the directory already says whether
         // the name exists: no lookup for the (many) new names.
         let existing = match present {
@@ -473,18 +468,18 @@ impl Applier {
     /// Leaves the directories the walk has finished until `parent` is the
     /// innermost one; `parent` must be open, or the entry is out of place.
     fn enter(&mut self, parent: &RelPath, path: &RelPath) -> Result<(), Failure> {
-        while let Some(top) = self.tree.stack.last() {
+        while let Some(top) = self.tree.top() {
             if parent.starts_with(&top.path) {
                 break;
             }
-            let frame = self
+            let (frame, dir) = self
                 .tree
-                .stack
                 .pop()
-                .ok_or_else(|| Failure::permanent("no open directory"))?;
-            self.close(frame)?;
+                .map_err(|e| self.fs(e))?
+                .ok_or_else(no_open_dir)?;
+            self.close(frame, dir)?;
         }
-        match self.tree.stack.last() {
+        match self.tree.top() {
             Some(top) if &top.path == parent => Ok(()),
             _ => Err(self.protocol(format!(
                 "entry {path} arrives outside its directory {parent}"
@@ -493,11 +488,7 @@ impl Applier {
     }
 
     fn top_dir(&self) -> Result<&Dir, Failure> {
-        self.tree
-            .stack
-            .last()
-            .map(|f| &f.dir)
-            .ok_or_else(|| Failure::permanent("no open directory"))
+        self.tree.top_dir().ok_or_else(no_open_dir)
     }
 
     /// Removes a destination name the source does not list, when deleting.
@@ -573,9 +564,7 @@ impl Applier {
         sub.make_writable().map_err(|e| self.fs(e))?;
         let names = sub.names().map_err(|e| self.fs(e))?;
         let delete = self.options.delete;
-        self.tree
-            .stack
-            .push(Frame::new(path, sub, meta, names, delete));
+        self.tree.push(Frame::new(path, sub, meta, names, delete));
         Ok(())
     }
 
@@ -670,19 +659,18 @@ impl Applier {
 
     /// Leaves a directory: deletes what the source lacked and applies its
     /// metadata, or defers that until its pending files are in place.
-    fn close(&mut self, mut frame: Frame) -> Result<(), Failure> {
+    fn close(&mut self, mut frame: Frame, dir: Dir) -> Result<(), Failure> {
         for name in frame.leftovers() {
-            self.unlisted(&frame.dir, &name, frame.delete)?;
+            self.unlisted(&dir, &name, frame.delete)?;
         }
         // The root's times are set last of all, once the work area in it
         // is gone.
         if frame.pending == 0 && !frame.path.is_root() {
-            self.apply_dir_meta(&frame.dir, &frame.meta)
+            self.apply_dir_meta(&dir, &frame.meta)
         } else {
             self.tree.closing.insert(
                 frame.path,
                 Closing {
-                    dir: frame.dir,
                     meta: frame.meta,
                     pending: frame.pending,
                 },
@@ -697,6 +685,13 @@ impl Applier {
             .map_err(|e| self.fs(e))?;
         self.notices.extend(warnings);
         Ok(())
+    }
+
+    /// Applies the metadata of a directory the walk has left, opening it
+    /// again by path (confined like every open beneath the root).
+    fn apply_left_dir_meta(&self, path: &RelPath, meta: &Meta) -> Result<(), Failure> {
+        let dir = self.volume.open_dir(path).map_err(|e| self.fs(e))?;
+        self.apply_dir_meta(&dir, meta)
     }
 
     /// Makes `path` another name for the file at `target`.
@@ -907,8 +902,11 @@ impl Applier {
             .map_err(|e| self.fs(e))?;
         self.notices.extend(warnings);
         self.batch_bytes += self.needs[&id].size;
+        // Out of descriptor slots, the batch goes with this file as its
+        // last: a session never waits for others' descriptors.
+        let room = self.lease.take_file();
         self.batch.push((id, temp));
-        if self.batch.len() >= MAX_BATCH_FILES || self.batch_bytes >= MAX_BATCH_BYTES {
+        if !room || self.batch_bytes >= MAX_BATCH_BYTES {
             self.commit_batch()?;
         }
         Ok(())
@@ -956,10 +954,14 @@ impl Applier {
     /// if the walk has left it and it was the last.
     fn settle(&mut self, dir: &RelPath) -> Result<(), Failure> {
         if let Some(closing) = self.tree.done_pending(dir) {
-            self.apply_dir_meta(&closing.dir, &closing.meta)?;
+            self.apply_left_dir_meta(dir, &closing.meta)?;
         }
         Ok(())
     }
+}
+
+pub(super) fn no_open_dir() -> Failure {
+    Failure::permanent("no open directory")
 }
 
 pub(super) fn same_mtime(st: &Stat, meta: &Meta) -> bool {

@@ -10,7 +10,7 @@
 //! the sender as one [`ToSender::Change`] as soon as it is found, so nothing
 //! is collected.
 
-use super::apply::same_mtime;
+use super::apply::{no_open_dir, same_mtime};
 use super::tree::Frame;
 use crate::dest::volume::{Dir, FsError, Stat, StatKind, Volume};
 use crate::entry::{Entry, Kind, Meta, RelPath};
@@ -147,12 +147,15 @@ impl Planner {
         let name = name.to_vec();
         self.enter(&parent, &entry.path)?;
         let Some(level) = self.stack.last_mut() else {
-            return Err(Failure::permanent("no open directory"));
+            return Err(no_open_dir());
         };
         let (present, gone) = level
             .next_name(&name)
             .map_err(|e| Failure::protocol(&self.peer, e))?;
-        let (dir, delete) = (level.dir.clone(), level.delete);
+        let (dir, delete) = (
+            level.open_dir().cloned().ok_or_else(no_open_dir)?,
+            level.delete,
+        );
         for old in gone {
             self.unlisted(&dir, &old, delete)?;
         }
@@ -223,7 +226,10 @@ impl Planner {
 
     /// Leaves a directory: what the source lacks in it would be deleted.
     fn close(&mut self, mut level: Frame) -> Result<(), Failure> {
-        let (dir, delete) = (level.dir.clone(), level.delete);
+        let (dir, delete) = (
+            level.open_dir().cloned().ok_or_else(no_open_dir)?,
+            level.delete,
+        );
         for name in level.leftovers() {
             self.unlisted(&dir, &name, delete)?;
         }

@@ -6,16 +6,25 @@
 //! the walk leaves it, and its metadata (mtime above all) is applied once
 //! the last file written into it is in place, so later renames inside it
 //! cannot disturb its times.
+//!
+//! Descriptors stay bounded however deep or wide the tree: at most
+//! [`OPEN_LEVELS`] levels below the root are open (the shallowest are
+//! closed and reopened by name from their nearest open ancestor on the way
+//! back, never following a symlink), and a directory the walk has left is
+//! kept as its path, to be reopened when its metadata is applied.
 
-use crate::dest::volume::Dir;
+use crate::dest::volume::{Dir, FsError};
 use crate::entry::{Meta, RelPath};
+use crate::limits::OPEN_LEVELS;
 use std::collections::HashMap;
 use std::iter::Peekable;
 use std::vec::IntoIter;
 
 pub struct Frame {
     pub path: RelPath,
-    pub dir: Dir,
+    /// Open while this level is the root or among the [`OPEN_LEVELS`]
+    /// deepest; the innermost level is always open.
+    dir: Option<Dir>,
     pub meta: Meta,
     /// Destination names not yet matched by a source entry, sorted.
     existing: Peekable<IntoIter<Vec<u8>>>,
@@ -26,16 +35,17 @@ pub struct Frame {
     pub pending: usize,
 }
 
-/// A directory the walk has left whose files are still being written.
+/// A directory the walk has left whose files are still being written: a
+/// path rather than a descriptor, since a million small directories may be
+/// waiting.
 pub struct Closing {
-    pub dir: Dir,
     pub meta: Meta,
     pub pending: usize,
 }
 
 #[derive(Default)]
 pub struct Tree {
-    pub stack: Vec<Frame>,
+    stack: Vec<Frame>,
     pub closing: HashMap<RelPath, Closing>,
 }
 
@@ -43,13 +53,19 @@ impl Frame {
     pub fn new(path: RelPath, dir: Dir, meta: Meta, existing: Vec<Vec<u8>>, delete: bool) -> Self {
         Frame {
             path,
-            dir,
+            dir: Some(dir),
             meta,
             existing: existing.into_iter().peekable(),
             delete,
             last_name: None,
             pending: 0,
         }
+    }
+
+    /// The directory, if this level is open (a level [`Tree`] closed to
+    /// save descriptors is not).
+    pub fn open_dir(&self) -> Option<&Dir> {
+        self.dir.as_ref()
     }
 
     /// Accepts the next source name in this directory. Returns whether the
@@ -86,6 +102,71 @@ impl Frame {
 }
 
 impl Tree {
+    /// The innermost directory.
+    pub fn top(&self) -> Option<&Frame> {
+        self.stack.last()
+    }
+
+    pub fn top_mut(&mut self) -> Option<&mut Frame> {
+        self.stack.last_mut()
+    }
+
+    /// The innermost directory's descriptor.
+    pub fn top_dir(&self) -> Option<&Dir> {
+        self.top().and_then(|f| f.dir.as_ref())
+    }
+
+    /// Enters `frame`, closing the shallowest open level (never the root's)
+    /// if that makes more than [`OPEN_LEVELS`].
+    pub fn push(&mut self, frame: Frame) {
+        self.stack.push(frame);
+        self.trim();
+    }
+
+    /// Leaves the innermost directory: returns it with its descriptor, and
+    /// opens its parent again if it was closed for room.
+    pub fn pop(&mut self) -> Result<Option<(Frame, Dir)>, FsError> {
+        let Some(dir) = self.open_top()? else {
+            return Ok(None);
+        };
+        let Some(frame) = self.stack.pop() else {
+            return Ok(None);
+        };
+        self.open_top()?;
+        Ok(Some((frame, dir)))
+    }
+
+    /// Opens the innermost level if it is closed, from the nearest open
+    /// ancestor, one name at a time; of the levels on the way, the deepest
+    /// stay open. Returns the innermost level's descriptor.
+    fn open_top(&mut self) -> Result<Option<Dir>, FsError> {
+        let Some(base) = self.stack.iter().rposition(|f| f.dir.is_some()) else {
+            return Ok(None);
+        };
+        let keep_from = self.stack.len().saturating_sub(OPEN_LEVELS);
+        let mut dir = self.stack[base].dir.clone();
+        for (i, frame) in self.stack.iter_mut().enumerate().skip(base + 1) {
+            let name = frame.path.split_last().map_or(&[][..], |(_, name)| name);
+            dir = dir.map(|d| d.open_subdir(name)).transpose()?;
+            if i >= keep_from {
+                frame.dir = dir.clone();
+            }
+        }
+        self.trim();
+        Ok(dir)
+    }
+
+    /// Closes the shallowest open levels below the root until at most
+    /// [`OPEN_LEVELS`] are open.
+    fn trim(&mut self) {
+        let open = self.stack.iter().skip(1).filter(|f| f.dir.is_some());
+        let excess = open.count().saturating_sub(OPEN_LEVELS);
+        let open = self.stack.iter_mut().skip(1).filter(|f| f.dir.is_some());
+        for frame in open.take(excess) {
+            frame.dir = None;
+        }
+    }
+
     pub fn find(&mut self, path: &RelPath) -> Option<&mut Frame> {
         self.stack.iter_mut().rev().find(|f| &f.path == path)
     }
@@ -112,5 +193,86 @@ impl Tree {
             return self.closing.remove(dir);
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dest::volume::Volume;
+
+    const DEPTH: usize = 3 * OPEN_LEVELS + 2;
+
+    fn meta() -> Meta {
+        Meta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn open_levels(tree: &Tree) -> usize {
+        tree.stack.iter().filter(|f| f.dir.is_some()).count()
+    }
+
+    /// A chain of directories `DEPTH` deep, entered as the applier enters
+    /// directories.
+    fn descend() -> (tempfile::TempDir, Tree) {
+        let tmp = tempfile::tempdir().unwrap();
+        let chain = (0..DEPTH).fold(tmp.path().to_path_buf(), |p, _| p.join("d"));
+        std::fs::create_dir_all(&chain).unwrap();
+        let mut dir = Volume::open("v", tmp.path()).unwrap().root();
+        let mut tree = Tree::default();
+        tree.push(Frame::new(
+            RelPath::root(),
+            dir.clone(),
+            meta(),
+            Vec::new(),
+            false,
+        ));
+        for _ in 0..DEPTH {
+            dir = dir.open_subdir(b"d").unwrap();
+            tree.push(Frame::new(
+                dir.path().clone(),
+                dir.clone(),
+                meta(),
+                Vec::new(),
+                false,
+            ));
+            assert!(open_levels(&tree) <= OPEN_LEVELS + 1);
+        }
+        (tmp, tree)
+    }
+
+    #[test]
+    fn a_deep_walk_keeps_a_window_open_and_reopens_the_way_back() {
+        let (_tmp, mut tree) = descend();
+        for depth in (0..=DEPTH).rev() {
+            let (frame, dir) = tree.pop().unwrap().unwrap();
+            assert_eq!(frame.path.components().count(), depth);
+            assert_eq!(dir.path(), &frame.path);
+            assert!(tree.top().is_none_or(|_| tree.top_dir().is_some()));
+            assert!(open_levels(&tree) <= OPEN_LEVELS + 1);
+        }
+        assert!(tree.pop().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_level_replaced_by_a_symlink_is_not_followed_on_the_way_back() {
+        let (tmp, mut tree) = descend();
+        // Swap a closed level for a symlink to an identical chain elsewhere.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(elsewhere.path().join("d/d/d/d")).unwrap();
+        let d = tmp.path().join("d");
+        std::fs::rename(d.join("d"), tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("d"), d.join("d")).unwrap();
+        let error = std::iter::from_fn(|| Some(tree.pop()))
+            .take(DEPTH + 1)
+            .find_map(|popped| popped.err())
+            .unwrap();
+        assert!(error.to_string().contains("symlink"), "{error}");
     }
 }
