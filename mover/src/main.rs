@@ -5,6 +5,7 @@
 use clap::{Args, Parser, Subcommand};
 use mover::failure::{ExitCode, Failure};
 use mover::progress::{self, Counters, Reporter};
+use mover::receive::policy::Policy;
 use mover::receive::volumes::Volumes;
 use mover::receive::ReceiveConfig;
 use mover::send::itemize::Itemize;
@@ -79,6 +80,32 @@ struct ReceiveArgs {
     /// Connections served at once; more are closed immediately.
     #[arg(long, default_value_t = 64)]
     max_connections: usize,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+/// What the receiving end lets a sender create. By default a sync is
+/// exact: setuid/setgid bits, file capabilities and (as root) device nodes
+/// arrive as the source has them.
+#[derive(Args)]
+struct PolicyArgs {
+    /// Clear setuid and setgid bits on files and drop file capabilities
+    /// (`security.capability`), with a warning: no certificate holder can
+    /// plant a privileged program.
+    #[arg(long)]
+    no_setuid: bool,
+    /// Create no character or block device nodes (with a warning).
+    #[arg(long)]
+    no_devices: bool,
+}
+
+impl PolicyArgs {
+    fn policy(&self) -> Policy {
+        Policy {
+            no_setuid: self.no_setuid,
+            no_devices: self.no_devices,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -163,6 +190,8 @@ struct SyncArgs {
     dest: PathBuf,
     #[command(flatten)]
     transfer: TransferArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
 }
 
 #[derive(Args)]
@@ -272,12 +301,12 @@ async fn receive(args: ReceiveArgs) -> Result<(), Failure> {
         exit_when_done: args.exit_when_done,
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         max_connections: args.max_connections,
-        session: session_config(args.idle_timeout, args.keepalive),
+        session: session_config(args.idle_timeout, args.keepalive, args.policy.policy()),
     };
     mover::server::serve(listener, Arc::new(server)).await
 }
 
-fn session_config(idle_timeout: u64, keepalive: Option<f64>) -> ReceiveConfig {
+fn session_config(idle_timeout: u64, keepalive: Option<f64>, policy: Policy) -> ReceiveConfig {
     let idle = Duration::from_secs(idle_timeout.max(1));
     // By default well inside our own idle timeout and inside the 30 s that
     // OpenShift routes (HAProxy) allow an idle passthrough connection.
@@ -288,11 +317,12 @@ fn session_config(idle_timeout: u64, keepalive: Option<f64>) -> ReceiveConfig {
     ReceiveConfig {
         idle_timeout: idle,
         keepalive,
+        policy,
     }
 }
 
 fn send_config(source: PathBuf, volume: String, args: &TransferArgs) -> SendConfig {
-    let session = session_config(args.idle_timeout, args.keepalive);
+    let session = session_config(args.idle_timeout, args.keepalive, Policy::default());
     SendConfig {
         source,
         volume,
@@ -382,7 +412,11 @@ async fn sync(args: SyncArgs) -> Result<ExitCode, Failure> {
     let config = send_config(args.source.clone(), String::new(), &args.transfer);
     let counters = Arc::new(Counters::default());
     let reporter = start_reporter(&args.transfer, "local", 1, &counters);
-    let session = session_config(args.transfer.idle_timeout, args.transfer.keepalive);
+    let session = session_config(
+        args.transfer.idle_timeout,
+        args.transfer.keepalive,
+        args.policy.policy(),
+    );
     let report = mover::sync::run(args.source, args.dest, config, session, counters).await;
     reporter.finish();
     Ok(finish(report?, 1, args.transfer.progress))

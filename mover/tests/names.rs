@@ -208,3 +208,43 @@ fn touched_file_does_not_keep_a_split_sibling_linked() {
     assert_same_tree(&src, &dst);
     assert_ne!(ino(&dst.join("a")), ino(&dst.join("b")));
 }
+
+/// `--no-setuid` and `--no-devices`: what an operator refuses arrives
+/// without the bits (or not at all), with a warning; everything else is
+/// exact, and the sync succeeds.
+#[test]
+fn receiver_policy_refuses_setuid_and_devices() {
+    let (_tmp, src, dst) = dirs();
+    fs::write(src.join("tool"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::write(src.join("group-tool"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("group-tool"), fs::Permissions::from_mode(0o2711)).unwrap();
+    fs::create_dir(src.join("shared")).unwrap();
+    fs::set_permissions(src.join("shared"), fs::Permissions::from_mode(0o2775)).unwrap();
+    let devices = is_root();
+    if devices {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            src.join("null"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+    }
+    let out = sync_json(&src, &dst, &["--no-setuid", "--no-devices"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mode = |name: &str| fs::symlink_metadata(dst.join(name)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("tool"), 0o755);
+    assert_eq!(mode("group-tool"), 0o711);
+    assert_eq!(mode("shared"), 0o2775, "setgid directories keep it");
+    assert!(!dst.join("null").exists());
+    let err = stderr(&out);
+    assert!(err.contains("tool: setuid/setgid bits"), "{err}");
+    if devices {
+        assert!(err.contains("null: device node not created"), "{err}");
+    }
+    // Without the options the copy is exact.
+    sync_ok(&src, &dst, &[]);
+    assert_same_tree(&src, &dst);
+}

@@ -11,6 +11,7 @@
 use super::hasher::{Handle as HashThread, HashJob, Identity};
 use super::incoming::{Cancel, DataError, Incoming};
 use super::notices::Notices;
+use super::policy::{Admission, Policy};
 use super::tree::{Closing, Frame, Tree};
 use crate::delta;
 use crate::dest::volume::{Dir, FsError, MetaOptions, Stat, StatKind, TempFile, Volume};
@@ -52,6 +53,14 @@ const MAX_RESENDS: u32 = 1;
 /// Bytes held for one flush, so a flush never has much to write at once.
 const MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
 
+/// What a session writes under: the sender's options and work-area names
+/// from its Hello, and the operator's policy.
+pub struct Terms {
+    pub options: SyncOptions,
+    pub reserved: Vec<u32>,
+    pub policy: Policy,
+}
+
 pub struct Applier {
     volume: Arc<Volume>,
     options: SyncOptions,
@@ -73,6 +82,7 @@ pub struct Applier {
     claimed: HashSet<(u64, u64)>,
     /// Which candidate work-area names the source root has (from Hello).
     reserved: Vec<u32>,
+    policy: Policy,
     /// Where temporaries and partial files live; set up when the root is
     /// listed.
     work: Option<WorkArea>,
@@ -97,8 +107,11 @@ pub struct Applier {
 impl Applier {
     pub fn new(
         volume: Arc<Volume>,
-        options: SyncOptions,
-        reserved: Vec<u32>,
+        Terms {
+            options,
+            reserved,
+            policy,
+        }: Terms,
         peer: String,
         out: mpsc::Sender<Vec<ToSender>>,
         hasher: HashThread,
@@ -121,6 +134,7 @@ impl Applier {
             waiting_count: 0,
             claimed: HashSet::new(),
             reserved,
+            policy,
             work: None,
             notices: Notices::default(),
             current: None,
@@ -355,7 +369,17 @@ impl Applier {
         }
     }
 
-    fn entry(&mut self, id: FileId, entry: Entry) -> Result<(), Failure> {
+    fn entry(&mut self, id: FileId, mut entry: Entry) -> Result<(), Failure> {
+        match self.policy.admit(&mut entry) {
+            Admission::Keep => {}
+            Admission::Reduced(warning) => self.notices.warn(&warning),
+            // The name is simply not listed: the destination's own entry
+            // there goes like any other the source lacks.
+            Admission::Refused(warning) => {
+                self.notices.warn(&warning);
+                return Ok(());
+            }
+        }
         let Some((parent, name)) = entry.path.split_last() else {
             if self.started {
                 return Err(self.protocol("the root listed twice"));

@@ -12,6 +12,7 @@ mod hasher;
 mod incoming;
 mod notices;
 mod plan;
+pub mod policy;
 mod tree;
 pub mod volumes;
 
@@ -34,6 +35,8 @@ pub struct ReceiveConfig {
     pub idle_timeout: Duration,
     /// Send a keepalive when nothing else went out for this long.
     pub keepalive: Duration,
+    /// What senders may create.
+    pub policy: policy::Policy,
 }
 
 /// Serves one sender over an authenticated stream. `allowed` lists the
@@ -129,8 +132,11 @@ async fn run<R: AsyncRead + Unpin>(
         };
         let applier = apply::Applier::new(
             volume_fs,
-            request.options,
-            request.reserved,
+            apply::Terms {
+                options: request.options,
+                reserved: request.reserved,
+                policy: config.policy,
+            },
             peer.to_string(),
             out.clone(),
             hasher::Handle {
