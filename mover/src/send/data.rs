@@ -293,7 +293,9 @@ impl Data<'_> {
             differing,
         };
         if scan.differing.is_empty() {
-            if pending.size == base.info.len {
+            // A sparse file is rebuilt from copied segments even then: the
+            // receiver's copy may hold as data what the source has as holes.
+            if pending.size == base.info.len && !pending.sparse {
                 return self.unchanged(id, pending, file);
             }
             return self.send_delta(id, pending, file, base, &scan);
