@@ -167,19 +167,10 @@ fn directory_replaced_by_a_file_is_never_missing() {
     // The receiver runs as root, the sender as a user who cannot read `x`.
     let pki = tmp.path().join("pki");
     certs(&pki, &["app=data"]);
-    for entry in fs::read_dir(&pki).unwrap() {
-        fs::set_permissions(entry.unwrap().path(), fs::Permissions::from_mode(0o644)).unwrap();
-    }
-    fs::set_permissions(&pki, fs::Permissions::from_mode(0o755)).unwrap();
+    share_pki(&pki);
     let port = free_port();
     let _receiver = receive(&pki, port, &[("data", &dst)], &[]);
-    let sender = send(&pki, "app", &src, port, "data", &[]);
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(sender.get_program())
-        .args(sender.get_args())
-        .output()
-        .unwrap();
+    let out = as_nobody(&send(&pki, "app", &src, port, "data", &[]));
     assert_eq!(code(&out), 23, "{}", stderr(&out));
     let kept = fs::symlink_metadata(dst.join("x")).expect("x must not go missing");
     assert!(

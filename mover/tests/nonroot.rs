@@ -8,18 +8,13 @@ use common::*;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// `mover sync` with both ends running as nobody (65534:65534).
 fn sync_as_nobody(src: &Path, dst: &Path) -> Output {
-    Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_mover"))
-        .args(["sync", "--progress", "json"])
-        .arg(src)
-        .arg(dst)
-        .output()
-        .unwrap()
+    let mut sync = mover();
+    sync.args(["sync", "--progress", "json"]).arg(src).arg(dst);
+    as_nobody(&sync)
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) {

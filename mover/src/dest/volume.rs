@@ -1465,14 +1465,7 @@ mod tests {
         ok
     }
 
-    fn list(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use crate::dest::names as list;
 
     #[test]
     fn walks_and_lists() {

@@ -257,14 +257,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn names(dir: &std::path::Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use crate::dest::names;
 
     /// One session: opens the work area, keeps a partial for `path`, ends
     /// incomplete.

@@ -184,6 +184,26 @@ fn pump(mut from: TcpStream, mut to: TcpStream, limit: u64, rate: Option<u64>) {
     let _ = to.shutdown(Shutdown::Both);
 }
 
+/// Makes the certificates in `pki` readable by anyone, for an end run as
+/// another user ([`as_nobody`]).
+pub fn share_pki(pki: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in fs::read_dir(pki).unwrap() {
+        fs::set_permissions(entry.unwrap().path(), fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    fs::set_permissions(pki, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Runs `cmd` as nobody (65534:65534, no other groups); needs root.
+pub fn as_nobody(cmd: &Command) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .output()
+        .unwrap()
+}
+
 pub fn mover() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mover"))
 }
