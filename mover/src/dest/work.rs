@@ -177,16 +177,21 @@ impl WorkArea {
 
     /// The name under which the part of `path` that arrived is kept.
     pub fn partial_name(path: &RelPath) -> Vec<u8> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let hash = blake3::hash(path.as_bytes());
         let mut name = PARTIAL_PREFIX.to_vec();
         for b in &hash.as_bytes()[..16] {
-            name.extend_from_slice(format!("{b:02x}").as_bytes());
+            name.extend([HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
         name
     }
 
     /// The partial file kept for `path` and its length, if there is one.
     pub fn partial(&self, volume: &Volume, path: &RelPath) -> Result<Option<(Vec<u8>, u64)>> {
+        // Nearly always none: then no name is worked out for every file.
+        if self.partials.is_empty() {
+            return Ok(None);
+        }
         let name = Self::partial_name(path);
         if !self.partials.contains(&name) {
             return Ok(None);
@@ -207,6 +212,9 @@ impl WorkArea {
 
     /// Removes the partial file kept for `path`, if any.
     pub fn drop_partial(&mut self, volume: &Volume, path: &RelPath) -> Result<()> {
+        if self.partials.is_empty() {
+            return Ok(());
+        }
         let name = Self::partial_name(path);
         if self.partials.remove(&name) {
             if let Some(dir) = volume.work_dir() {
