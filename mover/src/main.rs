@@ -81,14 +81,15 @@ struct ReceiveArgs {
     #[arg(long, default_value_t = 64)]
     max_connections: usize,
     #[command(flatten)]
-    policy: PolicyArgs,
+    receiving: ReceivingArgs,
 }
 
-/// What the receiving end lets a sender create. By default a sync is
-/// exact: setuid/setgid bits, file capabilities and (as root) device nodes
-/// arrive as the source has them.
-#[derive(Args)]
-struct PolicyArgs {
+/// How the receiving end writes, and what it lets a sender create. By
+/// default a sync is exact (setuid/setgid bits, file capabilities and, as
+/// root, device nodes arrive as the source has them) and every file is
+/// replaced atomically.
+#[derive(Args, Default)]
+struct ReceivingArgs {
     /// Clear setuid and setgid bits on files and drop file capabilities
     /// (`security.capability`), with a warning: no certificate holder can
     /// plant a privileged program.
@@ -97,9 +98,16 @@ struct PolicyArgs {
     /// Create no character or block device nodes (with a warning).
     #[arg(long)]
     no_devices: bool,
+    /// Write only the changed blocks of a changed file (1 MiB or more) into
+    /// the existing file instead of a new copy renamed over it: for
+    /// destinations nobody uses until the migration ends. A reader may see
+    /// a file half updated; an interrupted one is journaled in the work
+    /// area and redone by the next sync, never taken as done.
+    #[arg(long)]
+    inplace: bool,
 }
 
-impl PolicyArgs {
+impl ReceivingArgs {
     fn policy(&self) -> Policy {
         Policy {
             no_setuid: self.no_setuid,
@@ -191,7 +199,7 @@ struct SyncArgs {
     #[command(flatten)]
     transfer: TransferArgs,
     #[command(flatten)]
-    policy: PolicyArgs,
+    receiving: ReceivingArgs,
 }
 
 #[derive(Args)]
@@ -301,12 +309,16 @@ async fn receive(args: ReceiveArgs) -> Result<(), Failure> {
         exit_when_done: args.exit_when_done,
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         max_connections: args.max_connections,
-        session: session_config(args.idle_timeout, args.keepalive, args.policy.policy()),
+        session: session_config(args.idle_timeout, args.keepalive, &args.receiving),
     };
     mover::server::serve(listener, Arc::new(server)).await
 }
 
-fn session_config(idle_timeout: u64, keepalive: Option<f64>, policy: Policy) -> ReceiveConfig {
+fn session_config(
+    idle_timeout: u64,
+    keepalive: Option<f64>,
+    receiving: &ReceivingArgs,
+) -> ReceiveConfig {
     let idle = Duration::from_secs(idle_timeout.max(1));
     // By default well inside our own idle timeout and inside the 30 s that
     // OpenShift routes (HAProxy) allow an idle passthrough connection.
@@ -317,12 +329,13 @@ fn session_config(idle_timeout: u64, keepalive: Option<f64>, policy: Policy) -> 
     ReceiveConfig {
         idle_timeout: idle,
         keepalive,
-        policy,
+        policy: receiving.policy(),
+        inplace: receiving.inplace,
     }
 }
 
 fn send_config(source: PathBuf, volume: String, args: &TransferArgs) -> SendConfig {
-    let session = session_config(args.idle_timeout, args.keepalive, Policy::default());
+    let session = session_config(args.idle_timeout, args.keepalive, &ReceivingArgs::default());
     SendConfig {
         source,
         volume,
@@ -415,7 +428,7 @@ async fn sync(args: SyncArgs) -> Result<ExitCode, Failure> {
     let session = session_config(
         args.transfer.idle_timeout,
         args.transfer.keepalive,
-        args.policy.policy(),
+        &args.receiving,
     );
     let report = mover::sync::run(args.source, args.dest, config, session, counters).await;
     reporter.finish();

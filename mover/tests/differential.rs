@@ -112,7 +112,9 @@ impl Case {
             certs(&pki, &["app=data"]);
         }
         let port = free_port();
-        let receiver = receive(&pki, port, &[("data", &self.dst)], &[]);
+        // As the orchestrator runs its receivers: large changed files are
+        // updated in place, so a cut can land in the middle of one.
+        let receiver = receive(&pki, port, &[("data", &self.dst)], &["--inplace"]);
         let (proxy, accepted) = cutting_proxy(port, cut_after);
         let retries = ["--retries", "5", "--retry-delay", "0.05"];
         let out = send(&pki, "app", &self.src, proxy, "data", &retries)

@@ -246,10 +246,14 @@ pub fn receiver_pod(namespace: &str, migration: &str, image: &str, pvcs: &[Strin
     let (tls_vol, tls_mount) = tls_volume(RECEIVER);
     let mut volumes = vec![tls_vol];
     let mut mounts = vec![tls_mount];
+    // The destination PVCs are nobody's until the migration ends, so a
+    // resync rewrites only what changed in a large file (`--inplace`),
+    // instead of a whole new copy of it.
     let mut args: Vec<String> = vec![
         "receive".into(),
         "--listen".into(),
         format!("0.0.0.0:{RECEIVER_PORT}"),
+        "--inplace".into(),
     ];
     args.extend(tls_args());
     for (i, pvc) in pvcs.iter().enumerate() {
@@ -670,7 +674,10 @@ mod tests {
         let spec = pod.spec.unwrap();
         let container = &spec.containers[0];
         let args = container.args.clone().unwrap().join(" ");
-        assert!(args.starts_with("receive --listen 0.0.0.0:8443"), "{args}");
+        assert!(
+            args.starts_with("receive --listen 0.0.0.0:8443 --inplace"),
+            "{args}"
+        );
         assert!(
             args.contains("--volume a=/volumes/a --volume b.c=/volumes/b.c"),
             "{args}"

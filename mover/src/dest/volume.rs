@@ -315,6 +315,16 @@ impl Volume {
         };
     }
 
+    /// The work area, made now if it was only planned; `None` when the
+    /// session has none.
+    pub fn make_work_dir(&self) -> Result<Option<Dir>> {
+        if matches!(*lock(&self.scratch), ScratchState::Beside) {
+            return Ok(None);
+        }
+        self.root().scratch_fd()?;
+        Ok(self.work_dir())
+    }
+
     /// The work area, if the session has one and it exists.
     pub fn work_dir(&self) -> Option<Dir> {
         let ScratchState::Ready { fd, name } = &*lock(&self.scratch) else {
@@ -530,11 +540,21 @@ impl Dir {
     /// Opens a regular file read-only (the delta base). Symlinks are refused
     /// and FIFOs or devices are never waited on (`O_NONBLOCK`).
     pub fn open_file(&self, name: &[u8]) -> Result<File> {
+        self.open_regular(name, OFlags::RDONLY)
+    }
+
+    /// Opens a regular file for writing in place (`--inplace`), with the
+    /// same refusals as [`Dir::open_file`].
+    pub fn open_for_update(&self, name: &[u8]) -> Result<File> {
+        self.open_regular(name, OFlags::RDWR)
+    }
+
+    fn open_regular(&self, name: &[u8], access: OFlags) -> Result<File> {
         self.check_name(name)?;
         let fd = rfs::openat(
             &*self.fd,
             name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| self.open_err(name, "open", e))?;
@@ -973,6 +993,29 @@ impl Dir {
     /// a non-root receiver may not own the volume root.
     pub fn set_own_meta(&self, meta: &Meta, opts: MetaOptions) -> Result<Vec<String>> {
         meta_on_fd(self.fd.as_fd(), meta, opts, || self.at(b""))
+    }
+
+    /// Like [`Dir::set_meta`], through `file`, an open descriptor of `name`
+    /// (a file written in place).
+    pub fn set_meta_of(
+        &self,
+        file: &File,
+        name: &[u8],
+        meta: &Meta,
+        opts: MetaOptions,
+    ) -> Result<Vec<String>> {
+        meta_on_fd(file.as_fd(), meta, opts, || self.at(name))
+    }
+
+    /// Flushes this directory's entries to disk.
+    pub fn fsync_self(&self) -> Result<()> {
+        rfs::fsync(&*self.fd).map_err(|e| self.err(b"", "fsync", e))
+    }
+
+    /// Flushes `file` (of `name` here) to disk.
+    pub fn fsync(&self, file: &File, name: &[u8]) -> Result<()> {
+        file.sync_all()
+            .map_err(|err| self.io_error(name, "fsync", err))
     }
 
     /// Whether the attributes of `name` (not followed) in the namespaces

@@ -30,6 +30,9 @@ pub const CANDIDATES: u32 = 65;
 const MARKER: &[u8] = b"id";
 /// Partial files are `p.` and the hex of a hash of their path.
 const PARTIAL_PREFIX: &[u8] = b"p.";
+/// Files being written in place (`--inplace`) are journaled as `i.` and the
+/// hex of a hash of their path, holding the path.
+const INPLACE_PREFIX: &[u8] = b"i.";
 /// Most partial files kept; beyond that the oldest sessions' are dropped.
 const MAX_PARTIALS: usize = 64;
 
@@ -81,6 +84,9 @@ pub struct WorkArea {
     name: Vec<u8>,
     /// Names of the partial files it holds.
     partials: HashSet<Vec<u8>>,
+    /// Files a session was writing in place when it stopped: whatever their
+    /// size and mtime say, they must be compared again.
+    dirty: HashSet<RelPath>,
 }
 
 impl WorkArea {
@@ -126,14 +132,22 @@ impl WorkArea {
                 return Ok(Some(WorkArea {
                     name: to,
                     partials: HashSet::new(),
+                    dirty: HashSet::new(),
                 }));
             }
             (None, None) => return Ok(Self::none(volume)),
         };
         let mut partials = HashSet::new();
+        let mut dirty = HashSet::new();
         for entry in dir.names()? {
             if entry == MARKER {
                 continue;
+            }
+            if entry.starts_with(INPLACE_PREFIX) {
+                if let Some(path) = Self::journaled(&dir, &entry) {
+                    dirty.insert(path);
+                    continue;
+                }
             }
             if entry.starts_with(PARTIAL_PREFIX) && partials.len() < MAX_PARTIALS {
                 partials.insert(entry);
@@ -142,7 +156,11 @@ impl WorkArea {
             }
         }
         volume.set_work_area(&name, &dir);
-        Ok(Some(WorkArea { name, partials }))
+        Ok(Some(WorkArea {
+            name,
+            partials,
+            dirty,
+        }))
     }
 
     fn none(volume: &Volume) -> Option<WorkArea> {
@@ -177,13 +195,54 @@ impl WorkArea {
 
     /// The name under which the part of `path` that arrived is kept.
     pub fn partial_name(path: &RelPath) -> Vec<u8> {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let hash = blake3::hash(path.as_bytes());
-        let mut name = PARTIAL_PREFIX.to_vec();
-        for b in &hash.as_bytes()[..16] {
-            name.extend([HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        hashed_name(PARTIAL_PREFIX, path)
+    }
+
+    /// The path a journal entry names, if it is a valid one.
+    fn journaled(dir: &Dir, entry: &[u8]) -> Option<RelPath> {
+        let mut text = Vec::new();
+        dir.open_file(entry)
+            .ok()?
+            .take(crate::entry::MAX_PATH_LEN as u64 + 1)
+            .read_to_end(&mut text)
+            .ok()?;
+        let path = RelPath::parse(&text).ok()?;
+        (hashed_name(INPLACE_PREFIX, &path) == entry).then_some(path)
+    }
+
+    /// Whether `path` was being written in place when a session stopped:
+    /// its size and mtime prove nothing then.
+    pub fn is_dirty(&self, path: &RelPath) -> bool {
+        !self.dirty.is_empty() && self.dirty.contains(path)
+    }
+
+    /// Records durably, before the first write, that `path` is being
+    /// written in place; false when there is no work area to record it in
+    /// (then it must not be).
+    pub fn writing_in_place(&mut self, volume: &Volume, path: &RelPath) -> Result<bool> {
+        let Some(dir) = volume.make_work_dir()? else {
+            return Ok(false);
+        };
+        let name = hashed_name(INPLACE_PREFIX, path);
+        dir.remove(&name)?;
+        let mut entry = dir.create_new(&name)?;
+        entry
+            .write_all(path.as_bytes())
+            .and_then(|()| entry.sync_all())
+            .map_err(|err| dir.io_error(&name, "write", err))?;
+        dir.fsync_self()?;
+        self.dirty.insert(path.clone());
+        Ok(true)
+    }
+
+    /// `path` is complete and durable again (or replaced whole).
+    pub fn written_in_place(&mut self, volume: &Volume, path: &RelPath) -> Result<()> {
+        if self.dirty.remove(path) {
+            if let Some(dir) = volume.work_dir() {
+                dir.remove(&hashed_name(INPLACE_PREFIX, path))?;
+            }
         }
-        name
+        Ok(())
     }
 
     /// The partial file kept for `path` and its length, if there is one.
@@ -248,6 +307,18 @@ pub(super) fn make(root: &Dir, name: &[u8]) -> Result<Dir> {
         .write_all(&marker_text(st.dev, st.ino))
         .map_err(|err| dir.io_error(MARKER, "write", err))?;
     Ok(dir)
+}
+
+/// `prefix` and the hex of the first 128 bits of a blake3 hash of `path`:
+/// a fixed-length name for any path.
+fn hashed_name(prefix: &[u8], path: &RelPath) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hash = blake3::hash(path.as_bytes());
+    let mut name = prefix.to_vec();
+    for b in &hash.as_bytes()[..16] {
+        name.extend([HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    }
+    name
 }
 
 fn marker_text(dev: u64, ino: u64) -> Vec<u8> {
@@ -341,6 +412,28 @@ mod tests {
         work.close(false, &volume).unwrap();
         assert_eq!(names(tmp.path()), [".mover-work.1"], "an empty area goes");
         assert_eq!(names(&copy), ["id"], "the user's directory is untouched");
+    }
+
+    #[test]
+    fn files_written_in_place_stay_dirty_until_done() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = RelPath::parse(b"db/data").unwrap();
+        let other = RelPath::parse(b"db/other").unwrap();
+        let volume = Volume::open("v", tmp.path()).unwrap();
+        let mut work = WorkArea::open(&volume, &[]).unwrap().unwrap();
+        assert!(work.writing_in_place(&volume, &path).unwrap());
+        assert!(work.writing_in_place(&volume, &other).unwrap());
+        work.written_in_place(&volume, &other).unwrap();
+        // The session stops here, as a crash would leave it.
+        drop(work);
+        let volume = Volume::open("v", tmp.path()).unwrap();
+        let mut work = WorkArea::open(&volume, &[]).unwrap().unwrap();
+        assert!(work.is_dirty(&path));
+        assert!(!work.is_dirty(&other));
+        work.written_in_place(&volume, &path).unwrap();
+        assert!(!work.is_dirty(&path));
+        work.close(false, &volume).unwrap();
+        assert!(names(tmp.path()).is_empty(), "nothing left to redo");
     }
 
     #[test]

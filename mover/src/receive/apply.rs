@@ -9,7 +9,7 @@
 //! either its old or its new version, whatever happens to the connection.
 
 use super::hasher::{Handle as HashThread, HashJob, Identity};
-use super::incoming::{Cancel, DataError, Incoming};
+use super::incoming::{Cancel, DataError, Incoming, Output};
 use super::notices::Notices;
 use super::policy::{Admission, Policy};
 use super::tree::{Closing, Frame, Tree};
@@ -25,6 +25,7 @@ use crate::wire::message::{
 };
 use crate::wire::MAX_PENDING_FILES;
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -54,12 +55,18 @@ const MAX_RESENDS: u32 = 1;
 const MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
 
 /// What a session writes under: the sender's options and work-area names
-/// from its Hello, and the operator's policy.
+/// from its Hello, and the operator's choices.
 pub struct Terms {
     pub options: SyncOptions,
     pub reserved: Vec<u32>,
     pub policy: Policy,
+    /// Write changed files in place (`--inplace`).
+    pub inplace: bool,
 }
+
+/// Smallest file written in place: below it a new copy costs little, and
+/// the journal entry would cost more than it saves.
+const INPLACE_MIN: u64 = 1024 * 1024;
 
 pub struct Applier {
     volume: Arc<Volume>,
@@ -83,6 +90,7 @@ pub struct Applier {
     /// Which candidate work-area names the source root has (from Hello).
     reserved: Vec<u32>,
     policy: Policy,
+    inplace: bool,
     /// Where temporaries and partial files live; set up when the root is
     /// listed.
     work: Option<WorkArea>,
@@ -111,6 +119,7 @@ impl Applier {
             options,
             reserved,
             policy,
+            inplace,
         }: Terms,
         peer: String,
         out: mpsc::Sender<Vec<ToSender>>,
@@ -135,6 +144,7 @@ impl Applier {
             claimed: HashSet::new(),
             reserved,
             policy,
+            inplace,
             work: None,
             notices: Notices::default(),
             current: None,
@@ -608,7 +618,10 @@ impl Applier {
             // file goes the changed route with this copy as its base, and
             // the sender answers `Unchanged` if every segment matches.
             // (Its inode's claim is then taken by `unchanged`.)
-            let compare = self.options.checksum && size > 0;
+            // So does a file a session was writing in place when it
+            // stopped.
+            let compare = (self.options.checksum && size > 0)
+                || self.work.as_ref().is_some_and(|w| w.is_dirty(&path));
             if st.size == size && same_mtime(&st, &meta) && !compare {
                 if st.nlink > 1 && !self.claimed.insert((st.dev, st.ino)) {
                     self.split_link(self.top_dir()?, name, &meta)?;
@@ -764,27 +777,51 @@ impl Applier {
             Some(dir) if dir.path() == &parent => dir,
             _ => self.volume.open_dir(&parent).map_err(|e| self.fs(e))?,
         };
-        // Write under the partial name (unless resuming from it), so even a
-        // crash of this process leaves something to resume from.
-        let temp = match &need.base_ref {
-            BaseRef::Dest(_) => dir.create_temp_as(&WorkArea::partial_name(&need.path), name),
-            BaseRef::Partial(_) => dir.create_temp(name),
-        }
-        .map_err(|e| self.fs(e))?;
+        let in_place = self.inplace
+            && need.base.is_some()
+            && matches!(need.base_ref, BaseRef::Dest(_))
+            && !need.sparse
+            && need.size >= INPLACE_MIN
+            && dir
+                .stat(name)
+                .map_err(|e| self.fs(e))?
+                .is_some_and(|st| st.kind == StatKind::File && st.nlink == 1);
+        let (path, base_ref) = (need.path.clone(), need.base_ref.clone());
+        let (base_info, size, sparse) = (need.base, need.size, need.sparse);
+        // Journaled first, so that a crash midway cannot leave a file whose
+        // size and mtime look done.
+        let in_place = in_place
+            && match &mut self.work {
+                Some(work) => work
+                    .writing_in_place(&self.volume, &path)
+                    .map_err(|e| self.fs(e))?,
+                None => false,
+            };
+        let out = if in_place {
+            Output::InPlace(dir.open_for_update(name).map_err(|e| self.fs(e))?)
+        } else {
+            // Write under the partial name (unless resuming from it), so
+            // even a crash of this process leaves something to resume from.
+            Output::Temp(
+                match &base_ref {
+                    BaseRef::Dest(_) => dir.create_temp_as(&WorkArea::partial_name(&path), name),
+                    BaseRef::Partial(_) => dir.create_temp(name),
+                }
+                .map_err(|e| self.fs(e))?,
+            )
+        };
         // A base that can no longer be opened only matters if the sender
         // refers to it; the hash check catches one that changed.
-        let base = need
-            .base
-            .and_then(|info| need.base_ref.open(&self.volume).map(|f| (f, info)));
+        let base = base_info.and_then(|info| base_ref.open(&self.volume).map(|f| (f, info)));
         // Announced to the sender, so its hash is the segment-list one.
         let hashed = super::hasher::lock(&self.hasher.announced).remove(&id);
         self.current = Some(Incoming::new(
             id,
-            need.path.clone(),
-            temp,
+            path,
+            out,
             base,
             hashed,
-            (need.size, need.sparse),
+            (size, sparse),
             self.cancel.clone(),
         ));
         self.last_dir = Some(dir);
@@ -904,7 +941,7 @@ impl Applier {
         let finished = file
             .finish(hash)
             .map_err(|e| Failure::permanent(format!("{}/{path}: {e}", self.volume.name())))?;
-        let Ok(temp) = finished else {
+        let Ok(out) = finished else {
             let need = self
                 .needs
                 .get_mut(&id)
@@ -920,6 +957,10 @@ impl Applier {
             need.base = None;
             return self.send(ToSender::Need { id, base: None });
         };
+        let temp = match out {
+            Output::Temp(temp) => temp,
+            Output::InPlace(file) => return self.written_in_place(id, &path, file),
+        };
         let meta = &self.needs[&id].meta;
         let warnings = temp
             .set_meta(meta, self.meta_opts)
@@ -934,6 +975,28 @@ impl Applier {
             self.commit_batch()?;
         }
         Ok(())
+    }
+
+    /// A file written in place is verified: its metadata (the source's size
+    /// and mtime, which make it count as done) is set and made durable
+    /// before its journal entry goes.
+    fn written_in_place(&mut self, id: FileId, path: &RelPath, file: File) -> Result<(), Failure> {
+        let (parent, name) = path
+            .split_last()
+            .ok_or_else(|| self.protocol("data for the root"))?;
+        let dir = self.volume.open_dir(&parent).map_err(|e| self.fs(e))?;
+        let need = self
+            .needs
+            .get(&id)
+            .ok_or_else(|| Failure::permanent("lost track of a file"))?;
+        let warnings = dir
+            .set_meta_of(&file, name, &need.meta, self.meta_opts)
+            .map_err(|e| self.fs(e))?;
+        self.notices.extend(warnings);
+        dir.fsync(&file, name).map_err(|e| self.fs(e))?;
+        self.stats.files_written += 1;
+        self.stats.bytes_written += need.size;
+        self.complete(id, Ok(()))
     }
 
     /// A requested file is settled: in place, or failed with the old copy
@@ -960,6 +1023,12 @@ impl Applier {
                 .map(|(p, _)| p)
                 .unwrap_or_else(RelPath::root);
             self.settle(&link_parent)?;
+        }
+        // A file rewritten in place, or replaced whole after a failed check
+        // of one, is whole again.
+        if let (Ok(()), Some(work)) = (&result, &mut self.work) {
+            work.written_in_place(&self.volume, &need.path)
+                .map_err(|e| self.fs(e))?;
         }
         // The partial this file resumed from is spent.
         if let (Ok(()), BaseRef::Partial(_), Some(work)) = (&result, &need.base_ref, &mut self.work)

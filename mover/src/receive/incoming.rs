@@ -49,7 +49,7 @@ const CANCEL_CHECK: u64 = 16 * 1024 * 1024;
 pub struct Incoming {
     pub id: FileId,
     pub path: RelPath,
-    temp: TempFile,
+    out: Output,
     base: Option<(File, BaseInfo)>,
     size: u64,
     pos: u64,
@@ -64,11 +64,30 @@ pub struct Incoming {
     cancel: Cancel,
 }
 
+/// Where an arriving file is written.
+pub enum Output {
+    /// A new file, renamed over the destination once verified.
+    Temp(TempFile),
+    /// The destination file itself (`--inplace`): only what changed is
+    /// written, segments copied from it stay where they are. Never sparse,
+    /// and its own base.
+    InPlace(File),
+}
+
+impl Output {
+    fn file(&mut self) -> &mut File {
+        match self {
+            Output::Temp(temp) => temp.file(),
+            Output::InPlace(file) => file,
+        }
+    }
+}
+
 impl Incoming {
     pub fn new(
         id: FileId,
         path: RelPath,
-        temp: TempFile,
+        out: Output,
         base: Option<(File, BaseInfo)>,
         hashed: Option<HashedBase>,
         (size, sparse): (u64, bool),
@@ -77,7 +96,7 @@ impl Incoming {
         Incoming {
             id,
             path,
-            temp,
+            out,
             base,
             size,
             pos: 0,
@@ -104,6 +123,11 @@ impl Incoming {
             }
             let n = left.min(ZEROS.len() as u64) as usize;
             self.hasher.update(&ZEROS[..n]);
+            // A new file reads zeros where nothing was written; the old
+            // copy being rewritten does not.
+            if let Output::InPlace(file) = &self.out {
+                file.write_all_at(&ZEROS[..n], self.pos + len - left)?;
+            }
             left -= n as u64;
         }
         self.pos += len;
@@ -146,10 +170,11 @@ impl Incoming {
                 return Err(invalid("segments copied inside a segment"));
             }
         }
-        if self.sparse {
-            self.copy_by_reading(&base, start, stop)?;
-        } else {
-            self.copy_in_kernel(&base, start, stop)?;
+        match self.out {
+            // Already there, at the same offsets.
+            Output::InPlace(_) => {}
+            Output::Temp(_) if self.sparse => self.copy_by_reading(&base, start, stop)?,
+            Output::Temp(_) => self.copy_in_kernel(&base, start, stop)?,
         }
         self.pos += stop - start;
         Ok(())
@@ -168,7 +193,7 @@ impl Incoming {
             match rustix::fs::copy_file_range(
                 base,
                 Some(&mut from),
-                self.temp.file(),
+                self.out.file(),
                 Some(&mut to),
                 n,
             ) {
@@ -245,26 +270,30 @@ impl Incoming {
     /// session to resume from (as a delta base; the end-to-end hash still
     /// guards the result). Small files are not worth it and are simply
     /// dropped.
-    pub fn keep_partial(mut self, name: &[u8]) {
+    /// A file written in place has nothing to keep: the work area's journal
+    /// already makes the next session redo it.
+    pub fn keep_partial(self, name: &[u8]) {
         const MIN_PARTIAL: u64 = 1024 * 1024;
+        let Output::Temp(mut temp) = self.out else {
+            return;
+        };
         if self.pos < MIN_PARTIAL {
             return;
         }
-        let kept = self
-            .temp
+        let kept = temp
             .file()
             .set_len(self.pos)
             .map_err(|e| e.to_string())
-            .and_then(|()| self.temp.keep_as(name).map_err(|e| e.to_string()));
+            .and_then(|()| temp.keep_as(name).map_err(|e| e.to_string()));
         if let Err(e) = kept {
             tracing::warn!("{}: could not keep the partial file: {e}", self.path);
         }
     }
 
-    /// Checks length and hash. On success the temporary file holds exactly
-    /// what the sender sent and is returned for commit; on a hash mismatch
-    /// it is dropped (and so removed).
-    pub fn finish(mut self, hash: [u8; 32]) -> Result<Result<TempFile, ()>, DataError> {
+    /// Checks length and hash. On success the output holds exactly what the
+    /// sender sent and is returned for commit; on a hash mismatch a
+    /// temporary file is dropped (and so removed).
+    pub fn finish(mut self, hash: [u8; 32]) -> Result<Result<Output, ()>, DataError> {
         if self.pos != self.size {
             return Err(invalid(format!(
                 "file ended at {} of {} declared bytes",
@@ -274,13 +303,19 @@ impl Incoming {
         if !self.patch.is_empty() {
             return Err(invalid("file ended inside a patch"));
         }
-        if self.sparse {
+        match &mut self.out {
             // A trailing hole was skipped, not written.
-            self.temp.file().set_len(self.size)?;
+            Output::Temp(temp) if self.sparse => temp.file().set_len(self.size)?,
+            // The old copy may have been longer.
+            Output::InPlace(file) => file.set_len(self.size)?,
+            Output::Temp(_) => {}
         }
         // Copied segments were vouched for by hashes of the base: it must
-        // still be the file that was hashed.
-        if let (Some(hashed), Some((base, _))) = (&self.hashed, &self.base) {
+        // still be the file that was hashed (in place, it is the file this
+        // writes, whose times the writes move).
+        if let (Some(hashed), Some((base, _)), Output::Temp(_)) =
+            (&self.hashed, &self.base, &self.out)
+        {
             if Identity::of(base)? != hashed.identity {
                 return Ok(Err(()));
             }
@@ -288,7 +323,7 @@ impl Incoming {
         if self.hasher.finalize() != hash {
             return Ok(Err(()));
         }
-        Ok(Ok(self.temp))
+        Ok(Ok(self.out))
     }
 
     fn base(&self) -> Result<(&File, BaseInfo), DataError> {
@@ -320,7 +355,7 @@ impl Incoming {
         if self.sparse {
             self.write_sparse(data, pos)
         } else {
-            self.temp.file().write_all_at(data, pos)
+            self.out.file().write_all_at(data, pos)
         }
     }
 
@@ -330,7 +365,7 @@ impl Incoming {
     /// zeros; a zero piece of a block is skipped too, since the applier of a
     /// delta hands over pieces smaller than a block.
     fn write_sparse(&mut self, data: &[u8], pos: u64) -> io::Result<()> {
-        let file = self.temp.file();
+        let file = self.out.file();
         let mut at = 0usize;
         while at < data.len() {
             let abs = pos + at as u64;
@@ -393,7 +428,7 @@ mod tests {
         Incoming::new(
             1,
             RelPath::parse(b"f").unwrap(),
-            temp,
+            Output::Temp(temp),
             Some((file, info)),
             Some(hashed),
             (len as u64, false),

@@ -37,6 +37,8 @@ pub struct ReceiveConfig {
     pub keepalive: Duration,
     /// What senders may create.
     pub policy: policy::Policy,
+    /// Write changed files in place instead of replacing them.
+    pub inplace: bool,
 }
 
 /// Serves one sender over an authenticated stream. `allowed` lists the
@@ -136,6 +138,7 @@ async fn run<R: AsyncRead + Unpin>(
                 options: request.options,
                 reserved: request.reserved,
                 policy: config.policy,
+                inplace: config.inplace,
             },
             peer.to_string(),
             out.clone(),
