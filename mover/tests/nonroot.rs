@@ -94,3 +94,40 @@ fn non_root_receiver_syncs_into_an_fsgroup_volume() {
         .collect();
     assert!(differences.is_empty(), "{differences:?}");
 }
+
+/// `--inplace` with a read-only file a non-root receiver may not open for
+/// writing: replaced as usual, never a failure.
+#[test]
+fn non_root_inplace_replaces_read_only_files() {
+    if !is_root() {
+        println!("NOTE: not checked here: needs root to switch users");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    chown(&dst, 65534, 65534);
+    let file = src.join("ro.bin");
+    fs::write(&file, random_bytes(2 << 20, 3)).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o444)).unwrap();
+    let sync = |src: &Path, dst: &Path| {
+        let mut cmd = mover();
+        cmd.args(["sync", "--inplace", "--progress", "json"])
+            .arg(src)
+            .arg(dst);
+        as_nobody(&cmd)
+    };
+    let out = sync(&src, &dst);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&file, random_bytes(2 << 20, 5)).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o444)).unwrap();
+    let out = sync(&src, &dst);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        fs::read(dst.join("ro.bin")).unwrap(),
+        fs::read(&file).unwrap()
+    );
+}

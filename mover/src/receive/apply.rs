@@ -797,8 +797,19 @@ impl Applier {
                     .map_err(|e| self.fs(e))?,
                 None => false,
             };
-        let out = if in_place {
-            Output::InPlace(dir.open_for_update(name).map_err(|e| self.fs(e))?)
+        // A file this receiver may not write (a read-only file of a
+        // non-root receiver) is replaced as usual; its journal entry goes
+        // once the replacement is in place.
+        let updatable = match in_place {
+            true => match dir.open_for_update(name) {
+                Ok(file) => Some(file),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => None,
+                Err(e) => return Err(self.fs(e)),
+            },
+            false => None,
+        };
+        let out = if let Some(file) = updatable {
+            Output::InPlace(file)
         } else {
             // Write under the partial name (unless resuming from it), so
             // even a crash of this process leaves something to resume from.
