@@ -149,7 +149,9 @@ fn base(
     out.flush()?;
     let seg = u64::from(info.segment_size);
     // Whole segments per read, about a data chunk's worth.
-    let block = (DATA_CHUNK as u64 / seg).max(1) * seg;
+    // (No bigger than the file: a zeroed megabyte for each small file
+    // would cost more than hashing it.)
+    let block = ((DATA_CHUNK as u64 / seg).max(1) * seg).min(info.len.div_ceil(seg) * seg);
     let mut buf = vec![0u8; block as usize];
     let mut all = Vec::with_capacity(info.segment_count() as usize);
     let mut sent = 0usize;
