@@ -23,7 +23,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt as _};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::reconcile::{self, Failure};
 use super::owners;
@@ -485,20 +485,7 @@ impl Rollout {
 /// Whether a ReplicaSet's template is the Deployment's, ignoring the
 /// `pod-template-hash` label the controller added.
 fn same_template(rs_template: Option<&PodTemplateSpec>, template: &PodTemplateSpec) -> bool {
-    let canonical = |template: &PodTemplateSpec| -> Value {
-        let mut value = serde_json::to_value(template).unwrap_or_default();
-        if let Some(labels) = value["metadata"]["labels"].as_object_mut() {
-            labels.remove(HASH_LABEL);
-            if labels.is_empty() {
-                value["metadata"].as_object_mut().map(|m| m.remove("labels"));
-            }
-        }
-        if value["metadata"].as_object().is_some_and(serde_json::Map::is_empty) {
-            value.as_object_mut().map(|m| m.remove("metadata"));
-        }
-        value
-    };
-    rs_template.is_some_and(|rs_template| canonical(rs_template) == canonical(template))
+    rs_template.is_some_and(|rs_template| reconcile::same_template(rs_template, template, &[HASH_LABEL]))
 }
 
 /// An IntOrString count or percentage of `total`.

@@ -132,3 +132,28 @@ pub(super) fn template_hash(template: &impl serde::Serialize) -> String {
         .map(|digit| char::from(SAFE_ALPHABET[usize::from(digit) % SAFE_ALPHABET.len()]))
         .collect()
 }
+
+/// Whether two pod templates are the same but for `added` labels and
+/// annotations (those a controller puts on the copies it makes).
+pub(super) fn same_template(
+    made: &k8s_openapi::api::core::v1::PodTemplateSpec,
+    wanted: &k8s_openapi::api::core::v1::PodTemplateSpec,
+    added: &[&str],
+) -> bool {
+    let canonical = |template: &k8s_openapi::api::core::v1::PodTemplateSpec| -> Value {
+        let mut value = serde_json::to_value(template).unwrap_or_default();
+        for map in ["labels", "annotations"] {
+            if let Some(entries) = value["metadata"][map].as_object_mut() {
+                entries.retain(|key, _| !added.contains(&key.as_str()));
+                if entries.is_empty() {
+                    value["metadata"].as_object_mut().map(|m| m.remove(map));
+                }
+            }
+        }
+        if value["metadata"].as_object().is_some_and(serde_json::Map::is_empty) {
+            value.as_object_mut().map(|m| m.remove("metadata"));
+        }
+        value
+    };
+    canonical(made) == canonical(wanted)
+}
