@@ -564,8 +564,12 @@ async fn daemonsets_follow_the_node_selector() {
             },
         }))
         .await;
-    let nodes = Api::<Node>::all(cluster.cluster.client.clone()).list(&ListParams::default()).await.unwrap().items;
-    assert_eq!(nodes.len(), 2);
+    let node_api = Api::<Node>::all(cluster.cluster.client.clone());
+    let nodes = eventually("the kubelet registers two nodes", || async {
+        let nodes = node_api.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items;
+        if nodes.len() == 2 { Ok(nodes) } else { Err(format!("{} nodes", nodes.len())) }
+    })
+    .await;
     let pods = cluster.pods_until("app=agent", "a pod on each node", |p| running_ready(p) == 2).await;
     let mut bound: Vec<String> = pods.iter().filter_map(|p| p.spec.as_ref()?.node_name.clone()).collect();
     bound.sort();
@@ -591,7 +595,6 @@ async fn daemonsets_follow_the_node_selector() {
             && d.status.as_ref().unwrap().observed_generation == d.metadata.generation
     }).await;
     // A node that gets the label gets a pod again.
-    let node_api = Api::<Node>::all(cluster.cluster.client.clone());
     node_api.patch(&names[1], &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"labels": {"migration.example/parked": "true"}}}))).await.unwrap();
     let pods = cluster.pods_until("app=agent", "a pod on the labelled node", |p| running_ready(p) == 1).await;
     assert_eq!(live(&pods)[0].spec.as_ref().unwrap().node_name.as_deref(), Some(names[1].as_str()));

@@ -142,18 +142,42 @@ pub(super) fn same_template(
 ) -> bool {
     let canonical = |template: &k8s_openapi::api::core::v1::PodTemplateSpec| -> Value {
         let mut value = serde_json::to_value(template).unwrap_or_default();
-        for map in ["labels", "annotations"] {
-            if let Some(entries) = value["metadata"][map].as_object_mut() {
-                entries.retain(|key, _| !added.contains(&key.as_str()));
-                if entries.is_empty() {
-                    value["metadata"].as_object_mut().map(|m| m.remove(map));
+        // `get_mut`, not indexing: indexing a missing key inserts a null.
+        if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            for map in ["labels", "annotations"] {
+                if let Some(entries) = metadata.get_mut(map).and_then(Value::as_object_mut) {
+                    entries.retain(|key, _| !added.contains(&key.as_str()));
+                }
+                if metadata.get(map).is_some_and(|entries| entries.as_object().is_none_or(serde_json::Map::is_empty)) {
+                    metadata.remove(map);
                 }
             }
-        }
-        if value["metadata"].as_object().is_some_and(serde_json::Map::is_empty) {
-            value.as_object_mut().map(|m| m.remove("metadata"));
+            if metadata.is_empty() {
+                value.as_object_mut().map(|m| m.remove("metadata"));
+            }
         }
         value
     };
     canonical(made) == canonical(wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_compare_without_what_controllers_add() {
+        let made: k8s_openapi::api::core::v1::PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "metadata": {"annotations": {"v": "1"}, "labels": {"app": "app", "deployment": "app-1"}},
+            "spec": {"containers": [{"name": "main", "image": "i"}]},
+        }))
+        .unwrap();
+        let wanted: k8s_openapi::api::core::v1::PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"app": "app"}},
+            "spec": {"containers": [{"name": "main", "image": "i"}]},
+        }))
+        .unwrap();
+        assert!(same_template(&made, &wanted, &["v", "deployment"]));
+        assert!(!same_template(&made, &wanted, &["deployment"]));
+    }
 }
