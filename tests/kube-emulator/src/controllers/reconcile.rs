@@ -27,9 +27,12 @@ pub(super) const RESYNC: Duration = Duration::from_secs(5);
 #[error("{0:#}")]
 pub(super) struct Failure(pub anyhow::Error);
 
-
 /// kube-runtime's error policy: log and retry soon.
-pub(super) fn retry<K: Resource>(object: Arc<K>, error: &Failure, ctx: Arc<ClusterContext>) -> Action {
+pub(super) fn retry<K: Resource>(
+    object: Arc<K>,
+    error: &Failure,
+    ctx: Arc<ClusterContext>,
+) -> Action {
     tracing::warn!(
         "controller {}: {}/{}: {error}",
         ctx.name,
@@ -75,8 +78,13 @@ where
 
 /// Records an Event about `object`, as the real controllers do; failing
 /// to record one is only logged.
-pub(super) async fn event<K>(ctx: &ClusterContext, object: &K, type_: &str, reason: &str, message: String)
-where
+pub(super) async fn event<K>(
+    ctx: &ClusterContext,
+    object: &K,
+    type_: &str,
+    reason: &str,
+    message: String,
+) where
     K: Resource<DynamicType = ()>,
 {
     let namespace = object.namespace().unwrap_or_else(|| "default".to_string());
@@ -148,7 +156,9 @@ pub(super) fn same_template(
                 if let Some(entries) = metadata.get_mut(map).and_then(Value::as_object_mut) {
                     entries.retain(|key, _| !added.contains(&key.as_str()));
                 }
-                if metadata.get(map).is_some_and(|entries| entries.as_object().is_none_or(serde_json::Map::is_empty)) {
+                if metadata.get(map).is_some_and(|entries| {
+                    entries.as_object().is_none_or(serde_json::Map::is_empty)
+                }) {
                     metadata.remove(map);
                 }
             }
@@ -172,11 +182,12 @@ mod tests {
             "spec": {"containers": [{"name": "main", "image": "i"}]},
         }))
         .unwrap();
-        let wanted: k8s_openapi::api::core::v1::PodTemplateSpec = serde_json::from_value(serde_json::json!({
-            "metadata": {"labels": {"app": "app"}},
-            "spec": {"containers": [{"name": "main", "image": "i"}]},
-        }))
-        .unwrap();
+        let wanted: k8s_openapi::api::core::v1::PodTemplateSpec =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"labels": {"app": "app"}},
+                "spec": {"containers": [{"name": "main", "image": "i"}]},
+            }))
+            .unwrap();
         assert!(same_template(&made, &wanted, &["v", "deployment"]));
         assert!(!same_template(&made, &wanted, &["deployment"]));
     }
