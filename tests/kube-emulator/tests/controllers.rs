@@ -1280,3 +1280,88 @@ async fn kubectl_rollout_status_scale_and_restart() {
     let (code, out) = kubectl(&cluster, &["get", "rc,dc,deploy,rs,sts,ds,jobs,cronjobs"]).await;
     assert_eq!(code, 0, "{out}");
 }
+
+/// Runs `command` in container `container` of pod `name` (as `kubectl exec`
+/// would).
+async fn exec_in(cluster: &TestCluster, name: &str, container: &str, command: &[&str]) {
+    let pod: Pod = cluster.api().get(name).await.unwrap();
+    let labels = [
+        format!("io.kubernetes.pod.uid={}", pod.uid().unwrap()),
+        format!("io.kubernetes.container.name={container}"),
+    ];
+    let ids = kube_emulator::docker::containers(&cluster.cluster.context.shared.instance, &labels)
+        .await
+        .unwrap();
+    let mut args = vec!["exec".to_string(), ids[0].clone()];
+    args.extend(command.iter().map(|s| s.to_string()));
+    kube_emulator::docker::docker(args)
+        .await
+        .expect("docker exec");
+}
+
+fn container_ready(pod: &Pod, container: &str) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|statuses| statuses.iter().any(|s| s.name == container && s.ready))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probes_gate_pod_and_rollout_readiness() {
+    let cluster = TestCluster::start("probes").await;
+    let image = busybox_image().await.unwrap();
+    cluster
+        .create::<Deployment>(json!({
+            "metadata": {"name": "probed"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "probed"}},
+                "template": {
+                    "metadata": {"labels": {"app": "probed"}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 0,
+                        "containers": [
+                            {
+                                "name": "web", "image": image,
+                                "command": ["sh", "-c", "mkdir -p /www && httpd -f -p 8080 -h /www"],
+                                "ports": [{"name": "http", "containerPort": 8080}],
+                                "readinessProbe": {"httpGet": {"path": "/ok", "port": "http"}, "periodSeconds": 1},
+                            },
+                            {
+                                "name": "worker", "image": image,
+                                "command": ["sleep", "3600"],
+                                "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1, "failureThreshold": 1},
+                            },
+                        ],
+                    },
+                },
+            },
+        }))
+        .await;
+    let pods = cluster
+        .pods_until("app=probed", "the pod runs", |p| {
+            live(p).len() == 1 && phase(live(p)[0]) == "Running"
+        })
+        .await;
+    let name = live(&pods)[0].name_any();
+    // Running, but neither probe can pass yet.
+    let pod: Pod = cluster.api().get(&name).await.unwrap();
+    assert!(!ready(&pod) && !container_ready(&pod, "web") && !container_ready(&pod, "worker"));
+    exec_in(&cluster, &name, "web", &["touch", "/www/ok"]).await;
+    let pod = cluster
+        .until::<Pod>(&name, "web is ready", |p| container_ready(p, "web"))
+        .await;
+    assert!(!ready(&pod), "the pod is not ready while worker is not");
+    let d: Deployment = cluster.api().get("probed").await.unwrap();
+    assert_eq!(d.status.and_then(|s| s.available_replicas).unwrap_or(0), 0);
+    exec_in(&cluster, &name, "worker", &["touch", "/tmp/ready"]).await;
+    cluster.until::<Pod>(&name, "the pod is ready", ready).await;
+    cluster
+        .until::<Deployment>("probed", "the rollout completes", deployment_complete)
+        .await;
+    // A probe that fails again makes the pod unready (failureThreshold 1).
+    exec_in(&cluster, &name, "worker", &["rm", "/tmp/ready"]).await;
+    cluster
+        .until::<Pod>(&name, "the pod is unready again", |p| !ready(p))
+        .await;
+}

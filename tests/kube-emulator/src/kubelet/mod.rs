@@ -14,6 +14,7 @@
 //! - `env` and `volumes`: what a container gets from its pod's spec,
 //!   Secrets and ConfigMaps (fetched by `sources`) and
 //!   PersistentVolumeClaims;
+//! - `probes`: readiness probes;
 //! - `status`: the pod status computed from its containers, and reporting it;
 //! - `logs`: container logs for the API server's `pods/{name}/log`.
 
@@ -23,6 +24,7 @@ mod images;
 mod logs;
 mod nodes;
 mod pod_worker;
+mod probes;
 mod scheduler;
 mod sources;
 mod state;

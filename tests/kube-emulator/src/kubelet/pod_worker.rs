@@ -28,7 +28,7 @@ use super::env::PodFacts;
 use super::sources::Sources;
 use super::state::{Slot, State, Terminated, Waiting};
 use super::status::{self, Reporter};
-use super::{env, images, volumes, POD_UID_LABEL};
+use super::{env, images, probes, volumes, POD_UID_LABEL};
 use crate::context::ClusterContext;
 use crate::docker;
 
@@ -131,6 +131,11 @@ impl PodWorker {
         while self.pod.metadata.deletion_timestamp.is_none() {
             while self.waits.try_join_next().is_some() {}
             let next_start = self.advance().await;
+            let next_probe = self.probe_readiness().await;
+            let next_start = match (next_start, next_probe) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let status = status::compute(&self);
             let reported = self
                 .reporter
@@ -373,10 +378,13 @@ impl PodWorker {
                 Timestamp::now()
             }
         };
-        self.slot(which).state = State::Running {
+        let slot = self.slot(which);
+        slot.state = State::Running {
             id: id.clone(),
             started_at,
         };
+        let spec = slot.spec.clone();
+        slot.readiness.started(&spec);
         let exits = self.exits.clone();
         self.waits.spawn(async move {
             loop {
@@ -392,6 +400,34 @@ impl PodWorker {
             let _ = exits.send(Exit(id));
         });
         Ok(())
+    }
+
+    /// Runs the readiness probes that are due; returns when the next one is.
+    async fn probe_readiness(&mut self) -> Option<Instant> {
+        let pod_ip = self.pod_ip.clone();
+        let mut next: Option<Instant> = None;
+        for slot in &mut self.main {
+            let State::Running { id, .. } = &slot.state else {
+                slot.readiness.stopped();
+                continue;
+            };
+            let Some(probe) = slot.spec.readiness_probe.clone() else {
+                continue;
+            };
+            if slot
+                .readiness
+                .next_at
+                .is_some_and(|at| at <= Instant::now())
+            {
+                let passed = probes::run(&slot.spec, &probe, id, pod_ip.as_deref()).await;
+                slot.readiness.record(&probe, passed);
+            }
+            next = match (next, slot.readiness.next_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        next
     }
 
     /// A fresh, empty, world-writable file for the container's termination

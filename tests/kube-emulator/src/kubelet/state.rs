@@ -75,6 +75,8 @@ pub(super) struct Slot {
     pub retry_at: Instant,
     /// The delay before its next restart after an exit.
     backoff: Duration,
+    /// Its readiness probe's verdict on the running instance.
+    pub readiness: super::probes::Readiness,
 }
 
 impl Slot {
@@ -91,6 +93,7 @@ impl Slot {
             created: 0,
             retry_at: Instant::now(),
             backoff: FIRST_BACKOFF,
+            readiness: super::probes::Readiness::default(),
         }
     }
 

@@ -14,6 +14,7 @@ use kube::api::{Patch, PatchParams};
 use kube::Api;
 
 use super::pod_worker::PodWorker;
+use super::probes;
 use super::state::{Slot, State, Terminated};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,7 +97,10 @@ pub(super) fn compute(worker: &PodWorker) -> PodStatus {
     let unready: Vec<&str> = worker
         .main
         .iter()
-        .filter(|slot| !matches!(slot.state, State::Running { .. }))
+        .filter(|slot| {
+            !matches!(slot.state, State::Running { .. })
+                || !probes::is_ready(&slot.spec, &slot.readiness)
+        })
         .map(|slot| slot.spec.name.as_str())
         .collect();
     let initialized = if incomplete.is_empty() {
@@ -188,12 +192,13 @@ fn container_status(slot: &Slot) -> ContainerStatus {
         State::Terminated(terminated) => (terminated_state(terminated), terminated.id.clone()),
     };
     let running = matches!(slot.state, State::Running { .. });
+    let ready = running && probes::is_ready(&slot.spec, &slot.readiness);
     ContainerStatus {
         name: slot.spec.name.clone(),
         image: slot.spec.image.clone().unwrap_or_default(),
         image_id: slot.image_id.clone().unwrap_or_default(),
         container_id: container_id.map(|id| format!("docker://{id}")),
-        ready: running,
+        ready,
         started: Some(running),
         restart_count: slot.restart_count,
         state: Some(state),
