@@ -13,10 +13,12 @@ mod controller_support;
 
 use std::sync::Arc;
 
-use controller_support::eventually;
+use controller_support::{eventually, from_json};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{
+    ContainerStateWaiting, Node, PersistentVolumeClaim, Pod, ReplicationController,
+};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, ResourceExt as _};
@@ -67,7 +69,7 @@ impl TestCluster {
             + serde::Serialize,
         K::DynamicType: Default,
     {
-        let object: K = serde_json::from_value(object).expect("a well-formed test object");
+        let object: K = from_json(object);
         self.api::<K>()
             .create(&PostParams::default(), &object)
             .await
@@ -590,7 +592,7 @@ async fn statefulsets_start_in_order_with_claims_and_scale_down_from_the_top() {
                 .any(|p| p.name_any() == name && p.metadata.deletion_timestamp.is_none())
         };
         assert!(
-            !(alive("db-2") && !alive("db-1")),
+            !alive("db-2") || alive("db-1"),
             "db-1 went first: {}",
             summary(&pods)
         );
@@ -1125,30 +1127,7 @@ async fn images_are_pulled_from_a_mapped_loopback_registry() {
     cluster
         .create::<Pod>(pod_with("missing", format!("{internal}/shop/app:nope")))
         .await;
-    let pod = cluster
-        .until::<Pod>("missing", "a pull error", |p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .is_some_and(|s| {
-                    s[0].state
-                        .as_ref()
-                        .and_then(|st| st.waiting.as_ref())
-                        .is_some_and(|w| {
-                            matches!(
-                                w.reason.as_deref(),
-                                Some("ErrImagePull" | "ImagePullBackOff")
-                            )
-                        })
-                })
-        })
-        .await;
-    let waiting = pod.status.unwrap().container_statuses.unwrap()[0]
-        .state
-        .clone()
-        .unwrap()
-        .waiting
-        .unwrap();
+    let waiting = pull_error(&cluster, "missing").await;
     let message = waiting.message.unwrap_or_default();
     assert!(
         message.contains("Failed to pull image") && message.contains("shop/app:nope"),
@@ -1161,26 +1140,30 @@ async fn images_are_pulled_from_a_mapped_loopback_registry() {
             "registry.example.com/shop/app:v1".to_string(),
         ))
         .await;
+    let waiting = pull_error(&cluster, "elsewhere").await;
+    assert!(waiting.message.unwrap_or_default().contains("never pulls"));
+}
+
+/// Waits until pod `name`'s container waits on an image pull error, and
+/// returns that waiting state.
+async fn pull_error(cluster: &TestCluster, name: &str) -> ContainerStateWaiting {
+    let waiting = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|s| s[0].state.as_ref()?.waiting.clone())
+    };
     let pod = cluster
-        .until::<Pod>("elsewhere", "a pull error", |p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .is_some_and(|s| {
-                    s[0].state
-                        .as_ref()
-                        .and_then(|st| st.waiting.as_ref())
-                        .is_some_and(|w| w.reason.is_some())
-                })
+        .until::<Pod>(name, "a pull error", |p| {
+            waiting(p).is_some_and(|w| {
+                matches!(
+                    w.reason.as_deref(),
+                    Some("ErrImagePull" | "ImagePullBackOff")
+                )
+            })
         })
         .await;
-    let waiting = pod.status.unwrap().container_statuses.unwrap()[0]
-        .state
-        .clone()
-        .unwrap()
-        .waiting
-        .unwrap();
-    assert!(waiting.message.unwrap_or_default().contains("never pulls"));
+    waiting(&pod).unwrap()
 }
 
 /// Runs kubectl against the cluster; returns (exit code, stdout+stderr).

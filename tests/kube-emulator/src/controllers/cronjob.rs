@@ -17,14 +17,13 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt as _};
 use serde_json::json;
 
 use super::job::{has_condition, is_finished};
 use super::owners;
-use super::reconcile::{self, Failure};
+use super::reconcile;
 use super::schedule::Schedule;
 use crate::context::ClusterContext;
 
@@ -34,18 +33,7 @@ const TICK: Duration = Duration::from_secs(1);
 const SCHEDULED_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 
 pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
-    let client = ctx.client.clone();
-    let stream = Controller::new(
-        Api::<CronJob>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Job>::all(client), watcher::Config::default())
-    .run(
-        |cj, ctx| async move { reconcile(cj, ctx).await.map_err(Failure) },
-        reconcile::retry,
-        ctx,
-    );
-    reconcile::drive("cronjob", stream).await
+    reconcile::run_owning::<CronJob, Job, _>(ctx, "cronjob", reconcile).await
 }
 
 async fn reconcile(cj: Arc<CronJob>, ctx: Arc<ClusterContext>) -> anyhow::Result<Action> {

@@ -20,13 +20,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::SignedDuration;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt as _};
 use serde_json::json;
 
 use super::owners;
-use super::reconcile::{self, Failure};
+use super::reconcile;
 use crate::context::ClusterContext;
 
 pub(super) const HASH_LABEL: &str = "pod-template-hash";
@@ -35,18 +34,7 @@ const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
 const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
 
 pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
-    let client = ctx.client.clone();
-    let stream = Controller::new(
-        Api::<Deployment>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
-    .run(
-        |d, ctx| async move { Rollout::reconcile(d, ctx).await.map_err(Failure) },
-        reconcile::retry,
-        ctx,
-    );
-    reconcile::drive("deployment", stream).await
+    reconcile::run_owning::<Deployment, ReplicaSet, _>(ctx, "deployment", Rollout::reconcile).await
 }
 
 /// One round of the controller for one Deployment.

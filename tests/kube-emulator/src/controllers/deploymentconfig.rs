@@ -73,7 +73,7 @@ pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
     )
     .run(
         |dc, ctx| async move { reconcile(dc, ctx).await.map_err(Failure) },
-        |dc, error, ctx| reconcile::retry(dc, error, ctx),
+        reconcile::retry,
         ctx,
     );
     reconcile::drive("deploymentconfig", stream).await

@@ -20,29 +20,20 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt as _};
 use serde_json::{json, Value};
 
 use super::owners;
 use super::pods::{self, NewPod};
-use super::reconcile::{self, Failure};
+use super::reconcile;
 use crate::context::ClusterContext;
 
 const BACKOFF_BASE: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(360);
 
 pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
-    let client = ctx.client.clone();
-    let stream = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
-        .run(
-            |job, ctx| async move { reconcile(job, ctx).await.map_err(Failure) },
-            reconcile::retry,
-            ctx,
-        );
-    reconcile::drive("job", stream).await
+    reconcile::run_owning::<Job, Pod, _>(ctx, "job", reconcile).await
 }
 
 /// Whether the Job has the condition `type_` True.

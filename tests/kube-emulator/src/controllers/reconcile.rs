@@ -9,7 +9,8 @@ use futures_util::{Stream, StreamExt as _};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt as _};
 use serde_json::Value;
 
@@ -40,6 +41,44 @@ pub(super) fn retry<K: Resource>(
         object.name_any()
     );
     Action::requeue(RETRY)
+}
+
+/// Runs the controller of `K` objects that own `C` objects (a change of
+/// either wakes the owner), until its watches fail for good.
+pub(super) async fn run_owning<K, C, Fut>(
+    ctx: Arc<ClusterContext>,
+    what: &str,
+    reconcile: fn(Arc<K>, Arc<ClusterContext>) -> Fut,
+) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    C: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<Action>> + Send + 'static,
+{
+    let client = ctx.client.clone();
+    let stream = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<C>::all(client), watcher::Config::default())
+        .run(
+            move |object, ctx| {
+                let round = reconcile(object, ctx);
+                async move { round.await.map_err(Failure) }
+            },
+            retry,
+            ctx,
+        );
+    drive(what, stream).await
 }
 
 /// Drains a controller's stream until it ends, which it only does when

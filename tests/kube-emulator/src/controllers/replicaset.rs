@@ -9,28 +9,16 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt as _};
 
 use super::owners;
-use super::reconcile::{self, Failure};
+use super::reconcile;
 use super::replicas::{self, Wanted};
 use crate::context::ClusterContext;
 
 pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
-    let client = ctx.client.clone();
-    let stream = Controller::new(
-        Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client), watcher::Config::default())
-    .run(
-        |rs, ctx| async move { reconcile(rs, ctx).await.map_err(Failure) },
-        reconcile::retry,
-        ctx,
-    );
-    reconcile::drive("replicaset", stream).await
+    reconcile::run_owning::<ReplicaSet, Pod, _>(ctx, "replicaset", reconcile).await
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<ClusterContext>) -> anyhow::Result<Action> {

@@ -5,29 +5,18 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt as _};
 
 use super::owners;
 use super::pods::equality_selector;
-use super::reconcile::{self, Failure};
+use super::reconcile;
 use super::replicas::{self, Wanted};
 use crate::context::ClusterContext;
 
 pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
-    let client = ctx.client.clone();
-    let stream = Controller::new(
-        Api::<ReplicationController>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client), watcher::Config::default())
-    .run(
-        |rc, ctx| async move { reconcile(rc, ctx).await.map_err(Failure) },
-        reconcile::retry,
-        ctx,
-    );
-    reconcile::drive("replicationcontroller", stream).await
+    reconcile::run_owning::<ReplicationController, Pod, _>(ctx, "replicationcontroller", reconcile)
+        .await
 }
 
 async fn reconcile(

@@ -21,14 +21,13 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt as _};
 use serde_json::json;
 
 use super::owners;
 use super::pods::{self, NewPod};
-use super::reconcile::{self, Failure};
+use super::reconcile;
 use crate::context::ClusterContext;
 
 const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -36,18 +35,7 @@ const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 const REVISION_LABEL: &str = "controller-revision-hash";
 
 pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
-    let client = ctx.client.clone();
-    let stream = Controller::new(
-        Api::<StatefulSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client), watcher::Config::default())
-    .run(
-        |sts, ctx| async move { reconcile(sts, ctx).await.map_err(Failure) },
-        reconcile::retry,
-        ctx,
-    );
-    reconcile::drive("statefulset", stream).await
+    reconcile::run_owning::<StatefulSet, Pod, _>(ctx, "statefulset", reconcile).await
 }
 
 async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<ClusterContext>) -> anyhow::Result<Action> {

@@ -131,7 +131,7 @@ async fn http_ok(host: &str, port: u16, path: &str) -> bool {
     if stream.write_all(request.as_bytes()).await.is_err() {
         return false;
     }
-    let mut head = vec![0u8; 64];
+    let mut head = [0u8; 64];
     let mut read = 0;
     while read < 12 {
         match stream.read(&mut head[read..]).await {
