@@ -806,8 +806,9 @@ async fn cronjobs_create_jobs_on_schedule_and_stop_when_suspended() {
         .until::<CronJob>("tick", "suspended seen", |c| c.spec.suspend == Some(true))
         .await;
     clock.advance(std::time::Duration::from_secs(900));
-    // Give the controller several of its one-second rounds, observed
-    // through the CronJob's status, which it rewrites only on a run.
+    // A negative can only be watched for a while: three of the
+    // controller's one-second rounds make no Job (and resuming below shows
+    // that a run was indeed due).
     let resumed_probe = tokio::time::timeout(std::time::Duration::from_secs(3), async {
         loop {
             let jobs = owned().await.unwrap();
@@ -826,8 +827,20 @@ async fn cronjobs_create_jobs_on_schedule_and_stop_when_suspended() {
     let after: CronJob = cluster.api().get("tick").await.unwrap();
     assert_eq!(
         after.status.unwrap().last_schedule_time,
-        suspended_at.status.unwrap().last_schedule_time
+        suspended_at.status.clone().unwrap().last_schedule_time
     );
+    cluster
+        .patch::<CronJob>("tick", json!({"spec": {"suspend": false}}))
+        .await;
+    cluster
+        .until::<CronJob>("tick", "the missed run made once resumed", |c| {
+            c.status.as_ref().and_then(|s| s.last_schedule_time.clone())
+                != suspended_at
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_schedule_time.clone())
+        })
+        .await;
 
     // A bad schedule is an Event, not a crash.
     cluster
@@ -1256,6 +1269,41 @@ async fn kubectl_rollout_status_scale_and_restart() {
     assert!(live(&pods)
         .iter()
         .all(|p| p.labels()["pod-template-hash"] == new_hash));
+
+    // Paused: a template change waits for the resume.
+    let (code, out) = kubectl(&cluster, &["rollout", "pause", "deployment/x"]).await;
+    assert_eq!(code, 0, "{out}");
+    cluster
+        .patch::<Deployment>(
+            "x",
+            json!({"spec": {"template": {"metadata": {"annotations": {"rev": "paused"}}}}}),
+        )
+        .await;
+    cluster
+        .until::<Deployment>("x", "the paused change is seen", |d| {
+            let status = d.status.clone().unwrap_or_default();
+            status.observed_generation == d.metadata.generation
+                && status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.reason.as_deref() == Some("DeploymentPaused"))
+        })
+        .await;
+    assert_eq!(
+        replica_sets(&cluster, "app=x").await.len(),
+        after.len(),
+        "no rollout while paused"
+    );
+    let (code, out) = kubectl(&cluster, &["rollout", "resume", "deployment/x"]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = kubectl(
+        &cluster,
+        &["rollout", "status", "deployment/x", "--timeout=90s"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(replica_sets(&cluster, "app=x").await.len(), after.len() + 1);
 
     // kubectl scale to 0 and `get` of the kinds added with the controllers.
     let (code, out) = kubectl(&cluster, &["scale", "deployment/x", "--replicas=0"]).await;
