@@ -19,13 +19,28 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     ContainerStateWaiting, Node, PersistentVolumeClaim, Pod, ReplicationController,
 };
+use k8s_openapi::NamespaceResourceScope;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, ResourceExt as _};
 use kube_emulator::cluster::instance_id;
 use kube_emulator::testing::busybox_image;
 use kube_emulator::{Cluster, ClusterOptions, Shared};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
+
+/// The namespaced kinds the tests create and read.
+trait Namespaced: kube::Resource<Scope = NamespaceResourceScope, DynamicType: Default> + Data {}
+
+/// What reading and writing objects needs of them.
+trait Data: Clone + std::fmt::Debug + DeserializeOwned + Serialize {}
+
+impl<T: Clone + std::fmt::Debug + DeserializeOwned + Serialize> Data for T {}
+impl<T: kube::Resource<Scope = NamespaceResourceScope, DynamicType: Default> + Data> Namespaced
+    for T
+{
+}
 
 /// One emulated cluster with Docker and its state directory.
 struct TestCluster {
@@ -54,20 +69,14 @@ impl TestCluster {
 
     fn api<K>(&self) -> Api<K>
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
+        K: Namespaced,
     {
         Api::namespaced(self.cluster.client.clone(), "default")
     }
 
     async fn create<K>(&self, object: Value) -> K
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned
-            + serde::Serialize,
-        K::DynamicType: Default,
+        K: Namespaced,
     {
         let object: K = from_json(object);
         self.api::<K>()
@@ -78,11 +87,7 @@ impl TestCluster {
 
     async fn patch<K>(&self, name: &str, patch: Value) -> K
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned,
-        K::DynamicType: Default,
+        K: Namespaced,
     {
         self.api::<K>()
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -90,16 +95,21 @@ impl TestCluster {
             .expect("patching a test object")
     }
 
+    /// Changes the pod template of workload `name` (an annotation `rev`),
+    /// which makes a new rollout.
+    async fn change_template<K>(&self, name: &str, rev: &str)
+    where
+        K: Namespaced,
+    {
+        let patch = json!({"spec": {"template": {"metadata": {"annotations": {"rev": rev}}}}});
+        self.patch::<K>(name, patch).await;
+    }
+
     /// Polls `K` object `name` until `check` passes, failing with what was
     /// last seen.
     async fn until<K>(&self, name: &str, what: &str, check: impl Fn(&K) -> bool) -> K
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned
-            + serde::Serialize,
-        K::DynamicType: Default,
+        K: Namespaced,
     {
         let api = self.api::<K>();
         eventually(what, || async {
@@ -318,12 +328,7 @@ async fn deployments_roll_out_scale_and_recreate() {
     );
 
     // A new template: a new ReplicaSet, the old one scaled to 0 and kept.
-    cluster
-        .patch::<Deployment>(
-            "web",
-            json!({"spec": {"template": {"metadata": {"annotations": {"rev": "2"}}}}}),
-        )
-        .await;
+    cluster.change_template::<Deployment>("web", "2").await;
     cluster
         .until::<Deployment>("web", "the second rollout completes", |d| {
             deployment_complete(d)
@@ -381,12 +386,7 @@ async fn deployments_roll_out_scale_and_recreate() {
         .iter()
         .map(|p| p.name_any())
         .collect();
-    cluster
-        .patch::<Deployment>(
-            "batch",
-            json!({"spec": {"template": {"metadata": {"annotations": {"rev": "2"}}}}}),
-        )
-        .await;
+    cluster.change_template::<Deployment>("batch", "2").await;
     // Watch every pod list until the new rollout is done: old and new
     // pods never live together.
     let api = cluster.api::<Pod>();
@@ -1068,13 +1068,16 @@ async fn deploymentconfigs_make_replication_controllers() {
         .await;
 
     // Scaling the DC (through /scale, as a quiesce does) scales its RC.
-    dcs.patch_scale(
-        "app",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"replicas": 0}})),
-    )
-    .await
-    .unwrap();
+    let scale_dc = |replicas: i32| {
+        let dcs = dcs.clone();
+        async move {
+            let patch = json!({"spec": {"replicas": replicas}});
+            dcs.patch_scale("app", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("scaling the DeploymentConfig");
+        }
+    };
+    scale_dc(0).await;
     cluster
         .pods_until("deploymentconfig=app", "no pods", |p| live(p).is_empty())
         .await;
@@ -1082,13 +1085,7 @@ async fn deploymentconfigs_make_replication_controllers() {
         rcs.get("app-2").await.unwrap().spec.unwrap().replicas,
         Some(0)
     );
-    dcs.patch_scale(
-        "app",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"replicas": 1}})),
-    )
-    .await
-    .unwrap();
+    scale_dc(1).await;
     cluster
         .pods_until("deploymentconfig=app", "one pod", |p| running_ready(p) == 1)
         .await;
@@ -1273,12 +1270,7 @@ async fn kubectl_rollout_status_scale_and_restart() {
     // Paused: a template change waits for the resume.
     let (code, out) = kubectl(&cluster, &["rollout", "pause", "deployment/x"]).await;
     assert_eq!(code, 0, "{out}");
-    cluster
-        .patch::<Deployment>(
-            "x",
-            json!({"spec": {"template": {"metadata": {"annotations": {"rev": "paused"}}}}}),
-        )
-        .await;
+    cluster.change_template::<Deployment>("x", "paused").await;
     cluster
         .until::<Deployment>("x", "the paused change is seen", |d| {
             let status = d.status.clone().unwrap_or_default();

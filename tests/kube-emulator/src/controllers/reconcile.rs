@@ -2,6 +2,7 @@
 //! kube-runtime wants, the retry policy, status writes that skip no-ops,
 //! Events, and the template hashes that name ReplicaSets and revisions.
 
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt as _};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::context::ClusterContext;
@@ -43,6 +45,15 @@ pub(super) fn retry<K: Resource>(
     Action::requeue(RETRY)
 }
 
+/// A built-in kind a controller can watch.
+pub(super) trait Watched: Resource<DynamicType = ()> + Clone + Object {}
+
+/// What kube-runtime needs of the objects a controller watches.
+pub(super) trait Object: DeserializeOwned + Debug + Send + Sync + 'static {}
+
+impl<T: DeserializeOwned + Debug + Send + Sync + 'static> Object for T {}
+impl<T: Resource<DynamicType = ()> + Clone + Object> Watched for T {}
+
 /// Runs the controller of `K` objects that own `C` objects (a change of
 /// either wakes the owner), until its watches fail for good.
 pub(super) async fn run_owning<K, C, Fut>(
@@ -51,20 +62,8 @@ pub(super) async fn run_owning<K, C, Fut>(
     reconcile: fn(Arc<K>, Arc<ClusterContext>) -> Fut,
 ) -> anyhow::Result<()>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    C: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
+    C: Watched,
     Fut: std::future::Future<Output = anyhow::Result<Action>> + Send + 'static,
 {
     let client = ctx.client.clone();
