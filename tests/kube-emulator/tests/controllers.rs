@@ -1297,6 +1297,36 @@ async fn kubectl_rollout_status_scale_and_restart() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(replica_sets(&cluster, "app=x").await.len(), after.len() + 1);
 
+    // `rollout status` of the other kinds it knows.
+    cluster
+        .create::<StatefulSet>(json!({
+            "metadata": {"name": "s"},
+            "spec": {"replicas": 2, "serviceName": "s", "selector": {"matchLabels": {"app": "s"}},
+                     "template": template(json!({"app": "s"}), "sleep 3600").await},
+        }))
+        .await;
+    cluster
+        .create::<DaemonSet>(json!({
+            "metadata": {"name": "d"},
+            "spec": {"selector": {"matchLabels": {"app": "d"}},
+                     "template": template(json!({"app": "d"}), "sleep 3600").await},
+        }))
+        .await;
+    for (what, done) in [
+        (
+            "statefulset/s",
+            "partitioned roll out complete: 2 new pods have been updated",
+        ),
+        ("daemonset/d", "daemon set \"d\" successfully rolled out"),
+    ] {
+        let (code, out) = kubectl(&cluster, &["rollout", "status", what, "--timeout=90s"]).await;
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains(done) || out.contains("rolling update complete"),
+            "{out}"
+        );
+    }
+
     // kubectl scale to 0 and `get` of the kinds added with the controllers.
     let (code, out) = kubectl(&cluster, &["scale", "deployment/x", "--replicas=0"]).await;
     assert_eq!(code, 0, "{out}");
@@ -1387,4 +1417,66 @@ async fn readiness_probes_gate_pod_and_rollout_readiness() {
     cluster
         .until::<Pod>(&name, "the pod is unready again", |p| !ready(p))
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_run_without_docker() {
+    let state = tempfile::tempdir().unwrap();
+    let shared = Arc::new(Shared {
+        instance: instance_id(),
+        velero_bucket: state.path().join("velero-bucket"),
+        ..Shared::default()
+    });
+    let options = ClusterOptions {
+        name: "api-only".to_string(),
+        docker: false,
+    };
+    let cluster = Cluster::start(&options, state.path(), shared)
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
+    let deployment: Deployment = from_json(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nowhere"}]}},
+        },
+    }));
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    // Pods are made (and never run: there is no kubelet).
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    eventually("two pending pods of a ReplicaSet", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .map_err(|e| e.to_string())?
+            .items;
+        if list.len() == 2
+            && list
+                .iter()
+                .all(|p| p.labels().contains_key("pod-template-hash"))
+        {
+            Ok(())
+        } else {
+            Err(summary(&list))
+        }
+    })
+    .await;
+    eventually(
+        "the Deployment counts 2 replicas, none available",
+        || async {
+            let d = deployments.get("web").await.map_err(|e| e.to_string())?;
+            let status = d.status.unwrap_or_default();
+            if (status.replicas, status.available_replicas) == (Some(2), Some(0)) {
+                Ok(())
+            } else {
+                Err(format!("{status:?}"))
+            }
+        },
+    )
+    .await;
 }

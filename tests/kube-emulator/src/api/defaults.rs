@@ -46,6 +46,9 @@ pub fn on_create(store: &Store, rt: &ResourceType, object: &mut Value) -> ApiRes
         if object["spec"]["replicas"].is_null() && object["spec"].is_object() {
             object["spec"]["replicas"] = json!(1);
         }
+        update_strategy(rt, object);
+    } else if rt.is("apps", "daemonsets") {
+        update_strategy(rt, object);
     } else if rt.is_crd() {
         crd_established(object);
     }
@@ -69,8 +72,64 @@ pub fn on_update(
     } else if rt.is("", "pods") {
         pod_spec(&mut object["spec"]);
         pod_spec_unchanged(rt, old, object)?;
+    } else {
+        update_strategy(rt, object);
     }
     Ok(())
+}
+
+/// The rollout settings the API server fills in for workloads (kubectl's
+/// `rollout status` refuses a StatefulSet or DaemonSet without an update
+/// strategy type).
+fn update_strategy(rt: &ResourceType, object: &mut Value) {
+    if rt.group != "apps" || !object["spec"].is_object() {
+        return;
+    }
+    let spec = &mut object["spec"];
+    match rt.plural.as_str() {
+        "deployments" => {
+            set_default(spec, "strategy", json!({"type": "RollingUpdate"}));
+            if spec["strategy"]["type"] == "RollingUpdate" {
+                set_default(&mut spec["strategy"], "rollingUpdate", json!({}));
+                set_default(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxSurge",
+                    json!("25%"),
+                );
+                set_default(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxUnavailable",
+                    json!("25%"),
+                );
+            }
+            set_default(spec, "revisionHistoryLimit", json!(10));
+            set_default(spec, "progressDeadlineSeconds", json!(600));
+        }
+        "statefulsets" => {
+            set_default(spec, "updateStrategy", json!({"type": "RollingUpdate"}));
+            if spec["updateStrategy"]["type"] == "RollingUpdate" {
+                set_default(
+                    &mut spec["updateStrategy"],
+                    "rollingUpdate",
+                    json!({"partition": 0}),
+                );
+            }
+            set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+            set_default(spec, "revisionHistoryLimit", json!(10));
+        }
+        "daemonsets" => {
+            set_default(spec, "updateStrategy", json!({"type": "RollingUpdate"}));
+            if spec["updateStrategy"]["type"] == "RollingUpdate" {
+                set_default(
+                    &mut spec["updateStrategy"],
+                    "rollingUpdate",
+                    json!({"maxUnavailable": 1, "maxSurge": 0}),
+                );
+            }
+            set_default(spec, "revisionHistoryLimit", json!(10));
+        }
+        _ => {}
+    }
 }
 
 /// Every namespace carries its name as a label (for namespace selectors).
