@@ -118,7 +118,10 @@ impl Cluster {
         tasks.spawn(supervise("api server", api::serve(listener, logs)));
         tasks.spawn(supervise("pvc binder", binder::run(context.clone())));
         tasks.spawn(supervise("velero", velero::run(context.clone())));
-        tasks.spawn(supervise("controllers", controllers::run(context.clone())));
+        tasks.spawn(supervise(
+            "controllers",
+            controllers::run_apart(context.clone(), api_url.clone()),
+        ));
         if options.docker {
             tasks.spawn(supervise("kubelet", kubelet::run(context.clone())));
             tasks.spawn(supervise("router", router::run(context.clone())));

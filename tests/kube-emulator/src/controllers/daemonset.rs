@@ -60,9 +60,10 @@ pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
 }
 
 async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<ClusterContext>) -> anyhow::Result<Action> {
-    if ds.metadata.deletion_timestamp.is_some() {
+    let Some(ds) = reconcile::fresh(&ctx, ds.as_ref()).await? else {
         return Ok(Action::await_change());
-    }
+    };
+    let ds = Arc::new(ds);
     let namespace = ds.namespace().unwrap_or_default();
     let spec = &ds.spec;
     let hash = reconcile::template_hash(&spec.template);

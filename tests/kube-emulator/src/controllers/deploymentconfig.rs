@@ -80,11 +80,15 @@ pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
 }
 
 async fn reconcile(dc: Arc<DynamicObject>, ctx: Arc<ClusterContext>) -> anyhow::Result<Action> {
-    if dc.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
     let namespace = dc.namespace().unwrap_or_default();
     let name = dc.name_any();
+    // As it is now, not as cached (see `reconcile::fresh`).
+    let dc_api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource());
+    let Some(dc) = dc_api.get_opt(&name).await?.filter(|current| {
+        current.uid() == dc.uid() && current.metadata.deletion_timestamp.is_none()
+    }) else {
+        return Ok(Action::await_change());
+    };
     let spec: Spec = serde_json::from_value(dc.data["spec"].clone())
         .map_err(|error| anyhow::anyhow!("DeploymentConfig {name}: spec: {error}"))?;
     let Some(template) = spec.template.clone() else {
@@ -111,7 +115,6 @@ async fn reconcile(dc: Arc<DynamicObject>, ctx: Arc<ClusterContext>) -> anyhow::
         .iter()
         .find(|rc| rc.name_any() == format!("{name}-{version}"))
         .cloned();
-    let dc_api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource());
     let outdated = latest.as_ref().is_none_or(|rc| {
         rc.spec
             .as_ref()

@@ -38,6 +38,50 @@ use crate::context::ClusterContext;
 
 pub use schedule::Schedule;
 
+/// Runs every workload controller on a thread and runtime of its own,
+/// with its own client of the API server at `api_url`, as
+/// kube-controller-manager is a process of its own: its watches and
+/// reconciles then never compete with the rest of the cluster (the router
+/// on a test's single-threaded runtime) for one thread. Stops when this
+/// future is dropped (the cluster's task aborted).
+pub async fn run_apart(ctx: Arc<ClusterContext>, api_url: String) -> anyhow::Result<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("controllers-{}", ctx.name))
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| {
+                    runtime.block_on(async move {
+                        let config = kube::Config::new(api_url.parse()?);
+                        let own = Arc::new(ClusterContext {
+                            name: ctx.name.clone(),
+                            client: kube::Client::try_from(config)?,
+                            state_dir: ctx.state_dir.clone(),
+                            network: ctx.network.clone(),
+                            router_ip: ctx.router_ip,
+                            apps_domain: ctx.apps_domain.clone(),
+                            shared: ctx.shared.clone(),
+                        });
+                        drop(ctx);
+                        tokio::select! {
+                            result = run(own) => result,
+                            _ = stopped => Ok(()),
+                        }
+                    })
+                });
+            let _ = done.send(result);
+        })?;
+    // Dropped with this future, which ends the thread's run.
+    let _stop = stop;
+    finished
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the controllers' thread died")))
+}
+
 /// Runs every workload controller until the task is aborted.
 pub async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
     tokio::try_join!(

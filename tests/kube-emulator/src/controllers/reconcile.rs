@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt as _};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -46,13 +47,16 @@ pub(super) fn retry<K: Resource>(
 }
 
 /// A built-in kind a controller can watch.
-pub(super) trait Watched: Resource<DynamicType = ()> + Clone + Object {}
+pub(super) trait Watched:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Object
+{
+}
 
 /// What kube-runtime needs of the objects a controller watches.
 pub(super) trait Object: DeserializeOwned + Debug + Send + Sync + 'static {}
 
 impl<T: DeserializeOwned + Debug + Send + Sync + 'static> Object for T {}
-impl<T: Resource<DynamicType = ()> + Clone + Object> Watched for T {}
+impl<T: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Object> Watched for T {}
 
 /// Runs the controller of `K` objects that own `C` objects (a change of
 /// either wakes the owner), until its watches fail for good.
@@ -70,14 +74,32 @@ where
     let stream = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
         .owns(Api::<C>::all(client), watcher::Config::default())
         .run(
-            move |object, ctx| {
-                let round = reconcile(object, ctx);
-                async move { round.await.map_err(Failure) }
+            move |object, ctx| async move {
+                match fresh(&ctx, object.as_ref()).await.map_err(Failure)? {
+                    Some(object) => reconcile(Arc::new(object), ctx).await.map_err(Failure),
+                    None => Ok(Action::await_change()),
+                }
             },
             retry,
             ctx,
         );
     drive(what, stream).await
+}
+
+/// The object as the API server has it now, `None` if it is gone, was
+/// replaced (another uid) or is being deleted. A controller acts on this
+/// rather than on its cache: a child's deletion (the garbage collector's,
+/// after its owner's) can wake the owner before the watch has told the
+/// cache that the owner is gone, and acting on the stale owner would make
+/// the children again.
+pub(super) async fn fresh<K: Watched>(
+    ctx: &ClusterContext,
+    object: &K,
+) -> anyhow::Result<Option<K>> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+    Ok(api.get_opt(&object.name_any()).await?.filter(|current| {
+        current.uid() == object.uid() && current.meta().deletion_timestamp.is_none()
+    }))
 }
 
 /// Drains a controller's stream until it ends, which it only does when
