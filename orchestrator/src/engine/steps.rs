@@ -1,0 +1,154 @@
+//! What each step of an itinerary does. Each is idempotent: it looks at
+//! the clusters and the Migration's status, does what is missing, and
+//! returns an [`Outcome`] (or a transient error, retried by the engine).
+
+use serde_json::json;
+
+use super::{Context, Outcome};
+use crate::dim::ImageState;
+use crate::itinerary::{Flags, StepName};
+use crate::migration::RunKind;
+use crate::report::PvcState;
+use crate::{cleanup, dim, dvm, preflight};
+
+/// Runs `step` once.
+pub async fn run(ctx: &Context<'_>, step: StepName) -> anyhow::Result<Outcome> {
+    match step {
+        StepName::Preflight => preflight(ctx).await,
+        StepName::CopyImages => copy_images(ctx).await,
+        StepName::CopyVolumes => copy_volumes(ctx).await,
+        StepName::Cleanup => cleanup(ctx).await,
+        other => Ok(Outcome::Failed(format!(
+            "step {} is not available in this build",
+            other.as_str()
+        ))),
+    }
+}
+
+/// Checks both clusters (changing nothing) and records the flags that
+/// decide the rest of the itinerary.
+async fn preflight(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
+    if ctx.kind == RunKind::Rollback {
+        for cluster in [ctx.source, ctx.destination] {
+            cluster.client.apiserver_version().await.map_err(|e| {
+                anyhow::anyhow!("{} is not reachable: {e}", cluster.describe())
+            })?;
+        }
+        return Ok(Outcome::Done(None));
+    }
+    let inventory = match preflight::check(ctx.plan, ctx.source, ctx.destination).await {
+        Ok(inventory) => inventory,
+        Err(problems) => return Ok(Outcome::Failed(problems.to_string())),
+    };
+    let final_run = ctx.kind == RunKind::Final;
+    let flags = Flags {
+        images: ctx.plan.images.is_some(),
+        pvcs: inventory.namespaces.iter().any(|ns| !ns.pvcs.is_empty()),
+        resources: final_run && ctx.plan.resources,
+        quiesce: final_run && ctx.plan.quiesce,
+        hooks: Vec::new(),
+    };
+    ctx.update(|s| {
+        s.records.insert("flags".into(), json!(flags));
+    })
+    .await?;
+    Ok(Outcome::Done(None))
+}
+
+/// Direct image migration. Blobs the destination has are not copied
+/// again, so a resumed step costs only manifest checks.
+async fn copy_images(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
+    let Some(registries) = &ctx.plan.images else {
+        return Ok(Outcome::Done(None));
+    };
+    let (images, errors) = dim::run(
+        ctx.plan,
+        registries,
+        ctx.source,
+        ctx.destination,
+        &ctx.board,
+    )
+    .await;
+    let failed = images
+        .iter()
+        .filter(|i| i.state == ImageState::Failed)
+        .count();
+    ctx.update(|s| {
+        s.images = images
+            .iter()
+            .filter_map(|i| serde_json::to_value(i).ok())
+            .collect();
+        s.errors.extend(errors.iter().cloned());
+    })
+    .await?;
+    let summary = format!("{} image(s), {failed} failed", images.len());
+    if failed == 0 && errors.is_empty() {
+        Ok(Outcome::Done(Some(summary)))
+    } else if ctx.kind == RunKind::Final {
+        // The restored workloads would run images that are not there.
+        Ok(Outcome::Failed(format!(
+            "{summary}{}",
+            errors
+                .first()
+                .map(|e| format!("; {e}"))
+                .unwrap_or_default()
+        )))
+    } else {
+        Ok(Outcome::Done(Some(summary)))
+    }
+}
+
+/// Direct volume migration of every selected PVC a final run has not
+/// already copied.
+async fn copy_volumes(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
+    let inventory = match preflight::check(ctx.plan, ctx.source, ctx.destination).await {
+        Ok(inventory) => inventory,
+        Err(problems) => return Ok(Outcome::Failed(problems.to_string())),
+    };
+    let errors = dvm::run(ctx.plan, ctx.source, ctx.destination, &inventory, &ctx.board).await;
+    let pvcs = ctx.board.snapshot();
+    let failed: Vec<String> = pvcs
+        .iter()
+        .filter(|p| p.state == PvcState::Failed)
+        .map(|p| {
+            format!(
+                "{}: {}",
+                p.label(),
+                p.error.as_deref().unwrap_or("failed")
+            )
+        })
+        .collect();
+    ctx.update(|s| {
+        s.pvcs = pvcs
+            .iter()
+            .filter_map(|p| serde_json::to_value(p).ok())
+            .collect();
+        s.errors.extend(errors.iter().cloned());
+    })
+    .await?;
+    let summary = format!("{} PVC(s), {} failed", pvcs.len(), failed.len());
+    if failed.is_empty() && errors.is_empty() {
+        Ok(Outcome::Done(Some(summary)))
+    } else if ctx.kind == RunKind::Final {
+        let mut reasons = errors;
+        reasons.extend(failed);
+        Ok(Outcome::Failed(format!("{summary}: {}", reasons.join("; "))))
+    } else {
+        Ok(Outcome::Done(Some(summary)))
+    }
+}
+
+/// Removes transfer objects on both sides; what could not be removed is
+/// retried, then reported.
+async fn cleanup(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
+    let leftovers = cleanup::run(ctx.plan, ctx.source, ctx.destination).await;
+    ctx.update(|s| {
+        s.records.insert("leftovers".into(), json!(leftovers));
+    })
+    .await?;
+    if leftovers.is_empty() {
+        Ok(Outcome::Done(None))
+    } else {
+        anyhow::bail!("could not remove: {}", leftovers.join("; "))
+    }
+}
