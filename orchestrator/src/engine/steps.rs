@@ -2,6 +2,8 @@
 //! the clusters and the Migration's status, does what is missing, and
 //! returns an [`Outcome`] (or a transient error, retried by the engine).
 
+use std::collections::BTreeSet;
+
 use serde_json::json;
 
 use super::{Context, Outcome};
@@ -9,7 +11,7 @@ use crate::dim::ImageState;
 use crate::itinerary::{Flags, StepName};
 use crate::migration::RunKind;
 use crate::report::PvcState;
-use crate::{cleanup, dim, dvm, preflight};
+use crate::{cleanup, dim, dvm, preflight, workloads};
 
 /// Runs `step` once.
 pub async fn run(ctx: &Context<'_>, step: StepName) -> anyhow::Result<Outcome> {
@@ -105,7 +107,20 @@ async fn copy_volumes(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
         Ok(inventory) => inventory,
         Err(problems) => return Ok(Outcome::Failed(problems.to_string())),
     };
-    let errors = dvm::run(ctx.plan, ctx.source, ctx.destination, &inventory, &ctx.board).await;
+    let final_copies = if ctx.kind == RunKind::Final {
+        final_copies(ctx, &inventory).await?
+    } else {
+        BTreeSet::new()
+    };
+    let errors = dvm::run(
+        ctx.plan,
+        ctx.source,
+        ctx.destination,
+        &inventory,
+        &ctx.board,
+        &final_copies,
+    )
+    .await;
     let pvcs = ctx.board.snapshot();
     let failed: Vec<String> = pvcs
         .iter()
@@ -151,4 +166,46 @@ async fn cleanup(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
     } else {
         anyhow::bail!("could not remove: {}", leftovers.join("; "))
     }
+}
+
+/// The PVCs of a final run whose copies count as final: those no pod uses
+/// any more. The others (a final run with `--no-quiesce`, a pod nobody
+/// controls) are copied but recorded as stage copies, and said so.
+async fn final_copies(
+    ctx: &Context<'_>,
+    inventory: &preflight::Inventory,
+) -> anyhow::Result<BTreeSet<(String, String)>> {
+    let mut finals = BTreeSet::new();
+    let mut in_use = Vec::new();
+    for ns in &inventory.namespaces {
+        let names: Vec<String> = ns.pvcs.iter().map(|p| p.name().to_string()).collect();
+        let users = workloads::users::pods_using(ctx.source, &ns.mapping.source, &names).await?;
+        for pvc in &names {
+            let using: Vec<&str> = users
+                .iter()
+                .filter(|u| u.pvcs.iter().any(|p| p == pvc))
+                .map(|u| u.pod.as_str())
+                .collect();
+            if using.is_empty() {
+                finals.insert((ns.mapping.source.clone(), pvc.clone()));
+            } else {
+                in_use.push(format!(
+                    "{}/{pvc} (used by {})",
+                    ns.mapping.source,
+                    using.join(", ")
+                ));
+            }
+        }
+    }
+    if !in_use.is_empty() {
+        ctx.say(
+            StepName::CopyVolumes,
+            &format!(
+                "copied while in use, recorded as stage copies: {}",
+                in_use.join("; ")
+            ),
+        )
+        .await;
+    }
+    Ok(finals)
 }
