@@ -18,3 +18,4 @@ pub mod plan;
 pub mod preflight;
 pub mod registry;
 pub mod report;
+pub mod workloads;
