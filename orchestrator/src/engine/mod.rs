@@ -13,6 +13,7 @@
 //! - `mod.rs`: the loop, status saving, the report;
 //! - [`steps`]: what each step does.
 
+mod rollback;
 pub mod steps;
 
 use std::sync::Arc;
@@ -84,6 +85,11 @@ impl Context<'_> {
         self.store.save(&self.run, &status).await
     }
 
+    /// Every run of the plan, oldest first (this one included).
+    pub async fn runs(&self) -> anyhow::Result<Vec<Migration>> {
+        self.store.list(Some(&self.plan.name)).await
+    }
+
     /// The flags preflight recorded.
     pub async fn flags(&self) -> Flags {
         let status = self.status.lock().await;
@@ -122,6 +128,10 @@ pub async fn run(
     let store = Store::install(destination)
         .await
         .map_err(StartError::Cluster)?;
+    let others = store.list(None).await.map_err(StartError::Cluster)?;
+    if let Some(message) = overlapping(plan, &others) {
+        return Err(StartError::Conflict(message));
+    }
     let migration = match store
         .in_flight(&plan.name)
         .await
@@ -186,6 +196,33 @@ pub async fn run(
         }
     };
     Ok(drive(plan, source, destination, store, migration).await)
+}
+
+/// Another plan's run in flight over one of this plan's namespaces: two
+/// migrations quiescing, copying into and restoring the same namespaces
+/// would undo each other.
+fn overlapping(plan: &Plan, runs: &[Migration]) -> Option<String> {
+    let ours: Vec<&str> = plan.namespaces.iter().map(|m| m.source.as_str()).collect();
+    runs.iter()
+        .filter(|run| run.spec.plan_name != plan.name && !run.status.is_finished())
+        .find_map(|run| {
+            let shared: Vec<&str> = run
+                .spec
+                .namespaces
+                .iter()
+                .map(String::as_str)
+                .filter(|ns| ours.contains(ns))
+                .collect();
+            (!shared.is_empty()).then(|| {
+                format!(
+                    "migration {} (plan {:?}) is in flight over namespace(s) {}: wait for it to \
+                     finish or roll it back first",
+                    run.name,
+                    run.spec.plan_name,
+                    shared.join(", ")
+                )
+            })
+        })
 }
 
 /// The spec recorded for a new run.

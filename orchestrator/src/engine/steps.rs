@@ -3,22 +3,28 @@
 //! returns an [`Outcome`] (or a transient error, retried by the engine).
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Context, Outcome};
+use super::{rollback, Context, Outcome};
 use crate::dim::ImageState;
 use crate::itinerary::{Flags, StepName};
 use crate::migration::RunKind;
 use crate::report::PvcState;
-use crate::{cleanup, dim, dvm, preflight, workloads};
+use crate::workloads::{quiesce, users};
+use crate::{cleanup, dim, dvm, preflight};
 
 /// Runs `step` once.
 pub async fn run(ctx: &Context<'_>, step: StepName) -> anyhow::Result<Outcome> {
     match step {
         StepName::Preflight => preflight(ctx).await,
         StepName::CopyImages => copy_images(ctx).await,
+        StepName::Quiesce => quiesce(ctx).await,
+        StepName::WaitForQuiesce => wait_for_quiesce(ctx).await,
         StepName::CopyVolumes => copy_volumes(ctx).await,
+        StepName::Unquiesce => unquiesce(ctx).await,
+        StepName::DeleteMigrated => rollback::delete_migrated(ctx).await,
         StepName::Cleanup => cleanup(ctx).await,
         other => Ok(Outcome::Failed(format!(
             "step {} is not available in this build",
@@ -43,6 +49,17 @@ async fn preflight(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
         Err(problems) => return Ok(Outcome::Failed(problems.to_string())),
     };
     let final_run = ctx.kind == RunKind::Final;
+    if final_run && ctx.plan.quiesce {
+        let unstoppable = unstoppable_users(&inventory);
+        if !unstoppable.is_empty() {
+            return Ok(Outcome::Failed(format!(
+                "these pods use PVCs being migrated and no controller would stop them when the \
+                 application is quiesced: {}; delete them, or run with --no-quiesce (their PVCs \
+                 are then copied as stage copies)",
+                unstoppable.join(", ")
+            )));
+        }
+    }
     let flags = Flags {
         images: ctx.plan.images.is_some(),
         pvcs: inventory.namespaces.iter().any(|ns| !ns.pvcs.is_empty()),
@@ -179,7 +196,7 @@ async fn final_copies(
     let mut in_use = Vec::new();
     for ns in &inventory.namespaces {
         let names: Vec<String> = ns.pvcs.iter().map(|p| p.name().to_string()).collect();
-        let users = workloads::users::pods_using(ctx.source, &ns.mapping.source, &names).await?;
+        let users = users::pods_using(ctx.source, &ns.mapping.source, &names).await?;
         for pvc in &names {
             let using: Vec<&str> = users
                 .iter()
@@ -208,4 +225,121 @@ async fn final_copies(
         .await;
     }
     Ok(finals)
+}
+
+/// Pods using a selected PVC that quiescing would not stop: no workload
+/// controls them (a bare pod), so it would wait for them forever.
+fn unstoppable_users(inventory: &preflight::Inventory) -> Vec<String> {
+    let mut found = Vec::new();
+    for ns in &inventory.namespaces {
+        let names: Vec<String> = ns.pvcs.iter().map(|p| p.name().to_string()).collect();
+        let uses = users::users(&ns.pods, &names);
+        for pod in &ns.pods {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            let controlled = pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true));
+            if !controlled && uses.iter().any(|u| u.pod == name) {
+                found.push(format!("{}/{name}", ns.mapping.source));
+            }
+        }
+    }
+    found
+}
+
+/// Stops the source application, saving every original value on the
+/// object itself, so a second pass (a resumed run) never overwrites it.
+async fn quiesce(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
+    let mut stopped = Vec::new();
+    for mapping in &ctx.plan.namespaces {
+        for q in quiesce::quiesce(ctx.source, &mapping.source).await? {
+            stopped.push(json!({
+                "namespace": mapping.source,
+                "kind": q.kind,
+                "name": q.name,
+                "field": q.field,
+                "saved": q.saved,
+            }));
+        }
+    }
+    let count = stopped.len();
+    ctx.update(|s| {
+        s.records.insert("quiesced".into(), json!(stopped));
+    })
+    .await?;
+    Ok(Outcome::Done(Some(format!("{count} workload(s) stopped"))))
+}
+
+/// How long the PVCs' users may take to stop after quiescing.
+const QUIESCE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often to look again.
+const POLL: Duration = Duration::from_secs(2);
+
+/// Waits until no pod of the namespaces mounts a PVC being migrated.
+async fn wait_for_quiesce(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
+    let inventory = match preflight::check(ctx.plan, ctx.source, ctx.destination).await {
+        Ok(inventory) => inventory,
+        Err(problems) => return Ok(Outcome::Failed(problems.to_string())),
+    };
+    let deadline = tokio::time::Instant::now() + QUIESCE_TIMEOUT;
+    loop {
+        let mut running = Vec::new();
+        for ns in &inventory.namespaces {
+            let names: Vec<String> = ns.pvcs.iter().map(|p| p.name().to_string()).collect();
+            for user in users::pods_using(ctx.source, &ns.mapping.source, &names).await? {
+                running.push(format!(
+                    "{}/{} ({}, uses {})",
+                    ns.mapping.source,
+                    user.pod,
+                    if user.terminating {
+                        "terminating".to_string()
+                    } else {
+                        user.phase.clone()
+                    },
+                    user.pvcs.join(", ")
+                ));
+            }
+        }
+        if running.is_empty() {
+            return Ok(Outcome::Done(None));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Outcome::Failed(format!(
+                "after {}s these pods still use the PVCs: {}",
+                QUIESCE_TIMEOUT.as_secs(),
+                running.join("; ")
+            )));
+        }
+        ctx.say(
+            StepName::WaitForQuiesce,
+            &format!("waiting for {}", running.join("; ")),
+        )
+        .await;
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Gives the source application back exactly the values quiesce saved.
+async fn unquiesce(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
+    let mut restored = Vec::new();
+    for mapping in &ctx.plan.namespaces {
+        for r in quiesce::unquiesce(ctx.source, &mapping.source).await? {
+            restored.push(json!({
+                "namespace": mapping.source,
+                "kind": r.kind,
+                "name": r.name,
+                "field": r.field,
+                "value": r.value,
+            }));
+        }
+    }
+    let count = restored.len();
+    ctx.update(|s| {
+        s.records.insert("unquiesced".into(), json!(restored));
+    })
+    .await?;
+    Ok(Outcome::Done(Some(format!("{count} workload(s) restarted"))))
 }
