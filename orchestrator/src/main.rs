@@ -53,7 +53,8 @@ enum Command {
     /// Show where a migration stands: a run's name, or a plan's name for
     /// its latest run (reads the destination cluster only).
     Status {
-        name: String,
+        #[arg(value_name = "NAME")]
+        run: String,
         #[command(flatten)]
         plan: PlanFlags,
     },
@@ -88,8 +89,8 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> i32 {
-    if let Command::Status { name, plan: flags } = &cli.command {
-        return status(name, flags).await;
+    if let Command::Status { run, plan: flags } = &cli.command {
+        return status(run, flags).await;
     }
     let (Command::Migrate { plan: flags, .. }
     | Command::Rollback { plan: flags, .. }
