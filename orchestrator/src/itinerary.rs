@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::hooks::HookPhase;
+use crate::hooks::Phase as HookPhase;
 use crate::migration::RunKind;
 
 /// What preflight learned that decides which steps run. Computed once and

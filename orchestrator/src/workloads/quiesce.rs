@@ -399,11 +399,17 @@ pub(crate) fn unquiesce_step(
 pub(crate) struct Served(BTreeMap<String, Vec<String>>);
 
 impl Served {
-    pub(crate) async fn has(&mut self, cluster: &Cluster, rule: &Rule) -> anyhow::Result<bool> {
-        let resource = rule.resource();
+    pub(crate) async fn has(
+        &mut self,
+        cluster: &Cluster,
+        resource: &ApiResource,
+    ) -> anyhow::Result<bool> {
         if !self.0.contains_key(&resource.api_version) {
-            let listed = if rule.group.is_empty() {
-                cluster.client.list_core_api_resources(rule.version).await
+            let listed = if resource.group.is_empty() {
+                cluster
+                    .client
+                    .list_core_api_resources(&resource.version)
+                    .await
             } else {
                 cluster
                     .client
@@ -427,7 +433,7 @@ impl Served {
         }
         Ok(self.0[&resource.api_version]
             .iter()
-            .any(|p| p == rule.plural))
+            .any(|p| *p == resource.plural))
     }
 }
 
@@ -476,7 +482,7 @@ async fn each<T>(
     let mut served = Served::default();
     let mut done = Vec::new();
     for rule in RULES {
-        if !served.has(cluster, rule).await? {
+        if !served.has(cluster, &rule.resource()).await? {
             continue;
         }
         let api = Api::<DynamicObject>::namespaced_with(

@@ -174,7 +174,11 @@ mod tests {
         let mut sender = pod("mover-sender-data", "Running", vec![claim("s", "data")]);
         sender.metadata.labels = Some([(TRANSFER_LABEL.into(), "m1".into())].into());
         let pods = [
-            pod("web", "Running", vec![claim("d", "data"), claim("l", "logs")]),
+            pod(
+                "web",
+                "Running",
+                vec![claim("d", "data"), claim("l", "logs")],
+            ),
             pod("done", "Succeeded", vec![claim("d", "data")]),
             pod("crashed", "Failed", vec![claim("d", "data")]),
             pod("cache-0", "Pending", vec![ephemeral("scratch")]),
