@@ -14,3 +14,4 @@ pub mod plan;
 pub mod preflight;
 pub mod registry;
 pub mod report;
+pub mod velero;
