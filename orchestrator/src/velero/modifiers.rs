@@ -12,7 +12,9 @@
 //! mapped namespace, restore.go `restoreItem`). Each rule first `test`s
 //! the value it replaces: when the object changed after the rules were
 //! built, Velero skips the rule (a failed test is not an error) instead
-//! of writing a wrong value at a shifted index.
+//! of writing a wrong value at a shifted index. (A path whose parent is
+//! gone altogether, say a container index past the end, is a restore
+//! error for that object, reported per resource by [`super::results`].)
 //!
 //! What is rewritten:
 //!
