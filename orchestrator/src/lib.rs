@@ -18,4 +18,5 @@ pub mod plan;
 pub mod preflight;
 pub mod registry;
 pub mod report;
+pub mod velero;
 pub mod workloads;

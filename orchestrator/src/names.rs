@@ -121,6 +121,37 @@ pub fn label_safe(value: &str) -> String {
     }
 }
 
+/// On the Velero objects a migration creates (Backups, Restores, the
+/// resource modifier ConfigMap): the migration's name. Kept apart from
+/// [`MIGRATED_BY_LABEL`], which marks what stays after a migration, and
+/// from [`TRANSFER_LABEL`], which the backup's label selector keeps out.
+pub const VELERO_MIGRATION_LABEL: &str = "mover.io/migration";
+
+/// The name of a Velero object a migration makes for `purpose`
+/// (`initial`, `restore`, ...): `<migration>-<purpose>`, made a valid
+/// DNS-1123 subdomain (Velero object names are): lower case, `_` as `-`,
+/// and a hash of the original when anything had to change, so two
+/// migrations never share a name.
+pub fn velero_name(migration: &str, purpose: &str) -> String {
+    let wanted = format!("{migration}-{purpose}");
+    let cleaned: String = wanted
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .collect();
+    let cleaned = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if cleaned == wanted && wanted.len() <= 200 {
+        return wanted;
+    }
+    let digest = Sha256::digest(wanted.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let prefix: String = cleaned.chars().take(180).collect();
+    format!("{prefix}-{hash}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +178,15 @@ mod tests {
         }
         assert_ne!(a, b);
         assert_eq!(a, hook_job("m1", "prerestore", &long));
+    }
+
+    #[test]
+    fn velero_names_are_dns_subdomains_and_distinct() {
+        assert_eq!(velero_name("shop", "initial"), "shop-initial");
+        let upper = velero_name("Shop_A", "initial");
+        assert!(crate::plan::check_dns_subdomain(&upper).is_ok(), "{upper}");
+        assert!(upper.starts_with("shop-a-initial-"), "{upper}");
+        assert_ne!(upper, velero_name("shop-a", "initial"));
+        assert_ne!(upper, velero_name("Shop-A", "initial"));
     }
 }
