@@ -122,11 +122,27 @@ const fn step(name: StepName, description: &'static str, when: fn(&Flags) -> boo
 /// taken before quiescing so that it holds the original replica counts.
 pub const FINAL: &[Step] = &[
     step(StepName::Preflight, "checking both clusters", always),
-    step(StepName::PreBackupHooks, "running pre-backup hooks", pre_backup),
+    step(
+        StepName::PreBackupHooks,
+        "running pre-backup hooks",
+        pre_backup,
+    ),
     step(StepName::CopyImages, "copying internal images", images),
-    step(StepName::Backup, "backing up the source's resources", resources),
-    step(StepName::PostBackupHooks, "running post-backup hooks", post_backup),
-    step(StepName::Quiesce, "stopping the source application", quiesce),
+    step(
+        StepName::Backup,
+        "backing up the source's resources",
+        resources,
+    ),
+    step(
+        StepName::PostBackupHooks,
+        "running post-backup hooks",
+        post_backup,
+    ),
+    step(
+        StepName::Quiesce,
+        "stopping the source application",
+        quiesce,
+    ),
     step(
         StepName::WaitForQuiesce,
         "waiting until no pod uses the PVCs",
@@ -138,10 +154,26 @@ pub const FINAL: &[Step] = &[
         "waiting for the backup on the destination",
         resources,
     ),
-    step(StepName::PreRestoreHooks, "running pre-restore hooks", pre_restore),
-    step(StepName::Restore, "restoring resources on the destination", resources),
-    step(StepName::PostRestoreHooks, "running post-restore hooks", post_restore),
-    step(StepName::Verify, "waiting for the application to be ready", resources),
+    step(
+        StepName::PreRestoreHooks,
+        "running pre-restore hooks",
+        pre_restore,
+    ),
+    step(
+        StepName::Restore,
+        "restoring resources on the destination",
+        resources,
+    ),
+    step(
+        StepName::PostRestoreHooks,
+        "running post-restore hooks",
+        post_restore,
+    ),
+    step(
+        StepName::Verify,
+        "waiting for the application to be ready",
+        resources,
+    ),
     step(StepName::Cleanup, "removing transfer objects", always),
 ];
 
@@ -162,7 +194,11 @@ pub const ROLLBACK: &[Step] = &[
         "deleting what the migration created on the destination",
         always,
     ),
-    step(StepName::Unquiesce, "restarting the source application", always),
+    step(
+        StepName::Unquiesce,
+        "restarting the source application",
+        always,
+    ),
     step(StepName::Cleanup, "removing transfer objects", always),
     step(
         StepName::DeleteVeleroObjects,

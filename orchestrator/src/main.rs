@@ -207,7 +207,10 @@ async fn status(name: &str, flags: &PlanFlags) -> i32 {
     let store = Store::open(&destination);
     let found = match store.get(name).await {
         Ok(Some(run)) => Ok(Some(run)),
-        Ok(None) => store.list(Some(name)).await.map(|runs| runs.into_iter().last()),
+        Ok(None) => store
+            .list(Some(name))
+            .await
+            .map(|runs| runs.into_iter().last()),
         Err(e) => Err(e),
     };
     match found {

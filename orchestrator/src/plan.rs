@@ -67,6 +67,13 @@ pub struct PlanFile {
     /// Seconds the restored application has to become ready on the
     /// destination. Default 600.
     pub verify_timeout: Option<u64>,
+    /// Where Velero runs on both clusters (default: namespace `velero`,
+    /// the default BackupStorageLocation).
+    pub velero: Option<crate::velero::VeleroConfig>,
+    /// Jobs run before and after the backup and the restore of a final
+    /// migration, as MTC's MigHooks.
+    #[serde(default)]
+    pub hooks: Vec<crate::hooks::Hook>,
 }
 
 /// The registries of direct image migration.
@@ -239,6 +246,8 @@ pub struct Plan {
     pub resources: bool,
     pub allow_partial: bool,
     pub verify_timeout: std::time::Duration,
+    pub velero: crate::velero::VeleroConfig,
+    pub hooks: Vec<crate::hooks::Hook>,
 }
 
 /// A source namespace and the destination namespace it becomes.
@@ -481,6 +490,12 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         }
     }
 
+    let velero = file.velero.unwrap_or_default();
+    problems.extend(velero.check().into_iter().map(|p| format!("{origin}: {p}")));
+    if let Err(hook_problems) = crate::hooks::validate(&file.hooks, origin) {
+        problems.extend(hook_problems);
+    }
+
     if !problems.is_empty() {
         return Err(PlanErrors(problems));
     }
@@ -515,6 +530,8 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         verify_timeout: std::time::Duration::from_secs(
             flags.verify_timeout.or(file.verify_timeout).unwrap_or(600),
         ),
+        velero,
+        hooks: file.hooks,
         mover_image,
         retries: flags.retries.or(file.retries).unwrap_or(3),
         concurrency,

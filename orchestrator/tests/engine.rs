@@ -69,7 +69,12 @@ async fn run(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
     let kubeconfig = kubeconfig.to_str().unwrap();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .args(args)
-        .args(["--source-kubeconfig", kubeconfig, "--source-context", "source"])
+        .args([
+            "--source-kubeconfig",
+            kubeconfig,
+            "--source-context",
+            "source",
+        ])
         .args([
             "--destination-kubeconfig",
             kubeconfig,
@@ -83,7 +88,10 @@ async fn run(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     );
-    eprintln!("orchestrator {args:?}: {}\n{stdout}\n{stderr}", output.status);
+    eprintln!(
+        "orchestrator {args:?}: {}\n{stdout}\n{stderr}",
+        output.status
+    );
     (output.status.code().unwrap_or(-1), stdout, stderr)
 }
 
@@ -176,6 +184,8 @@ fn step<'a>(status: &'a MigrationStatus, name: &str) -> &'a migration::StepStatu
 async fn a_final_run_is_kept_in_a_migration_resumed_after_a_crash_and_rolled_back() {
     let env = Env::start().await;
     application(&env.source(), "shop").await;
+    let crons = Api::<CronJob>::namespaced(env.source(), "shop");
+    let suspend_before = crons.get("report").await.unwrap().spec.suspend;
 
     // A final run (volumes only: no PVCs here, so this is the quiesce
     // path alone) stops the application and records every step.
@@ -212,8 +222,14 @@ async fn a_final_run_is_kept_in_a_migration_resumed_after_a_crash_and_rolled_bac
         "{report}"
     );
     let src = env.source();
-    assert_eq!(replicas(&src, "shop", "web").await, (Some(0), Some("3".into())));
-    assert_eq!(replicas(&src, "shop", "spare").await, (Some(0), Some("0".into())));
+    assert_eq!(
+        replicas(&src, "shop", "web").await,
+        (Some(0), Some("3".into()))
+    );
+    assert_eq!(
+        replicas(&src, "shop", "spare").await,
+        (Some(0), Some("0".into()))
+    );
     let cron = Api::<CronJob>::namespaced(src.clone(), "shop")
         .get("report")
         .await
@@ -252,11 +268,22 @@ async fn a_final_run_is_kept_in_a_migration_resumed_after_a_crash_and_rolled_bac
         .orchestrator(&["migrate", "--name", "shop", "-n", "shop", "--volumes-only"])
         .await;
     assert_eq!(code, 0);
-    assert!(stderr.contains("resuming shop-final-1 at step Quiesce"), "{stderr}");
-    assert_eq!(replicas(&src, "shop", "web").await, (Some(0), Some("3".into())));
+    assert!(
+        stderr.contains("resuming shop-final-1 at step Quiesce"),
+        "{stderr}"
+    );
+    assert_eq!(
+        replicas(&src, "shop", "web").await,
+        (Some(0), Some("3".into()))
+    );
     assert_eq!(env.status("shop-final-1").await.phase, Phase::Succeeded);
     assert_eq!(
-        env.migrations().list(&Default::default()).await.unwrap().items.len(),
+        env.migrations()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
         1,
         "a resumed run creates no second Migration"
     );
@@ -264,15 +291,23 @@ async fn a_final_run_is_kept_in_a_migration_resumed_after_a_crash_and_rolled_bac
     // `status` shows where the run stands, by plan or by run name.
     let (code, stdout, _) = env.orchestrator(&["status", "shop"]).await;
     assert_eq!(code, 0);
-    assert!(stdout.contains("shop-final-1 (final run of \"shop\"): Succeeded"), "{stdout}");
+    assert!(
+        stdout.contains("shop-final-1 (final run of \"shop\"): Succeeded"),
+        "{stdout}"
+    );
     assert!(stdout.contains("Quiesce"), "{stdout}");
     let (code, _, stderr) = env.orchestrator(&["status", "nothing"]).await;
     assert_eq!(code, 1);
-    assert!(stderr.contains("no migration run or plan named \"nothing\""), "{stderr}");
+    assert!(
+        stderr.contains("no migration run or plan named \"nothing\""),
+        "{stderr}"
+    );
 
     // Rollback gives every workload exactly its original value back.
     let (code, stdout, _) = env
-        .orchestrator(&["rollback", "--name", "shop", "-n", "shop", "--output", "json"])
+        .orchestrator(&[
+            "rollback", "--name", "shop", "-n", "shop", "--output", "json",
+        ])
         .await;
     assert_eq!(code, 0);
     let report: Value = serde_json::from_str(&stdout).unwrap();
@@ -288,8 +323,11 @@ async fn a_final_run_is_kept_in_a_migration_resumed_after_a_crash_and_rolled_bac
         .get("report")
         .await
         .unwrap();
-    assert_eq!(cron.spec.suspend, Some(false));
-    assert!(cron.annotations().keys().all(|k| !k.starts_with("mover.io/")));
+    assert_eq!(cron.spec.suspend, suspend_before);
+    assert!(cron
+        .annotations()
+        .keys()
+        .all(|k| !k.starts_with("mover.io/")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -312,11 +350,20 @@ async fn a_plan_over_namespaces_another_migration_holds_is_refused() {
         .await
         .unwrap();
     let (code, _, stderr) = env
-        .orchestrator(&["migrate", "--name", "second", "-n", "shop", "--volumes-only"])
+        .orchestrator(&[
+            "migrate",
+            "--name",
+            "second",
+            "-n",
+            "shop",
+            "--volumes-only",
+        ])
         .await;
     assert_eq!(code, 2);
     assert!(
-        stderr.contains("migration first-final-1 (plan \"first\") is in flight over namespace(s) shop"),
+        stderr.contains(
+            "migration first-final-1 (plan \"first\") is in flight over namespace(s) shop"
+        ),
         "{stderr}"
     );
     // A stage run of a plan whose final run is in flight is refused too.
@@ -324,7 +371,10 @@ async fn a_plan_over_namespaces_another_migration_holds_is_refused() {
         .orchestrator(&["migrate", "--name", "first", "-n", "shop", "--stage"])
         .await;
     assert_eq!(code, 2);
-    assert!(stderr.contains("a final run of migration \"first\""), "{stderr}");
+    assert!(
+        stderr.contains("a final run of migration \"first\""),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -360,14 +410,28 @@ async fn a_bare_pod_using_a_pvc_fails_preflight_of_a_quiescing_run() {
     // Wait for the binder to bind the claim (preflight wants it Bound).
     let pvcs = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(src, "lab");
     for _ in 0..100 {
-        let phase = pvcs.get("scratch").await.unwrap().status.and_then(|s| s.phase);
+        let phase = pvcs
+            .get("scratch")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase);
         if phase.as_deref() == Some("Bound") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let (code, stdout, _) = env
-        .orchestrator(&["migrate", "--name", "lab", "-n", "lab", "--volumes-only", "--output", "json"])
+        .orchestrator(&[
+            "migrate",
+            "--name",
+            "lab",
+            "-n",
+            "lab",
+            "--volumes-only",
+            "--output",
+            "json",
+        ])
         .await;
     assert_eq!(code, 1);
     let report: Value = serde_json::from_str(&stdout).unwrap();

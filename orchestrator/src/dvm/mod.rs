@@ -143,9 +143,7 @@ pub async fn run(
                 let dest_ns = plan
                     .destination_namespace(&job.namespace)
                     .unwrap_or(&job.namespace);
-                if let Err(e) =
-                    mark_synced(destination, dest_ns, &job.pvc, job.final_copy).await
-                {
+                if let Err(e) = mark_synced(destination, dest_ns, &job.pvc, job.final_copy).await {
                     board.update(&job.namespace, &job.pvc, |r| {
                         r.warning = Some(format!("copied, but recording it failed: {e:#}"));
                     });

@@ -13,7 +13,6 @@
 //! - `mod.rs`: the loop, status saving, the report;
 //! - [`steps`]: what each step does.
 
-mod rollback;
 pub mod steps;
 
 use std::sync::Arc;
@@ -102,8 +101,7 @@ impl Context<'_> {
 
     /// Sets the running step's message (shown live and by `status`).
     pub async fn say(&self, step: StepName, message: &str) {
-        self.board
-            .println(&format!("{}: {message}", step.as_str()));
+        self.board.println(&format!("{}: {message}", step.as_str()));
         let result = self
             .update(|s| {
                 if let Some(record) = s.step_mut(step.as_str()) {
@@ -142,9 +140,7 @@ pub async fn run(
             let mut status = found.status.clone();
             status.phase = Phase::Failed;
             status.finished = Some(now());
-            status
-                .errors
-                .push("superseded by a rollback".to_string());
+            status.errors.push("superseded by a rollback".to_string());
             store
                 .save(&found.name, &status)
                 .await
@@ -297,11 +293,8 @@ async fn drive(
                 .await;
             continue;
         }
-        ctx.board.println(&format!(
-            "{}: {}",
-            step.name.as_str(),
-            step.description
-        ));
+        ctx.board
+            .println(&format!("{}: {}", step.name.as_str(), step.description));
         if let Err(e) = ctx
             .update(|s| {
                 s.step = step.name.as_str().to_string();
@@ -356,9 +349,16 @@ impl Context<'_> {
         } else {
             crate::cleanup::run(self.plan, self.source, self.destination).await
         };
-        let quiesced = self.status().await.step(StepName::Quiesce.as_str()).is_some_and(|s| {
-            matches!(s.phase, StepPhase::Done | StepPhase::Running | StepPhase::Failed)
-        });
+        let quiesced = self
+            .status()
+            .await
+            .step(StepName::Quiesce.as_str())
+            .is_some_and(|s| {
+                matches!(
+                    s.phase,
+                    StepPhase::Done | StepPhase::Running | StepPhase::Failed
+                )
+            });
         let _ = self
             .update(|s| {
                 s.phase = Phase::Failed;
@@ -371,8 +371,7 @@ impl Context<'_> {
                             .to_string(),
                     );
                 }
-                s.records
-                    .insert("leftovers".into(), json!(leftovers));
+                s.records.insert("leftovers".into(), json!(leftovers));
             })
             .await;
         self.report().await
@@ -399,8 +398,7 @@ async fn run_with_retries(ctx: &Context<'_>, step: StepName) -> Outcome {
             Err(e) if retries < MAX_RETRIES => {
                 retries += 1;
                 let message = format!("{e:#} (retry {retries} of {MAX_RETRIES})");
-                ctx.board
-                    .println(&format!("{}: {message}", step.as_str()));
+                ctx.board.println(&format!("{}: {message}", step.as_str()));
                 let _ = ctx
                     .update(|s| {
                         if let Some(record) = s.step_mut(step.as_str()) {

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use kube::discovery::{verbs, Discovery, Scope};
 
-use super::{Context, Outcome};
+use crate::engine::{Context, Outcome};
 use crate::kubeops::{delete_and_wait, status_code};
 use crate::names::MIGRATED_BY_LABEL;
 

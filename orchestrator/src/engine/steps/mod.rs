@@ -7,12 +7,18 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{rollback, Context, Outcome};
+mod application;
+mod hooks;
+mod rollback;
+mod velero;
+
+use super::{Context, Outcome};
 use crate::dim::ImageState;
+use crate::hooks::Phase as HookPhase;
 use crate::itinerary::{Flags, StepName};
 use crate::migration::RunKind;
 use crate::report::PvcState;
-use crate::workloads::{quiesce, users};
+use crate::workloads::users;
 use crate::{cleanup, dim, dvm, preflight};
 
 /// Runs `step` once.
@@ -20,16 +26,21 @@ pub async fn run(ctx: &Context<'_>, step: StepName) -> anyhow::Result<Outcome> {
     match step {
         StepName::Preflight => preflight(ctx).await,
         StepName::CopyImages => copy_images(ctx).await,
-        StepName::Quiesce => quiesce(ctx).await,
-        StepName::WaitForQuiesce => wait_for_quiesce(ctx).await,
+        StepName::PreBackupHooks => hooks::run(ctx, HookPhase::PreBackup).await,
+        StepName::PostBackupHooks => hooks::run(ctx, HookPhase::PostBackup).await,
+        StepName::PreRestoreHooks => hooks::run(ctx, HookPhase::PreRestore).await,
+        StepName::PostRestoreHooks => hooks::run(ctx, HookPhase::PostRestore).await,
+        StepName::Backup => velero::backup(ctx).await,
+        StepName::WaitForBackupSync => velero::wait_for_backup_sync(ctx).await,
+        StepName::Restore => velero::restore(ctx).await,
+        StepName::DeleteVeleroObjects => velero::delete_objects(ctx).await,
+        StepName::Quiesce => application::quiesce(ctx).await,
+        StepName::WaitForQuiesce => application::wait_for_quiesce(ctx).await,
+        StepName::Verify => application::verify(ctx).await,
+        StepName::Unquiesce => application::unquiesce(ctx).await,
         StepName::CopyVolumes => copy_volumes(ctx).await,
-        StepName::Unquiesce => unquiesce(ctx).await,
         StepName::DeleteMigrated => rollback::delete_migrated(ctx).await,
         StepName::Cleanup => cleanup(ctx).await,
-        other => Ok(Outcome::Failed(format!(
-            "step {} is not available in this build",
-            other.as_str()
-        ))),
     }
 }
 
@@ -38,9 +49,11 @@ pub async fn run(ctx: &Context<'_>, step: StepName) -> anyhow::Result<Outcome> {
 async fn preflight(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
     if ctx.kind == RunKind::Rollback {
         for cluster in [ctx.source, ctx.destination] {
-            cluster.client.apiserver_version().await.map_err(|e| {
-                anyhow::anyhow!("{} is not reachable: {e}", cluster.describe())
-            })?;
+            cluster
+                .client
+                .apiserver_version()
+                .await
+                .map_err(|e| anyhow::anyhow!("{} is not reachable: {e}", cluster.describe()))?;
         }
         return Ok(Outcome::Done(None));
     }
@@ -50,7 +63,7 @@ async fn preflight(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
     };
     let final_run = ctx.kind == RunKind::Final;
     if final_run && ctx.plan.quiesce {
-        let unstoppable = unstoppable_users(&inventory);
+        let unstoppable = application::unstoppable_users(&inventory);
         if !unstoppable.is_empty() {
             return Ok(Outcome::Failed(format!(
                 "these pods use PVCs being migrated and no controller would stop them when the \
@@ -60,12 +73,25 @@ async fn preflight(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
             )));
         }
     }
+    let resources = final_run && ctx.plan.resources;
+    if resources {
+        if let Some(problems) = velero::preflight(ctx).await? {
+            return Ok(Outcome::Failed(problems));
+        }
+    }
+    let mut hooks: Vec<HookPhase> = if final_run {
+        ctx.plan.hooks.iter().map(|h| h.phase).collect()
+    } else {
+        Vec::new()
+    };
+    hooks.sort();
+    hooks.dedup();
     let flags = Flags {
         images: ctx.plan.images.is_some(),
         pvcs: inventory.namespaces.iter().any(|ns| !ns.pvcs.is_empty()),
-        resources: final_run && ctx.plan.resources,
+        resources,
         quiesce: final_run && ctx.plan.quiesce,
-        hooks: Vec::new(),
+        hooks,
     };
     ctx.update(|s| {
         s.records.insert("flags".into(), json!(flags));
@@ -107,10 +133,7 @@ async fn copy_images(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
         // The restored workloads would run images that are not there.
         Ok(Outcome::Failed(format!(
             "{summary}{}",
-            errors
-                .first()
-                .map(|e| format!("; {e}"))
-                .unwrap_or_default()
+            errors.first().map(|e| format!("; {e}")).unwrap_or_default()
         )))
     } else {
         Ok(Outcome::Done(Some(summary)))
@@ -142,13 +165,7 @@ async fn copy_volumes(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
     let failed: Vec<String> = pvcs
         .iter()
         .filter(|p| p.state == PvcState::Failed)
-        .map(|p| {
-            format!(
-                "{}: {}",
-                p.label(),
-                p.error.as_deref().unwrap_or("failed")
-            )
-        })
+        .map(|p| format!("{}: {}", p.label(), p.error.as_deref().unwrap_or("failed")))
         .collect();
     ctx.update(|s| {
         s.pvcs = pvcs
@@ -164,7 +181,10 @@ async fn copy_volumes(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
     } else if ctx.kind == RunKind::Final {
         let mut reasons = errors;
         reasons.extend(failed);
-        Ok(Outcome::Failed(format!("{summary}: {}", reasons.join("; "))))
+        Ok(Outcome::Failed(format!(
+            "{summary}: {}",
+            reasons.join("; ")
+        )))
     } else {
         Ok(Outcome::Done(Some(summary)))
     }
@@ -227,119 +247,42 @@ async fn final_copies(
     Ok(finals)
 }
 
-/// Pods using a selected PVC that quiescing would not stop: no workload
-/// controls them (a bare pod), so it would wait for them forever.
-fn unstoppable_users(inventory: &preflight::Inventory) -> Vec<String> {
-    let mut found = Vec::new();
-    for ns in &inventory.namespaces {
-        let names: Vec<String> = ns.pvcs.iter().map(|p| p.name().to_string()).collect();
-        let uses = users::users(&ns.pods, &names);
-        for pod in &ns.pods {
-            let name = pod.metadata.name.as_deref().unwrap_or_default();
-            let controlled = pod
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.controller == Some(true));
-            if !controlled && uses.iter().any(|u| u.pod == name) {
-                found.push(format!("{}/{name}", ns.mapping.source));
-            }
-        }
-    }
-    found
+/// What a [`wait_until`] check found.
+pub(super) enum Waiting<T> {
+    Ready(T),
+    /// Not yet; the text says what is awaited (shown live, and in the
+    /// failure when the time is up).
+    Wait(String),
 }
 
-/// Stops the source application, saving every original value on the
-/// object itself, so a second pass (a resumed run) never overwrites it.
-async fn quiesce(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
-    let mut stopped = Vec::new();
-    for mapping in &ctx.plan.namespaces {
-        for q in quiesce::quiesce(ctx.source, &mapping.source).await? {
-            stopped.push(json!({
-                "namespace": mapping.source,
-                "kind": q.kind,
-                "name": q.name,
-                "field": q.field,
-                "saved": q.saved,
-            }));
-        }
-    }
-    let count = stopped.len();
-    ctx.update(|s| {
-        s.records.insert("quiesced".into(), json!(stopped));
-    })
-    .await?;
-    Ok(Outcome::Done(Some(format!("{count} workload(s) stopped"))))
-}
-
-/// How long the PVCs' users may take to stop after quiescing.
-const QUIESCE_TIMEOUT: Duration = Duration::from_secs(600);
-/// How often to look again.
+/// How often a waiting step looks again.
 const POLL: Duration = Duration::from_secs(2);
 
-/// Waits until no pod of the namespaces mounts a PVC being migrated.
-async fn wait_for_quiesce(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
-    let inventory = match preflight::check(ctx.plan, ctx.source, ctx.destination).await {
-        Ok(inventory) => inventory,
-        Err(problems) => return Ok(Outcome::Failed(problems.to_string())),
-    };
-    let deadline = tokio::time::Instant::now() + QUIESCE_TIMEOUT;
+/// Runs `check` every [`POLL`] until it is ready, saying on the step what
+/// it waits for whenever that changes. `Ok(Err(last))` when `limit`
+/// passed first; `Err` for a transient failure of `check` (the engine
+/// retries the step).
+pub(super) async fn wait_until<T>(
+    ctx: &Context<'_>,
+    step: StepName,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> anyhow::Result<Waiting<T>>,
+) -> anyhow::Result<Result<T, String>> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut said = String::new();
     loop {
-        let mut running = Vec::new();
-        for ns in &inventory.namespaces {
-            let names: Vec<String> = ns.pvcs.iter().map(|p| p.name().to_string()).collect();
-            for user in users::pods_using(ctx.source, &ns.mapping.source, &names).await? {
-                running.push(format!(
-                    "{}/{} ({}, uses {})",
-                    ns.mapping.source,
-                    user.pod,
-                    if user.terminating {
-                        "terminating".to_string()
-                    } else {
-                        user.phase.clone()
-                    },
-                    user.pvcs.join(", ")
-                ));
+        match check().await? {
+            Waiting::Ready(value) => return Ok(Ok(value)),
+            Waiting::Wait(what) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(Err(format!("gave up after {}s: {what}", limit.as_secs())));
+                }
+                if what != said {
+                    ctx.say(step, &what).await;
+                    said = what;
+                }
             }
         }
-        if running.is_empty() {
-            return Ok(Outcome::Done(None));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(Outcome::Failed(format!(
-                "after {}s these pods still use the PVCs: {}",
-                QUIESCE_TIMEOUT.as_secs(),
-                running.join("; ")
-            )));
-        }
-        ctx.say(
-            StepName::WaitForQuiesce,
-            &format!("waiting for {}", running.join("; ")),
-        )
-        .await;
         tokio::time::sleep(POLL).await;
     }
-}
-
-/// Gives the source application back exactly the values quiesce saved.
-async fn unquiesce(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
-    let mut restored = Vec::new();
-    for mapping in &ctx.plan.namespaces {
-        for r in quiesce::unquiesce(ctx.source, &mapping.source).await? {
-            restored.push(json!({
-                "namespace": mapping.source,
-                "kind": r.kind,
-                "name": r.name,
-                "field": r.field,
-                "value": r.value,
-            }));
-        }
-    }
-    let count = restored.len();
-    ctx.update(|s| {
-        s.records.insert("unquiesced".into(), json!(restored));
-    })
-    .await?;
-    Ok(Outcome::Done(Some(format!("{count} workload(s) restarted"))))
 }
