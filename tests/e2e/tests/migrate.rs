@@ -44,7 +44,7 @@ async fn start() -> Result<Env> {
 impl Env {
     /// Runs the release `orchestrator` with both clusters' contexts.
     async fn orchestrator(&self, args: &[&str]) -> Result<Output> {
-        let binary = release_binary("orchestrator")?;
+        let binary = e2e::release_binary("orchestrator")?;
         let kubeconfig = self.kubeconfig.to_string_lossy().into_owned();
         let mut command = tokio::process::Command::new(&binary);
         command.args(args);
@@ -82,19 +82,6 @@ impl Env {
             .with_context(|| "the JSON report on stdout".to_string())?;
         Ok((output.status.code().unwrap_or(-1), report))
     }
-}
-
-/// A release binary of the workspace, as `images/build` (run by
-/// [`e2e::build_images`]) leaves it.
-fn release_binary(name: &str) -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| e2e::repo_root().join("target"));
-    let path = target.join("release").join(name);
-    if !path.is_file() {
-        bail!("{} is missing: images/build builds it", path.display());
-    }
-    Ok(path)
 }
 
 /// Creates (if needed) namespace `ns` and a bound 1 GiB PVC in it; returns
