@@ -1,7 +1,8 @@
 //! Helpers for tests that run pods on emulated clusters.
 //!
-//! No image can be pulled, so pods run a tiny image built here from the
-//! host's static busybox (Debian's busybox-static), once per process.
+//! Nothing is pulled from the Internet, so pods run a tiny image built here
+//! from the host's static busybox (Debian's busybox-static), once per
+//! process; [`LoopbackRegistry`] serves images for tests of pulls.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,5 +125,105 @@ where
             );
             anyhow::bail!("{name}: gave up waiting for {what}; last seen:\n{seen}")
         }
+    }
+}
+
+/// A plain-HTTP registry on loopback (Debian's `docker-registry`), for
+/// tests of image pulls: Docker pulls from and pushes to 127.0.0.0/8
+/// registries without TLS. Stopped when dropped.
+pub struct LoopbackRegistry {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopbackRegistry {
+    pub fn start() -> anyhow::Result<Self> {
+        use std::io::BufRead as _;
+        let binary = Path::new("/usr/bin/docker-registry");
+        anyhow::ensure!(
+            binary.exists(),
+            "{} is missing: apt-get install docker-registry",
+            binary.display()
+        );
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:0\n  secret: kube-emulator-tests\n",
+                dir.path().join("storage").display()
+            ),
+        )?;
+        let mut child = std::process::Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("starting docker-registry")?;
+        let stderr = child.stderr.take().context("the registry's stderr")?;
+        let (found, address) = std::sync::mpsc::channel();
+        // Reads the log for the registry's whole life (a full pipe would
+        // block it), passing on the address it reports.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(address) = line
+                    .split("listening on ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(['"', ',', ' ']).next())
+                {
+                    let _ = found.send(address.to_string());
+                }
+            }
+        });
+        match address.recv_timeout(Duration::from_secs(20)) {
+            Ok(address) => Ok(Self {
+                child,
+                address,
+                _dir: dir,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("docker-registry did not report its address")
+            }
+        }
+    }
+
+    /// Pushes local image `image` as `<registry>/<repository>:<tag>`,
+    /// removes that local tag again (so that using it means pulling it),
+    /// and returns the pushed manifest's digest (`sha256:...`).
+    pub async fn push(&self, image: &str, repository: &str, tag: &str) -> anyhow::Result<String> {
+        let target = format!("{}/{repository}:{tag}", self.address);
+        docker::docker(["tag", image, &target]).await?;
+        docker::docker(["push", "--quiet", &target]).await?;
+        let digests = docker::docker([
+            "image",
+            "inspect",
+            "--format",
+            "{{range .RepoDigests}}{{println .}}{{end}}",
+            &target,
+        ])
+        .await?;
+        let prefix = format!("{}/{repository}@", self.address);
+        let digest = digests
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .with_context(|| format!("no digest of {target} in {digests:?}"))?
+            .to_string();
+        docker::docker(["rmi", &target]).await?;
+        Ok(digest)
+    }
+}
+
+impl Drop for LoopbackRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

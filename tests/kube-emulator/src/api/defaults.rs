@@ -40,6 +40,8 @@ pub fn on_create(store: &Store, rt: &ResourceType, object: &mut Value) -> ApiRes
             rt.plural.as_str(),
             "deployments" | "statefulsets" | "replicasets"
         )
+        || rt.is("", "replicationcontrollers")
+        || rt.is("apps.openshift.io", "deploymentconfigs")
     {
         if object["spec"]["replicas"].is_null() && object["spec"].is_object() {
             object["spec"]["replicas"] = json!(1);

@@ -209,6 +209,7 @@ const BUILTINS: &[Builtin] = &[
     b("", "v1", "events", "Event", NS, &["ev"], PLAIN),
     b("", "v1", "limitranges", "LimitRange", NS, &["limits"], PLAIN),
     b("", "v1", "resourcequotas", "ResourceQuota", NS, &["quota"], STATUS),
+    b("", "v1", "replicationcontrollers", "ReplicationController", NS, &["rc"], STATUS),
     b("apps", "v1", "deployments", "Deployment", NS, &["deploy"], STATUS),
     b("apps", "v1", "statefulsets", "StatefulSet", NS, &["sts"], STATUS),
     b("apps", "v1", "replicasets", "ReplicaSet", NS, &["rs"], STATUS),
@@ -228,6 +229,7 @@ const BUILTINS: &[Builtin] = &[
     b("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", NS, &["netpol"], PLAIN),
     b("route.openshift.io", "v1", "routes", "Route", NS, &[], STATUS),
     b("image.openshift.io", "v1", "imagestreams", "ImageStream", NS, &["is"], STATUS),
+    b("apps.openshift.io", "v1", "deploymentconfigs", "DeploymentConfig", NS, &["dc"], STATUS),
     b("velero.io", "v1", "backups", "Backup", NS, &[], STATUS),
     b("velero.io", "v1", "restores", "Restore", NS, &[], STATUS),
     b("velero.io", "v1", "backupstoragelocations", "BackupStorageLocation", NS, &["bsl"], STATUS),
@@ -252,10 +254,18 @@ const CATEGORY_ALL: &[&str] = &[
     "daemonsets",
     "jobs",
     "cronjobs",
+    "replicationcontrollers",
+    "deploymentconfigs",
 ];
 
-/// Resources with a `/scale` subresource.
-const SCALABLE: &[&str] = &["deployments", "statefulsets", "replicasets"];
+/// Resources with a `/scale` subresource, by group.
+const SCALABLE: &[(&str, &str)] = &[
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("apps", "replicasets"),
+    ("", "replicationcontrollers"),
+    ("apps.openshift.io", "deploymentconfigs"),
+];
 
 fn builtin(def: &Builtin) -> ResourceType {
     let behaviour = if def.plural == "selfsubjectaccessreviews" {
@@ -282,7 +292,7 @@ fn builtin(def: &Builtin) -> ResourceType {
             Vec::new()
         },
         status: def.status,
-        scale: def.group == "apps" && SCALABLE.contains(&def.plural),
+        scale: SCALABLE.contains(&(def.group, def.plural)),
         log: def.group.is_empty() && def.plural == "pods",
         behaviour,
         names,

@@ -1,4 +1,5 @@
-//! The `/scale` subresource of deployments, statefulsets and replicasets:
+//! The `/scale` subresource of deployments, statefulsets, replicasets,
+//! replicationcontrollers and deploymentconfigs:
 //! an `autoscaling/v1` Scale view of `.spec.replicas`, as `kubectl scale`
 //! and kube-rs' `Api::patch_scale` use it.
 
@@ -59,8 +60,12 @@ pub fn handle(
 
 fn scale_of(object: &Value) -> Value {
     let metadata = &object["metadata"];
-    let selector = object["spec"]["selector"]["matchLabels"]
+    // A LabelSelector, or the plain map of ReplicationControllers and
+    // DeploymentConfigs.
+    let selector_field = &object["spec"]["selector"];
+    let selector = selector_field["matchLabels"]
         .as_object()
+        .or_else(|| selector_field.as_object().filter(|map| map.values().all(Value::is_string)))
         .map(|labels| {
             labels
                 .iter()

@@ -9,6 +9,8 @@
 //! - `pod_worker`: one task per pod that starts, watches, restarts and
 //!   finally removes its containers, whose states `state` holds;
 //! - `container`: the `docker run` command line of one container;
+//! - `images`: the local image a container runs, pulled from loopback
+//!   registries and mapped registry hosts only;
 //! - `env` and `volumes`: what a container gets from its pod's spec,
 //!   Secrets and ConfigMaps (fetched by `sources`) and
 //!   PersistentVolumeClaims;
@@ -17,6 +19,7 @@
 
 mod container;
 mod env;
+mod images;
 mod logs;
 mod nodes;
 mod pod_worker;

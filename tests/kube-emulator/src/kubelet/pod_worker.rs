@@ -6,7 +6,8 @@
 //! removes the containers and the pod's files when the pod goes away.
 //!
 //! A container that cannot start yet (missing Secret, unbound PVC, image
-//! not on this machine) waits with the reason a real kubelet gives and is
+//! not on this machine and not pullable, see `images`) waits with the
+//! reason a real kubelet gives and is
 //! retried; nothing one pod does can stop another pod's worker.
 
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ use super::env::PodFacts;
 use super::sources::Sources;
 use super::state::{Slot, State, Terminated, Waiting};
 use super::status::{self, Reporter};
-use super::{env, volumes, POD_UID_LABEL};
+use super::{env, images, volumes, POD_UID_LABEL};
 use crate::context::ClusterContext;
 use crate::docker;
 
@@ -282,26 +283,31 @@ impl PodWorker {
                 container.name
             ))));
         }
-        let Some(image_id) = docker::image_id(&image).await.map_err(Failure::docker)? else {
-            let pulled_before = matches!(
-                &self.slot(which).state,
-                State::Waiting(Waiting {
-                    reason: "ErrImagePull" | "ImagePullBackOff",
-                    ..
-                })
-            );
-            return Err(Failure::Waiting(Waiting {
-                reason: if pulled_before {
-                    "ImagePullBackOff"
-                } else {
-                    "ErrImagePull"
-                },
-                message: format!(
-                    "image \"{image}\" is not on this machine and the emulator never pulls \
-                     images: build or load it into the local Docker engine"
-                ),
-            }));
+        let local = match images::ensure(&self.ctx, &image).await {
+            Ok(local) => local,
+            Err(images::Missing::Docker(error)) => return Err(Failure::docker(error)),
+            Err(images::Missing::NeverPulled(message) | images::Missing::PullFailed(message)) => {
+                let pulled_before = matches!(
+                    &self.slot(which).state,
+                    State::Waiting(Waiting {
+                        reason: "ErrImagePull" | "ImagePullBackOff",
+                        ..
+                    })
+                );
+                return Err(Failure::Waiting(Waiting {
+                    reason: if pulled_before {
+                        "ImagePullBackOff"
+                    } else {
+                        "ErrImagePull"
+                    },
+                    message,
+                }));
+            }
         };
+        let image_id = local.id;
+        let image = local.reference;
+        let mut container = container;
+        container.image = Some(image.clone());
         let image_user = docker::image_user(&image).await.map_err(Failure::docker)?;
         check_non_root(&self.pod, &container, &image_user)?;
 
