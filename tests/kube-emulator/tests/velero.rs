@@ -88,13 +88,17 @@ async fn synced(api: &Api<DynamicObject>, name: &str) -> DynamicObject {
     .await
 }
 
+/// The results Velero stored for restore `restore`: gzipped JSON under
+/// Velero's name.
 fn restore_results(bucket: &Path, restore: &str) -> Value {
     let path = bucket
         .join("restores")
         .join(restore)
-        .join(format!("restore-{restore}-results.json"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_slice(&bytes).expect("restore results are JSON")
+        .join(format!("restore-{restore}-results.gz"));
+    let file =
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_reader(flate2::read::GzDecoder::new(file))
+        .expect("restore results are gzipped JSON")
 }
 
 /// The source namespace `shop`: labelled objects of several kinds, an
@@ -227,7 +231,10 @@ async fn a_backup_of_the_source_restores_into_a_renamed_namespace_of_the_destina
     .await;
     let status = finished(&restores, "shop-restore").await;
     assert_eq!(status["phase"], "Completed", "{status}");
-    assert_eq!(status["errors"], 0, "{status}");
+    assert!(
+        status.get("errors").is_none(),
+        "zero errors are omitted: {status}"
+    );
     assert_eq!(status["progress"]["itemsRestored"], 5, "{status}");
 
     let copied = Api::<Namespace>::all(destination.clone())
@@ -346,7 +353,10 @@ async fn a_backup_of_the_source_restores_into_a_renamed_namespace_of_the_destina
         status["phase"], "Completed",
         "warnings do not fail a restore: {status}"
     );
-    assert_eq!(status["errors"], 0, "{status}");
+    assert!(
+        status.get("errors").is_none(),
+        "zero errors are omitted: {status}"
+    );
     assert!(
         status["warnings"].as_u64().is_some_and(|w| w >= 1),
         "{status}"
@@ -356,11 +366,11 @@ async fn a_backup_of_the_source_restores_into_a_renamed_namespace_of_the_destina
     assert!(
         warnings
             .iter()
-            .any(|w| w.contains("configmaps settings") && w.contains("already exists")),
+            .any(|w| w == "could not restore, ConfigMap:settings already exists. Warning: the in-cluster version is different than the backed-up version"),
         "{warnings:?}"
     );
     assert!(
-        !warnings.iter().any(|w| w.contains("secrets credentials")),
+        !warnings.iter().any(|w| w.contains("credentials")),
         "{warnings:?}"
     );
     let settings = configmaps.get("settings").await.expect("settings");
@@ -496,7 +506,8 @@ async fn custom_resources_restore_with_their_crd_and_fail_alone_without_it() {
     let errors: Vec<String> =
         from_json(restore_results(bucket, "no-crd")["errors"]["namespaces"]["first"].clone());
     assert!(
-        errors.len() == 1 && errors[0].contains("widgets.example.com w1"),
+        errors.len() == 1
+            && errors[0].starts_with("error restoring widgets.example.com/first/w1: "),
         "{errors:?}"
     );
     assert!(Api::<ConfigMap>::namespaced(destination.clone(), "first")
@@ -540,16 +551,10 @@ async fn requests_velero_cannot_carry_out_fail_validation_with_the_reason() {
     .await;
     let status = finished(&restores, "orphan").await;
     assert_eq!(status["phase"], "FailedValidation", "{status}");
-    assert!(
-        status["failureReason"]
-            .as_str()
-            .is_some_and(|r| r.contains("never-made") && r.contains("not found")),
-        "{status}"
-    );
-    assert!(
-        status["validationErrors"][0]
-            .as_str()
-            .is_some_and(|r| r.contains("never-made")),
+    assert!(status.get("failureReason").is_none(), "{status}");
+    assert_eq!(
+        status["validationErrors"],
+        json!(["Error retrieving backup: can't find backup velero/never-made: backups.velero.io \"never-made\" not found"]),
         "{status}"
     );
 
@@ -563,10 +568,11 @@ async fn requests_velero_cannot_carry_out_fail_validation_with_the_reason() {
     .await;
     let status = finished(&backups, "elsewhere").await;
     assert_eq!(status["phase"], "FailedValidation", "{status}");
+    assert!(status.get("failureReason").is_none(), "{status}");
     assert!(
-        status["failureReason"]
+        status["validationErrors"][0]
             .as_str()
-            .is_some_and(|r| r.contains("aws-east")),
+            .is_some_and(|r| r.starts_with("an existing backup storage location was not specified at backup creation time and the default aws-east was not found")),
         "{status}"
     );
     assert!(!pair.shared.velero_bucket.join("backups/elsewhere").exists());
