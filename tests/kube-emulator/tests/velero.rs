@@ -5,10 +5,9 @@
 //! destination lacks, and of missing backups end as Velero's do.
 
 mod controller_support;
+mod velero_support;
 
-use std::path::Path;
-
-use controller_support::{eventually, from_json};
+use controller_support::from_json;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -18,88 +17,8 @@ use kube::api::{
 };
 use kube::ResourceExt;
 use kube_emulator::ClusterPair;
-use serde_json::{json, Value};
-
-fn velero(client: &kube::Client, kind: &str) -> Api<DynamicObject> {
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("velero.io", "v1", kind));
-    Api::namespaced_with(client.clone(), "velero", &resource)
-}
-
-async fn create<K>(client: &kube::Client, namespace: &str, object: Value) -> K
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    Api::<K>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &from_json(object))
-        .await
-        .expect("creating a test object")
-}
-
-async fn namespace(client: &kube::Client, name: &str) {
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &from_json(json!({ "metadata": { "name": name, "labels": { "team": "shop" } } })),
-        )
-        .await
-        .expect("creating a namespace");
-}
-
-/// Creates a Backup or Restore named `name` with `spec`.
-async fn request(api: &Api<DynamicObject>, kind: &str, name: &str, spec: Value) {
-    let object = json!({
-        "apiVersion": "velero.io/v1",
-        "kind": kind,
-        "metadata": { "name": name, "namespace": "velero" },
-        "spec": spec,
-    });
-    api.create(&PostParams::default(), &from_json(object))
-        .await
-        .expect("creating a Velero request");
-}
-
-/// Waits until `name` reaches a final phase and returns its status.
-async fn finished(api: &Api<DynamicObject>, name: &str) -> Value {
-    eventually(&format!("{name} finishes"), || async {
-        let object = api.get(name).await.map_err(|e| e.to_string())?;
-        let status = object.data.get("status").cloned().unwrap_or(Value::Null);
-        match status["phase"].as_str() {
-            Some("Completed" | "PartiallyFailed" | "Failed" | "FailedValidation") => Ok(status),
-            _ => Err(status.to_string()),
-        }
-    })
-    .await
-}
-
-/// Waits until the destination's Velero has synced backup `name`.
-async fn synced(api: &Api<DynamicObject>, name: &str) -> DynamicObject {
-    eventually(&format!("backup {name} is synced"), || async {
-        let backup = api.get_opt(name).await.map_err(|e| e.to_string())?;
-        match backup {
-            Some(backup) if backup.data.pointer("/status/phase").is_some() => Ok(backup),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await
-}
-
-/// The results Velero stored for restore `restore`: gzipped JSON under
-/// Velero's name.
-fn restore_results(bucket: &Path, restore: &str) -> Value {
-    let path = bucket
-        .join("restores")
-        .join(restore)
-        .join(format!("restore-{restore}-results.gz"));
-    let file =
-        std::fs::File::open(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_reader(flate2::read::GzDecoder::new(file))
-        .expect("restore results are gzipped JSON")
-}
+use serde_json::json;
+use velero_support::{create, finished, namespace, request, restore_results, synced, velero};
 
 /// The source namespace `shop`: labelled objects of several kinds, an
 /// unlabelled ConfigMap, and a PVC.

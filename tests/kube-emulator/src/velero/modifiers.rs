@@ -115,7 +115,12 @@ pub(super) fn parse(
         ));
     }
     let yaml = data.values().next().map(String::as_str).unwrap_or("");
-    serde_yaml::from_str(yaml).map_err(|error| {
+    // sigs.k8s.io/yaml: YAML to JSON, then a strict JSON decode (so
+    // `value: 3` is a number where a string is wanted, an error).
+    let decoded = serde_yaml::from_str::<Value>(yaml)
+        .map_err(|error| error.to_string())
+        .and_then(|json| serde_json::from_value(json).map_err(|error| error.to_string()));
+    decoded.map_err(|error| {
         format!("failed to decode yaml data into resource modifiers, err: {error}")
     })
 }
