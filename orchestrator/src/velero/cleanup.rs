@@ -83,7 +83,11 @@ pub async fn cleanup(
 /// The name of the DeleteBackupRequest for one Backup object: its name and
 /// uid, so a later Backup of the same name gets its own request.
 pub fn deletion_request_name(backup: &str, uid: &str) -> String {
-    let uid: String = uid.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    let uid: String = uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
     crate::names::velero_name(backup, &format!("delete-{}", uid.to_ascii_lowercase()))
 }
 

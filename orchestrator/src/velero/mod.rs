@@ -362,14 +362,20 @@ mod tests {
     #[test]
     fn config_refuses_unknown_fields_and_names_bad_ones() {
         let error = serde_yaml::from_str::<VeleroConfig>("namespaces: x\n").unwrap_err();
-        assert!(error.to_string().contains("unknown field `namespaces`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown field `namespaces`"),
+            "{error}"
+        );
         let cfg = VeleroConfig {
             namespace: "Velero NS".into(),
             storage_location: Some("bad_name".into()),
         };
         let problems = cfg.check();
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].starts_with("velero.namespace: "), "{problems:?}");
+        assert!(
+            problems[0].starts_with("velero.namespace: "),
+            "{problems:?}"
+        );
         assert!(
             problems[1].starts_with("velero.storageLocation: "),
             "{problems:?}"
@@ -438,8 +444,7 @@ mod tests {
             assert_eq!(got, phase, "{status}");
             assert_eq!(got.name(), status["phase"].as_str().unwrap(), "{status}");
         }
-        assert!(Phase::from_status(Some(&json!({"phase": "Failed"})))
-            .is_final());
+        assert!(Phase::from_status(Some(&json!({"phase": "Failed"}))).is_final());
         assert!(!Phase::Finalizing.is_final());
         assert!(!Phase::Deleting.is_final());
     }
@@ -468,9 +473,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(backup.metadata.namespace.as_deref(), Some("velero"));
-        assert_eq!(
-            backup.metadata.labels.unwrap()[VELERO_MIGRATION_LABEL],
-            "m"
-        );
+        assert_eq!(backup.metadata.labels.unwrap()[VELERO_MIGRATION_LABEL], "m");
     }
 }

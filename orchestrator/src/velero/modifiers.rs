@@ -245,8 +245,12 @@ pub const DEPLOYMENT_CONFIGS: Resource = workload(
     "deploymentconfigs",
     TEMPLATE,
 );
-pub const REPLICATION_CONTROLLERS: Resource =
-    workload("", "ReplicationController", "replicationcontrollers", TEMPLATE);
+pub const REPLICATION_CONTROLLERS: Resource = workload(
+    "",
+    "ReplicationController",
+    "replicationcontrollers",
+    TEMPLATE,
+);
 pub const PODS: Resource = workload("", "Pod", "pods", "/spec");
 pub const ROUTES: Resource = Resource {
     group: "route.openshift.io",
@@ -458,7 +462,8 @@ fn annotation_trigger_rule(out: &mut Builder, target: &Target, rewrites: &Rewrit
         changed |= rename_from_namespace(trigger.get_mut("from"), rewrites);
     }
     if changed {
-        let patch = json!({"metadata": {"annotations": {TRIGGERS_ANNOTATION: triggers.to_string()}}});
+        let patch =
+            json!({"metadata": {"annotations": {TRIGGERS_ANNOTATION: triggers.to_string()}}});
         out.rules.push(Rule {
             conditions: target.conditions(),
             patches: Vec::new(),
@@ -489,7 +494,10 @@ fn rename_from_namespace(from: Option<&mut Value>, rewrites: &Rewrites) -> bool 
 
 /// (a) DeploymentConfig image change triggers.
 fn deployment_config_trigger_rules(out: &mut Builder, target: &Target, rewrites: &Rewrites) {
-    let triggers = target.object.pointer("/spec/triggers").and_then(Value::as_array);
+    let triggers = target
+        .object
+        .pointer("/spec/triggers")
+        .and_then(Value::as_array);
     for (i, trigger) in triggers.into_iter().flatten().enumerate() {
         let Some(params) = trigger.get("imageChangeParams") else {
             continue;
@@ -502,7 +510,12 @@ fn deployment_config_trigger_rules(out: &mut Builder, target: &Target, rewrites:
         }
         if let Some(image) = params.get("lastTriggeredImage").and_then(Value::as_str) {
             if let Some(new) = rewrites.image(image) {
-                out.replace(target, &format!("{base}/lastTriggeredImage"), image, Some(&new));
+                out.replace(
+                    target,
+                    &format!("{base}/lastTriggeredImage"),
+                    image,
+                    Some(&new),
+                );
             }
         }
     }
@@ -664,9 +677,8 @@ pub async fn source_objects(
                 }
             };
             for item in list.items {
-                let object = serde_json::to_value(&item).with_context(|| {
-                    format!("{}: reading {}", source.describe(), resource.kind)
-                })?;
+                let object = serde_json::to_value(&item)
+                    .with_context(|| format!("{}: reading {}", source.describe(), resource.kind))?;
                 out.push(SourceObject {
                     resource: *resource,
                     object,

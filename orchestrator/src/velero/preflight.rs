@@ -159,9 +159,12 @@ pub async fn check(
         side.conflicts(needs).await?;
     }
     if let [Some(from), Some(to)] = locations.as_slice() {
-        report
-            .problems
-            .extend(location_problems(&source.describe(), from, &destination.describe(), to));
+        report.problems.extend(location_problems(
+            &source.describe(),
+            from,
+            &destination.describe(),
+            to,
+        ));
     }
     Ok(report)
 }
@@ -188,7 +191,9 @@ impl Side<'_> {
         let found = Api::<Namespace>::all(self.cluster.client.clone())
             .get_opt(namespace)
             .await
-            .with_context(|| format!("{}: reading namespace {namespace}", self.cluster.describe()))?;
+            .with_context(|| {
+                format!("{}: reading namespace {namespace}", self.cluster.describe())
+            })?;
         let served = match Kind::BackupStorageLocation
             .api(self.cluster, self.cfg)
             .list(&ListParams::default().limit(1))
@@ -270,14 +275,32 @@ impl Side<'_> {
     async fn asked_version(&mut self, migration: &str) -> anyhow::Result<Option<Version>> {
         let name = server_status_request_name(migration);
         let api = Kind::ServerStatusRequest.api(self.cluster, self.cfg);
-        let wanted = object(Kind::ServerStatusRequest, self.cfg, migration, &name, json!({}))?;
-        let found = create_if_missing(&api, &wanted).await.with_context(|| {
-            format!(
-                "{}: creating or reading ServerStatusRequest {}/{name}",
-                self.cluster.describe(),
-                self.cfg.namespace
-            )
-        })?;
+        let wanted = object(
+            Kind::ServerStatusRequest,
+            self.cfg,
+            migration,
+            &name,
+            json!({}),
+        )?;
+        let found = match create_if_missing(&api, &wanted).await {
+            Ok(found) => found,
+            Err(e) if status_code(&e) == Some(404) => {
+                self.problem(
+                    format!("ServerStatusRequest {}/{name}", self.cfg.namespace),
+                    "the velero.io API has no ServerStatusRequests and the velero Deployment's image has no version tag: cannot tell Velero's version".into(),
+                );
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "{}: creating or reading ServerStatusRequest {}/{name}",
+                        self.cluster.describe(),
+                        self.cfg.namespace
+                    )
+                })
+            }
+        };
         let Some(answer) = server_version(&found.data) else {
             self.report.pending.push(format!(
                 "{}: waiting for Velero to answer ServerStatusRequest {}/{name}",
@@ -346,7 +369,9 @@ impl Side<'_> {
             lists.push(items);
         }
         let ours = crate::names::label_safe(needs.migration);
-        for (kind, name, other) in in_flight_conflicts(&lists[0], &lists[1], &ours, needs.namespaces) {
+        for (kind, name, other) in
+            in_flight_conflicts(&lists[0], &lists[1], &ours, needs.namespaces)
+        {
             self.problem(
                 format!("{kind} {}/{name}", self.cfg.namespace),
                 format!("migration {other:?} is still running on the same namespaces; wait for it or roll it back"),
@@ -437,13 +462,36 @@ pub fn location_problems(
         })
     };
     if phase(from) != "Available" {
-        add(source, from, format!("is {}, not Available: Velero cannot write backups to it", phase(from)));
+        add(
+            source,
+            from,
+            format!(
+                "is {}, not Available: Velero cannot write backups to it",
+                phase(from)
+            ),
+        );
     }
-    if from.data.pointer("/spec/accessMode").and_then(Value::as_str) == Some("ReadOnly") {
-        add(source, from, "is ReadOnly: the backup must be written there".into());
+    if from
+        .data
+        .pointer("/spec/accessMode")
+        .and_then(Value::as_str)
+        == Some("ReadOnly")
+    {
+        add(
+            source,
+            from,
+            "is ReadOnly: the backup must be written there".into(),
+        );
     }
     if phase(to) != "Available" {
-        add(destination, to, format!("is {}, not Available: Velero syncs backups only from Available locations", phase(to)));
+        add(
+            destination,
+            to,
+            format!(
+                "is {}, not Available: Velero syncs backups only from Available locations",
+                phase(to)
+            ),
+        );
     }
     let (wanted, found) = (storage(from), storage(to));
     if wanted != found {
@@ -483,20 +531,32 @@ pub fn in_flight_conflicts(
             .data
             .pointer("/spec/includedNamespaces")
             .and_then(Value::as_array)
-            .map(|list| list.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut out = Vec::new();
     for backup in backups {
         if let Some(migration) = other(backup) {
-            if included(backup).iter().any(|ns| sources.contains(ns.as_str())) {
+            if included(backup)
+                .iter()
+                .any(|ns| sources.contains(ns.as_str()))
+            {
                 out.push(("Backup", backup.name_any(), migration));
             }
         }
     }
     for restore in restores {
-        let Some(migration) = other(restore) else { continue };
-        let backup = restore.data.pointer("/spec/backupName").and_then(Value::as_str);
+        let Some(migration) = other(restore) else {
+            continue;
+        };
+        let backup = restore
+            .data
+            .pointer("/spec/backupName")
+            .and_then(Value::as_str);
         let from: Vec<String> = backups
             .iter()
             .find(|b| Some(b.name_any().as_str()) == backup)
@@ -514,7 +574,11 @@ pub fn in_flight_conflicts(
                     .and_then(Value::as_str)
                     .unwrap_or(ns)
             })
-            .chain(mapping.into_iter().flat_map(|m| m.values().filter_map(Value::as_str)))
+            .chain(
+                mapping
+                    .into_iter()
+                    .flat_map(|m| m.values().filter_map(Value::as_str)),
+            )
             .collect();
         if to.iter().any(|ns| destinations.contains(ns)) {
             out.push(("Restore", restore.name_any(), migration));

@@ -257,7 +257,13 @@ pub async fn request_phase(
     target: Target,
     name: &str,
 ) -> anyhow::Result<Option<String>> {
-    let found = get_opt(cluster, cfg, Kind::DownloadRequest, &request_name(target, name)).await?;
+    let found = get_opt(
+        cluster,
+        cfg,
+        Kind::DownloadRequest,
+        &request_name(target, name),
+    )
+    .await?;
     Ok(found.and_then(|r| {
         r.data
             .pointer("/status/phase")
@@ -320,6 +326,9 @@ mod tests {
             Some("http://x/y".into())
         );
         assert_eq!(download_url(&json!({"spec": {}})), None);
-        assert_eq!(request_name(Target::Restore, "m-restore"), "m-restore-restoreresults");
+        assert_eq!(
+            request_name(Target::Restore, "m-restore"),
+            "m-restore-restoreresults"
+        );
     }
 }

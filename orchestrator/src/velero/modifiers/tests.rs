@@ -173,7 +173,10 @@ fn velero_apply(yaml: &str, group_resource: &str, object: &Value) -> Result<Valu
     let document: go::ResourceModifiers =
         serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("Velero refuses the rules: {e}"));
     assert_eq!(document.version, "v1");
-    assert!(!document.rules.is_empty(), "Velero refuses an empty rule list");
+    assert!(
+        !document.rules.is_empty(),
+        "Velero refuses an empty rule list"
+    );
     let origin = object.clone();
     let mut out = object.clone();
     let mut errors = Vec::new();
@@ -285,21 +288,35 @@ fn deployment() -> Value {
 fn internal_images_point_at_the_destination_registry_with_renamed_namespaces() {
     let restored = restore_all(&[obj(DEPLOYMENTS, deployment())]);
     let spec = &restored[0]["spec"]["template"]["spec"];
-    assert_eq!(spec["initContainers"][0]["image"], format!("{DEST_ROUTE}/shop-copy/init:v1"));
+    assert_eq!(
+        spec["initContainers"][0]["image"],
+        format!("{DEST_ROUTE}/shop-copy/init:v1")
+    );
     assert_eq!(
         spec["containers"][0]["image"],
         format!("{DEST_ROUTE}/shop-copy/web@sha256:{}", "a".repeat(64))
     );
-    assert_eq!(spec["containers"][1]["image"], "quay.io/example/proxy:1", "external images stay");
-    assert_eq!(spec["containers"][2]["image"], format!("{DEST_ROUTE}/db/tools:latest"));
+    assert_eq!(
+        spec["containers"][1]["image"], "quay.io/example/proxy:1",
+        "external images stay"
+    );
+    assert_eq!(
+        spec["containers"][2]["image"],
+        format!("{DEST_ROUTE}/db/tools:latest")
+    );
     assert!(spec.get("nodeName").is_none(), "{spec}");
-    assert_eq!(spec["nodeSelector"], json!({"disk": "ssd"}), "only the hostname pin goes");
+    assert_eq!(
+        spec["nodeSelector"],
+        json!({"disk": "ssd"}),
+        "only the hostname pin goes"
+    );
 }
 
 #[test]
 fn every_workload_kind_gets_its_pod_template_rewritten() {
     let template = |path: &str| -> Value {
-        let containers = json!({"containers": [{"name": "c", "image": format!("{SOURCE}/shop/app:1")}]});
+        let containers =
+            json!({"containers": [{"name": "c", "image": format!("{SOURCE}/shop/app:1")}]});
         let mut object = json!({"metadata": {"name": "x.y", "namespace": "shop"}});
         let mut slot = &mut object;
         for token in path.trim_start_matches('/').split('/') {
@@ -343,7 +360,10 @@ fn rules_are_per_object_and_do_not_touch_namesakes() {
     }
     let rule = &set.rules[0];
     assert_eq!(rule.conditions.group_resource, "deployments.apps");
-    assert_eq!(rule.conditions.resource_name_regex.as_deref(), Some("^web$"));
+    assert_eq!(
+        rule.conditions.resource_name_regex.as_deref(),
+        Some("^web$")
+    );
     assert_eq!(rule.conditions.namespaces, vec!["shop".to_string()]);
 }
 
@@ -359,7 +379,10 @@ fn a_changed_object_is_left_alone_not_patched_at_a_wrong_index() {
     let restored = velero_apply(&yaml, "deployments.apps", &changed).unwrap();
     let spec = &restored["spec"]["template"]["spec"];
     assert_eq!(spec["containers"][0]["image"], "busybox");
-    assert_eq!(spec["containers"][1], changed["spec"]["template"]["spec"]["containers"][1]);
+    assert_eq!(
+        spec["containers"][1],
+        changed["spec"]["template"]["spec"]["containers"][1]
+    );
 }
 
 #[test]
@@ -466,7 +489,9 @@ fn nothing_to_rewrite_means_no_document() {
 
 #[test]
 fn values_stay_strings_the_way_velero_splices_them() {
-    for value in ["1", "1.5", "true", "NULL", "[x", "{x", "inf", "0x1F", "1_000"] {
+    for value in [
+        "1", "1.5", "true", "NULL", "[x", "{x", "inf", "0x1F", "1_000",
+    ] {
         let written = velero_string(value).unwrap();
         let mut seen = written.clone();
         assert!(add_quotes(&mut seen), "{value} -> {written}");
@@ -475,7 +500,10 @@ fn values_stay_strings_the_way_velero_splices_them() {
     assert_eq!(velero_string("gp2").unwrap(), "gp2");
     assert_eq!(velero_string("a\"b"), None);
     assert_eq!(regex_escape("web.v1"), "web\\.v1");
-    assert_eq!(pointer_escape("kubernetes.io/hostname"), "kubernetes.io~1hostname");
+    assert_eq!(
+        pointer_escape("kubernetes.io/hostname"),
+        "kubernetes.io~1hostname"
+    );
 }
 
 #[test]

@@ -1,0 +1,692 @@
+//! The orchestrator's Velero client against two emulated clusters with
+//! their Velero and a shared bucket (no Docker): preflight, the initial
+//! backup created once and synced to the destination, the restore with
+//! the migration's settings, per-resource results of a restore that
+//! partially fails, and rollback cleanup.
+//!
+//! The client's functions make one pass; the tests call them again until
+//! Velero is done, as the migration engine does.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
+use kube::ResourceExt as _;
+use kube_emulator::ClusterPair;
+use orchestrator::clusters::Cluster;
+use orchestrator::names::VELERO_MIGRATION_LABEL;
+use orchestrator::velero::backup::{backup_name, backup_spec, backup_visible, ensure_backup};
+use orchestrator::velero::cleanup::{cleanup, Cleanup};
+use orchestrator::velero::modifiers::{self, Rewrites};
+use orchestrator::velero::preflight::{self, Needs, Version};
+use orchestrator::velero::restore::{ensure_restore, restore_name, restore_spec};
+use orchestrator::velero::results::{self, Severity};
+use orchestrator::velero::{Kind, Phase, VeleroConfig};
+use serde_json::{json, Value};
+
+const INTERNAL: &str = "image-registry.openshift-image-registry.svc:5000";
+const MIGRATION: &str = "shop-move";
+
+fn clusters(pair: &ClusterPair) -> (Cluster, Cluster) {
+    let side = |side: &'static str, cluster: &kube_emulator::Cluster| Cluster {
+        side,
+        context: cluster.name.clone(),
+        client: cluster.client.clone(),
+    };
+    (
+        side("source", &pair.source),
+        side("destination", &pair.destination),
+    )
+}
+
+/// Calls `pass` until it returns a value (at most 90 s), as the engine
+/// would after each `Wait`.
+async fn until<T, F, Fut>(what: &str, mut pass: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        match pass().await {
+            Ok(Some(value)) => return value,
+            Ok(None) => {}
+            Err(e) => eprintln!("{what}: transient: {e:#}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn create<K>(client: &kube::Client, namespace: &str, object: Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let object: K = serde_json::from_value(object).expect("a test object");
+    Api::<K>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("creating a test object")
+}
+
+async fn namespace(client: &kube::Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("creating a namespace");
+}
+
+fn routes(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    let resource =
+        ApiResource::from_gvk(&GroupVersionKind::gvk("route.openshift.io", "v1", "Route"));
+    Api::namespaced_with(client.clone(), ns, &resource)
+}
+
+/// The application: a Deployment running an internal image, a ConfigMap,
+/// a Secret, a ServiceAccount with a RoleBinding, a Route with a generated
+/// host, and a Secret of the migration's own transfer (left out).
+async fn shop(source: &kube::Client) {
+    namespace(source, "shop").await;
+    let labels = json!({"app": "shop"});
+    create::<Deployment>(
+        source,
+        "shop",
+        json!({
+            "metadata": {"name": "web", "labels": labels},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [
+                        {"name": "web", "image": format!("{INTERNAL}/shop/web:v1")},
+                        {"name": "sidecar", "image": "quay.io/example/sidecar:1"},
+                    ]},
+                },
+            },
+        }),
+    )
+    .await;
+    create::<ConfigMap>(
+        source,
+        "shop",
+        json!({"metadata": {"name": "settings"}, "data": {"currency": "EUR"}}),
+    )
+    .await;
+    create::<Secret>(
+        source,
+        "shop",
+        json!({"metadata": {"name": "credentials"}, "stringData": {"password": "hunter2"}}),
+    )
+    .await;
+    create::<ServiceAccount>(source, "shop", json!({"metadata": {"name": "shop-sa"}})).await;
+    create::<RoleBinding>(
+        source,
+        "shop",
+        json!({
+            "metadata": {"name": "shop-sa-view"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "shop-sa", "namespace": "shop"}],
+        }),
+    )
+    .await;
+    create::<Secret>(
+        source,
+        "shop",
+        json!({"metadata": {"name": "mover-sender-data", "labels": {"mover.io/transfer": MIGRATION}}, "stringData": {"k": "v"}}),
+    )
+    .await;
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "route.openshift.io/v1",
+        "kind": "Route",
+        "metadata": {"name": "web", "annotations": {"openshift.io/host.generated": "true"}},
+        "spec": {"host": "web-shop.apps.source.example", "to": {"kind": "Service", "name": "web"}},
+    }))
+    .unwrap();
+    routes(source, "shop")
+        .create(&PostParams::default(), &route)
+        .await
+        .expect("creating the route");
+}
+
+fn mapping() -> BTreeMap<String, String> {
+    BTreeMap::from([("shop".to_string(), "shop-copy".to_string())])
+}
+
+/// Runs the backup to its end on the source and until the destination
+/// sees it; returns the phase there.
+async fn backed_up(source: &Cluster, destination: &Cluster, cfg: &VeleroConfig) -> Phase {
+    let name = backup_name(MIGRATION);
+    let spec = backup_spec(&["shop".to_string()], cfg);
+    let phase = until("the backup to finish", || async {
+        let phase = ensure_backup(source, cfg, MIGRATION, &name, spec.clone()).await?;
+        Ok(phase.is_final().then_some(phase))
+    })
+    .await;
+    assert_eq!(phase, Phase::Completed { warnings: 0 });
+    until("the destination to sync the backup", || async {
+        Ok(backup_visible(destination, cfg, &name)
+            .await?
+            .filter(Phase::is_final))
+    })
+    .await
+}
+
+/// Restores with `modifiers` and returns the final phase.
+async fn restored(destination: &Cluster, cfg: &VeleroConfig, modifiers: Option<&str>) -> Phase {
+    let spec = restore_spec(&backup_name(MIGRATION), &mapping(), modifiers);
+    until("the restore to finish", || async {
+        let phase = ensure_restore(
+            destination,
+            cfg,
+            MIGRATION,
+            &restore_name(MIGRATION),
+            spec.clone(),
+        )
+        .await?;
+        Ok(phase.is_final().then_some(phase))
+    })
+    .await
+}
+
+async fn velero_deployment(client: &kube::Client, image: &str) {
+    create::<Deployment>(
+        client,
+        "velero",
+        json!({
+            "metadata": {"name": "velero"},
+            "spec": {
+                "selector": {"matchLabels": {"component": "velero"}},
+                "template": {
+                    "metadata": {"labels": {"component": "velero"}},
+                    "spec": {"containers": [{"name": "velero", "image": image}]},
+                },
+            },
+        }),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn preflight_checks_both_velero_installs_and_names_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = ClusterPair::start(dir.path(), false).await.unwrap();
+    let (source, destination) = clusters(&pair);
+    velero_deployment(&pair.source.client, "velero/velero:v1.11.1").await;
+    velero_deployment(&pair.destination.client, "docker.io/velero/velero:v1.14.0").await;
+    let namespaces = mapping();
+    let needs = Needs {
+        migration: MIGRATION,
+        namespaces: &namespaces,
+        resource_modifiers: true,
+    };
+    let cfg = VeleroConfig::default();
+    let report = until("Velero's BackupStorageLocations", || async {
+        let report = preflight::check(&source, &destination, &cfg, &needs).await?;
+        Ok(report
+            .problems
+            .iter()
+            .all(|p| !p.object.contains("BackupStorageLocation"))
+            .then_some(report))
+    })
+    .await;
+    let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 1, "{text:#?}");
+    assert!(
+        text[0].starts_with(&format!(
+            "{}: Velero server in velero: version 1.11.1 is too old",
+            source.describe()
+        )),
+        "{text:#?}"
+    );
+    assert!(text[0].contains("resource modifiers"), "{text:#?}");
+    assert!(report.pending.is_empty(), "{:?}", report.pending);
+    assert_eq!(
+        report.versions,
+        vec![
+            ("source".to_string(), Version::new(1, 11, 1)),
+            ("destination".to_string(), Version::new(1, 14, 0)),
+        ]
+    );
+    // Without resource modifiers 1.11 is enough.
+    let plain = Needs {
+        resource_modifiers: false,
+        ..needs.clone()
+    };
+    assert!(preflight::check(&source, &destination, &cfg, &plain)
+        .await
+        .unwrap()
+        .passed());
+    // Reading versions from the Deployments changed nothing.
+    let requests = Kind::ServerStatusRequest.api(&source, &cfg);
+    assert!(requests
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    // Velero elsewhere, a location that does not exist, a destination
+    // bucket prefix that would never show the source's backups.
+    let elsewhere = VeleroConfig {
+        namespace: "openshift-adp".into(),
+        storage_location: None,
+    };
+    let report = preflight::check(&source, &destination, &elsewhere, &plain)
+        .await
+        .unwrap();
+    let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 2, "{text:#?}");
+    assert!(
+        text[0].starts_with(&format!(
+            "{}: Namespace openshift-adp: does not exist",
+            source.describe()
+        )),
+        "{text:#?}"
+    );
+    assert!(
+        text[1].starts_with(&format!(
+            "{}: Namespace openshift-adp",
+            destination.describe()
+        )),
+        "{text:#?}"
+    );
+
+    let named = VeleroConfig {
+        storage_location: Some("nope".into()),
+        ..VeleroConfig::default()
+    };
+    let report = preflight::check(&source, &destination, &named, &plain)
+        .await
+        .unwrap();
+    assert_eq!(report.problems.len(), 2, "{:#?}", report.problems);
+    assert!(report.problems.iter().all(|p| p
+        .message
+        .contains("no BackupStorageLocation named \"nope\"")));
+
+    Kind::BackupStorageLocation
+        .api(&destination, &cfg)
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"objectStorage": {"prefix": "elsewhere"}}})),
+        )
+        .await
+        .unwrap();
+    let report = preflight::check(&source, &destination, &cfg, &plain)
+        .await
+        .unwrap();
+    let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 1, "{text:#?}");
+    assert!(
+        text[0].starts_with(&format!(
+            "{}: BackupStorageLocation velero/default: stores in",
+            destination.describe()
+        )) && text[0].contains("\"elsewhere\""),
+        "{text:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_backup_is_created_once_synced_and_restored_into_the_mapped_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = ClusterPair::start(dir.path(), false).await.unwrap();
+    let (source, destination) = clusters(&pair);
+    let cfg = VeleroConfig::default();
+    shop(&pair.source.client).await;
+
+    let synced = backed_up(&source, &destination, &cfg).await;
+    assert_eq!(synced, Phase::Completed { warnings: 0 });
+    // Another pass observes the same Backup: not created twice.
+    let backups = Kind::Backup.api(&source, &cfg);
+    let first = backups.get(&backup_name(MIGRATION)).await.unwrap();
+    let again = ensure_backup(
+        &source,
+        &cfg,
+        MIGRATION,
+        &backup_name(MIGRATION),
+        json!({"includedNamespaces": ["other"]}),
+    )
+    .await
+    .unwrap();
+    assert!(again.is_final());
+    let second = backups.get(&backup_name(MIGRATION)).await.unwrap();
+    assert_eq!(first.uid(), second.uid());
+    assert_eq!(
+        second.data["spec"]["includedNamespaces"],
+        json!(["shop"]),
+        "the spec is never changed"
+    );
+    assert_eq!(second.labels()[VELERO_MIGRATION_LABEL], MIGRATION);
+    let stored = pair
+        .shared
+        .velero_bucket
+        .join("backups")
+        .join(backup_name(MIGRATION));
+    assert!(stored
+        .join("resources/deployments.apps/namespaces/shop/web.json")
+        .is_file());
+    assert!(
+        !stored
+            .join("resources/secrets/namespaces/shop/mover-sender-data.json")
+            .exists(),
+        "transfer objects stay out"
+    );
+
+    let rules = modifiers::rules(
+        &modifiers::source_objects(&source, &["shop".to_string()])
+            .await
+            .unwrap(),
+        &Rewrites {
+            source_registry_hosts: vec![INTERNAL.into()],
+            destination_registry_host: Some("registry.destination:5000".into()),
+            namespaces: mapping(),
+            storage_classes: BTreeMap::new(),
+        },
+    );
+    // The Deployment's internal image and the Route's generated host.
+    assert_eq!(rules.rules.len(), 2, "{rules:#?}");
+    let document = rules.document().unwrap();
+    let configmap = modifiers::configmap(&cfg, MIGRATION, &document).unwrap();
+    modifiers::ensure_configmap(&destination, &configmap)
+        .await
+        .unwrap();
+    modifiers::ensure_configmap(&destination, &configmap)
+        .await
+        .unwrap();
+    let stored = Api::<ConfigMap>::namespaced(destination.client.clone(), "velero")
+        .get(&modifiers::configmap_name(MIGRATION))
+        .await
+        .unwrap();
+    let yaml = &stored.data.unwrap()[modifiers::DATA_KEY];
+    assert_eq!(
+        serde_yaml::from_str::<modifiers::ResourceModifiers>(yaml).unwrap(),
+        document
+    );
+
+    let phase = restored(&destination, &cfg, None).await;
+    assert_eq!(phase.name(), "Completed", "{phase:?}");
+    let restore = Kind::Restore
+        .api(&destination, &cfg)
+        .get(&restore_name(MIGRATION))
+        .await
+        .unwrap();
+    assert_eq!(restore.labels()[VELERO_MIGRATION_LABEL], MIGRATION);
+    assert_eq!(restore.data["spec"]["existingResourcePolicy"], "none");
+
+    let copy = |kind: &str| format!("{kind} in shop-copy");
+    let deployment = Api::<Deployment>::namespaced(destination.client.clone(), "shop-copy")
+        .get("web")
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", copy("web")));
+    assert_eq!(
+        deployment.labels()["velero.io/restore-name"],
+        restore_name(MIGRATION)
+    );
+    assert_eq!(
+        deployment.labels()["velero.io/backup-name"],
+        backup_name(MIGRATION)
+    );
+    for name in ["settings"] {
+        Api::<ConfigMap>::namespaced(destination.client.clone(), "shop-copy")
+            .get(name)
+            .await
+            .unwrap();
+    }
+    Api::<Secret>::namespaced(destination.client.clone(), "shop-copy")
+        .get("credentials")
+        .await
+        .unwrap();
+    assert!(
+        Api::<Secret>::namespaced(destination.client.clone(), "shop-copy")
+            .get_opt("mover-sender-data")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    Api::<ServiceAccount>::namespaced(destination.client.clone(), "shop-copy")
+        .get("shop-sa")
+        .await
+        .unwrap();
+    let binding = Api::<RoleBinding>::namespaced(destination.client.clone(), "shop-copy")
+        .get("shop-sa-view")
+        .await
+        .unwrap();
+    assert_eq!(binding.role_ref.name, "view");
+    routes(&destination.client, "shop-copy")
+        .get("web")
+        .await
+        .unwrap();
+    assert!(Api::<Namespace>::all(destination.client.clone())
+        .get_opt("shop")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// A Widget whose CRD the destination has as cluster-scoped: with
+/// `existingResourcePolicy: none` the source's CRD does not replace it, so
+/// the namespaced Widget fails and the rest is restored.
+#[tokio::test]
+async fn a_restore_that_partially_fails_is_reported_per_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = ClusterPair::start(dir.path(), false).await.unwrap();
+    let (source, destination) = clusters(&pair);
+    let cfg = VeleroConfig::default();
+    namespace(&pair.source.client, "shop").await;
+    create::<ConfigMap>(
+        &pair.source.client,
+        "shop",
+        json!({"metadata": {"name": "settings"}, "data": {"a": "b"}}),
+    )
+    .await;
+    widgets_crd(&pair.source.client, "Namespaced").await;
+    widgets_crd(&pair.destination.client, "Cluster").await;
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget"));
+    let widget: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3},
+    }))
+    .unwrap();
+    Api::<DynamicObject>::namespaced_with(pair.source.client.clone(), "shop", &resource)
+        .create(&PostParams::default(), &widget)
+        .await
+        .unwrap();
+
+    backed_up(&source, &destination, &cfg).await;
+    let phase = restored(&destination, &cfg, None).await;
+    let Phase::PartiallyFailed { errors, .. } = phase else {
+        panic!("expected PartiallyFailed, got {phase:?}");
+    };
+    assert_eq!(errors, 1);
+    assert!(
+        Api::<ConfigMap>::namespaced(destination.client.clone(), "shop-copy")
+            .get_opt("settings")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // The results as Velero keeps them, decoded and split per resource.
+    let name = restore_name(MIGRATION);
+    let file = pair
+        .shared
+        .velero_bucket
+        .join("restores")
+        .join(&name)
+        .join(format!("restore-{name}-results.json"));
+    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let results = results::decode(&bytes).unwrap();
+    let errors: Vec<_> = results
+        .messages()
+        .into_iter()
+        .filter(|m| m.severity == Severity::Error)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].scope, "shop-copy");
+    assert!(errors[0].text.contains("w1"), "{errors:#?}");
+
+    // One pass of the DownloadRequest route: created once, under a
+    // deterministic name, labelled for the migration.
+    let first = results::fetch(
+        &destination,
+        &cfg,
+        MIGRATION,
+        results::Target::Restore,
+        &name,
+    )
+    .await;
+    let again = results::fetch(
+        &destination,
+        &cfg,
+        MIGRATION,
+        results::Target::Restore,
+        &name,
+    )
+    .await;
+    let requests = Kind::DownloadRequest
+        .api(&destination, &cfg)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        requests[0].data["spec"]["target"],
+        json!({"kind": "RestoreResults", "name": name})
+    );
+    for fetched in [first, again] {
+        match fetched.unwrap() {
+            results::Fetch::NotYet => {}
+            results::Fetch::Ready(ready) => assert_eq!(ready, results),
+        }
+    }
+}
+
+async fn widgets_crd(client: &kube::Client, scope: &str) {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": scope,
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+        },
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    kube::runtime::wait::await_condition(
+        crds,
+        "widgets.example.com",
+        kube::runtime::conditions::is_crd_established(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn rollback_cleanup_deletes_restores_and_the_modifiers_and_asks_velero_to_delete_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = ClusterPair::start(dir.path(), false).await.unwrap();
+    let (source, destination) = clusters(&pair);
+    let cfg = VeleroConfig::default();
+    namespace(&pair.source.client, "shop").await;
+    create::<ConfigMap>(
+        &pair.source.client,
+        "shop",
+        json!({"metadata": {"name": "settings"}, "data": {"a": "b"}}),
+    )
+    .await;
+    backed_up(&source, &destination, &cfg).await;
+    restored(&destination, &cfg, None).await;
+    let document = modifiers::ResourceModifiers {
+        version: "v1".into(),
+        resource_modifier_rules: Vec::new(),
+    };
+    modifiers::ensure_configmap(
+        &destination,
+        &modifiers::configmap(&cfg, MIGRATION, &document).unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let first = cleanup(&source, &destination, &cfg, MIGRATION)
+        .await
+        .unwrap();
+    let Cleanup::Pending(pending) = first else {
+        panic!("the backups cannot be gone after one pass");
+    };
+    assert!(
+        pending
+            .iter()
+            .any(|p| p.contains("Backup shop-move-initial")),
+        "{pending:#?}"
+    );
+    assert!(Kind::Restore
+        .api(&destination, &cfg)
+        .get_opt(&restore_name(MIGRATION))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        Api::<ConfigMap>::namespaced(destination.client.clone(), "velero")
+            .get_opt(&modifiers::configmap_name(MIGRATION))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let backup = Kind::Backup
+        .api(&source, &cfg)
+        .get_opt(&backup_name(MIGRATION))
+        .await
+        .unwrap();
+    let requests = Kind::DeleteBackupRequest
+        .api(&source, &cfg)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        requests[0].data["spec"],
+        json!({"backupName": backup_name(MIGRATION)})
+    );
+    assert_eq!(
+        requests[0].labels()["velero.io/backup-name"],
+        backup_name(MIGRATION)
+    );
+    if let Some(backup) = backup {
+        assert_eq!(
+            requests[0].labels()["velero.io/backup-uid"],
+            backup.uid().unwrap()
+        );
+    }
+    // A second pass asks nothing twice; the engine calls until Done.
+    let _ = cleanup(&source, &destination, &cfg, MIGRATION)
+        .await
+        .unwrap();
+    let requests = Kind::DeleteBackupRequest
+        .api(&source, &cfg)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(requests.len() <= 1, "{requests:?}");
+}
