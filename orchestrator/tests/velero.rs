@@ -68,28 +68,40 @@ where
     }
 }
 
-async fn create<K>(client: &kube::Client, namespace: &str, object: Value) -> K
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let object: K = serde_json::from_value(object).expect("a test object");
-    Api::<K>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &object)
-        .await
-        .expect("creating a test object")
+/// Creates `objects` (each with apiVersion and kind) in `namespace`
+/// (`None`: cluster-scoped), resolving their resources by discovery.
+async fn seed(client: &kube::Client, namespace: Option<&str>, objects: Vec<Value>) {
+    for value in objects {
+        let object: DynamicObject = serde_json::from_value(value).expect("a test object");
+        let types = object.types.clone().expect("apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(&types).expect("a group/version/kind");
+        let (resource, _) = kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .expect("the resource is served");
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        api.create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("creating {}: {e}", object.name_any()));
+    }
 }
 
-async fn namespace(client: &kube::Client, name: &str) {
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("creating a namespace");
+/// `name` with a ConfigMap `settings`, on `client`.
+async fn settings_namespace(client: &kube::Client, name: &str) {
+    seed(
+        client,
+        None,
+        vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})],
+    )
+    .await;
+    seed(
+        client,
+        Some(name),
+        vec![json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"currency": "EUR"}})],
+    )
+    .await;
 }
 
 fn routes(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
@@ -102,67 +114,48 @@ fn routes(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
 /// a Secret, a ServiceAccount with a RoleBinding, a Route with a generated
 /// host, and a Secret of the migration's own transfer (left out).
 async fn shop(source: &kube::Client) {
-    namespace(source, "shop").await;
+    settings_namespace(source, "shop").await;
     let labels = json!({"app": "shop"});
-    create::<Deployment>(
+    seed(
         source,
-        "shop",
-        json!({
-            "metadata": {"name": "web", "labels": labels},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [
-                        {"name": "web", "image": format!("{INTERNAL}/shop/web:v1")},
-                        {"name": "sidecar", "image": "quay.io/example/sidecar:1"},
-                    ]},
+        Some("shop"),
+        vec![
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "labels": labels},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {"containers": [
+                            {"name": "web", "image": format!("{INTERNAL}/shop/web:v1")},
+                            {"name": "sidecar", "image": "quay.io/example/sidecar:1"},
+                        ]},
+                    },
                 },
-            },
-        }),
+            }),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "credentials"}, "stringData": {"password": "hunter2"}}),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "shop-sa"}}),
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "shop-sa-view"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                "subjects": [{"kind": "ServiceAccount", "name": "shop-sa", "namespace": "shop"}],
+            }),
+            json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "mover-sender-data", "labels": {"mover.io/transfer": MIGRATION}},
+                "stringData": {"k": "v"},
+            }),
+            json!({
+                "apiVersion": "route.openshift.io/v1", "kind": "Route",
+                "metadata": {"name": "web", "annotations": {"openshift.io/host.generated": "true"}},
+                "spec": {"host": "web-shop.apps.source.example", "to": {"kind": "Service", "name": "web"}},
+            }),
+        ],
     )
     .await;
-    create::<ConfigMap>(
-        source,
-        "shop",
-        json!({"metadata": {"name": "settings"}, "data": {"currency": "EUR"}}),
-    )
-    .await;
-    create::<Secret>(
-        source,
-        "shop",
-        json!({"metadata": {"name": "credentials"}, "stringData": {"password": "hunter2"}}),
-    )
-    .await;
-    create::<ServiceAccount>(source, "shop", json!({"metadata": {"name": "shop-sa"}})).await;
-    create::<RoleBinding>(
-        source,
-        "shop",
-        json!({
-            "metadata": {"name": "shop-sa-view"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
-            "subjects": [{"kind": "ServiceAccount", "name": "shop-sa", "namespace": "shop"}],
-        }),
-    )
-    .await;
-    create::<Secret>(
-        source,
-        "shop",
-        json!({"metadata": {"name": "mover-sender-data", "labels": {"mover.io/transfer": MIGRATION}}, "stringData": {"k": "v"}}),
-    )
-    .await;
-    let route: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "route.openshift.io/v1",
-        "kind": "Route",
-        "metadata": {"name": "web", "annotations": {"openshift.io/host.generated": "true"}},
-        "spec": {"host": "web-shop.apps.source.example", "to": {"kind": "Service", "name": "web"}},
-    }))
-    .unwrap();
-    routes(source, "shop")
-        .create(&PostParams::default(), &route)
-        .await
-        .expect("creating the route");
 }
 
 fn mapping() -> BTreeMap<String, String> {
@@ -206,21 +199,40 @@ async fn restored(destination: &Cluster, cfg: &VeleroConfig, modifiers: Option<&
 }
 
 async fn velero_deployment(client: &kube::Client, image: &str) {
-    create::<Deployment>(
-        client,
-        "velero",
-        json!({
-            "metadata": {"name": "velero"},
-            "spec": {
-                "selector": {"matchLabels": {"component": "velero"}},
-                "template": {
-                    "metadata": {"labels": {"component": "velero"}},
-                    "spec": {"containers": [{"name": "velero", "image": image}]},
-                },
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "velero"},
+        "spec": {
+            "selector": {"matchLabels": {"component": "velero"}},
+            "template": {
+                "metadata": {"labels": {"component": "velero"}},
+                "spec": {"containers": [{"name": "velero", "image": image}]},
             },
-        }),
-    )
-    .await;
+        },
+    });
+    seed(client, Some("velero"), vec![deployment]).await;
+}
+
+/// Every object of `kind` in Velero's namespace.
+async fn listed(cluster: &Cluster, cfg: &VeleroConfig, kind: Kind) -> Vec<DynamicObject> {
+    kind.api(cluster, cfg)
+        .list(&Default::default())
+        .await
+        .expect("listing Velero objects")
+        .items
+}
+
+/// Preflight's problems, as the report prints them.
+async fn problems(
+    source: &Cluster,
+    destination: &Cluster,
+    cfg: &VeleroConfig,
+    needs: &Needs<'_>,
+) -> Vec<String> {
+    let report = preflight::check(source, destination, cfg, needs)
+        .await
+        .expect("preflight reaches both clusters");
+    report.problems.iter().map(ToString::to_string).collect()
 }
 
 #[tokio::test]
@@ -288,10 +300,7 @@ async fn preflight_checks_both_velero_installs_and_names_every_problem() {
         namespace: "openshift-adp".into(),
         storage_location: None,
     };
-    let report = preflight::check(&source, &destination, &elsewhere, &plain)
-        .await
-        .unwrap();
-    let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    let text = problems(&source, &destination, &elsewhere, &plain).await;
     assert_eq!(text.len(), 2, "{text:#?}");
     assert!(
         text[0].starts_with(&format!(
@@ -312,13 +321,11 @@ async fn preflight_checks_both_velero_installs_and_names_every_problem() {
         storage_location: Some("nope".into()),
         ..VeleroConfig::default()
     };
-    let report = preflight::check(&source, &destination, &named, &plain)
-        .await
-        .unwrap();
-    assert_eq!(report.problems.len(), 2, "{:#?}", report.problems);
-    assert!(report.problems.iter().all(|p| p
-        .message
-        .contains("no BackupStorageLocation named \"nope\"")));
+    let text = problems(&source, &destination, &named, &plain).await;
+    assert_eq!(text.len(), 2, "{text:#?}");
+    assert!(text
+        .iter()
+        .all(|p| p.contains("no BackupStorageLocation named \"nope\"")));
 
     Kind::BackupStorageLocation
         .api(&destination, &cfg)
@@ -329,10 +336,7 @@ async fn preflight_checks_both_velero_installs_and_names_every_problem() {
         )
         .await
         .unwrap();
-    let report = preflight::check(&source, &destination, &cfg, &plain)
-        .await
-        .unwrap();
-    let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    let text = problems(&source, &destination, &cfg, &plain).await;
     assert_eq!(text.len(), 1, "{text:#?}");
     assert!(
         text[0].starts_with(&format!(
@@ -489,13 +493,7 @@ async fn a_restore_that_partially_fails_is_reported_per_resource() {
     let pair = ClusterPair::start(dir.path(), false).await.unwrap();
     let (source, destination) = clusters(&pair);
     let cfg = VeleroConfig::default();
-    namespace(&pair.source.client, "shop").await;
-    create::<ConfigMap>(
-        &pair.source.client,
-        "shop",
-        json!({"metadata": {"name": "settings"}, "data": {"a": "b"}}),
-    )
-    .await;
+    settings_namespace(&pair.source.client, "shop").await;
     widgets_crd(&pair.source.client, "Namespaced").await;
     widgets_crd(&pair.destination.client, "Cluster").await;
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget"));
@@ -543,39 +541,26 @@ async fn a_restore_that_partially_fails_is_reported_per_resource() {
 
     // One pass of the DownloadRequest route: created once, under a
     // deterministic name, labelled for the migration.
-    let first = results::fetch(
-        &destination,
-        &cfg,
-        MIGRATION,
-        results::Target::Restore,
-        &name,
-    )
-    .await;
-    let again = results::fetch(
-        &destination,
-        &cfg,
-        MIGRATION,
-        results::Target::Restore,
-        &name,
-    )
-    .await;
-    let requests = Kind::DownloadRequest
-        .api(&destination, &cfg)
-        .list(&Default::default())
+    for _pass in 0..2 {
+        let fetched = results::fetch(
+            &destination,
+            &cfg,
+            MIGRATION,
+            results::Target::Restore,
+            &name,
+        )
         .await
-        .unwrap()
-        .items;
+        .unwrap();
+        if let results::Fetch::Ready(ready) = fetched {
+            assert_eq!(ready, results);
+        }
+    }
+    let requests = listed(&destination, &cfg, Kind::DownloadRequest).await;
     assert_eq!(requests.len(), 1, "{requests:?}");
     assert_eq!(
         requests[0].data["spec"]["target"],
         json!({"kind": "RestoreResults", "name": name})
     );
-    for fetched in [first, again] {
-        match fetched.unwrap() {
-            results::Fetch::NotYet => {}
-            results::Fetch::Ready(ready) => assert_eq!(ready, results),
-        }
-    }
 }
 
 async fn widgets_crd(client: &kube::Client, scope: &str) {
@@ -607,13 +592,7 @@ async fn rollback_cleanup_deletes_restores_and_the_modifiers_and_asks_velero_to_
     let pair = ClusterPair::start(dir.path(), false).await.unwrap();
     let (source, destination) = clusters(&pair);
     let cfg = VeleroConfig::default();
-    namespace(&pair.source.client, "shop").await;
-    create::<ConfigMap>(
-        &pair.source.client,
-        "shop",
-        json!({"metadata": {"name": "settings"}, "data": {"a": "b"}}),
-    )
-    .await;
+    settings_namespace(&pair.source.client, "shop").await;
     backed_up(&source, &destination, &cfg).await;
     restored(&destination, &cfg, None).await;
     let document = modifiers::ResourceModifiers {
@@ -657,12 +636,7 @@ async fn rollback_cleanup_deletes_restores_and_the_modifiers_and_asks_velero_to_
         .get_opt(&backup_name(MIGRATION))
         .await
         .unwrap();
-    let requests = Kind::DeleteBackupRequest
-        .api(&source, &cfg)
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
+    let requests = listed(&source, &cfg, Kind::DeleteBackupRequest).await;
     assert_eq!(requests.len(), 1, "{requests:?}");
     assert_eq!(
         requests[0].data["spec"],
@@ -682,11 +656,6 @@ async fn rollback_cleanup_deletes_restores_and_the_modifiers_and_asks_velero_to_
     let _ = cleanup(&source, &destination, &cfg, MIGRATION)
         .await
         .unwrap();
-    let requests = Kind::DeleteBackupRequest
-        .api(&source, &cfg)
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
+    let requests = listed(&source, &cfg, Kind::DeleteBackupRequest).await;
     assert!(requests.len() <= 1, "{requests:?}");
 }
