@@ -19,7 +19,7 @@ use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use kube::ResourceExt as _;
-use kube_emulator::ClusterPair;
+use kube_emulator::{ClusterPair, VeleroOptions};
 use orchestrator::clusters::Cluster;
 use orchestrator::names::VELERO_MIGRATION_LABEL;
 use orchestrator::velero::backup::{backup_name, backup_spec, backup_visible, ensure_backup};
@@ -198,8 +198,9 @@ async fn restored(destination: &Cluster, cfg: &VeleroConfig, modifiers: Option<&
     .await
 }
 
-async fn velero_deployment(client: &kube::Client, image: &str) {
-    let deployment = json!({
+/// A `velero` Deployment running `image`.
+fn velero_deployment_json(image: &str) -> Value {
+    json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "velero"},
         "spec": {
@@ -209,8 +210,11 @@ async fn velero_deployment(client: &kube::Client, image: &str) {
                 "spec": {"containers": [{"name": "velero", "image": image}]},
             },
         },
-    });
-    seed(client, Some("velero"), vec![deployment]).await;
+    })
+}
+
+async fn velero_deployment(client: &kube::Client, image: &str) {
+    seed(client, Some("velero"), vec![velero_deployment_json(image)]).await;
 }
 
 /// Every object of `kind` in Velero's namespace.
@@ -673,4 +677,77 @@ async fn rollback_cleanup_deletes_restores_the_modifiers_and_backups_with_their_
             .unwrap(),
         Cleanup::Done
     );
+}
+
+/// Velero installed as OADP does (namespace `openshift-adp`, a BSL of its
+/// own name) and pinned by digest, so only a ServerStatusRequest can tell
+/// the version: preflight waits for the answer, reads it, and removes the
+/// request.
+#[tokio::test]
+async fn preflight_asks_the_server_its_version_where_the_image_has_no_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = VeleroOptions {
+        namespace: "openshift-adp".into(),
+        storage_location: "dpa-1".into(),
+        server_version: "v1.11.1".into(),
+        ..VeleroOptions::default()
+    };
+    let pair = ClusterPair::start_with_velero(dir.path(), false, &options)
+        .await
+        .unwrap();
+    let (source, destination) = clusters(&pair);
+    let cfg = VeleroConfig {
+        namespace: "openshift-adp".into(),
+        storage_location: None,
+    };
+    seed(
+        &pair.source.client,
+        Some("openshift-adp"),
+        vec![velero_deployment_json(
+            "registry.example/oadp/velero@sha256:0123",
+        )],
+    )
+    .await;
+    let namespaces = mapping();
+    let needs = Needs {
+        migration: MIGRATION,
+        namespaces: &namespaces,
+        resource_modifiers: true,
+    };
+    let first = preflight::check(&source, &destination, &cfg, &needs)
+        .await
+        .unwrap();
+    assert_eq!(first.pending.len(), 2, "{first:#?}");
+    assert!(
+        first.pending[0].contains("ServerStatusRequest openshift-adp/shop-move-version"),
+        "{first:#?}"
+    );
+    let report = until("Velero's answers", || async {
+        let report = preflight::check(&source, &destination, &cfg, &needs).await?;
+        Ok(report.pending.is_empty().then_some(report))
+    })
+    .await;
+    assert_eq!(
+        report.versions,
+        vec![
+            ("source".to_string(), Version::new(1, 11, 1)),
+            ("destination".to_string(), Version::new(1, 11, 1)),
+        ]
+    );
+    let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 2, "{text:#?}");
+    for (problem, cluster) in text.iter().zip([&source, &destination]) {
+        assert!(
+            problem.starts_with(&format!(
+                "{}: Velero server in openshift-adp: version 1.11.1 is too old",
+                cluster.describe()
+            )),
+            "{text:#?}"
+        );
+    }
+    for cluster in [&source, &destination] {
+        assert!(listed(cluster, &cfg, Kind::ServerStatusRequest)
+            .await
+            .is_empty());
+    }
 }
