@@ -181,9 +181,14 @@ async fn backed_up(source: &Cluster, destination: &Cluster, cfg: &VeleroConfig) 
     .await
 }
 
-/// Restores with `modifiers` and returns the final phase.
-async fn restored(destination: &Cluster, cfg: &VeleroConfig, modifiers: Option<&str>) -> Phase {
-    let spec = restore_spec(&backup_name(MIGRATION), &mapping(), modifiers);
+/// Restores with `modifiers` (the ConfigMap) and returns the final phase.
+async fn restored(
+    destination: &Cluster,
+    cfg: &VeleroConfig,
+    modifiers: Option<&ConfigMap>,
+) -> Phase {
+    let name = modifiers.and_then(|m| m.metadata.name.as_deref());
+    let spec = restore_spec(&backup_name(MIGRATION), &mapping(), name);
     until("the restore to finish", || async {
         let phase = ensure_restore(
             destination,
@@ -191,6 +196,7 @@ async fn restored(destination: &Cluster, cfg: &VeleroConfig, modifiers: Option<&
             MIGRATION,
             &restore_name(MIGRATION),
             spec.clone(),
+            modifiers,
         )
         .await?;
         Ok(phase.is_final().then_some(phase))
@@ -412,12 +418,8 @@ async fn the_backup_is_created_once_synced_and_restored_into_the_mapped_namespac
     assert_eq!(rules.rules.len(), 2, "{rules:#?}");
     let document = rules.document().unwrap();
     let configmap = modifiers::configmap(&cfg, MIGRATION, &document).unwrap();
-    modifiers::ensure_configmap(&destination, &configmap)
-        .await
-        .unwrap();
-    modifiers::ensure_configmap(&destination, &configmap)
-        .await
-        .unwrap();
+    let phase = restored(&destination, &cfg, Some(&configmap)).await;
+    assert_eq!(phase.name(), "Completed", "{phase:?}");
     let stored = Api::<ConfigMap>::namespaced(destination.client.clone(), "velero")
         .get(&modifiers::configmap_name(MIGRATION))
         .await
@@ -427,10 +429,6 @@ async fn the_backup_is_created_once_synced_and_restored_into_the_mapped_namespac
         serde_yaml::from_str::<modifiers::ResourceModifiers>(yaml).unwrap(),
         document
     );
-
-    let modifier = modifiers::configmap_name(MIGRATION);
-    let phase = restored(&destination, &cfg, Some(&modifier)).await;
-    assert_eq!(phase.name(), "Completed", "{phase:?}");
     let restore = Kind::Restore
         .api(&destination, &cfg)
         .get(&restore_name(MIGRATION))
@@ -611,17 +609,30 @@ async fn rollback_cleanup_deletes_restores_the_modifiers_and_backups_with_their_
     let cfg = VeleroConfig::default();
     settings_namespace(&pair.source.client, "shop").await;
     backed_up(&source, &destination, &cfg).await;
-    restored(&destination, &cfg, None).await;
+    let rule = modifiers::Rule {
+        conditions: modifiers::Conditions {
+            group_resource: "configmaps".into(),
+            resource_name_regex: Some("^settings$".into()),
+            namespaces: vec!["shop".into()],
+        },
+        patches: vec![modifiers::JsonPatch {
+            operation: "replace".into(),
+            path: "/data/currency".into(),
+            value: Some("CHF".into()),
+        }],
+        merge_patches: Vec::new(),
+    };
     let document = modifiers::ResourceModifiers {
         version: "v1".into(),
-        resource_modifier_rules: Vec::new(),
+        resource_modifier_rules: vec![rule],
     };
-    modifiers::ensure_configmap(
-        &destination,
-        &modifiers::configmap(&cfg, MIGRATION, &document).unwrap(),
-    )
-    .await
-    .unwrap();
+    let configmap = modifiers::configmap(&cfg, MIGRATION, &document).unwrap();
+    restored(&destination, &cfg, Some(&configmap)).await;
+    let settings = Api::<ConfigMap>::namespaced(destination.client.clone(), "shop-copy")
+        .get("settings")
+        .await
+        .unwrap();
+    assert_eq!(settings.data.unwrap()["currency"], "CHF");
 
     let first = cleanup(&source, &destination, &cfg, MIGRATION)
         .await

@@ -22,9 +22,11 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{json, Value};
 
-use super::{ensure_run, Kind, Phase, VeleroConfig};
+use super::modifiers::ensure_configmap;
+use super::{ensure_run, get_opt, Kind, Phase, VeleroConfig};
 use crate::clusters::Cluster;
 use crate::names::velero_name;
 
@@ -58,14 +60,23 @@ pub fn restore_spec(
 }
 
 /// Creates the Restore `name` on `cluster` unless it exists, and returns
-/// its phase.
+/// its phase. `modifiers`, the ConfigMap the spec names (see
+/// [`super::modifiers::configmap`]), is written first, and only while the
+/// Restore does not exist: Velero reads it when it starts the restore, so
+/// it must be there before, and must not change under a running one.
 pub async fn ensure_restore(
     cluster: &Cluster,
     cfg: &VeleroConfig,
     migration: &str,
     name: &str,
     spec: Value,
+    modifiers: Option<&ConfigMap>,
 ) -> anyhow::Result<Phase> {
+    if let Some(configmap) = modifiers {
+        if get_opt(cluster, cfg, Kind::Restore, name).await?.is_none() {
+            ensure_configmap(cluster, configmap).await?;
+        }
+    }
     ensure_run(cluster, cfg, Kind::Restore, migration, name, spec).await
 }
 
