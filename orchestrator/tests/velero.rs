@@ -232,6 +232,16 @@ async fn listed(cluster: &Cluster, cfg: &VeleroConfig, kind: Kind) -> Vec<Dynami
         .items
 }
 
+/// Asserts that problem `i` of `text` is about `cluster` and starts with
+/// `start` after the cluster's name.
+fn assert_problem(text: &[String], i: usize, cluster: &Cluster, start: &str) {
+    let wanted = format!("{}: {start}", cluster.describe());
+    assert!(
+        text.get(i).is_some_and(|p| p.starts_with(&wanted)),
+        "problem {i} should start with {wanted:?}: {text:#?}"
+    );
+}
+
 /// Preflight's problems, as the report prints them.
 async fn problems(
     source: &Cluster,
@@ -270,12 +280,11 @@ async fn preflight_checks_both_velero_installs_and_names_every_problem() {
     .await;
     let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     assert_eq!(text.len(), 1, "{text:#?}");
-    assert!(
-        text[0].starts_with(&format!(
-            "{}: Velero server in velero: version 1.11.1 is too old",
-            source.describe()
-        )),
-        "{text:#?}"
+    assert_problem(
+        &text,
+        0,
+        &source,
+        "Velero server in velero: version 1.11.1 is too old",
     );
     assert!(text[0].contains("resource modifiers"), "{text:#?}");
     assert!(report.pending.is_empty(), "{:?}", report.pending);
@@ -312,20 +321,8 @@ async fn preflight_checks_both_velero_installs_and_names_every_problem() {
     };
     let text = problems(&source, &destination, &elsewhere, &plain).await;
     assert_eq!(text.len(), 2, "{text:#?}");
-    assert!(
-        text[0].starts_with(&format!(
-            "{}: Namespace openshift-adp: does not exist",
-            source.describe()
-        )),
-        "{text:#?}"
-    );
-    assert!(
-        text[1].starts_with(&format!(
-            "{}: Namespace openshift-adp",
-            destination.describe()
-        )),
-        "{text:#?}"
-    );
+    assert_problem(&text, 0, &source, "Namespace openshift-adp: does not exist");
+    assert_problem(&text, 1, &destination, "Namespace openshift-adp");
 
     let named = VeleroConfig {
         storage_location: Some("nope".into()),
@@ -348,13 +345,13 @@ async fn preflight_checks_both_velero_installs_and_names_every_problem() {
         .unwrap();
     let text = problems(&source, &destination, &cfg, &plain).await;
     assert_eq!(text.len(), 1, "{text:#?}");
-    assert!(
-        text[0].starts_with(&format!(
-            "{}: BackupStorageLocation velero/default: stores in",
-            destination.describe()
-        )) && text[0].contains("\"elsewhere\""),
-        "{text:#?}"
+    assert_problem(
+        &text,
+        0,
+        &destination,
+        "BackupStorageLocation velero/default: stores in",
     );
+    assert!(text[0].contains("\"elsewhere\""), "{text:#?}");
 }
 
 #[tokio::test]
@@ -747,13 +744,12 @@ async fn preflight_asks_the_server_its_version_where_the_image_has_no_tag() {
     );
     let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     assert_eq!(text.len(), 2, "{text:#?}");
-    for (problem, cluster) in text.iter().zip([&source, &destination]) {
-        assert!(
-            problem.starts_with(&format!(
-                "{}: Velero server in openshift-adp: version 1.11.1 is too old",
-                cluster.describe()
-            )),
-            "{text:#?}"
+    for (i, cluster) in [&source, &destination].into_iter().enumerate() {
+        assert_problem(
+            &text,
+            i,
+            cluster,
+            "Velero server in openshift-adp: version 1.11.1 is too old",
         );
     }
     for cluster in [&source, &destination] {
