@@ -374,6 +374,11 @@ impl Builder {
     /// A rule that replaces the string at `path` (holding `old`) by `new`,
     /// or removes it when `new` is `None`; only if `old` is still there.
     fn replace(&mut self, target: &Target, path: &str, old: &str, new: Option<&str>) {
+        if new == Some(old) {
+            // Both clusters name their registry alike and the namespace
+            // keeps its name: nothing to change, no rule.
+            return;
+        }
         let (Some(old_value), Some(new_value)) = (
             velero_string(old),
             new.map(velero_string).unwrap_or(Some(String::new())),

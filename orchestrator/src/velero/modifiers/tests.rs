@@ -488,6 +488,28 @@ fn nothing_to_rewrite_means_no_document() {
 }
 
 #[test]
+fn the_same_registry_name_on_both_sides_needs_no_rule_unless_the_namespace_is_renamed() {
+    let same = Rewrites {
+        destination_registry_host: Some(SOURCE.into()),
+        ..rewrites()
+    };
+    let image = |ns: &str| {
+        obj(
+            DEPLOYMENTS,
+            json!({"metadata": {"name": "w", "namespace": ns}, "spec": {"template": {"spec": {
+                "containers": [{"name": "c", "image": format!("{SOURCE}/{ns}/a:1")}]}}}}),
+        )
+    };
+    assert!(rules(&[image("db")], &same).rules.is_empty());
+    let renamed = rules(&[image("shop")], &same);
+    assert_eq!(renamed.rules.len(), 1);
+    assert_eq!(
+        renamed.rules[0].patches[1].value.as_deref(),
+        Some(format!("{SOURCE}/shop-copy/a:1").as_str())
+    );
+}
+
+#[test]
 fn values_stay_strings_the_way_velero_splices_them() {
     for value in [
         "1", "1.5", "true", "NULL", "[x", "{x", "inf", "0x1F", "1_000",
