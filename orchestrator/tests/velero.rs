@@ -12,7 +12,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Secret, ServiceAccount,
+};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
@@ -519,19 +521,61 @@ async fn a_restore_that_partially_fails_is_reported_per_resource() {
         .create(&PostParams::default(), &widget)
         .await
         .unwrap();
+    // What DVM made on the destination before the restore (a namespace
+    // and a bound PVC), and a ConfigMap someone changed there: all kept.
+    seed(
+        &pair.destination.client,
+        None,
+        vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-copy"}})],
+    )
+    .await;
+    seed(
+        &pair.destination.client,
+        Some("shop-copy"),
+        vec![
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"currency": "USD"}}),
+            json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "data", "labels": {"mover.io/migrated-by": MIGRATION}},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            }),
+        ],
+    )
+    .await;
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(destination.client.clone(), "shop-copy");
+    let pvc_before = until("the PVC to be bound", || async {
+        let pvc = pvcs.get("data").await?;
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+            && pvc.spec.as_ref().is_some_and(|s| s.volume_name.is_some());
+        Ok(bound.then_some(pvc))
+    })
+    .await;
 
     backed_up(&source, &destination, &cfg).await;
     let phase = restored(&destination, &cfg, None).await;
-    let Phase::PartiallyFailed { errors, .. } = phase else {
+    let Phase::PartiallyFailed { errors, warnings } = phase else {
         panic!("expected PartiallyFailed, got {phase:?}");
     };
     assert_eq!(errors, 1);
+    assert!(warnings >= 1, "the existing ConfigMap is a warning");
+    let settings = Api::<ConfigMap>::namespaced(destination.client.clone(), "shop-copy")
+        .get("settings")
+        .await
+        .unwrap();
+    assert_eq!(
+        settings.data.unwrap()["currency"],
+        "USD",
+        "existingResourcePolicy none keeps it"
+    );
+    let pvc_after = pvcs.get("data").await.unwrap();
+    assert_eq!(
+        pvc_before.metadata.resource_version,
+        pvc_after.metadata.resource_version
+    );
     assert!(
-        Api::<ConfigMap>::namespaced(destination.client.clone(), "shop-copy")
-            .get_opt("settings")
-            .await
-            .unwrap()
-            .is_some()
+        !pvc_after.labels().contains_key("velero.io/restore-name"),
+        "the restore never touched the PVC: {:?}",
+        pvc_after.metadata
     );
 
     // The results through a DownloadRequest, as `velero restore describe
