@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, PersistentVolumeClaim, Secret, ServiceAccount,
 };
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
@@ -117,6 +117,19 @@ fn routes(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
 /// host, and a Secret of the migration's own transfer (left out).
 async fn shop(source: &kube::Client) {
     settings_namespace(source, "shop").await;
+    // Cluster-wide rights of the namespace's ServiceAccount: Velero takes
+    // them along as related items, since includeClusterResources is unset.
+    seed(
+        source,
+        None,
+        vec![json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "shop-sa-nodes"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "shop-sa", "namespace": "shop"}],
+        })],
+    )
+    .await;
     let labels = json!({"app": "shop"});
     seed(
         source,
@@ -482,6 +495,12 @@ async fn the_backup_is_created_once_synced_and_restored_into_the_mapped_namespac
         .await
         .unwrap();
     assert_eq!(binding.role_ref.name, "view");
+    let cluster_binding = Api::<ClusterRoleBinding>::all(destination.client.clone())
+        .get("shop-sa-nodes")
+        .await
+        .expect("the ServiceAccount's ClusterRoleBinding comes along");
+    let subjects = cluster_binding.subjects.unwrap_or_default();
+    assert_eq!(subjects[0].namespace.as_deref(), Some("shop-copy"));
     let route = routes(&destination.client, "shop-copy")
         .get("web")
         .await
