@@ -320,13 +320,37 @@ async fn preflight_checks_both_velero_installs_and_names_every_problem() {
         .unwrap()
         .passed());
     // Reading versions from the Deployments changed nothing.
-    let requests = Kind::ServerStatusRequest.api(&source, &cfg);
-    assert!(requests
-        .list(&Default::default())
+    assert!(listed(&source, &cfg, Kind::ServerStatusRequest)
         .await
-        .unwrap()
-        .items
         .is_empty());
+
+    // Another migration's backup of the same namespace, still running
+    // (Backups have no status subresource: a status written on creation
+    // stays, and Velero leaves a Backup that is not New alone).
+    seed(
+        &pair.source.client,
+        Some("velero"),
+        vec![json!({
+            "apiVersion": "velero.io/v1", "kind": "Backup",
+            "metadata": {"name": "other-initial", "labels": {VELERO_MIGRATION_LABEL: "other"}},
+            "spec": {"includedNamespaces": ["shop", "db"]},
+            "status": {"phase": "InProgress"},
+        })],
+    )
+    .await;
+    let text = problems(&source, &destination, &cfg, &plain).await;
+    assert_eq!(text.len(), 1, "{text:#?}");
+    assert_problem(
+        &text,
+        0,
+        &source,
+        "Backup velero/other-initial: migration \"other\" is still running on the same namespaces",
+    );
+    Kind::Backup
+        .api(&source, &cfg)
+        .delete("other-initial", &Default::default())
+        .await
+        .unwrap();
 
     // Velero elsewhere, a location that does not exist, a destination
     // bucket prefix that would never show the source's backups.
