@@ -3,7 +3,10 @@
 //! condition matching (restore.go, resource_modifiers.go), JSON patch text
 //! built as json_patch.go `ToString` builds it, and merge patches.
 
+use super::rules::{pointer_escape, regex_escape};
 use super::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// Velero's types, field for field (internal/resourcemodifiers), decoded
 /// strictly as `yaml.UnmarshalStrict` does.
