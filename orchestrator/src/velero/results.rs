@@ -113,7 +113,7 @@ impl Results {
 
 /// The resource a Velero message names, as `group-resource/namespace/name`
 /// or `group-resource/name` (Velero's restore errors say "error restoring
-/// <resource id>: ..."): the first word with a slash, stripped of
+/// RESOURCE-ID: ..."): the first word with a slash, stripped of
 /// punctuation.
 pub fn resource_in(text: &str) -> Option<String> {
     text.split_whitespace()
