@@ -238,6 +238,25 @@ async fn velero_deployment(client: &kube::Client, image: &str) {
     seed(client, Some("velero"), vec![velero_deployment_json(image)]).await;
 }
 
+/// The results of Backup or Restore `name`, read through DownloadRequests
+/// until Velero has answered.
+async fn results_of(
+    cluster: &Cluster,
+    cfg: &VeleroConfig,
+    target: results::Target,
+    name: &str,
+) -> results::Results {
+    until("the results", || async {
+        Ok(
+            match results::fetch(cluster, cfg, MIGRATION, target, name).await? {
+                results::Fetch::Ready(results) => Some(results),
+                results::Fetch::NotYet => None,
+            },
+        )
+    })
+    .await
+}
+
 /// Every object of `kind` in Velero's namespace.
 async fn listed(cluster: &Cluster, cfg: &VeleroConfig, kind: Kind) -> Vec<DynamicObject> {
     kind.api(cluster, cfg)
@@ -403,6 +422,14 @@ async fn the_backup_is_created_once_synced_and_restored_into_the_mapped_namespac
 
     let synced = backed_up(&source, &destination, &cfg).await;
     assert_eq!(synced, Phase::Completed { warnings: 0 });
+    let backup_results = results_of(
+        &source,
+        &cfg,
+        results::Target::Backup,
+        &backup_name(MIGRATION),
+    )
+    .await;
+    assert_eq!(backup_results.messages(), Vec::new(), "a clean backup");
     // Another pass observes the same Backup: not created twice.
     let backups = Kind::Backup.api(&source, &cfg);
     let first = backups.get(&backup_name(MIGRATION)).await.unwrap();
@@ -624,21 +651,7 @@ async fn a_restore_that_partially_fails_is_reported_per_resource() {
     // The results through a DownloadRequest, as `velero restore describe
     // --details` reads them, split per resource.
     let name = restore_name(MIGRATION);
-    let results = until("the restore's results", || async {
-        let fetched = results::fetch(
-            &destination,
-            &cfg,
-            MIGRATION,
-            results::Target::Restore,
-            &name,
-        )
-        .await?;
-        Ok(match fetched {
-            results::Fetch::Ready(results) => Some(results),
-            results::Fetch::NotYet => None,
-        })
-    })
-    .await;
+    let results = results_of(&destination, &cfg, results::Target::Restore, &name).await;
     let errors: Vec<_> = results
         .messages()
         .into_iter()
