@@ -20,7 +20,8 @@ use kube::ResourceExt;
 use kube_emulator::{ClusterPair, VeleroOptions};
 use serde_json::{json, Value};
 use velero_support::{
-    backed_up, create, finished, gone, in_phase, namespace, request, synced, velero, velero_in,
+    backed_up, completed, create, finished, gone, in_phase, merge_into, namespace, request,
+    set_status, shop_backed_up, start_pair, start_pair_with, synced, velero, velero_in,
 };
 
 /// Every phase `name` of `api` goes through until a final one, as a watch
@@ -88,10 +89,7 @@ fn stored_phase(pair: &ClusterPair, backup: &str) -> Value {
 
 #[tokio::test]
 async fn backups_and_restores_pass_through_finalizing_with_status_written_on_the_object() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let pair = ClusterPair::start(dir.path(), false)
-        .await
-        .expect("starting the clusters");
+    let (_dir, pair) = start_pair().await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
     namespace(source, "shop").await;
     create::<ConfigMap>(
@@ -173,15 +171,12 @@ async fn backups_and_restores_pass_through_finalizing_with_status_written_on_the
 #[tokio::test]
 async fn velero_in_openshift_adp_uses_the_default_location_and_refuses_read_only_and_unavailable_ones(
 ) {
-    let dir = tempfile::tempdir().expect("temporary directory");
     let options = VeleroOptions {
         namespace: "openshift-adp".into(),
         storage_location: "dpa-1".into(),
         ..VeleroOptions::default()
     };
-    let pair = ClusterPair::start_with_velero(dir.path(), false, &options)
-        .await
-        .expect("starting the clusters");
+    let (_dir, pair) = start_pair_with(&options).await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
     namespace(source, "shop").await;
     let backups = velero_in(source, "openshift-adp", "Backup");
@@ -226,14 +221,7 @@ async fn velero_in_openshift_adp_uses_the_default_location_and_refuses_read_only
             })))
             .await
             .expect("creating a BSL");
-        locations
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({ "status": { "phase": phase } })),
-            )
-            .await
-            .expect("setting its phase");
+        set_status(&locations, name, json!({ "phase": phase })).await;
     }
     for (backup, location, message) in [
         ("to-ro", "ro", "backup can't be created because backup storage location ro is currently in read-only mode"),
@@ -246,22 +234,8 @@ async fn velero_in_openshift_adp_uses_the_default_location_and_refuses_read_only
         assert!(status.get("failureReason").is_none(), "{status}");
     }
     // The default is the BSL with spec.default, not the server's name.
-    locations
-        .patch(
-            "dpa-1",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "spec": { "default": false } })),
-        )
-        .await
-        .expect("un-defaulting dpa-1");
-    locations
-        .patch(
-            "ro",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "spec": { "default": true } })),
-        )
-        .await
-        .expect("defaulting ro");
+    merge_into(&locations, "dpa-1", json!({ "spec": { "default": false } })).await;
+    merge_into(&locations, "ro", json!({ "spec": { "default": true } })).await;
     request(&backups, "Backup", "to-default", json!({})).await;
     let status = finished(&backups, "to-default").await;
     assert_eq!(
@@ -291,20 +265,10 @@ async fn synced_after(locations: &Api<DynamicObject>, name: &str, after: Timesta
 #[tokio::test]
 async fn the_sync_skips_unfinished_backups_deletes_orphans_restores_deleted_objects_and_honours_the_period(
 ) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let pair = ClusterPair::start(dir.path(), false)
-        .await
-        .expect("starting the clusters");
+    let (_dir, pair) = start_pair().await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
     let bucket = pair.shared.velero_bucket.clone();
-    namespace(source, "shop").await;
-    backed_up(
-        source,
-        destination,
-        "first",
-        json!({ "includedNamespaces": ["shop"] }),
-    )
-    .await;
+    shop_backed_up(&pair, "first").await;
     backed_up(
         source,
         destination,
@@ -370,30 +334,22 @@ async fn the_sync_skips_unfinished_backups_deletes_orphans_restores_deleted_obje
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    request(
+    completed(
         &source_backups,
         "Backup",
         "hourly",
         json!({ "includedNamespaces": ["shop"] }),
     )
     .await;
-    assert_eq!(
-        finished(&source_backups, "hourly").await["phase"],
-        "Completed"
-    );
     // The destination's own Velero keeps running: a backup of its own
     // completes while the BSL does not sync.
-    request(
+    completed(
         &destination_backups,
         "Backup",
         "local",
         json!({ "includedNamespaces": ["default"] }),
     )
     .await;
-    assert_eq!(
-        finished(&destination_backups, "local").await["phase"],
-        "Completed"
-    );
     let location = destination_locations.get("default").await.expect("bsl");
     let now_last = location
         .data
@@ -422,19 +378,9 @@ async fn the_sync_skips_unfinished_backups_deletes_orphans_restores_deleted_obje
 
 #[tokio::test]
 async fn a_delete_backup_request_removes_the_backup_its_files_and_its_restores() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let pair = ClusterPair::start(dir.path(), false)
-        .await
-        .expect("starting the clusters");
+    let (_dir, pair) = start_pair().await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
-    namespace(source, "shop").await;
-    backed_up(
-        source,
-        destination,
-        "doomed",
-        json!({ "includedNamespaces": ["shop"] }),
-    )
-    .await;
+    shop_backed_up(&pair, "doomed").await;
     let source_restores = velero(source, "Restore");
     request(
         &source_restores,

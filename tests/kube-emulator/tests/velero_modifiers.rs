@@ -12,10 +12,10 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject};
 use kube::ResourceExt;
-use kube_emulator::ClusterPair;
 use serde_json::{json, Value};
 use velero_support::{
-    backed_up, create, finished, modifiers, namespace, request, restore_results, velero,
+    backed_up, create, finished, modifiers, namespace, request, restore_results, shop_backed_up,
+    start_pair, velero,
 };
 
 const RULES: &str = r#"
@@ -105,10 +105,7 @@ fn deployment(name: &str, image: &str) -> Value {
 #[tokio::test]
 async fn modifiers_rewrite_images_routes_and_storage_classes_and_a_failing_patch_is_an_item_error()
 {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let pair = ClusterPair::start(dir.path(), false)
-        .await
-        .expect("starting the clusters");
+    let (_dir, pair) = start_pair().await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
     namespace(source, "shop").await;
     let internal = "image-registry.openshift-image-registry.svc:5000/shop/web:1";
@@ -282,19 +279,9 @@ async fn modifiers_rewrite_images_routes_and_storage_classes_and_a_failing_patch
 
 #[tokio::test]
 async fn a_missing_or_invalid_modifier_configmap_fails_validation_with_velero_messages() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let pair = ClusterPair::start(dir.path(), false)
-        .await
-        .expect("starting the clusters");
-    let (source, destination) = (&pair.source.client, &pair.destination.client);
-    namespace(source, "shop").await;
-    backed_up(
-        source,
-        destination,
-        "shop",
-        json!({ "includedNamespaces": ["shop"] }),
-    )
-    .await;
+    let (_dir, pair) = start_pair().await;
+    let destination = &pair.destination.client;
+    shop_backed_up(&pair, "shop").await;
     modifiers(destination, "v2", "version: v2\nresourceModifierRules:\n- conditions: {groupResource: pods}\n  patches: [{operation: remove, path: /x}]\n").await;
     modifiers(
         destination,

@@ -7,11 +7,14 @@ mod controller_support;
 mod velero_support;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams};
-use kube_emulator::{ClusterPair, VeleroOptions};
+use kube::api::Api;
+use kube_emulator::VeleroOptions;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use velero_support::{backed_up, create, finished, in_phase, namespace, request, velero};
+use velero_support::{
+    backed_up, create, finished, in_phase, merge_into, namespace, request, start_pair,
+    start_pair_with, velero,
+};
 
 /// GETs `url` (`http://127.0.0.1:PORT/...`) and returns the status code
 /// and body, as the CLI's HTTP client would.
@@ -78,10 +81,7 @@ async fn download_url(client: &kube::Client, request_name: &str, kind: &str, nam
 
 #[tokio::test]
 async fn download_requests_serve_results_and_logs_through_signed_urls() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let pair = ClusterPair::start(dir.path(), false)
-        .await
-        .expect("starting the clusters");
+    let (_dir, pair) = start_pair().await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
     namespace(source, "shop").await;
     create::<ConfigMap>(
@@ -134,14 +134,13 @@ async fn download_requests_serve_results_and_logs_through_signed_urls() {
     )
     .await;
     finished(&restores, "first").await;
-    Api::<ConfigMap>::namespaced(destination.clone(), "shop")
-        .patch(
-            "settings",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "data": { "a": "changed" } })),
-        )
-        .await
-        .expect("changing settings");
+    let configmaps = Api::<ConfigMap>::namespaced(destination.clone(), "shop");
+    merge_into(
+        &configmaps,
+        "settings",
+        json!({ "data": { "a": "changed" } }),
+    )
+    .await;
     request(
         &restores,
         "Restore",
@@ -189,14 +188,11 @@ async fn download_requests_serve_results_and_logs_through_signed_urls() {
 
 #[tokio::test]
 async fn server_status_requests_report_the_configured_version_and_plugins() {
-    let dir = tempfile::tempdir().expect("temporary directory");
     let old = VeleroOptions {
         server_version: "v1.11.1".into(),
         ..VeleroOptions::default()
     };
-    let pair = ClusterPair::start_with_velero(dir.path(), false, &old)
-        .await
-        .expect("starting the clusters");
+    let (_dir, pair) = start_pair_with(&old).await;
     let requests = velero(&pair.source.client, "ServerStatusRequest");
     request(&requests, "ServerStatusRequest", "velero-cli-1", json!({})).await;
     let processed = in_phase(&requests, "velero-cli-1", "Processed").await;
@@ -212,10 +208,7 @@ async fn server_status_requests_report_the_configured_version_and_plugins() {
         "{status}"
     );
 
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let pair = ClusterPair::start(dir.path(), false)
-        .await
-        .expect("starting the clusters");
+    let (_dir, pair) = start_pair().await;
     let requests = velero(&pair.destination.client, "ServerStatusRequest");
     request(&requests, "ServerStatusRequest", "velero-cli-2", json!({})).await;
     let processed = in_phase(&requests, "velero-cli-2", "Processed").await;

@@ -17,9 +17,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
-use kube_emulator::ClusterPair;
 use serde_json::{json, Value};
-use velero_support::{backed_up, create, finished, gunzip, namespace, request, velero};
+use velero_support::{
+    backed_up, completed, create, finished, gunzip, namespace, request, set_status, shop_backed_up,
+    start_pair, velero,
+};
 
 fn stored(bucket: &Path, backup: &str, item: &str) -> bool {
     bucket
@@ -111,10 +113,7 @@ async fn shop(source: &kube::Client) {
 #[tokio::test]
 async fn backups_take_related_rbac_skip_excluded_items_and_select_by_or_selectors_and_short_names()
 {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let pair = ClusterPair::start(dir.path(), false)
-        .await
-        .expect("starting the clusters");
+    let (_dir, pair) = start_pair().await;
     let source = &pair.source.client;
     let bucket = &pair.shared.velero_bucket;
     shop(source).await;
@@ -213,8 +212,7 @@ async fn backups_take_related_rbac_skip_excluded_items_and_select_by_or_selector
         "cm is configmaps only"
     );
 
-    request(&backups, "Backup", "kinds", json!({ "includedNamespaces": ["shop"], "includedResources": ["ServiceAccount", "rolebinding.rbac.authorization.k8s.io"] })).await;
-    assert_eq!(finished(&backups, "kinds").await["phase"], "Completed");
+    completed(&backups, "Backup", "kinds", json!({ "includedNamespaces": ["shop"], "includedResources": ["ServiceAccount", "rolebinding.rbac.authorization.k8s.io"] })).await;
     assert!(stored(
         bucket,
         "kinds",
@@ -248,10 +246,7 @@ fn restored_order(bucket: &Path, restore: &str) -> Vec<String> {
 #[tokio::test]
 async fn restores_follow_cluster_scope_rules_remap_subjects_merge_service_accounts_and_keep_velero_order(
 ) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let pair = ClusterPair::start(dir.path(), false)
-        .await
-        .expect("starting the clusters");
+    let (_dir, pair) = start_pair().await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
     shop(source).await;
     backed_up(
@@ -265,8 +260,7 @@ async fn restores_follow_cluster_scope_rules_remap_subjects_merge_service_accoun
     let bindings = Api::<ClusterRoleBinding>::all(destination.clone());
 
     // Only some namespaces: no cluster-scoped items.
-    request(&restores, "Restore", "scoped", json!({ "backupName": "shop", "includedNamespaces": ["shop"], "namespaceMapping": { "shop": "one" } })).await;
-    assert_eq!(finished(&restores, "scoped").await["phase"], "Completed");
+    completed(&restores, "Restore", "scoped", json!({ "backupName": "shop", "includedNamespaces": ["shop"], "namespaceMapping": { "shop": "one" } })).await;
     assert!(bindings
         .get_opt("runner-binding")
         .await
@@ -389,19 +383,9 @@ async fn restores_follow_cluster_scope_rules_remap_subjects_merge_service_accoun
 
 #[tokio::test]
 async fn restores_velero_refuses_fail_validation_with_its_messages() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let pair = ClusterPair::start(dir.path(), false)
-        .await
-        .expect("starting the clusters");
-    let (source, destination) = (&pair.source.client, &pair.destination.client);
-    namespace(source, "shop").await;
-    backed_up(
-        source,
-        destination,
-        "shop",
-        json!({ "includedNamespaces": ["shop"] }),
-    )
-    .await;
+    let (_dir, pair) = start_pair().await;
+    let destination = &pair.destination.client;
+    shop_backed_up(&pair, "shop").await;
     let restores = velero(destination, "Restore");
     let cases: Vec<(&str, Value, Vec<&str>)> = vec![
         ("nodes", json!({ "backupName": "shop", "includedResources": ["nodes"] }), vec!["nodes are non-restorable resources"]),
@@ -418,14 +402,12 @@ async fn restores_velero_refuses_fail_validation_with_its_messages() {
         assert_eq!(status["validationErrors"], json!(expected), "{name}");
         assert!(status.get("failureReason").is_none(), "{status}");
     }
-    velero(destination, "BackupStorageLocation")
-        .patch_status(
-            "default",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "status": { "phase": "Unavailable" } })),
-        )
-        .await
-        .expect("making the BSL Unavailable");
+    set_status(
+        &velero(destination, "BackupStorageLocation"),
+        "default",
+        json!({ "phase": "Unavailable" }),
+    )
+    .await;
     request(
         &restores,
         "Restore",

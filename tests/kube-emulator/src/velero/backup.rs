@@ -36,11 +36,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::bucket::{Bucket, Target};
-use super::filter::{excluded_from_backup, group_resource, IncludesExcludes, Resolver};
+use super::filter::{excluded_from_backup, group_resource, selectors, IncludesExcludes, Resolver};
 use super::results::{Messages, Results};
 use super::{
-    counters, fail_validation, location, merge, now, patch_object_status, time, valid_label_value,
-    Velero, STORAGE_LOCATION_LABEL,
+    counters, fail, fail_validation, location, merge, now, patch_object_status, spec, time,
+    valid_label_value, Velero, STORAGE_LOCATION_LABEL,
 };
 
 /// How long a backup is kept by default (Velero's `--ttl` default).
@@ -92,14 +92,10 @@ struct Snapshot {
 pub(super) async fn run(v: &Velero, backup: DynamicObject) {
     let api = v.backups();
     let name = backup.name_any();
-    let spec: BackupSpec =
-        match serde_json::from_value(backup.data.get("spec").cloned().unwrap_or(json!({}))) {
-            Ok(spec) => spec,
-            Err(error) => {
-                let errors = vec![format!("invalid spec: {error}")];
-                return fail_validation(&api, &name, errors, json!({})).await;
-            }
-        };
+    let spec: BackupSpec = match spec(&backup) {
+        Ok(spec) => spec,
+        Err(errors) => return fail_validation(&api, &name, errors, json!({})).await,
+    };
     let ttl = spec
         .ttl
         .as_deref()
@@ -133,28 +129,19 @@ pub(super) async fn run(v: &Velero, backup: DynamicObject) {
     }
     let bucket = v.bucket();
     if bucket.has_backup(&name) {
-        let failed = json!({
-            "phase": "Failed",
-            "failureReason": "backup already exists in object storage",
-            "completionTimestamp": now(),
-        });
-        if let Err(error) = patch_object_status(&api, &name, failed).await {
-            tracing::warn!("velero: failing backup {name}: {error}");
-        }
+        fail(
+            &api,
+            &name,
+            "backup already exists in object storage".into(),
+        )
+        .await;
         return;
     }
 
     let snapshot = match snapshot(v, &bucket, &name, &selection).await {
         Ok(snapshot) => snapshot,
         Err(error) => {
-            let failed = json!({
-                "phase": "Failed",
-                "failureReason": format!("{error:#}"),
-                "completionTimestamp": now(),
-            });
-            if let Err(error) = patch_object_status(&api, &name, failed).await {
-                tracing::warn!("velero: failing backup {name}: {error}");
-            }
+            fail(&api, &name, format!("{error:#}")).await;
             return;
         }
     };
@@ -191,14 +178,12 @@ pub(super) async fn run(v: &Velero, backup: DynamicObject) {
     match stored.await {
         Ok(()) => tracing::info!("velero: backup {name} finished"),
         Err(error) => {
-            let failed = json!({
-                "phase": "Failed",
-                "failureReason": format!("error uploading the backup: {error:#}"),
-                "completionTimestamp": now(),
-            });
-            if let Err(error) = patch_object_status(&api, &name, failed).await {
-                tracing::warn!("velero: failing backup {name}: {error}");
-            }
+            fail(
+                &api,
+                &name,
+                format!("error uploading the backup: {error:#}"),
+            )
+            .await;
         }
     }
 }
@@ -243,17 +228,11 @@ async fn validate(v: &Velero, spec: &BackupSpec) -> Result<(String, Selection), 
     if spec.label_selector.is_some() && spec.or_label_selectors.is_some() {
         errors.push("encountered labelSelector as well as orLabelSelectors in backup spec, only one can be specified".into());
     }
-    let mut selectors = Vec::new();
-    for selector in spec
-        .label_selector
-        .iter()
-        .chain(spec.or_label_selectors.iter().flatten())
-    {
-        match Selector::try_from(selector.clone()) {
-            Ok(selector) => selectors.push(selector),
-            Err(error) => errors.push(format!("invalid label selector: {error}")),
-        }
-    }
+    let selectors = selectors(
+        spec.label_selector.as_ref(),
+        spec.or_label_selectors.as_ref(),
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(errors);
     }

@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::Selector;
 use kube::ResourceExt as _;
 
 use super::glob::Glob;
@@ -197,6 +199,26 @@ pub(super) fn group_resource(group: &str, plural: &str) -> String {
     } else {
         format!("{plural}.{group}")
     }
+}
+
+/// The label selector, or each of the `orLabelSelectors` (any must
+/// match; none: everything), with what cannot be parsed added to `errors`.
+pub(super) fn selectors(
+    label_selector: Option<&LabelSelector>,
+    or_label_selectors: Option<&Vec<LabelSelector>>,
+    errors: &mut Vec<String>,
+) -> Vec<Selector> {
+    let mut selectors = Vec::new();
+    for selector in label_selector
+        .into_iter()
+        .chain(or_label_selectors.into_iter().flatten())
+    {
+        match Selector::try_from(selector.clone()) {
+            Ok(selector) => selectors.push(selector),
+            Err(error) => errors.push(format!("invalid label selector: {error}")),
+        }
+    }
+    selectors
 }
 
 /// Whether `object` carries `velero.io/exclude-from-backup=true`.

@@ -342,6 +342,23 @@ async fn fail_validation(api: &Api<DynamicObject>, name: &str, errors: Vec<Strin
     }
 }
 
+/// Marks a Backup or Restore Failed with `reason`, as Velero does when it
+/// cannot carry one out.
+async fn fail(api: &Api<DynamicObject>, name: &str, reason: String) {
+    tracing::info!("velero: {name} failed: {reason}");
+    let status =
+        json!({ "phase": "Failed", "failureReason": reason, "completionTimestamp": now() });
+    if let Err(error) = patch_object_status(api, name, status).await {
+        tracing::warn!("velero: recording the failure of {name}: {error}");
+    }
+}
+
+/// The `spec` of a Backup or Restore, or the FailedValidation message.
+fn spec<T: serde::de::DeserializeOwned>(object: &DynamicObject) -> Result<T, Vec<String>> {
+    serde_json::from_value(object.data.get("spec").cloned().unwrap_or(json!({})))
+        .map_err(|error| vec![format!("invalid spec: {error}")])
+}
+
 /// Adds the fields of `extra` (an object) to `value` (an object).
 fn merge(value: &mut Value, extra: Value) {
     if let (Some(value), Value::Object(extra)) = (value.as_object_mut(), extra) {

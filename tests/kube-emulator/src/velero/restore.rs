@@ -42,12 +42,13 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::bucket::{Item, Target};
-use super::filter::{IncludesExcludes, Resolver};
+use super::filter::{selectors, IncludesExcludes, Resolver};
 use super::location;
 use super::modifiers::{self, ResourceModifiers};
 use super::results::{Messages, Results};
 use super::{
-    counters, fail_validation, now, patch_object_status, phase, valid_label_value, Velero,
+    counters, fail, fail_validation, now, patch_object_status, phase, spec, valid_label_value,
+    Velero,
 };
 
 /// Resources Velero never restores (restore_controller.go
@@ -169,14 +170,10 @@ struct Outcome {
 pub(super) async fn run(v: &Velero, restore: DynamicObject) {
     let api = v.restores();
     let name = restore.name_any();
-    let spec: RestoreSpec =
-        match serde_json::from_value(restore.data.get("spec").cloned().unwrap_or(json!({}))) {
-            Ok(spec) => spec,
-            Err(error) => {
-                let errors = vec![format!("invalid spec: {error}")];
-                return fail_validation(&api, &name, errors, json!({})).await;
-            }
-        };
+    let spec: RestoreSpec = match spec(&restore) {
+        Ok(spec) => spec,
+        Err(errors) => return fail_validation(&api, &name, errors, json!({})).await,
+    };
     let plan = match validate(v, spec).await {
         Ok(plan) => plan,
         Err(errors) => return fail_validation(&api, &name, errors, json!({})).await,
@@ -191,14 +188,7 @@ pub(super) async fn run(v: &Velero, restore: DynamicObject) {
     let outcome = match restore_items(v, &name, &plan).await {
         Ok(outcome) => outcome,
         Err(error) => {
-            let failed = json!({
-                "phase": "Failed",
-                "failureReason": format!("{error:#}"),
-                "completionTimestamp": now(),
-            });
-            if let Err(error) = patch_object_status(&api, &name, failed).await {
-                tracing::warn!("velero: failing restore {name}: {error}");
-            }
+            fail(&api, &name, format!("{error:#}")).await;
             return;
         }
     };
@@ -344,17 +334,11 @@ async fn validate(v: &Velero, spec: RestoreSpec) -> Result<Plan, Vec<String>> {
         }
         _ => None,
     };
-    let mut selectors = Vec::new();
-    for selector in spec
-        .label_selector
-        .iter()
-        .chain(spec.or_label_selectors.iter().flatten())
-    {
-        match Selector::try_from(selector.clone()) {
-            Ok(selector) => selectors.push(selector),
-            Err(error) => errors.push(format!("invalid label selector: {error}")),
-        }
-    }
+    let selectors = selectors(
+        spec.label_selector.as_ref(),
+        spec.or_label_selectors.as_ref(),
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(errors);
     }

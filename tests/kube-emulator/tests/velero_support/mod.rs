@@ -156,3 +156,68 @@ pub async fn backed_up(source: &kube::Client, destination: &kube::Client, name: 
     assert_eq!(status["phase"], "Completed", "{status}");
     synced(&velero(destination, "Backup"), name).await;
 }
+
+/// A started cluster pair (API servers and Velero, no Docker) and the
+/// directory it lives in.
+pub async fn start_pair() -> (tempfile::TempDir, kube_emulator::ClusterPair) {
+    start_pair_with(&kube_emulator::VeleroOptions::default()).await
+}
+
+/// [`start_pair`] with Velero installed as `options` says.
+pub async fn start_pair_with(
+    options: &kube_emulator::VeleroOptions,
+) -> (tempfile::TempDir, kube_emulator::ClusterPair) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let pair = kube_emulator::ClusterPair::start_with_velero(dir.path(), false, options)
+        .await
+        .expect("starting the clusters");
+    (dir, pair)
+}
+
+/// The namespace `shop` on the source, backed up as `backup` and synced
+/// to the destination.
+pub async fn shop_backed_up(pair: &kube_emulator::ClusterPair, backup: &str) {
+    let (source, destination) = (&pair.source.client, &pair.destination.client);
+    namespace(source, "shop").await;
+    backed_up(
+        source,
+        destination,
+        backup,
+        json!({ "includedNamespaces": ["shop"] }),
+    )
+    .await;
+}
+
+/// Creates `kind` `name` with `spec` and waits until it is Completed.
+pub async fn completed(api: &Api<DynamicObject>, kind: &str, name: &str, spec: Value) -> Value {
+    request(api, kind, name, spec).await;
+    let status = finished(api, name).await;
+    assert_eq!(status["phase"], "Completed", "{name}: {status}");
+    status
+}
+
+/// Merges `status` into the status of `name` (a BSL or request kind,
+/// which the emulator serves with a `/status` subresource).
+pub async fn set_status(api: &Api<DynamicObject>, name: &str, status: Value) {
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&json!({ "status": status })),
+    )
+    .await
+    .expect("setting a status");
+}
+
+/// Merges `patch` into the object `name`.
+pub async fn merge_into<K>(api: &Api<K>, name: &str, patch: Value)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .expect("patching a test object");
+}
