@@ -28,7 +28,9 @@ use orchestrator::velero::backup::{backup_name, backup_spec, backup_visible, ens
 use orchestrator::velero::cleanup::{cleanup, Cleanup};
 use orchestrator::velero::modifiers::{self, Rewrites};
 use orchestrator::velero::preflight::{self, Needs, Version};
-use orchestrator::velero::restore::{ensure_restore, restore_name, restore_spec};
+use orchestrator::velero::restore::{
+    ensure_restore, prepare_modifiers, restore_name, restore_spec,
+};
 use orchestrator::velero::results::{self, Severity};
 use orchestrator::velero::{Kind, Phase, VeleroConfig};
 use serde_json::{json, Value};
@@ -202,18 +204,14 @@ async fn restored(
     cfg: &VeleroConfig,
     modifiers: Option<&ConfigMap>,
 ) -> Phase {
-    let name = modifiers.and_then(|m| m.metadata.name.as_deref());
-    let spec = restore_spec(&backup_name(MIGRATION), &mapping(), name);
+    let name = restore_name(MIGRATION);
+    let modifier = modifiers.and_then(|m| m.metadata.name.as_deref());
+    let spec = restore_spec(&backup_name(MIGRATION), &mapping(), modifier);
     until("the restore to finish", || async {
-        let phase = ensure_restore(
-            destination,
-            cfg,
-            MIGRATION,
-            &restore_name(MIGRATION),
-            spec.clone(),
-            modifiers,
-        )
-        .await?;
+        if let Some(configmap) = modifiers {
+            prepare_modifiers(destination, cfg, &name, configmap).await?;
+        }
+        let phase = ensure_restore(destination, cfg, MIGRATION, &name, spec.clone()).await?;
         Ok(phase.is_final().then_some(phase))
     })
     .await
@@ -419,6 +417,23 @@ async fn the_backup_is_created_once_synced_and_restored_into_the_mapped_namespac
     let (source, destination) = clusters(&pair);
     let cfg = VeleroConfig::default();
     shop(&pair.source.client).await;
+
+    // A restore asked for before the destination has the backup is not
+    // created (Velero would fail it validation for good).
+    let early = ensure_restore(
+        &destination,
+        &cfg,
+        MIGRATION,
+        &restore_name(MIGRATION),
+        restore_spec(&backup_name(MIGRATION), &mapping(), None),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{early:#}").contains("Backup \"shop-move-initial\" is not there"),
+        "{early:#}"
+    );
+    assert!(listed(&destination, &cfg, Kind::Restore).await.is_empty());
 
     let synced = backed_up(&source, &destination, &cfg).await;
     assert_eq!(synced, Phase::Completed { warnings: 0 });
