@@ -11,7 +11,8 @@
 //!   gone (and with them the bucket copy), the destination's Backup objects
 //!   are deleted plainly: a DeleteBackupRequest there would need write
 //!   access to a location that should be read-only on the destination.
-//! - The resource modifier ConfigMap and DownloadRequests go too.
+//! - The resource modifier ConfigMap, DownloadRequests and any
+//!   ServerStatusRequest an interrupted preflight left go too.
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -68,8 +69,10 @@ pub async fn cleanup(
         ));
     }
     for cluster in [source, destination] {
-        for request in labelled(cluster, cfg, Kind::DownloadRequest, migration).await? {
-            delete(cluster, cfg, Kind::DownloadRequest, &request.name_any()).await?;
+        for kind in [Kind::DownloadRequest, Kind::ServerStatusRequest] {
+            for request in labelled(cluster, cfg, kind, migration).await? {
+                delete(cluster, cfg, kind, &request.name_any()).await?;
+            }
         }
     }
     delete_configmap(destination, cfg, migration).await?;

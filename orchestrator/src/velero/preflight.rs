@@ -282,13 +282,25 @@ impl Side<'_> {
             &name,
             json!({}),
         )?;
-        let found = create_if_missing(&api, &wanted).await.with_context(|| {
-            format!(
-                "{}: creating or reading ServerStatusRequest {}/{name}",
-                self.cluster.describe(),
-                self.cfg.namespace
-            )
-        })?;
+        let found = match create_if_missing(&api, &wanted).await {
+            Ok(found) => found,
+            Err(e) if status_code(&e) == Some(404) => {
+                self.problem(
+                    format!("ServerStatusRequest {}/{name}", self.cfg.namespace),
+                    "the velero.io API has no ServerStatusRequests and the velero Deployment's image has no version tag: cannot tell Velero's version".into(),
+                );
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "{}: creating or reading ServerStatusRequest {}/{name}",
+                        self.cluster.describe(),
+                        self.cfg.namespace
+                    )
+                })
+            }
+        };
         let Some(answer) = server_version(&found.data) else {
             self.report.pending.push(format!(
                 "{}: waiting for Velero to answer ServerStatusRequest {}/{name}",

@@ -22,9 +22,11 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{json, Value};
 
-use super::{ensure_run, Kind, Phase, VeleroConfig};
+use super::modifiers::ensure_configmap;
+use super::{ensure_run, get_opt, Kind, Phase, VeleroConfig};
 use crate::clusters::Cluster;
 use crate::names::velero_name;
 
@@ -58,7 +60,11 @@ pub fn restore_spec(
 }
 
 /// Creates the Restore `name` on `cluster` unless it exists, and returns
-/// its phase.
+/// its phase. The Restore is created only once the backup it names
+/// (`spec.backupName`) is on `cluster`: Velero would fail a restore of a
+/// missing backup validation, and under its deterministic name that
+/// failure could not be retried. Until then this is an error (transient:
+/// the BSL sync brings the backup).
 pub async fn ensure_restore(
     cluster: &Cluster,
     cfg: &VeleroConfig,
@@ -66,7 +72,37 @@ pub async fn ensure_restore(
     name: &str,
     spec: Value,
 ) -> anyhow::Result<Phase> {
+    if let Some(found) = get_opt(cluster, cfg, Kind::Restore, name).await? {
+        return Ok(Phase::of(&found));
+    }
+    let backup = spec.get("backupName").and_then(Value::as_str).unwrap_or("");
+    if get_opt(cluster, cfg, Kind::Backup, backup).await?.is_none() {
+        anyhow::bail!(
+            "{}: Restore {}/{name} not created yet: Backup {backup:?} is not there (the BSL sync has not brought it)",
+            cluster.describe(),
+            cfg.namespace
+        );
+    }
     ensure_run(cluster, cfg, Kind::Restore, migration, name, spec).await
+}
+
+/// Writes the resource modifier ConfigMap the Restore `restore` will name,
+/// unless that Restore exists already: Velero reads the ConfigMap when it
+/// starts the restore, so it must be there before, and must not change
+/// under a running one (nor after, so the migration's record stays true).
+pub async fn prepare_modifiers(
+    cluster: &Cluster,
+    cfg: &VeleroConfig,
+    restore: &str,
+    configmap: &ConfigMap,
+) -> anyhow::Result<()> {
+    if get_opt(cluster, cfg, Kind::Restore, restore)
+        .await?
+        .is_none()
+    {
+        ensure_configmap(cluster, configmap).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{get_opt, object, Kind, VeleroConfig};
+use super::{object, Kind, VeleroConfig};
 use crate::clusters::Cluster;
 use crate::kubeops::create_if_missing;
 use crate::names::velero_name;
@@ -113,7 +113,7 @@ impl Results {
 
 /// The resource a Velero message names, as `group-resource/namespace/name`
 /// or `group-resource/name` (Velero's restore errors say "error restoring
-/// <resource id>: ..."): the first word with a slash, stripped of
+/// RESOURCE-ID: ..."): the first word with a slash, stripped of
 /// punctuation.
 pub fn resource_in(text: &str) -> Option<String> {
     text.split_whitespace()
@@ -153,8 +153,9 @@ pub fn request_name(target: Target, name: &str) -> String {
     velero_name(name, &target.kind().to_ascii_lowercase())
 }
 
-/// Reads the results of Backup or Restore `name` in one pass: creates the
-/// DownloadRequest if missing; once Velero has processed it, downloads and
+/// Reads the results of Backup or Restore `name` in one pass, once it has
+/// reached a final phase (Velero uploads the file while finalizing):
+/// creates the DownloadRequest if missing; once Velero has processed it, downloads and
 /// decodes the file. A request whose URL no longer works (pre-signed URLs
 /// expire) is deleted, so the next call asks again.
 pub async fn fetch(
@@ -247,29 +248,6 @@ async fn download(url: &str) -> anyhow::Result<Vec<u8>> {
         .await
         .with_context(|| format!("GET {url}: reading the body"))?
         .to_vec())
-}
-
-/// Reads a finished request's phase without creating anything (for tests
-/// and status display).
-pub async fn request_phase(
-    cluster: &Cluster,
-    cfg: &VeleroConfig,
-    target: Target,
-    name: &str,
-) -> anyhow::Result<Option<String>> {
-    let found = get_opt(
-        cluster,
-        cfg,
-        Kind::DownloadRequest,
-        &request_name(target, name),
-    )
-    .await?;
-    Ok(found.and_then(|r| {
-        r.data
-            .pointer("/status/phase")
-            .and_then(Value::as_str)
-            .map(String::from)
-    }))
 }
 
 #[cfg(test)]

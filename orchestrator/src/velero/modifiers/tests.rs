@@ -3,7 +3,10 @@
 //! condition matching (restore.go, resource_modifiers.go), JSON patch text
 //! built as json_patch.go `ToString` builds it, and merge patches.
 
+use super::rules::{pointer_escape, regex_escape};
 use super::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// Velero's types, field for field (internal/resourcemodifiers), decoded
 /// strictly as `yaml.UnmarshalStrict` does.
@@ -485,6 +488,28 @@ fn nothing_to_rewrite_means_no_document() {
         ..rewrites()
     };
     assert!(rules(&[obj(DEPLOYMENTS, json!({"metadata": {"name": "w", "namespace": "shop"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": format!("{SOURCE}/shop/a:1")}]}}}}))], &without_images).rules.is_empty());
+}
+
+#[test]
+fn the_same_registry_name_on_both_sides_needs_no_rule_unless_the_namespace_is_renamed() {
+    let same = Rewrites {
+        destination_registry_host: Some(SOURCE.into()),
+        ..rewrites()
+    };
+    let image = |ns: &str| {
+        obj(
+            DEPLOYMENTS,
+            json!({"metadata": {"name": "w", "namespace": ns}, "spec": {"template": {"spec": {
+                "containers": [{"name": "c", "image": format!("{SOURCE}/{ns}/a:1")}]}}}}),
+        )
+    };
+    assert!(rules(&[image("db")], &same).rules.is_empty());
+    let renamed = rules(&[image("shop")], &same);
+    assert_eq!(renamed.rules.len(), 1);
+    assert_eq!(
+        renamed.rules[0].patches[1].value.as_deref(),
+        Some(format!("{SOURCE}/shop-copy/a:1").as_str())
+    );
 }
 
 #[test]
