@@ -431,9 +431,7 @@ impl Served {
             };
             self.0.insert(resource.api_version.clone(), plurals);
         }
-        Ok(self.0[&resource.api_version]
-            .iter()
-            .any(|p| *p == resource.plural))
+        Ok(self.0[&resource.api_version].contains(&resource.plural))
     }
 }
 
