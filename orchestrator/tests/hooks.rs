@@ -3,11 +3,12 @@
 //! Job controller and kubelet write. Without Docker the test writes that
 //! status itself.
 
+mod emulated;
+
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::PostParams;
 use kube::{Api, ResourceExt};
-use kube_emulator::ClusterPair;
 use orchestrator::clusters::Cluster;
 use orchestrator::hooks::{ensure, job_name, Hook, HookState};
 use orchestrator::names::{HOOK_LABEL, TRANSFER_LABEL};
@@ -22,24 +23,6 @@ fn hook(name: &str) -> Hook {
          activeDeadlineSeconds: 120\n"
     ))
     .unwrap()
-}
-
-async fn start() -> (tempfile::TempDir, ClusterPair, Cluster) {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = ClusterPair::start(&dir.path().join("state"), false)
-        .await
-        .unwrap();
-    let cluster = Cluster {
-        side: "source",
-        context: "source".into(),
-        client: pair.source.client.clone(),
-    };
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
-    Api::<Namespace>::all(cluster.client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-    (dir, pair, cluster)
 }
 
 /// What the Job controller and the kubelet would write: a pod owned by
@@ -57,31 +40,25 @@ async fn finish(cluster: &Cluster, job: &Job, container: Value, condition: Value
     }))
     .unwrap();
     let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
-    pods.patch_status(
+    emulated::set_status(
+        &pods,
         &pod.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Failed", "containerStatuses": [{
+        json!({"phase": "Failed", "containerStatuses": [{
             "name": "hook", "ready": false, "restartCount": 0, "image": "busybox",
-            "imageID": "", "state": container}]}})),
+            "imageID": "", "state": container}]}),
     )
-    .await
-    .unwrap();
-    Api::<Job>::namespaced(cluster.client.clone(), NS)
-        .patch_status(
-            &job.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"conditions": [condition]}})),
-        )
-        .await
-        .unwrap();
+    .await;
+    let jobs = Api::<Job>::namespaced(cluster.client.clone(), NS);
+    emulated::set_status(&jobs, &job.name_any(), json!({"conditions": [condition]})).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ensure_creates_the_job_once_and_reports_a_failure_with_its_exit_code() {
-    let (_dir, _pair, cluster) = start().await;
+    let emulated = emulated::source_with_namespace(NS).await;
+    let cluster = &emulated.cluster;
     let dump = hook("dump");
     assert_eq!(
-        ensure(&cluster, "m1", &dump).await.unwrap(),
+        ensure(cluster, "m1", &dump).await.unwrap(),
         HookState::Running { waiting: None }
     );
     let jobs = Api::<Job>::namespaced(cluster.client.clone(), NS);
@@ -97,7 +74,7 @@ async fn ensure_creates_the_job_once_and_reports_a_failure_with_its_exit_code() 
 
     // A resumed run finds the same Job instead of starting the hook again.
     assert_eq!(
-        ensure(&cluster, "m1", &dump).await.unwrap(),
+        ensure(cluster, "m1", &dump).await.unwrap(),
         HookState::Running { waiting: None }
     );
     let again = jobs.get(&job.name_any()).await.unwrap();
@@ -105,7 +82,7 @@ async fn ensure_creates_the_job_once_and_reports_a_failure_with_its_exit_code() 
     assert_eq!(again.resource_version(), job.resource_version());
 
     finish(
-        &cluster,
+        cluster,
         &job,
         json!({"terminated": {"exitCode": 2, "reason": "Error",
             "message": "pg_dump: connection refused"}}),
@@ -113,7 +90,7 @@ async fn ensure_creates_the_job_once_and_reports_a_failure_with_its_exit_code() 
             "message": "Job has reached the specified backoff limit"}),
     )
     .await;
-    let HookState::Failed { reason, log } = ensure(&cluster, "m1", &dump).await.unwrap() else {
+    let HookState::Failed { reason, log } = ensure(cluster, "m1", &dump).await.unwrap() else {
         panic!("the hook should have failed");
     };
     assert_eq!(
@@ -127,35 +104,36 @@ async fn ensure_creates_the_job_once_and_reports_a_failure_with_its_exit_code() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_that_completes_succeeds_and_one_past_its_deadline_fails() {
-    let (_dir, _pair, cluster) = start().await;
+    let emulated = emulated::source_with_namespace(NS).await;
+    let cluster = &emulated.cluster;
     let ok = hook("ok");
-    ensure(&cluster, "m1", &ok).await.unwrap();
+    ensure(cluster, "m1", &ok).await.unwrap();
     let jobs = Api::<Job>::namespaced(cluster.client.clone(), NS);
     let job = jobs.get(&job_name("m1", &ok)).await.unwrap();
     finish(
-        &cluster,
+        cluster,
         &job,
         json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
         json!({"type": "Complete", "status": "True"}),
     )
     .await;
     assert!(matches!(
-        ensure(&cluster, "m1", &ok).await.unwrap(),
+        ensure(cluster, "m1", &ok).await.unwrap(),
         HookState::Succeeded { .. }
     ));
 
     let slow = hook("slow");
-    ensure(&cluster, "m1", &slow).await.unwrap();
+    ensure(cluster, "m1", &slow).await.unwrap();
     let job = jobs.get(&job_name("m1", &slow)).await.unwrap();
     finish(
-        &cluster,
+        cluster,
         &job,
         json!({"terminated": {"exitCode": 137, "reason": "Error"}}),
         json!({"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
             "message": "Job was active longer than specified deadline"}),
     )
     .await;
-    let state = ensure(&cluster, "m1", &slow).await.unwrap();
+    let state = ensure(cluster, "m1", &slow).await.unwrap();
     let HookState::Failed { reason, .. } = state else {
         panic!("{state:?}");
     };
@@ -168,10 +146,11 @@ async fn a_hook_that_completes_succeeds_and_one_past_its_deadline_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_for_the_other_cluster_is_refused() {
-    let (_dir, _pair, cluster) = start().await;
+    let emulated = emulated::source_with_namespace(NS).await;
+    let cluster = &emulated.cluster;
     let mut elsewhere = hook("restore-check");
     elsewhere.cluster = orchestrator::hooks::Side::Destination;
-    let error = ensure(&cluster, "m1", &elsewhere).await.unwrap_err();
+    let error = ensure(cluster, "m1", &elsewhere).await.unwrap_err();
     assert!(
         error
             .to_string()

@@ -3,14 +3,17 @@
 //! no controllers or kubelet: the tests write what those would (pod and
 //! workload status) and check what the orchestrator reads and writes.
 
+mod emulated;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::{Api, Resource, ResourceExt};
-use kube_emulator::ClusterPair;
 use orchestrator::clusters::Cluster;
 use orchestrator::names::*;
 use orchestrator::workloads::quiesce::{quiesce, unquiesce};
@@ -21,24 +24,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 const NS: &str = "shop";
-
-async fn start() -> (tempfile::TempDir, ClusterPair, Cluster) {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = ClusterPair::start(&dir.path().join("state"), false)
-        .await
-        .unwrap();
-    let cluster = Cluster {
-        side: "source",
-        context: "source".into(),
-        client: pair.source.client.clone(),
-    };
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
-    Api::<Namespace>::all(cluster.client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-    (dir, pair, cluster)
-}
 
 fn api<K>(cluster: &Cluster) -> Api<K>
 where
@@ -86,72 +71,87 @@ fn replicated(kind: &str, name: &str, replicas: i32) -> Value {
     json!({"metadata": {"name": name}, "spec": spec})
 }
 
-fn annotations(meta: &kube::api::ObjectMeta) -> BTreeMap<String, String> {
-    meta.annotations.clone().unwrap_or_default()
+/// What quiesce may change on one object: the stopping field (`null`
+/// when unset), the annotations, and the resourceVersion (which shows
+/// whether a pass wrote anything).
+#[derive(Clone, Debug, PartialEq)]
+struct Seen {
+    field: Value,
+    annotations: BTreeMap<String, String>,
+    version: String,
 }
 
-/// The resourceVersion of every object quiesce may touch, to show that a
-/// second pass writes nothing.
-async fn versions(cluster: &Cluster) -> Vec<(String, String)> {
-    async fn of<K>(cluster: &Cluster) -> Vec<(String, String)>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
-        api::<K>(cluster)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|o| (o.name_any(), o.resource_version().unwrap()))
-            .collect()
+/// Every object of the kinds quiesce handles, by `Kind/name`.
+async fn snapshot(cluster: &Cluster) -> BTreeMap<String, Seen> {
+    let kinds = [
+        (ApiResource::erase::<Deployment>(&()), "/spec/replicas"),
+        (ApiResource::erase::<StatefulSet>(&()), "/spec/replicas"),
+        (ApiResource::erase::<ReplicaSet>(&()), "/spec/replicas"),
+        (
+            ApiResource::erase::<DaemonSet>(&()),
+            "/spec/template/spec/nodeSelector",
+        ),
+        (ApiResource::erase::<CronJob>(&()), "/spec/suspend"),
+        (ApiResource::erase::<Job>(&()), "/spec/parallelism"),
+    ];
+    let mut all = BTreeMap::new();
+    for (resource, field) in kinds {
+        let api = Api::<DynamicObject>::namespaced_with(cluster.client.clone(), NS, &resource);
+        for object in api.list(&ListParams::default()).await.unwrap() {
+            let seen = Seen {
+                field: object.data.pointer(field).cloned().unwrap_or(Value::Null),
+                annotations: object.annotations().clone(),
+                version: object.resource_version().unwrap(),
+            };
+            all.insert(format!("{}/{}", resource.kind, object.name_any()), seen);
+        }
     }
-    let mut all = of::<Deployment>(cluster).await;
-    all.extend(of::<StatefulSet>(cluster).await);
-    all.extend(of::<ReplicaSet>(cluster).await);
-    all.extend(of::<DaemonSet>(cluster).await);
-    all.extend(of::<CronJob>(cluster).await);
-    all.extend(of::<Job>(cluster).await);
     all
+}
+
+/// The fields and annotations of `snapshot`, without versions.
+type State = BTreeMap<String, (Value, BTreeMap<String, String>)>;
+
+fn state(snapshot: &BTreeMap<String, Seen>) -> State {
+    snapshot
+        .iter()
+        .map(|(k, s)| (k.clone(), (s.field.clone(), s.annotations.clone())))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiesce_saves_originals_on_the_objects_and_unquiesce_restores_them_exactly() {
-    let (_dir, _pair, cluster) = start().await;
-    let web: Deployment = create(&cluster, replicated("Deployment", "web", 3)).await;
-    create::<Deployment>(&cluster, replicated("Deployment", "idle", 0)).await;
-    create::<StatefulSet>(&cluster, replicated("StatefulSet", "db", 2)).await;
-    create::<ReplicaSet>(&cluster, replicated("ReplicaSet", "bare", 1)).await;
+    let emulated = emulated::source_with_namespace(NS).await;
+    let cluster = &emulated.cluster;
+    let web: Deployment = create(cluster, replicated("Deployment", "web", 3)).await;
+    create::<Deployment>(cluster, replicated("Deployment", "idle", 0)).await;
+    create::<StatefulSet>(cluster, replicated("StatefulSet", "db", 2)).await;
+    create::<ReplicaSet>(cluster, replicated("ReplicaSet", "bare", 1)).await;
     // A Deployment's ReplicaSet: stopping the Deployment stops it.
     let mut owned = replicated("ReplicaSet", "web-5d8f", 3);
     owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
         "kind": "Deployment", "name": "web", "uid": web.uid().unwrap(), "controller": true}]);
-    create::<ReplicaSet>(&cluster, owned).await;
+    create::<ReplicaSet>(cluster, owned).await;
     let job_template = template("report", json!({"restartPolicy": "Never"}));
     create::<CronJob>(
-        &cluster,
+        cluster,
         json!({"metadata": {"name": "nightly"}, "spec": {"schedule": "0 1 * * *",
             "suspend": false, "jobTemplate": {"spec": {"template": job_template}}}}),
     )
     .await;
     create::<Job>(
-        &cluster,
+        cluster,
         json!({"metadata": {"name": "report"}, "spec": {"parallelism": 2,
             "template": job_template}}),
     )
     .await;
     // Parallelism unset: a real API server defaults it to 1 (the emulator
     // may not); whatever the server stored is what comes back.
-    let once: Job = create(
-        &cluster,
+    create::<Job>(
+        cluster,
         json!({"metadata": {"name": "once"}, "spec": {"template": job_template}}),
     )
     .await;
-    let once_parallelism = once.spec.unwrap().parallelism;
-    let once_saved = once_parallelism.map_or("null".to_string(), |p| p.to_string());
     let mut agent = replicated("DaemonSet", "agent", 0);
     agent["spec"]
         .as_object_mut()
@@ -159,18 +159,20 @@ async fn quiesce_saves_originals_on_the_objects_and_unquiesce_restores_them_exac
         .remove("replicas")
         .unwrap();
     agent["spec"]["template"]["spec"]["nodeSelector"] = json!({"disk": "ssd"});
-    create::<DaemonSet>(&cluster, agent.clone()).await;
+    create::<DaemonSet>(cluster, agent.clone()).await;
     let mut logs = agent;
     logs["metadata"]["name"] = json!("logs");
     logs["spec"]["template"]["spec"]
         .as_object_mut()
         .unwrap()
         .remove("nodeSelector");
-    create::<DaemonSet>(&cluster, logs).await;
+    create::<DaemonSet>(cluster, logs).await;
+    let original = snapshot(cluster).await;
+    let once_saved = original["Job/once"].field.to_string();
 
-    // The emulator serves neither ReplicationControllers nor
-    // DeploymentConfigs yet: "not served" is nothing to do.
-    let quiesced = quiesce(&cluster, NS).await.unwrap();
+    // The emulator on main serves neither ReplicationControllers nor
+    // DeploymentConfigs: "not served" is nothing to do.
+    let quiesced = quiesce(cluster, NS).await.unwrap();
     let mut report: Vec<(&str, &str, &str, bool)> = quiesced
         .iter()
         .map(|q| (q.kind, q.name.as_str(), q.saved.as_str(), q.changed))
@@ -190,45 +192,71 @@ async fn quiesce_saves_originals_on_the_objects_and_unquiesce_restores_them_exac
             ("StatefulSet", "db", "2", true),
         ]
     );
-    let deployments = api::<Deployment>(&cluster);
-    let web = deployments.get("web").await.unwrap();
-    assert_eq!(web.spec.replicas, Some(0));
-    assert_eq!(
-        annotations(&web.metadata)[PRE_QUIESCE_REPLICAS_ANNOTATION],
-        "3"
-    );
-    let owned = api::<ReplicaSet>(&cluster).get("web-5d8f").await.unwrap();
-    assert_eq!(
-        owned.spec.replicas,
-        Some(3),
-        "an owned ReplicaSet is left to its Deployment"
-    );
-    assert!(annotations(&owned.metadata).is_empty());
-    let cron = api::<CronJob>(&cluster).get("nightly").await.unwrap();
-    assert_eq!(cron.spec.suspend, Some(true));
-    let job = api::<Job>(&cluster).get("report").await.unwrap();
-    assert_eq!(job.spec.unwrap().parallelism, Some(0));
-    let agent = api::<DaemonSet>(&cluster).get("agent").await.unwrap();
-    assert_eq!(
-        agent.spec.template.spec.unwrap().node_selector.unwrap(),
-        BTreeMap::from([
-            ("disk".to_string(), "ssd".to_string()),
+    let stopped = snapshot(cluster).await;
+    let saved = |key: &str, value: &str| BTreeMap::from([(key.to_string(), value.to_string())]);
+    let parked = json!({"disk": "ssd", QUIESCE_NODE_SELECTOR_KEY: QUIESCE_NODE_SELECTOR_VALUE});
+    let expected: State = [
+        (
+            "CronJob/nightly",
+            (json!(true), saved(PRE_QUIESCE_SUSPEND_ANNOTATION, "false")),
+        ),
+        (
+            "DaemonSet/agent",
             (
-                QUIESCE_NODE_SELECTOR_KEY.to_string(),
-                QUIESCE_NODE_SELECTOR_VALUE.to_string()
+                parked,
+                saved(PRE_QUIESCE_NODE_SELECTOR_ANNOTATION, r#"{"disk":"ssd"}"#),
             ),
-        ])
-    );
+        ),
+        (
+            "DaemonSet/logs",
+            (
+                json!({QUIESCE_NODE_SELECTOR_KEY: QUIESCE_NODE_SELECTOR_VALUE}),
+                saved(PRE_QUIESCE_NODE_SELECTOR_ANNOTATION, "null"),
+            ),
+        ),
+        (
+            "Deployment/idle",
+            (json!(0), saved(PRE_QUIESCE_REPLICAS_ANNOTATION, "0")),
+        ),
+        (
+            "Deployment/web",
+            (json!(0), saved(PRE_QUIESCE_REPLICAS_ANNOTATION, "3")),
+        ),
+        (
+            "Job/once",
+            (
+                json!(0),
+                saved(PRE_QUIESCE_PARALLELISM_ANNOTATION, &once_saved),
+            ),
+        ),
+        (
+            "Job/report",
+            (json!(0), saved(PRE_QUIESCE_PARALLELISM_ANNOTATION, "2")),
+        ),
+        (
+            "ReplicaSet/bare",
+            (json!(0), saved(PRE_QUIESCE_REPLICAS_ANNOTATION, "1")),
+        ),
+        // Left to its Deployment.
+        ("ReplicaSet/web-5d8f", (json!(3), BTreeMap::new())),
+        (
+            "StatefulSet/db",
+            (json!(0), saved(PRE_QUIESCE_REPLICAS_ANNOTATION, "2")),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(state(&stopped), expected);
 
     // A second pass (a resumed run) writes nothing and keeps the originals.
-    let before = versions(&cluster).await;
-    let again = quiesce(&cluster, NS).await.unwrap();
+    let again = quiesce(cluster, NS).await.unwrap();
     assert!(again.iter().all(|q| !q.changed), "{again:?}");
-    assert_eq!(versions(&cluster).await, before);
+    assert_eq!(snapshot(cluster).await, stopped);
 
     // Someone scales the quiesced Deployment up: the next pass stops it
     // again, and the saved 3 is not replaced by 0 or 5.
-    deployments
+    api::<Deployment>(cluster)
         .patch(
             "web",
             &PatchParams::default(),
@@ -236,58 +264,32 @@ async fn quiesce_saves_originals_on_the_objects_and_unquiesce_restores_them_exac
         )
         .await
         .unwrap();
-    let third = quiesce(&cluster, NS).await.unwrap();
+    let third = quiesce(cluster, NS).await.unwrap();
     let web_again = third.iter().find(|q| q.name == "web").unwrap();
-    assert!(web_again.changed);
-    assert_eq!(web_again.saved, "3");
-    let web = deployments.get("web").await.unwrap();
-    assert_eq!(web.spec.replicas, Some(0));
-    assert_eq!(
-        annotations(&web.metadata)[PRE_QUIESCE_REPLICAS_ANNOTATION],
-        "3"
-    );
+    assert_eq!((web_again.saved.as_str(), web_again.changed), ("3", true));
+    assert_eq!(state(&snapshot(cluster).await), expected);
 
-    let restored = unquiesce(&cluster, NS).await.unwrap();
+    // Unquiesce gives back exactly what was there: values, unset fields
+    // (the DaemonSet without a nodeSelector gets none, not {}), no
+    // annotations.
+    let restored = unquiesce(cluster, NS).await.unwrap();
     assert_eq!(restored.len(), 9, "{restored:?}");
-    let web = deployments.get("web").await.unwrap();
-    assert_eq!(web.spec.replicas, Some(3));
-    assert!(annotations(&web.metadata).is_empty());
-    let idle = deployments.get("idle").await.unwrap();
-    assert_eq!(idle.spec.replicas, Some(0));
-    assert!(annotations(&idle.metadata).is_empty());
-    let cron = api::<CronJob>(&cluster).get("nightly").await.unwrap();
-    assert_eq!(cron.spec.suspend, Some(false));
-    let job = api::<Job>(&cluster).get("report").await.unwrap();
-    assert_eq!(job.spec.unwrap().parallelism, Some(2));
-    let once = api::<Job>(&cluster).get("once").await.unwrap();
-    assert_eq!(once.spec.unwrap().parallelism, once_parallelism);
-    let daemons = api::<DaemonSet>(&cluster);
-    let agent = daemons.get("agent").await.unwrap();
-    assert_eq!(
-        agent.spec.template.spec.unwrap().node_selector.unwrap(),
-        BTreeMap::from([("disk".to_string(), "ssd".to_string())])
-    );
-    let logs = daemons.get("logs").await.unwrap();
-    assert_eq!(
-        logs.spec.template.spec.unwrap().node_selector,
-        None,
-        "a DaemonSet without a nodeSelector gets none back, not {{}}"
-    );
-    assert!(annotations(&logs.metadata).is_empty());
+    let back = snapshot(cluster).await;
+    assert_eq!(state(&back), state(&original));
 
     // Nothing is annotated any more: a second unquiesce writes nothing.
-    let before = versions(&cluster).await;
-    assert!(unquiesce(&cluster, NS).await.unwrap().is_empty());
-    assert_eq!(versions(&cluster).await, before);
+    assert!(unquiesce(cluster, NS).await.unwrap().is_empty());
+    assert_eq!(snapshot(cluster).await, back);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unquiesce_names_an_annotation_it_cannot_read() {
-    let (_dir, _pair, cluster) = start().await;
+    let emulated = emulated::source_with_namespace(NS).await;
+    let cluster = &emulated.cluster;
     let mut broken = replicated("Deployment", "web", 0);
     broken["metadata"]["annotations"] = json!({PRE_QUIESCE_REPLICAS_ANNOTATION: "three"});
-    create::<Deployment>(&cluster, broken).await;
-    let error = format!("{:#}", unquiesce(&cluster, NS).await.unwrap_err());
+    create::<Deployment>(cluster, broken).await;
+    let error = format!("{:#}", unquiesce(cluster, NS).await.unwrap_err());
     assert!(error.contains("Deployment web"), "{error}");
     assert!(error.contains(PRE_QUIESCE_REPLICAS_ANNOTATION), "{error}");
     assert!(error.contains("namespace shop"), "{error}");
@@ -306,29 +308,23 @@ fn pod(name: &str, claims: &[&str], labels: Value) -> Value {
 }
 
 async fn set_pod_status(cluster: &Cluster, name: &str, status: Value) {
-    api::<Pod>(cluster)
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await
-        .unwrap();
+    emulated::set_status(&api::<Pod>(cluster), name, status).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_using_lists_the_unfinished_pods_that_mount_the_claims() {
-    let (_dir, _pair, cluster) = start().await;
+    let emulated = emulated::source_with_namespace(NS).await;
+    let cluster = &emulated.cluster;
     for (name, claims) in [
         ("web-1", &["data"][..]),
         ("batch-done", &["data"][..]),
         ("leaving", &["data", "logs"][..]),
         ("other", &["unrelated"][..]),
     ] {
-        create::<Pod>(&cluster, pod(name, claims, json!({"app": name}))).await;
+        create::<Pod>(cluster, pod(name, claims, json!({"app": name}))).await;
     }
     create::<Pod>(
-        &cluster,
+        cluster,
         pod(
             "mover-sender-data",
             &["data"],
@@ -340,12 +336,12 @@ async fn pods_using_lists_the_unfinished_pods_that_mount_the_claims() {
     scratch["spec"]["volumes"] = json!([{"name": "scratch", "ephemeral": {
         "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": "1Gi"}}}}}}]);
-    create::<Pod>(&cluster, scratch).await;
-    set_pod_status(&cluster, "web-1", json!({"phase": "Running"})).await;
-    set_pod_status(&cluster, "batch-done", json!({"phase": "Succeeded"})).await;
+    create::<Pod>(cluster, scratch).await;
+    set_pod_status(cluster, "web-1", json!({"phase": "Running"})).await;
+    set_pod_status(cluster, "batch-done", json!({"phase": "Succeeded"})).await;
     // A pod being deleted (held by a finalizer, as during a grace period)
     // still counts.
-    let pods = api::<Pod>(&cluster);
+    let pods = api::<Pod>(cluster);
     pods.patch(
         "leaving",
         &PatchParams::default(),
@@ -360,7 +356,7 @@ async fn pods_using_lists_the_unfinished_pods_that_mount_the_claims() {
     let pvcs: Vec<String> = ["data", "logs", "cache-0-scratch", "idle"]
         .map(String::from)
         .to_vec();
-    let uses = pods_using(&cluster, NS, &pvcs).await.unwrap();
+    let uses = pods_using(cluster, NS, &pvcs).await.unwrap();
     let seen: Vec<(&str, Vec<&str>, bool)> = uses
         .iter()
         .map(|u| {
@@ -393,15 +389,16 @@ async fn pods_using_lists_the_unfinished_pods_that_mount_the_claims() {
     )
     .await
     .unwrap();
-    assert!(pods_using(&cluster, NS, &pvcs).await.unwrap().is_empty());
+    assert!(pods_using(cluster, NS, &pvcs).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_judges_rollouts_and_names_the_pods_reasons() {
-    let (_dir, _pair, cluster) = start().await;
-    let deployments = api::<Deployment>(&cluster);
+    let emulated = emulated::source_with_namespace(NS).await;
+    let cluster = &emulated.cluster;
+    let deployments = api::<Deployment>(cluster);
     for (name, replicas) in [("web", 2), ("api", 1), ("off", 0)] {
-        create::<Deployment>(&cluster, replicated("Deployment", name, replicas)).await;
+        create::<Deployment>(cluster, replicated("Deployment", name, replicas)).await;
     }
     let generation = deployments
         .get("web")
@@ -411,21 +408,15 @@ async fn readiness_judges_rollouts_and_names_the_pods_reasons() {
         .generation
         .unwrap_or(1);
     let status = |replicas: i32, available: i32| {
-        json!({"status": {"observedGeneration": generation, "replicas": replicas,
+        json!({"observedGeneration": generation, "replicas": replicas,
             "updatedReplicas": replicas, "readyReplicas": available,
-            "availableReplicas": available}})
+            "availableReplicas": available})
     };
-    deployments
-        .patch_status("web", &PatchParams::default(), &Patch::Merge(status(2, 2)))
-        .await
-        .unwrap();
-    deployments
-        .patch_status("api", &PatchParams::default(), &Patch::Merge(status(1, 0)))
-        .await
-        .unwrap();
-    create::<Pod>(&cluster, pod("api-x", &[], json!({"app": "api"}))).await;
+    emulated::set_status(&deployments, "web", status(2, 2)).await;
+    emulated::set_status(&deployments, "api", status(1, 0)).await;
+    create::<Pod>(cluster, pod("api-x", &[], json!({"app": "api"}))).await;
     set_pod_status(
-        &cluster,
+        cluster,
         "api-x",
         json!({"phase": "Pending", "containerStatuses": [{"name": "app", "ready": false,
             "restartCount": 0, "image": "registry/app:1", "imageID": "",
@@ -434,7 +425,7 @@ async fn readiness_judges_rollouts_and_names_the_pods_reasons() {
     )
     .await;
 
-    let readiness = readiness(&cluster, NS).await.unwrap();
+    let readiness = readiness(cluster, NS).await.unwrap();
     let states: BTreeMap<&str, &RolloutState> = readiness
         .workloads
         .iter()
@@ -460,17 +451,15 @@ async fn readiness_judges_rollouts_and_names_the_pods_reasons() {
     );
 
     // The progress deadline passes: the rollout has failed.
-    deployments
-        .patch_status(
-            "api",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"conditions": [{"type": "Progressing",
-                "status": "False", "reason": "ProgressDeadlineExceeded",
-                "message": "ReplicaSet \"api-1\" has timed out progressing."}]}})),
-        )
-        .await
-        .unwrap();
-    let readiness = orchestrator::workloads::verify::readiness(&cluster, NS)
+    emulated::set_status(
+        &deployments,
+        "api",
+        json!({"conditions": [{"type": "Progressing", "status": "False",
+            "reason": "ProgressDeadlineExceeded",
+            "message": "ReplicaSet \"api-1\" has timed out progressing."}]}),
+    )
+    .await;
+    let readiness = orchestrator::workloads::verify::readiness(cluster, NS)
         .await
         .unwrap();
     let failed: Vec<String> = readiness.failed().map(|w| w.name.clone()).collect();
