@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 
 use crate::context::{ClusterContext, PodLogs, Shared};
-use crate::{api, binder, docker, kubelet, router, velero};
+use crate::{api, binder, controllers, docker, kubelet, router, velero};
 
 /// How to start one cluster.
 #[derive(Clone, Debug)]
@@ -118,6 +118,7 @@ impl Cluster {
         tasks.spawn(supervise("api server", api::serve(listener, logs)));
         tasks.spawn(supervise("pvc binder", binder::run(context.clone())));
         tasks.spawn(supervise("velero", velero::run(context.clone())));
+        tasks.spawn(supervise("controllers", controllers::run(context.clone())));
         if options.docker {
             tasks.spawn(supervise("kubelet", kubelet::run(context.clone())));
             tasks.spawn(supervise("router", router::run(context.clone())));

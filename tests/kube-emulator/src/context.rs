@@ -23,6 +23,38 @@ pub struct Shared {
     /// Label put on every Docker object (containers, networks) this emulator
     /// creates, `kube-emu.instance=<id>`, so they can be removed at the end.
     pub instance: String,
+    /// Per cluster name: registry hosts mapped to the loopback registry
+    /// that stands in for them (see [`ClusterContext::set_registry_mirror`]).
+    pub registry_mirrors: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// The pair's clock, as the time-driven controllers (CronJobs) read it.
+    pub clock: Clock,
+}
+
+/// The time as the controllers see it: the real time plus an offset that
+/// tests advance, so that a schedule due in minutes fires now without the
+/// test waiting for it (both clusters of a pair share one clock, as two
+/// real clusters share the time of day).
+#[derive(Default)]
+pub struct Clock {
+    offset_seconds: std::sync::atomic::AtomicI64,
+}
+
+impl Clock {
+    pub fn now(&self) -> k8s_openapi::jiff::Timestamp {
+        let offset = self
+            .offset_seconds
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let now = k8s_openapi::jiff::Timestamp::now();
+        now.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(offset))
+            .unwrap_or(now)
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        let seconds = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
+        self.offset_seconds
+            .fetch_add(seconds, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Everything a controller of one cluster needs.
@@ -46,6 +78,34 @@ pub struct ClusterContext {
     /// `<route>-<namespace>.<apps_domain>`.
     pub apps_domain: String,
     pub shared: Arc<Shared>,
+}
+
+impl ClusterContext {
+    /// Makes the kubelet pull images named with registry `host` (as in
+    /// `host/ns/app@sha256:...`) from `mirror` instead (a loopback
+    /// registry, `127.0.0.1:PORT`), as a cluster's nodes reach its
+    /// internal registry: the pulled image is tagged with the name the pod
+    /// used, so the container runs what the pod asked for.
+    pub fn set_registry_mirror(&self, host: &str, mirror: &str) {
+        self.shared
+            .registry_mirrors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(self.name.clone())
+            .or_default()
+            .insert(host.to_string(), mirror.to_string());
+    }
+
+    /// The loopback registry standing in for registry `host`, if any.
+    pub fn registry_mirror(&self, host: &str) -> Option<String> {
+        self.shared
+            .registry_mirrors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&self.name)?
+            .get(host)
+            .cloned()
+    }
 }
 
 /// The kubelet's side of `GET .../pods/{name}/log`: the API server asks it

@@ -10,6 +10,9 @@
 //! - `router`: OpenShift Routes with TLS passthrough, dispatched by SNI on
 //!   port 443 of the cluster's router address, and LoadBalancer/NodePort
 //!   Services;
+//! - `controllers`: the workload controllers (Deployments, ReplicaSets,
+//!   StatefulSets, Jobs, CronJobs, DaemonSets, ReplicationControllers,
+//!   DeploymentConfigs), which need no Docker;
 //! - `velero`: Backups to, and Restores from, a directory shared by the pair.
 //!
 //! `ClusterPair::start` brings up a source and a destination cluster and
@@ -21,6 +24,7 @@ pub mod api;
 pub mod binder;
 pub mod cluster;
 pub mod context;
+pub mod controllers;
 pub mod docker;
 pub mod kubelet;
 pub mod router;

@@ -1,0 +1,134 @@
+//! What every workload controller's reconcile loop shares: the error type
+//! kube-runtime wants, the retry policy, status writes that skip no-ops,
+//! Events, and the template hashes that name ReplicaSets and revisions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt as _};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt as _};
+use serde_json::Value;
+
+use crate::context::ClusterContext;
+
+/// Failed reconciliations are retried after this long.
+pub(super) const RETRY: Duration = Duration::from_secs(1);
+/// Objects are looked at again this often even when nothing they watch
+/// changed (pods that become available after minReadySeconds, orphans to
+/// adopt), as the real controllers resync.
+pub(super) const RESYNC: Duration = Duration::from_secs(5);
+
+/// A reconciliation that failed (and is retried).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub(super) struct Failure(pub anyhow::Error);
+
+
+/// kube-runtime's error policy: log and retry soon.
+pub(super) fn retry<K: Resource>(object: Arc<K>, error: &Failure, ctx: Arc<ClusterContext>) -> Action {
+    tracing::warn!(
+        "controller {}: {}/{}: {error}",
+        ctx.name,
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    );
+    Action::requeue(RETRY)
+}
+
+/// Drains a controller's stream until it ends, which it only does when
+/// the watches behind it fail for good.
+pub(super) async fn drive<T, E: std::fmt::Debug>(
+    what: &str,
+    stream: impl Stream<Item = Result<T, E>>,
+) -> anyhow::Result<()> {
+    stream.for_each(|_| async {}).await;
+    anyhow::bail!("the {what} controller stopped")
+}
+
+/// Writes `status` to the object's status subresource unless it holds that
+/// already (a write that changes nothing would wake every watcher).
+pub(super) async fn write_status<K>(api: &Api<K>, object: &K, status: Value) -> anyhow::Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let current = serde_json::to_value(object)?;
+    let mut wanted = current["status"].clone();
+    if !wanted.is_object() {
+        wanted = Value::Object(serde_json::Map::new());
+    }
+    json_patch::merge(&mut wanted, &status);
+    if wanted == current["status"] {
+        return Ok(());
+    }
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({ "status": status })),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records an Event about `object`, as the real controllers do; failing
+/// to record one is only logged.
+pub(super) async fn event<K>(ctx: &ClusterContext, object: &K, type_: &str, reason: &str, message: String)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let namespace = object.namespace().unwrap_or_else(|| "default".to_string());
+    let now = Time(ctx.shared.clock.now());
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", object.name_any())),
+            namespace: Some(namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some(K::api_version(&()).into_owned()),
+            kind: Some(K::kind(&()).into_owned()),
+            name: Some(object.name_any()),
+            namespace: Some(namespace.clone()),
+            uid: object.uid(),
+            ..ObjectReference::default()
+        },
+        reason: Some(reason.to_string()),
+        message: Some(message),
+        type_: Some(type_.to_string()),
+        source: Some(EventSource {
+            component: Some("kube-controller-manager".to_string()),
+            ..EventSource::default()
+        }),
+        count: Some(1),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        ..Event::default()
+    };
+    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &namespace);
+    if let Err(error) = api.create(&PostParams::default(), &event).await {
+        tracing::warn!("controller {}: recording event {reason}: {error}", ctx.name);
+    }
+}
+
+/// The alphabet of the API server's generated names and of template
+/// hashes: no vowels, no confusable characters (`rand.SafeEncodeString`).
+const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// A hash of a pod template as Kubernetes renders it in names: FNV-1a 32
+/// of the template's canonical JSON, safe-encoded (`<deploy>-<hash>`,
+/// `<sts>-<hash>` revisions).
+pub(super) fn template_hash(template: &impl serde::Serialize) -> String {
+    let text = serde_json::to_string(template).unwrap_or_default();
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in text.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash.to_string()
+        .bytes()
+        .map(|digit| char::from(SAFE_ALPHABET[usize::from(digit) % SAFE_ALPHABET.len()]))
+        .collect()
+}
