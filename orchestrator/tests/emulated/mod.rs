@@ -3,7 +3,7 @@
 //! would), with the source side as the orchestrator's [`Cluster`] and a
 //! namespace to work in.
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::PostParams;
 use kube::Api;
 use kube_emulator::ClusterPair;
@@ -54,4 +54,71 @@ where
     )
     .await
     .unwrap();
+}
+
+/// Asks `probe` every 100 ms until it returns a value, for at most a
+/// minute: the emulator's controllers act asynchronously, as real ones
+/// do. (The library never waits; its tests may.)
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The pods whose controller is the object with `uid`.
+pub async fn pods_of(cluster: &Cluster, namespace: &str, uid: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(cluster.client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|pod| {
+            pod.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        })
+        .collect()
+}
+
+/// What a kubelet writes for `pod` whose (only) container is in `state`
+/// (`{"running": {}}`, `{"terminated": {...}}`, ...), ready or not.
+pub async fn kubelet_status(
+    cluster: &Cluster,
+    pod: &Pod,
+    phase: &str,
+    state: serde_json::Value,
+    ready: bool,
+) {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let ready_text = if ready { "True" } else { "False" };
+    let spec = pod.spec.as_ref().expect("a pod has a spec");
+    let container = &spec.containers[0];
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    set_status(
+        &Api::<Pod>::namespaced(cluster.client.clone(), namespace),
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        json!({"phase": phase,
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                {"type": "Ready", "status": ready_text, "lastTransitionTime": now},
+            ],
+            "containerStatuses": [{"name": container.name, "ready": ready, "restartCount": 0,
+                "image": container.image, "imageID": "", "state": state}]}),
+    )
+    .await;
 }
