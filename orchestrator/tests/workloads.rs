@@ -1,7 +1,8 @@
 //! The workload building blocks (quiesce/unquiesce, PVC users, rollout
-//! readiness) against the emulated API server. Without Docker there are
-//! no controllers or kubelet: the tests write what those would (pod and
-//! workload status) and check what the orchestrator reads and writes.
+//! readiness) against the emulated clusters and their workload
+//! controllers (Deployment, ReplicaSet, StatefulSet, Job, CronJob,
+//! DaemonSet). Without Docker no kubelet runs pods: the tests write a
+//! pod's status as a kubelet would, and the controllers do the rest.
 
 mod emulated;
 
@@ -72,16 +73,12 @@ fn replicated(kind: &str, name: &str, replicas: i32) -> Value {
 }
 
 /// What quiesce may change on one object: the stopping field (`null`
-/// when unset), the annotations, and the resourceVersion (which shows
-/// whether a pass wrote anything).
-#[derive(Clone, Debug, PartialEq)]
-struct Seen {
-    field: Value,
-    annotations: BTreeMap<String, String>,
-    version: String,
-}
+/// when unset) and its own annotations (the controllers add theirs).
+type Seen = (Value, BTreeMap<String, String>);
 
-/// Every object of the kinds quiesce handles, by `Kind/name`.
+/// Every object of the kinds quiesce handles that no other object
+/// controls (what the test made, not what the controllers made), by
+/// `Kind/name`.
 async fn snapshot(cluster: &Cluster) -> BTreeMap<String, Seen> {
     let kinds = [
         (ApiResource::erase::<Deployment>(&()), "/spec/replicas"),
@@ -98,40 +95,48 @@ async fn snapshot(cluster: &Cluster) -> BTreeMap<String, Seen> {
     for (resource, field) in kinds {
         let api = Api::<DynamicObject>::namespaced_with(cluster.client.clone(), NS, &resource);
         for object in api.list(&ListParams::default()).await.unwrap() {
-            let seen = Seen {
-                field: object.data.pointer(field).cloned().unwrap_or(Value::Null),
-                annotations: object.annotations().clone(),
-                version: object.resource_version().unwrap(),
-            };
+            if object
+                .owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true))
+            {
+                continue;
+            }
+            let seen = (
+                object.data.pointer(field).cloned().unwrap_or(Value::Null),
+                object
+                    .annotations()
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("mover.io/"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            );
             all.insert(format!("{}/{}", resource.kind, object.name_any()), seen);
         }
     }
     all
 }
 
-/// The fields and annotations of `snapshot`, without versions.
-type State = BTreeMap<String, (Value, BTreeMap<String, String>)>;
-
-fn state(snapshot: &BTreeMap<String, Seen>) -> State {
-    snapshot
-        .iter()
-        .map(|(k, s)| (k.clone(), (s.field.clone(), s.annotations.clone())))
-        .collect()
+/// `Some` once exactly `count` pods use the PVC `data`.
+async fn data_users(cluster: &Cluster, count: usize) -> Option<()> {
+    let uses = pods_using(cluster, NS, &["data".to_string()])
+        .await
+        .unwrap();
+    (uses.len() == count).then_some(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiesce_saves_originals_on_the_objects_and_unquiesce_restores_them_exactly() {
     let emulated = emulated::source_with_namespace(NS).await;
     let cluster = &emulated.cluster;
-    let web: Deployment = create(cluster, replicated("Deployment", "web", 3)).await;
+    // The Deployment's pods use the PVC `data`.
+    let mut web = replicated("Deployment", "web", 3);
+    web["spec"]["template"]["spec"]["volumes"] =
+        json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]);
+    let web: Deployment = create(cluster, web).await;
     create::<Deployment>(cluster, replicated("Deployment", "idle", 0)).await;
     create::<StatefulSet>(cluster, replicated("StatefulSet", "db", 2)).await;
     create::<ReplicaSet>(cluster, replicated("ReplicaSet", "bare", 1)).await;
-    // A Deployment's ReplicaSet: stopping the Deployment stops it.
-    let mut owned = replicated("ReplicaSet", "web-5d8f", 3);
-    owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
-        "kind": "Deployment", "name": "web", "uid": web.uid().unwrap(), "controller": true}]);
-    create::<ReplicaSet>(cluster, owned).await;
     let job_template = template("report", json!({"restartPolicy": "Never"}));
     create::<CronJob>(
         cluster,
@@ -167,8 +172,9 @@ async fn quiesce_saves_originals_on_the_objects_and_unquiesce_restores_them_exac
         .unwrap()
         .remove("nodeSelector");
     create::<DaemonSet>(cluster, logs).await;
+    emulated::eventually("the Deployment's 3 pods", || data_users(cluster, 3)).await;
     let original = snapshot(cluster).await;
-    let once_saved = original["Job/once"].field.to_string();
+    let once_saved = original["Job/once"].0.to_string();
 
     // The emulator on main serves neither ReplicationControllers nor
     // DeploymentConfigs: "not served" is nothing to do.
@@ -195,7 +201,7 @@ async fn quiesce_saves_originals_on_the_objects_and_unquiesce_restores_them_exac
     let stopped = snapshot(cluster).await;
     let saved = |key: &str, value: &str| BTreeMap::from([(key.to_string(), value.to_string())]);
     let parked = json!({"disk": "ssd", QUIESCE_NODE_SELECTOR_KEY: QUIESCE_NODE_SELECTOR_VALUE});
-    let expected: State = [
+    let expected: BTreeMap<String, Seen> = [
         (
             "CronJob/nightly",
             (json!(true), saved(PRE_QUIESCE_SUSPEND_ANNOTATION, "false")),
@@ -237,8 +243,6 @@ async fn quiesce_saves_originals_on_the_objects_and_unquiesce_restores_them_exac
             "ReplicaSet/bare",
             (json!(0), saved(PRE_QUIESCE_REPLICAS_ANNOTATION, "1")),
         ),
-        // Left to its Deployment.
-        ("ReplicaSet/web-5d8f", (json!(3), BTreeMap::new())),
         (
             "StatefulSet/db",
             (json!(0), saved(PRE_QUIESCE_REPLICAS_ANNOTATION, "2")),
@@ -247,12 +251,34 @@ async fn quiesce_saves_originals_on_the_objects_and_unquiesce_restores_them_exac
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    assert_eq!(state(&stopped), expected);
+    assert_eq!(stopped, expected);
+
+    // The Deployment's own ReplicaSet is left to it (never annotated), and
+    // the controllers stop the pods: nothing uses the PVC any more.
+    emulated::eventually("the Deployment's pods to stop", || data_users(cluster, 0)).await;
+    let owned: Vec<ReplicaSet> = api::<ReplicaSet>(cluster)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| o.uid == web.uid().unwrap())
+        })
+        .collect();
+    assert_eq!(owned.len(), 1);
+    assert!(owned[0]
+        .annotations()
+        .keys()
+        .all(|k| !k.starts_with("mover.io/")));
 
     // A second pass (a resumed run) writes nothing and keeps the originals.
     let again = quiesce(cluster, NS).await.unwrap();
     assert!(again.iter().all(|q| !q.changed), "{again:?}");
     assert_eq!(snapshot(cluster).await, stopped);
+    data_users(cluster, 0).await.unwrap();
 
     // Someone scales the quiesced Deployment up: the next pass stops it
     // again, and the saved 3 is not replaced by 0 or 5.
@@ -267,7 +293,7 @@ async fn quiesce_saves_originals_on_the_objects_and_unquiesce_restores_them_exac
     let third = quiesce(cluster, NS).await.unwrap();
     let web_again = third.iter().find(|q| q.name == "web").unwrap();
     assert_eq!((web_again.saved.as_str(), web_again.changed), ("3", true));
-    assert_eq!(state(&snapshot(cluster).await), expected);
+    assert_eq!(snapshot(cluster).await, expected);
 
     // Unquiesce gives back exactly what was there: values, unset fields
     // (the DaemonSet without a nodeSelector gets none, not {}), no
@@ -275,7 +301,11 @@ async fn quiesce_saves_originals_on_the_objects_and_unquiesce_restores_them_exac
     let restored = unquiesce(cluster, NS).await.unwrap();
     assert_eq!(restored.len(), 9, "{restored:?}");
     let back = snapshot(cluster).await;
-    assert_eq!(state(&back), state(&original));
+    assert_eq!(back, original);
+    emulated::eventually("the Deployment's pods to come back", || {
+        data_users(cluster, 3)
+    })
+    .await;
 
     // Nothing is annotated any more: a second unquiesce writes nothing.
     assert!(unquiesce(cluster, NS).await.unwrap().is_empty());
