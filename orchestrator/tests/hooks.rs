@@ -28,11 +28,14 @@ fn hook(name: &str, deadline: i64) -> Hook {
 /// The pod the Job controller made for the hook's Job.
 async fn hook_pod(cluster: &Cluster, job: &Job) -> Pod {
     let uid = job.uid().unwrap();
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), NS);
     emulated::eventually("the Job controller's pod", || async {
-        emulated::pods_of(cluster, NS, &uid)
-            .await
-            .into_iter()
-            .next()
+        let listed = pods.list(&ListParams::default()).await.unwrap();
+        listed.items.into_iter().find(|pod| {
+            pod.owner_references()
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        })
     })
     .await
 }

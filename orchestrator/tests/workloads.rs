@@ -19,7 +19,7 @@ use orchestrator::clusters::Cluster;
 use orchestrator::names::*;
 use orchestrator::workloads::quiesce::{quiesce, unquiesce};
 use orchestrator::workloads::users::{pods_using, unused};
-use orchestrator::workloads::verify::{readiness, RolloutState};
+use orchestrator::workloads::verify::{readiness, RolloutState, WorkloadReadiness};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -422,76 +422,81 @@ async fn pods_using_lists_the_unfinished_pods_that_mount_the_claims() {
     assert!(pods_using(cluster, NS, &pvcs).await.unwrap().is_empty());
 }
 
+/// The pods labelled `app=<app>`, once there are `count` of them.
+async fn app_pods(cluster: &Cluster, app: &str, count: usize) -> Vec<Pod> {
+    emulated::eventually(&format!("{count} pods of {app}"), || async {
+        let pods = api::<Pod>(cluster)
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await
+            .unwrap()
+            .items;
+        (pods.len() == count).then_some(pods)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_judges_rollouts_and_names_the_pods_reasons() {
     let emulated = emulated::source_with_namespace(NS).await;
     let cluster = &emulated.cluster;
-    let deployments = api::<Deployment>(cluster);
+    // web's pods start; api's image cannot be pulled; off is at 0 on
+    // purpose; stuck's pod never starts and its deadline is 1 second.
     for (name, replicas) in [("web", 2), ("api", 1), ("off", 0)] {
         create::<Deployment>(cluster, replicated("Deployment", name, replicas)).await;
     }
-    let generation = deployments
-        .get("web")
-        .await
-        .unwrap()
-        .metadata
-        .generation
-        .unwrap_or(1);
-    let status = |replicas: i32, available: i32| {
-        json!({"observedGeneration": generation, "replicas": replicas,
-            "updatedReplicas": replicas, "readyReplicas": available,
-            "availableReplicas": available})
-    };
-    emulated::set_status(&deployments, "web", status(2, 2)).await;
-    emulated::set_status(&deployments, "api", status(1, 0)).await;
-    create::<Pod>(cluster, pod("api-x", &[], json!({"app": "api"}))).await;
-    set_pod_status(
+    let mut stuck = replicated("Deployment", "stuck", 1);
+    stuck["spec"]["progressDeadlineSeconds"] = json!(1);
+    create::<Deployment>(cluster, stuck).await;
+    for pod in app_pods(cluster, "web", 2).await {
+        emulated::kubelet_status(cluster, &pod, "Running", json!({"running": {}}), true).await;
+    }
+    let api_pod = app_pods(cluster, "api", 1).await.remove(0);
+    emulated::kubelet_status(
         cluster,
-        "api-x",
-        json!({"phase": "Pending", "containerStatuses": [{"name": "app", "ready": false,
-            "restartCount": 0, "image": "registry/app:1", "imageID": "",
-            "state": {"waiting": {"reason": "ImagePullBackOff",
-                "message": "Back-off pulling image \"registry/app:1\""}}}]}),
+        &api_pod,
+        "Pending",
+        json!({"waiting": {"reason": "ImagePullBackOff",
+            "message": "Back-off pulling image \"registry/app:1\""}}),
+        false,
     )
     .await;
+    let stuck_pod = app_pods(cluster, "stuck", 1).await.remove(0);
 
-    let readiness = readiness(cluster, NS).await.unwrap();
+    // What the Deployment controller reports, judged as kubectl would.
+    let readiness = emulated::eventually("web ready and stuck failed", || async {
+        let readiness = readiness(cluster, NS).await.unwrap();
+        let web = readiness.workloads.iter().find(|w| w.name == "web")?;
+        (web.state == RolloutState::Complete && readiness.failed().count() == 1)
+            .then_some(readiness)
+    })
+    .await;
     let states: BTreeMap<&str, &RolloutState> = readiness
         .workloads
         .iter()
         .map(|w| (w.name.as_str(), &w.state))
         .collect();
-    assert_eq!(states["web"], &RolloutState::Complete);
     assert_eq!(
         states["off"],
         &RolloutState::Complete,
         "scaled to 0 on purpose"
     );
     assert!(!readiness.complete());
-    let api_line = readiness
-        .progressing()
-        .map(|w| w.to_string())
-        .collect::<Vec<_>>();
+    let lines = |workloads: Vec<&WorkloadReadiness>| -> Vec<String> {
+        workloads.iter().map(|w| w.to_string()).collect()
+    };
     assert_eq!(
-        api_line,
-        [
-            "Deployment api: 0 of 1 updated replicas are available (pod api-x: container app: \
-          ImagePullBackOff: Back-off pulling image \"registry/app:1\")"
-        ]
+        lines(readiness.progressing().collect()),
+        [format!(
+            "Deployment api: 0 of 1 updated replicas are available (pod {}: container app: \
+             ImagePullBackOff: Back-off pulling image \"registry/app:1\")",
+            api_pod.name_any()
+        )]
     );
-
-    // The progress deadline passes: the rollout has failed.
-    emulated::set_status(
-        &deployments,
-        "api",
-        json!({"conditions": [{"type": "Progressing", "status": "False",
-            "reason": "ProgressDeadlineExceeded",
-            "message": "ReplicaSet \"api-1\" has timed out progressing."}]}),
-    )
-    .await;
-    let readiness = orchestrator::workloads::verify::readiness(cluster, NS)
-        .await
-        .unwrap();
-    let failed: Vec<String> = readiness.failed().map(|w| w.name.clone()).collect();
-    assert_eq!(failed, ["api"]);
+    assert_eq!(
+        lines(readiness.failed().collect()),
+        [format!(
+            "Deployment stuck: exceeded its progress deadline (pod {}: Pending, not ready)",
+            stuck_pod.name_any()
+        )]
+    );
 }

@@ -77,24 +77,6 @@ where
     }
 }
 
-/// The pods whose controller is the object with `uid`.
-pub async fn pods_of(cluster: &Cluster, namespace: &str, uid: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(cluster.client.clone(), namespace)
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|pod| {
-            pod.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.uid == uid && o.controller == Some(true))
-        })
-        .collect()
-}
-
 /// What a kubelet writes for `pod` whose (only) container is in `state`
 /// (`{"running": {}}`, `{"terminated": {...}}`, ...), ready or not.
 pub async fn kubelet_status(
