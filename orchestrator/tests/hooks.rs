@@ -164,3 +164,59 @@ async fn a_hook_for_the_other_cluster_is_refused() {
         .unwrap()
         .is_none());
 }
+
+/// With Docker: the kubelet really runs the hook's container, so its log
+/// and exit code come from a real process, and the restricted security
+/// context meets a real runAsNonRoot check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_in_containers_with_their_logs_and_exit_codes() {
+    let emulated = emulated::start(NS, true).await;
+    let cluster = &emulated.cluster;
+    let image = kube_emulator::testing::busybox_image().await.unwrap();
+    let hook = |name: &str, script: &str, run_as_user: Option<i64>| Hook {
+        image: image.to_string(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        run_as_user,
+        ..hook(name, 120)
+    };
+
+    // busybox's user is root: without runAsUser the kubelet refuses it,
+    // and the running hook says why.
+    let as_root = hook("as-root", "true", None);
+    let waiting = emulated::eventually("the kubelet to refuse a root image", || async {
+        match ensure(cluster, "m1", &as_root).await.unwrap() {
+            HookState::Running { waiting } => waiting,
+            other => panic!("{other:?}"),
+        }
+    })
+    .await;
+    assert!(
+        waiting.starts_with("CreateContainerConfigError: container has runAsNonRoot"),
+        "{waiting}"
+    );
+
+    let dump = hook("dump", "echo dumped 3 tables", Some(1000));
+    let HookState::Succeeded { log } = finished(cluster, &dump).await else {
+        panic!("the dump hook should have succeeded");
+    };
+    assert_eq!(log, "dumped 3 tables\n");
+
+    let check = hook(
+        "check",
+        "echo checking the schema; echo no space left >&2; exit 3",
+        Some(1000),
+    );
+    let state = finished(cluster, &check).await;
+    let HookState::Failed { reason, log } = state else {
+        panic!("{state:?}");
+    };
+    assert!(
+        reason.starts_with(
+            "its pod failed (Job has reached the specified backoff limit); \
+             container hook exited with code 3"
+        ),
+        "{reason}"
+    );
+    assert!(log.contains("checking the schema"), "{log}");
+    assert!(log.contains("no space left"), "{log}");
+}

@@ -18,10 +18,16 @@ pub struct Emulated {
     pub _dir: tempfile::TempDir,
 }
 
-/// Starts the pair and creates `namespace` on the source.
+/// Starts a Docker-less pair and creates `namespace` on the source.
 pub async fn source_with_namespace(namespace: &str) -> Emulated {
+    start(namespace, false).await
+}
+
+/// Starts the pair (with Docker: kubelets that run pods) and creates
+/// `namespace` on the source.
+pub async fn start(namespace: &str, docker: bool) -> Emulated {
     let dir = tempfile::tempdir().unwrap();
-    let pair = ClusterPair::start(&dir.path().join("state"), false)
+    let pair = ClusterPair::start(&dir.path().join("state"), docker)
         .await
         .unwrap();
     let cluster = Cluster {
