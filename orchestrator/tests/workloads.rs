@@ -5,6 +5,7 @@
 //! pod's status as a kubelet would, and the controllers do the rest.
 
 mod emulated;
+mod racing;
 
 use std::collections::BTreeMap;
 
@@ -115,6 +116,18 @@ async fn snapshot(cluster: &Cluster) -> BTreeMap<String, Seen> {
         }
     }
     all
+}
+
+/// What a user's `kubectl scale deployment web --replicas=N` does.
+async fn scale_web(client: kube::Client, replicas: i32) {
+    Api::<Deployment>::namespaced(client, NS)
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .unwrap();
 }
 
 /// `Some` once exactly `count` pods use the PVC `data`.
@@ -282,14 +295,7 @@ async fn quiesce_saves_originals_on_the_objects_and_unquiesce_restores_them_exac
 
     // Someone scales the quiesced Deployment up: the next pass stops it
     // again, and the saved 3 is not replaced by 0 or 5.
-    api::<Deployment>(cluster)
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 5}})),
-        )
-        .await
-        .unwrap();
+    scale_web(cluster.client.clone(), 5).await;
     let third = quiesce(cluster, NS).await.unwrap();
     let web_again = third.iter().find(|q| q.name == "web").unwrap();
     assert_eq!((web_again.saved.as_str(), web_again.changed), ("3", true));
@@ -310,6 +316,45 @@ async fn quiesce_saves_originals_on_the_objects_and_unquiesce_restores_them_exac
     // Nothing is annotated any more: a second unquiesce writes nothing.
     assert!(unquiesce(cluster, NS).await.unwrap().is_empty());
     assert_eq!(snapshot(cluster).await, back);
+}
+
+/// A user scales the Deployment between quiesce's read and its write:
+/// the resourceVersion precondition makes the API server refuse the stale
+/// patch, quiesce reads again, and saves what the user set (5), not the
+/// value it had read (3), so unquiesce gives the user's change back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_change_is_not_lost() {
+    let emulated = emulated::source_with_namespace(NS).await;
+    create::<Deployment>(&emulated.cluster, replicated("Deployment", "web", 3)).await;
+    let direct = emulated.cluster.client.clone();
+    let client = racing::client(
+        &emulated._pair.source.api_url,
+        "/deployments/web",
+        move || Box::pin(scale_web(direct, 5)),
+    )
+    .await;
+    let racing = Cluster {
+        client,
+        ..emulated.cluster.clone()
+    };
+    let quiesced = quiesce(&racing, NS).await.unwrap();
+    let web = quiesced.iter().find(|q| q.name == "web").unwrap();
+    assert_eq!(web.saved, "5");
+    let deployment = api::<Deployment>(&emulated.cluster)
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(deployment.spec.replicas, Some(0));
+    assert_eq!(
+        deployment.annotations()[PRE_QUIESCE_REPLICAS_ANNOTATION],
+        "5"
+    );
+    unquiesce(&racing, NS).await.unwrap();
+    let deployment = api::<Deployment>(&emulated.cluster)
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(deployment.spec.replicas, Some(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
