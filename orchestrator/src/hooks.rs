@@ -596,7 +596,10 @@ mod tests {
                 reason: "ran longer than its activeDeadlineSeconds (60s) and was stopped".into()
             }
         );
-        assert_eq!(newest_pod(&failed, &[exited.clone()]), Some(&exited));
+        assert_eq!(
+            newest_pod(&failed, std::slice::from_ref(&exited)),
+            Some(&exited)
+        );
     }
 
     #[test]

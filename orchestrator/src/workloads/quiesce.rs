@@ -69,7 +69,7 @@ pub(crate) struct Rule {
     pub annotation: &'static str,
     /// The stopped value, given the current one (`Null` when unset).
     pub stop: fn(&Value) -> Value,
-    /// Objects of the kind that are left alone: those another workload
+    /// Objects of the kind quiesce leaves alone: those another workload
     /// controls (stopping the owner stops them) and finished Jobs.
     pub skip: fn(&DynamicObject) -> bool,
 }
@@ -431,9 +431,7 @@ impl Served {
             };
             self.0.insert(resource.api_version.clone(), plurals);
         }
-        Ok(self.0[&resource.api_version]
-            .iter()
-            .any(|p| *p == resource.plural))
+        Ok(self.0[&resource.api_version].contains(&resource.plural))
     }
 }
 
@@ -497,7 +495,7 @@ async fn each<T>(
                 rule.plural
             )
         })?;
-        for object in list.items.into_iter().filter(|o| !(rule.skip)(o)) {
+        for object in list.items {
             let outcome = converge(&api, rule, object, |o| decide(rule, o))
                 .await
                 .with_context(|| format!("{}: namespace {namespace}", cluster.describe()))?;
@@ -512,7 +510,7 @@ async fn each<T>(
 /// first saved value and are reported with `changed: false`.
 pub async fn quiesce(cluster: &Cluster, namespace: &str) -> anyhow::Result<Vec<Quiesced>> {
     each(cluster, namespace, |rule, object| {
-        Ok(Some(quiesce_step(rule, object)))
+        Ok((!(rule.skip)(object)).then(|| quiesce_step(rule, object)))
     })
     .await
 }
@@ -520,6 +518,8 @@ pub async fn quiesce(cluster: &Cluster, namespace: &str) -> anyhow::Result<Vec<Q
 /// Gives every workload of `namespace` that carries a saved value exactly
 /// that value back, removing the annotation in the same patch. Objects
 /// without annotations are untouched, so running it again does nothing.
+/// Unlike quiesce it skips nothing: a Job that finished while stopped, or
+/// a ReplicaSet adopted since, still gets its value back.
 pub async fn unquiesce(cluster: &Cluster, namespace: &str) -> anyhow::Result<Vec<Restored>> {
     each(cluster, namespace, unquiesce_step).await
 }

@@ -316,94 +316,49 @@ impl Workload {
         self.meta().name.clone().unwrap_or_default()
     }
 
-    /// The replica numbers of the kinds that count replicas.
-    fn counts(&self) -> Option<Counts> {
-        let generation = generation(self.meta());
-        let counts = match self {
-            Workload::Deployment(d) => {
-                let s = d.status.clone().unwrap_or_default();
-                Counts {
-                    generation,
-                    observed: s.observed_generation.unwrap_or(0),
-                    desired: d.spec.replicas.unwrap_or(1),
-                    replicas: s.replicas.unwrap_or(0),
-                    updated: s.updated_replicas.unwrap_or(0),
-                    ready: s.ready_replicas.unwrap_or(0),
-                    available: s.available_replicas.unwrap_or(0),
-                }
-            }
-            Workload::ReplicaSet(r) => {
-                let s = r.status.clone().unwrap_or_default();
-                Counts {
-                    generation,
-                    observed: s.observed_generation.unwrap_or(0),
-                    desired: r.spec.replicas.unwrap_or(1),
-                    replicas: s.replicas,
-                    updated: s.replicas,
-                    ready: s.ready_replicas.unwrap_or(0),
-                    available: s.available_replicas.unwrap_or(0),
-                }
-            }
-            Workload::ReplicationController(r) => {
-                let s = r.status.clone().unwrap_or_default();
-                Counts {
-                    generation,
-                    observed: s.observed_generation.unwrap_or(0),
-                    desired: r.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                    replicas: s.replicas,
-                    updated: s.replicas,
-                    ready: s.ready_replicas.unwrap_or(0),
-                    available: s.available_replicas.unwrap_or(0),
-                }
-            }
-            Workload::DeploymentConfig(dc) => {
-                let s = &dc.data["status"];
-                Counts {
-                    generation,
-                    observed: s["observedGeneration"].as_i64().unwrap_or(0),
-                    desired: dc.data["spec"]["replicas"].as_i64().unwrap_or(1) as i32,
-                    replicas: int(&s["replicas"]),
-                    updated: int(&s["updatedReplicas"]),
-                    ready: int(&s["readyReplicas"]),
-                    available: int(&s["availableReplicas"]),
-                }
-            }
-            Workload::StatefulSet(set) => {
-                let s = set.status.clone().unwrap_or_default();
-                Counts {
-                    generation,
-                    observed: s.observed_generation.unwrap_or(0),
-                    desired: set.spec.replicas.unwrap_or(1),
-                    replicas: s.replicas,
-                    updated: s.updated_replicas.unwrap_or(0),
-                    ready: s.ready_replicas.unwrap_or(0),
-                    available: s.available_replicas.unwrap_or(0),
-                }
-            }
-            Workload::DaemonSet(_) => return None,
+    /// The object as the API server sends it. The replica-counting kinds
+    /// share field names (`spec.replicas`, `status.readyReplicas`, ...)
+    /// but not Rust types, so they are read once, from JSON.
+    fn json(&self) -> serde_json::Value {
+        let value = match self {
+            Workload::Deployment(o) => serde_json::to_value(o),
+            Workload::StatefulSet(o) => serde_json::to_value(o),
+            Workload::DaemonSet(o) => serde_json::to_value(o),
+            Workload::ReplicaSet(o) => serde_json::to_value(o),
+            Workload::ReplicationController(o) => serde_json::to_value(o),
+            Workload::DeploymentConfig(o) => serde_json::to_value(o),
         };
-        Some(counts)
+        value.unwrap_or_default()
+    }
+
+    /// The replica numbers of the kinds that count replicas (all but
+    /// DaemonSets). A missing status number is 0; a missing
+    /// `spec.replicas` is 1, as the API server defaults it.
+    fn counts(&self) -> Option<Counts> {
+        if matches!(self, Workload::DaemonSet(_)) {
+            return None;
+        }
+        let object = self.json();
+        let status = &object["status"];
+        Some(Counts {
+            generation: generation(self.meta()),
+            observed: status["observedGeneration"].as_i64().unwrap_or(0),
+            desired: object["spec"]["replicas"].as_i64().unwrap_or(1) as i32,
+            replicas: int(&status["replicas"]),
+            updated: int(&status["updatedReplicas"]),
+            ready: int(&status["readyReplicas"]),
+            available: int(&status["availableReplicas"]),
+        })
     }
 
     /// The Progressing condition says the deadline passed (Deployments and
     /// DeploymentConfigs).
     fn deadline_exceeded(&self) -> bool {
-        const REASON: &str = "ProgressDeadlineExceeded";
-        match self {
-            Workload::Deployment(d) => d
-                .status
-                .iter()
-                .flat_map(|s| s.conditions.iter().flatten())
-                .any(|c| {
-                    c.type_.as_deref() == Some("Progressing") && c.reason.as_deref() == Some(REASON)
-                }),
-            Workload::DeploymentConfig(dc) => dc.data["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Progressing" && c["reason"] == REASON),
-            _ => false,
-        }
+        self.json()["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Progressing" && c["reason"] == "ProgressDeadlineExceeded")
     }
 
     fn verdict(&self) -> Verdict {
@@ -631,46 +586,43 @@ fn deployment_config_resource() -> ApiResource {
     }
 }
 
+/// The objects of one kind in `namespace` as workloads; with
+/// `skip_owned`, without those another workload controls (only for
+/// ReplicaSets and ReplicationControllers: a Deployment an operator owns
+/// still has a rollout of its own).
+async fn workloads_of<K>(
+    cluster: &Cluster,
+    namespace: &str,
+    wrap: fn(K) -> Workload,
+    skip_owned: bool,
+) -> anyhow::Result<Vec<Workload>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + fmt::Debug,
+{
+    Ok(list::<K>(cluster, namespace)
+        .await?
+        .into_iter()
+        .map(wrap)
+        .filter(|w| !(skip_owned && owned(w.meta())))
+        .collect())
+}
+
 /// The rollout of every workload of `namespace` (see the module doc).
 /// ReplicationControllers and DeploymentConfigs count only where the
 /// cluster serves them.
 pub async fn readiness(cluster: &Cluster, namespace: &str) -> anyhow::Result<Readiness> {
-    let mut workloads: Vec<Workload> = Vec::new();
-    workloads.extend(
-        list(cluster, namespace)
-            .await?
-            .into_iter()
-            .map(Workload::Deployment),
-    );
-    workloads.extend(
-        list(cluster, namespace)
-            .await?
-            .into_iter()
-            .map(Workload::StatefulSet),
-    );
-    workloads.extend(
-        list(cluster, namespace)
-            .await?
-            .into_iter()
-            .map(Workload::DaemonSet),
-    );
-    workloads.extend(
-        list::<ReplicaSet>(cluster, namespace)
-            .await?
-            .into_iter()
-            .filter(|o| !owned(&o.metadata))
-            .map(Workload::ReplicaSet),
-    );
+    let mut workloads = workloads_of(cluster, namespace, Workload::Deployment, false).await?;
+    workloads.extend(workloads_of(cluster, namespace, Workload::StatefulSet, false).await?);
+    workloads.extend(workloads_of(cluster, namespace, Workload::DaemonSet, false).await?);
+    workloads.extend(workloads_of(cluster, namespace, Workload::ReplicaSet, true).await?);
     let mut served = Served::default();
     let rc = ApiResource::erase::<ReplicationController>(&());
     if served.has(cluster, &rc).await? {
-        workloads.extend(
-            list::<ReplicationController>(cluster, namespace)
-                .await?
-                .into_iter()
-                .filter(|o| !owned(&o.metadata))
-                .map(Workload::ReplicationController),
-        );
+        let controllers = workloads_of(cluster, namespace, Workload::ReplicationController, true);
+        workloads.extend(controllers.await?);
     }
     let dc = deployment_config_resource();
     if served.has(cluster, &dc).await? {
