@@ -21,7 +21,7 @@ use crate::velero::backup::{backup_name, backup_spec, backup_visible, ensure_bac
 use crate::velero::cleanup::{cleanup, Cleanup};
 use crate::velero::modifiers::{self, Rewrites};
 use crate::velero::preflight::{self as velero_preflight, Needs};
-use crate::velero::restore::{ensure_restore, restore_name, restore_spec};
+use crate::velero::restore::{ensure_restore, prepare_modifiers, restore_name, restore_spec};
 use crate::velero::results::{self, Fetch, Target};
 use crate::velero::Phase;
 
@@ -234,10 +234,11 @@ pub(super) async fn restore(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
     let sources: Vec<String> = namespaces.keys().cloned().collect();
     let objects = modifiers::source_objects(ctx.source, &sources).await?;
     let rules = modifiers::rules(&objects, &Rewrites::from_plan(ctx.plan));
+    let name = restore_name(&ctx.run);
     let modifier = match rules.document() {
         Some(document) => {
             let configmap = modifiers::configmap(cfg, &ctx.run, &document)?;
-            modifiers::ensure_configmap(ctx.destination, &configmap).await?;
+            prepare_modifiers(ctx.destination, cfg, &name, &configmap).await?;
             configmap.metadata.name
         }
         None => None,
@@ -254,7 +255,6 @@ pub(super) async fn restore(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
     })
     .await?;
 
-    let name = restore_name(&ctx.run);
     let spec: Value = restore_spec(&backup_name(&ctx.run), &namespaces, modifier.as_deref());
     settle(ctx, StepName::Restore, Target::Restore, &name, async || {
         ensure_restore(ctx.destination, cfg, &ctx.run, &name, spec.clone()).await
