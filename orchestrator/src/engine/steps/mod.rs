@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde_json::json;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{json, Value};
 
 mod application;
 mod hooks;
@@ -93,11 +94,69 @@ async fn preflight(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
         quiesce: final_run && ctx.plan.quiesce,
         hooks,
     };
+    let users = recorded_users(&inventory);
     ctx.update(|s| {
         s.records.insert("flags".into(), json!(flags));
+        s.records.insert(USERS_RECORD.into(), users);
     })
     .await?;
     Ok(Outcome::Done(None))
+}
+
+/// Where preflight records the pods that use each PVC.
+const USERS_RECORD: &str = "pvcUsers";
+
+/// The pods using the selected PVCs, by namespace, as preflight saw them
+/// (status and bookkeeping stripped). A final copy runs after quiescing,
+/// when those pods are gone; its senders still run as their user and
+/// beside their node.
+fn recorded_users(inventory: &preflight::Inventory) -> Value {
+    let mut by_namespace = serde_json::Map::new();
+    for ns in &inventory.namespaces {
+        let names: Vec<String> = ns.pvcs.iter().map(|p| p.name().to_string()).collect();
+        let using = users::users(&ns.pods, &names);
+        let pods: Vec<Value> = ns
+            .pods
+            .iter()
+            .filter(|pod| using.iter().any(|u| Some(u.pod.as_str()) == pod.metadata.name.as_deref()))
+            .map(|pod| {
+                json!({
+                    "metadata": {"name": pod.metadata.name, "namespace": pod.metadata.namespace},
+                    "spec": pod.spec,
+                    "status": {"phase": "Running"},
+                })
+            })
+            .collect();
+        by_namespace.insert(ns.mapping.source.clone(), Value::Array(pods));
+    }
+    Value::Object(by_namespace)
+}
+
+/// Adds to the inventory the recorded users of PVCs no live pod uses, so
+/// that their senders are placed as when the application ran.
+fn with_recorded_users(inventory: &mut preflight::Inventory, recorded: Option<&Value>) {
+    let Some(recorded) = recorded else {
+        return;
+    };
+    for ns in &mut inventory.namespaces {
+        let names: Vec<String> = ns.pvcs.iter().map(|p| p.name().to_string()).collect();
+        let live = users::users(&ns.pods, &names);
+        let idle: Vec<&str> = users::unused(&names, &live);
+        let saved: Vec<Pod> = recorded[&ns.mapping.source]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|pod| serde_json::from_value(pod.clone()).ok())
+            .collect();
+        for pvc in idle {
+            ns.pods.extend(
+                saved
+                    .iter()
+                    .filter(|pod| users::claims(pod).contains(pvc))
+                    .cloned(),
+            );
+        }
+    }
 }
 
 /// Direct image migration. Blobs the destination has are not copied
@@ -143,10 +202,11 @@ async fn copy_images(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
 /// Direct volume migration of every selected PVC a final run has not
 /// already copied.
 async fn copy_volumes(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
-    let inventory = match preflight::check(ctx.plan, ctx.source, ctx.destination).await {
+    let mut inventory = match preflight::check(ctx.plan, ctx.source, ctx.destination).await {
         Ok(inventory) => inventory,
         Err(problems) => return Ok(Outcome::Failed(problems.to_string())),
     };
+    with_recorded_users(&mut inventory, ctx.status().await.records.get(USERS_RECORD));
     let final_copies = if ctx.kind == RunKind::Final {
         final_copies(ctx, &inventory).await?
     } else {
