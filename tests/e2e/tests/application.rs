@@ -26,7 +26,7 @@ use k8s_openapi::api::core::v1::{
     ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::ResourceExt as _;
 use kube_emulator::testing::{busybox_image, wait_for, LoopbackRegistry};
 use kube_emulator::ClusterPair;
@@ -170,10 +170,6 @@ impl Env {
         // The internal registry records the image in the ImageStream, as
         // OpenShift's does on a push.
         let streams = Api::<DynamicObject>::namespaced_with(self.source(), "shop", &image_streams());
-        let stream = DynamicObject::new("web", &image_streams())
-            .within("shop")
-            .data(json!({"spec": {"lookupPolicy": {"local": false}}}));
-        streams.create(&PostParams::default(), &stream).await?;
         let reference = format!("{INTERNAL}/shop/web@{}", self.web_digest);
         streams
             .patch_status(
@@ -413,7 +409,7 @@ async fn check_migrated(env: &Env, source_served: &(String, String)) -> Result<(
     let web = Api::<Deployment>::namespaced(src.clone(), "shop")
         .get("web")
         .await?;
-    assert_eq!(web.spec.unwrap().replicas, Some(0));
+    assert_eq!(web.spec.replicas, Some(0));
     assert_eq!(
         web.metadata.annotations.unwrap()["mover.io/pre-quiesce-replicas"],
         "1"
