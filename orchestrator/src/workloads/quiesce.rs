@@ -392,6 +392,32 @@ pub(crate) fn unquiesce_step(
     }))
 }
 
+/// The merge patches that give a copy of `object` (a workload of `kind`
+/// in API group `group`, as a backup holds it) back its pre-quiesce values
+/// and drop the annotations, without the resourceVersion a patch of the
+/// live object carries: for the restore's resource modifiers, so that a
+/// backup taken after the source was quiesced (a final run run again after
+/// a failure) still restores the application running. Nothing for an
+/// object without saved values; an annotation that is not JSON is an
+/// error naming it.
+pub fn restore_patches(group: &str, kind: &str, object: &Value) -> Result<Vec<Value>, String> {
+    let Ok(object) = serde_json::from_value::<DynamicObject>(object.clone()) else {
+        return Ok(Vec::new());
+    };
+    let mut patches = Vec::new();
+    for rule in RULES.iter().filter(|r| r.kind == kind && r.group == group) {
+        if let Some(step) = unquiesce_step(rule, &object)? {
+            if let Some(mut patch) = step.patch {
+                if let Some(metadata) = patch["metadata"].as_object_mut() {
+                    metadata.remove("resourceVersion");
+                }
+                patches.push(patch);
+            }
+        }
+    }
+    Ok(patches)
+}
+
 /// Which API groups the cluster serves, asked once per pass: a kind whose
 /// group/version or resource is not served (DeploymentConfigs outside
 /// OpenShift) has nothing to quiesce.

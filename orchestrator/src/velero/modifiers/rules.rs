@@ -113,6 +113,7 @@ pub fn rules(objects: &[SourceObject], rewrites: &Rewrites) -> RuleSet {
         if source.resource == ROUTES {
             route_host_rule(&mut out, &target);
         }
+        unquiesce_rules(&mut out, &target);
     }
     RuleSet {
         rules: out.rules,
@@ -269,6 +270,30 @@ fn annotation_trigger_rule(out: &mut Builder, target: &Target, rewrites: &Rewrit
                 patch_data: patch.to_string(),
             }],
         });
+    }
+}
+
+/// Merge patches giving a quiesced workload its saved values back and
+/// dropping the annotations (`crate::workloads::quiesce::restore_patches`):
+/// the backup normally holds the original values already (it is taken
+/// before quiescing) and these change nothing, but a backup taken after
+/// (a final run run again) would otherwise restore the application
+/// stopped.
+fn unquiesce_rules(out: &mut Builder, target: &Target) {
+    let resource = target.resource.api_resource();
+    match crate::workloads::quiesce::restore_patches(
+        &resource.group,
+        &resource.kind,
+        target.object,
+    ) {
+        Ok(patches) => out.rules.extend(patches.into_iter().map(|patch| Rule {
+            conditions: target.conditions(),
+            patches: Vec::new(),
+            merge_patches: vec![MergePatch {
+                patch_data: patch.to_string(),
+            }],
+        })),
+        Err(reason) => out.skipped.push(format!("{}: {reason}", target.describe())),
     }
 }
 
