@@ -101,15 +101,13 @@ async fn backups_and_restores_pass_through_finalizing_with_status_written_on_the
 
     let backups = velero(source, "Backup");
     let watched = phases(backups.clone(), "phased").await;
-    request(
+    let status = completed(
         &backups,
         "Backup",
         "phased",
         json!({ "includedNamespaces": ["shop"] }),
     )
     .await;
-    let status = finished(&backups, "phased").await;
-    assert_eq!(status["phase"], "Completed", "{status}");
     assert!(
         status.get("errors").is_none() && status.get("warnings").is_none(),
         "zero counters are omitted: {status}"
@@ -148,15 +146,13 @@ async fn backups_and_restores_pass_through_finalizing_with_status_written_on_the
     synced(&velero(destination, "Backup"), "phased").await;
     let restores = velero(destination, "Restore");
     let watched = phases(restores.clone(), "phased").await;
-    request(
+    let status = completed(
         &restores,
         "Restore",
         "phased",
         json!({ "backupName": "phased", "namespaceMapping": { "shop": "copy" } }),
     )
     .await;
-    let status = finished(&restores, "phased").await;
-    assert_eq!(status["phase"], "Completed", "{status}");
     assert!(
         status.get("errors").is_none() && status.get("warnings").is_none(),
         "{status}"
@@ -180,14 +176,13 @@ async fn velero_in_openshift_adp_uses_the_default_location_and_refuses_read_only
     let (source, destination) = (&pair.source.client, &pair.destination.client);
     namespace(source, "shop").await;
     let backups = velero_in(source, "openshift-adp", "Backup");
-    request(
+    completed(
         &backups,
         "Backup",
         "adp",
         json!({ "includedNamespaces": ["shop"] }),
     )
     .await;
-    assert_eq!(finished(&backups, "adp").await["phase"], "Completed");
     let backup = backups.get("adp").await.expect("backup");
     assert_eq!(
         backup.data.pointer("/spec/storageLocation"),

@@ -12,7 +12,7 @@ use kube_emulator::VeleroOptions;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use velero_support::{
-    backed_up, create, finished, in_phase, merge_into, namespace, request, start_pair,
+    backed_up, completed, create, finished, in_phase, merge_into, namespace, request, start_pair,
     start_pair_with, velero,
 };
 
@@ -141,15 +141,13 @@ async fn download_requests_serve_results_and_logs_through_signed_urls() {
         json!({ "data": { "a": "changed" } }),
     )
     .await;
-    request(
+    let status = completed(
         &restores,
         "Restore",
         "second",
         json!({ "backupName": "full", "existingResourcePolicy": "none" }),
     )
     .await;
-    let status = finished(&restores, "second").await;
-    assert_eq!(status["phase"], "Completed", "{status}");
     assert_eq!(status["warnings"], 1, "{status}");
     let url = download_url(destination, "second-results", "RestoreResults", "second").await;
     let (code, body) = get(&url).await;

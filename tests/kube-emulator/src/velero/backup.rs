@@ -39,7 +39,7 @@ use super::bucket::{Bucket, Target};
 use super::filter::{excluded_from_backup, group_resource, selectors, IncludesExcludes, Resolver};
 use super::results::{Messages, Results};
 use super::{
-    counters, fail, fail_validation, location, merge, now, patch_object_status, spec, time,
+    fail, fail_validation, finalizing, location, merge, now, patch_object_status, spec, time,
     valid_label_value, Velero, STORAGE_LOCATION_LABEL,
 };
 
@@ -145,23 +145,12 @@ pub(super) async fn run(v: &Velero, backup: DynamicObject) {
             return;
         }
     };
-    for message in snapshot.errors.all() {
-        tracing::warn!("velero: backup {name}: {message}");
-    }
-    let partially = snapshot.errors.count() > 0;
-    let mut status = json!({
-        "phase": if partially { "FinalizingPartiallyFailed" } else { "Finalizing" },
-        "progress": { "totalItems": snapshot.items, "itemsBackedUp": snapshot.items },
-    });
-    counters(
-        &mut status,
-        snapshot.errors.count(),
-        snapshot.warnings.count(),
-    );
     let results = Results {
         errors: &snapshot.errors,
         warnings: &snapshot.warnings,
     };
+    let progress = json!({ "totalItems": snapshot.items, "itemsBackedUp": snapshot.items });
+    let (status, partially) = finalizing("backup", &name, &results, progress);
     let stored = async {
         bucket.write_results(Target::Backup, &name, &results, &snapshot.log)?;
         store_metadata(&api, &bucket, &name, &status).await?;

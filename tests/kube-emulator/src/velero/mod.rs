@@ -84,6 +84,7 @@ use serde_json::{json, Value};
 use crate::context::ClusterContext;
 
 pub use results::Messages;
+use results::Results;
 
 /// The namespace Velero lives in by default (OADP uses `openshift-adp`).
 pub const NAMESPACE: &str = "velero";
@@ -375,6 +376,26 @@ fn counters(status: &mut Value, errors: usize, warnings: usize) {
     if warnings > 0 {
         status["warnings"] = json!(warnings);
     }
+}
+
+/// The Finalizing status of a backup or restore (`what` `name`) with
+/// `results` and `progress`, and whether it is partially failed; the
+/// errors are logged.
+fn finalizing(what: &str, name: &str, results: &Results<'_>, progress: Value) -> (Value, bool) {
+    for message in results.errors.all() {
+        tracing::warn!("velero: {what} {name}: {message}");
+    }
+    let partially = results.errors.count() > 0;
+    let mut status = json!({
+        "phase": if partially { "FinalizingPartiallyFailed" } else { "Finalizing" },
+        "progress": progress,
+    });
+    counters(
+        &mut status,
+        results.errors.count(),
+        results.warnings.count(),
+    );
+    (status, partially)
 }
 
 /// Now, as Kubernetes writes times.

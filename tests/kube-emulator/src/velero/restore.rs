@@ -47,7 +47,7 @@ use super::location;
 use super::modifiers::{self, ResourceModifiers};
 use super::results::{Messages, Results};
 use super::{
-    counters, fail, fail_validation, now, patch_object_status, phase, spec, valid_label_value,
+    fail, fail_validation, finalizing, now, patch_object_status, phase, spec, valid_label_value,
     Velero,
 };
 
@@ -202,19 +202,8 @@ pub(super) async fn run(v: &Velero, restore: DynamicObject) {
     {
         tracing::warn!("velero: storing the results of restore {name}: {error:#}");
     }
-    for message in outcome.errors.all() {
-        tracing::warn!("velero: restore {name}: {message}");
-    }
-    let partially = outcome.errors.count() > 0;
-    let mut status = json!({
-        "phase": if partially { "FinalizingPartiallyFailed" } else { "Finalizing" },
-        "progress": { "totalItems": outcome.total, "itemsRestored": outcome.restored },
-    });
-    counters(
-        &mut status,
-        outcome.errors.count(),
-        outcome.warnings.count(),
-    );
+    let progress = json!({ "totalItems": outcome.total, "itemsRestored": outcome.restored });
+    let (status, partially) = finalizing("restore", &name, &results, progress);
     let finished = async {
         patch_object_status(&api, &name, status).await?;
         let last = json!({
