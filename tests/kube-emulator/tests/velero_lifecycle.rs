@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use controller_support::{eventually, from_json};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -20,8 +19,8 @@ use kube::ResourceExt;
 use kube_emulator::{ClusterPair, VeleroOptions};
 use serde_json::{json, Value};
 use velero_support::{
-    backed_up, completed, create, finished, gone, in_phase, merge_into, namespace, request,
-    set_status, shop_backed_up, start_pair, start_pair_with, synced, velero, velero_in,
+    backed_up, completed, finished, gone, in_phase, merge_into, namespace, request, set_status,
+    shop_backed_up, shop_with_settings, start_pair, start_pair_with, synced, velero, velero_in,
 };
 
 /// Every phase `name` of `api` goes through until a final one, as a watch
@@ -91,13 +90,7 @@ fn stored_phase(pair: &ClusterPair, backup: &str) -> Value {
 async fn backups_and_restores_pass_through_finalizing_with_status_written_on_the_object() {
     let (_dir, pair) = start_pair().await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
-    namespace(source, "shop").await;
-    create::<ConfigMap>(
-        source,
-        "shop",
-        json!({ "metadata": { "name": "settings" }, "data": { "a": "b" } }),
-    )
-    .await;
+    shop_with_settings(source).await;
 
     let backups = velero(source, "Backup");
     let watched = phases(backups.clone(), "phased").await;

@@ -12,7 +12,7 @@ use kube_emulator::VeleroOptions;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use velero_support::{
-    backed_up, completed, create, finished, in_phase, merge_into, namespace, request, start_pair,
+    backed_up, completed, finished, in_phase, merge_into, request, shop_with_settings, start_pair,
     start_pair_with, velero,
 };
 
@@ -83,13 +83,7 @@ async fn download_url(client: &kube::Client, request_name: &str, kind: &str, nam
 async fn download_requests_serve_results_and_logs_through_signed_urls() {
     let (_dir, pair) = start_pair().await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
-    namespace(source, "shop").await;
-    create::<ConfigMap>(
-        source,
-        "shop",
-        json!({ "metadata": { "name": "settings" }, "data": { "a": "b" } }),
-    )
-    .await;
+    shop_with_settings(source).await;
 
     // A missing included namespace: PartiallyFailed, its error in the results.
     let backups = velero(source, "Backup");

@@ -221,3 +221,14 @@ where
     .await
     .expect("patching a test object");
 }
+
+/// The namespace `shop` with the ConfigMap `settings` (`a: b`).
+pub async fn shop_with_settings(client: &kube::Client) {
+    namespace(client, "shop").await;
+    create::<k8s_openapi::api::core::v1::ConfigMap>(
+        client,
+        "shop",
+        json!({ "metadata": { "name": "settings" }, "data": { "a": "b" } }),
+    )
+    .await;
+}
