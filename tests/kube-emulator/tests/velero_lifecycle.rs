@@ -365,7 +365,8 @@ async fn the_sync_skips_unfinished_backups_deletes_orphans_restores_deleted_obje
 }
 
 #[tokio::test]
-async fn a_delete_backup_request_removes_the_backup_its_files_and_its_restores() {
+async fn a_delete_backup_request_removes_the_backup_its_files_and_its_restores_and_restores_take_their_files(
+) {
     let (_dir, pair) = start_pair().await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
     shop_backed_up(&pair, "doomed").await;
@@ -378,6 +379,33 @@ async fn a_delete_backup_request_removes_the_backup_its_files_and_its_restores()
     )
     .await;
     finished(&source_restores, "of-doomed").await;
+    let bucket = &pair.shared.velero_bucket;
+    let restore = source_restores.get("of-doomed").await.expect("restore");
+    assert!(
+        restore
+            .finalizers()
+            .contains(&"restores.velero.io/external-resources-finalizer".to_string()),
+        "{:?}",
+        restore.metadata
+    );
+    assert!(bucket
+        .join("restores/of-doomed/restore-of-doomed-results.gz")
+        .is_file());
+    // A Restore deleted alone takes its files along (its finalizer).
+    completed(
+        &source_restores,
+        "Restore",
+        "short-lived",
+        json!({ "backupName": "doomed", "namespaceMapping": { "shop": "brief" } }),
+    )
+    .await;
+    assert!(bucket.join("restores/short-lived").is_dir());
+    source_restores
+        .delete("short-lived", &Default::default())
+        .await
+        .expect("deleting the restore");
+    gone(&source_restores, "short-lived").await;
+    assert!(!bucket.join("restores/short-lived").exists());
 
     let requests = velero(source, "DeleteBackupRequest");
     request(
@@ -399,6 +427,7 @@ async fn a_delete_backup_request_removes_the_backup_its_files_and_its_restores()
     .await;
     gone(&velero(source, "Backup"), "doomed").await;
     gone(&source_restores, "of-doomed").await;
+    assert!(!bucket.join("restores/of-doomed").exists());
     // Processed without errors, the request goes with the backup.
     gone(&requests, "delete-doomed").await;
     assert!(!pair.shared.velero_bucket.join("backups/doomed").exists());

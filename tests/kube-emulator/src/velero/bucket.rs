@@ -166,12 +166,21 @@ impl Bucket<'_> {
     /// Removes a backup and everything stored with it, as
     /// `BackupStore.DeleteBackup` does.
     pub fn delete_backup(&self, backup: &str) -> anyhow::Result<()> {
-        let dir = self.backup_dir(backup)?;
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(error).with_context(|| format!("removing {}", dir.display())),
-        }
+        remove_dir(&self.backup_dir(backup)?)
+    }
+
+    /// Removes a restore's results and log (`BackupStore.DeleteRestore`).
+    pub fn delete_restore(&self, restore: &str) -> anyhow::Result<()> {
+        remove_dir(&self.0.join("restores").join(path_component(restore)?))
+    }
+}
+
+/// Removes `dir` and what it holds; a missing one is already removed.
+fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("removing {}", dir.display())),
     }
 }
 

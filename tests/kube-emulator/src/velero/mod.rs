@@ -192,6 +192,7 @@ pub async fn run(ctx: Arc<ClusterContext>, options: VeleroOptions) -> anyhow::Re
         result = serve => result?,
         () = work_queue(v.backups(), |backup| backup::run(v, backup)) => {}
         () = work_queue(v.restores(), |restore| restore::run(v, restore)) => {}
+        () = restore::finalize_deleted(v) => {}
         () = work_queue(downloads, |request| download::process(v, request)) => {}
         () = work_queue(statuses, |request| requests::server_status(v, request)) => {}
         () = work_queue(deletions, |request| requests::delete_backup(v, request)) => {}

@@ -30,6 +30,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use anyhow::Context as _;
+use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{
@@ -37,6 +38,7 @@ use kube::api::{
 };
 use kube::core::{Selector, SelectorExt};
 use kube::discovery::{Discovery, Scope};
+use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -104,6 +106,10 @@ const LOW_PRIORITIES: &[&str] = &[
     "packageinstalls.packaging.carvel.dev",
 ];
 
+/// Held by every Restore until its files are gone from the bucket
+/// (restore_controller.go `ExternalResourcesFinalizer`).
+const FINALIZER: &str = "restores.velero.io/external-resources-finalizer";
+
 const BACKUP_NAME_LABEL: &str = "velero.io/backup-name";
 const RESTORE_NAME_LABEL: &str = "velero.io/restore-name";
 
@@ -170,6 +176,18 @@ struct Outcome {
 pub(super) async fn run(v: &Velero, restore: DynamicObject) {
     let api = v.restores();
     let name = restore.name_any();
+    if !restore.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut finalizers = restore.finalizers().to_vec();
+        finalizers.push(FINALIZER.into());
+        let patch = json!({ "metadata": { "finalizers": finalizers } });
+        if let Err(error) = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!("velero: adding the finalizer of restore {name}: {error}");
+            return;
+        }
+    }
     let spec: RestoreSpec = match spec(&restore) {
         Ok(spec) => spec,
         Err(errors) => return fail_validation(&api, &name, errors, json!({})).await,
@@ -216,6 +234,72 @@ pub(super) async fn run(v: &Velero, restore: DynamicObject) {
         Ok(()) => tracing::info!("velero: restore {name} finished"),
         Err(error) => tracing::warn!("velero: recording the end of restore {name}: {error}"),
     }
+}
+
+/// Removes the files of deleted Restores from the bucket, then their
+/// finalizer, as the restore controller does for a Restore with a
+/// deletionTimestamp (`deleteExternalResources`: nothing to remove when
+/// the backup is gone; an Unavailable BSL keeps the Restore until it is
+/// available again).
+pub(super) async fn finalize_deleted(v: &Velero) {
+    let api = v.restores();
+    let events = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let Ok(restore) = event else { continue };
+        if restore.metadata.deletion_timestamp.is_none()
+            || !restore.finalizers().iter().any(|f| f == FINALIZER)
+        {
+            continue;
+        }
+        let name = restore.name_any();
+        if let Err(error) = delete_external_resources(v, &restore).await {
+            tracing::warn!("velero: fail to delete external resources of restore {name}: {error}");
+            continue;
+        }
+        let finalizers: Vec<&String> = restore
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .collect();
+        let patch = json!({ "metadata": { "finalizers": finalizers } });
+        if let Err(error) = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!("velero: removing the finalizer of restore {name}: {error}");
+        }
+    }
+}
+
+async fn delete_external_resources(v: &Velero, restore: &DynamicObject) -> anyhow::Result<()> {
+    let backup = restore
+        .data
+        .pointer("/spec/backupName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if backup.is_empty() {
+        return Ok(());
+    }
+    let Some(backup) = v.backups().get_opt(backup).await? else {
+        return Ok(());
+    };
+    let location = backup
+        .data
+        .pointer("/spec/storageLocation")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match location::get(v, location).await? {
+        Some(location) if !location.available => anyhow::bail!(
+            "bsl {} is unavailable, cannot get the backup info",
+            location.name
+        ),
+        None => return Ok(()),
+        Some(_) => {}
+    }
+    v.bucket().delete_restore(&restore.name_any())
 }
 
 /// `validateAndComplete`: what to restore, or every reason not to.
