@@ -224,6 +224,36 @@ async fn backups_take_related_rbac_skip_excluded_items_and_select_by_or_selector
     ));
     assert!(!bucket.join("backups/kinds/resources/configmaps").exists());
 
+    // The migration's own objects are left out by a DoesNotExist selector;
+    // the Namespace object still comes with its namespace.
+    create::<ConfigMap>(
+        source,
+        "shop",
+        json!({ "metadata": { "name": "transfer", "labels": { "migration.test/transfer": "m1" } } }),
+    )
+    .await;
+    completed(
+        &backups,
+        "Backup",
+        "not-transfer",
+        json!({
+            "includedNamespaces": ["shop"],
+            "labelSelector": { "matchExpressions": [{ "key": "migration.test/transfer", "operator": "DoesNotExist" }] },
+        }),
+    )
+    .await;
+    assert!(!stored(
+        bucket,
+        "not-transfer",
+        "configmaps/namespaces/shop/transfer"
+    ));
+    assert!(stored(
+        bucket,
+        "not-transfer",
+        "configmaps/namespaces/shop/plain"
+    ));
+    assert!(stored(bucket, "not-transfer", "namespaces/cluster/shop"));
+
     request(&backups, "Backup", "both", json!({ "labelSelector": { "matchLabels": { "a": "b" } }, "orLabelSelectors": [{ "matchLabels": { "a": "c" } }] })).await;
     let status = finished(&backups, "both").await;
     assert_eq!(status["phase"], "FailedValidation");
