@@ -18,7 +18,7 @@
 //! ClusterRoles). The label selector or any of `orLabelSelectors` must
 //! match; items labelled `velero.io/exclude-from-backup=true` and
 //! terminating items are skipped. The items, results and log are written,
-//! then the metadata with phase Finalizing[PartiallyFailed]; the finalizer
+//! then the metadata with phase Finalizing (or FinalizingPartiallyFailed); the finalizer
 //! rewrites it Completed or PartiallyFailed, which is when the other
 //! cluster's sync takes it.
 
