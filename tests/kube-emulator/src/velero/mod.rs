@@ -449,7 +449,13 @@ pub fn valid_label_value(name: &str) -> String {
     }
     let digest = sha2::Sha256::digest(name.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}{}", &name[..MAX - 6], &hex[..6])
+    // Go cuts bytes; a name the API server accepted is ASCII, and anything
+    // else is cut at a character boundary rather than split.
+    let mut cut = MAX - 6;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{}", &name[..cut], &hex[..6])
 }
 
 #[cfg(test)]
@@ -465,6 +471,8 @@ mod tests {
         assert!(valid.starts_with(&"a".repeat(57)));
         // sha256("a" x 70) starts with these digits (checked with sha256sum).
         assert_eq!(&valid[57..], &sha_prefix(&long));
+        let wide = "é".repeat(40);
+        assert!(valid_label_value(&wide).len() <= 63);
     }
 
     fn sha_prefix(text: &str) -> String {
