@@ -85,9 +85,11 @@
 //!   (Velero also sets its expiration);
 //! - the logs are short summaries in logrus's format, not Velero's log.
 
+mod actions;
 mod backup;
 mod bucket;
 mod download;
+mod existing;
 mod filter;
 mod glob;
 mod location;

@@ -43,7 +43,9 @@ use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::actions::{clean_up, reset};
 use super::bucket::{Item, Target};
+use super::existing::{merge_patch, merge_service_accounts, to_value};
 use super::filter::{selectors, IncludesExcludes, Resolver};
 use super::location;
 use super::modifiers::{self, ResourceModifiers};
@@ -837,80 +839,6 @@ impl Context<'_> {
     }
 }
 
-fn to_value(object: &DynamicObject) -> Value {
-    serde_json::to_value(object).unwrap_or(Value::Null)
-}
-
-/// The JSON merge patch (RFC 7386) that turns `from` into `to`, as
-/// `jsonpatch.CreateMergePatch` computes it.
-fn merge_patch(from: &Value, to: &Value) -> Value {
-    match (from, to) {
-        (Value::Object(from), Value::Object(to)) => {
-            let mut patch = Map::new();
-            for (key, value) in to {
-                match from.get(key) {
-                    Some(old) if old == value => {}
-                    Some(old) => {
-                        patch.insert(key.clone(), merge_patch(old, value));
-                    }
-                    None => {
-                        patch.insert(key.clone(), value.clone());
-                    }
-                }
-            }
-            for key in from.keys().filter(|k| !to.contains_key(*k)) {
-                patch.insert(key.clone(), Value::Null);
-            }
-            Value::Object(patch)
-        }
-        (_, to) => to.clone(),
-    }
-}
-
-/// `mergeServiceAccounts`: the in-cluster ServiceAccount with the backed-up
-/// one's secrets, image pull secrets, labels and annotations added.
-fn merge_service_accounts(
-    from_cluster: &DynamicObject,
-    backed_up: &DynamicObject,
-) -> DynamicObject {
-    let mut desired = from_cluster.clone();
-    for field in ["secrets", "imagePullSecrets"] {
-        let mut list = desired
-            .data
-            .get(field)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for entry in backed_up
-            .data
-            .get(field)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if !list.iter().any(|e| e["name"] == entry["name"]) {
-                list.push(entry.clone());
-            }
-        }
-        if !list.is_empty() {
-            desired.data[field] = Value::Array(list);
-        }
-    }
-    for (key, value) in backed_up.labels() {
-        desired
-            .labels_mut()
-            .entry(key.clone())
-            .or_insert_with(|| value.clone());
-    }
-    for (key, value) in backed_up.annotations() {
-        desired
-            .annotations_mut()
-            .entry(key.clone())
-            .or_insert_with(|| value.clone());
-    }
-    desired
-}
-
 /// The resource to create `item` as in this cluster: the backed-up
 /// version if this cluster serves it, else the group's preferred version
 /// of the same kind.
@@ -939,176 +867,9 @@ fn target_resource(discovery: &Discovery, item: &Item) -> anyhow::Result<(ApiRes
     Ok((resource, capabilities.scope))
 }
 
-/// Velero's `resetMetadataAndStatus`: server-set metadata, owner
-/// references and status go.
-fn reset(object: &DynamicObject) -> DynamicObject {
-    let mut object = object.clone();
-    let metadata = &mut object.metadata;
-    metadata.uid = None;
-    metadata.resource_version = None;
-    metadata.creation_timestamp = None;
-    metadata.deletion_timestamp = None;
-    metadata.deletion_grace_period_seconds = None;
-    metadata.generation = None;
-    metadata.generate_name = None;
-    metadata.self_link = None;
-    metadata.owner_references = None;
-    if let Some(fields) = object.data.as_object_mut() {
-        fields.remove("status");
-    }
-    object
-}
-
-/// The restore item actions of pkg/restore/actions: what only made sense
-/// in the source cluster.
-fn clean_up(
-    resource: &str,
-    object: &mut DynamicObject,
-    restored_volumes: &HashSet<String>,
-    mapping: &BTreeMap<String, String>,
-) {
-    // managedFields belong to the source's API server.
-    object.metadata.managed_fields = None;
-    match resource {
-        // pod_action.go: scheduling is the destination's business, and the
-        // service account token is mounted anew.
-        "pods" => {
-            remove(&mut object.data, "/spec", "nodeName");
-            remove(&mut object.data, "/spec", "priority");
-            let account = object
-                .data
-                .pointer("/spec/serviceAccountName")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-                .to_string();
-            let token = |name: &Value| {
-                name.as_str()
-                    .is_some_and(|n| n.starts_with(&format!("{account}-token-")))
-            };
-            if let Some(volumes) = object
-                .data
-                .pointer_mut("/spec/volumes")
-                .and_then(Value::as_array_mut)
-            {
-                volumes.retain(|volume| !token(&volume["name"]));
-            }
-            for containers in ["containers", "initContainers"] {
-                for container in object
-                    .data
-                    .pointer_mut(&format!("/spec/{containers}"))
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(mounts) = container
-                        .get_mut("volumeMounts")
-                        .and_then(Value::as_array_mut)
-                    {
-                        mounts.retain(|mount| !token(&mount["name"]));
-                    }
-                }
-            }
-        }
-        // service_action.go: cluster IPs are allocated by the destination;
-        // node ports too unless preserveNodePorts.
-        "services" => {
-            if object
-                .data
-                .pointer("/spec/clusterIP")
-                .and_then(Value::as_str)
-                != Some("None")
-            {
-                remove(&mut object.data, "/spec", "clusterIP");
-                remove(&mut object.data, "/spec", "clusterIPs");
-            }
-            let preserve = object.data.pointer("/spec/preserveNodePorts") == Some(&json!(true));
-            if !preserve {
-                remove(&mut object.data, "/spec", "healthCheckNodePort");
-                for port in object
-                    .data
-                    .pointer_mut("/spec/ports")
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(port) = port.as_object_mut() {
-                        port.remove("nodePort");
-                    }
-                }
-            }
-        }
-        // job_action.go: the controller-uid labels name the source's Job.
-        "jobs.batch" => {
-            for path in [
-                "/spec/selector/matchLabels",
-                "/spec/template/metadata/labels",
-            ] {
-                if let Some(labels) = object.data.pointer_mut(path).and_then(Value::as_object_mut) {
-                    labels.remove("controller-uid");
-                    labels.remove("batch.kubernetes.io/controller-uid");
-                }
-            }
-        }
-        // rolebinding_action.go, clusterrolebinding_action.go: subjects
-        // follow the namespace mapping.
-        "rolebindings.rbac.authorization.k8s.io"
-        | "clusterrolebindings.rbac.authorization.k8s.io" => {
-            for subject in object
-                .data
-                .get_mut("subjects")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                let mapped = subject
-                    .get("namespace")
-                    .and_then(Value::as_str)
-                    .and_then(|ns| mapping.get(ns));
-                if let Some(mapped) = mapped {
-                    subject["namespace"] = json!(mapped);
-                }
-            }
-        }
-        // A claim is bound anew unless its volume comes along.
-        "persistentvolumeclaims" => {
-            for annotation in [
-                "pv.kubernetes.io/bind-completed",
-                "pv.kubernetes.io/bound-by-controller",
-                "volume.kubernetes.io/selected-node",
-            ] {
-                object.annotations_mut().remove(annotation);
-            }
-            let volume = object
-                .data
-                .pointer("/spec/volumeName")
-                .and_then(Value::as_str);
-            if volume.is_some_and(|v| !restored_volumes.contains(v)) {
-                remove(&mut object.data, "/spec", "volumeName");
-            }
-        }
-        _ => {}
-    }
-}
-
-fn remove(data: &mut Value, parent: &str, field: &str) {
-    if let Some(fields) = data.pointer_mut(parent).and_then(Value::as_object_mut) {
-        fields.remove(field);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merge_patches_set_changes_and_null_what_the_target_lacks() {
-        let from = json!({ "spec": { "replicas": 1, "paused": false }, "metadata": { "labels": { "a": "1" } } });
-        let to = json!({ "spec": { "replicas": 3 }, "metadata": { "labels": { "a": "1" } } });
-        assert_eq!(
-            merge_patch(&from, &to),
-            json!({ "spec": { "replicas": 3, "paused": null } })
-        );
-    }
 
     #[test]
     fn restore_priorities_put_rbac_before_pods_and_unknown_resources_after_services() {
