@@ -19,8 +19,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 use velero_support::{
-    backed_up, completed, create, finished, gunzip, namespace, request, set_status, shop_backed_up,
-    start_pair, velero,
+    back_up_shop, completed, create, finished, gunzip, namespace, request, set_status,
+    shop_backed_up, start_pair, velero,
 };
 
 fn stored(bucket: &Path, backup: &str, item: &str) -> bool {
@@ -278,13 +278,7 @@ async fn restores_follow_cluster_scope_rules_remap_subjects_merge_service_accoun
     let (_dir, pair) = start_pair().await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
     shop(source).await;
-    backed_up(
-        source,
-        destination,
-        "shop",
-        json!({ "includedNamespaces": ["shop"] }),
-    )
-    .await;
+    back_up_shop(&pair, "shop").await;
     let restores = velero(destination, "Restore");
     let bindings = Api::<ClusterRoleBinding>::all(destination.clone());
 
