@@ -173,8 +173,31 @@ async fn download_requests_serve_results_and_logs_through_signed_urls() {
     assert_eq!(get(&tampered).await.0, 403);
     let other = url.replace("restore-second-logs.gz", "restore-first-logs.gz");
     assert_eq!(get(&other).await.0, 403);
-    // A signed key the bucket lacks is not found.
-    let url = download_url(destination, "no-list", "RestoreResourceList", "second").await;
+    // What became of each item, as `describe --details` lists it.
+    let url = download_url(destination, "second-list", "RestoreResourceList", "second").await;
+    let (code, body) = get(&url).await;
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_slice(&gunzip(&body)).expect("JSON list");
+    assert_eq!(
+        list["v1/ConfigMap"],
+        json!(["shop/settings(failed)"]),
+        "{list}"
+    );
+    assert_eq!(list["v1/Namespace"], json!(["shop(skipped)"]), "{list}");
+    let url = download_url(destination, "first-list", "RestoreResourceList", "first").await;
+    let list: Value = serde_json::from_slice(&gunzip(&get(&url).await.1)).expect("JSON list");
+    assert_eq!(
+        list["v1/ConfigMap"],
+        json!(["shop/settings(created)"]),
+        "{list}"
+    );
+    let url = download_url(source, "full-list", "BackupResourceList", "full").await;
+    let list: Value = serde_json::from_slice(&gunzip(&get(&url).await.1)).expect("JSON list");
+    assert_eq!(list["v1/ConfigMap"], json!(["shop/settings"]), "{list}");
+    assert_eq!(list["v1/Namespace"], json!(["shop"]), "{list}");
+    // A signed key the bucket lacks (the emulator keeps no tarball) is
+    // not found.
+    let url = download_url(source, "contents", "BackupContents", "full").await;
     assert_eq!(get(&url).await.0, 404);
 }
 

@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 
 use super::bucket::{Bucket, Target};
 use super::filter::{excluded_from_backup, group_resource, selectors, IncludesExcludes, Resolver};
-use super::results::{Messages, Results};
+use super::results::{Messages, ResourceList, Results};
 use super::{
     fail, fail_validation, finalizing, location, merge, now, patch_object_status, spec, time,
     valid_label_value, Velero, STORAGE_LOCATION_LABEL,
@@ -83,6 +83,7 @@ impl Selection {
 #[derive(Default)]
 struct Snapshot {
     items: usize,
+    resources: ResourceList,
     errors: Messages,
     warnings: Messages,
     log: Vec<String>,
@@ -152,7 +153,13 @@ pub(super) async fn run(v: &Velero, backup: DynamicObject) {
     let progress = json!({ "totalItems": snapshot.items, "itemsBackedUp": snapshot.items });
     let (status, partially) = finalizing("backup", &name, &results, progress);
     let stored = async {
-        bucket.write_results(Target::Backup, &name, &results, &snapshot.log)?;
+        bucket.write_results(
+            Target::Backup,
+            &name,
+            &results,
+            &snapshot.resources,
+            &snapshot.log,
+        )?;
         store_metadata(&api, &bucket, &name, &status).await?;
         patch_object_status(&api, &name, status.clone()).await?;
         // The finalizer: the final phase, uploaded again.
@@ -293,6 +300,13 @@ async fn snapshot(
         match bucket.write_item(backup, resource, &object) {
             Ok(()) => {
                 snapshot.items += 1;
+                snapshot.resources.add(
+                    &resource.api_version,
+                    &resource.kind,
+                    object.metadata.namespace.as_deref(),
+                    &object.name_any(),
+                    None,
+                );
                 snapshot
                     .log
                     .push(format!("backed up {dir} {}", object.name_any()));

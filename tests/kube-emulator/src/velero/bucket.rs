@@ -9,8 +9,10 @@
 //! backups/<backup>/resources/<resource>/namespaces/<namespace>/<name>.json
 //! backups/<backup>/resources/<resource>/cluster/<name>.json
 //! backups/<backup>/<backup>-results.gz         warnings and errors
+//! backups/<backup>/<backup>-resource-list.json.gz
 //! backups/<backup>/<backup>-logs.gz
 //! restores/<restore>/restore-<restore>-results.gz
+//! restores/<restore>/restore-<restore>-resource-list.json.gz
 //! restores/<restore>/restore-<restore>-logs.gz
 //! ```
 //!
@@ -29,7 +31,7 @@ use kube::api::{ApiResource, DynamicObject};
 use serde::Serialize;
 
 use super::filter::group_resource;
-use super::results::{gzip, log_text, Results};
+use super::results::{gzip, log_text, ResourceList, Results};
 
 const METADATA_FILE: &str = "velero-backup.json";
 
@@ -143,7 +145,8 @@ impl Bucket<'_> {
         Ok(items)
     }
 
-    /// Stores the warnings and errors of a backup or restore and its log,
+    /// Stores the warnings and errors of a backup or restore, its resource
+    /// list and its log,
     /// gzipped, where Velero keeps them (`velero ... describe --details`
     /// and `velero ... logs` read them).
     pub fn write_results(
@@ -151,14 +154,17 @@ impl Bucket<'_> {
         target: Target,
         name: &str,
         results: &Results<'_>,
+        resources: &ResourceList,
         log: &[String],
     ) -> anyhow::Result<()> {
-        let (results_kind, log_kind) = match target {
-            Target::Backup => ("BackupResults", "BackupLog"),
-            Target::Restore => ("RestoreResults", "RestoreLog"),
+        let (results_kind, list_kind, log_kind) = match target {
+            Target::Backup => ("BackupResults", "BackupResourceList", "BackupLog"),
+            Target::Restore => ("RestoreResults", "RestoreResourceList", "RestoreLog"),
         };
         let json = serde_json::to_vec(results)?;
         write_bytes(&self.0.join(key(results_kind, name)?), &gzip(&json)?)?;
+        let json = serde_json::to_vec(resources)?;
+        write_bytes(&self.0.join(key(list_kind, name)?), &gzip(&json)?)?;
         let text = log_text(log, results);
         write_bytes(&self.0.join(key(log_kind, name)?), &gzip(text.as_bytes())?)
     }

@@ -59,7 +59,8 @@
 //!   namespaces, existing-object warnings in Velero's two wordings, the
 //!   `update` policy's merge patch with the label fallback, merged
 //!   ServiceAccounts, the external-resources finalizer;
-//! - results and logs gzipped under Velero's names, served through
+//! - results, resource lists (with each restored item's action) and logs
+//!   gzipped under Velero's names, served through
 //!   DownloadRequests with expiring signed URLs; ServerStatusRequests;
 //!   DeleteBackupRequests (bucket files, Restores, Backup, then the
 //!   requests).
@@ -68,7 +69,7 @@
 //!
 //! - the backup contents are unpacked in the bucket
 //!   (`backups/<b>/resources/...`), not in `<b>.tar.gz`, without
-//!   `-preferredversion` directories or the resource list file;
+//!   `-preferredversion` directories;
 //! - strategic merge patches merge every list of named objects by `name`
 //!   instead of by the schema's patch keys, and work on custom resources
 //!   (Velero refuses kinds its scheme lacks);

@@ -49,7 +49,7 @@ use super::existing::{merge_patch, merge_service_accounts, to_value};
 use super::filter::{selectors, IncludesExcludes, Resolver};
 use super::location;
 use super::modifiers::{self, ResourceModifiers};
-use super::results::{Messages, Results};
+use super::results::{Messages, ResourceList, Results};
 use super::{
     fail, fail_validation, finalizing, now, patch_object_status, phase, spec, valid_label_value,
     Velero,
@@ -169,6 +169,7 @@ impl Plan {
 struct Outcome {
     total: usize,
     restored: usize,
+    resources: ResourceList,
     errors: Messages,
     warnings: Messages,
     log: Vec<String>,
@@ -216,10 +217,13 @@ pub(super) async fn run(v: &Velero, restore: DynamicObject) {
         errors: &outcome.errors,
         warnings: &outcome.warnings,
     };
-    if let Err(error) = v
-        .bucket()
-        .write_results(Target::Restore, &name, &results, &outcome.log)
-    {
+    if let Err(error) = v.bucket().write_results(
+        Target::Restore,
+        &name,
+        &results,
+        &outcome.resources,
+        &outcome.log,
+    ) {
         tracing::warn!("velero: storing the results of restore {name}: {error:#}");
     }
     let progress = json!({ "totalItems": outcome.total, "itemsRestored": outcome.restored });
@@ -609,8 +613,21 @@ async fn ensure_namespaces(v: &Velero, plan: &Plan, selected: &[&Item], outcome:
             }
         };
         match api.create(&PostParams::default(), &namespace).await {
-            Ok(_) => outcome.log.push(format!("created namespace {target}")),
-            Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+            Ok(_) => {
+                outcome.log.push(format!("created namespace {target}"));
+                let created = Some("created");
+                outcome
+                    .resources
+                    .add("v1", "Namespace", None, &target, created);
+            }
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                if item.is_some() {
+                    let skipped = Some("skipped");
+                    outcome
+                        .resources
+                        .add("v1", "Namespace", None, &target, skipped);
+                }
+            }
             Err(error) => {
                 outcome
                     .errors
@@ -640,8 +657,38 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// `restoreItem`: one item, its messages added to `outcome`.
+    /// `restoreItem`: one item, its messages added to `outcome` and what
+    /// became of it to the resource list (an item without an explicit
+    /// action is `skipped`, or `failed` when it had warnings or errors).
     async fn restore_item(&self, discovery: &Discovery, item: &Item, outcome: &mut Outcome) {
+        let messages = outcome.errors.count() + outcome.warnings.count();
+        let (api_version, kind, action) = self.restore_one(discovery, item, outcome).await;
+        let action = action.unwrap_or(
+            if outcome.errors.count() + outcome.warnings.count() > messages {
+                "failed"
+            } else {
+                "skipped"
+            },
+        );
+        let namespace = item.object.namespace().map(|ns| self.plan.map(&ns));
+        outcome.resources.add(
+            &api_version,
+            &kind,
+            namespace.as_deref(),
+            &item.object.name_any(),
+            Some(action),
+        );
+    }
+
+    /// Restores one item: its apiVersion and kind here, and the explicit
+    /// action (`created`, `updated`) if any.
+    async fn restore_one(
+        &self,
+        discovery: &Discovery,
+        item: &Item,
+        outcome: &mut Outcome,
+    ) -> (String, String, Option<&'static str>) {
+        let types = item.object.types.clone().unwrap_or_default();
         let source_namespace = item.object.namespace();
         let target_namespace = source_namespace.as_deref().map(|ns| self.plan.map(ns));
         let target = target_namespace.as_deref();
@@ -659,7 +706,7 @@ impl Context<'_> {
                 outcome
                     .errors
                     .add(target, format!("error restoring {id}: {error:#}"));
-                return;
+                return (types.api_version, types.kind, None);
             }
         };
         let mut object = reset(&item.object);
@@ -700,22 +747,27 @@ impl Context<'_> {
                         item.resource
                     ),
                 );
-                return;
+                return (resource.api_version, resource.kind, None);
             }
         };
-        match api.create(&PostParams::default(), &object).await {
+        let action = match api.create(&PostParams::default(), &object).await {
             Ok(_) => {
                 outcome.restored += 1;
                 outcome.log.push(format!("restored {id}"));
+                Some("created")
             }
             Err(kube::Error::Api(status)) if status.is_already_exists() => {
                 self.existing(&api, &item.resource, &object, target, outcome)
-                    .await;
+                    .await
             }
-            Err(error) => outcome
-                .errors
-                .add(target, format!("error restoring {id}: {error}")),
-        }
+            Err(error) => {
+                outcome
+                    .errors
+                    .add(target, format!("error restoring {id}: {error}"));
+                None
+            }
+        };
+        (resource.api_version, resource.kind, action)
     }
 
     /// What restore.go does when the object already exists.
@@ -726,7 +778,7 @@ impl Context<'_> {
         object: &DynamicObject,
         namespace: Option<&str>,
         outcome: &mut Outcome,
-    ) {
+    ) -> Option<&'static str> {
         let name = object.name_any();
         let kind = object
             .types
@@ -737,7 +789,7 @@ impl Context<'_> {
             Ok(existing) => existing,
             Err(error) => {
                 outcome.warnings.add(namespace, error.to_string());
-                return;
+                return None;
             }
         };
         // The in-cluster object without what the server sets, with the
@@ -760,7 +812,7 @@ impl Context<'_> {
                     .await;
             }
             outcome.restored += 1;
-            return;
+            return None;
         }
         if resource == "serviceaccounts" {
             let merged = merge_service_accounts(&from_cluster, &desired);
@@ -769,7 +821,10 @@ impl Context<'_> {
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => outcome.restored += 1,
+                Ok(_) => {
+                    outcome.restored += 1;
+                    return Some("updated");
+                }
                 Err(error) => {
                     outcome.warnings.add(namespace, error.to_string());
                     if update {
@@ -778,7 +833,7 @@ impl Context<'_> {
                     }
                 }
             }
-            return;
+            return None;
         }
         match self.plan.policy.as_deref() {
             Some("update") => {
@@ -793,6 +848,7 @@ impl Context<'_> {
                     Ok(_) => {
                         outcome.restored += 1;
                         outcome.log.push(format!("updated {resource} {name}"));
+                        return Some("updated");
                     }
                     Err(error) => {
                         outcome.warnings.add(namespace, error.to_string());
@@ -809,6 +865,7 @@ impl Context<'_> {
                 format!("could not restore, {kind}:{name} already exists. Warning: the in-cluster version is different than the backed-up version"),
             ),
         }
+        None
     }
 
     /// `updateBackupRestoreLabels`: only the restore labels.

@@ -51,6 +51,38 @@ impl Messages {
     }
 }
 
+/// The items of a backup (`<b>-resource-list.json.gz`, from
+/// pkg/backup/request.go `BackupResourceList`) or of a restore with what
+/// became of each (`restore-<r>-resource-list.json.gz`,
+/// pkg/restore/request.go `RestoredResourceList`): `apiVersion/Kind` ->
+/// sorted `namespace/name` entries, a restore's suffixed `(created)`,
+/// `(updated)`, `(skipped)` or `(failed)`. `velero backup|restore describe
+/// --details` lists them.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct ResourceList(BTreeMap<String, Vec<String>>);
+
+impl ResourceList {
+    pub fn add(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        action: Option<&str>,
+    ) {
+        let mut entry = match namespace {
+            Some(namespace) => format!("{namespace}/{name}"),
+            None => name.to_string(),
+        };
+        if let Some(action) = action {
+            entry = format!("{entry}({action})");
+        }
+        let entries = self.0.entry(format!("{api_version}/{kind}")).or_default();
+        let at = entries.binary_search(&entry).unwrap_or_else(|at| at);
+        entries.insert(at, entry);
+    }
+}
+
 /// The warnings and errors of one backup or restore, as the results file
 /// holds them.
 #[derive(Debug, Serialize)]
