@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 
 use super::bucket::{Bucket, Target};
 use super::filter::{excluded_from_backup, group_resource, selectors, IncludesExcludes, Resolver};
-use super::results::{Messages, ResourceList, Results};
+use super::results::Report;
 use super::{
     fail, fail_validation, finalizing, location, merge, now, patch_object_status, spec, time,
     valid_label_value, Velero, STORAGE_LOCATION_LABEL,
@@ -77,16 +77,6 @@ impl Selection {
     fn selects(&self, object: &DynamicObject) -> bool {
         self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(object.labels()))
     }
-}
-
-/// What was selected and how it went.
-#[derive(Default)]
-struct Snapshot {
-    items: usize,
-    resources: ResourceList,
-    errors: Messages,
-    warnings: Messages,
-    log: Vec<String>,
 }
 
 /// Processes one new Backup to its final phase.
@@ -146,20 +136,11 @@ pub(super) async fn run(v: &Velero, backup: DynamicObject) {
             return;
         }
     };
-    let results = Results {
-        errors: &snapshot.errors,
-        warnings: &snapshot.warnings,
-    };
-    let progress = json!({ "totalItems": snapshot.items, "itemsBackedUp": snapshot.items });
+    let results = snapshot.results();
+    let progress = json!({ "totalItems": snapshot.total, "itemsBackedUp": snapshot.done });
     let (status, partially) = finalizing("backup", &name, &results, progress);
     let stored = async {
-        bucket.write_results(
-            Target::Backup,
-            &name,
-            &results,
-            &snapshot.resources,
-            &snapshot.log,
-        )?;
+        bucket.write_results(Target::Backup, &name, &snapshot)?;
         store_metadata(&api, &bucket, &name, &status).await?;
         patch_object_status(&api, &name, status.clone()).await?;
         // The finalizer: the final phase, uploaded again.
@@ -268,7 +249,7 @@ async fn snapshot(
     bucket: &Bucket<'_>,
     backup: &str,
     selection: &Selection,
-) -> anyhow::Result<Snapshot> {
+) -> anyhow::Result<Report> {
     let discovery = Discovery::new(v.client.clone())
         .run()
         .await
@@ -284,8 +265,8 @@ async fn snapshot(
         .unwrap_or(all_namespaces);
     let related_cluster_resources = selection.include_cluster_resources != Some(false);
 
-    let mut snapshot = Snapshot::default();
-    let store = |resource: &ApiResource, mut object: DynamicObject, snapshot: &mut Snapshot| {
+    let mut snapshot = Report::default();
+    let store = |resource: &ApiResource, mut object: DynamicObject, snapshot: &mut Report| {
         let dir = group_resource(&resource.group, &resource.plural);
         if object.metadata.deletion_timestamp.is_some() || excluded_from_backup(&object) {
             snapshot
@@ -299,7 +280,8 @@ async fn snapshot(
         });
         match bucket.write_item(backup, resource, &object) {
             Ok(()) => {
-                snapshot.items += 1;
+                snapshot.total += 1;
+                snapshot.done += 1;
                 snapshot.resources.add(
                     &resource.api_version,
                     &resource.kind,
@@ -460,8 +442,8 @@ async fn related_rbac(
     v: &Velero,
     resources: &IncludesExcludes,
     service_accounts: &[(String, String)],
-    store: &impl Fn(&ApiResource, DynamicObject, &mut Snapshot),
-    snapshot: &mut Snapshot,
+    store: &impl Fn(&ApiResource, DynamicObject, &mut Report),
+    snapshot: &mut Report,
 ) {
     if service_accounts.is_empty() {
         return;

@@ -31,7 +31,7 @@ use kube::api::{ApiResource, DynamicObject};
 use serde::Serialize;
 
 use super::filter::group_resource;
-use super::results::{gzip, log_text, ResourceList, Results};
+use super::results::{gzip, log_text, Report};
 
 const METADATA_FILE: &str = "velero-backup.json";
 
@@ -149,23 +149,17 @@ impl Bucket<'_> {
     /// list and its log,
     /// gzipped, where Velero keeps them (`velero ... describe --details`
     /// and `velero ... logs` read them).
-    pub fn write_results(
-        &self,
-        target: Target,
-        name: &str,
-        results: &Results<'_>,
-        resources: &ResourceList,
-        log: &[String],
-    ) -> anyhow::Result<()> {
+    pub fn write_results(&self, target: Target, name: &str, report: &Report) -> anyhow::Result<()> {
         let (results_kind, list_kind, log_kind) = match target {
             Target::Backup => ("BackupResults", "BackupResourceList", "BackupLog"),
             Target::Restore => ("RestoreResults", "RestoreResourceList", "RestoreLog"),
         };
-        let json = serde_json::to_vec(results)?;
+        let results = report.results();
+        let json = serde_json::to_vec(&results)?;
         write_bytes(&self.0.join(key(results_kind, name)?), &gzip(&json)?)?;
-        let json = serde_json::to_vec(resources)?;
+        let json = serde_json::to_vec(&report.resources)?;
         write_bytes(&self.0.join(key(list_kind, name)?), &gzip(&json)?)?;
-        let text = log_text(log, results);
+        let text = log_text(&report.log, &results);
         write_bytes(&self.0.join(key(log_kind, name)?), &gzip(text.as_bytes())?)
     }
 

@@ -49,7 +49,7 @@ use super::existing::{merge_patch, merge_service_accounts, to_value};
 use super::filter::{selectors, IncludesExcludes, Resolver};
 use super::location;
 use super::modifiers::{self, ResourceModifiers};
-use super::results::{Messages, ResourceList, Results};
+use super::results::Report;
 use super::{
     fail, fail_validation, finalizing, now, patch_object_status, phase, spec, valid_label_value,
     Velero,
@@ -164,17 +164,6 @@ impl Plan {
     }
 }
 
-/// How a restore went.
-#[derive(Default)]
-struct Outcome {
-    total: usize,
-    restored: usize,
-    resources: ResourceList,
-    errors: Messages,
-    warnings: Messages,
-    log: Vec<String>,
-}
-
 /// Processes one new Restore to its final phase.
 pub(super) async fn run(v: &Velero, restore: DynamicObject) {
     let api = v.restores();
@@ -213,20 +202,11 @@ pub(super) async fn run(v: &Velero, restore: DynamicObject) {
             return;
         }
     };
-    let results = Results {
-        errors: &outcome.errors,
-        warnings: &outcome.warnings,
-    };
-    if let Err(error) = v.bucket().write_results(
-        Target::Restore,
-        &name,
-        &results,
-        &outcome.resources,
-        &outcome.log,
-    ) {
+    let results = outcome.results();
+    if let Err(error) = v.bucket().write_results(Target::Restore, &name, &outcome) {
         tracing::warn!("velero: storing the results of restore {name}: {error:#}");
     }
-    let progress = json!({ "totalItems": outcome.total, "itemsRestored": outcome.restored });
+    let progress = json!({ "totalItems": outcome.total, "itemsRestored": outcome.done });
     let (status, partially) = finalizing("restore", &name, &results, progress);
     let finished = async {
         patch_object_status(&api, &name, status).await?;
@@ -518,7 +498,7 @@ fn priority(resource: &str) -> (usize, usize) {
     }
 }
 
-async fn restore_items(v: &Velero, restore: &str, plan: &Plan) -> anyhow::Result<Outcome> {
+async fn restore_items(v: &Velero, restore: &str, plan: &Plan) -> anyhow::Result<Report> {
     let bucket = v.bucket();
     let backup = &plan.backup;
     anyhow::ensure!(
@@ -536,9 +516,9 @@ async fn restore_items(v: &Velero, restore: &str, plan: &Plan) -> anyhow::Result
         .filter(|item| item.resource == "persistentvolumes")
         .map(|item| item.object.name_any())
         .collect();
-    let mut outcome = Outcome {
+    let mut outcome = Report {
         total: selected.len(),
-        ..Outcome::default()
+        ..Report::default()
     };
 
     let mut ordered: Vec<&Item> = selected
@@ -581,7 +561,7 @@ async fn restore_items(v: &Velero, restore: &str, plan: &Plan) -> anyhow::Result
 /// backup has one (labels, annotations and spec, without the restore
 /// labels), as `kube.EnsureNamespaceExistsAndIsReady` does; an existing one
 /// is used as it is.
-async fn ensure_namespaces(v: &Velero, plan: &Plan, selected: &[&Item], outcome: &mut Outcome) {
+async fn ensure_namespaces(v: &Velero, plan: &Plan, selected: &[&Item], outcome: &mut Report) {
     let mut targets: BTreeMap<String, Option<&Item>> = BTreeMap::new();
     for item in selected {
         if let Some(namespace) = item.object.namespace() {
@@ -636,7 +616,7 @@ async fn ensure_namespaces(v: &Velero, plan: &Plan, selected: &[&Item], outcome:
             }
         }
         if item.is_some() {
-            outcome.restored += 1;
+            outcome.done += 1;
         }
     }
 }
@@ -660,7 +640,7 @@ impl Context<'_> {
     /// `restoreItem`: one item, its messages added to `outcome` and what
     /// became of it to the resource list (an item without an explicit
     /// action is `skipped`, or `failed` when it had warnings or errors).
-    async fn restore_item(&self, discovery: &Discovery, item: &Item, outcome: &mut Outcome) {
+    async fn restore_item(&self, discovery: &Discovery, item: &Item, outcome: &mut Report) {
         let messages = outcome.errors.count() + outcome.warnings.count();
         let (api_version, kind, action) = self.restore_one(discovery, item, outcome).await;
         let action = action.unwrap_or(
@@ -686,7 +666,7 @@ impl Context<'_> {
         &self,
         discovery: &Discovery,
         item: &Item,
-        outcome: &mut Outcome,
+        outcome: &mut Report,
     ) -> (String, String, Option<&'static str>) {
         let types = item.object.types.clone().unwrap_or_default();
         let source_namespace = item.object.namespace();
@@ -752,7 +732,7 @@ impl Context<'_> {
         };
         let action = match api.create(&PostParams::default(), &object).await {
             Ok(_) => {
-                outcome.restored += 1;
+                outcome.done += 1;
                 outcome.log.push(format!("restored {id}"));
                 Some("created")
             }
@@ -777,7 +757,7 @@ impl Context<'_> {
         resource: &str,
         object: &DynamicObject,
         namespace: Option<&str>,
-        outcome: &mut Outcome,
+        outcome: &mut Report,
     ) -> Option<&'static str> {
         let name = object.name_any();
         let kind = object
@@ -811,7 +791,7 @@ impl Context<'_> {
                 self.patch_labels(api, &name, object, namespace, outcome)
                     .await;
             }
-            outcome.restored += 1;
+            outcome.done += 1;
             return None;
         }
         if resource == "serviceaccounts" {
@@ -822,7 +802,7 @@ impl Context<'_> {
                 .await
             {
                 Ok(_) => {
-                    outcome.restored += 1;
+                    outcome.done += 1;
                     return Some("updated");
                 }
                 Err(error) => {
@@ -846,7 +826,7 @@ impl Context<'_> {
                     .await
                 {
                     Ok(_) => {
-                        outcome.restored += 1;
+                        outcome.done += 1;
                         outcome.log.push(format!("updated {resource} {name}"));
                         return Some("updated");
                     }
@@ -875,7 +855,7 @@ impl Context<'_> {
         name: &str,
         object: &DynamicObject,
         namespace: Option<&str>,
-        outcome: &mut Outcome,
+        outcome: &mut Report,
     ) {
         let labels: Map<String, Value> = [BACKUP_NAME_LABEL, RESTORE_NAME_LABEL]
             .iter()

@@ -91,6 +91,29 @@ pub(super) struct Results<'a> {
     pub warnings: &'a Messages,
 }
 
+/// What a backup or restore reports: how many items it selected and
+/// backed up or restored (`status.progress`), its warnings and errors,
+/// its resource list and its log.
+#[derive(Debug, Default)]
+pub(super) struct Report {
+    pub total: usize,
+    pub done: usize,
+    pub errors: Messages,
+    pub warnings: Messages,
+    pub resources: ResourceList,
+    pub log: Vec<String>,
+}
+
+impl Report {
+    /// The results file's content.
+    pub fn results(&self) -> Results<'_> {
+        Results {
+            errors: &self.errors,
+            warnings: &self.warnings,
+        }
+    }
+}
+
 /// `bytes` gzip-compressed, as Velero uploads results and logs.
 pub(super) fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
