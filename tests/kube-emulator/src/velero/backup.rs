@@ -168,10 +168,7 @@ pub(super) async fn run(v: &Velero, backup: DynamicObject) {
 /// The BSL and what to select, or Velero's validation errors.
 async fn validate(v: &Velero, spec: &BackupSpec) -> Result<(String, Selection), Vec<String>> {
     let (location, mut errors) = location::for_backup(v, spec.storage_location.as_deref()).await;
-    let resolver = Resolver::discover(&v.client).await.unwrap_or_else(|error| {
-        tracing::warn!("velero: discovering resource names: {error}");
-        Resolver::default()
-    });
+    let resolver = Resolver::discover_or_empty(&v.client).await;
     let resources = IncludesExcludes::resources(
         spec.included_resources.as_ref(),
         spec.excluded_resources.as_ref(),

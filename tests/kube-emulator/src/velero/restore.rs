@@ -296,10 +296,7 @@ async fn validate(v: &Velero, spec: RestoreSpec) -> Result<Plan, Vec<String>> {
             errors.push(format!("{included} are non-restorable resources"));
         }
     }
-    let resolver = Resolver::discover(&v.client).await.unwrap_or_else(|error| {
-        tracing::warn!("velero: discovering resource names: {error}");
-        Resolver::default()
-    });
+    let resolver = Resolver::discover_or_empty(&v.client).await;
     let listed = IncludesExcludes::new(
         spec.included_resources.as_ref(),
         spec.excluded_resources.as_ref(),
