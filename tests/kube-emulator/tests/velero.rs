@@ -321,6 +321,26 @@ async fn a_backup_of_the_source_restores_into_a_renamed_namespace_of_the_destina
             .map(String::as_str),
         Some("EUR")
     );
+    assert_eq!(
+        settings
+            .labels()
+            .get("velero.io/restore-name")
+            .map(String::as_str),
+        Some("update"),
+        "the patch carries the new restore labels"
+    );
+    // An unchanged object gets the new restore labels too.
+    let credentials = Api::<Secret>::namespaced(destination.clone(), "shop-copy")
+        .get("credentials")
+        .await
+        .expect("credentials");
+    assert_eq!(
+        credentials
+            .labels()
+            .get("velero.io/restore-name")
+            .map(String::as_str),
+        Some("update")
+    );
 }
 
 /// A namespace `gadgets` holding a custom resource of a CRD only the

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use controller_support::{eventually, from_json};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -20,8 +19,8 @@ use kube::ResourceExt;
 use kube_emulator::{ClusterPair, VeleroOptions};
 use serde_json::{json, Value};
 use velero_support::{
-    backed_up, completed, create, finished, gone, in_phase, merge_into, namespace, request,
-    set_status, shop_backed_up, start_pair, start_pair_with, synced, velero, velero_in,
+    backed_up, completed, finished, gone, in_phase, merge_into, namespace, request, set_status,
+    shop_backed_up, shop_with_settings, start_pair, start_pair_with, synced, velero, velero_in,
 };
 
 /// Every phase `name` of `api` goes through until a final one, as a watch
@@ -91,25 +90,17 @@ fn stored_phase(pair: &ClusterPair, backup: &str) -> Value {
 async fn backups_and_restores_pass_through_finalizing_with_status_written_on_the_object() {
     let (_dir, pair) = start_pair().await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
-    namespace(source, "shop").await;
-    create::<ConfigMap>(
-        source,
-        "shop",
-        json!({ "metadata": { "name": "settings" }, "data": { "a": "b" } }),
-    )
-    .await;
+    shop_with_settings(source).await;
 
     let backups = velero(source, "Backup");
     let watched = phases(backups.clone(), "phased").await;
-    request(
+    let status = completed(
         &backups,
         "Backup",
         "phased",
         json!({ "includedNamespaces": ["shop"] }),
     )
     .await;
-    let status = finished(&backups, "phased").await;
-    assert_eq!(status["phase"], "Completed", "{status}");
     assert!(
         status.get("errors").is_none() && status.get("warnings").is_none(),
         "zero counters are omitted: {status}"
@@ -148,15 +139,13 @@ async fn backups_and_restores_pass_through_finalizing_with_status_written_on_the
     synced(&velero(destination, "Backup"), "phased").await;
     let restores = velero(destination, "Restore");
     let watched = phases(restores.clone(), "phased").await;
-    request(
+    let status = completed(
         &restores,
         "Restore",
         "phased",
         json!({ "backupName": "phased", "namespaceMapping": { "shop": "copy" } }),
     )
     .await;
-    let status = finished(&restores, "phased").await;
-    assert_eq!(status["phase"], "Completed", "{status}");
     assert!(
         status.get("errors").is_none() && status.get("warnings").is_none(),
         "{status}"
@@ -180,14 +169,13 @@ async fn velero_in_openshift_adp_uses_the_default_location_and_refuses_read_only
     let (source, destination) = (&pair.source.client, &pair.destination.client);
     namespace(source, "shop").await;
     let backups = velero_in(source, "openshift-adp", "Backup");
-    request(
+    completed(
         &backups,
         "Backup",
         "adp",
         json!({ "includedNamespaces": ["shop"] }),
     )
     .await;
-    assert_eq!(finished(&backups, "adp").await["phase"], "Completed");
     let backup = backups.get("adp").await.expect("backup");
     assert_eq!(
         backup.data.pointer("/spec/storageLocation"),
@@ -377,7 +365,8 @@ async fn the_sync_skips_unfinished_backups_deletes_orphans_restores_deleted_obje
 }
 
 #[tokio::test]
-async fn a_delete_backup_request_removes_the_backup_its_files_and_its_restores() {
+async fn a_delete_backup_request_removes_the_backup_its_files_and_its_restores_and_restores_take_their_files(
+) {
     let (_dir, pair) = start_pair().await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
     shop_backed_up(&pair, "doomed").await;
@@ -390,6 +379,33 @@ async fn a_delete_backup_request_removes_the_backup_its_files_and_its_restores()
     )
     .await;
     finished(&source_restores, "of-doomed").await;
+    let bucket = &pair.shared.velero_bucket;
+    let restore = source_restores.get("of-doomed").await.expect("restore");
+    assert!(
+        restore
+            .finalizers()
+            .contains(&"restores.velero.io/external-resources-finalizer".to_string()),
+        "{:?}",
+        restore.metadata
+    );
+    assert!(bucket
+        .join("restores/of-doomed/restore-of-doomed-results.gz")
+        .is_file());
+    // A Restore deleted alone takes its files along (its finalizer).
+    completed(
+        &source_restores,
+        "Restore",
+        "short-lived",
+        json!({ "backupName": "doomed", "namespaceMapping": { "shop": "brief" } }),
+    )
+    .await;
+    assert!(bucket.join("restores/short-lived").is_dir());
+    source_restores
+        .delete("short-lived", &Default::default())
+        .await
+        .expect("deleting the restore");
+    gone(&source_restores, "short-lived").await;
+    assert!(!bucket.join("restores/short-lived").exists());
 
     let requests = velero(source, "DeleteBackupRequest");
     request(
@@ -411,6 +427,7 @@ async fn a_delete_backup_request_removes_the_backup_its_files_and_its_restores()
     .await;
     gone(&velero(source, "Backup"), "doomed").await;
     gone(&source_restores, "of-doomed").await;
+    assert!(!bucket.join("restores/of-doomed").exists());
     // Processed without errors, the request goes with the backup.
     gone(&requests, "delete-doomed").await;
     assert!(!pair.shared.velero_bucket.join("backups/doomed").exists());

@@ -14,7 +14,7 @@ use kube::api::{Api, DynamicObject};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 use velero_support::{
-    backed_up, create, finished, modifiers, namespace, request, restore_results, shop_backed_up,
+    back_up_shop, create, finished, modifiers, namespace, request, restore_results, shop_backed_up,
     start_pair, velero,
 };
 
@@ -155,13 +155,7 @@ async fn modifiers_rewrite_images_routes_and_storage_classes_and_a_failing_patch
         )
         .await
         .expect("creating the route");
-    backed_up(
-        source,
-        destination,
-        "shop",
-        json!({ "includedNamespaces": ["shop"] }),
-    )
-    .await;
+    back_up_shop(&pair, "shop").await;
 
     modifiers(destination, "migration", RULES).await;
     let restores = velero(destination, "Restore");

@@ -12,7 +12,7 @@ use kube_emulator::VeleroOptions;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use velero_support::{
-    backed_up, create, finished, in_phase, merge_into, namespace, request, start_pair,
+    backed_up, completed, finished, in_phase, merge_into, request, shop_with_settings, start_pair,
     start_pair_with, velero,
 };
 
@@ -83,13 +83,7 @@ async fn download_url(client: &kube::Client, request_name: &str, kind: &str, nam
 async fn download_requests_serve_results_and_logs_through_signed_urls() {
     let (_dir, pair) = start_pair().await;
     let (source, destination) = (&pair.source.client, &pair.destination.client);
-    namespace(source, "shop").await;
-    create::<ConfigMap>(
-        source,
-        "shop",
-        json!({ "metadata": { "name": "settings" }, "data": { "a": "b" } }),
-    )
-    .await;
+    shop_with_settings(source).await;
 
     // A missing included namespace: PartiallyFailed, its error in the results.
     let backups = velero(source, "Backup");
@@ -141,15 +135,13 @@ async fn download_requests_serve_results_and_logs_through_signed_urls() {
         json!({ "data": { "a": "changed" } }),
     )
     .await;
-    request(
+    let status = completed(
         &restores,
         "Restore",
         "second",
         json!({ "backupName": "full", "existingResourcePolicy": "none" }),
     )
     .await;
-    let status = finished(&restores, "second").await;
-    assert_eq!(status["phase"], "Completed", "{status}");
     assert_eq!(status["warnings"], 1, "{status}");
     let url = download_url(destination, "second-results", "RestoreResults", "second").await;
     let (code, body) = get(&url).await;
@@ -181,8 +173,31 @@ async fn download_requests_serve_results_and_logs_through_signed_urls() {
     assert_eq!(get(&tampered).await.0, 403);
     let other = url.replace("restore-second-logs.gz", "restore-first-logs.gz");
     assert_eq!(get(&other).await.0, 403);
-    // A signed key the bucket lacks is not found.
-    let url = download_url(destination, "no-list", "RestoreResourceList", "second").await;
+    // What became of each item, as `describe --details` lists it.
+    let url = download_url(destination, "second-list", "RestoreResourceList", "second").await;
+    let (code, body) = get(&url).await;
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_slice(&gunzip(&body)).expect("JSON list");
+    assert_eq!(
+        list["v1/ConfigMap"],
+        json!(["shop/settings(failed)"]),
+        "{list}"
+    );
+    assert_eq!(list["v1/Namespace"], json!(["shop(skipped)"]), "{list}");
+    let url = download_url(destination, "first-list", "RestoreResourceList", "first").await;
+    let list: Value = serde_json::from_slice(&gunzip(&get(&url).await.1)).expect("JSON list");
+    assert_eq!(
+        list["v1/ConfigMap"],
+        json!(["shop/settings(created)"]),
+        "{list}"
+    );
+    let url = download_url(source, "full-list", "BackupResourceList", "full").await;
+    let list: Value = serde_json::from_slice(&gunzip(&get(&url).await.1)).expect("JSON list");
+    assert_eq!(list["v1/ConfigMap"], json!(["shop/settings"]), "{list}");
+    assert_eq!(list["v1/Namespace"], json!(["shop"]), "{list}");
+    // A signed key the bucket lacks (the emulator keeps no tarball) is
+    // not found.
+    let url = download_url(source, "contents", "BackupContents", "full").await;
     assert_eq!(get(&url).await.0, 404);
 }
 

@@ -18,7 +18,7 @@
 //! ClusterRoles). The label selector or any of `orLabelSelectors` must
 //! match; items labelled `velero.io/exclude-from-backup=true` and
 //! terminating items are skipped. The items, results and log are written,
-//! then the metadata with phase Finalizing[PartiallyFailed]; the finalizer
+//! then the metadata with phase Finalizing (or FinalizingPartiallyFailed); the finalizer
 //! rewrites it Completed or PartiallyFailed, which is when the other
 //! cluster's sync takes it.
 
@@ -37,9 +37,9 @@ use serde_json::{json, Value};
 
 use super::bucket::{Bucket, Target};
 use super::filter::{excluded_from_backup, group_resource, selectors, IncludesExcludes, Resolver};
-use super::results::{Messages, Results};
+use super::results::Report;
 use super::{
-    counters, fail, fail_validation, location, merge, now, patch_object_status, spec, time,
+    fail, fail_validation, finalizing, location, merge, now, patch_object_status, spec, time,
     valid_label_value, Velero, STORAGE_LOCATION_LABEL,
 };
 
@@ -77,15 +77,6 @@ impl Selection {
     fn selects(&self, object: &DynamicObject) -> bool {
         self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(object.labels()))
     }
-}
-
-/// What was selected and how it went.
-#[derive(Default)]
-struct Snapshot {
-    items: usize,
-    errors: Messages,
-    warnings: Messages,
-    log: Vec<String>,
 }
 
 /// Processes one new Backup to its final phase.
@@ -145,25 +136,11 @@ pub(super) async fn run(v: &Velero, backup: DynamicObject) {
             return;
         }
     };
-    for message in snapshot.errors.all() {
-        tracing::warn!("velero: backup {name}: {message}");
-    }
-    let partially = snapshot.errors.count() > 0;
-    let mut status = json!({
-        "phase": if partially { "FinalizingPartiallyFailed" } else { "Finalizing" },
-        "progress": { "totalItems": snapshot.items, "itemsBackedUp": snapshot.items },
-    });
-    counters(
-        &mut status,
-        snapshot.errors.count(),
-        snapshot.warnings.count(),
-    );
-    let results = Results {
-        errors: &snapshot.errors,
-        warnings: &snapshot.warnings,
-    };
+    let results = snapshot.results();
+    let progress = json!({ "totalItems": snapshot.total, "itemsBackedUp": snapshot.done });
+    let (status, partially) = finalizing("backup", &name, &results, progress);
     let stored = async {
-        bucket.write_results(Target::Backup, &name, &results, &snapshot.log)?;
+        bucket.write_results(Target::Backup, &name, &snapshot)?;
         store_metadata(&api, &bucket, &name, &status).await?;
         patch_object_status(&api, &name, status.clone()).await?;
         // The finalizer: the final phase, uploaded again.
@@ -191,10 +168,7 @@ pub(super) async fn run(v: &Velero, backup: DynamicObject) {
 /// The BSL and what to select, or Velero's validation errors.
 async fn validate(v: &Velero, spec: &BackupSpec) -> Result<(String, Selection), Vec<String>> {
     let (location, mut errors) = location::for_backup(v, spec.storage_location.as_deref()).await;
-    let resolver = Resolver::discover(&v.client).await.unwrap_or_else(|error| {
-        tracing::warn!("velero: discovering resource names: {error}");
-        Resolver::default()
-    });
+    let resolver = Resolver::discover_or_empty(&v.client).await;
     let resources = IncludesExcludes::resources(
         spec.included_resources.as_ref(),
         spec.excluded_resources.as_ref(),
@@ -272,7 +246,7 @@ async fn snapshot(
     bucket: &Bucket<'_>,
     backup: &str,
     selection: &Selection,
-) -> anyhow::Result<Snapshot> {
+) -> anyhow::Result<Report> {
     let discovery = Discovery::new(v.client.clone())
         .run()
         .await
@@ -288,8 +262,8 @@ async fn snapshot(
         .unwrap_or(all_namespaces);
     let related_cluster_resources = selection.include_cluster_resources != Some(false);
 
-    let mut snapshot = Snapshot::default();
-    let store = |resource: &ApiResource, mut object: DynamicObject, snapshot: &mut Snapshot| {
+    let mut snapshot = Report::default();
+    let store = |resource: &ApiResource, mut object: DynamicObject, snapshot: &mut Report| {
         let dir = group_resource(&resource.group, &resource.plural);
         if object.metadata.deletion_timestamp.is_some() || excluded_from_backup(&object) {
             snapshot
@@ -303,7 +277,15 @@ async fn snapshot(
         });
         match bucket.write_item(backup, resource, &object) {
             Ok(()) => {
-                snapshot.items += 1;
+                snapshot.total += 1;
+                snapshot.done += 1;
+                snapshot.resources.add(
+                    &resource.api_version,
+                    &resource.kind,
+                    object.metadata.namespace.as_deref(),
+                    &object.name_any(),
+                    None,
+                );
                 snapshot
                     .log
                     .push(format!("backed up {dir} {}", object.name_any()));
@@ -457,8 +439,8 @@ async fn related_rbac(
     v: &Velero,
     resources: &IncludesExcludes,
     service_accounts: &[(String, String)],
-    store: &impl Fn(&ApiResource, DynamicObject, &mut Snapshot),
-    snapshot: &mut Snapshot,
+    store: &impl Fn(&ApiResource, DynamicObject, &mut Report),
+    snapshot: &mut Report,
 ) {
     if service_accounts.is_empty() {
         return;

@@ -9,8 +9,10 @@
 //! backups/<backup>/resources/<resource>/namespaces/<namespace>/<name>.json
 //! backups/<backup>/resources/<resource>/cluster/<name>.json
 //! backups/<backup>/<backup>-results.gz         warnings and errors
+//! backups/<backup>/<backup>-resource-list.json.gz
 //! backups/<backup>/<backup>-logs.gz
 //! restores/<restore>/restore-<restore>-results.gz
+//! restores/<restore>/restore-<restore>-resource-list.json.gz
 //! restores/<restore>/restore-<restore>-logs.gz
 //! ```
 //!
@@ -29,7 +31,7 @@ use kube::api::{ApiResource, DynamicObject};
 use serde::Serialize;
 
 use super::filter::group_resource;
-use super::results::{gzip, log_text, Results};
+use super::results::{gzip, log_text, Report};
 
 const METADATA_FILE: &str = "velero-backup.json";
 
@@ -143,35 +145,42 @@ impl Bucket<'_> {
         Ok(items)
     }
 
-    /// Stores the warnings and errors of a backup or restore and its log,
+    /// Stores the warnings and errors of a backup or restore, its resource
+    /// list and its log,
     /// gzipped, where Velero keeps them (`velero ... describe --details`
     /// and `velero ... logs` read them).
-    pub fn write_results(
-        &self,
-        target: Target,
-        name: &str,
-        results: &Results<'_>,
-        log: &[String],
-    ) -> anyhow::Result<()> {
-        let (results_kind, log_kind) = match target {
-            Target::Backup => ("BackupResults", "BackupLog"),
-            Target::Restore => ("RestoreResults", "RestoreLog"),
+    pub fn write_results(&self, target: Target, name: &str, report: &Report) -> anyhow::Result<()> {
+        let (results_kind, list_kind, log_kind) = match target {
+            Target::Backup => ("BackupResults", "BackupResourceList", "BackupLog"),
+            Target::Restore => ("RestoreResults", "RestoreResourceList", "RestoreLog"),
         };
-        let json = serde_json::to_vec(results)?;
+        let results = report.results();
+        let json = serde_json::to_vec(&results)?;
         write_bytes(&self.0.join(key(results_kind, name)?), &gzip(&json)?)?;
-        let text = log_text(log, results);
+        let json = serde_json::to_vec(&report.resources)?;
+        write_bytes(&self.0.join(key(list_kind, name)?), &gzip(&json)?)?;
+        let text = log_text(&report.log, &results);
         write_bytes(&self.0.join(key(log_kind, name)?), &gzip(text.as_bytes())?)
     }
 
     /// Removes a backup and everything stored with it, as
     /// `BackupStore.DeleteBackup` does.
     pub fn delete_backup(&self, backup: &str) -> anyhow::Result<()> {
-        let dir = self.backup_dir(backup)?;
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(error).with_context(|| format!("removing {}", dir.display())),
-        }
+        remove_dir(&self.backup_dir(backup)?)
+    }
+
+    /// Removes a restore's results and log (`BackupStore.DeleteRestore`).
+    pub fn delete_restore(&self, restore: &str) -> anyhow::Result<()> {
+        remove_dir(&self.0.join("restores").join(path_component(restore)?))
+    }
+}
+
+/// Removes `dir` and what it holds; a missing one is already removed.
+fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("removing {}", dir.display())),
     }
 }
 

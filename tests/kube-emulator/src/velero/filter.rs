@@ -131,7 +131,16 @@ pub(super) struct Resolver {
 }
 
 impl Resolver {
-    pub async fn discover(client: &kube::Client) -> Result<Self, kube::Error> {
+    /// The cluster's names; none (every entry as written) when discovery
+    /// fails, as Velero keeps an entry it cannot resolve.
+    pub async fn discover_or_empty(client: &kube::Client) -> Self {
+        Self::discover(client).await.unwrap_or_else(|error| {
+            tracing::warn!("velero: discovering resource names: {error}");
+            Self::default()
+        })
+    }
+
+    async fn discover(client: &kube::Client) -> Result<Self, kube::Error> {
         let mut resolver = Self::default();
         let core = client.list_core_api_resources("v1").await?;
         resolver.add("", &core.resources);

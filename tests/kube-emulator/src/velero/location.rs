@@ -118,7 +118,7 @@ pub(super) fn go_duration(text: &str) -> Option<Duration> {
         total += number * seconds;
         rest = &rest[unit_end..];
     }
-    Some(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).ok()
 }
 
 #[cfg(test)]
@@ -133,5 +133,7 @@ mod tests {
         assert_eq!(go_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(go_duration("0s"), Some(Duration::ZERO));
         assert_eq!(go_duration("soon"), None);
+        assert_eq!(go_duration("-1m"), None);
+        assert_eq!(go_duration(&format!("{}h", "9".repeat(400))), None);
     }
 }

@@ -5,7 +5,7 @@
 //! of the cluster's API. Its controllers:
 //!
 //! - [`backup`]: a new Backup snapshots the objects it selects into the
-//!   bucket: InProgress, Finalizing[PartiallyFailed], then Completed or
+//!   bucket: InProgress, Finalizing (or FinalizingPartiallyFailed), then Completed or
 //!   PartiallyFailed (Failed, FailedValidation for a bad spec);
 //! - [`sync`]: every sync period each cluster creates the Backup objects
 //!   for the bucket's final backups it lacks and deletes the orphans, as
@@ -24,40 +24,73 @@
 //!
 //! # Fidelity
 //!
-//! Matches real Velero (source file named in each module's docs):
-//! resource modifiers (`internal/resourcemodifiers`: JSON patches with the
-//! string `value` quoting rules, merge patches, conditions with the
-//! groupResource glob, namespaces, name regex, label selector and `test`
-//! matches, strict YAML parsing, validation messages); Backup and Restore
-//! phases with Finalizing and the bucket metadata rewritten final by the
-//! finalizer; no `/status` subresource for Backups and Restores and
-//! omitted zero counters; FailedValidation with `validationErrors` only;
-//! default BSL selection and ReadOnly/Unavailable BSL messages; BSL sync
-//! of final backups only, `backupSyncPeriod`, `lastSyncedTime` and orphan
-//! deletion; cluster-scope rules of backup and restore; Velero's restore
-//! validation messages; restore labels through GetValidName; existing
-//! object warnings and the `update` policy's merge patch with label
-//! fallback; RoleBinding subject namespaces remapped; ServiceAccounts
-//! merged; results and logs gzipped in the bucket under Velero's names and
-//! served through DownloadRequests; ServerStatusRequests; deletion of a
-//! backup through a DeleteBackupRequest; ServiceAccount -> ClusterRoleBinding
-//! -> ClusterRole related items; `velero.io/exclude-from-backup`;
-//! `orLabelSelectors`; missing included namespaces; short names in include
-//! lists; restore priorities and skipped completed Jobs and Pods.
+//! Matches real Velero (each module names the Velero source it follows):
 //!
-//! Still differs: the backup contents are unpacked in the bucket
-//! (`backups/<b>/resources/...`) rather than in `<b>.tar.gz`, without
-//! `-preferredversion` directories or the resource list file; strategic
-//! merge patches merge lists of objects by `name` for every field rather
-//! than by the schema's patch keys; no volume snapshots, PodVolumeBackups,
-//! hooks, schedules, TTL garbage collection or item operations; the new
-//! include/exclude cluster-/namespace-scoped resource filters are not
-//! read; expired DownloadRequests and old ServerStatusRequests are not
-//! deleted; the logs are short summaries, not Velero's logrus output.
+//! - resource modifiers (`internal/resourcemodifiers`): strict YAML via
+//!   JSON, validation messages, JSON patches with the string `value`
+//!   quoting rules, merge patches, conditions (groupResource glob with '.'
+//!   separators, namespace globs, unanchored name regex, label selector,
+//!   `test` matches), applied after the item actions and before the
+//!   namespace remap, a failing patch an error of its item;
+//! - phases: Backups and Restores pass InProgress and
+//!   Finalizing (or FinalizingPartiallyFailed) to Completed or PartiallyFailed; the
+//!   bucket metadata is rewritten final by the finalizer; FailedValidation
+//!   carries `validationErrors` only; a name already in the bucket is
+//!   Failed;
+//! - status shape: no `/status` subresource for Backups and Restores,
+//!   zero counters omitted, `version`, `formatVersion`, `expiration`;
+//! - installation: Velero's namespace, BSL name, sync period and version
+//!   are [`VeleroOptions`]; an empty `storageLocation` is the BSL with
+//!   `spec.default`; ReadOnly and Unavailable BSLs refuse with Velero's
+//!   messages;
+//! - BSL sync: per BSL, Available only, `backupSyncPeriod` (0 never),
+//!   `lastSyncedTime`, final backups only, orphans deleted, a Backup
+//!   object deleted alone comes back;
+//! - backup selection: cluster-scope rules, related PVs, CRDs,
+//!   ClusterRoleBindings and ClusterRoles of ServiceAccounts,
+//!   `velero.io/exclude-from-backup` on items and namespaces, terminating
+//!   items skipped, `orLabelSelectors`, missing included namespaces as
+//!   errors, resource names by short name, kind, singular or `name.group`,
+//!   globs in lists;
+//! - restore: validation messages, cluster-scoped items only when asked or
+//!   with every namespace, completed Pods and Jobs and mirror Pods skipped,
+//!   Velero's restore priorities, item actions (Services, Pods, Jobs,
+//!   binding subjects, PVCs), labels through GetValidName, unlabelled
+//!   namespaces, existing-object warnings in Velero's two wordings, the
+//!   `update` policy's merge patch with the label fallback, merged
+//!   ServiceAccounts, the external-resources finalizer;
+//! - results, resource lists (with each restored item's action) and logs
+//!   gzipped under Velero's names, served through
+//!   DownloadRequests with expiring signed URLs; ServerStatusRequests;
+//!   DeleteBackupRequests (bucket files, Restores, Backup, then the
+//!   requests).
+//!
+//! Still differs:
+//!
+//! - the backup contents are unpacked in the bucket
+//!   (`backups/<b>/resources/...`), not in `<b>.tar.gz`, without
+//!   `-preferredversion` directories;
+//! - strategic merge patches merge every list of named objects by `name`
+//!   instead of by the schema's patch keys, and work on custom resources
+//!   (Velero refuses kinds its scheme lacks);
+//! - no volume snapshots, PodVolumeBackups, data movement, hooks,
+//!   schedules (`scheduleName` restores fail validation), TTL garbage
+//!   collection or item operations; a Pod does not bring its PVCs into a
+//!   backup; PVs are restored whatever their reclaim policy; the
+//!   change-image-name and change-storage-class plugin ConfigMaps are not
+//!   read;
+//! - the include/exclude cluster-/namespace-scoped resource filters (the
+//!   "new" filter parameters) are ignored;
+//! - expired DownloadRequests and processed ServerStatusRequests are not
+//!   deleted; a DownloadRequest whose target is missing is left as it is
+//!   (Velero also sets its expiration);
+//! - the logs are short summaries in logrus's format, not Velero's log.
 
+mod actions;
 mod backup;
 mod bucket;
 mod download;
+mod existing;
 mod filter;
 mod glob;
 mod location;
@@ -84,6 +117,7 @@ use serde_json::{json, Value};
 use crate::context::ClusterContext;
 
 pub use results::Messages;
+use results::Results;
 
 /// The namespace Velero lives in by default (OADP uses `openshift-adp`).
 pub const NAMESPACE: &str = "velero";
@@ -191,6 +225,7 @@ pub async fn run(ctx: Arc<ClusterContext>, options: VeleroOptions) -> anyhow::Re
         result = serve => result?,
         () = work_queue(v.backups(), |backup| backup::run(v, backup)) => {}
         () = work_queue(v.restores(), |restore| restore::run(v, restore)) => {}
+        () = restore::finalize_deleted(v) => {}
         () = work_queue(downloads, |request| download::process(v, request)) => {}
         () = work_queue(statuses, |request| requests::server_status(v, request)) => {}
         () = work_queue(deletions, |request| requests::delete_backup(v, request)) => {}
@@ -377,6 +412,26 @@ fn counters(status: &mut Value, errors: usize, warnings: usize) {
     }
 }
 
+/// The Finalizing status of a backup or restore (`what` `name`) with
+/// `results` and `progress`, and whether it is partially failed; the
+/// errors are logged.
+fn finalizing(what: &str, name: &str, results: &Results<'_>, progress: Value) -> (Value, bool) {
+    for message in results.errors.all() {
+        tracing::warn!("velero: {what} {name}: {message}");
+    }
+    let partially = results.errors.count() > 0;
+    let mut status = json!({
+        "phase": if partially { "FinalizingPartiallyFailed" } else { "Finalizing" },
+        "progress": progress,
+    });
+    counters(
+        &mut status,
+        results.errors.count(),
+        results.warnings.count(),
+    );
+    (status, partially)
+}
+
 /// Now, as Kubernetes writes times.
 fn now() -> Value {
     time(Timestamp::now())
@@ -397,7 +452,13 @@ pub fn valid_label_value(name: &str) -> String {
     }
     let digest = sha2::Sha256::digest(name.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}{}", &name[..MAX - 6], &hex[..6])
+    // Go cuts bytes; a name the API server accepted is ASCII, and anything
+    // else is cut at a character boundary rather than split.
+    let mut cut = MAX - 6;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{}", &name[..cut], &hex[..6])
 }
 
 #[cfg(test)]
@@ -413,6 +474,8 @@ mod tests {
         assert!(valid.starts_with(&"a".repeat(57)));
         // sha256("a" x 70) starts with these digits (checked with sha256sum).
         assert_eq!(&valid[57..], &sha_prefix(&long));
+        let wide = "é".repeat(40);
+        assert!(valid_label_value(&wide).len() <= 63);
     }
 
     fn sha_prefix(text: &str) -> String {

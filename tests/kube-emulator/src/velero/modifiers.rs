@@ -9,7 +9,7 @@
 //! resourceModifierRules:
 //! - conditions:
 //!     groupResource: deployments.apps      # glob, '.' separates
-//!     namespaces: [shop]                   # source namespaces
+//!     namespaces: [shop]                   # source namespaces (globs)
 //!     resourceNameRegex: "^web"            # unanchored Go regexp
 //!     labelSelector: {matchLabels: {app: shop}}
 //!     matches: [{path: /spec/replicas, value: "3"}]   # JSON patch tests
@@ -36,6 +36,7 @@ use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::filter::IncludesExcludes;
 use super::glob::Glob;
 
 /// The parsed ConfigMap.
@@ -197,12 +198,9 @@ impl Rule {
     fn matches(&self, object: &DynamicObject, group_resource: &str) -> Result<bool, String> {
         let conditions = &self.conditions;
         if let Some(namespace) = object.namespace().filter(|ns| !ns.is_empty()) {
-            let included = conditions.namespaces.is_empty()
-                || conditions
-                    .namespaces
-                    .iter()
-                    .any(|n| n == "*" || *n == namespace);
-            if !included {
+            // collections.NewIncludesExcludes().Includes(namespaces...)
+            let included = IncludesExcludes::new(Some(&conditions.namespaces), None);
+            if !included.includes(&namespace) {
                 return Ok(false);
             }
         }

@@ -37,6 +37,30 @@ const PLUGINS: &[(&str, &str)] = &[
     ("velero.io/service-account", "RestoreItemAction"),
 ];
 
+/// Waits until no Restore of `backup` is left, for at most a minute.
+async fn restores_gone(v: &Velero, backup: &str) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let restores = v
+            .restores()
+            .list(&ListParams::default())
+            .await
+            .map_err(|error| error.to_string())?;
+        let left = restores
+            .items
+            .iter()
+            .filter(|r| r.data.pointer("/spec/backupName").and_then(Value::as_str) == Some(backup))
+            .count();
+        if left == 0 {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err("context deadline exceeded".into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 /// Answers one new ServerStatusRequest.
 pub(super) async fn server_status(v: &Velero, request: DynamicObject) {
     let plugins: Vec<Value> = PLUGINS
@@ -148,6 +172,11 @@ async fn deletion(
             }
         }
         Err(error) => tracing::warn!("velero: listing restores to delete: {error}"),
+    }
+    // Their finalizer removes their files first; wait up to a minute, as
+    // Velero polls.
+    if let Err(error) = restores_gone(v, backup_name).await {
+        errors.push(format!("error deleting restore {error}"));
     }
     if errors.is_empty() {
         if let Err(error) = backups.delete(backup_name, &DeleteParams::default()).await {

@@ -30,6 +30,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use anyhow::Context as _;
+use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{
@@ -37,17 +38,20 @@ use kube::api::{
 };
 use kube::core::{Selector, SelectorExt};
 use kube::discovery::{Discovery, Scope};
+use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::actions::{clean_up, reset};
 use super::bucket::{Item, Target};
+use super::existing::{merge_patch, merge_service_accounts, to_value};
 use super::filter::{selectors, IncludesExcludes, Resolver};
 use super::location;
 use super::modifiers::{self, ResourceModifiers};
-use super::results::{Messages, Results};
+use super::results::Report;
 use super::{
-    counters, fail, fail_validation, now, patch_object_status, phase, spec, valid_label_value,
+    fail, fail_validation, finalizing, now, patch_object_status, phase, spec, valid_label_value,
     Velero,
 };
 
@@ -104,6 +108,10 @@ const LOW_PRIORITIES: &[&str] = &[
     "packageinstalls.packaging.carvel.dev",
 ];
 
+/// Held by every Restore until its files are gone from the bucket
+/// (restore_controller.go `ExternalResourcesFinalizer`).
+const FINALIZER: &str = "restores.velero.io/external-resources-finalizer";
+
 const BACKUP_NAME_LABEL: &str = "velero.io/backup-name";
 const RESTORE_NAME_LABEL: &str = "velero.io/restore-name";
 
@@ -156,20 +164,22 @@ impl Plan {
     }
 }
 
-/// How a restore went.
-#[derive(Default)]
-struct Outcome {
-    total: usize,
-    restored: usize,
-    errors: Messages,
-    warnings: Messages,
-    log: Vec<String>,
-}
-
 /// Processes one new Restore to its final phase.
 pub(super) async fn run(v: &Velero, restore: DynamicObject) {
     let api = v.restores();
     let name = restore.name_any();
+    if !restore.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut finalizers = restore.finalizers().to_vec();
+        finalizers.push(FINALIZER.into());
+        let patch = json!({ "metadata": { "finalizers": finalizers } });
+        if let Err(error) = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!("velero: adding the finalizer of restore {name}: {error}");
+            return;
+        }
+    }
     let spec: RestoreSpec = match spec(&restore) {
         Ok(spec) => spec,
         Err(errors) => return fail_validation(&api, &name, errors, json!({})).await,
@@ -192,29 +202,12 @@ pub(super) async fn run(v: &Velero, restore: DynamicObject) {
             return;
         }
     };
-    let results = Results {
-        errors: &outcome.errors,
-        warnings: &outcome.warnings,
-    };
-    if let Err(error) = v
-        .bucket()
-        .write_results(Target::Restore, &name, &results, &outcome.log)
-    {
+    let results = outcome.results();
+    if let Err(error) = v.bucket().write_results(Target::Restore, &name, &outcome) {
         tracing::warn!("velero: storing the results of restore {name}: {error:#}");
     }
-    for message in outcome.errors.all() {
-        tracing::warn!("velero: restore {name}: {message}");
-    }
-    let partially = outcome.errors.count() > 0;
-    let mut status = json!({
-        "phase": if partially { "FinalizingPartiallyFailed" } else { "Finalizing" },
-        "progress": { "totalItems": outcome.total, "itemsRestored": outcome.restored },
-    });
-    counters(
-        &mut status,
-        outcome.errors.count(),
-        outcome.warnings.count(),
-    );
+    let progress = json!({ "totalItems": outcome.total, "itemsRestored": outcome.done });
+    let (status, partially) = finalizing("restore", &name, &results, progress);
     let finished = async {
         patch_object_status(&api, &name, status).await?;
         let last = json!({
@@ -229,6 +222,72 @@ pub(super) async fn run(v: &Velero, restore: DynamicObject) {
     }
 }
 
+/// Removes the files of deleted Restores from the bucket, then their
+/// finalizer, as the restore controller does for a Restore with a
+/// deletionTimestamp (`deleteExternalResources`: nothing to remove when
+/// the backup is gone; an Unavailable BSL keeps the Restore until it is
+/// available again).
+pub(super) async fn finalize_deleted(v: &Velero) {
+    let api = v.restores();
+    let events = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let Ok(restore) = event else { continue };
+        if restore.metadata.deletion_timestamp.is_none()
+            || !restore.finalizers().iter().any(|f| f == FINALIZER)
+        {
+            continue;
+        }
+        let name = restore.name_any();
+        if let Err(error) = delete_external_resources(v, &restore).await {
+            tracing::warn!("velero: fail to delete external resources of restore {name}: {error}");
+            continue;
+        }
+        let finalizers: Vec<&String> = restore
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .collect();
+        let patch = json!({ "metadata": { "finalizers": finalizers } });
+        if let Err(error) = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!("velero: removing the finalizer of restore {name}: {error}");
+        }
+    }
+}
+
+async fn delete_external_resources(v: &Velero, restore: &DynamicObject) -> anyhow::Result<()> {
+    let backup = restore
+        .data
+        .pointer("/spec/backupName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if backup.is_empty() {
+        return Ok(());
+    }
+    let Some(backup) = v.backups().get_opt(backup).await? else {
+        return Ok(());
+    };
+    let location = backup
+        .data
+        .pointer("/spec/storageLocation")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match location::get(v, location).await? {
+        Some(location) if !location.available => anyhow::bail!(
+            "bsl {} is unavailable, cannot get the backup info",
+            location.name
+        ),
+        None => return Ok(()),
+        Some(_) => {}
+    }
+    v.bucket().delete_restore(&restore.name_any())
+}
+
 /// `validateAndComplete`: what to restore, or every reason not to.
 async fn validate(v: &Velero, spec: RestoreSpec) -> Result<Plan, Vec<String>> {
     let mut errors = Vec::new();
@@ -237,10 +296,7 @@ async fn validate(v: &Velero, spec: RestoreSpec) -> Result<Plan, Vec<String>> {
             errors.push(format!("{included} are non-restorable resources"));
         }
     }
-    let resolver = Resolver::discover(&v.client).await.unwrap_or_else(|error| {
-        tracing::warn!("velero: discovering resource names: {error}");
-        Resolver::default()
-    });
+    let resolver = Resolver::discover_or_empty(&v.client).await;
     let listed = IncludesExcludes::new(
         spec.included_resources.as_ref(),
         spec.excluded_resources.as_ref(),
@@ -439,7 +495,7 @@ fn priority(resource: &str) -> (usize, usize) {
     }
 }
 
-async fn restore_items(v: &Velero, restore: &str, plan: &Plan) -> anyhow::Result<Outcome> {
+async fn restore_items(v: &Velero, restore: &str, plan: &Plan) -> anyhow::Result<Report> {
     let bucket = v.bucket();
     let backup = &plan.backup;
     anyhow::ensure!(
@@ -457,9 +513,9 @@ async fn restore_items(v: &Velero, restore: &str, plan: &Plan) -> anyhow::Result
         .filter(|item| item.resource == "persistentvolumes")
         .map(|item| item.object.name_any())
         .collect();
-    let mut outcome = Outcome {
+    let mut outcome = Report {
         total: selected.len(),
-        ..Outcome::default()
+        ..Report::default()
     };
 
     let mut ordered: Vec<&Item> = selected
@@ -502,7 +558,7 @@ async fn restore_items(v: &Velero, restore: &str, plan: &Plan) -> anyhow::Result
 /// backup has one (labels, annotations and spec, without the restore
 /// labels), as `kube.EnsureNamespaceExistsAndIsReady` does; an existing one
 /// is used as it is.
-async fn ensure_namespaces(v: &Velero, plan: &Plan, selected: &[&Item], outcome: &mut Outcome) {
+async fn ensure_namespaces(v: &Velero, plan: &Plan, selected: &[&Item], outcome: &mut Report) {
     let mut targets: BTreeMap<String, Option<&Item>> = BTreeMap::new();
     for item in selected {
         if let Some(namespace) = item.object.namespace() {
@@ -534,8 +590,21 @@ async fn ensure_namespaces(v: &Velero, plan: &Plan, selected: &[&Item], outcome:
             }
         };
         match api.create(&PostParams::default(), &namespace).await {
-            Ok(_) => outcome.log.push(format!("created namespace {target}")),
-            Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+            Ok(_) => {
+                outcome.log.push(format!("created namespace {target}"));
+                let created = Some("created");
+                outcome
+                    .resources
+                    .add("v1", "Namespace", None, &target, created);
+            }
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                if item.is_some() {
+                    let skipped = Some("skipped");
+                    outcome
+                        .resources
+                        .add("v1", "Namespace", None, &target, skipped);
+                }
+            }
             Err(error) => {
                 outcome
                     .errors
@@ -544,7 +613,7 @@ async fn ensure_namespaces(v: &Velero, plan: &Plan, selected: &[&Item], outcome:
             }
         }
         if item.is_some() {
-            outcome.restored += 1;
+            outcome.done += 1;
         }
     }
 }
@@ -565,8 +634,38 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// `restoreItem`: one item, its messages added to `outcome`.
-    async fn restore_item(&self, discovery: &Discovery, item: &Item, outcome: &mut Outcome) {
+    /// `restoreItem`: one item, its messages added to `outcome` and what
+    /// became of it to the resource list (an item without an explicit
+    /// action is `skipped`, or `failed` when it had warnings or errors).
+    async fn restore_item(&self, discovery: &Discovery, item: &Item, outcome: &mut Report) {
+        let messages = outcome.errors.count() + outcome.warnings.count();
+        let (api_version, kind, action) = self.restore_one(discovery, item, outcome).await;
+        let action = action.unwrap_or(
+            if outcome.errors.count() + outcome.warnings.count() > messages {
+                "failed"
+            } else {
+                "skipped"
+            },
+        );
+        let namespace = item.object.namespace().map(|ns| self.plan.map(&ns));
+        outcome.resources.add(
+            &api_version,
+            &kind,
+            namespace.as_deref(),
+            &item.object.name_any(),
+            Some(action),
+        );
+    }
+
+    /// Restores one item: its apiVersion and kind here, and the explicit
+    /// action (`created`, `updated`) if any.
+    async fn restore_one(
+        &self,
+        discovery: &Discovery,
+        item: &Item,
+        outcome: &mut Report,
+    ) -> (String, String, Option<&'static str>) {
+        let types = item.object.types.clone().unwrap_or_default();
         let source_namespace = item.object.namespace();
         let target_namespace = source_namespace.as_deref().map(|ns| self.plan.map(ns));
         let target = target_namespace.as_deref();
@@ -584,7 +683,7 @@ impl Context<'_> {
                 outcome
                     .errors
                     .add(target, format!("error restoring {id}: {error:#}"));
-                return;
+                return (types.api_version, types.kind, None);
             }
         };
         let mut object = reset(&item.object);
@@ -625,22 +724,27 @@ impl Context<'_> {
                         item.resource
                     ),
                 );
-                return;
+                return (resource.api_version, resource.kind, None);
             }
         };
-        match api.create(&PostParams::default(), &object).await {
+        let action = match api.create(&PostParams::default(), &object).await {
             Ok(_) => {
-                outcome.restored += 1;
+                outcome.done += 1;
                 outcome.log.push(format!("restored {id}"));
+                Some("created")
             }
             Err(kube::Error::Api(status)) if status.is_already_exists() => {
                 self.existing(&api, &item.resource, &object, target, outcome)
-                    .await;
+                    .await
             }
-            Err(error) => outcome
-                .errors
-                .add(target, format!("error restoring {id}: {error}")),
-        }
+            Err(error) => {
+                outcome
+                    .errors
+                    .add(target, format!("error restoring {id}: {error}"));
+                None
+            }
+        };
+        (resource.api_version, resource.kind, action)
     }
 
     /// What restore.go does when the object already exists.
@@ -650,8 +754,8 @@ impl Context<'_> {
         resource: &str,
         object: &DynamicObject,
         namespace: Option<&str>,
-        outcome: &mut Outcome,
-    ) {
+        outcome: &mut Report,
+    ) -> Option<&'static str> {
         let name = object.name_any();
         let kind = object
             .types
@@ -662,7 +766,7 @@ impl Context<'_> {
             Ok(existing) => existing,
             Err(error) => {
                 outcome.warnings.add(namespace, error.to_string());
-                return;
+                return None;
             }
         };
         // The in-cluster object without what the server sets, with the
@@ -684,8 +788,8 @@ impl Context<'_> {
                 self.patch_labels(api, &name, object, namespace, outcome)
                     .await;
             }
-            outcome.restored += 1;
-            return;
+            outcome.done += 1;
+            return None;
         }
         if resource == "serviceaccounts" {
             let merged = merge_service_accounts(&from_cluster, &desired);
@@ -694,7 +798,10 @@ impl Context<'_> {
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => outcome.restored += 1,
+                Ok(_) => {
+                    outcome.done += 1;
+                    return Some("updated");
+                }
                 Err(error) => {
                     outcome.warnings.add(namespace, error.to_string());
                     if update {
@@ -703,7 +810,7 @@ impl Context<'_> {
                     }
                 }
             }
-            return;
+            return None;
         }
         match self.plan.policy.as_deref() {
             Some("update") => {
@@ -716,8 +823,9 @@ impl Context<'_> {
                     .await
                 {
                     Ok(_) => {
-                        outcome.restored += 1;
+                        outcome.done += 1;
                         outcome.log.push(format!("updated {resource} {name}"));
+                        return Some("updated");
                     }
                     Err(error) => {
                         outcome.warnings.add(namespace, error.to_string());
@@ -734,6 +842,7 @@ impl Context<'_> {
                 format!("could not restore, {kind}:{name} already exists. Warning: the in-cluster version is different than the backed-up version"),
             ),
         }
+        None
     }
 
     /// `updateBackupRestoreLabels`: only the restore labels.
@@ -743,7 +852,7 @@ impl Context<'_> {
         name: &str,
         object: &DynamicObject,
         namespace: Option<&str>,
-        outcome: &mut Outcome,
+        outcome: &mut Report,
     ) {
         let labels: Map<String, Value> = [BACKUP_NAME_LABEL, RESTORE_NAME_LABEL]
             .iter()
@@ -762,80 +871,6 @@ impl Context<'_> {
             outcome.errors.add(namespace, error.to_string());
         }
     }
-}
-
-fn to_value(object: &DynamicObject) -> Value {
-    serde_json::to_value(object).unwrap_or(Value::Null)
-}
-
-/// The JSON merge patch (RFC 7386) that turns `from` into `to`, as
-/// `jsonpatch.CreateMergePatch` computes it.
-fn merge_patch(from: &Value, to: &Value) -> Value {
-    match (from, to) {
-        (Value::Object(from), Value::Object(to)) => {
-            let mut patch = Map::new();
-            for (key, value) in to {
-                match from.get(key) {
-                    Some(old) if old == value => {}
-                    Some(old) => {
-                        patch.insert(key.clone(), merge_patch(old, value));
-                    }
-                    None => {
-                        patch.insert(key.clone(), value.clone());
-                    }
-                }
-            }
-            for key in from.keys().filter(|k| !to.contains_key(*k)) {
-                patch.insert(key.clone(), Value::Null);
-            }
-            Value::Object(patch)
-        }
-        (_, to) => to.clone(),
-    }
-}
-
-/// `mergeServiceAccounts`: the in-cluster ServiceAccount with the backed-up
-/// one's secrets, image pull secrets, labels and annotations added.
-fn merge_service_accounts(
-    from_cluster: &DynamicObject,
-    backed_up: &DynamicObject,
-) -> DynamicObject {
-    let mut desired = from_cluster.clone();
-    for field in ["secrets", "imagePullSecrets"] {
-        let mut list = desired
-            .data
-            .get(field)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for entry in backed_up
-            .data
-            .get(field)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if !list.iter().any(|e| e["name"] == entry["name"]) {
-                list.push(entry.clone());
-            }
-        }
-        if !list.is_empty() {
-            desired.data[field] = Value::Array(list);
-        }
-    }
-    for (key, value) in backed_up.labels() {
-        desired
-            .labels_mut()
-            .entry(key.clone())
-            .or_insert_with(|| value.clone());
-    }
-    for (key, value) in backed_up.annotations() {
-        desired
-            .annotations_mut()
-            .entry(key.clone())
-            .or_insert_with(|| value.clone());
-    }
-    desired
 }
 
 /// The resource to create `item` as in this cluster: the backed-up
@@ -866,176 +901,9 @@ fn target_resource(discovery: &Discovery, item: &Item) -> anyhow::Result<(ApiRes
     Ok((resource, capabilities.scope))
 }
 
-/// Velero's `resetMetadataAndStatus`: server-set metadata, owner
-/// references and status go.
-fn reset(object: &DynamicObject) -> DynamicObject {
-    let mut object = object.clone();
-    let metadata = &mut object.metadata;
-    metadata.uid = None;
-    metadata.resource_version = None;
-    metadata.creation_timestamp = None;
-    metadata.deletion_timestamp = None;
-    metadata.deletion_grace_period_seconds = None;
-    metadata.generation = None;
-    metadata.generate_name = None;
-    metadata.self_link = None;
-    metadata.owner_references = None;
-    if let Some(fields) = object.data.as_object_mut() {
-        fields.remove("status");
-    }
-    object
-}
-
-/// The restore item actions of pkg/restore/actions: what only made sense
-/// in the source cluster.
-fn clean_up(
-    resource: &str,
-    object: &mut DynamicObject,
-    restored_volumes: &HashSet<String>,
-    mapping: &BTreeMap<String, String>,
-) {
-    // managedFields belong to the source's API server.
-    object.metadata.managed_fields = None;
-    match resource {
-        // pod_action.go: scheduling is the destination's business, and the
-        // service account token is mounted anew.
-        "pods" => {
-            remove(&mut object.data, "/spec", "nodeName");
-            remove(&mut object.data, "/spec", "priority");
-            let account = object
-                .data
-                .pointer("/spec/serviceAccountName")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-                .to_string();
-            let token = |name: &Value| {
-                name.as_str()
-                    .is_some_and(|n| n.starts_with(&format!("{account}-token-")))
-            };
-            if let Some(volumes) = object
-                .data
-                .pointer_mut("/spec/volumes")
-                .and_then(Value::as_array_mut)
-            {
-                volumes.retain(|volume| !token(&volume["name"]));
-            }
-            for containers in ["containers", "initContainers"] {
-                for container in object
-                    .data
-                    .pointer_mut(&format!("/spec/{containers}"))
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(mounts) = container
-                        .get_mut("volumeMounts")
-                        .and_then(Value::as_array_mut)
-                    {
-                        mounts.retain(|mount| !token(&mount["name"]));
-                    }
-                }
-            }
-        }
-        // service_action.go: cluster IPs are allocated by the destination;
-        // node ports too unless preserveNodePorts.
-        "services" => {
-            if object
-                .data
-                .pointer("/spec/clusterIP")
-                .and_then(Value::as_str)
-                != Some("None")
-            {
-                remove(&mut object.data, "/spec", "clusterIP");
-                remove(&mut object.data, "/spec", "clusterIPs");
-            }
-            let preserve = object.data.pointer("/spec/preserveNodePorts") == Some(&json!(true));
-            if !preserve {
-                remove(&mut object.data, "/spec", "healthCheckNodePort");
-                for port in object
-                    .data
-                    .pointer_mut("/spec/ports")
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(port) = port.as_object_mut() {
-                        port.remove("nodePort");
-                    }
-                }
-            }
-        }
-        // job_action.go: the controller-uid labels name the source's Job.
-        "jobs.batch" => {
-            for path in [
-                "/spec/selector/matchLabels",
-                "/spec/template/metadata/labels",
-            ] {
-                if let Some(labels) = object.data.pointer_mut(path).and_then(Value::as_object_mut) {
-                    labels.remove("controller-uid");
-                    labels.remove("batch.kubernetes.io/controller-uid");
-                }
-            }
-        }
-        // rolebinding_action.go, clusterrolebinding_action.go: subjects
-        // follow the namespace mapping.
-        "rolebindings.rbac.authorization.k8s.io"
-        | "clusterrolebindings.rbac.authorization.k8s.io" => {
-            for subject in object
-                .data
-                .get_mut("subjects")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                let mapped = subject
-                    .get("namespace")
-                    .and_then(Value::as_str)
-                    .and_then(|ns| mapping.get(ns));
-                if let Some(mapped) = mapped {
-                    subject["namespace"] = json!(mapped);
-                }
-            }
-        }
-        // A claim is bound anew unless its volume comes along.
-        "persistentvolumeclaims" => {
-            for annotation in [
-                "pv.kubernetes.io/bind-completed",
-                "pv.kubernetes.io/bound-by-controller",
-                "volume.kubernetes.io/selected-node",
-            ] {
-                object.annotations_mut().remove(annotation);
-            }
-            let volume = object
-                .data
-                .pointer("/spec/volumeName")
-                .and_then(Value::as_str);
-            if volume.is_some_and(|v| !restored_volumes.contains(v)) {
-                remove(&mut object.data, "/spec", "volumeName");
-            }
-        }
-        _ => {}
-    }
-}
-
-fn remove(data: &mut Value, parent: &str, field: &str) {
-    if let Some(fields) = data.pointer_mut(parent).and_then(Value::as_object_mut) {
-        fields.remove(field);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merge_patches_set_changes_and_null_what_the_target_lacks() {
-        let from = json!({ "spec": { "replicas": 1, "paused": false }, "metadata": { "labels": { "a": "1" } } });
-        let to = json!({ "spec": { "replicas": 3 }, "metadata": { "labels": { "a": "1" } } });
-        assert_eq!(
-            merge_patch(&from, &to),
-            json!({ "spec": { "replicas": 3, "paused": null } })
-        );
-    }
 
     #[test]
     fn restore_priorities_put_rbac_before_pods_and_unknown_resources_after_services() {

@@ -51,12 +51,67 @@ impl Messages {
     }
 }
 
+/// The items of a backup (`<b>-resource-list.json.gz`, from
+/// pkg/backup/request.go `BackupResourceList`) or of a restore with what
+/// became of each (`restore-<r>-resource-list.json.gz`,
+/// pkg/restore/request.go `RestoredResourceList`): `apiVersion/Kind` ->
+/// sorted `namespace/name` entries, a restore's suffixed `(created)`,
+/// `(updated)`, `(skipped)` or `(failed)`. `velero backup|restore describe
+/// --details` lists them.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct ResourceList(BTreeMap<String, Vec<String>>);
+
+impl ResourceList {
+    pub fn add(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        action: Option<&str>,
+    ) {
+        let mut entry = match namespace {
+            Some(namespace) => format!("{namespace}/{name}"),
+            None => name.to_string(),
+        };
+        if let Some(action) = action {
+            entry = format!("{entry}({action})");
+        }
+        let entries = self.0.entry(format!("{api_version}/{kind}")).or_default();
+        let at = entries.binary_search(&entry).unwrap_or_else(|at| at);
+        entries.insert(at, entry);
+    }
+}
+
 /// The warnings and errors of one backup or restore, as the results file
 /// holds them.
 #[derive(Debug, Serialize)]
 pub(super) struct Results<'a> {
     pub errors: &'a Messages,
     pub warnings: &'a Messages,
+}
+
+/// What a backup or restore reports: how many items it selected and
+/// backed up or restored (`status.progress`), its warnings and errors,
+/// its resource list and its log.
+#[derive(Debug, Default)]
+pub(super) struct Report {
+    pub total: usize,
+    pub done: usize,
+    pub errors: Messages,
+    pub warnings: Messages,
+    pub resources: ResourceList,
+    pub log: Vec<String>,
+}
+
+impl Report {
+    /// The results file's content.
+    pub fn results(&self) -> Results<'_> {
+        Results {
+            errors: &self.errors,
+            warnings: &self.warnings,
+        }
+    }
 }
 
 /// `bytes` gzip-compressed, as Velero uploads results and logs.

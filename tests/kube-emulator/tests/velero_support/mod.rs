@@ -177,11 +177,16 @@ pub async fn start_pair_with(
 /// The namespace `shop` on the source, backed up as `backup` and synced
 /// to the destination.
 pub async fn shop_backed_up(pair: &kube_emulator::ClusterPair, backup: &str) {
-    let (source, destination) = (&pair.source.client, &pair.destination.client);
-    namespace(source, "shop").await;
+    namespace(&pair.source.client, "shop").await;
+    back_up_shop(pair, backup).await;
+}
+
+/// The source's namespace `shop` backed up as `backup` and synced to the
+/// destination.
+pub async fn back_up_shop(pair: &kube_emulator::ClusterPair, backup: &str) {
     backed_up(
-        source,
-        destination,
+        &pair.source.client,
+        &pair.destination.client,
         backup,
         json!({ "includedNamespaces": ["shop"] }),
     )
@@ -220,4 +225,15 @@ where
     )
     .await
     .expect("patching a test object");
+}
+
+/// The namespace `shop` with the ConfigMap `settings` (`a: b`).
+pub async fn shop_with_settings(client: &kube::Client) {
+    namespace(client, "shop").await;
+    create::<k8s_openapi::api::core::v1::ConfigMap>(
+        client,
+        "shop",
+        json!({ "metadata": { "name": "settings" }, "data": { "a": "b" } }),
+    )
+    .await;
 }
