@@ -563,12 +563,7 @@ fn effective_identity(pod: &Pod, volume: &str) -> Option<PodSecurityContext> {
         .iter()
         .flatten()
         .chain(spec.containers.iter())
-        .find(|c| {
-            c.volume_mounts
-                .iter()
-                .flatten()
-                .any(|m| m.name == volume)
-        });
+        .find(|c| c.volume_mounts.iter().flatten().any(|m| m.name == volume));
     let own = container.and_then(|c| c.security_context.as_ref());
     let pod_level = spec.security_context.clone();
     if own.is_none() {
@@ -579,10 +574,7 @@ fn effective_identity(pod: &Pod, volume: &str) -> Option<PodSecurityContext> {
         identity.run_as_user = own.run_as_user.or(identity.run_as_user);
         identity.run_as_group = own.run_as_group.or(identity.run_as_group);
         identity.run_as_non_root = own.run_as_non_root.or(identity.run_as_non_root);
-        identity.se_linux_options = own
-            .se_linux_options
-            .clone()
-            .or(identity.se_linux_options);
+        identity.se_linux_options = own.se_linux_options.clone().or(identity.se_linux_options);
     }
     Some(identity)
 }
@@ -828,7 +820,11 @@ mod tests {
             .security
             .unwrap();
         assert_eq!(
-            (identity.run_as_user, identity.run_as_group, identity.fs_group),
+            (
+                identity.run_as_user,
+                identity.run_as_group,
+                identity.fs_group
+            ),
             (Some(1000), Some(1000), Some(2000))
         );
 

@@ -445,3 +445,231 @@ async fn a_bare_pod_using_a_pvc_fails_preflight_of_a_quiescing_run() {
         "{preflight}"
     );
 }
+
+/// The Widget CRD, namespaced or cluster-scoped.
+async fn widgets_crd(client: &kube::Client, scope: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    crds.create(
+        &PostParams::default(),
+        &from_json(json!({
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {
+                "group": "example.com",
+                "scope": scope,
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+            },
+        })),
+    )
+    .await
+    .unwrap();
+    kube::runtime::wait::await_condition(
+        crds,
+        "widgets.example.com",
+        kube::runtime::conditions::is_crd_established(),
+    )
+    .await
+    .unwrap();
+}
+
+fn step_of<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name}: {report}"))
+}
+
+/// A final run through Velero on clusters without Docker (no pod runs):
+/// the resources reach the renamed namespace; a restore error is reported
+/// by resource and fails the run; a second run with `--allow-partial`
+/// takes its backup after the source was quiesced and still restores the
+/// workload with its original replicas; verification names the workload
+/// whose pods never run; rollback removes it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_final_run_restores_through_velero_and_reports_what_failed_by_resource() {
+    let env = Env::start().await;
+    let (src, dst) = (env.source(), env.destination());
+    Api::<Namespace>::all(src.clone())
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "store"}})),
+        )
+        .await
+        .unwrap();
+    Api::<ConfigMap>::namespaced(src.clone(), "store")
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "settings"}, "data": {"currency": "EUR"}})),
+        )
+        .await
+        .unwrap();
+    Api::<Deployment>::namespaced(src.clone(), "store")
+        .create(
+            &PostParams::default(),
+            &from_json(json!({
+                "metadata": {"name": "web"},
+                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                         "template": {"metadata": {"labels": {"app": "web"}},
+                                      "spec": {"containers": [{"name": "web", "image": "busybox"}]}}},
+            })),
+        )
+        .await
+        .unwrap();
+    // The destination has a Widget CRD of another scope: restoring the
+    // namespaced Widget fails there, the rest goes through.
+    widgets_crd(&src, "Namespaced").await;
+    widgets_crd(&dst, "Cluster").await;
+    let widget_resource = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "example.com",
+        "v1",
+        "Widget",
+    ));
+    Api::<DynamicObject>::namespaced_with(src.clone(), "store", &widget_resource)
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                              "metadata": {"name": "w1"}, "spec": {"size": 3}})),
+        )
+        .await
+        .unwrap();
+
+    let args = [
+        "migrate",
+        "--name",
+        "store",
+        "-n",
+        "store:store-new",
+        "--verify-timeout",
+        "5",
+        "--output",
+        "json",
+    ];
+    let (code, stdout, _) = env.orchestrator(&args).await;
+    assert_eq!(code, 1);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    for step in ["Backup", "Quiesce", "WaitForBackupSync"] {
+        assert_eq!(step_of(&report, step)["phase"], "Done", "{step}");
+    }
+    let restore = step_of(&report, "Restore");
+    assert_eq!(restore["phase"], "Failed");
+    let message = restore["message"].as_str().unwrap();
+    assert!(message.contains("PartiallyFailed"), "{message}");
+    assert!(
+        message.contains("w1"),
+        "the failure names the Widget: {message}"
+    );
+    let messages = report["records"]["restore"]["messages"].as_array().unwrap();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["severity"] == "error" && m["text"].as_str().unwrap().contains("w1")),
+        "{messages:?}"
+    );
+    assert!(
+        report["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("still stopped")),
+        "{report}"
+    );
+    let settings = Api::<ConfigMap>::namespaced(dst.clone(), "store-new")
+        .get("settings")
+        .await
+        .unwrap();
+    assert_eq!(settings.data.unwrap()["currency"], "EUR");
+
+    // Run again with --allow-partial. Its backup is taken with the source
+    // quiesced; the restored Deployment still gets its original replicas.
+    Api::<Deployment>::namespaced(dst.clone(), "store-new")
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
+    let mut again = args.to_vec();
+    again.push("--allow-partial");
+    let (code, stdout, _) = env.orchestrator(&again).await;
+    assert_eq!(code, 1, "verification fails: no pod ever runs here");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["run"], "store-final-2");
+    assert_eq!(step_of(&report, "Restore")["phase"], "Done");
+    let verify = step_of(&report, "Verify");
+    assert_eq!(verify["phase"], "Failed");
+    assert!(
+        verify["message"]
+            .as_str()
+            .unwrap()
+            .contains("Deployment web"),
+        "{verify}"
+    );
+    let restored = Api::<Deployment>::namespaced(dst.clone(), "store-new")
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(restored.spec.replicas, Some(2));
+    assert!(
+        restored
+            .annotations()
+            .keys()
+            .all(|k| !k.starts_with("mover.io/pre-quiesce")),
+        "{:?}",
+        restored.annotations()
+    );
+    assert_eq!(
+        replicas(&src, "store", "web").await,
+        (Some(0), Some("2".into()))
+    );
+
+    // Rollback: the namespace the migration created goes, the source runs
+    // again, and no Backup of the plan is left on either side.
+    let (code, stdout, _) = env
+        .orchestrator(&[
+            "rollback",
+            "--name",
+            "store",
+            "-n",
+            "store:store-new",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(Api::<Namespace>::all(dst.clone())
+        .get_opt("store-new")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(replicas(&src, "store", "web").await, (Some(2), None));
+    let backups = |client: kube::Client| {
+        Api::<DynamicObject>::namespaced_with(
+            client,
+            "velero",
+            &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                "velero.io",
+                "v1",
+                "Backup",
+            )),
+        )
+    };
+    for client in [src.clone(), dst.clone()] {
+        let mut left = Vec::new();
+        for _ in 0..50 {
+            left = backups(client.clone())
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|b| b.name_any())
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

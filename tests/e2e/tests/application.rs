@@ -169,7 +169,8 @@ impl Env {
         }
         // The internal registry records the image in the ImageStream, as
         // OpenShift's does on a push.
-        let streams = Api::<DynamicObject>::namespaced_with(self.source(), "shop", &image_streams());
+        let streams =
+            Api::<DynamicObject>::namespaced_with(self.source(), "shop", &image_streams());
         let reference = format!("{INTERNAL}/shop/web@{}", self.web_digest);
         streams
             .patch_status(
@@ -278,9 +279,7 @@ async fn http_get(ip: &str, port: i32, path: &str) -> Result<String> {
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
         .await
         .context("read timed out")??;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("no HTTP header")?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP header")?;
     if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
         bail!("{head}");
     }
@@ -499,7 +498,11 @@ async fn a_whole_application_moves_rolls_back_and_moves_again_through_crashes() 
         "the second stage run sends only the new file"
     );
     assert_eq!(step_phase(&second, "Quiesce"), "(absent)");
-    assert_eq!(workload_specs(&src).await?, original, "stage runs never quiesce");
+    assert_eq!(
+        workload_specs(&src).await?,
+        original,
+        "stage runs never quiesce"
+    );
 
     // What the source serves just before the final run.
     let source_served = (
@@ -525,7 +528,10 @@ async fn a_whole_application_moves_rolls_back_and_moves_again_through_crashes() 
         assert_eq!(step_phase(&report, step), "Done", "{step}");
     }
     assert!(
-        report["notes"][0].as_str().unwrap().contains("stays stopped"),
+        report["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("stays stopped"),
         "{report}"
     );
     check_migrated(&env, &source_served).await?;
@@ -590,7 +596,10 @@ async fn a_whole_application_moves_rolls_back_and_moves_again_through_crashes() 
     };
     eprintln!("killed in: {killed_in:?}");
     for step in ["Backup", "CopyVolumes", "Restore", "Verify"] {
-        assert!(killed_in.contains(step), "never killed in {step}: {killed_in:?}");
+        assert!(
+            killed_in.contains(step),
+            "never killed in {step}: {killed_in:?}"
+        );
     }
     assert_eq!(report["succeeded"], true, "{report}");
     let runs = env.migrations().list(&ListParams::default()).await?;

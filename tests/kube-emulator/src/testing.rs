@@ -171,7 +171,10 @@ impl LoopbackRegistry {
         // Reads the log for the registry's whole life (a full pipe would
         // block it), passing on the address it reports.
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Some(address) = line
                     .split("listening on ")
                     .nth(1)

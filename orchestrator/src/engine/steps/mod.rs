@@ -118,7 +118,11 @@ fn recorded_users(inventory: &preflight::Inventory) -> Value {
         let pods: Vec<Value> = ns
             .pods
             .iter()
-            .filter(|pod| using.iter().any(|u| Some(u.pod.as_str()) == pod.metadata.name.as_deref()))
+            .filter(|pod| {
+                using
+                    .iter()
+                    .any(|u| Some(u.pod.as_str()) == pod.metadata.name.as_deref())
+            })
             .map(|pod| {
                 json!({
                     "metadata": {"name": pod.metadata.name, "namespace": pod.metadata.namespace},

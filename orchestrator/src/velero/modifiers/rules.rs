@@ -281,11 +281,8 @@ fn annotation_trigger_rule(out: &mut Builder, target: &Target, rewrites: &Rewrit
 /// stopped.
 fn unquiesce_rules(out: &mut Builder, target: &Target) {
     let resource = target.resource.api_resource();
-    match crate::workloads::quiesce::restore_patches(
-        &resource.group,
-        &resource.kind,
-        target.object,
-    ) {
+    match crate::workloads::quiesce::restore_patches(&resource.group, &resource.kind, target.object)
+    {
         Ok(patches) => out.rules.extend(patches.into_iter().map(|patch| Rule {
             conditions: target.conditions(),
             patches: Vec::new(),

@@ -65,7 +65,11 @@ fn scale_of(object: &Value) -> Value {
     let selector_field = &object["spec"]["selector"];
     let selector = selector_field["matchLabels"]
         .as_object()
-        .or_else(|| selector_field.as_object().filter(|map| map.values().all(Value::is_string)))
+        .or_else(|| {
+            selector_field
+                .as_object()
+                .filter(|map| map.values().all(Value::is_string))
+        })
         .map(|labels| {
             labels
                 .iter()

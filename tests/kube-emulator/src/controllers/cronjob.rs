@@ -23,9 +23,9 @@ use kube::{Api, ResourceExt as _};
 use serde_json::json;
 
 use super::job::{has_condition, is_finished};
+use super::owners;
 use super::reconcile::{self, Failure};
 use super::schedule::Schedule;
-use super::owners;
 use crate::context::ClusterContext;
 
 /// How often a CronJob is looked at while it waits for its next run: the
@@ -35,13 +35,16 @@ const SCHEDULED_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timest
 
 pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
     let client = ctx.client.clone();
-    let stream = Controller::new(Api::<CronJob>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Job>::all(client), watcher::Config::default())
-        .run(
-            |cj, ctx| async move { reconcile(cj, ctx).await.map_err(Failure) },
-            reconcile::retry,
-            ctx,
-        );
+    let stream = Controller::new(
+        Api::<CronJob>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Job>::all(client), watcher::Config::default())
+    .run(
+        |cj, ctx| async move { reconcile(cj, ctx).await.map_err(Failure) },
+        reconcile::retry,
+        ctx,
+    );
     reconcile::drive("cronjob", stream).await
 }
 
@@ -69,14 +72,30 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<ClusterContext>) -> anyhow::Result
     let schedule = match spec.schedule.parse::<Schedule>() {
         Ok(schedule) => schedule,
         Err(error) => {
-            reconcile::event(&ctx, cj.as_ref(), "Warning", "UnparseableSchedule",
-                format!("unparseable schedule: {:?} : {error}", spec.schedule)).await;
+            reconcile::event(
+                &ctx,
+                cj.as_ref(),
+                "Warning",
+                "UnparseableSchedule",
+                format!("unparseable schedule: {:?} : {error}", spec.schedule),
+            )
+            .await;
             return Ok(Action::await_change());
         }
     };
-    if let Some(zone) = spec.time_zone.as_deref().filter(|zone| !matches!(*zone, "UTC" | "Etc/UTC")) {
-        reconcile::event(&ctx, cj.as_ref(), "Warning", "UnknownTimeZone",
-            format!("invalid timeZone: {zone:?}: the emulator only runs CronJobs in UTC")).await;
+    if let Some(zone) = spec
+        .time_zone
+        .as_deref()
+        .filter(|zone| !matches!(*zone, "UTC" | "Etc/UTC"))
+    {
+        reconcile::event(
+            &ctx,
+            cj.as_ref(),
+            "Warning",
+            "UnknownTimeZone",
+            format!("invalid timeZone: {zone:?}: the emulator only runs CronJobs in UTC"),
+        )
+        .await;
         return Ok(Action::await_change());
     }
 
@@ -92,8 +111,14 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<ClusterContext>) -> anyhow::Result
             let running: Vec<&Job> = children.iter().filter(|job| !is_finished(job)).collect();
             let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
             if too_late {
-                reconcile::event(&ctx, cj.as_ref(), "Warning", "MissSchedule",
-                    format!("Missed scheduled time to start a job: {due}")).await;
+                reconcile::event(
+                    &ctx,
+                    cj.as_ref(),
+                    "Warning",
+                    "MissSchedule",
+                    format!("Missed scheduled time to start a job: {due}"),
+                )
+                .await;
                 last_schedule = Some(due);
             } else if policy == "Forbid" && !running.is_empty() {
                 reconcile::event(&ctx, cj.as_ref(), "Normal", "JobAlreadyActive",
@@ -102,21 +127,39 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<ClusterContext>) -> anyhow::Result
                 if policy == "Replace" {
                     for job in running {
                         delete_job(&jobs, job).await?;
-                        reconcile::event(&ctx, cj.as_ref(), "Normal", "SuccessfulDelete",
-                            format!("Deleted job {}", job.name_any())).await;
+                        reconcile::event(
+                            &ctx,
+                            cj.as_ref(),
+                            "Normal",
+                            "SuccessfulDelete",
+                            format!("Deleted job {}", job.name_any()),
+                        )
+                        .await;
                     }
                 }
                 let job = job_for(&cj, due);
                 match jobs.create(&PostParams::default(), &job).await {
                     Ok(created) => {
-                        reconcile::event(&ctx, cj.as_ref(), "Normal", "SuccessfulCreate",
-                            format!("Created job {}", created.name_any())).await;
+                        reconcile::event(
+                            &ctx,
+                            cj.as_ref(),
+                            "Normal",
+                            "SuccessfulCreate",
+                            format!("Created job {}", created.name_any()),
+                        )
+                        .await;
                         children.push(created);
                     }
                     Err(kube::Error::Api(status)) if status.code == 409 => {}
                     Err(error) => {
-                        reconcile::event(&ctx, cj.as_ref(), "Warning", "FailedCreate",
-                            format!("Error creating job: {error}")).await;
+                        reconcile::event(
+                            &ctx,
+                            cj.as_ref(),
+                            "Warning",
+                            "FailedCreate",
+                            format!("Error creating job: {error}"),
+                        )
+                        .await;
                         return Err(error.into());
                     }
                 }
@@ -166,7 +209,11 @@ fn job_for(cj: &CronJob, due: Timestamp) -> Job {
     annotations.insert(SCHEDULED_ANNOTATION.to_string(), due.to_string());
     Job {
         metadata: ObjectMeta {
-            name: Some(format!("{}-{}", cj.name_any(), due.as_second().div_euclid(60))),
+            name: Some(format!(
+                "{}-{}",
+                cj.name_any(),
+                due.as_second().div_euclid(60)
+            )),
             namespace: cj.namespace(),
             labels: meta.labels,
             annotations: Some(annotations),
@@ -179,14 +226,27 @@ fn job_for(cj: &CronJob, due: Timestamp) -> Job {
 }
 
 /// Deletes the oldest finished Jobs beyond the history limits.
-async fn prune_history(jobs: &Api<Job>, cj: &CronJob, children: &mut Vec<Job>) -> anyhow::Result<()> {
+async fn prune_history(
+    jobs: &Api<Job>,
+    cj: &CronJob,
+    children: &mut Vec<Job>,
+) -> anyhow::Result<()> {
     let limits = [
-        ("Complete", cj.spec.successful_jobs_history_limit.unwrap_or(3)),
+        (
+            "Complete",
+            cj.spec.successful_jobs_history_limit.unwrap_or(3),
+        ),
         ("Failed", cj.spec.failed_jobs_history_limit.unwrap_or(1)),
     ];
     for (condition, limit) in limits {
-        let finished: Vec<Job> = children.iter().filter(|job| has_condition(job, condition)).cloned().collect();
-        let surplus = finished.len().saturating_sub(usize::try_from(limit).unwrap_or(0));
+        let finished: Vec<Job> = children
+            .iter()
+            .filter(|job| has_condition(job, condition))
+            .cloned()
+            .collect();
+        let surplus = finished
+            .len()
+            .saturating_sub(usize::try_from(limit).unwrap_or(0));
         for job in &finished[..surplus] {
             delete_job(jobs, job).await?;
             children.retain(|child| child.uid() != job.uid());
@@ -196,7 +256,10 @@ async fn prune_history(jobs: &Api<Job>, cj: &CronJob, children: &mut Vec<Job>) -
 }
 
 async fn delete_job(jobs: &Api<Job>, job: &Job) -> anyhow::Result<()> {
-    match jobs.delete(&job.name_any(), &DeleteParams::background()).await {
+    match jobs
+        .delete(&job.name_any(), &DeleteParams::background())
+        .await
+    {
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         result => result.map(drop).map_err(Into::into),
     }

@@ -22,9 +22,9 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt as _};
 use serde_json::json;
 
+use super::owners;
 use super::pods::{self, NewPod};
 use super::reconcile::{self, Failure};
-use super::owners;
 use crate::context::ClusterContext;
 
 const REVISION_LABEL: &str = "controller-revision-hash";
@@ -32,18 +32,25 @@ const GENERATION_LABEL: &str = "pod-template-generation";
 
 pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
     let client = ctx.client.clone();
-    let controller = Controller::new(Api::<DaemonSet>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(
+        Api::<DaemonSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let daemon_sets = controller.store();
     let stream = controller
         .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
         // Every DaemonSet looks again when a node appears, goes or changes labels.
-        .watches(Api::<Node>::all(client), watcher::Config::default(), move |_| {
-            daemon_sets
-                .state()
-                .iter()
-                .map(|ds| ObjectRef::from_obj(ds.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            Api::<Node>::all(client),
+            watcher::Config::default(),
+            move |_| {
+                daemon_sets
+                    .state()
+                    .iter()
+                    .map(|ds| ObjectRef::from_obj(ds.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .run(
             |ds, ctx| async move { reconcile(ds, ctx).await.map_err(Failure) },
             reconcile::retry,
@@ -59,7 +66,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<ClusterContext>) -> anyhow::Resu
     let namespace = ds.namespace().unwrap_or_default();
     let spec = &ds.spec;
     let hash = reconcile::template_hash(&spec.template);
-    let nodes = Api::<Node>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
+    let nodes = Api::<Node>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
     let client = ctx.client.clone();
     let owned = owners::claim(
         |ns| Api::<Pod>::namespaced(client.clone(), ns),
@@ -77,7 +87,11 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<ClusterContext>) -> anyhow::Resu
             continue;
         }
         if pods::is_active(pod) {
-            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+            let node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
             by_node.entry(node).or_default().push(pod);
         }
     }
@@ -107,7 +121,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<ClusterContext>) -> anyhow::Resu
                 generate_prefix: format!("{}-", ds.name_any()),
                 extra_labels: BTreeMap::from([
                     (REVISION_LABEL.to_string(), hash.clone()),
-                    (GENERATION_LABEL.to_string(), ds.metadata.generation.unwrap_or(1).to_string()),
+                    (
+                        GENERATION_LABEL.to_string(),
+                        ds.metadata.generation.unwrap_or(1).to_string(),
+                    ),
                 ]),
             }
             .build();
@@ -165,7 +182,12 @@ struct Counts {
 
 /// RollingUpdate: deletes pods of the old template while fewer than
 /// maxUnavailable pods are unavailable (their replacements come next round).
-async fn roll_out(ctx: &ClusterContext, ds: &DaemonSet, stale: &[&Pod], unavailable: usize) -> anyhow::Result<()> {
+async fn roll_out(
+    ctx: &ClusterContext,
+    ds: &DaemonSet,
+    stale: &[&Pod],
+    unavailable: usize,
+) -> anyhow::Result<()> {
     let strategy = ds.spec.update_strategy.clone().unwrap_or_default();
     if strategy.type_.as_deref() == Some("OnDelete") {
         return Ok(());
@@ -211,13 +233,23 @@ fn should_run(ds: &DaemonSet, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .map(|required| required.node_selector_terms.clone());
     let affine = terms.is_none_or(|terms| {
         terms.iter().any(|term| {
             let name = BTreeMap::from([("metadata.name".to_string(), node.name_any())]);
-            term.match_expressions.iter().flatten().all(|r| requirement(r, labels))
-                && term.match_fields.iter().flatten().all(|r| requirement(r, &name))
+            term.match_expressions
+                .iter()
+                .flatten()
+                .all(|r| requirement(r, labels))
+                && term
+                    .match_fields
+                    .iter()
+                    .flatten()
+                    .all(|r| requirement(r, &name))
         })
     });
     selected && affine
@@ -232,8 +264,12 @@ fn requirement(requirement: &NodeSelectorRequirement, labels: &BTreeMap<String, 
         "NotIn" => value.is_none_or(|v| !values.contains(v)),
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
-        "Gt" => number(value).zip(number(values.first())).is_some_and(|(v, limit)| v > limit),
-        "Lt" => number(value).zip(number(values.first())).is_some_and(|(v, limit)| v < limit),
+        "Gt" => number(value)
+            .zip(number(values.first()))
+            .is_some_and(|(v, limit)| v > limit),
+        "Lt" => number(value)
+            .zip(number(values.first()))
+            .is_some_and(|(v, limit)| v < limit),
         _ => false,
     }
 }

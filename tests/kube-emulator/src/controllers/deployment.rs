@@ -25,8 +25,8 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt as _};
 use serde_json::json;
 
-use super::reconcile::{self, Failure};
 use super::owners;
+use super::reconcile::{self, Failure};
 use crate::context::ClusterContext;
 
 pub(super) const HASH_LABEL: &str = "pod-template-hash";
@@ -36,13 +36,16 @@ const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
 
 pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
     let client = ctx.client.clone();
-    let stream = Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
-        .run(
-            |d, ctx| async move { Rollout::reconcile(d, ctx).await.map_err(Failure) },
-            reconcile::retry,
-            ctx,
-        );
+    let stream = Controller::new(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
+    .run(
+        |d, ctx| async move { Rollout::reconcile(d, ctx).await.map_err(Failure) },
+        reconcile::retry,
+        ctx,
+    );
     reconcile::drive("deployment", stream).await
 }
 
@@ -59,15 +62,31 @@ struct Rollout {
 }
 
 impl Rollout {
-    async fn reconcile(deployment: Arc<Deployment>, ctx: Arc<ClusterContext>) -> anyhow::Result<Action> {
+    async fn reconcile(
+        deployment: Arc<Deployment>,
+        ctx: Arc<ClusterContext>,
+    ) -> anyhow::Result<Action> {
         let namespace = deployment.namespace().unwrap_or_default();
         let spec = deployment.spec.clone();
         let selector = spec.selector.clone();
-        if selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-            && selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
+        if selector
+            .match_labels
+            .as_ref()
+            .is_none_or(BTreeMap::is_empty)
+            && selector
+                .match_expressions
+                .as_ref()
+                .is_none_or(Vec::is_empty)
         {
-            reconcile::event(&ctx, deployment.as_ref(), "Warning", "SelectingAll",
-                "This deployment is selecting all pods. A non-empty selector is required.".to_string()).await;
+            reconcile::event(
+                &ctx,
+                deployment.as_ref(),
+                "Warning",
+                "SelectingAll",
+                "This deployment is selecting all pods. A non-empty selector is required."
+                    .to_string(),
+            )
+            .await;
             return Ok(Action::await_change());
         }
         if deployment.metadata.deletion_timestamp.is_some() {
@@ -170,7 +189,11 @@ impl Rollout {
             .and_then(|strategy| strategy.rolling_update)
             .unwrap_or_default();
         let quarter = IntOrString::String("25%".to_string());
-        let surge = resolve(rolling.max_surge.as_ref().unwrap_or(&quarter), self.replicas, true);
+        let surge = resolve(
+            rolling.max_surge.as_ref().unwrap_or(&quarter),
+            self.replicas,
+            true,
+        );
         let unavailable = resolve(
             rolling.max_unavailable.as_ref().unwrap_or(&quarter),
             self.replicas,
@@ -194,9 +217,14 @@ impl Rollout {
         let name = format!("{}-{hash}", deployment.name_any());
         let mut template = self.template.clone();
         let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
-        meta.labels.get_or_insert_with(BTreeMap::new).insert(HASH_LABEL.to_string(), hash.clone());
+        meta.labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(HASH_LABEL.to_string(), hash.clone());
         let mut selector = self.spec().selector;
-        selector.match_labels.get_or_insert_with(BTreeMap::new).insert(HASH_LABEL.to_string(), hash.clone());
+        selector
+            .match_labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(HASH_LABEL.to_string(), hash.clone());
         let (surge, _) = self.limits();
         let revision = self.max_old_revision() + 1;
         let rs = ReplicaSet {
@@ -207,7 +235,10 @@ impl Rollout {
                 annotations: Some(BTreeMap::from([
                     (REVISION.to_string(), revision.to_string()),
                     (DESIRED_REPLICAS.to_string(), self.replicas.to_string()),
-                    (MAX_REPLICAS.to_string(), (self.replicas + surge).to_string()),
+                    (
+                        MAX_REPLICAS.to_string(),
+                        (self.replicas + surge).to_string(),
+                    ),
                 ])),
                 owner_references: Some(vec![owners::controller_ref(deployment.as_ref())]),
                 ..ObjectMeta::default()
@@ -222,22 +253,44 @@ impl Rollout {
         };
         match self.api.create(&PostParams::default(), &rs).await {
             Ok(created) => {
-                reconcile::event(&self.ctx, deployment.as_ref(), "Normal", "ScalingReplicaSet",
-                    format!("Scaled up replica set {name} from 0 to {replicas}")).await;
+                reconcile::event(
+                    &self.ctx,
+                    deployment.as_ref(),
+                    "Normal",
+                    "ScalingReplicaSet",
+                    format!("Scaled up replica set {name} from 0 to {replicas}"),
+                )
+                .await;
                 self.new = Some(created);
                 Ok(name)
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 // A ReplicaSet of that name with another template: a hash
                 // collision, resolved by counting it (the next hash differs).
-                let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), &deployment.namespace().unwrap_or_default());
+                let api: Api<Deployment> = Api::namespaced(
+                    self.ctx.client.clone(),
+                    &deployment.namespace().unwrap_or_default(),
+                );
                 let patch = json!({"status": {"collisionCount": collisions + 1}});
-                api.patch_status(&deployment.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-                anyhow::bail!("ReplicaSet {name} exists with another template: hash collision, retrying")
+                api.patch_status(
+                    &deployment.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+                anyhow::bail!(
+                    "ReplicaSet {name} exists with another template: hash collision, retrying"
+                )
             }
             Err(error) => {
-                reconcile::event(&self.ctx, deployment.as_ref(), "Warning", "FailedCreate",
-                    format!("Failed to create new replica set {name}: {error}")).await;
+                reconcile::event(
+                    &self.ctx,
+                    deployment.as_ref(),
+                    "Warning",
+                    "FailedCreate",
+                    format!("Failed to create new replica set {name}: {error}"),
+                )
+                .await;
                 Err(error.into())
             }
         }
@@ -246,7 +299,9 @@ impl Rollout {
     /// RollingUpdate: the new ReplicaSet grows as far as maxSurge allows
     /// (or shrinks to `replicas`).
     async fn scale_new_up(&mut self) -> anyhow::Result<()> {
-        let Some(new) = self.new.clone() else { return Ok(()) };
+        let Some(new) = self.new.clone() else {
+            return Ok(());
+        };
         let current = spec_replicas(&new);
         if current == self.replicas {
             return Ok(());
@@ -258,7 +313,8 @@ impl Rollout {
         let total: i32 = self.old.iter().map(spec_replicas).sum::<i32>() + current;
         let room = self.replicas + surge - total;
         if room > 0 {
-            self.scale(&new, current + room.min(self.replicas - current)).await?;
+            self.scale(&new, current + room.min(self.replicas - current))
+                .await?;
         }
         Ok(())
     }
@@ -327,11 +383,27 @@ impl Rollout {
             "metadata": {"annotations": {DESIRED_REPLICAS: desired, MAX_REPLICAS: max}},
             "spec": {"replicas": replicas},
         });
-        let written = self.api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let written = self
+            .api
+            .patch(
+                &rs.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
         if from != replicas {
             let direction = if replicas > from { "up" } else { "down" };
-            reconcile::event(&self.ctx, self.deployment.as_ref(), "Normal", "ScalingReplicaSet",
-                format!("Scaled {direction} replica set {} from {from} to {replicas}", rs.name_any())).await;
+            reconcile::event(
+                &self.ctx,
+                self.deployment.as_ref(),
+                "Normal",
+                "ScalingReplicaSet",
+                format!(
+                    "Scaled {direction} replica set {} from {from} to {replicas}",
+                    rs.name_any()
+                ),
+            )
+            .await;
         }
         let uid = written.uid();
         for held in self.new.iter_mut().chain(self.old.iter_mut()) {
@@ -350,18 +422,36 @@ impl Rollout {
     /// old template makes its ReplicaSet the newest revision again), and
     /// the Deployment carries its revision.
     async fn sync_revision(&mut self) -> anyhow::Result<()> {
-        let Some(new) = self.new.clone() else { return Ok(()) };
+        let Some(new) = self.new.clone() else {
+            return Ok(());
+        };
         let max_old = self.max_old_revision();
         let mut current = revision(&new);
         if current <= max_old {
             current = max_old + 1;
             let patch = json!({"metadata": {"annotations": {REVISION: current.to_string()}}});
-            self.new = Some(self.api.patch(&new.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?);
+            self.new = Some(
+                self.api
+                    .patch(
+                        &new.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?,
+            );
         }
         if self.deployment.annotations().get(REVISION) != Some(&current.to_string()) {
-            let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), &self.deployment.namespace().unwrap_or_default());
+            let api: Api<Deployment> = Api::namespaced(
+                self.ctx.client.clone(),
+                &self.deployment.namespace().unwrap_or_default(),
+            );
             let patch = json!({"metadata": {"annotations": {REVISION: current.to_string()}}});
-            api.patch(&self.deployment.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            api.patch(
+                &self.deployment.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -373,13 +463,20 @@ impl Rollout {
         let mut idle: Vec<&ReplicaSet> = self
             .old
             .iter()
-            .filter(|rs| spec_replicas(rs) == 0 && status_replicas(rs) == 0 && rs.metadata.deletion_timestamp.is_none())
+            .filter(|rs| {
+                spec_replicas(rs) == 0
+                    && status_replicas(rs) == 0
+                    && rs.metadata.deletion_timestamp.is_none()
+            })
             .collect();
         if idle.len() <= limit {
             return Ok(());
         }
         idle.sort_by_key(|rs| revision(rs));
-        let doomed: Vec<String> = idle[..idle.len() - limit].iter().map(|rs| rs.name_any()).collect();
+        let doomed: Vec<String> = idle[..idle.len() - limit]
+            .iter()
+            .map(|rs| rs.name_any())
+            .collect();
         for name in doomed {
             match self.api.delete(&name, &DeleteParams::default()).await {
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -412,26 +509,50 @@ impl Rollout {
                 .find(|condition| condition.type_.as_deref() == Some(type_))
                 .cloned()
         };
-        let condition = |type_: &str, status: &str, reason: &str, message: String, updated_now: bool| {
-            let old = old_condition(type_);
-            let transition = old
-                .as_ref()
-                .filter(|old| old.status.as_deref() == Some(status))
-                .and_then(|old| old.last_transition_time.clone())
-                .map_or(json!(now.to_string()), |time| json!(time.0.to_string()));
-            let update = match old.as_ref().and_then(|old| old.last_update_time.clone()) {
-                Some(time) if !updated_now && old.as_ref().is_some_and(|o| o.reason.as_deref() == Some(reason)) => json!(time.0.to_string()),
-                _ => json!(now.to_string()),
-            };
-            json!({"type": type_, "status": status, "reason": reason, "message": message,
+        let condition =
+            |type_: &str, status: &str, reason: &str, message: String, updated_now: bool| {
+                let old = old_condition(type_);
+                let transition = old
+                    .as_ref()
+                    .filter(|old| old.status.as_deref() == Some(status))
+                    .and_then(|old| old.last_transition_time.clone())
+                    .map_or(json!(now.to_string()), |time| json!(time.0.to_string()));
+                let update = match old.as_ref().and_then(|old| old.last_update_time.clone()) {
+                    Some(time)
+                        if !updated_now
+                            && old
+                                .as_ref()
+                                .is_some_and(|o| o.reason.as_deref() == Some(reason)) =>
+                    {
+                        json!(time.0.to_string())
+                    }
+                    _ => json!(now.to_string()),
+                };
+                json!({"type": type_, "status": status, "reason": reason, "message": message,
                    "lastUpdateTime": update, "lastTransitionTime": transition})
-        };
+            };
         let available_condition = if available >= self.replicas - max_unavailable {
-            condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".to_string(), false)
+            condition(
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.".to_string(),
+                false,
+            )
         } else {
-            condition("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".to_string(), false)
+            condition(
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.".to_string(),
+                false,
+            )
         };
-        let new_name = self.new.as_ref().map(|rs| rs.name_any()).unwrap_or_default();
+        let new_name = self
+            .new
+            .as_ref()
+            .map(|rs| rs.name_any())
+            .unwrap_or_default();
         let generation = deployment.metadata.generation;
         let complete = updated == self.replicas
             && replicas == self.replicas
@@ -445,21 +566,62 @@ impl Rollout {
         let old_progressing = old_condition("Progressing");
         let mut wake = reconcile::RESYNC;
         let progressing = if spec.paused == Some(true) {
-            condition("Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".to_string(), true)
+            condition(
+                "Progressing",
+                "Unknown",
+                "DeploymentPaused",
+                "Deployment is paused".to_string(),
+                true,
+            )
         } else if let Some(name) = created {
-            condition("Progressing", "True", "NewReplicaSetCreated", format!("Created new replica set \"{name}\""), true)
+            condition(
+                "Progressing",
+                "True",
+                "NewReplicaSetCreated",
+                format!("Created new replica set \"{name}\""),
+                true,
+            )
         } else if complete {
-            condition("Progressing", "True", "NewReplicaSetAvailable", format!("ReplicaSet \"{new_name}\" has successfully progressed."), false)
-        } else if progressed || old_progressing.as_ref().is_none_or(|c| c.status.as_deref() != Some("True")) && old_progressing.as_ref().is_none_or(|c| c.reason.as_deref() != Some("ProgressDeadlineExceeded")) {
-            condition("Progressing", "True", "ReplicaSetUpdated", format!("ReplicaSet \"{new_name}\" is progressing."), true)
+            condition(
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+                false,
+            )
+        } else if progressed
+            || old_progressing
+                .as_ref()
+                .is_none_or(|c| c.status.as_deref() != Some("True"))
+                && old_progressing
+                    .as_ref()
+                    .is_none_or(|c| c.reason.as_deref() != Some("ProgressDeadlineExceeded"))
+        {
+            condition(
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                format!("ReplicaSet \"{new_name}\" is progressing."),
+                true,
+            )
         } else {
             let since = old_progressing
                 .as_ref()
                 .and_then(|c| c.last_update_time.as_ref())
                 .map_or(now, |time| time.0);
             let limit = since + SignedDuration::from_secs(i64::from(deadline));
-            if old_progressing.as_ref().is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded")) || limit <= now {
-                condition("Progressing", "False", "ProgressDeadlineExceeded", format!("ReplicaSet \"{new_name}\" has timed out progressing."), false)
+            if old_progressing
+                .as_ref()
+                .is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+                || limit <= now
+            {
+                condition(
+                    "Progressing",
+                    "False",
+                    "ProgressDeadlineExceeded",
+                    format!("ReplicaSet \"{new_name}\" has timed out progressing."),
+                    false,
+                )
             } else {
                 wake = wake.min(Duration::try_from(limit - now).unwrap_or_default());
                 let mut kept = serde_json::to_value(old_progressing.clone()).unwrap_or_default();
@@ -476,7 +638,10 @@ impl Rollout {
             "unavailableReplicas": unavailable,
             "conditions": [available_condition, progressing],
         });
-        let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), &deployment.namespace().unwrap_or_default());
+        let api: Api<Deployment> = Api::namespaced(
+            self.ctx.client.clone(),
+            &deployment.namespace().unwrap_or_default(),
+        );
         reconcile::write_status(&api, deployment, status).await?;
         Ok(Action::requeue(wake))
     }
@@ -485,7 +650,8 @@ impl Rollout {
 /// Whether a ReplicaSet's template is the Deployment's, ignoring the
 /// `pod-template-hash` label the controller added.
 fn same_template(rs_template: Option<&PodTemplateSpec>, template: &PodTemplateSpec) -> bool {
-    rs_template.is_some_and(|rs_template| reconcile::same_template(rs_template, template, &[HASH_LABEL]))
+    rs_template
+        .is_some_and(|rs_template| reconcile::same_template(rs_template, template, &[HASH_LABEL]))
 }
 
 /// An IntOrString count or percentage of `total`.
@@ -495,14 +661,21 @@ fn resolve(value: &IntOrString, total: i32, round_up: bool) -> i32 {
         IntOrString::String(text) => {
             let percent: i64 = text.trim_end_matches('%').parse().unwrap_or(0);
             let scaled = percent * i64::from(total);
-            let result = if round_up { (scaled + 99) / 100 } else { scaled / 100 };
+            let result = if round_up {
+                (scaled + 99) / 100
+            } else {
+                scaled / 100
+            };
             i32::try_from(result.max(0)).unwrap_or(i32::MAX)
         }
     }
 }
 
 fn revision(rs: &ReplicaSet) -> i64 {
-    rs.annotations().get(REVISION).and_then(|r| r.parse().ok()).unwrap_or(0)
+    rs.annotations()
+        .get(REVISION)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }
 
 pub(super) fn spec_replicas(rs: &ReplicaSet) -> i32 {
@@ -514,11 +687,17 @@ fn status_replicas(rs: &ReplicaSet) -> i32 {
 }
 
 fn ready_replicas(rs: &ReplicaSet) -> i32 {
-    rs.status.as_ref().and_then(|status| status.ready_replicas).unwrap_or(0)
+    rs.status
+        .as_ref()
+        .and_then(|status| status.ready_replicas)
+        .unwrap_or(0)
 }
 
 fn available_replicas(rs: &ReplicaSet) -> i32 {
-    rs.status.as_ref().and_then(|status| status.available_replicas).unwrap_or(0)
+    rs.status
+        .as_ref()
+        .and_then(|status| status.available_replicas)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -540,7 +719,14 @@ mod tests {
             "metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}
         })).unwrap();
         let mut hashed = template.clone();
-        hashed.metadata.as_mut().unwrap().labels.as_mut().unwrap().insert(HASH_LABEL.into(), "abc".into());
+        hashed
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(HASH_LABEL.into(), "abc".into());
         assert!(same_template(Some(&hashed), &template));
         let mut changed = template.clone();
         changed.spec.as_mut().unwrap().containers[0].image = Some("j".into());

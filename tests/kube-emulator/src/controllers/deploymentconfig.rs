@@ -16,7 +16,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{PodTemplateSpec, ReplicationController, ReplicationControllerSpec};
+use k8s_openapi::api::core::v1::{
+    PodTemplateSpec, ReplicationController, ReplicationControllerSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
@@ -65,7 +67,10 @@ pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
         watcher::Config::default(),
         resource,
     )
-    .owns(Api::<ReplicationController>::all(client), watcher::Config::default())
+    .owns(
+        Api::<ReplicationController>::all(client),
+        watcher::Config::default(),
+    )
     .run(
         |dc, ctx| async move { reconcile(dc, ctx).await.map_err(Failure) },
         |dc, error, ctx| reconcile::retry(dc, error, ctx),
@@ -98,15 +103,32 @@ async fn reconcile(dc: Arc<DynamicObject>, ctx: Arc<ClusterContext>) -> anyhow::
     rcs.sort_by_key(version_of);
     let mut version = dc.data["status"]["latestVersion"].as_i64().unwrap_or(0);
     let config_change = spec.triggers.as_ref().is_none_or(|triggers| {
-        triggers.iter().any(|trigger| trigger["type"] == "ConfigChange")
+        triggers
+            .iter()
+            .any(|trigger| trigger["type"] == "ConfigChange")
     });
-    let latest = rcs.iter().find(|rc| rc.name_any() == format!("{name}-{version}")).cloned();
+    let latest = rcs
+        .iter()
+        .find(|rc| rc.name_any() == format!("{name}-{version}"))
+        .cloned();
     let dc_api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource());
     let outdated = latest.as_ref().is_none_or(|rc| {
         rc.spec
             .as_ref()
             .and_then(|spec| spec.template.as_ref())
-            .is_none_or(|made| !reconcile::same_template(made, &template, &[DEPLOYMENT_LABEL, DC_LABEL, LATEST_VERSION, DC_NAME, DEPLOYMENT_NAME]))
+            .is_none_or(|made| {
+                !reconcile::same_template(
+                    made,
+                    &template,
+                    &[
+                        DEPLOYMENT_LABEL,
+                        DC_LABEL,
+                        LATEST_VERSION,
+                        DC_NAME,
+                        DEPLOYMENT_NAME,
+                    ],
+                )
+            })
     });
     if spec.paused != Some(true) && config_change && outdated {
         if latest.is_some() || version == 0 {
@@ -114,10 +136,22 @@ async fn reconcile(dc: Arc<DynamicObject>, ctx: Arc<ClusterContext>) -> anyhow::
             // crash in between does not make two.
             version += 1;
             let patch = json!({"status": {"latestVersion": version}});
-            dc_api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            dc_api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
         }
-        let recreate = spec.strategy.as_ref().is_some_and(|s| s["type"] == "Recreate");
-        let rc = new_rc(&dc, &spec, &template, owner, version, if recreate { 0 } else { replicas });
+        let recreate = spec
+            .strategy
+            .as_ref()
+            .is_some_and(|s| s["type"] == "Recreate");
+        let rc = new_rc(
+            &dc,
+            &spec,
+            &template,
+            owner,
+            version,
+            if recreate { 0 } else { replicas },
+        );
         match rcs_api.create(&PostParams::default(), &rc).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -129,10 +163,21 @@ async fn reconcile(dc: Arc<DynamicObject>, ctx: Arc<ClusterContext>) -> anyhow::
         write_dc_status(&dc_api, &dc, version, replicas, &rcs, None).await?;
         return Ok(Action::requeue(reconcile::RESYNC));
     };
-    let old: Vec<&ReplicationController> = rcs.iter().filter(|rc| rc.uid() != latest.uid()).collect();
-    let recreate = spec.strategy.as_ref().is_some_and(|s| s["type"] == "Recreate");
-    let available = |rc: &ReplicationController| rc.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
-    let old_running = old.iter().any(|rc| rc.status.as_ref().map_or(0, |s| s.replicas) > 0);
+    let old: Vec<&ReplicationController> =
+        rcs.iter().filter(|rc| rc.uid() != latest.uid()).collect();
+    let recreate = spec
+        .strategy
+        .as_ref()
+        .is_some_and(|s| s["type"] == "Recreate");
+    let available = |rc: &ReplicationController| {
+        rc.status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0)
+    };
+    let old_running = old
+        .iter()
+        .any(|rc| rc.status.as_ref().map_or(0, |s| s.replicas) > 0);
     if recreate {
         for rc in &old {
             scale(&rcs_api, rc, 0).await?;
@@ -154,14 +199,31 @@ async fn reconcile(dc: Arc<DynamicObject>, ctx: Arc<ClusterContext>) -> anyhow::
     let phase = if complete { "Complete" } else { "Running" };
     if latest.annotations().get(PHASE).map(String::as_str) != Some(phase) {
         let patch = json!({"metadata": {"annotations": {PHASE: phase}}});
-        rcs_api.patch(&latest.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        rcs_api
+            .patch(
+                &latest.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
     }
-    write_dc_status(&dc_api, &dc, version, replicas, &rcs, Some((&latest, complete))).await?;
+    write_dc_status(
+        &dc_api,
+        &dc,
+        version,
+        replicas,
+        &rcs,
+        Some((&latest, complete)),
+    )
+    .await?;
     Ok(Action::requeue(reconcile::RESYNC))
 }
 
 fn version_of(rc: &ReplicationController) -> i64 {
-    rc.annotations().get(LATEST_VERSION).and_then(|v| v.parse().ok()).unwrap_or(0)
+    rc.annotations()
+        .get(LATEST_VERSION)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The RC of `version`.
@@ -195,9 +257,20 @@ fn new_rc(
         .selector
         .clone()
         .filter(|selector| !selector.is_empty())
-        .unwrap_or_else(|| template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default());
+        .unwrap_or_else(|| {
+            template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default()
+        });
     selector.extend(identity);
-    let mut rc_labels = spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let mut rc_labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
     rc_labels.insert(DC_NAME.to_string(), name.clone());
     ReplicationController {
         metadata: ObjectMeta {
@@ -222,12 +295,21 @@ fn new_rc(
     }
 }
 
-async fn scale(api: &Api<ReplicationController>, rc: &ReplicationController, replicas: i32) -> anyhow::Result<()> {
+async fn scale(
+    api: &Api<ReplicationController>,
+    rc: &ReplicationController,
+    replicas: i32,
+) -> anyhow::Result<()> {
     if rc.spec.as_ref().and_then(|s| s.replicas) == Some(replicas) {
         return Ok(());
     }
     let patch = json!({"spec": {"replicas": replicas}});
-    api.patch(&rc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch(
+        &rc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
@@ -241,8 +323,18 @@ async fn write_dc_status(
 ) -> anyhow::Result<()> {
     let sum = |field: fn(&ReplicationController) -> i32| rcs.iter().map(field).sum::<i32>();
     let total = sum(|rc| rc.status.as_ref().map_or(0, |s| s.replicas));
-    let available = sum(|rc| rc.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0));
-    let ready = sum(|rc| rc.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0));
+    let available = sum(|rc| {
+        rc.status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0)
+    });
+    let ready = sum(|rc| {
+        rc.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+    });
     let updated = latest.map_or(0, |(rc, _)| rc.status.as_ref().map_or(0, |s| s.replicas));
     let now = jiff_now();
     let mut conditions = vec![json!({
@@ -254,17 +346,35 @@ async fn write_dc_status(
     })];
     if let Some((rc, complete)) = latest {
         let (reason, message) = if complete {
-            ("NewReplicationControllerAvailable", format!("replication controller {:?} successfully rolled out", rc.name_any()))
+            (
+                "NewReplicationControllerAvailable",
+                format!(
+                    "replication controller {:?} successfully rolled out",
+                    rc.name_any()
+                ),
+            )
         } else {
-            ("ReplicationControllerUpdated", format!("replication controller {:?} is progressing", rc.name_any()))
+            (
+                "ReplicationControllerUpdated",
+                format!("replication controller {:?} is progressing", rc.name_any()),
+            )
         };
-        conditions.push(json!({"type": "Progressing", "status": "True", "reason": reason, "message": message,
-            "lastUpdateTime": now, "lastTransitionTime": now}));
+        conditions.push(
+            json!({"type": "Progressing", "status": "True", "reason": reason, "message": message,
+            "lastUpdateTime": now, "lastTransitionTime": now}),
+        );
     }
     // Conditions already there keep their times.
-    let previous = dc.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let previous = dc.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for condition in &mut conditions {
-        if let Some(old) = previous.iter().find(|old| old["type"] == condition["type"] && old["status"] == condition["status"] && old["reason"] == condition["reason"]) {
+        if let Some(old) = previous.iter().find(|old| {
+            old["type"] == condition["type"]
+                && old["status"] == condition["status"]
+                && old["reason"] == condition["reason"]
+        }) {
             condition["lastUpdateTime"] = old["lastUpdateTime"].clone();
             condition["lastTransitionTime"] = old["lastTransitionTime"].clone();
         }

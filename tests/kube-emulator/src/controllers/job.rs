@@ -25,9 +25,9 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt as _};
 use serde_json::{json, Value};
 
+use super::owners;
 use super::pods::{self, NewPod};
 use super::reconcile::{self, Failure};
-use super::owners;
 use crate::context::ClusterContext;
 
 const BACKOFF_BASE: Duration = Duration::from_secs(10);
@@ -50,7 +50,11 @@ pub(super) fn has_condition(job: &Job, type_: &str) -> bool {
     job.status
         .as_ref()
         .and_then(|status| status.conditions.as_ref())
-        .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == type_ && c.status == "True"))
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == type_ && c.status == "True")
+        })
 }
 
 /// Whether the Job is done for good (Complete or Failed).
@@ -65,7 +69,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<ClusterContext>) -> anyhow::Result<Ac
     let Some(spec) = job.spec.clone() else {
         anyhow::bail!("Job {} has no spec", job.name_any());
     };
-    let restart_policy = spec.template.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_default();
+    let restart_policy = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.clone())
+        .unwrap_or_default();
     if !matches!(restart_policy.as_str(), "Never" | "OnFailure") {
         reconcile::event(&ctx, job.as_ref(), "Warning", "FailedCreate",
             format!("spec.template.spec.restartPolicy: Unsupported value: {restart_policy:?}: supported values: \"OnFailure\", \"Never\"")).await;
@@ -75,12 +84,18 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<ClusterContext>) -> anyhow::Result<Ac
     let uid = job.uid().unwrap_or_default();
     let identity = BTreeMap::from([
         ("controller-uid".to_string(), uid.clone()),
-        ("batch.kubernetes.io/controller-uid".to_string(), uid.clone()),
+        (
+            "batch.kubernetes.io/controller-uid".to_string(),
+            uid.clone(),
+        ),
         ("job-name".to_string(), job.name_any()),
         ("batch.kubernetes.io/job-name".to_string(), job.name_any()),
     ]);
     let selector = spec.selector.clone().unwrap_or_else(|| LabelSelector {
-        match_labels: Some(BTreeMap::from([("batch.kubernetes.io/controller-uid".to_string(), uid.clone())])),
+        match_labels: Some(BTreeMap::from([(
+            "batch.kubernetes.io/controller-uid".to_string(),
+            uid.clone(),
+        )])),
         match_expressions: None,
     });
     let client = ctx.client.clone();
@@ -103,7 +118,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<ClusterContext>) -> anyhow::Result<Ac
     let now = ctx.shared.clock.now();
     let previous = job.status.clone().unwrap_or_default();
     let suspended = spec.suspend == Some(true);
-    let start_time = previous.start_time.as_ref().map(|t| t.0).or((!suspended).then_some(now));
+    let start_time = previous
+        .start_time
+        .as_ref()
+        .map(|t| t.0)
+        .or((!suspended).then_some(now));
     let parallelism = spec.parallelism.unwrap_or(1).max(0);
     let completions = spec.completions.or(spec.parallelism.is_none().then_some(1));
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
@@ -112,12 +131,20 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<ClusterContext>) -> anyhow::Result<Ac
     let mut completion_time = None;
     let mut wake = reconcile::RESYNC;
     let failure = if failed > backoff_limit {
-        Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit".to_string()))
+        Some((
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit".to_string(),
+        ))
     } else {
         spec.active_deadline_seconds
             .zip(start_time)
             .filter(|(deadline, start)| *start + SignedDuration::from_secs(*deadline) <= now)
-            .map(|_| ("DeadlineExceeded", "Job was active longer than specified deadline".to_string()))
+            .map(|_| {
+                (
+                    "DeadlineExceeded",
+                    "Job was active longer than specified deadline".to_string(),
+                )
+            })
     };
     let complete = match completions {
         Some(wanted) => succeeded >= wanted,
@@ -132,10 +159,27 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<ClusterContext>) -> anyhow::Result<Ac
         conditions.push(condition("Failed", reason, &message, now));
         reconcile::event(&ctx, job.as_ref(), "Warning", reason, message).await;
     } else if complete {
-        conditions.push(condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods", now));
-        conditions.push(condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods", now));
+        conditions.push(condition(
+            "SuccessCriteriaMet",
+            "CompletionsReached",
+            "Reached expected number of succeeded pods",
+            now,
+        ));
+        conditions.push(condition(
+            "Complete",
+            "CompletionsReached",
+            "Reached expected number of succeeded pods",
+            now,
+        ));
         completion_time = Some(now);
-        reconcile::event(&ctx, job.as_ref(), "Normal", "Completed", "Job completed".to_string()).await;
+        reconcile::event(
+            &ctx,
+            job.as_ref(),
+            "Normal",
+            "Completed",
+            "Job completed".to_string(),
+        )
+        .await;
     } else {
         let wanted = if suspended {
             0
@@ -168,11 +212,25 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<ClusterContext>) -> anyhow::Result<Ac
                         }
                         .build();
                         if let Err(error) = pods::create(&ctx, &pod).await {
-                            reconcile::event(&ctx, job.as_ref(), "Warning", "FailedCreate", format!("Error creating: {error:#}")).await;
+                            reconcile::event(
+                                &ctx,
+                                job.as_ref(),
+                                "Warning",
+                                "FailedCreate",
+                                format!("Error creating: {error:#}"),
+                            )
+                            .await;
                             return Err(error);
                         }
                     }
-                    reconcile::event(&ctx, job.as_ref(), "Normal", "SuccessfulCreate", format!("Created {} pod(s)", wanted - running)).await;
+                    reconcile::event(
+                        &ctx,
+                        job.as_ref(),
+                        "Normal",
+                        "SuccessfulCreate",
+                        format!("Created {} pod(s)", wanted - running),
+                    )
+                    .await;
                 }
             }
         }
@@ -186,8 +244,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<ClusterContext>) -> anyhow::Result<Ac
     }
     // Conditions already there keep their times.
     for old in previous.conditions.iter().flatten() {
-        if let Some(new) = conditions.iter_mut().find(|c| c["type"] == old.type_.as_str() && c["status"] == old.status.as_str()) {
-            new["lastTransitionTime"] = json!(old.last_transition_time.as_ref().map(|t| t.0.to_string()));
+        if let Some(new) = conditions
+            .iter_mut()
+            .find(|c| c["type"] == old.type_.as_str() && c["status"] == old.status.as_str())
+        {
+            new["lastTransitionTime"] =
+                json!(old.last_transition_time.as_ref().map(|t| t.0.to_string()));
             new["lastProbeTime"] = new["lastTransitionTime"].clone();
         }
     }
@@ -230,12 +292,22 @@ fn backoff_remaining(owned: &[Pod], failures: i32, now: Timestamp) -> Option<Dur
             let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
             statuses
                 .iter()
-                .filter_map(|s| s.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(|t| t.0))
+                .filter_map(|s| {
+                    s.state
+                        .as_ref()?
+                        .terminated
+                        .as_ref()?
+                        .finished_at
+                        .as_ref()
+                        .map(|t| t.0)
+                })
                 .max()
         })
         .max()?;
     let exponent = u32::try_from(failures - 1).unwrap_or(u32::MAX).min(10);
-    let delay = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(exponent)).min(BACKOFF_MAX);
+    let delay = BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(exponent))
+        .min(BACKOFF_MAX);
     let ready_at = last_failure + SignedDuration::try_from(delay).unwrap_or_default();
     (ready_at > now).then(|| Duration::try_from(ready_at - now).unwrap_or_default())
 }

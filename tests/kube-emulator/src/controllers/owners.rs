@@ -13,9 +13,7 @@ use super::pods::selects;
 /// The controller reference to `owner` (controller and
 /// blockOwnerDeletion true).
 pub(super) fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
-    owner
-        .controller_owner_ref(&())
-        .unwrap_or_default()
+    owner.controller_owner_ref(&()).unwrap_or_default()
 }
 
 /// The uid of the object's controller, if it has one.
@@ -69,7 +67,11 @@ where
 /// its controller reference), guarded by the object's resourceVersion.
 /// Returns the object as written; `None` when it changed or vanished
 /// meanwhile (the next round sees it again).
-async fn set_owners<K>(api: &Api<K>, object: &K, owner: Option<&OwnerReference>) -> anyhow::Result<Option<K>>
+async fn set_owners<K>(
+    api: &Api<K>,
+    object: &K,
+    owner: Option<&OwnerReference>,
+) -> anyhow::Result<Option<K>>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -89,7 +91,11 @@ where
         }
     });
     match api
-        .patch(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(written) => Ok(Some(written)),

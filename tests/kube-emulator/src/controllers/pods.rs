@@ -22,23 +22,27 @@ pub(super) fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String
         .flatten()
         .all(|(key, value)| labels.get(key) == Some(value));
     plain
-        && selector.match_expressions.iter().flatten().all(|requirement| {
-            let value = labels.get(&requirement.key);
-            let listed = || {
-                requirement
-                    .values
-                    .iter()
-                    .flatten()
-                    .any(|wanted| Some(wanted) == value)
-            };
-            match requirement.operator.as_str() {
-                "In" => listed(),
-                "NotIn" => !listed(),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
+        && selector
+            .match_expressions
+            .iter()
+            .flatten()
+            .all(|requirement| {
+                let value = labels.get(&requirement.key);
+                let listed = || {
+                    requirement
+                        .values
+                        .iter()
+                        .flatten()
+                        .any(|wanted| Some(wanted) == value)
+                };
+                match requirement.operator.as_str() {
+                    "In" => listed(),
+                    "NotIn" => !listed(),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    _ => false,
+                }
+            })
 }
 
 /// An equality selector (ReplicationControllers, DeploymentConfigs).
@@ -99,14 +103,16 @@ pub(super) fn is_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) ->
         None => false,
         Some(_) if min_ready_seconds <= 0 => true,
         Some(None) => false,
-        Some(Some(since)) => {
-            since + SignedDuration::from_secs(i64::from(min_ready_seconds)) <= now
-        }
+        Some(Some(since)) => since + SignedDuration::from_secs(i64::from(min_ready_seconds)) <= now,
     }
 }
 
 /// How long until a ready pod becomes available, if it is not yet.
-pub(super) fn until_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> Option<std::time::Duration> {
+pub(super) fn until_available(
+    pod: &Pod,
+    min_ready_seconds: i32,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
     let since = ready_since(pod)??;
     let at = since + SignedDuration::from_secs(i64::from(min_ready_seconds));
     (at > now).then(|| std::time::Duration::try_from(at - now).unwrap_or_default())
@@ -118,7 +124,12 @@ pub(super) fn until_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp)
 /// less time before longer, more restarts before fewer, newer before
 /// older.
 pub(super) fn deletion_order(a: &Pod, b: &Pod) -> std::cmp::Ordering {
-    let scheduled = |pod: &Pod| pod.spec.as_ref().and_then(|spec| spec.node_name.as_ref()).is_some();
+    let scheduled = |pod: &Pod| {
+        pod.spec
+            .as_ref()
+            .and_then(|spec| spec.node_name.as_ref())
+            .is_some()
+    };
     let rank = |pod: &Pod| match phase(pod) {
         "Pending" => 0,
         "Unknown" => 1,

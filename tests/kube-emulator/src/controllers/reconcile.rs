@@ -27,9 +27,12 @@ pub(super) const RESYNC: Duration = Duration::from_secs(5);
 #[error("{0:#}")]
 pub(super) struct Failure(pub anyhow::Error);
 
-
 /// kube-runtime's error policy: log and retry soon.
-pub(super) fn retry<K: Resource>(object: Arc<K>, error: &Failure, ctx: Arc<ClusterContext>) -> Action {
+pub(super) fn retry<K: Resource>(
+    object: Arc<K>,
+    error: &Failure,
+    ctx: Arc<ClusterContext>,
+) -> Action {
     tracing::warn!(
         "controller {}: {}/{}: {error}",
         ctx.name,
@@ -75,8 +78,13 @@ where
 
 /// Records an Event about `object`, as the real controllers do; failing
 /// to record one is only logged.
-pub(super) async fn event<K>(ctx: &ClusterContext, object: &K, type_: &str, reason: &str, message: String)
-where
+pub(super) async fn event<K>(
+    ctx: &ClusterContext,
+    object: &K,
+    type_: &str,
+    reason: &str,
+    message: String,
+) where
     K: Resource<DynamicType = ()>,
 {
     let namespace = object.namespace().unwrap_or_else(|| "default".to_string());
@@ -150,7 +158,10 @@ pub(super) fn same_template(
                 }
             }
         }
-        if value["metadata"].as_object().is_some_and(serde_json::Map::is_empty) {
+        if value["metadata"]
+            .as_object()
+            .is_some_and(serde_json::Map::is_empty)
+        {
             value.as_object_mut().map(|m| m.remove("metadata"));
         }
         value

@@ -42,8 +42,16 @@ pub(super) async fn sync(
     ctx: &ClusterContext,
     wanted: &Wanted<'_>,
 ) -> anyhow::Result<(Counts, Option<Duration>)> {
-    if wanted.selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-        && wanted.selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    if wanted
+        .selector
+        .match_labels
+        .as_ref()
+        .is_none_or(BTreeMap::is_empty)
+        && wanted
+            .selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(Vec::is_empty)
     {
         anyhow::bail!("{}: an empty selector would select every pod", wanted.name);
     }
@@ -103,7 +111,9 @@ fn count(active: &[Pod], wanted: &Wanted<'_>, now: k8s_openapi::jiff::Timestamp)
         replicas: number(&|_| true),
         fully_labeled: number(&|pod| {
             let labels = pod.metadata.labels.clone().unwrap_or_default();
-            template_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            template_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
         }),
         ready: number(&pods::is_ready),
         available: number(&|pod| pods::is_available(pod, wanted.min_ready_seconds, now)),

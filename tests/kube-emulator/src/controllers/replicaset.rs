@@ -13,20 +13,23 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt as _};
 
+use super::owners;
 use super::reconcile::{self, Failure};
 use super::replicas::{self, Wanted};
-use super::owners;
 use crate::context::ClusterContext;
 
 pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
     let client = ctx.client.clone();
-    let stream = Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
-        .run(
-            |rs, ctx| async move { reconcile(rs, ctx).await.map_err(Failure) },
-            reconcile::retry,
-            ctx,
-        );
+    let stream = Controller::new(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client), watcher::Config::default())
+    .run(
+        |rs, ctx| async move { reconcile(rs, ctx).await.map_err(Failure) },
+        reconcile::retry,
+        ctx,
+    );
     reconcile::drive("replicaset", stream).await
 }
 

@@ -9,10 +9,10 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt as _};
 
+use super::owners;
 use super::pods::equality_selector;
 use super::reconcile::{self, Failure};
 use super::replicas::{self, Wanted};
-use super::owners;
 use crate::context::ClusterContext;
 
 pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
@@ -30,7 +30,10 @@ pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
     reconcile::drive("replicationcontroller", stream).await
 }
 
-async fn reconcile(rc: Arc<ReplicationController>, ctx: Arc<ClusterContext>) -> anyhow::Result<Action> {
+async fn reconcile(
+    rc: Arc<ReplicationController>,
+    ctx: Arc<ClusterContext>,
+) -> anyhow::Result<Action> {
     let namespace = rc.namespace().unwrap_or_default();
     let name = rc.name_any();
     let spec = rc.spec.clone().unwrap_or_default();
@@ -41,7 +44,12 @@ async fn reconcile(rc: Arc<ReplicationController>, ctx: Arc<ClusterContext>) -> 
         .selector
         .clone()
         .filter(|selector| !selector.is_empty())
-        .or_else(|| template.metadata.as_ref().and_then(|meta| meta.labels.clone()))
+        .or_else(|| {
+            template
+                .metadata
+                .as_ref()
+                .and_then(|meta| meta.labels.clone())
+        })
         .unwrap_or_default();
     let selector = equality_selector(selector);
     let wanted = Wanted {

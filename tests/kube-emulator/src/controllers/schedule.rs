@@ -25,7 +25,9 @@ pub struct Schedule {
     any_day: bool,
 }
 
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 /// A bound on the search for the next run (a schedule such as
@@ -43,12 +45,17 @@ impl std::str::FromStr for Schedule {
             "@weekly" => "0 0 * * 0",
             "@daily" | "@midnight" => "0 0 * * *",
             "@hourly" => "0 * * * *",
-            other if other.starts_with('@') => return Err(format!("unrecognized descriptor: {other}")),
+            other if other.starts_with('@') => {
+                return Err(format!("unrecognized descriptor: {other}"))
+            }
             other => other,
         };
         let fields: Vec<&str> = expanded.split_whitespace().collect();
         if fields.len() != 5 {
-            return Err(format!("expected exactly 5 fields, found {}: {text}", fields.len()));
+            return Err(format!(
+                "expected exactly 5 fields, found {}: {text}",
+                fields.len()
+            ));
         }
         let (days, day_star) = field(fields[2], 1, 31, &[])?;
         let (weekdays, weekday_star) = field(fields[4], 0, 6, &WEEKDAYS)?;
@@ -102,10 +109,14 @@ fn field(text: &str, min: u32, max: u32, names: &[&str]) -> Result<(u64, bool), 
 }
 
 fn value(text: &str, names: &[&str], first: u32) -> Result<u32, String> {
-    if let Some(index) = names.iter().position(|name| name.eq_ignore_ascii_case(text)) {
+    if let Some(index) = names
+        .iter()
+        .position(|name| name.eq_ignore_ascii_case(text))
+    {
         return Ok(u32::try_from(index).unwrap_or(0) + first);
     }
-    text.parse().map_err(|_| format!("failed to parse {text:?}"))
+    text.parse()
+        .map_err(|_| format!("failed to parse {text:?}"))
 }
 
 impl Schedule {
@@ -120,8 +131,15 @@ impl Schedule {
             return Fires::NotThisDay;
         }
         let day = bit(self.days, i64::from(at.day()));
-        let weekday = bit(self.weekdays, i64::from(at.weekday().to_sunday_zero_offset()));
-        let day_matches = if self.any_day { day && weekday } else { day || weekday };
+        let weekday = bit(
+            self.weekdays,
+            i64::from(at.weekday().to_sunday_zero_offset()),
+        );
+        let day_matches = if self.any_day {
+            day && weekday
+        } else {
+            day || weekday
+        };
         if !day_matches {
             return Fires::NotThisDay;
         }
@@ -207,40 +225,88 @@ mod tests {
 
     #[test]
     fn standard_fields() {
-        assert_eq!(next("*/5 * * * *", "2026-01-01T00:03:10Z"), "2026-01-01T00:05:00Z");
-        assert_eq!(next("*/1 * * * *", "2026-01-01T00:03:00Z"), "2026-01-01T00:04:00Z");
-        assert_eq!(next("30 2 * * *", "2026-01-01T03:00:00Z"), "2026-01-02T02:30:00Z");
-        assert_eq!(next("0 0 1 jan *", "2026-03-01T00:00:00Z"), "2027-01-01T00:00:00Z");
-        assert_eq!(next("0 9-17/4 * * mon-fri", "2026-01-03T00:00:00Z"), "2026-01-05T09:00:00Z");
-        assert_eq!(next("15,45 * * * *", "2026-01-01T00:20:00Z"), "2026-01-01T00:45:00Z");
+        assert_eq!(
+            next("*/5 * * * *", "2026-01-01T00:03:10Z"),
+            "2026-01-01T00:05:00Z"
+        );
+        assert_eq!(
+            next("*/1 * * * *", "2026-01-01T00:03:00Z"),
+            "2026-01-01T00:04:00Z"
+        );
+        assert_eq!(
+            next("30 2 * * *", "2026-01-01T03:00:00Z"),
+            "2026-01-02T02:30:00Z"
+        );
+        assert_eq!(
+            next("0 0 1 jan *", "2026-03-01T00:00:00Z"),
+            "2027-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            next("0 9-17/4 * * mon-fri", "2026-01-03T00:00:00Z"),
+            "2026-01-05T09:00:00Z"
+        );
+        assert_eq!(
+            next("15,45 * * * *", "2026-01-01T00:20:00Z"),
+            "2026-01-01T00:45:00Z"
+        );
     }
 
     #[test]
     fn descriptors() {
-        assert_eq!(next("@hourly", "2026-01-01T00:20:00Z"), "2026-01-01T01:00:00Z");
-        assert_eq!(next("@daily", "2026-01-01T00:20:00Z"), "2026-01-02T00:00:00Z");
-        assert_eq!(next("@weekly", "2026-01-01T00:20:00Z"), "2026-01-04T00:00:00Z");
+        assert_eq!(
+            next("@hourly", "2026-01-01T00:20:00Z"),
+            "2026-01-01T01:00:00Z"
+        );
+        assert_eq!(
+            next("@daily", "2026-01-01T00:20:00Z"),
+            "2026-01-02T00:00:00Z"
+        );
+        assert_eq!(
+            next("@weekly", "2026-01-01T00:20:00Z"),
+            "2026-01-04T00:00:00Z"
+        );
     }
 
     #[test]
     fn both_day_fields_restricted_means_either() {
         // The 13th, or any Friday.
-        assert_eq!(next("0 0 13 * 5", "2026-01-01T00:00:00Z"), "2026-01-02T00:00:00Z");
-        assert_eq!(next("0 0 13 * *", "2026-01-01T00:00:00Z"), "2026-01-13T00:00:00Z");
+        assert_eq!(
+            next("0 0 13 * 5", "2026-01-01T00:00:00Z"),
+            "2026-01-02T00:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 13 * *", "2026-01-01T00:00:00Z"),
+            "2026-01-13T00:00:00Z"
+        );
     }
 
     #[test]
     fn bad_schedules_are_refused() {
-        for bad in ["* * * *", "60 * * * *", "* * * * 7", "*/0 * * * *", "@every 5m", "a * * * *", "5-1 * * * *"] {
+        for bad in [
+            "* * * *",
+            "60 * * * *",
+            "* * * * 7",
+            "*/0 * * * *",
+            "@every 5m",
+            "a * * * *",
+            "5-1 * * * *",
+        ] {
             assert!(bad.parse::<Schedule>().is_err(), "{bad}");
         }
-        assert_eq!("0 0 30 2 *".parse::<Schedule>().unwrap().next_after(at("2026-01-01T00:00:00Z")), None);
+        assert_eq!(
+            "0 0 30 2 *"
+                .parse::<Schedule>()
+                .unwrap()
+                .next_after(at("2026-01-01T00:00:00Z")),
+            None
+        );
     }
 
     #[test]
     fn most_recent_of_missed_runs() {
         let schedule: Schedule = "*/10 * * * *".parse().unwrap();
-        let (latest, missed) = schedule.most_recent(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:35:00Z"));
+        let (latest, missed) =
+            schedule.most_recent(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:35:00Z"));
         assert_eq!(latest.unwrap().to_string(), "2026-01-01T00:30:00Z");
         assert_eq!(missed, 3);
     }

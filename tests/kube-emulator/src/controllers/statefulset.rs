@@ -26,9 +26,9 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt as _};
 use serde_json::json;
 
+use super::owners;
 use super::pods::{self, NewPod};
 use super::reconcile::{self, Failure};
-use super::owners;
 use crate::context::ClusterContext;
 
 const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -37,13 +37,16 @@ const REVISION_LABEL: &str = "controller-revision-hash";
 
 pub(super) async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
     let client = ctx.client.clone();
-    let stream = Controller::new(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
-        .run(
-            |sts, ctx| async move { reconcile(sts, ctx).await.map_err(Failure) },
-            reconcile::retry,
-            ctx,
-        );
+    let stream = Controller::new(
+        Api::<StatefulSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client), watcher::Config::default())
+    .run(
+        |sts, ctx| async move { reconcile(sts, ctx).await.map_err(Failure) },
+        reconcile::retry,
+        ctx,
+    );
     reconcile::drive("statefulset", stream).await
 }
 
@@ -75,7 +78,11 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<ClusterContext>) -> anyhow::R
         .filter_map(|pod| Some((ordinal_of(&name, &pod.name_any())?, pod)))
         .collect();
     let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
-    let healthy = |pod: Option<&Pod>| pod.is_some_and(|pod| pods::is_running_and_ready(pod) && pod.metadata.deletion_timestamp.is_none());
+    let healthy = |pod: Option<&Pod>| {
+        pod.is_some_and(|pod| {
+            pods::is_running_and_ready(pod) && pod.metadata.deletion_timestamp.is_none()
+        })
+    };
 
     // Create and replace pods of ordinals below `replicas`.
     for ordinal in 0..replicas {
@@ -85,12 +92,30 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<ClusterContext>) -> anyhow::R
                 let pod = pod_for(&sts, ordinal, &update_revision);
                 match pods::create(&ctx, &pod).await {
                     Ok(_) => {
-                        reconcile::event(&ctx, sts.as_ref(), "Normal", "SuccessfulCreate",
-                            format!("create Pod {} in StatefulSet {name} successful", pod.name_any())).await;
+                        reconcile::event(
+                            &ctx,
+                            sts.as_ref(),
+                            "Normal",
+                            "SuccessfulCreate",
+                            format!(
+                                "create Pod {} in StatefulSet {name} successful",
+                                pod.name_any()
+                            ),
+                        )
+                        .await;
                     }
                     Err(error) => {
-                        reconcile::event(&ctx, sts.as_ref(), "Warning", "FailedCreate",
-                            format!("create Pod {} in StatefulSet {name} failed error: {error:#}", pod.name_any())).await;
+                        reconcile::event(
+                            &ctx,
+                            sts.as_ref(),
+                            "Warning",
+                            "FailedCreate",
+                            format!(
+                                "create Pod {} in StatefulSet {name} failed error: {error:#}",
+                                pod.name_any()
+                            ),
+                        )
+                        .await;
                         return Err(error);
                     }
                 }
@@ -125,10 +150,25 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<ClusterContext>) -> anyhow::R
         }
     } else if let Some(highest) = condemned.first() {
         let others_healthy = condemned[1..].iter().all(|pod| healthy(Some(pod)));
-        if highest.metadata.deletion_timestamp.is_none() && all_healthy && (others_healthy || condemned.len() == 1 || pods::is_running_and_ready(highest) || !pods::is_ready(highest)) {
+        if highest.metadata.deletion_timestamp.is_none()
+            && all_healthy
+            && (others_healthy
+                || condemned.len() == 1
+                || pods::is_running_and_ready(highest)
+                || !pods::is_ready(highest))
+        {
             pods::delete(&ctx, highest).await?;
-            reconcile::event(&ctx, sts.as_ref(), "Normal", "SuccessfulDelete",
-                format!("delete Pod {} in StatefulSet {name} successful", highest.name_any())).await;
+            reconcile::event(
+                &ctx,
+                sts.as_ref(),
+                "Normal",
+                "SuccessfulDelete",
+                format!(
+                    "delete Pod {} in StatefulSet {name} successful",
+                    highest.name_any()
+                ),
+            )
+            .await;
         }
     }
 
@@ -145,7 +185,12 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<ClusterContext>) -> anyhow::R
         .and_then(|strategy| strategy.rolling_update.as_ref())
         .and_then(|rolling| rolling.partition)
         .unwrap_or(0);
-    let revision = |pod: &Pod| pod.labels().get(REVISION_LABEL).cloned().unwrap_or_default();
+    let revision = |pod: &Pod| {
+        pod.labels()
+            .get(REVISION_LABEL)
+            .cloned()
+            .unwrap_or_default()
+    };
     if rolling && all_healthy && condemned.is_empty() {
         let stale = (partition..replicas)
             .rev()
@@ -157,15 +202,23 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<ClusterContext>) -> anyhow::R
     }
 
     // Status.
-    let live: Vec<&Pod> = by_ordinal.values().filter(|pod| pod.metadata.deletion_timestamp.is_none()).collect();
-    let count = |filter: &dyn Fn(&Pod) -> bool| i32::try_from(live.iter().filter(|pod| filter(pod)).count()).unwrap_or(0);
+    let live: Vec<&Pod> = by_ordinal
+        .values()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .collect();
+    let count = |filter: &dyn Fn(&Pod) -> bool| {
+        i32::try_from(live.iter().filter(|pod| filter(pod)).count()).unwrap_or(0)
+    };
     let now = ctx.shared.clock.now();
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let ready = count(&pods::is_running_and_ready);
     let updated = count(&|pod| revision(pod) == update_revision);
     let mut current = count(&|pod| revision(pod) == current_revision);
     let mut current_revision = current_revision;
-    if updated == replicas && ready == replicas && i32::try_from(live.len()).unwrap_or(0) == replicas {
+    if updated == replicas
+        && ready == replicas
+        && i32::try_from(live.len()).unwrap_or(0) == replicas
+    {
         current_revision = update_revision.clone();
         current = updated;
     }
@@ -199,7 +252,11 @@ fn claim_name(template: &PersistentVolumeClaim, sts: &str, ordinal: i32) -> Stri
 }
 
 /// Creates the claims of `ordinal` that do not exist yet.
-async fn ensure_claims(ctx: &ClusterContext, sts: &StatefulSet, ordinal: i32) -> anyhow::Result<()> {
+async fn ensure_claims(
+    ctx: &ClusterContext,
+    sts: &StatefulSet,
+    ordinal: i32,
+) -> anyhow::Result<()> {
     let namespace = sts.namespace().unwrap_or_default();
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
     for template in sts.spec.volume_claim_templates.iter().flatten() {
@@ -222,8 +279,18 @@ async fn ensure_claims(ctx: &ClusterContext, sts: &StatefulSet, ordinal: i32) ->
         };
         match api.create(&PostParams::default(), &claim).await {
             Ok(_) => {
-                reconcile::event(ctx, sts, "Normal", "SuccessfulCreate",
-                    format!("create Claim {name} Pod {}-{ordinal} in StatefulSet {} success", sts.name_any(), sts.name_any())).await;
+                reconcile::event(
+                    ctx,
+                    sts,
+                    "Normal",
+                    "SuccessfulCreate",
+                    format!(
+                        "create Claim {name} Pod {}-{ordinal} in StatefulSet {} success",
+                        sts.name_any(),
+                        sts.name_any()
+                    ),
+                )
+                .await;
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(error) => {

@@ -37,7 +37,10 @@ impl From<docker::DockerError> for Missing {
 /// The local image for `image`, pulled first if it may be.
 pub(super) async fn ensure(ctx: &ClusterContext, image: &str) -> Result<Local, Missing> {
     if let Some(id) = docker::image_id(image).await? {
-        return Ok(Local { reference: image.to_string(), id });
+        return Ok(Local {
+            reference: image.to_string(),
+            id,
+        });
     }
     let Some(source) = pull_source(ctx, image) else {
         return Err(Missing::NeverPulled(format!(
