@@ -25,6 +25,28 @@ pub struct Flags {
     pub hooks: Vec<HookPhase>,
 }
 
+impl Flags {
+    /// The flags of a run of `kind` of `plan`, whose namespaces hold PVCs
+    /// to copy when `pvcs`.
+    pub fn for_plan(plan: &crate::plan::Plan, kind: RunKind, pvcs: bool) -> Self {
+        let final_run = kind == RunKind::Final;
+        let mut hooks: Vec<HookPhase> = if final_run {
+            plan.hooks.iter().map(|h| h.phase).collect()
+        } else {
+            Vec::new()
+        };
+        hooks.sort();
+        hooks.dedup();
+        Flags {
+            images: plan.images.is_some(),
+            pvcs,
+            resources: final_run && plan.resources,
+            quiesce: final_run && plan.quiesce,
+            hooks,
+        }
+    }
+}
+
 /// A step of an itinerary.
 #[derive(Debug, Clone, Copy)]
 pub struct Step {

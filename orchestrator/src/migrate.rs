@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 
 use crate::clusters::Cluster;
+use crate::itinerary::{steps_for, Flags};
 use crate::migration::store::Migration;
-use crate::migration::StepPhase;
+use crate::migration::{RunKind, StepPhase};
 use crate::plan::Plan;
 use crate::preflight::Inventory;
 
@@ -94,6 +95,18 @@ pub fn describe(plan: &Plan, inventory: &Inventory) -> String {
         plan.endpoint,
         plan.mover_image
     );
+    let kind = if plan.stage {
+        RunKind::Stage
+    } else {
+        RunKind::Final
+    };
+    let pvcs = inventory.namespaces.iter().any(|ns| !ns.pvcs.is_empty());
+    let flags = Flags::for_plan(plan, kind, pvcs);
+    let steps: Vec<&str> = steps_for(kind, &flags)
+        .into_iter()
+        .map(|s| s.as_str())
+        .collect();
+    let _ = writeln!(out, "steps: {}", steps.join(" -> "));
     for ns in &inventory.namespaces {
         let (src, dst) = (&ns.mapping.source, &ns.mapping.destination);
         let _ = writeln!(

@@ -74,26 +74,16 @@ async fn preflight(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
             )));
         }
     }
-    let resources = final_run && ctx.plan.resources;
-    if resources {
+    let flags = Flags::for_plan(
+        ctx.plan,
+        ctx.kind,
+        inventory.namespaces.iter().any(|ns| !ns.pvcs.is_empty()),
+    );
+    if flags.resources {
         if let Some(problems) = velero::preflight(ctx).await? {
             return Ok(Outcome::Failed(problems));
         }
     }
-    let mut hooks: Vec<HookPhase> = if final_run {
-        ctx.plan.hooks.iter().map(|h| h.phase).collect()
-    } else {
-        Vec::new()
-    };
-    hooks.sort();
-    hooks.dedup();
-    let flags = Flags {
-        images: ctx.plan.images.is_some(),
-        pvcs: inventory.namespaces.iter().any(|ns| !ns.pvcs.is_empty()),
-        resources,
-        quiesce: final_run && ctx.plan.quiesce,
-        hooks,
-    };
     let users = recorded_users(&inventory);
     ctx.update(|s| {
         s.records.insert("flags".into(), json!(flags));
