@@ -33,7 +33,7 @@ use crate::names::*;
 const CONFLICT_ATTEMPTS: usize = 5;
 
 /// A workload this pass left stopped, for the report.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Quiesced {
     pub kind: &'static str,
     pub name: String,
@@ -47,7 +47,7 @@ pub struct Quiesced {
 }
 
 /// A workload unquiesce gave back its original value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Restored {
     pub kind: &'static str,
     pub name: String,

@@ -38,24 +38,34 @@ pub(super) fn unstoppable_users(inventory: &preflight::Inventory) -> Vec<String>
 /// Stops the source application, saving every original value on the
 /// object itself, so a second pass (a resumed run) never overwrites it.
 pub(super) async fn quiesce(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
-    let mut stopped = Vec::new();
-    for mapping in &ctx.plan.namespaces {
-        for q in quiesce::quiesce(ctx.source, &mapping.source).await? {
-            stopped.push(json!({
-                "namespace": mapping.source,
-                "kind": q.kind,
-                "name": q.name,
-                "field": q.field,
-                "saved": q.saved,
-            }));
-        }
-    }
-    let count = stopped.len();
-    ctx.update(|s| {
-        s.records.insert("quiesced".into(), json!(stopped));
+    let count = each_namespace(ctx, "quiesced", async |ns| {
+        quiesce::quiesce(ctx.source, ns).await
     })
     .await?;
     Ok(Outcome::Done(Some(format!("{count} workload(s) stopped"))))
+}
+
+/// Runs `pass` on every source namespace and records what it did, each
+/// entry with its namespace, under `record`; returns how many entries.
+async fn each_namespace<T: serde::Serialize>(
+    ctx: &Context<'_>,
+    record: &str,
+    mut pass: impl AsyncFnMut(&str) -> anyhow::Result<Vec<T>>,
+) -> anyhow::Result<usize> {
+    let mut done = Vec::new();
+    for mapping in &ctx.plan.namespaces {
+        for entry in pass(&mapping.source).await? {
+            let mut entry = json!(entry);
+            entry["namespace"] = json!(mapping.source);
+            done.push(entry);
+        }
+    }
+    let count = done.len();
+    ctx.update(|s| {
+        s.records.insert(record.into(), json!(done));
+    })
+    .await?;
+    Ok(count)
 }
 
 /// How long the PVCs' users may take to stop after quiescing.
@@ -134,21 +144,8 @@ pub(super) async fn verify(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
 
 /// Gives the source application back exactly the values quiesce saved.
 pub(super) async fn unquiesce(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
-    let mut restored = Vec::new();
-    for mapping in &ctx.plan.namespaces {
-        for r in quiesce::unquiesce(ctx.source, &mapping.source).await? {
-            restored.push(json!({
-                "namespace": mapping.source,
-                "kind": r.kind,
-                "name": r.name,
-                "field": r.field,
-                "value": r.value,
-            }));
-        }
-    }
-    let count = restored.len();
-    ctx.update(|s| {
-        s.records.insert("unquiesced".into(), json!(restored));
+    let count = each_namespace(ctx, "unquiesced", async |ns| {
+        quiesce::unquiesce(ctx.source, ns).await
     })
     .await?;
     Ok(Outcome::Done(Some(format!(
