@@ -1,11 +1,13 @@
 //! Removal of every transfer object a migration created (DESIGN.md stage
-//! 7): pods, Secrets, Services, Routes and Ingresses carrying the
+//! 7): pods, hook Jobs, Secrets, Services, Routes and Ingresses carrying the
 //! migration's [`TRANSFER_LABEL`], on both sides. Destination namespaces
 //! and PVCs never carry that label, so they and their data stay.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::time::Duration;
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{DeleteParams, DynamicObject, ListParams};
@@ -27,48 +29,54 @@ const POD_GRACE: Duration = Duration::from_secs(60);
 pub async fn run(plan: &Plan, source: &Cluster, destination: &Cluster) -> Vec<String> {
     let selector = format!("{TRANSFER_LABEL}={}", plan.name);
     let mut leftovers = Vec::new();
+    // Transfer objects live in the plan's namespaces; hook Jobs in the
+    // namespaces their hooks name.
+    let mut places: BTreeSet<(&str, &str)> = BTreeSet::new();
     for mapping in &plan.namespaces {
-        for (cluster, ns) in [
-            (source, &mapping.source),
-            (destination, &mapping.destination),
-        ] {
-            let client = &cluster.client;
-            let mut left = Vec::new();
-            left.extend(
-                delete_all(Api::<Pod>::namespaced(client.clone(), ns), "pod", &selector).await,
-            );
-            left.extend(
-                delete_all(
-                    Api::<Secret>::namespaced(client.clone(), ns),
-                    "secret",
-                    &selector,
-                )
-                .await,
-            );
-            left.extend(
-                delete_all(
-                    Api::<Service>::namespaced(client.clone(), ns),
-                    "service",
-                    &selector,
-                )
-                .await,
-            );
-            left.extend(
-                delete_all(
-                    Api::<Ingress>::namespaced(client.clone(), ns),
-                    "ingress",
-                    &selector,
-                )
-                .await,
-            );
-            let routes =
-                Api::<DynamicObject>::namespaced_with(client.clone(), ns, &route_resource());
-            left.extend(delete_all(routes, "route", &selector).await);
-            left.extend(
-                wait_pods_gone(Api::<Pod>::namespaced(client.clone(), ns), &selector).await,
-            );
-            leftovers.extend(left.into_iter().map(|l| format!("{}: {l}", cluster.side)));
-        }
+        places.insert(("source", &mapping.source));
+        places.insert(("destination", &mapping.destination));
+    }
+    for hook in &plan.hooks {
+        places.insert((hook.cluster.as_str(), &hook.namespace));
+    }
+    for (side, ns) in places {
+        let cluster = if side == "source" {
+            source
+        } else {
+            destination
+        };
+        let client = &cluster.client;
+        let mut left = Vec::new();
+        left.extend(delete_all(Api::<Job>::namespaced(client.clone(), ns), "job", &selector).await);
+        left.extend(delete_all(Api::<Pod>::namespaced(client.clone(), ns), "pod", &selector).await);
+        left.extend(
+            delete_all(
+                Api::<Secret>::namespaced(client.clone(), ns),
+                "secret",
+                &selector,
+            )
+            .await,
+        );
+        left.extend(
+            delete_all(
+                Api::<Service>::namespaced(client.clone(), ns),
+                "service",
+                &selector,
+            )
+            .await,
+        );
+        left.extend(
+            delete_all(
+                Api::<Ingress>::namespaced(client.clone(), ns),
+                "ingress",
+                &selector,
+            )
+            .await,
+        );
+        let routes = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &route_resource());
+        left.extend(delete_all(routes, "route", &selector).await);
+        left.extend(wait_pods_gone(Api::<Pod>::namespaced(client.clone(), ns), &selector).await);
+        leftovers.extend(left.into_iter().map(|l| format!("{}: {l}", cluster.side)));
     }
     leftovers
 }

@@ -100,6 +100,15 @@ impl Board {
             .map(|(report, _)| report.clone())
     }
 
+    /// Every PVC's report as it stands, the display going on.
+    pub fn snapshot(&self) -> Vec<PvcReport> {
+        self.lock()
+            .pvcs
+            .values()
+            .map(|(report, _)| report.clone())
+            .collect()
+    }
+
     /// Every PVC's report, ending the live display.
     pub fn finish(&self) -> Vec<PvcReport> {
         let inner = self.lock();

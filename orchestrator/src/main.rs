@@ -3,7 +3,11 @@
 //! and 7); see the README's "Orchestrator" section.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use orchestrator::clusters::Cluster;
+use orchestrator::engine::{self, StartError};
 use orchestrator::migrate::{self, exit};
+use orchestrator::migration::store::Store;
+use orchestrator::migration::RunKind;
 use orchestrator::plan::{self, PlanFlags};
 
 /// Migrates applications' volumes between Kubernetes clusters with mover.
@@ -18,18 +22,41 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  done
   1  the migration ran and something failed (see the report)
-  2  invalid command line or plan
-  3  preflight found problems; nothing was changed";
+  2  invalid command line or plan, or another kind of run of the plan is
+     in flight
+  3  preflight found problems; nothing was changed
+
+A run's state is kept in a Migration resource (mover.io/v1alpha1) in the
+destination cluster's namespace mover-system: running the same command
+again after an interruption continues where it stopped.";
 
 #[derive(Subcommand)]
 enum Command {
-    /// Copy the plan's PVCs to the destination cluster.
+    /// Migrate the plan's namespaces: images, volumes and (final runs)
+    /// every other resource through Velero, with the source stopped.
     Migrate {
         #[command(flatten)]
         plan: PlanFlags,
         /// Report format, printed on stdout at the end.
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
+    },
+    /// Undo a migration: delete what it created on the destination,
+    /// restart the source application, remove its transfer and Velero
+    /// objects.
+    Rollback {
+        #[command(flatten)]
+        plan: PlanFlags,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Show where a migration stands: a run's name, or a plan's name for
+    /// its latest run (reads the destination cluster only).
+    Status {
+        #[arg(value_name = "NAME")]
+        run: String,
+        #[command(flatten)]
+        plan: PlanFlags,
     },
     /// Check the plan against both clusters and print what would be
     /// created and copied, changing nothing.
@@ -62,9 +89,14 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> i32 {
+    if let Command::Status { run, plan: flags } = &cli.command {
+        return status(run, flags).await;
+    }
     let (Command::Migrate { plan: flags, .. }
+    | Command::Rollback { plan: flags, .. }
     | Command::Plan { plan: flags }
-    | Command::Cleanup { plan: flags }) = &cli.command;
+    | Command::Cleanup { plan: flags }
+    | Command::Status { plan: flags, .. }) = &cli.command;
     let plan = match plan::load(flags) {
         Ok(plan) => plan,
         Err(errors) => {
@@ -104,26 +136,98 @@ async fn run(cli: Cli) -> i32 {
             }
         }
         Command::Migrate { output, .. } => {
-            match migrate::migrate(&plan, &source, &destination).await {
-                Err(problems) => {
-                    eprint!("orchestrator: {problems}");
-                    exit::PREFLIGHT
-                }
-                Ok(report) => {
-                    match output {
-                        Output::Json => match serde_json::to_string_pretty(&report) {
-                            Ok(json) => println!("{json}"),
-                            Err(e) => eprintln!("orchestrator: cannot encode the report: {e}"),
-                        },
-                        Output::Table => print!("{}", report.table()),
-                    }
-                    if report.succeeded {
-                        exit::SUCCESS
-                    } else {
-                        exit::FAILED
-                    }
-                }
+            let kind = if plan.stage {
+                RunKind::Stage
+            } else {
+                RunKind::Final
+            };
+            drive(&plan, kind, &source, &destination, output).await
+        }
+        Command::Rollback { output, .. } => {
+            drive(&plan, RunKind::Rollback, &source, &destination, output).await
+        }
+        Command::Status { .. } => unreachable!("handled before the plan is loaded"),
+    }
+}
+
+/// Runs (or resumes) a run of `kind` and prints its report.
+async fn drive(
+    plan: &plan::Plan,
+    kind: RunKind,
+    source: &Cluster,
+    destination: &Cluster,
+    output: Output,
+) -> i32 {
+    match engine::run(plan, kind, source, destination).await {
+        Err(StartError::Preflight(problems)) => {
+            eprint!("orchestrator: {problems}");
+            exit::PREFLIGHT
+        }
+        Err(StartError::Conflict(message)) => {
+            eprintln!("orchestrator: {message}");
+            exit::USAGE
+        }
+        Err(StartError::Cluster(e)) => {
+            eprintln!("orchestrator: {e:#}");
+            exit::FAILED
+        }
+        Ok(report) => {
+            match output {
+                Output::Json => match serde_json::to_string_pretty(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => eprintln!("orchestrator: cannot encode the report: {e}"),
+                },
+                Output::Table => print!("{}", report.table()),
             }
+            if report.succeeded {
+                exit::SUCCESS
+            } else {
+                exit::FAILED
+            }
+        }
+    }
+}
+
+/// `orchestrator status NAME`.
+async fn status(name: &str, flags: &PlanFlags) -> i32 {
+    let reference = match plan::destination_ref(flags) {
+        Ok(reference) => reference,
+        Err(errors) => {
+            eprint!("orchestrator: {errors}");
+            return exit::USAGE;
+        }
+    };
+    let destination = match Cluster::connect("destination", &reference).await {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            eprintln!("orchestrator: {e:#}");
+            return exit::USAGE;
+        }
+    };
+    let store = Store::open(&destination);
+    let found = match store.get(name).await {
+        Ok(Some(run)) => Ok(Some(run)),
+        Ok(None) => store
+            .list(Some(name))
+            .await
+            .map(|runs| runs.into_iter().last()),
+        Err(e) => Err(e),
+    };
+    match found {
+        Ok(Some(run)) => {
+            print!("{}", migrate::describe_run(&run));
+            exit::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!(
+                "orchestrator: no migration run or plan named {name:?} in {}",
+                destination.describe()
+            );
+            exit::FAILED
+        }
+        Err(e) => {
+            eprintln!("orchestrator: {e:#}");
+            exit::FAILED
         }
     }
 }

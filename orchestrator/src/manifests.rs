@@ -508,20 +508,30 @@ pub fn sender_pod(
 /// Where a PVC's sender must run and as whom, from the pods of its
 /// namespace that mount it. Only a ReadWriteOnce(-Pod) volume pins the
 /// node: a shared volume can be mounted anywhere.
+///
+/// The identity is the effective one of the container that mounts the
+/// volume: its own `runAsUser`, `runAsGroup` and SELinux options win over
+/// the pod's (as the kubelet applies them), while `fsGroup` and
+/// `supplementalGroups` exist only at pod level. A sender with the pod's
+/// identity alone could not read an application's private (0600) files
+/// when only the container names the user, as restricted workloads often
+/// do.
 pub fn placement(pvc: &PersistentVolumeClaim, pods: &[Pod]) -> Placement {
     let name = pvc.metadata.name.as_deref().unwrap_or_default();
-    let users: Vec<&Pod> = pods
+    let mounting = |pod: &Pod| -> Option<String> {
+        pod.spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .find(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.claim_name == name)
+            })
+            .map(|v| v.name.clone())
+    };
+    let users: Vec<(&Pod, String)> = pods
         .iter()
-        .filter(|pod| {
-            pod.spec
-                .iter()
-                .flat_map(|s| s.volumes.iter().flatten())
-                .any(|v| {
-                    v.persistent_volume_claim
-                        .as_ref()
-                        .is_some_and(|c| c.claim_name == name)
-                })
-        })
+        .filter_map(|pod| mounting(pod).map(|volume| (pod, volume)))
         .collect();
     let exclusive = pvc
         .spec
@@ -532,17 +542,41 @@ pub fn placement(pvc: &PersistentVolumeClaim, pods: &[Pod]) -> Placement {
                 .iter()
                 .all(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod")
         });
-    let running = users
+    let chosen = users
         .iter()
-        .find(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+        .find(|(pod, _)| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .or(users.first());
     let node = exclusive
-        .then(|| running.or(users.first()))
+        .then_some(chosen)
         .flatten()
-        .and_then(|pod| pod.spec.as_ref()?.node_name.clone());
-    let security = running
-        .or(users.first())
-        .and_then(|pod| pod.spec.as_ref()?.security_context.clone());
+        .and_then(|(pod, _)| pod.spec.as_ref()?.node_name.clone());
+    let security = chosen.and_then(|(pod, volume)| effective_identity(pod, volume));
     Placement { node, security }
+}
+
+/// The identity the first container mounting `volume` runs with: the
+/// pod's security context with the container's own fields over it.
+fn effective_identity(pod: &Pod, volume: &str) -> Option<PodSecurityContext> {
+    let spec = pod.spec.as_ref()?;
+    let container = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .find(|c| c.volume_mounts.iter().flatten().any(|m| m.name == volume));
+    let own = container.and_then(|c| c.security_context.as_ref());
+    let pod_level = spec.security_context.clone();
+    if own.is_none() {
+        return pod_level;
+    }
+    let mut identity = pod_level.unwrap_or_default();
+    if let Some(own) = own {
+        identity.run_as_user = own.run_as_user.or(identity.run_as_user);
+        identity.run_as_group = own.run_as_group.or(identity.run_as_group);
+        identity.run_as_non_root = own.run_as_non_root.or(identity.run_as_non_root);
+        identity.se_linux_options = own.se_linux_options.clone().or(identity.se_linux_options);
+    }
+    Some(identity)
 }
 
 #[cfg(test)]
@@ -752,6 +786,47 @@ mod tests {
         assert_eq!(rwx.security.as_ref().unwrap().run_as_user, Some(1001));
         let unused = placement(&pvc("lonely", &["ReadWriteOnce"]), &pods);
         assert_eq!(unused, Placement::default());
+
+        // A restricted workload names its user on the container only: the
+        // sender takes the container's user and the pod's fsGroup.
+        let mut restricted = user_pod("data", "node-3", "Running", 5);
+        let spec = restricted.spec.as_mut().unwrap();
+        spec.security_context.as_mut().unwrap().fs_group = Some(2000);
+        spec.containers = vec![
+            k8s_openapi::api::core::v1::Container {
+                name: "sidecar".into(),
+                security_context: Some(SecurityContext {
+                    run_as_user: Some(9),
+                    ..SecurityContext::default()
+                }),
+                ..Default::default()
+            },
+            k8s_openapi::api::core::v1::Container {
+                name: "app".into(),
+                volume_mounts: Some(vec![k8s_openapi::api::core::v1::VolumeMount {
+                    name: spec.volumes.as_ref().unwrap()[0].name.clone(),
+                    mount_path: "/data".into(),
+                    ..Default::default()
+                }]),
+                security_context: Some(SecurityContext {
+                    run_as_user: Some(1000),
+                    run_as_group: Some(1000),
+                    ..SecurityContext::default()
+                }),
+                ..Default::default()
+            },
+        ];
+        let identity = placement(&pvc("data", &["ReadWriteOnce"]), &[restricted])
+            .security
+            .unwrap();
+        assert_eq!(
+            (
+                identity.run_as_user,
+                identity.run_as_group,
+                identity.fs_group
+            ),
+            (Some(1000), Some(1000), Some(2000))
+        );
 
         let target = Target {
             connect: "mover-receiver-app2.apps.example.com:443".into(),

@@ -1,21 +1,23 @@
-//! The `migrate`, `plan` and `cleanup` commands, stage by stage.
+//! The commands' shared parts: exit codes, connecting to both clusters,
+//! and what `orchestrator plan` and `orchestrator status` print.
 
 use std::fmt::Write as _;
 
 use crate::clusters::Cluster;
-use crate::display::Board;
+use crate::itinerary::{steps_for, Flags};
+use crate::migration::store::Migration;
+use crate::migration::{RunKind, StepPhase};
 use crate::plan::Plan;
-use crate::preflight::{self, Inventory};
-use crate::report::Report;
-use crate::{cleanup, dim, dvm};
+use crate::preflight::Inventory;
 
 /// Exit codes of the `orchestrator` binary.
 pub mod exit {
     /// Everything copied.
     pub const SUCCESS: i32 = 0;
-    /// The migration ran, and at least one PVC failed.
+    /// The migration ran, and something failed.
     pub const FAILED: i32 = 1;
-    /// The command line or the plan is invalid.
+    /// The command line or the plan is invalid, or another run of the
+    /// plan is in flight.
     pub const USAGE: i32 = 2;
     /// Preflight found problems; nothing was changed.
     pub const PREFLIGHT: i32 = 3;
@@ -29,33 +31,59 @@ pub async fn connect(plan: &Plan) -> anyhow::Result<(Cluster, Cluster)> {
     ))
 }
 
-/// Runs a volume migration: preflight, copy, cleanup. The error is the
-/// preflight's (nothing was changed); a report is returned once anything
-/// may have been.
-pub async fn migrate(
-    plan: &Plan,
-    source: &Cluster,
-    destination: &Cluster,
-) -> Result<Report, preflight::Problems> {
-    let inventory = preflight::check(plan, source, destination).await?;
-    let board = Board::new();
-    let (images, mut errors) = match &plan.images {
-        Some(registries) => dim::run(plan, registries, source, destination, &board).await,
-        None => (Vec::new(), Vec::new()),
-    };
-    errors.extend(dvm::run(plan, source, destination, &inventory, &board).await);
-    let leftovers = cleanup::run(plan, source, destination).await;
-    let pvcs = board.finish();
-    let images_ok = images.iter().all(|i| i.state != dim::ImageState::Failed);
-    Ok(Report {
-        migration: plan.name.clone(),
-        stage: plan.stage,
-        succeeded: board.all_succeeded() && images_ok && errors.is_empty() && leftovers.is_empty(),
-        pvcs,
-        images,
-        errors,
-        leftovers,
-    })
+/// What `orchestrator status` prints: where a run stands, step by step.
+pub fn describe_run(migration: &Migration) -> String {
+    let status = &migration.status;
+    let mut out = format!(
+        "{} ({} run of {:?}): {:?}{}\n",
+        migration.name,
+        migration.spec.kind.as_str(),
+        migration.spec.plan_name,
+        status.phase,
+        if status.step.is_empty() {
+            String::new()
+        } else {
+            format!(" at step {}", status.step)
+        }
+    );
+    for step in &status.steps {
+        let times = match (&step.started, &step.finished) {
+            (Some(started), Some(finished)) => format!("{started} .. {finished}"),
+            (Some(started), None) => format!("since {started}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<20} {:<8} {times}{}",
+            step.name,
+            format!("{:?}", step.phase).to_lowercase(),
+            match (&step.message, step.phase) {
+                (Some(message), _) => format!("  {message}"),
+                (None, StepPhase::Pending) => String::new(),
+                (None, _) => String::new(),
+            }
+        );
+    }
+    for pvc in &status.pvcs {
+        let _ = writeln!(
+            out,
+            "  pvc {}/{} {} {} bytes, {} files, attempt {}{}",
+            pvc["namespace"].as_str().unwrap_or_default(),
+            pvc["name"].as_str().unwrap_or_default(),
+            pvc["state"].as_str().unwrap_or_default(),
+            pvc["bytes_done"],
+            pvc["files_examined"],
+            pvc["attempts"],
+            pvc["error"]
+                .as_str()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+    for error in &status.errors {
+        let _ = writeln!(out, "  error: {error}");
+    }
+    out
 }
 
 /// What `orchestrator plan` prints: what would be created and copied.
@@ -67,6 +95,18 @@ pub fn describe(plan: &Plan, inventory: &Inventory) -> String {
         plan.endpoint,
         plan.mover_image
     );
+    let kind = if plan.stage {
+        RunKind::Stage
+    } else {
+        RunKind::Final
+    };
+    let pvcs = inventory.namespaces.iter().any(|ns| !ns.pvcs.is_empty());
+    let flags = Flags::for_plan(plan, kind, pvcs);
+    let steps: Vec<&str> = steps_for(kind, &flags)
+        .into_iter()
+        .map(|s| s.as_str())
+        .collect();
+    let _ = writeln!(out, "steps: {}", steps.join(" -> "));
     for ns in &inventory.namespaces {
         let (src, dst) = (&ns.mapping.source, &ns.mapping.destination);
         let _ = writeln!(

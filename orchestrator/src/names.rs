@@ -25,6 +25,34 @@ pub const SYNCED_AT_ANNOTATION: &str = "mover.io/synced-at";
 /// are stage runs.
 pub const SYNC_KIND_ANNOTATION: &str = "mover.io/sync-kind";
 
+/// On quiesced source workloads: the values they had before the migration
+/// stopped them, as JSON text (`null` for a field that was unset), so that
+/// unquiesce (after a rollback, a crash or in a later run) restores exactly
+/// what the user had. Written in the same patch that stops the workload and
+/// never overwritten while present: a second quiesce keeps the original, so
+/// the saved replica count can never become the quiesced 0. Kept on the
+/// object itself, as MTC's `migration.openshift.io/preQuiesce*` are, because
+/// it must survive the loss of everything else the migration wrote.
+pub const PRE_QUIESCE_REPLICAS_ANNOTATION: &str = "mover.io/pre-quiesce-replicas";
+/// CronJobs: `spec.suspend` before the quiesce.
+pub const PRE_QUIESCE_SUSPEND_ANNOTATION: &str = "mover.io/pre-quiesce-suspend";
+/// Jobs: `spec.parallelism` before the quiesce.
+pub const PRE_QUIESCE_PARALLELISM_ANNOTATION: &str = "mover.io/pre-quiesce-parallelism";
+/// DaemonSets: `spec.template.spec.nodeSelector` before the quiesce.
+pub const PRE_QUIESCE_NODE_SELECTOR_ANNOTATION: &str = "mover.io/pre-quiesce-node-selector";
+/// The nodeSelector key that parks a quiesced DaemonSet on no node (with
+/// value [`QUIESCE_NODE_SELECTOR_VALUE`]). `mover.io/` is this project's
+/// prefix and nothing we make labels nodes, so no node carries it: the
+/// DaemonSet controller then wants a pod on no node and removes them all.
+pub const QUIESCE_NODE_SELECTOR_KEY: &str = "mover.io/quiesced";
+pub const QUIESCE_NODE_SELECTOR_VALUE: &str = "true";
+
+/// On hook Jobs (beside [`TRANSFER_LABEL`], so that cleanup removes them):
+/// the (label-safe) name of the hook.
+pub const HOOK_LABEL: &str = "mover.io/hook";
+/// The [`ROLE_LABEL`] value of hook Jobs.
+pub const ROLE_HOOK: &str = "hook";
+
 /// The receiver pod, its Secret, Service and endpoint, in each destination
 /// namespace.
 pub const RECEIVER: &str = "mover-receiver";
@@ -43,6 +71,33 @@ pub const ROLE_SENDER: &str = "sender";
 /// The sender pod (and Secret) for a PVC.
 pub fn sender(pvc: &str) -> String {
     format!("mover-sender-{}", label_safe(pvc))
+}
+
+/// The Job of hook `hook` of `migration` in `phase` (`prebackup`, ...):
+/// `<migration>-<phase>-<hook>`, or, when that is longer than a label may
+/// be (the Job controller puts the Job's name in its pods' `job-name`
+/// label, so 63 is the real limit), a readable prefix and a hash of the
+/// whole, so that distinct hooks keep distinct Jobs and a resumed run finds
+/// the Job it created.
+pub fn hook_job(migration: &str, phase: &str, hook: &str) -> String {
+    let full = format!("{migration}-{phase}-{hook}");
+    if full.len() <= 63 && crate::plan::check_dns_label(&full).is_ok() {
+        return full;
+    }
+    let digest = Sha256::digest(full.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let prefix: String = full
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63 - hash.len() - 1)
+        .collect();
+    let prefix = prefix.trim_matches('-');
+    if prefix.is_empty() {
+        format!("hook-{hash}")
+    } else {
+        format!("{prefix}-{hash}")
+    }
 }
 
 /// `value` if it is a valid label value; otherwise a readable prefix and a
@@ -66,6 +121,37 @@ pub fn label_safe(value: &str) -> String {
     }
 }
 
+/// On the Velero objects a migration creates (Backups, Restores, the
+/// resource modifier ConfigMap): the migration's name. Kept apart from
+/// [`MIGRATED_BY_LABEL`], which marks what stays after a migration, and
+/// from [`TRANSFER_LABEL`], which the backup's label selector keeps out.
+pub const VELERO_MIGRATION_LABEL: &str = "mover.io/migration";
+
+/// The name of a Velero object a migration makes for `purpose`
+/// (`initial`, `restore`, ...): `<migration>-<purpose>`, made a valid
+/// DNS-1123 subdomain (Velero object names are): lower case, `_` as `-`,
+/// and a hash of the original when anything had to change, so two
+/// migrations never share a name.
+pub fn velero_name(migration: &str, purpose: &str) -> String {
+    let wanted = format!("{migration}-{purpose}");
+    let cleaned: String = wanted
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .collect();
+    let cleaned = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if cleaned == wanted && wanted.len() <= 200 {
+        return wanted;
+    }
+    let digest = Sha256::digest(wanted.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let prefix: String = cleaned.chars().take(180).collect();
+    format!("{prefix}-{hash}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +164,29 @@ mod tests {
         assert!(crate::plan::check_label_value(&safe).is_ok(), "{safe}");
         assert_ne!(safe, label_safe(&format!("{}.y", "a".repeat(70))));
         assert_eq!(sender("data-0"), "mover-sender-data-0");
+    }
+
+    #[test]
+    fn hook_job_names_are_labels_and_distinct() {
+        assert_eq!(hook_job("m1", "prebackup", "dump"), "m1-prebackup-dump");
+        let long = "h".repeat(60);
+        let a = hook_job("m1", "prerestore", &long);
+        let b = hook_job("m1", "postrestore", &long);
+        for name in [&a, &b] {
+            assert!(name.len() <= 63, "{name}");
+            crate::plan::check_dns_label(name).unwrap();
+        }
+        assert_ne!(a, b);
+        assert_eq!(a, hook_job("m1", "prerestore", &long));
+    }
+
+    #[test]
+    fn velero_names_are_dns_subdomains_and_distinct() {
+        assert_eq!(velero_name("shop", "initial"), "shop-initial");
+        let upper = velero_name("Shop_A", "initial");
+        assert!(crate::plan::check_dns_subdomain(&upper).is_ok(), "{upper}");
+        assert!(upper.starts_with("shop-a-initial-"), "{upper}");
+        assert_ne!(upper, velero_name("shop-a", "initial"));
+        assert_ne!(upper, velero_name("Shop-A", "initial"));
     }
 }

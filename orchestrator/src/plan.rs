@@ -55,6 +55,25 @@ pub struct PlanFile {
     /// Direct image migration: the two clusters' registries. Without this
     /// section only volumes move.
     pub images: Option<ImagesPlan>,
+    /// Whether a final migration stops the source application (scales
+    /// its workloads to zero) before the final volume copy. Default true.
+    pub quiesce: Option<bool>,
+    /// Move only volumes (and images): no Velero backup and restore of
+    /// the namespaces' other resources. Default false.
+    pub volumes_only: Option<bool>,
+    /// Carry on when Velero ends a backup or restore PartiallyFailed
+    /// (its errors are reported). Default false: the migration fails.
+    pub allow_partial: Option<bool>,
+    /// Seconds the restored application has to become ready on the
+    /// destination. Default 600.
+    pub verify_timeout: Option<u64>,
+    /// Where Velero runs on both clusters (default: namespace `velero`,
+    /// the default BackupStorageLocation).
+    pub velero: Option<crate::velero::VeleroConfig>,
+    /// Jobs run before and after the backup and the restore of a final
+    /// migration, as MTC's MigHooks.
+    #[serde(default)]
+    pub hooks: Vec<crate::hooks::Hook>,
 }
 
 /// The registries of direct image migration.
@@ -185,6 +204,19 @@ pub struct PlanFlags {
     /// Do not migrate images even though the plan names registries.
     #[arg(long)]
     pub skip_images: bool,
+    /// Final migration without stopping the source application (its PVCs'
+    /// copies are then recorded as stage copies).
+    #[arg(long)]
+    pub no_quiesce: bool,
+    /// Move only volumes and images, not the namespaces' other resources.
+    #[arg(long)]
+    pub volumes_only: bool,
+    /// Carry on when Velero ends a backup or restore PartiallyFailed.
+    #[arg(long)]
+    pub allow_partial: bool,
+    /// Seconds the restored application has to become ready [default: 600].
+    #[arg(long)]
+    pub verify_timeout: Option<u64>,
 }
 
 /// The default image when neither the plan nor a flag names one.
@@ -208,6 +240,14 @@ pub struct Plan {
     pub retries: u32,
     pub concurrency: usize,
     pub images: Option<ImagesPlan>,
+    /// A final run stops the source application first.
+    pub quiesce: bool,
+    /// Velero moves the namespaces' other resources.
+    pub resources: bool,
+    pub allow_partial: bool,
+    pub verify_timeout: std::time::Duration,
+    pub velero: crate::velero::VeleroConfig,
+    pub hooks: Vec<crate::hooks::Hook>,
 }
 
 /// A source namespace and the destination namespace it becomes.
@@ -450,6 +490,12 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         }
     }
 
+    let velero = file.velero.unwrap_or_default();
+    problems.extend(velero.check().into_iter().map(|p| format!("{origin}: {p}")));
+    if let Err(hook_problems) = crate::hooks::validate(&file.hooks, origin) {
+        problems.extend(hook_problems);
+    }
+
     if !problems.is_empty() {
         return Err(PlanErrors(problems));
     }
@@ -478,6 +524,14 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
                 .unwrap_or(120),
         ),
         stage: flags.stage || file.stage.unwrap_or(false),
+        quiesce: !flags.no_quiesce && file.quiesce.unwrap_or(true),
+        resources: !(flags.volumes_only || file.volumes_only.unwrap_or(false)),
+        allow_partial: flags.allow_partial || file.allow_partial.unwrap_or(false),
+        verify_timeout: std::time::Duration::from_secs(
+            flags.verify_timeout.or(file.verify_timeout).unwrap_or(600),
+        ),
+        velero,
+        hooks: file.hooks,
         mover_image,
         retries: flags.retries.or(file.retries).unwrap_or(3),
         concurrency,
@@ -523,6 +577,21 @@ impl RegistrySpec {
         }
         Ok(())
     }
+}
+
+/// The destination cluster the flags (and the plan file, if named) point
+/// at, for commands that need only it (`status`), without validating the
+/// rest of the plan.
+pub fn destination_ref(flags: &PlanFlags) -> Result<ClusterRef, PlanErrors> {
+    let file = match &flags.plan {
+        Some(path) => read_file(path)?,
+        None => PlanFile::default(),
+    };
+    Ok(merge_cluster(
+        file.destination,
+        &flags.destination_kubeconfig,
+        &flags.destination_context,
+    ))
 }
 
 fn merge_cluster(

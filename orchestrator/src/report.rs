@@ -3,10 +3,15 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::migration::{MigrationStatus, Phase, RunKind, StepPhase, StepStatus};
 
 /// Where a PVC's copy stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PvcState {
     Waiting,
@@ -37,7 +42,7 @@ impl PvcState {
 pub use mover::progress::Snapshot as Counters;
 
 /// One PVC's copy.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PvcReport {
     pub namespace: String,
     pub name: String,
@@ -51,16 +56,16 @@ pub struct PvcReport {
     pub duration_secs: f64,
     /// Bytes per second of the last attempt, and its estimate of the
     /// seconds left (live only).
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub rate: f64,
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub eta_secs: Option<f64>,
     /// A finished copy that the mover flagged (files that changed while
     /// being read).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
     /// Why the copy failed, in the mover's words.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -119,26 +124,119 @@ impl PvcReport {
     }
 }
 
-/// The whole migration's report.
+/// The whole migration's report: one run of a plan, as its Migration
+/// resource's status holds it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The plan's name.
     pub migration: String,
+    /// The run: the Migration resource's name.
+    pub run: String,
+    pub kind: RunKind,
     pub stage: bool,
     pub succeeded: bool,
+    pub phase: Phase,
+    /// Every step of the itinerary with its phase, times and message.
+    pub steps: Vec<StepStatus>,
     pub pvcs: Vec<PvcReport>,
     /// Every history item of every ImageStream tag, when images move.
-    pub images: Vec<crate::dim::ImageReport>,
+    pub images: Vec<Value>,
+    /// What steps recorded: the backup and restore (with Velero's
+    /// warnings and errors), quiesced workloads, hooks and their logs,
+    /// the verification.
+    pub records: BTreeMap<String, Value>,
     /// Problems outside any one PVC (a receiver that never started, ...).
     pub errors: Vec<String>,
     /// Transfer objects that cleanup could not remove.
     pub leftovers: Vec<String>,
+    /// What the user should know about the end state.
+    pub notes: Vec<String>,
 }
 
 impl Report {
+    /// The report of run `run` as `status` records it; `live` are the PVC
+    /// reports of this process (the status's own when this process copied
+    /// nothing, as in a run resumed after its copy step).
+    pub fn from_status(
+        run: &str,
+        kind: RunKind,
+        status: &MigrationStatus,
+        live: Vec<PvcReport>,
+    ) -> Self {
+        let pvcs = if live.is_empty() {
+            status
+                .pvcs
+                .iter()
+                .filter_map(|p| serde_json::from_value(p.clone()).ok())
+                .collect()
+        } else {
+            live
+        };
+        let leftovers: Vec<String> = status
+            .records
+            .get("leftovers")
+            .and_then(|l| serde_json::from_value(l.clone()).ok())
+            .unwrap_or_default();
+        let images_ok = status
+            .images
+            .iter()
+            .all(|i| i["state"].as_str() != Some("failed"));
+        let pvcs_ok = pvcs.iter().all(|p: &PvcReport| p.state != PvcState::Failed);
+        let mut notes = Vec::new();
+        let quiesced = status
+            .step("Quiesce")
+            .is_some_and(|s| s.phase == StepPhase::Done);
+        if quiesced && status.phase == Phase::Succeeded {
+            notes.push(
+                "the source application stays stopped (scaled to zero, as MTC leaves it); \
+                 `orchestrator rollback` restarts it there"
+                    .to_string(),
+            );
+        }
+        Self {
+            migration: run.rsplitn(3, '-').nth(2).unwrap_or(run).to_string(),
+            run: run.to_string(),
+            kind,
+            stage: kind == RunKind::Stage,
+            succeeded: status.phase == Phase::Succeeded
+                && pvcs_ok
+                && images_ok
+                && status.errors.is_empty()
+                && leftovers.is_empty(),
+            phase: status.phase,
+            steps: status.steps.clone(),
+            pvcs,
+            images: status.images.clone(),
+            records: status
+                .records
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "flags" | "leftovers"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            errors: status.errors.clone(),
+            leftovers,
+            notes,
+        }
+    }
+
     /// The summary table printed at the end of a run.
     pub fn table(&self) -> String {
-        let mut out = format!(
-            "{:<40} {:<8} {:>8} {:>10} {:>10} {:>9} {:>8}\n",
+        let mut out = String::new();
+        for step in &self.steps {
+            if step.phase == StepPhase::Pending {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "{:<20} {:<8} {}",
+                step.name,
+                format!("{:?}", step.phase).to_lowercase(),
+                step.message.as_deref().unwrap_or("")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{:<40} {:<8} {:>8} {:>10} {:>10} {:>9} {:>8}",
             "PVC", "STATE", "FILES", "BYTES", "WIRE", "SECONDS", "ATTEMPTS"
         );
         for pvc in &self.pvcs {
@@ -164,19 +262,19 @@ impl Report {
             }
         }
         for image in &self.images {
+            let text = |key: &str| image[key].as_str().unwrap_or_default().to_string();
+            let error = image["error"]
+                .as_str()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "image {}/{}:{} {:?} {}{}",
-                image.namespace,
-                image.image_stream,
-                image.tag,
-                image.state,
-                image.reference,
-                image
-                    .error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
+                "image {}/{}:{} {} {}{error}",
+                text("namespace"),
+                text("image_stream"),
+                text("tag"),
+                text("state"),
+                text("reference"),
             );
         }
         for error in &self.errors {
@@ -184,6 +282,9 @@ impl Report {
         }
         for leftover in &self.leftovers {
             let _ = writeln!(out, "not cleaned up: {leftover}");
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
         }
         out
     }
@@ -241,15 +342,18 @@ mod tests {
         let mut failed = PvcReport::new("app", "logs", "app");
         failed.state = PvcState::Failed;
         failed.error = Some("permission denied: secret.txt".into());
-        let report = Report {
-            migration: "m".into(),
-            stage: false,
-            succeeded: false,
-            pvcs: vec![failed],
-            images: Vec::new(),
+        let status = MigrationStatus {
+            phase: Phase::Failed,
             errors: vec!["receiver in app did not start".into()],
-            leftovers: vec!["pod app/mover-receiver".into()],
+            records: BTreeMap::from([(
+                "leftovers".to_string(),
+                serde_json::json!(["pod app/mover-receiver"]),
+            )]),
+            ..MigrationStatus::default()
         };
+        let report = Report::from_status("m-final-1", RunKind::Final, &status, vec![failed]);
+        assert_eq!(report.migration, "m");
+        assert!(!report.succeeded);
         let table = report.table();
         assert!(
             table.contains("app/logs: permission denied: secret.txt"),

@@ -9,7 +9,7 @@
 mod receiver;
 pub mod sender;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -35,12 +35,18 @@ const CERT_DAYS: u32 = 7;
 
 /// Copies every selected PVC; per-PVC results land on `board`. Returns
 /// the problems that were not any single PVC's.
+///
+/// `final_copies` are the `(namespace, pvc)` whose copies count as final:
+/// those of a final run whose users are stopped. Only such a copy is
+/// recorded as final (and skipped by later runs); any other is recorded as
+/// a stage copy.
 pub async fn run(
     plan: &Plan,
     source: &Cluster,
     destination: &Cluster,
     inventory: &Inventory,
     board: &Board,
+    final_copies: &BTreeSet<(String, String)>,
 ) -> Vec<String> {
     for ns in &inventory.namespaces {
         for pvc in &ns.pvcs {
@@ -118,6 +124,8 @@ pub async fn run(
                 pvc: pvc.name().to_string(),
                 placement: manifests::placement(&pvc.source, &ns.pods),
                 target: target.clone(),
+                final_copy: final_copies
+                    .contains(&(ns.mapping.source.clone(), pvc.name().to_string())),
                 ca_cert: ca.cert_pem().to_string(),
                 client_pem,
             });
@@ -135,7 +143,7 @@ pub async fn run(
                 let dest_ns = plan
                     .destination_namespace(&job.namespace)
                     .unwrap_or(&job.namespace);
-                if let Err(e) = mark_synced(plan, destination, dest_ns, &job.pvc).await {
+                if let Err(e) = mark_synced(destination, dest_ns, &job.pvc, job.final_copy).await {
                     board.update(&job.namespace, &job.pvc, |r| {
                         r.warning = Some(format!("copied, but recording it failed: {e:#}"));
                     });
@@ -176,16 +184,16 @@ async fn prepare_destination(
     Ok(())
 }
 
-/// Records on the destination PVC that a copy of this kind finished.
+/// Records on the destination PVC that a copy finished, final or stage.
 async fn mark_synced(
-    plan: &Plan,
     destination: &Cluster,
     ns: &str,
     pvc: &str,
+    final_copy: bool,
 ) -> anyhow::Result<()> {
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(destination.client.clone(), ns);
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let kind = if plan.stage { "stage" } else { "final" };
+    let kind = if final_copy { "final" } else { "stage" };
     let annotations: BTreeMap<&str, String> = BTreeMap::from([
         (SYNCED_AT_ANNOTATION, now),
         (SYNC_KIND_ANNOTATION, kind.to_string()),

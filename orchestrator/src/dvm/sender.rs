@@ -27,6 +27,10 @@ pub struct Job<'a> {
     pub pvc: String,
     pub placement: Placement,
     pub target: Target,
+    /// A final copy: the PVC's users are stopped, so a file changing
+    /// while being read (exit 24) means the copy is not the last state and
+    /// must be made again; it is never recorded as done.
+    pub final_copy: bool,
     /// The CA certificate and this sender's certificate (for its volume
     /// only).
     pub ca_cert: String,
@@ -165,7 +169,7 @@ async fn attempt_once(job: &Job<'_>, board: &Board) -> anyhow::Result<Outcome> {
                 log_reason
             };
             let _ = pods.delete(&name, &Default::default()).await;
-            return Ok(classify(code, summary, reason));
+            return Ok(classify(code, summary, reason, job.final_copy));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -248,8 +252,9 @@ struct Summary {
     problems: Vec<String>,
 }
 
-/// What an exit code means, by the mover's documented codes.
-fn classify(code: i32, summary: Option<Summary>, reason: String) -> Outcome {
+/// What an exit code means, by the mover's documented codes, for a stage
+/// or a final copy.
+fn classify(code: i32, summary: Option<Summary>, reason: String, final_copy: bool) -> Outcome {
     let problems = || {
         summary
             .as_ref()
@@ -266,6 +271,11 @@ fn classify(code: i32, summary: Option<Summary>, reason: String) -> Outcome {
     };
     match code {
         0 => Outcome::Done { warning: None },
+        24 if final_copy => Outcome::Retryable(format!(
+            "files changed during the final copy although the PVC's users were stopped \
+             (something still writes to it): {}",
+            problems()
+        )),
         24 => Outcome::Done {
             warning: Some(format!("files changed while being read: {}", problems())),
         },
@@ -324,7 +334,7 @@ mod tests {
     #[test]
     fn exit_codes_map_to_outcomes() {
         assert_eq!(
-            classify(0, None, String::new()),
+            classify(0, None, String::new(), false),
             Outcome::Done { warning: None }
         );
         let summary = Summary {
@@ -334,25 +344,29 @@ mod tests {
             problems: vec!["secret.txt: Permission denied".into()],
         };
         assert_eq!(
-            classify(23, Some(summary), "mover: 1 entries".into()),
+            classify(23, Some(summary), "mover: 1 entries".into(), false),
             Outcome::Permanent(
                 "some source files could not be read: secret.txt: Permission denied".into()
             )
         );
         assert!(matches!(
-            classify(24, None, "x".into()),
+            classify(24, None, "x".into(), false),
             Outcome::Done { warning: Some(_) }
         ));
+        assert!(
+            matches!(classify(24, None, "x".into(), true), Outcome::Retryable(m) if m.contains("final copy")),
+            "a final copy whose source changed is never done"
+        );
         assert_eq!(
-            classify(1, None, "bad cert".into()),
+            classify(1, None, "bad cert".into(), false),
             Outcome::Permanent("bad cert".into())
         );
         assert_eq!(
-            classify(75, None, "reset".into()),
+            classify(75, None, "reset".into(), false),
             Outcome::Retryable("reset".into())
         );
         assert!(
-            matches!(classify(137, None, "killed".into()), Outcome::Retryable(m) if m.contains("137"))
+            matches!(classify(137, None, "killed".into(), false), Outcome::Retryable(m) if m.contains("137"))
         );
         assert_eq!(backoff(1), Duration::from_secs(2));
         assert_eq!(backoff(10), Duration::from_secs(60));

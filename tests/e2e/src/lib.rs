@@ -25,6 +25,19 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// A release binary of the workspace, as `images/build` (run by
+/// [`build_images`]) leaves it.
+pub fn release_binary(name: &str) -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let path = target.join("release").join(name);
+    if !path.is_file() {
+        bail!("{} is missing: images/build builds it", path.display());
+    }
+    Ok(path)
+}
+
 /// Makes sure `mover:dev` and `orchestrator:dev` are built from the current
 /// sources, by running `images/build` once per test process.
 ///

@@ -11,6 +11,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     Namespace, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod, Secret,
     Service, VolumeResourceRequirements,
@@ -44,7 +45,7 @@ async fn start() -> Result<Env> {
 impl Env {
     /// Runs the release `orchestrator` with both clusters' contexts.
     async fn orchestrator(&self, args: &[&str]) -> Result<Output> {
-        let binary = release_binary("orchestrator")?;
+        let binary = e2e::release_binary("orchestrator")?;
         let kubeconfig = self.kubeconfig.to_string_lossy().into_owned();
         let mut command = tokio::process::Command::new(&binary);
         command.args(args);
@@ -73,28 +74,17 @@ impl Env {
         Ok(output)
     }
 
-    /// `orchestrator migrate --output json ARGS`: the exit code and report.
+    /// `orchestrator migrate --output json --volumes-only ARGS`: the exit
+    /// code and report. These tests are about volumes; the whole
+    /// application's itinerary (Velero) is tests/application.rs's.
     async fn migrate(&self, args: &[&str]) -> Result<(i32, Value)> {
-        let mut all = vec!["migrate", "--output", "json"];
+        let mut all = vec!["migrate", "--output", "json", "--volumes-only"];
         all.extend_from_slice(args);
         let output = self.orchestrator(&all).await?;
         let report = serde_json::from_slice(&output.stdout)
             .with_context(|| "the JSON report on stdout".to_string())?;
         Ok((output.status.code().unwrap_or(-1), report))
     }
-}
-
-/// A release binary of the workspace, as `images/build` (run by
-/// [`e2e::build_images`]) leaves it.
-fn release_binary(name: &str) -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| e2e::repo_root().join("target"));
-    let path = target.join("release").join(name);
-    if !path.is_file() {
-        bail!("{} is missing: images/build builds it", path.display());
-    }
-    Ok(path)
 }
 
 /// Creates (if needed) namespace `ns` and a bound 1 GiB PVC in it; returns
@@ -168,25 +158,45 @@ async fn volume_dir(client: &kube::Client, ns: &str, name: &str) -> Result<PathB
 /// The uid of the application that owns the config volume.
 const APP_UID: u32 = 1000;
 
-/// An application pod (busybox, sleeping) running as [`APP_UID`] with
-/// PVC `claim` mounted, once it runs.
+/// An application (a Deployment of one busybox pod, sleeping) running as
+/// [`APP_UID`] with PVC `claim` mounted, once its pod runs. A final
+/// migration quiesces it (scales it to zero) before the final copy.
 async fn app_pod(client: &kube::Client, ns: &str, claim: &str) -> Result<Pod> {
     let image = kube_emulator::testing::busybox_image().await?;
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": format!("app-{claim}")},
+    let name = format!("app-{claim}");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
         "spec": {
-            "securityContext": {"runAsUser": APP_UID, "runAsGroup": APP_UID},
-            "containers": [{"name": "app", "image": image, "command": ["sleep", "3600"],
-                            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "securityContext": {"runAsUser": APP_UID, "runAsGroup": APP_UID},
+                    "containers": [{"name": "app", "image": image, "command": ["sleep", "3600"],
+                                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+                },
+            },
         }
     }))?;
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    pods.create(&PostParams::default(), &pod).await?;
-    kube_emulator::testing::wait_for(&pods, &format!("app-{claim}"), "to run", |p| {
-        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-    })
-    .await
+    for _ in 0..360 {
+        let running = pods
+            .list(&ListParams::default().labels(&format!("app={name}")))
+            .await?
+            .items
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+        if let Some(pod) = running {
+            return Ok(pod);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("no pod of Deployment {ns}/{name} runs")
 }
 
 /// Writes `size` deterministic pseudo-random bytes (compressible in its

@@ -45,6 +45,16 @@ pub struct ClusterPair {
 impl ClusterPair {
     /// Starts both clusters with their state under `state_dir`.
     pub async fn start(state_dir: &Path, docker: bool) -> anyhow::Result<Self> {
+        Self::start_with_velero(state_dir, docker, &velero::VeleroOptions::default()).await
+    }
+
+    /// Starts both clusters with Velero installed as `velero` says in each
+    /// (its namespace, BSL name, sync period, version).
+    pub async fn start_with_velero(
+        state_dir: &Path,
+        docker: bool,
+        velero: &velero::VeleroOptions,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
         let state_dir = state_dir.canonicalize()?;
@@ -58,9 +68,12 @@ impl ClusterPair {
             name: name.to_string(),
             docker,
         };
-        let source = Cluster::start(&options("source"), &state_dir, shared.clone()).await?;
+        let source =
+            Cluster::start_with_velero(&options("source"), &state_dir, shared.clone(), velero)
+                .await?;
         let destination =
-            Cluster::start(&options("destination"), &state_dir, shared.clone()).await?;
+            Cluster::start_with_velero(&options("destination"), &state_dir, shared.clone(), velero)
+                .await?;
         Ok(Self {
             source,
             destination,
@@ -82,6 +95,22 @@ impl Cluster {
         options: &ClusterOptions,
         state_dir: &Path,
         shared: Arc<Shared>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_velero(
+            options,
+            state_dir,
+            shared,
+            &velero::VeleroOptions::default(),
+        )
+        .await
+    }
+
+    /// [`Cluster::start`] with Velero installed as `velero` says.
+    pub async fn start_with_velero(
+        options: &ClusterOptions,
+        state_dir: &Path,
+        shared: Arc<Shared>,
+        velero: &velero::VeleroOptions,
     ) -> anyhow::Result<Self> {
         let cluster_dir = state_dir.join(&options.name);
         std::fs::create_dir_all(&cluster_dir)
@@ -117,7 +146,10 @@ impl Cluster {
         };
         tasks.spawn(supervise("api server", api::serve(listener, logs)));
         tasks.spawn(supervise("pvc binder", binder::run(context.clone())));
-        tasks.spawn(supervise("velero", velero::run(context.clone())));
+        tasks.spawn(supervise(
+            "velero",
+            velero::run(context.clone(), velero.clone()),
+        ));
         tasks.spawn(supervise(
             "controllers",
             controllers::run_apart(context.clone(), api_url.clone()),

@@ -33,3 +33,4 @@ pub mod velero;
 
 pub use cluster::{Cluster, ClusterOptions, ClusterPair};
 pub use context::{ClusterContext, PodLogs, Shared};
+pub use velero::VeleroOptions;

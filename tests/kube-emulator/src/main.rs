@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use kube_emulator::testing::LoopbackRegistry;
 use kube_emulator::ClusterPair;
+
+/// The name OpenShift's pods and ImageStreams use for the cluster's own
+/// registry.
+const INTERNAL_REGISTRY: &str = "image-registry.openshift-image-registry.svc:5000";
 
 #[derive(Parser)]
 #[command(version, about = "Emulated Kubernetes/OpenShift clusters for tests")]
@@ -28,6 +33,12 @@ enum Command {
         /// Run without Docker: API servers, PVC binder and Velero only.
         #[arg(long)]
         no_docker: bool,
+        /// Give each cluster an internal registry: a docker-registry on
+        /// loopback that its nodes pull `image-registry.openshift-image-registry.svc:5000/...`
+        /// images from, as OpenShift's nodes reach their cluster's registry.
+        /// Also builds the busybox image pods can run (`kube-emu-busybox:test`).
+        #[arg(long)]
+        registries: bool,
     },
 }
 
@@ -41,17 +52,35 @@ async fn main() -> anyhow::Result<()> {
         state,
         kubeconfig,
         no_docker,
+        registries,
     } = Cli::parse().command;
     let pair = ClusterPair::start(&state, !no_docker).await?;
     let config = pair.kubeconfig();
     std::fs::write(&kubeconfig, &config)
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
     println!("{config}");
+    let mut running = Vec::new();
+    if registries {
+        let image = kube_emulator::testing::busybox_image().await?;
+        for cluster in [&pair.source, &pair.destination] {
+            let registry = LoopbackRegistry::start()?;
+            cluster
+                .context
+                .set_registry_mirror(INTERNAL_REGISTRY, &registry.address);
+            eprintln!(
+                "kube-emulator: the {} cluster's internal registry {INTERNAL_REGISTRY} is http://{}",
+                cluster.name, registry.address
+            );
+            running.push(registry);
+        }
+        eprintln!("kube-emulator: pods can run the image {image}");
+    }
     eprintln!(
         "kube-emulator: clusters up; export KUBECONFIG={} (Ctrl-C stops them)",
         kubeconfig.display()
     );
     tokio::signal::ctrl_c().await?;
+    drop(running);
     drop(pair);
     Ok(())
 }

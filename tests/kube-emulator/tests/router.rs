@@ -409,6 +409,19 @@ async fn passthrough_routes_reach_their_own_backend_by_sni() {
     );
     assert_eq!(ingress["host"], host_b.as_str());
     assert_eq!(ingress["conditions"][0]["status"], "True");
+    // As OpenShift's API server does, a generated host is marked so that
+    // a migration knows to drop it; a host the user chose is not.
+    let generated = |route: DynamicObject| {
+        route
+            .annotations()
+            .get("openshift.io/host.generated")
+            .cloned()
+    };
+    assert_eq!(
+        generated(test.routes(ns).get("b").await.unwrap()).as_deref(),
+        Some("true")
+    );
+    assert_eq!(generated(test.routes(ns).get("a").await.unwrap()), None);
 
     assert_eq!(test.dns(host_a), Some(router_ip));
     assert_eq!(test.dns(&host_b), Some(router_ip));

@@ -245,8 +245,10 @@ pub(crate) async fn reconcile(router: &Router) -> bool {
 }
 
 /// Writes `decision` to the Route: the defaulted `spec.host` (which the
-/// OpenShift API server fills in when a Route names none) and this
-/// router's `status.ingress` entry, each only if it changed.
+/// OpenShift API server fills in when a Route names none, marking it with
+/// the annotation `openshift.io/host.generated: "true"` so that tools
+/// moving the Route to another cluster know to drop it) and this router's
+/// `status.ingress` entry, each only if it changed.
 async fn write_decision(router: &Router, decision: &Decision) -> Result<(), kube::Error> {
     let route = &decision.route;
     let api = Api::<DynamicObject>::namespaced_with(
@@ -259,7 +261,10 @@ async fn write_decision(router: &Router, decision: &Decision) -> Result<(), kube
     let result = async {
         let current_host = route.data.pointer("/spec/host").and_then(Value::as_str);
         if current_host.is_none_or(str::is_empty) {
-            let patch = json!({ "spec": { "host": decision.host } });
+            let patch = json!({
+                "metadata": { "annotations": { "openshift.io/host.generated": "true" } },
+                "spec": { "host": decision.host },
+            });
             api.patch(&name, &params, &Patch::Merge(&patch)).await?;
         }
         let current = current_ingress(route);

@@ -1,34 +1,47 @@
 //! Backups: snapshotting the selected objects of the cluster into the
-//! bucket.
+//! bucket, as pkg/controller/backup_controller.go,
+//! backup_finalizer_controller.go and pkg/backup (item_collector.go,
+//! item_backupper.go, actions/service_account_action.go) do.
 //!
-//! Selection is Velero's: namespaced resources of the included namespaces;
+//! Validation (FailedValidation with `validationErrors`): the BSL (empty
+//! `storageLocation` = the BSL with `spec.default`; ReadOnly and
+//! Unavailable refuse), include/exclude lists, both selector kinds. Then
+//! InProgress; a name the bucket already has is Failed ("backup already
+//! exists in object storage"). Selection: namespaced resources of the
+//! included namespaces (namespaces labelled `velero.io/exclude-from-backup`
+//! are excluded; a named namespace that does not exist is an error);
 //! cluster-scoped resources all (`includeClusterResources: true`), none
-//! (`false`), or when unset all if every namespace is included and
-//! otherwise only those related to what was backed up (the Namespace
-//! objects, the PVs bound to backed-up PVCs, the CRDs of backed-up custom
-//! resources). Resource include/exclude lists and the label selector apply
-//! to every object except the included namespaces' Namespace objects,
-//! which Velero always takes. Objects are stored as the API returned them;
-//! cleaning them up is the restore's job.
+//! and no Namespace objects (`false`), or when unset all if every
+//! namespace is included and otherwise the related ones (the included
+//! Namespace objects, PVs bound to backed-up PVCs, CRDs of backed-up
+//! custom resources, a ServiceAccount's ClusterRoleBindings and their
+//! ClusterRoles). The label selector or any of `orLabelSelectors` must
+//! match; items labelled `velero.io/exclude-from-backup=true` and
+//! terminating items are skipped. The items, results and log are written,
+//! then the metadata with phase Finalizing (or FinalizingPartiallyFailed); the finalizer
+//! rewrites it Completed or PartiallyFailed, which is when the other
+//! cluster's sync takes it.
 
 use std::collections::{BTreeSet, HashSet};
 
 use anyhow::Context as _;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, TypeMeta};
-use kube::core::Selector;
+use kube::core::{Selector, SelectorExt};
 use kube::discovery::{verbs, Discovery, Scope};
 use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::bucket::{resource_dir, Bucket};
-use super::filter::{resource_names, IncludesExcludes};
+use super::bucket::{Bucket, Target};
+use super::filter::{excluded_from_backup, group_resource, selectors, IncludesExcludes, Resolver};
+use super::results::Report;
 use super::{
-    backups, fail_validation, now, patch_status, Messages, STORAGE_LOCATION, STORAGE_LOCATION_LABEL,
+    fail, fail_validation, finalizing, location, merge, now, patch_object_status, spec, time,
+    valid_label_value, Velero, STORAGE_LOCATION_LABEL,
 };
-use crate::context::ClusterContext;
 
 /// How long a backup is kept by default (Velero's `--ttl` default).
 const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(720 * 3600);
@@ -44,149 +57,168 @@ struct BackupSpec {
     included_resources: Option<Vec<String>>,
     excluded_resources: Option<Vec<String>>,
     label_selector: Option<LabelSelector>,
+    or_label_selectors: Option<Vec<LabelSelector>>,
     include_cluster_resources: Option<bool>,
     storage_location: Option<String>,
+    ttl: Option<String>,
 }
 
-/// What was selected and how it went.
-#[derive(Default)]
-struct Snapshot {
-    items: usize,
-    errors: Messages,
-    warnings: Messages,
+/// What a validated Backup selects.
+struct Selection {
+    namespaces: IncludesExcludes,
+    resources: IncludesExcludes,
+    /// Any must match (one for `labelSelector`, several for
+    /// `orLabelSelectors`, none for everything).
+    selectors: Vec<Selector>,
+    include_cluster_resources: Option<bool>,
+}
+
+impl Selection {
+    fn selects(&self, object: &DynamicObject) -> bool {
+        self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(object.labels()))
+    }
 }
 
 /// Processes one new Backup to its final phase.
-pub(super) async fn run(ctx: &ClusterContext, backup: DynamicObject) {
-    let api = backups(ctx);
+pub(super) async fn run(v: &Velero, backup: DynamicObject) {
+    let api = v.backups();
     let name = backup.name_any();
-    let bucket = Bucket(&ctx.shared.velero_bucket);
-    if bucket.has_backup(&name) {
-        // The Backup was created by the sync for a backup already in the
-        // bucket (it gets its status from there), or names one: either way
-        // the bucket's copy must not be overwritten.
-        tracing::info!("velero: backup {name} is already in the bucket; leaving it to the sync");
-        return;
-    }
-    let spec: BackupSpec =
-        match serde_json::from_value(backup.data.get("spec").cloned().unwrap_or(json!({}))) {
-            Ok(spec) => spec,
-            Err(error) => {
-                return fail_validation(&api, &name, vec![format!("invalid spec: {error}")]).await
-            }
-        };
-    let (selector, problems) = validate(&spec);
-    if !problems.is_empty() {
-        return fail_validation(&api, &name, problems).await;
-    }
+    let spec: BackupSpec = match spec(&backup) {
+        Ok(spec) => spec,
+        Err(errors) => return fail_validation(&api, &name, errors, json!({})).await,
+    };
+    let ttl = spec
+        .ttl
+        .as_deref()
+        .and_then(location::go_duration)
+        .unwrap_or(DEFAULT_TTL);
+    let expiration = k8s_openapi::jiff::Timestamp::now()
+        .checked_add(ttl)
+        .map(time)
+        .unwrap_or(Value::Null);
+    // What prepareBackupRequest fills before validating.
+    let prepared = json!({ "version": 1, "formatVersion": "1.1.0", "expiration": expiration });
+    let (location, selection) = match validate(v, &spec).await {
+        Ok(valid) => valid,
+        Err(errors) => return fail_validation(&api, &name, errors, prepared).await,
+    };
 
     let started = now();
-    let expiration = k8s_openapi::jiff::Timestamp::now()
-        .checked_add(DEFAULT_TTL)
-        .map(|t| {
-            serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t))
-                .unwrap_or(Value::Null)
-        })
-        .unwrap_or(Value::Null);
-    let label = json!({ "metadata": { "labels": { STORAGE_LOCATION_LABEL: STORAGE_LOCATION } } });
-    let marked = async {
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&label))
-            .await?;
-        let status = json!({
-            "phase": "InProgress",
-            "startTimestamp": started,
-            "expiration": expiration,
-            "version": 1,
-            "formatVersion": "1.1.0",
-        });
-        patch_status(&api, &name, status).await
-    };
-    if let Err(error) = marked.await {
+    let mut status = json!({ "phase": "InProgress", "startTimestamp": started });
+    merge(&mut status, prepared);
+    let start = json!({
+        "metadata": { "labels": { STORAGE_LOCATION_LABEL: valid_label_value(&location) } },
+        "spec": { "storageLocation": location },
+        "status": status,
+    });
+    if let Err(error) = api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&start))
+        .await
+    {
         tracing::warn!("velero: starting backup {name}: {error}");
         return;
     }
+    let bucket = v.bucket();
+    if bucket.has_backup(&name) {
+        fail(
+            &api,
+            &name,
+            "backup already exists in object storage".into(),
+        )
+        .await;
+        return;
+    }
 
-    let result = snapshot(ctx, &bucket, &name, &spec, selector.as_ref()).await;
-    let mut status = match &result {
-        Ok(snapshot) => {
-            let phase = if snapshot.errors.count() > 0 {
-                "PartiallyFailed"
-            } else {
-                "Completed"
-            };
-            json!({
-                "phase": phase,
-                "errors": snapshot.errors.count(),
-                "warnings": snapshot.warnings.count(),
-                "progress": { "totalItems": snapshot.items, "itemsBackedUp": snapshot.items },
-            })
+    let snapshot = match snapshot(v, &bucket, &name, &selection).await {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            fail(&api, &name, format!("{error:#}")).await;
+            return;
         }
-        Err(error) => json!({ "phase": "Failed", "failureReason": format!("{error:#}") }),
     };
-    if let Ok(snapshot) = &result {
-        for message in snapshot
-            .errors
-            .namespaces
-            .values()
-            .flatten()
-            .chain(&snapshot.errors.cluster)
-        {
-            tracing::warn!("velero: backup {name}: {message}");
+    let results = snapshot.results();
+    let progress = json!({ "totalItems": snapshot.total, "itemsBackedUp": snapshot.done });
+    let (status, partially) = finalizing("backup", &name, &results, progress);
+    let stored = async {
+        bucket.write_results(Target::Backup, &name, &snapshot)?;
+        store_metadata(&api, &bucket, &name, &status).await?;
+        patch_object_status(&api, &name, status.clone()).await?;
+        // The finalizer: the final phase, uploaded again.
+        let last = json!({
+            "phase": if partially { "PartiallyFailed" } else { "Completed" },
+            "completionTimestamp": now(),
+        });
+        store_metadata(&api, &bucket, &name, &last).await?;
+        patch_object_status(&api, &name, last).await?;
+        anyhow::Ok(())
+    };
+    match stored.await {
+        Ok(()) => tracing::info!("velero: backup {name} finished"),
+        Err(error) => {
+            fail(
+                &api,
+                &name,
+                format!("error uploading the backup: {error:#}"),
+            )
+            .await;
         }
-    }
-    status["startTimestamp"] = started;
-    status["completionTimestamp"] = now();
-
-    if result.is_ok() {
-        // The stored Backup is the final one, as Velero uploads it; storing
-        // it completes the backup for the sync of both clusters.
-        if let Err(error) = store_metadata(&api, &bucket, &name, &status).await {
-            status = json!({
-                "phase": "Failed",
-                "failureReason": format!("storing the backup metadata: {error:#}"),
-                "completionTimestamp": now(),
-            });
-        }
-    }
-    tracing::info!("velero: backup {name} finished: {status}");
-    if let Err(error) = patch_status(&api, &name, status).await {
-        tracing::warn!("velero: recording the end of backup {name}: {error}");
     }
 }
 
-/// The label selector, and what is wrong with the spec.
-fn validate(spec: &BackupSpec) -> (Option<Selector>, Vec<String>) {
-    let mut problems = Vec::new();
-    let location = spec.storage_location.as_deref().unwrap_or(STORAGE_LOCATION);
-    if !location.is_empty() && location != STORAGE_LOCATION {
-        problems.push(format!(
-            "a BackupStorageLocation named {location:?} does not exist"
+/// The BSL and what to select, or Velero's validation errors.
+async fn validate(v: &Velero, spec: &BackupSpec) -> Result<(String, Selection), Vec<String>> {
+    let (location, mut errors) = location::for_backup(v, spec.storage_location.as_deref()).await;
+    let resolver = Resolver::discover_or_empty(&v.client).await;
+    let resources = IncludesExcludes::resources(
+        spec.included_resources.as_ref(),
+        spec.excluded_resources.as_ref(),
+        &resolver,
+    );
+    for problem in resources.problems() {
+        errors.push(format!(
+            "Invalid included/excluded resource lists: {problem}"
         ));
     }
-    let namespaces = IncludesExcludes::new(
+    // Namespaces labelled velero.io/exclude-from-backup=true are excluded.
+    let mut excluded = spec.excluded_namespaces.clone().unwrap_or_default();
+    let labelled = ListParams::default().labels("velero.io/exclude-from-backup=true");
+    match Api::<k8s_openapi::api::core::v1::Namespace>::all(v.client.clone())
+        .list(&labelled)
+        .await
+    {
+        Ok(list) => excluded.extend(list.items.iter().map(|ns| ns.name_any())),
+        Err(error) => errors.push(format!("error getting namespace list: {error}")),
+    }
+    let listed = IncludesExcludes::new(
         spec.included_namespaces.as_ref(),
         spec.excluded_namespaces.as_ref(),
     );
-    let overlap = namespaces.overlap();
-    if !overlap.is_empty() {
-        problems.push(format!(
-            "invalid included/excluded namespace lists: {} both included and excluded",
-            overlap.join(", ")
+    for problem in listed.problems() {
+        errors.push(format!(
+            "Invalid included/excluded namespace lists: {problem}"
         ));
     }
-    let selector = match spec
-        .label_selector
-        .clone()
-        .map(Selector::try_from)
-        .transpose()
-    {
-        Ok(selector) => selector,
-        Err(error) => {
-            problems.push(format!("invalid labelSelector: {error}"));
-            None
-        }
-    };
-    (selector, problems)
+    let namespaces = IncludesExcludes::new(spec.included_namespaces.as_ref(), Some(&excluded));
+    if spec.label_selector.is_some() && spec.or_label_selectors.is_some() {
+        errors.push("encountered labelSelector as well as orLabelSelectors in backup spec, only one can be specified".into());
+    }
+    let selectors = selectors(
+        spec.label_selector.as_ref(),
+        spec.or_label_selectors.as_ref(),
+        &mut errors,
+    );
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok((
+        location,
+        Selection {
+            namespaces,
+            resources,
+            selectors,
+            include_cluster_resources: spec.include_cluster_resources,
+        },
+    ))
 }
 
 async fn store_metadata(
@@ -200,7 +232,9 @@ async fn store_metadata(
         api_version: "velero.io/v1".into(),
         kind: "Backup".into(),
     });
-    stored.data["status"] = status.clone();
+    let mut full = stored.data.get("status").cloned().unwrap_or(json!({}));
+    merge(&mut full, status.clone());
+    stored.data["status"] = full;
     bucket.write_metadata(name, &stored)
 }
 
@@ -208,62 +242,91 @@ async fn store_metadata(
 /// sensible can be backed up (discovery fails); a resource that cannot be
 /// listed or an object that cannot be stored is an error of the backup.
 async fn snapshot(
-    ctx: &ClusterContext,
+    v: &Velero,
     bucket: &Bucket<'_>,
     backup: &str,
-    spec: &BackupSpec,
-    selector: Option<&Selector>,
-) -> anyhow::Result<Snapshot> {
-    let discovery = Discovery::new(ctx.client.clone())
+    selection: &Selection,
+) -> anyhow::Result<Report> {
+    let discovery = Discovery::new(v.client.clone())
         .run()
         .await
         .context("discovering the API's resources")?;
-    let namespaces = IncludesExcludes::new(
-        spec.included_namespaces.as_ref(),
-        spec.excluded_namespaces.as_ref(),
-    );
-    let resources = IncludesExcludes::new(
-        spec.included_resources.as_ref(),
-        spec.excluded_resources.as_ref(),
-    );
+    let Selection {
+        namespaces,
+        resources,
+        ..
+    } = selection;
     let all_namespaces = namespaces.includes_everything();
-    let all_cluster_resources = spec.include_cluster_resources.unwrap_or(all_namespaces);
-    let related_cluster_resources = spec.include_cluster_resources != Some(false);
-    let mut params = ListParams::default();
-    if let Some(selector) = selector {
-        params = params.labels_from(selector);
-    }
+    let all_cluster_resources = selection
+        .include_cluster_resources
+        .unwrap_or(all_namespaces);
+    let related_cluster_resources = selection.include_cluster_resources != Some(false);
 
-    let mut snapshot = Snapshot::default();
-    let store = |resource: &ApiResource, mut object: DynamicObject, snapshot: &mut Snapshot| {
+    let mut snapshot = Report::default();
+    let store = |resource: &ApiResource, mut object: DynamicObject, snapshot: &mut Report| {
+        let dir = group_resource(&resource.group, &resource.plural);
+        if object.metadata.deletion_timestamp.is_some() || excluded_from_backup(&object) {
+            snapshot
+                .log
+                .push(format!("skipping {dir} {}", object.name_any()));
+            return;
+        }
         object.types = Some(TypeMeta {
             api_version: resource.api_version.clone(),
             kind: resource.kind.clone(),
         });
         match bucket.write_item(backup, resource, &object) {
-            Ok(()) => snapshot.items += 1,
+            Ok(()) => {
+                snapshot.total += 1;
+                snapshot.done += 1;
+                snapshot.resources.add(
+                    &resource.api_version,
+                    &resource.kind,
+                    object.metadata.namespace.as_deref(),
+                    &object.name_any(),
+                    None,
+                );
+                snapshot
+                    .log
+                    .push(format!("backed up {dir} {}", object.name_any()));
+            }
             Err(error) => snapshot.errors.add(
                 object.namespace().as_deref(),
-                format!(
-                    "{} {}: {error:#}",
-                    resource_dir(resource),
-                    object.name_any()
-                ),
+                format!("{dir} {}: {error:#}", object.name_any()),
             ),
         }
     };
 
+    // Namespaces named in the include list must exist (item_collector.go
+    // collectNamespaces logs an error for each that does not).
+    let namespace_api = Api::<k8s_openapi::api::core::v1::Namespace>::all(v.client.clone());
+    let existing: HashSet<String> = namespace_api
+        .list(&ListParams::default())
+        .await
+        .context("listing namespaces")?
+        .items
+        .iter()
+        .map(|ns| ns.name_any())
+        .collect();
+    for included in namespaces.included() {
+        if !included.contains(['*', '?', '[', '{']) && !existing.contains(included) {
+            snapshot.errors.velero.push(format!(
+                "fail to get the namespace {included} specified in backup.Spec.IncludedNamespaces"
+            ));
+        }
+    }
+
     let mut bound_volumes = HashSet::new();
     let mut custom_resources = BTreeSet::new();
+    let mut service_accounts = Vec::new();
     let mut namespaces_resource = None;
     let mut volumes_resource = None;
     for group in discovery.groups() {
         for (resource, capabilities) in group.recommended_resources() {
-            let names = resource_names(&resource);
-            let dir = resource_dir(&resource);
+            let dir = group_resource(&resource.group, &resource.plural);
             if !capabilities.supports_operation(verbs::LIST)
                 || NEVER_BACKED_UP.contains(&dir.as_str())
-                || !resources.includes(&names)
+                || !resources.includes(&dir)
             {
                 continue;
             }
@@ -274,8 +337,8 @@ async fn snapshot(
                 }
                 (Scope::Cluster, _) if !all_cluster_resources => {}
                 (scope, _) => {
-                    let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resource);
-                    let list = match api.list(&params).await {
+                    let api = Api::<DynamicObject>::all_with(v.client.clone(), &resource);
+                    let list = match api.list(&ListParams::default()).await {
                         Ok(list) => list,
                         Err(error) => {
                             snapshot
@@ -290,8 +353,11 @@ async fn snapshot(
                         if scope == Scope::Namespaced
                             && !namespace
                                 .as_deref()
-                                .is_some_and(|ns| namespaces.includes_name(ns))
+                                .is_some_and(|ns| namespaces.includes(ns))
                         {
+                            continue;
+                        }
+                        if !selection.selects(&object) {
                             continue;
                         }
                         if dir == "persistentvolumeclaims" {
@@ -303,6 +369,10 @@ async fn snapshot(
                                 bound_volumes.insert(volume.to_string());
                             }
                         }
+                        if dir == "serviceaccounts" && !excluded_from_backup(&object) {
+                            service_accounts
+                                .push((namespace.clone().unwrap_or_default(), object.name_any()));
+                        }
                         if group.name().contains('.') && scope == Scope::Namespaced {
                             custom_resources.insert(dir.clone());
                         }
@@ -313,13 +383,14 @@ async fn snapshot(
         }
     }
 
-    // The Namespace objects of the included namespaces, label selector or not.
-    if let Some(resource) = namespaces_resource {
-        let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resource);
+    // The Namespace objects of the included namespaces, label selector or
+    // not, unless cluster resources are excluded.
+    if let Some(resource) = namespaces_resource.filter(|_| related_cluster_resources) {
+        let api = Api::<DynamicObject>::all_with(v.client.clone(), &resource);
         match api.list(&ListParams::default()).await {
             Ok(list) => {
                 for namespace in list.items {
-                    if namespaces.includes_name(&namespace.name_any()) {
+                    if namespaces.includes(&namespace.name_any()) {
                         store(&resource, namespace, &mut snapshot);
                     }
                 }
@@ -332,7 +403,7 @@ async fn snapshot(
     }
     if related_cluster_resources && !all_cluster_resources {
         if let Some(resource) = volumes_resource {
-            let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resource);
+            let api = Api::<DynamicObject>::all_with(v.client.clone(), &resource);
             for volume in &bound_volumes {
                 match api.get_opt(volume).await {
                     Ok(Some(object)) => store(&resource, object, &mut snapshot),
@@ -347,8 +418,8 @@ async fn snapshot(
             }
         }
         let crd_resource = ApiResource::erase::<CustomResourceDefinition>(&());
-        if resources.includes(&resource_names(&crd_resource)) {
-            let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &crd_resource);
+        if resources.includes(&group_resource(&crd_resource.group, &crd_resource.plural)) {
+            let api = Api::<DynamicObject>::all_with(v.client.clone(), &crd_resource);
             for crd in &custom_resources {
                 // Built-in groups (route.openshift.io in the emulator) have
                 // no CRD: not found is expected and silent.
@@ -357,6 +428,71 @@ async fn snapshot(
                 }
             }
         }
+        related_rbac(v, resources, &service_accounts, &store, &mut snapshot).await;
     }
     Ok(snapshot)
+}
+
+/// service_account_action.go: a ServiceAccount brings the
+/// ClusterRoleBindings naming it as a subject and their ClusterRoles.
+async fn related_rbac(
+    v: &Velero,
+    resources: &IncludesExcludes,
+    service_accounts: &[(String, String)],
+    store: &impl Fn(&ApiResource, DynamicObject, &mut Report),
+    snapshot: &mut Report,
+) {
+    if service_accounts.is_empty() {
+        return;
+    }
+    let bindings_resource = ApiResource::erase::<ClusterRoleBinding>(&());
+    let roles_resource = ApiResource::erase::<ClusterRole>(&());
+    let bindings = Api::<DynamicObject>::all_with(v.client.clone(), &bindings_resource);
+    let roles = Api::<DynamicObject>::all_with(v.client.clone(), &roles_resource);
+    let list = match bindings.list(&ListParams::default()).await {
+        Ok(list) => list,
+        Err(error) => {
+            snapshot
+                .errors
+                .velero
+                .push(format!("listing clusterrolebindings: {error}"));
+            return;
+        }
+    };
+    let mut role_names = BTreeSet::new();
+    for binding in list.items {
+        let names_account = binding
+            .data
+            .get("subjects")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|subject| {
+                subject["kind"] == "ServiceAccount"
+                    && service_accounts.iter().any(|(namespace, name)| {
+                        subject["namespace"] == json!(namespace) && subject["name"] == json!(name)
+                    })
+            });
+        if !names_account {
+            continue;
+        }
+        if let Some(role) = binding
+            .data
+            .pointer("/roleRef/name")
+            .and_then(Value::as_str)
+        {
+            role_names.insert(role.to_string());
+        }
+        if resources.includes("clusterrolebindings.rbac.authorization.k8s.io") {
+            store(&bindings_resource, binding, snapshot);
+        }
+    }
+    if !resources.includes("clusterroles.rbac.authorization.k8s.io") {
+        return;
+    }
+    for role in role_names {
+        if let Ok(Some(object)) = roles.get_opt(&role).await {
+            store(&roles_resource, object, snapshot);
+        }
+    }
 }

@@ -8,19 +8,30 @@
 //! backups/<backup>/velero-backup.json          the Backup, written last
 //! backups/<backup>/resources/<resource>/namespaces/<namespace>/<name>.json
 //! backups/<backup>/resources/<resource>/cluster/<name>.json
-//! restores/<restore>/restore-<restore>-results.json
+//! backups/<backup>/<backup>-results.gz         warnings and errors
+//! backups/<backup>/<backup>-resource-list.json.gz
+//! backups/<backup>/<backup>-logs.gz
+//! restores/<restore>/restore-<restore>-results.gz
+//! restores/<restore>/restore-<restore>-resource-list.json.gz
+//! restores/<restore>/restore-<restore>-logs.gz
 //! ```
 //!
-//! `<resource>` is `plural.group` (just `plural` for the core group). A
-//! backup exists once its `velero-backup.json` does: that file is renamed
-//! into place after everything else, so the other cluster's sync never sees
-//! a half-written backup.
+//! The file names beside the contents are Velero's
+//! (pkg/persistence/object_store_layout.go). `<resource>` is `plural.group`
+//! (just `plural` for the core group). A backup exists once its
+//! `velero-backup.json` does: that file is renamed into place after
+//! everything else, first with the phase Finalizing and then rewritten by
+//! the finalizer with the final phase, so the other cluster's sync (which
+//! skips non-final backups) never sees a half-written backup.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use kube::api::{ApiResource, DynamicObject};
 use serde::Serialize;
+
+use super::filter::group_resource;
+use super::results::{gzip, log_text, Report};
 
 const METADATA_FILE: &str = "velero-backup.json";
 
@@ -134,30 +145,72 @@ impl Bucket<'_> {
         Ok(items)
     }
 
-    /// Stores the per-object warnings and errors of a restore, where
-    /// Velero keeps them (`velero restore describe --details` reads them).
-    pub fn write_restore_results(
-        &self,
-        restore: &str,
-        results: &impl Serialize,
-    ) -> anyhow::Result<()> {
-        let path = self
-            .0
-            .join("restores")
-            .join(path_component(restore)?)
-            .join(format!("restore-{restore}-results.json"));
-        write_json(&path, results)
+    /// Stores the warnings and errors of a backup or restore, its resource
+    /// list and its log,
+    /// gzipped, where Velero keeps them (`velero ... describe --details`
+    /// and `velero ... logs` read them).
+    pub fn write_results(&self, target: Target, name: &str, report: &Report) -> anyhow::Result<()> {
+        let (results_kind, list_kind, log_kind) = match target {
+            Target::Backup => ("BackupResults", "BackupResourceList", "BackupLog"),
+            Target::Restore => ("RestoreResults", "RestoreResourceList", "RestoreLog"),
+        };
+        let results = report.results();
+        let json = serde_json::to_vec(&results)?;
+        write_bytes(&self.0.join(key(results_kind, name)?), &gzip(&json)?)?;
+        let json = serde_json::to_vec(&report.resources)?;
+        write_bytes(&self.0.join(key(list_kind, name)?), &gzip(&json)?)?;
+        let text = log_text(&report.log, &results);
+        write_bytes(&self.0.join(key(log_kind, name)?), &gzip(text.as_bytes())?)
+    }
+
+    /// Removes a backup and everything stored with it, as
+    /// `BackupStore.DeleteBackup` does.
+    pub fn delete_backup(&self, backup: &str) -> anyhow::Result<()> {
+        remove_dir(&self.backup_dir(backup)?)
+    }
+
+    /// Removes a restore's results and log (`BackupStore.DeleteRestore`).
+    pub fn delete_restore(&self, restore: &str) -> anyhow::Result<()> {
+        remove_dir(&self.0.join("restores").join(path_component(restore)?))
     }
 }
 
-/// `plural.group`, or `plural` for the core group: how Velero names
-/// resources in a backup and in include/exclude lists.
-pub(super) fn resource_dir(resource: &ApiResource) -> String {
-    if resource.group.is_empty() {
-        resource.plural.clone()
-    } else {
-        format!("{}.{}", resource.plural, resource.group)
+/// Removes `dir` and what it holds; a missing one is already removed.
+fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("removing {}", dir.display())),
     }
+}
+
+/// Whose results and log a file holds.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Target {
+    Backup,
+    Restore,
+}
+
+/// The bucket key (path relative to the bucket) of a DownloadRequest's
+/// target kind for the backup or restore `name` (an error for a kind the
+/// emulator does not know).
+pub(super) fn key(kind: &str, name: &str) -> anyhow::Result<String> {
+    let name = path_component(name)?;
+    Ok(match kind {
+        "BackupContents" => format!("backups/{name}/{name}.tar.gz"),
+        "BackupLog" => format!("backups/{name}/{name}-logs.gz"),
+        "BackupResults" => format!("backups/{name}/{name}-results.gz"),
+        "BackupResourceList" => format!("backups/{name}/{name}-resource-list.json.gz"),
+        "RestoreLog" => format!("restores/{name}/restore-{name}-logs.gz"),
+        "RestoreResults" => format!("restores/{name}/restore-{name}-results.gz"),
+        "RestoreResourceList" => format!("restores/{name}/restore-{name}-resource-list.json.gz"),
+        other => anyhow::bail!("unsupported download target kind {other:?}"),
+    })
+}
+
+/// The bucket directory of `resource`'s items.
+pub(super) fn resource_dir(resource: &ApiResource) -> String {
+    group_resource(&resource.group, &resource.plural)
 }
 
 /// `name` as one path component, refusing anything that would leave the
@@ -183,10 +236,15 @@ fn sorted_entries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// Writes `value` to `path` through a temporary file and a rename, so that
 /// a reader sees the old content or the new, never a part.
 fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    write_bytes(path, &serde_json::to_vec_pretty(value)?)
+}
+
+fn write_bytes(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("a bucket path has a parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let bytes = serde_json::to_vec_pretty(value)?;
-    let temporary = path.with_extension("json.partial");
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".partial");
+    let temporary = PathBuf::from(temporary);
     std::fs::write(&temporary, bytes)
         .with_context(|| format!("writing {}", temporary.display()))?;
     std::fs::rename(&temporary, path)

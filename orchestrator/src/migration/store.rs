@@ -1,0 +1,195 @@
+//! Migrations in the cluster: installing the CRD, finding the run of a
+//! plan that is still in flight, creating a new run, saving its status.
+//!
+//! Every save is a merge patch of the whole status to the `/status`
+//! subresource, so a save never touches the spec and a resumed run reads
+//! exactly what the last save wrote.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use serde_json::{json, Value};
+
+use super::{crd, resource, MigrationSpec, MigrationStatus, NAMESPACE, PLAN_LABEL, PLURAL};
+use crate::clusters::Cluster;
+use crate::kubeops::{create_if_missing, status_code};
+
+/// How long a freshly created CRD may take to be served.
+const CRD_ESTABLISHED: Duration = Duration::from_secs(60);
+
+/// One Migration as read from the cluster.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub name: String,
+    pub spec: MigrationSpec,
+    pub status: MigrationStatus,
+}
+
+/// The Migrations of one cluster.
+#[derive(Clone)]
+pub struct Store {
+    api: Api<DynamicObject>,
+    cluster: String,
+}
+
+impl Store {
+    /// Installs what Migrations need (the CRD and the namespace they live
+    /// in) if missing, and waits until the API serves them.
+    pub async fn install(cluster: &Cluster) -> anyhow::Result<Self> {
+        let crds = Api::<DynamicObject>::all_with(
+            cluster.client.clone(),
+            &ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                "apiextensions.k8s.io",
+                "v1",
+                "CustomResourceDefinition",
+            )),
+        );
+        let definition: DynamicObject =
+            serde_json::from_value(crd()).context("the Migration CRD")?;
+        create_if_missing(&crds, &definition)
+            .await
+            .with_context(|| format!("{}: installing the Migration CRD", cluster.describe()))?;
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(NAMESPACE.into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        create_if_missing(&Api::<Namespace>::all(cluster.client.clone()), &namespace)
+            .await
+            .with_context(|| {
+                format!(
+                    "{}: creating namespace {NAMESPACE:?} for Migrations",
+                    cluster.describe()
+                )
+            })?;
+        let store = Self::open(cluster);
+        let deadline = tokio::time::Instant::now() + CRD_ESTABLISHED;
+        loop {
+            match store.api.list(&ListParams::default().limit(1)).await {
+                Ok(_) => return Ok(store),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!("waiting for the Migration CRD to be served: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "{}: the Migration CRD was created but {PLURAL}.mover.io is not served",
+                            cluster.describe()
+                        )
+                    })
+                }
+            }
+        }
+    }
+
+    /// The Migrations of `cluster`, without installing anything.
+    pub fn open(cluster: &Cluster) -> Self {
+        Self {
+            api: Api::namespaced_with(cluster.client.clone(), NAMESPACE, &resource()),
+            cluster: cluster.describe(),
+        }
+    }
+
+    /// Migration `name`, if it exists (and the CRD is installed).
+    pub async fn get(&self, name: &str) -> anyhow::Result<Option<Migration>> {
+        match self.api.get_opt(name).await {
+            Ok(found) => found.map(decode).transpose(),
+            Err(e) if status_code(&e) == Some(404) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("{}: reading Migration {name}", self.cluster)),
+        }
+    }
+
+    /// Every Migration, oldest first; none when the CRD is not installed.
+    pub async fn list(&self, plan: Option<&str>) -> anyhow::Result<Vec<Migration>> {
+        let params = match plan {
+            Some(plan) => ListParams::default().labels(&format!("{PLAN_LABEL}={plan}")),
+            None => ListParams::default(),
+        };
+        let list = match self.api.list(&params).await {
+            Ok(list) => list.items,
+            Err(e) if status_code(&e) == Some(404) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("{}: listing Migrations", self.cluster))
+            }
+        };
+        let mut found = Vec::new();
+        for object in list {
+            let created = object.metadata.creation_timestamp.clone();
+            found.push((created, decode(object)?));
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        Ok(found.into_iter().map(|(_, m)| m).collect())
+    }
+
+    /// The run of plan `plan` that has not finished, if any.
+    pub async fn in_flight(&self, plan: &str) -> anyhow::Result<Option<Migration>> {
+        Ok(self
+            .list(Some(plan))
+            .await?
+            .into_iter()
+            .rev()
+            .find(|m| !m.status.is_finished()))
+    }
+
+    /// Creates a new run, named `<plan>-<kind>-<n>` with `n` one more
+    /// than the plan's runs so far, with an empty status.
+    pub async fn create(&self, spec: MigrationSpec) -> anyhow::Result<Migration> {
+        let runs = self.list(Some(&spec.plan_name)).await?.len();
+        for n in runs + 1.. {
+            let name = format!("{}-{}-{n}", spec.plan_name, spec.kind.as_str());
+            let object = json!({
+                "apiVersion": resource().api_version,
+                "kind": super::KIND,
+                "metadata": {
+                    "name": name,
+                    "namespace": NAMESPACE,
+                    "labels": {PLAN_LABEL: spec.plan_name},
+                },
+                "spec": spec,
+            });
+            let object: DynamicObject = serde_json::from_value(object)?;
+            match self.api.create(&PostParams::default(), &object).await {
+                Ok(created) => {
+                    let migration = decode(created)?;
+                    self.save(&migration.name, &MigrationStatus::default())
+                        .await?;
+                    return Ok(migration);
+                }
+                Err(e) if status_code(&e) == Some(409) => continue,
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("{}: creating Migration {name}", self.cluster))
+                }
+            }
+        }
+        unreachable!("an unbounded range ends only by returning")
+    }
+
+    /// Saves `status` as Migration `name`'s whole status.
+    pub async fn save(&self, name: &str, status: &MigrationStatus) -> anyhow::Result<()> {
+        let patch = json!({"status": status});
+        self.api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("{}: saving the status of Migration {name}", self.cluster))?;
+        Ok(())
+    }
+}
+
+fn decode(object: DynamicObject) -> anyhow::Result<Migration> {
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let spec = serde_json::from_value(object.data["spec"].clone())
+        .with_context(|| format!("Migration {name}: its spec"))?;
+    let status = match &object.data["status"] {
+        Value::Null => MigrationStatus::default(),
+        status => serde_json::from_value(status.clone())
+            .with_context(|| format!("Migration {name}: its status"))?,
+    };
+    Ok(Migration { name, spec, status })
+}
