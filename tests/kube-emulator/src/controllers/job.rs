@@ -99,15 +99,19 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<ClusterContext>) -> anyhow::Result<Ac
     )
     .await?;
     let mut active: Vec<&Pod> = owned.iter().filter(|pod| pods::is_active(pod)).collect();
-    let succeeded = count(owned.iter().filter(|pod| pods::is_succeeded(pod)));
+    let previous = job.status.clone().unwrap_or_default();
+    // The counts only grow, as the real controller's (it tracks finished
+    // pods and adds them up): a finished pod that is gone still counts.
+    let succeeded = count(owned.iter().filter(|pod| pods::is_succeeded(pod)))
+        .max(previous.succeeded.unwrap_or(0));
     let restarts: i32 = if restart_policy == "OnFailure" {
         active.iter().map(|pod| restart_count(pod)).sum()
     } else {
         0
     };
-    let failed = count(owned.iter().filter(|pod| pods::is_failed(pod))) + restarts;
+    let failed = (count(owned.iter().filter(|pod| pods::is_failed(pod))) + restarts)
+        .max(previous.failed.unwrap_or(0));
     let now = ctx.shared.clock.now();
-    let previous = job.status.clone().unwrap_or_default();
     let suspended = spec.suspend == Some(true);
     let start_time = previous
         .start_time

@@ -127,10 +127,17 @@ where
     if wanted == current["status"] {
         return Ok(());
     }
+    // Guarded by the resourceVersion the status was computed from, as the
+    // real controllers' updates are: a status written meanwhile (by another
+    // writer) is not overwritten with one computed from an older state.
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": object.resource_version()},
+        "status": status,
+    });
     api.patch_status(
         &object.name_any(),
         &PatchParams::default(),
-        &Patch::Merge(&serde_json::json!({ "status": status })),
+        &Patch::Merge(&patch),
     )
     .await?;
     Ok(())
