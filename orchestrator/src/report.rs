@@ -234,11 +234,13 @@ impl Report {
                 step.message.as_deref().unwrap_or("")
             );
         }
-        let _ = writeln!(
-            out,
-            "{:<40} {:<8} {:>8} {:>10} {:>10} {:>9} {:>8}",
-            "PVC", "STATE", "FILES", "BYTES", "WIRE", "SECONDS", "ATTEMPTS"
-        );
+        if !self.pvcs.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<40} {:<8} {:>8} {:>10} {:>10} {:>9} {:>8}",
+                "PVC", "STATE", "FILES", "BYTES", "WIRE", "SECONDS", "ATTEMPTS"
+            );
+        }
         for pvc in &self.pvcs {
             let c = &pvc.counters;
             let _ = writeln!(
