@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
@@ -537,6 +537,49 @@ async fn a_final_run_restores_through_velero_and_reports_what_failed_by_resource
         .await
         .unwrap();
 
+    // A ReplicaSet no Deployment owns would be left behind by the backup:
+    // preflight refuses, changing nothing.
+    let sets = Api::<ReplicaSet>::namespaced(src.clone(), "store");
+    sets.create(
+        &PostParams::default(),
+        &from_json(json!({
+            "metadata": {"name": "legacy"},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "legacy"}},
+                     "template": {"metadata": {"labels": {"app": "legacy"}},
+                                  "spec": {"containers": [{"name": "l", "image": "busybox"}]}}},
+        })),
+    )
+    .await
+    .unwrap();
+    let (code, stdout, _) = env
+        .orchestrator(&[
+            "migrate",
+            "--name",
+            "store",
+            "-n",
+            "store:store-new",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(code, 1);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let preflight = step_of(&report, "Preflight");
+    assert_eq!(preflight["phase"], "Failed");
+    assert!(
+        preflight["message"]
+            .as_str()
+            .unwrap()
+            .contains("store/legacy"),
+        "{preflight}"
+    );
+    assert_eq!(
+        replicas(&src, "store", "web").await,
+        (Some(2), None),
+        "nothing quiesced"
+    );
+    sets.delete("legacy", &Default::default()).await.unwrap();
+
     let args = [
         "migrate",
         "--name",
@@ -594,7 +637,7 @@ async fn a_final_run_restores_through_velero_and_reports_what_failed_by_resource
     let (code, stdout, _) = env.orchestrator(&again).await;
     assert_eq!(code, 1, "verification fails: no pod ever runs here");
     let report: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(report["run"], "store-final-2");
+    assert_eq!(report["run"], "store-final-3");
     assert_eq!(step_of(&report, "Restore")["phase"], "Done");
     let verify = step_of(&report, "Verify");
     assert_eq!(verify["phase"], "Failed");

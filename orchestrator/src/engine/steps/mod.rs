@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
 
 mod application;
@@ -83,6 +85,15 @@ async fn preflight(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
         if let Some(problems) = velero::preflight(ctx).await? {
             return Ok(Outcome::Failed(problems));
         }
+        let standalone = standalone_replica_sets(ctx).await?;
+        if !standalone.is_empty() {
+            return Ok(Outcome::Failed(format!(
+                "these ReplicaSets have no Deployment and the backup leaves every ReplicaSet out \
+                 (Deployments recreate theirs), so they would not reach the destination: {}; \
+                 run them from a Deployment, or migrate with --volumes-only",
+                standalone.join(", ")
+            )));
+        }
     }
     let users = recorded_users(&inventory);
     ctx.update(|s| {
@@ -91,6 +102,18 @@ async fn preflight(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
     })
     .await?;
     Ok(Outcome::Done(None))
+}
+
+/// The source's ReplicaSets no controller owns, as `namespace/name`.
+async fn standalone_replica_sets(ctx: &Context<'_>) -> anyhow::Result<Vec<String>> {
+    let mut found = Vec::new();
+    for mapping in &ctx.plan.namespaces {
+        let sets = Api::<ReplicaSet>::namespaced(ctx.source.client.clone(), &mapping.source)
+            .list(&ListParams::default())
+            .await?;
+        found.extend(crate::velero::backup::standalone_replica_sets(&sets.items));
+    }
+    Ok(found)
 }
 
 /// Where preflight records the pods that use each PVC.
