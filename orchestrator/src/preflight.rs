@@ -39,6 +39,13 @@ pub struct NamespaceInventory {
     pub destination_exists: bool,
 }
 
+impl NamespaceInventory {
+    /// The names of the selected PVCs.
+    pub fn pvc_names(&self) -> Vec<String> {
+        self.pvcs.iter().map(|p| p.name().to_string()).collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PvcInventory {
     pub source: PersistentVolumeClaim,

@@ -154,10 +154,12 @@ pub struct Report {
 }
 
 impl Report {
-    /// The report of run `run` as `status` records it; `live` are the PVC
-    /// reports of this process (the status's own when this process copied
-    /// nothing, as in a run resumed after its copy step).
+    /// The report of run `run` of plan `plan` as `status` records it;
+    /// `live` are the PVC reports of this process (the status's own when
+    /// this process copied nothing, as in a run resumed after its copy
+    /// step).
     pub fn from_status(
+        plan: &str,
         run: &str,
         kind: RunKind,
         status: &MigrationStatus,
@@ -194,7 +196,7 @@ impl Report {
             );
         }
         Self {
-            migration: run.rsplitn(3, '-').nth(2).unwrap_or(run).to_string(),
+            migration: plan.to_string(),
             run: run.to_string(),
             kind,
             stage: kind == RunKind::Stage,
@@ -353,7 +355,7 @@ mod tests {
             )]),
             ..MigrationStatus::default()
         };
-        let report = Report::from_status("m-final-1", RunKind::Final, &status, vec![failed]);
+        let report = Report::from_status("m", "m-final-1", RunKind::Final, &status, vec![failed]);
         assert_eq!(report.migration, "m");
         assert!(!report.succeeded);
         let table = report.table();

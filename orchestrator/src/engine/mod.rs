@@ -381,7 +381,7 @@ impl Context<'_> {
     async fn report(&self) -> Report {
         let pvcs = self.board.finish();
         let status = self.status().await;
-        Report::from_status(&self.run, self.kind, &status, pvcs)
+        Report::from_status(&self.plan.name, &self.run, self.kind, &status, pvcs)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::workloads::{quiesce, users, verify};
 pub(super) fn unstoppable_users(inventory: &preflight::Inventory) -> Vec<String> {
     let mut found = Vec::new();
     for ns in &inventory.namespaces {
-        let names: Vec<String> = ns.pvcs.iter().map(|p| p.name().to_string()).collect();
+        let names = ns.pvc_names();
         let uses = users::users(&ns.pods, &names);
         for pod in &ns.pods {
             let name = pod.metadata.name.as_deref().unwrap_or_default();
@@ -80,7 +80,7 @@ pub(super) async fn wait_for_quiesce(ctx: &Context<'_>) -> anyhow::Result<Outcom
     let waited = wait_until(ctx, StepName::WaitForQuiesce, QUIESCE_TIMEOUT, async || {
         let mut running = Vec::new();
         for ns in &inventory.namespaces {
-            let names: Vec<String> = ns.pvcs.iter().map(|p| p.name().to_string()).collect();
+            let names = ns.pvc_names();
             for user in users::pods_using(ctx.source, &ns.mapping.source, &names).await? {
                 let state = if user.terminating {
                     "terminating"

@@ -126,7 +126,7 @@ const USERS_RECORD: &str = "pvcUsers";
 fn recorded_users(inventory: &preflight::Inventory) -> Value {
     let mut by_namespace = serde_json::Map::new();
     for ns in &inventory.namespaces {
-        let names: Vec<String> = ns.pvcs.iter().map(|p| p.name().to_string()).collect();
+        let names = ns.pvc_names();
         let using = users::users(&ns.pods, &names);
         let pods: Vec<Value> = ns
             .pods
@@ -156,7 +156,7 @@ fn with_recorded_users(inventory: &mut preflight::Inventory, recorded: Option<&V
         return;
     };
     for ns in &mut inventory.namespaces {
-        let names: Vec<String> = ns.pvcs.iter().map(|p| p.name().to_string()).collect();
+        let names = ns.pvc_names();
         let live = users::users(&ns.pods, &names);
         let idle: Vec<&str> = users::unused(&names, &live);
         let saved: Vec<Pod> = recorded[&ns.mapping.source]
@@ -292,7 +292,7 @@ async fn final_copies(
     let mut finals = BTreeSet::new();
     let mut in_use = Vec::new();
     for ns in &inventory.namespaces {
-        let names: Vec<String> = ns.pvcs.iter().map(|p| p.name().to_string()).collect();
+        let names = ns.pvc_names();
         let users = users::pods_using(ctx.source, &ns.mapping.source, &names).await?;
         for pvc in &names {
             let using: Vec<&str> = users
