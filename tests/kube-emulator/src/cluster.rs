@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 
 use crate::context::{ClusterContext, PodLogs, Shared};
+use crate::policy::Policy;
 use crate::{api, binder, controllers, docker, kubelet, router, velero};
 
 /// How to start one cluster.
@@ -19,6 +20,29 @@ pub struct ClusterOptions {
     /// them the cluster is an API server with the PVC binder and Velero,
     /// enough for API conformance tests on a machine without Docker.
     pub docker: bool,
+    /// What the cluster enforces (RBAC, admission, scheduling, storage).
+    pub policy: Policy,
+}
+
+impl ClusterOptions {
+    /// A cluster named `name` enforcing the default policy.
+    pub fn new(name: &str, docker: bool) -> Self {
+        Self {
+            name: name.to_string(),
+            docker,
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// How to start a pair of clusters.
+#[derive(Clone, Debug, Default)]
+pub struct PairOptions {
+    /// Run the parts that need Docker (see [`ClusterOptions::docker`]).
+    pub docker: bool,
+    pub velero: velero::VeleroOptions,
+    pub source: Policy,
+    pub destination: Policy,
 }
 
 /// One running emulated cluster. Dropping it stops its tasks and removes
@@ -55,6 +79,20 @@ impl ClusterPair {
         docker: bool,
         velero: &velero::VeleroOptions,
     ) -> anyhow::Result<Self> {
+        Self::start_with(
+            state_dir,
+            &PairOptions {
+                docker,
+                velero: velero.clone(),
+                ..PairOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts both clusters as `options` say.
+    pub async fn start_with(state_dir: &Path, options: &PairOptions) -> anyhow::Result<Self> {
+        let velero = &options.velero;
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
         let state_dir = state_dir.canonicalize()?;
@@ -64,16 +102,17 @@ impl ClusterPair {
             ..Shared::default()
         });
         std::fs::create_dir_all(&shared.velero_bucket)?;
-        let options = |name: &str| ClusterOptions {
+        let cluster = |name: &str, policy: &Policy| ClusterOptions {
             name: name.to_string(),
-            docker,
+            docker: options.docker,
+            policy: policy.clone(),
         };
+        let source = cluster("source", &options.source);
         let source =
-            Cluster::start_with_velero(&options("source"), &state_dir, shared.clone(), velero)
-                .await?;
+            Cluster::start_with_velero(&source, &state_dir, shared.clone(), velero).await?;
+        let destination = cluster("destination", &options.destination);
         let destination =
-            Cluster::start_with_velero(&options("destination"), &state_dir, shared.clone(), velero)
-                .await?;
+            Cluster::start_with_velero(&destination, &state_dir, shared.clone(), velero).await?;
         Ok(Self {
             source,
             destination,
@@ -135,6 +174,7 @@ impl Cluster {
             network,
             router_ip,
             apps_domain: format!("apps.{}.emu.test", options.name),
+            policy: options.policy.clone(),
             shared,
         });
 
@@ -144,7 +184,10 @@ impl Cluster {
         } else {
             None
         };
-        tasks.spawn(supervise("api server", api::serve(listener, logs)));
+        tasks.spawn(supervise(
+            "api server",
+            api::serve(listener, logs, options.policy.clone()),
+        ));
         tasks.spawn(supervise("pvc binder", binder::run(context.clone())));
         tasks.spawn(supervise(
             "velero",

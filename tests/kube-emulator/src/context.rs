@@ -77,6 +77,8 @@ pub struct ClusterContext {
     /// The domain admitted Route hosts get when a Route names none:
     /// `<route>-<namespace>.<apps_domain>`.
     pub apps_domain: String,
+    /// What the cluster enforces.
+    pub policy: crate::policy::Policy,
     pub shared: Arc<Shared>,
 }
 

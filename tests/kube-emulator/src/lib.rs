@@ -27,10 +27,12 @@ pub mod context;
 pub mod controllers;
 pub mod docker;
 pub mod kubelet;
+pub mod policy;
 pub mod router;
 pub mod testing;
 pub mod velero;
 
-pub use cluster::{Cluster, ClusterOptions, ClusterPair};
+pub use cluster::{Cluster, ClusterOptions, ClusterPair, PairOptions};
 pub use context::{ClusterContext, PodLogs, Shared};
+pub use policy::{Flavour, Policy};
 pub use velero::VeleroOptions;

@@ -30,10 +30,7 @@ impl TestCluster {
             velero_bucket: state.path().join("velero-bucket"),
             ..Shared::default()
         });
-        let options = ClusterOptions {
-            name: name.to_string(),
-            docker: false,
-        };
+        let options = ClusterOptions::new(name, false);
         let cluster = Cluster::start(&options, state.path(), shared).await?;
         Ok(Self {
             cluster,

@@ -57,10 +57,7 @@ impl TestCluster {
             velero_bucket: state.path().join("velero-bucket"),
             ..Shared::default()
         });
-        let options = ClusterOptions {
-            name: name.to_string(),
-            docker: true,
-        };
+        let options = ClusterOptions::new(name, true);
         let cluster = Cluster::start(&options, state.path(), shared)
             .await
             .expect("starting the emulated cluster");
@@ -1441,10 +1438,7 @@ async fn controllers_run_without_docker() {
         velero_bucket: state.path().join("velero-bucket"),
         ..Shared::default()
     });
-    let options = ClusterOptions {
-        name: "api-only".to_string(),
-        docker: false,
-    };
+    let options = ClusterOptions::new("api-only", false);
     let cluster = Cluster::start(&options, state.path(), shared)
         .await
         .unwrap();

@@ -37,10 +37,7 @@ impl TestCluster {
             velero_bucket: state.path().join("velero-bucket"),
             ..Shared::default()
         });
-        let options = ClusterOptions {
-            name: name.to_string(),
-            docker: true,
-        };
+        let options = ClusterOptions::new(name, true);
         let cluster = Cluster::start(&options, state.path(), shared).await?;
         Ok(Self {
             cluster,

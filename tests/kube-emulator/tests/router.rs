@@ -47,10 +47,7 @@ impl RouterCluster {
             ..Shared::default()
         });
         std::fs::create_dir_all(&shared.velero_bucket).expect("bucket directory");
-        let options = ClusterOptions {
-            name: "router".into(),
-            docker: false,
-        };
+        let options = ClusterOptions::new("router", false);
         let cluster = Cluster::start(&options, dir.path(), shared.clone())
             .await
             .expect("starting the emulated cluster");
@@ -61,6 +58,7 @@ impl RouterCluster {
             network: String::new(),
             router_ip: own_loopback_address(),
             apps_domain: APPS_DOMAIN.into(),
+            policy: options.policy.clone(),
             shared,
         });
         let router_ctx = ctx.clone();
@@ -722,10 +720,7 @@ async fn pods_on_docker_are_reached_through_the_router_and_resolve_route_hosts()
         instance: kube_emulator::cluster::instance_id(),
         ..Shared::default()
     });
-    let options = ClusterOptions {
-        name: "routed".into(),
-        docker: true,
-    };
+    let options = ClusterOptions::new("routed", true);
     let cluster = Cluster::start(&options, dir.path(), shared.clone())
         .await
         .expect("starting the emulated cluster on Docker");

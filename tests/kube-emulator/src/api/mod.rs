@@ -44,6 +44,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use crate::context::PodLogs;
+use crate::policy::Policy;
 
 /// How many change events a server keeps for watches to resume from.
 pub const DEFAULT_HISTORY: usize = store::HISTORY;
@@ -57,8 +58,9 @@ const MAX_BODY: usize = 16 << 20;
 pub async fn serve(
     listener: tokio::net::TcpListener,
     logs: Option<Arc<dyn PodLogs>>,
+    policy: Policy,
 ) -> anyhow::Result<()> {
-    serve_with_history(listener, logs, DEFAULT_HISTORY).await
+    serve_with_history(listener, logs, policy, DEFAULT_HISTORY).await
 }
 
 /// `serve`, keeping only `history` watch events: tests use a short history
@@ -66,11 +68,13 @@ pub async fn serve(
 pub async fn serve_with_history(
     listener: tokio::net::TcpListener,
     logs: Option<Arc<dyn PodLogs>>,
+    policy: Policy,
     history: usize,
 ) -> anyhow::Result<()> {
     let server = Arc::new(Server {
         state: Mutex::new(objects::State::new(history)),
         logs,
+        policy,
         address: listener.local_addr()?.to_string(),
     });
     let app = axum::Router::new()
@@ -85,6 +89,12 @@ pub async fn serve_with_history(
 struct Server {
     state: Mutex<objects::State>,
     logs: Option<Arc<dyn PodLogs>>,
+    /// What this cluster enforces.
+    #[allow(
+        dead_code,
+        reason = "read by the authorization and admission chain being built"
+    )]
+    policy: Policy,
     /// `host:port` the server listens on (for `/api` discovery).
     address: String,
 }

@@ -64,6 +64,7 @@ pub async fn run_apart(ctx: Arc<ClusterContext>, api_url: String) -> anyhow::Res
                             network: ctx.network.clone(),
                             router_ip: ctx.router_ip,
                             apps_domain: ctx.apps_domain.clone(),
+                            policy: ctx.policy.clone(),
                             shared: ctx.shared.clone(),
                         });
                         drop(ctx);

@@ -32,10 +32,7 @@ pub async fn cluster() -> TestCluster {
         ..Shared::default()
     });
     std::fs::create_dir_all(&shared.velero_bucket).expect("bucket directory");
-    let options = ClusterOptions {
-        name: "api".to_string(),
-        docker: false,
-    };
+    let options = ClusterOptions::new("api", false);
     let cluster = Cluster::start(&options, dir.path(), shared)
         .await
         .expect("starting the emulated cluster");
@@ -51,7 +48,10 @@ pub async fn server(logs: Option<Arc<dyn PodLogs>>, history: usize) -> String {
         .expect("binding the API server");
     let url = format!("http://{}", listener.local_addr().expect("local address"));
     tokio::spawn(kube_emulator::api::serve_with_history(
-        listener, logs, history,
+        listener,
+        logs,
+        kube_emulator::Policy::default(),
+        history,
     ));
     url
 }
