@@ -74,6 +74,44 @@ pub struct PlanFile {
     /// migration, as MTC's MigHooks.
     #[serde(default)]
     pub hooks: Vec<crate::hooks::Hook>,
+    /// Resources and priority of the sender and receiver pods.
+    pub transfer_pods: Option<TransferPods>,
+}
+
+/// How the transfer pods (senders, receivers) are sized and scheduled.
+/// Requests and limits are always set, because a namespace under a
+/// ResourceQuota admits no pod without them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TransferPods {
+    /// Default: requests cpu 100m, memory 256Mi; limits cpu 2, memory 2Gi
+    /// (a mover's memory stays flat whatever the volume's size).
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// A PriorityClass for the transfer pods, so that a busy cluster does
+    /// not preempt them.
+    pub priority_class_name: Option<String>,
+}
+
+impl TransferPods {
+    /// The resources to give each transfer pod's container: the plan's,
+    /// with the defaults for whatever it leaves out.
+    pub fn resources(&self) -> k8s_openapi::api::core::v1::ResourceRequirements {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let fill = |given: Option<&BTreeMap<String, Quantity>>, cpu: &str, memory: &str| {
+            let mut map = given.cloned().unwrap_or_default();
+            map.entry("cpu".into())
+                .or_insert_with(|| Quantity(cpu.into()));
+            map.entry("memory".into())
+                .or_insert_with(|| Quantity(memory.into()));
+            Some(map)
+        };
+        let given = self.resources.clone().unwrap_or_default();
+        k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: fill(given.requests.as_ref(), "100m", "256Mi"),
+            limits: fill(given.limits.as_ref(), "2", "2Gi"),
+            ..Default::default()
+        }
+    }
 }
 
 /// The registries of direct image migration.
@@ -248,6 +286,7 @@ pub struct Plan {
     pub verify_timeout: std::time::Duration,
     pub velero: crate::velero::VeleroConfig,
     pub hooks: Vec<crate::hooks::Hook>,
+    pub transfer_pods: TransferPods,
 }
 
 /// A source namespace and the destination namespace it becomes.
@@ -532,6 +571,7 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         ),
         velero,
         hooks: file.hooks,
+        transfer_pods: file.transfer_pods.unwrap_or_default(),
         mover_image,
         retries: flags.retries.or(file.retries).unwrap_or(3),
         concurrency,

@@ -7,17 +7,19 @@
 //! address, so the pod comes last.
 
 use anyhow::{anyhow, bail, Context as _};
-use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{DynamicObject, ListParams};
 use kube::Api;
 use mover::certs::{Authority, Validity};
 
 use crate::clusters::Cluster;
 use crate::kubeops::{apply, delete_and_wait, poll};
-use crate::manifests::{self, Target};
+use crate::manifests::{self, ReceiverSetup, Target};
 use crate::names::RECEIVER;
 use crate::plan::{EndpointType, Plan};
+use crate::security::{ANYUID_ROLE, ANYUID_SCC};
 
 /// Starts the receiver for `pvcs` in destination namespace `ns` and
 /// returns how senders reach it.
@@ -26,6 +28,7 @@ pub async fn start(
     destination: &Cluster,
     ns: &str,
     pvcs: &[String],
+    setup: &ReceiverSetup,
     ca: &Authority,
     validity: &Validity,
 ) -> anyhow::Result<Target> {
@@ -50,12 +53,16 @@ pub async fn start(
     .await
     .with_context(|| format!("creating Secret {ns}/{RECEIVER}"))?;
 
+    if setup.service_account().is_some() {
+        grant_anyuid(plan, destination, ns).await?;
+    }
+
     // A receiver left by an interrupted run has the old certificate.
     let pods: Api<Pod> = Api::namespaced(client, ns);
     delete_and_wait(&pods, RECEIVER, plan.endpoint_timeout).await?;
     pods.create(
         &Default::default(),
-        &manifests::receiver_pod(ns, &plan.name, &plan.mover_image, pvcs),
+        &manifests::receiver_pod(ns, plan, pvcs, setup),
     )
     .await
     .with_context(|| format!("creating pod {ns}/{RECEIVER}"))?;
@@ -72,6 +79,28 @@ pub async fn start(
         )
     })?;
     Ok(target)
+}
+
+/// Gives the receiver its own service account, allowed to use the
+/// `anyuid` SCC: root is what keeps every file's owner (preflight checked
+/// the user may grant it; cleanup removes both).
+async fn grant_anyuid(plan: &Plan, destination: &Cluster, ns: &str) -> anyhow::Result<()> {
+    let client = destination.client.clone();
+    apply(
+        &Api::<ServiceAccount>::namespaced(client.clone(), ns),
+        &manifests::receiver_service_account(ns, &plan.name),
+    )
+    .await
+    .with_context(|| format!("creating ServiceAccount {ns}/{RECEIVER}"))?;
+    apply(
+        &Api::<RoleBinding>::namespaced(client, ns),
+        &manifests::receiver_scc_binding(ns, &plan.name),
+    )
+    .await
+    .with_context(|| {
+        format!("granting ServiceAccount {ns}/{RECEIVER} the SCC {ANYUID_SCC} ({ANYUID_ROLE})")
+    })?;
+    Ok(())
 }
 
 /// `Some(Ok)` once the receiver runs, `Some(Err)` when it cannot (bad
