@@ -113,7 +113,7 @@ pub enum ReceiverMode {
     /// As the application's user (`None`: as the cluster assigns it, on
     /// OpenShift the namespace's first uid): every file arrives owned by
     /// that user.
-    AsApplication(Option<PodSecurityContext>),
+    AsApplication(Option<Box<PodSecurityContext>>),
 }
 
 /// How a sender runs.
@@ -384,7 +384,7 @@ mod tests {
                 )
             },
             {
-                let mode = ReceiverMode::AsApplication(Some(id(Some(1001), None)));
+                let mode = ReceiverMode::AsApplication(Some(Box::new(id(Some(1001), None))));
                 (
                     mode.pod_context(admission),
                     mode.container_context(admission),

@@ -4,15 +4,15 @@
 //! The result, an [`Inventory`], is also what `orchestrator plan` prints:
 //! the PVCs that would be copied and where they would go.
 
+mod dry_run;
+mod rights;
+
 use std::collections::BTreeSet;
 use std::fmt;
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Toleration};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::Api;
 
 use crate::clusters::Cluster;
@@ -20,6 +20,7 @@ use crate::manifests::{self, ReceiverSetup};
 use crate::names::{MIGRATED_BY_LABEL, SYNC_KIND_ANNOTATION};
 use crate::plan::{EndpointType, NamespaceMapping, Plan, PvcSelection};
 use crate::security::{Admission, Level, ReceiverMode, ANYUID_ROLE, ANYUID_SCC};
+use rights::{RBAC, SCC_GROUP};
 
 /// What the migration will work on, as found in the clusters.
 #[derive(Debug, Clone)]
@@ -116,7 +117,7 @@ pub async fn check(
     if !reachable {
         return Err(Problems(problems));
     }
-    check_rights(plan, source, destination, &mut problems).await;
+    rights::check(plan, source, destination, &mut problems).await;
     let openshift = Sides {
         source: serves_sccs(source).await,
         destination: serves_sccs(destination).await,
@@ -157,8 +158,12 @@ pub async fn check(
             namespaces.push(found);
         }
     }
+    let inventory = Inventory { namespaces };
     if problems.is_empty() {
-        Ok(Inventory { namespaces })
+        dry_run::check(plan, &inventory, source, destination, &mut problems).await;
+    }
+    if problems.is_empty() {
+        Ok(inventory)
     } else {
         Err(Problems(problems))
     }
@@ -413,7 +418,7 @@ async fn receiver_setup(
         mode: if owners {
             ReceiverMode::Owners
         } else {
-            ReceiverMode::AsApplication(identity)
+            ReceiverMode::AsApplication(identity.map(Box::new))
         },
         admission,
         tolerations,
@@ -425,7 +430,8 @@ async fn receiver_setup(
 /// themselves or bind its ClusterRole (RBAC refuses a binding that
 /// grants more than its author holds).
 async fn may_grant_anyuid(destination: &Cluster, ns: &str) -> bool {
-    let check = |verb, group, resource, name| allowed(destination, ns, verb, group, resource, name);
+    let check =
+        |verb, group, resource, name| rights::allowed(destination, ns, verb, group, resource, name);
     check("create", "", "serviceaccounts", "").await.is_ok()
         && check("create", RBAC, "rolebindings", "").await.is_ok()
         && (check("use", SCC_GROUP, "securitycontextconstraints", ANYUID_SCC)
@@ -508,100 +514,5 @@ async fn check_route_api(destination: &Cluster, problems: &mut Vec<String>) {
              (--endpoint ingress|loadbalancer|nodeport)",
             destination.describe()
         )),
-    }
-}
-
-const RBAC: &str = "rbac.authorization.k8s.io";
-const SCC_GROUP: &str = "security.openshift.io";
-
-/// The rights a migration needs, per side: (verb, group, resource).
-const SOURCE_RIGHTS: &[(&str, &str, &str)] = &[
-    ("list", "", "persistentvolumeclaims"),
-    ("list", "", "pods"),
-    ("create", "", "pods"),
-    ("get", "", "pods/log"),
-    ("delete", "", "pods"),
-    ("create", "", "secrets"),
-    ("delete", "", "secrets"),
-];
-const DESTINATION_RIGHTS: &[(&str, &str, &str)] = &[
-    ("create", "", "namespaces"),
-    ("create", "", "persistentvolumeclaims"),
-    ("patch", "", "persistentvolumeclaims"),
-    ("create", "", "pods"),
-    ("delete", "", "pods"),
-    ("create", "", "secrets"),
-    ("delete", "", "secrets"),
-    ("create", "", "services"),
-    ("delete", "", "services"),
-];
-
-async fn check_rights(
-    plan: &Plan,
-    source: &Cluster,
-    destination: &Cluster,
-    problems: &mut Vec<String>,
-) {
-    let endpoint_right: (&str, &str, &str) = match plan.endpoint {
-        EndpointType::Route => ("create", "route.openshift.io", "routes"),
-        EndpointType::Ingress => ("create", "networking.k8s.io", "ingresses"),
-        EndpointType::Loadbalancer | EndpointType::Nodeport => ("create", "", "services"),
-    };
-    for mapping in &plan.namespaces {
-        for (cluster, ns, rights) in [
-            (source, &mapping.source, SOURCE_RIGHTS.to_vec()),
-            (destination, &mapping.destination, {
-                let mut r = DESTINATION_RIGHTS.to_vec();
-                r.push(endpoint_right);
-                r
-            }),
-        ] {
-            for (verb, group, resource) in rights {
-                if let Err(reason) = allowed(cluster, ns, verb, group, resource, "").await {
-                    problems.push(format!(
-                        "{}: not allowed to {verb} {resource} in namespace {ns:?}: {reason}",
-                        cluster.describe()
-                    ));
-                }
-            }
-        }
-    }
-}
-
-async fn allowed(
-    cluster: &Cluster,
-    ns: &str,
-    verb: &str,
-    group: &str,
-    resource: &str,
-    name: &str,
-) -> Result<(), String> {
-    let (resource, subresource) = match resource.split_once('/') {
-        Some((r, s)) => (r, Some(s.to_string())),
-        None => (resource, None),
-    };
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                namespace: Some(ns.to_string()),
-                verb: Some(verb.to_string()),
-                group: Some(group.to_string()),
-                resource: Some(resource.to_string()),
-                subresource,
-                name: (!name.is_empty()).then(|| name.to_string()),
-                ..ResourceAttributes::default()
-            }),
-            ..SelfSubjectAccessReviewSpec::default()
-        },
-        ..SelfSubjectAccessReview::default()
-    };
-    let answer = Api::<SelfSubjectAccessReview>::all(cluster.client.clone())
-        .create(&PostParams::default(), &review)
-        .await
-        .map_err(|e| format!("the access review failed: {e}"))?;
-    match answer.status {
-        Some(status) if status.allowed => Ok(()),
-        Some(status) => Err(status.reason.unwrap_or_else(|| "denied".into())),
-        None => Err("the access review returned no status".into()),
     }
 }
