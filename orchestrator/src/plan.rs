@@ -461,10 +461,12 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
     storage_class_mapping.extend(parse_pairs(
         &flags.storage_classes,
         "--storage-class",
+        true,
         &mut problems,
     ));
     for (from, to) in &storage_class_mapping {
-        for class in [from, to] {
+        // "" is a source class: static PVs.
+        for class in [from, to].into_iter().filter(|c| !c.is_empty() || *c == to) {
             if let Err(e) = check_dns_subdomain(class) {
                 problems.push(format!("{origin}: storageClassMapping {from}={to}: {e}"));
             }
@@ -474,6 +476,7 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
     access_mode_mapping.extend(parse_pairs(
         &flags.access_modes,
         "--access-mode",
+        false,
         &mut problems,
     ));
     for (from, to) in &access_mode_mapping {
@@ -645,15 +648,18 @@ fn merge_cluster(
     }
 }
 
+/// `SOURCE=DESTINATION` pairs. An empty SOURCE is accepted where it means
+/// something: `storageClassName: ""`, the PVCs bound to static PVs.
 fn parse_pairs(
     specs: &[String],
     flag: &str,
+    empty_source: bool,
     problems: &mut Vec<String>,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for spec in specs {
         match spec.split_once('=') {
-            Some((from, to)) if !from.is_empty() && !to.is_empty() => {
+            Some((from, to)) if (empty_source || !from.is_empty()) && !to.is_empty() => {
                 out.insert(from.to_string(), to.to_string());
             }
             _ => problems.push(format!("{flag} {spec:?}: expected SOURCE=DESTINATION")),
@@ -732,7 +738,7 @@ mod tests {
         );
         let flags = PlanFlags {
             destination_context: Some("dst".into()),
-            storage_classes: vec!["fast=ssd".into()],
+            storage_classes: vec!["fast=ssd".into(), "=standard".into()],
             concurrency: Some(2),
             stage: true,
             ..PlanFlags::default()
@@ -750,6 +756,11 @@ mod tests {
             Some("standard")
         );
         assert_eq!(plan.map_storage_class(Some("fast")).as_deref(), Some("ssd"));
+        // storageClassName "" (static PVs) maps like any class.
+        assert_eq!(
+            plan.map_storage_class(Some("")).as_deref(),
+            Some("standard")
+        );
         assert_eq!(
             plan.map_storage_class(Some("other")).as_deref(),
             Some("other")

@@ -467,6 +467,13 @@ fn check_storage_class(
         }
     };
     match plan.map_storage_class(source_class) {
+        Some(class) if class.is_empty() => problems.push(format!(
+            "PVC {ns}/{name} uses a static PV (storageClassName \"\"): nothing would provision \
+             its twin in {}; map it to a class with storageClassMapping {{\"\": <class>}} or \
+             --storage-class =<class> (available: {})",
+            destination.describe(),
+            available()
+        )),
         Some(class) => {
             if !classes
                 .iter()
