@@ -6,7 +6,7 @@
 //! The table follows what the code does: objects made by server-side
 //! apply need `patch` (and `get` to read them back), cleanup lists what it
 //! deletes by label, waits read objects with `get`, and quiesce lists and
-//! patches each kind of workload. `deploy/orchestrator-user-role.yaml`
+//! patches each kind of workload. `deploy/rbac/user.yaml`
 //! grants exactly these rights; keep the two together.
 
 use k8s_openapi::api::authorization::v1::{
@@ -125,6 +125,20 @@ fn endpoint(endpoint: EndpointType) -> Vec<Right> {
         .collect()
 }
 
+/// Backups, Restores and the requests the Velero client makes, and its
+/// resource modifier ConfigMap, in Velero's namespace.
+const VELERO_RIGHTS: &[Right] = &[
+    at(Scope::Velero, "create", VELERO, "backups"),
+    at(Scope::Velero, "get", VELERO, "backups"),
+    at(Scope::Velero, "create", VELERO, "restores"),
+    at(Scope::Velero, "get", VELERO, "restores"),
+    at(Scope::Velero, "list", VELERO, "backupstoragelocations"),
+    at(Scope::Velero, "create", VELERO, "serverstatusrequests"),
+    at(Scope::Velero, "create", VELERO, "downloadrequests"),
+    at(Scope::Velero, "create", VELERO, "deletebackuprequests"),
+    at(Scope::Velero, "patch", "", "configmaps"),
+];
+
 /// A final run's Velero stages and quiesce.
 fn application(plan: &Plan, source_kinds: &[(&str, &str)]) -> (Vec<Right>, Vec<Right>) {
     let mut source = Vec::new();
@@ -141,12 +155,9 @@ fn application(plan: &Plan, source_kinds: &[(&str, &str)]) -> (Vec<Right>, Vec<R
         }
     }
     if plan.resources {
-        source.push(at(Scope::Velero, "create", VELERO, "backups"));
-        source.push(at(Scope::Velero, "get", VELERO, "backups"));
-        destination.push(at(Scope::Velero, "get", VELERO, "backups"));
-        destination.push(at(Scope::Velero, "create", VELERO, "restores"));
-        destination.push(at(Scope::Velero, "get", VELERO, "restores"));
-        destination.push(right("list", "", "pods"));
+        for side in [&mut source, &mut destination] {
+            side.extend(VELERO_RIGHTS);
+        }
     }
     (source, destination)
 }
