@@ -409,17 +409,19 @@ pub fn receiver_service(namespace: &str, migration: &str, endpoint: EndpointType
 
 /// The passthrough Route to the receiver's Service; the router picks its
 /// host, which the orchestrator reads back from the Route's status.
-pub fn receiver_route(namespace: &str, migration: &str) -> DynamicObject {
+pub fn receiver_route(namespace: &str, migration: &str, host: Option<&str>) -> DynamicObject {
+    let mut spec = json!({
+        "to": {"kind": "Service", "name": RECEIVER, "weight": 100},
+        "port": {"targetPort": "mover"},
+        "tls": {"termination": "passthrough", "insecureEdgeTerminationPolicy": "None"},
+        "wildcardPolicy": "None",
+    });
+    if let Some(host) = host {
+        spec["host"] = json!(host);
+    }
     let mut route = DynamicObject::new(RECEIVER, &route_resource())
         .within(namespace)
-        .data(json!({
-            "spec": {
-                "to": {"kind": "Service", "name": RECEIVER, "weight": 100},
-                "port": {"targetPort": "mover"},
-                "tls": {"termination": "passthrough", "insecureEdgeTerminationPolicy": "None"},
-                "wildcardPolicy": "None",
-            }
-        }));
+        .data(json!({ "spec": spec }));
     route.metadata.labels = Some(transfer_labels(migration, ROLE_RECEIVER));
     route
 }
@@ -842,7 +844,13 @@ mod tests {
             let spec = receiver_service("app2", "m1", endpoint).spec.unwrap();
             assert_eq!(spec.type_.as_deref(), Some(type_));
         }
-        let route = receiver_route("app2", "m1");
+        let route = receiver_route("app2", "m1", None);
+        assert!(
+            route.data["spec"].get("host").is_none(),
+            "the router names it"
+        );
+        let named = receiver_route("app2", "m1", Some("r.apps.example.com"));
+        assert_eq!(named.data["spec"]["host"], "r.apps.example.com");
         assert_eq!(route.data["spec"]["tls"]["termination"], "passthrough");
         assert_eq!(route.data["spec"]["to"]["name"], RECEIVER);
         assert_eq!(route.metadata.namespace.as_deref(), Some("app2"));

@@ -17,7 +17,7 @@ use mover::certs::{Authority, Validity};
 use crate::clusters::Cluster;
 use crate::kubeops::{apply, delete_and_wait, poll};
 use crate::manifests::{self, ReceiverSetup, Target};
-use crate::names::RECEIVER;
+use crate::names::{receiver_host_label, RECEIVER};
 use crate::plan::{EndpointType, Plan};
 use crate::security::{ANYUID_ROLE, ANYUID_SCC};
 
@@ -103,6 +103,31 @@ async fn grant_anyuid(plan: &Plan, destination: &Cluster, ns: &str) -> anyhow::R
     Ok(())
 }
 
+/// The domain Routes get hosts in: the plan's `ingressDomain`, else the
+/// cluster's own (OpenShift's `ingresses.config.openshift.io/cluster`).
+async fn apps_domain(plan: &Plan, destination: &Cluster) -> anyhow::Result<String> {
+    if let Some(domain) = &plan.ingress_domain {
+        return Ok(domain.clone());
+    }
+    let config = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "config.openshift.io",
+        "v1",
+        "Ingress",
+    ));
+    let ingresses: Api<DynamicObject> = Api::all_with(destination.client.clone(), &config);
+    let cluster = ingresses.get("cluster").await.ok();
+    cluster
+        .and_then(|c| c.data["spec"]["domain"].as_str().map(String::from))
+        .ok_or_else(|| {
+            anyhow!(
+                "{} does not say its apps domain (ingresses.config.openshift.io/cluster) and \
+                 the plan names none: set ingressDomain so that receivers of long namespace \
+                 names get valid Route hosts",
+                destination.describe()
+            )
+        })
+}
+
 /// `Some(Ok)` once the receiver runs, `Some(Err)` when it cannot (bad
 /// image, crashed, unschedulable volume), `None` while it is on its way.
 fn receiver_started(pod: &Pod) -> Option<Result<(), String>> {
@@ -147,11 +172,23 @@ async fn endpoint(
     };
     match plan.endpoint {
         EndpointType::Route => {
+            let label = receiver_host_label(ns);
+            // The router would generate `mover-receiver-<ns>.<domain>`; when a
+            // long namespace makes that an invalid host, name one ourselves.
+            let host = if label == format!("{RECEIVER}-{ns}") {
+                None
+            } else {
+                let domain = apps_domain(plan, destination).await?;
+                Some(format!("{label}.{domain}"))
+            };
             let routes: Api<DynamicObject> =
                 Api::namespaced_with(client, ns, &manifests::route_resource());
-            apply(&routes, &manifests::receiver_route(ns, &plan.name))
-                .await
-                .with_context(|| format!("creating Route {ns}/{RECEIVER}"))?;
+            apply(
+                &routes,
+                &manifests::receiver_route(ns, &plan.name, host.as_deref()),
+            )
+            .await
+            .with_context(|| format!("creating Route {ns}/{RECEIVER}"))?;
             let admitted = poll(
                 &routes,
                 RECEIVER,
@@ -181,7 +218,7 @@ async fn endpoint(
                 .ingress_domain
                 .as_deref()
                 .ok_or_else(|| anyhow!("endpoint ingress needs ingressDomain"))?;
-            let host = format!("{RECEIVER}-{ns}.{domain}");
+            let host = format!("{}.{domain}", receiver_host_label(ns));
             let ingresses: Api<Ingress> = Api::namespaced(client, ns);
             apply(
                 &ingresses,
