@@ -10,7 +10,9 @@ mod rights;
 use std::collections::BTreeSet;
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Toleration};
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolumeClaim, Pod, PodSecurityContext, Toleration,
+};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::ListParams;
 use kube::Api;
@@ -344,6 +346,7 @@ async fn check_namespace(
     };
     let receiver = receiver_setup(
         destination,
+        existing_destination.as_ref().unwrap_or(&namespace),
         dest_ns,
         destination_admission,
         &inventory,
@@ -389,6 +392,7 @@ fn leave_out_block_volumes(
 /// service account the `anyuid` SCC), else as the application's user.
 async fn receiver_setup(
     destination: &Cluster,
+    destination_namespace: &Namespace,
     dest_ns: &str,
     admission: Admission,
     pvcs: &[PvcInventory],
@@ -399,10 +403,15 @@ async fn receiver_setup(
         .iter()
         .map(|pvc| manifests::placement(&pvc.source, pods, source_admission))
         .collect();
-    let identity = placements
+    let mut identity = placements
         .iter()
         .filter_map(|p| p.security.clone())
         .find(|id| id.run_as_user.is_some_and(|uid| uid != 0));
+    if admission.openshift {
+        if let Some(id) = identity.as_mut() {
+            openshift_ranges(destination_namespace).confine(id);
+        }
+    }
     let mut tolerations: Vec<Toleration> = Vec::new();
     for toleration in placements.iter().flat_map(|p| p.tolerations.iter()) {
         if !tolerations.contains(toleration) {
@@ -422,6 +431,50 @@ async fn receiver_setup(
         },
         admission,
         tolerations,
+    }
+}
+
+/// The uids and groups an OpenShift namespace's pods may run as under
+/// `restricted-v2` (its `openshift.io/sa.scc.uid-range` and
+/// `supplemental-groups`, `FIRST/SIZE`): a destination namespace keeps the
+/// source's (the run carries them over) or has its own.
+struct Ranges {
+    uids: Option<(i64, i64)>,
+    groups: Option<(i64, i64)>,
+}
+
+fn openshift_ranges(namespace: &Namespace) -> Ranges {
+    let range = |key: &str| {
+        let text = namespace.metadata.annotations.as_ref()?.get(key)?;
+        let first_range = text.split(',').next()?;
+        let (first, size) = first_range.split_once('/')?;
+        Some((first.trim().parse().ok()?, size.trim().parse().ok()?))
+    };
+    Ranges {
+        uids: range("openshift.io/sa.scc.uid-range"),
+        groups: range("openshift.io/sa.scc.supplemental-groups"),
+    }
+}
+
+impl Ranges {
+    /// Keeps only what `restricted-v2` admits: a uid or group outside the
+    /// namespace's range (or with no range known yet) is left for the SCC
+    /// to assign, the first of the range, which is also what the
+    /// application's own pods will get there.
+    fn confine(&self, id: &mut PodSecurityContext) {
+        let inside = |range: Option<(i64, i64)>, value: i64| {
+            range.is_some_and(|(first, size)| value >= first && value < first + size)
+        };
+        if !id.run_as_user.is_some_and(|uid| inside(self.uids, uid)) {
+            id.run_as_user = None;
+            id.run_as_group = None;
+        }
+        if !id.fs_group.is_some_and(|gid| inside(self.groups, gid)) {
+            id.fs_group = None;
+        }
+        if let Some(groups) = id.supplemental_groups.as_mut() {
+            groups.retain(|gid| inside(self.groups, *gid));
+        }
     }
 }
 
@@ -521,5 +574,58 @@ async fn check_route_api(destination: &Cluster, problems: &mut Vec<String>) {
              (--endpoint ingress|loadbalancer|nodeport)",
             destination.describe()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn openshift_receivers_keep_only_identities_inside_the_namespace_ranges() {
+        let namespace = Namespace {
+            metadata: kube::api::ObjectMeta {
+                annotations: Some(BTreeMap::from([
+                    (
+                        "openshift.io/sa.scc.uid-range".to_string(),
+                        "1000650000/10000".to_string(),
+                    ),
+                    (
+                        "openshift.io/sa.scc.supplemental-groups".to_string(),
+                        "1000650000/10000".to_string(),
+                    ),
+                ])),
+                ..Default::default()
+            },
+            ..Namespace::default()
+        };
+        let ranges = openshift_ranges(&namespace);
+        let mut inside = PodSecurityContext {
+            run_as_user: Some(1000650003),
+            fs_group: Some(1000650000),
+            supplemental_groups: Some(vec![1000650001, 5]),
+            ..PodSecurityContext::default()
+        };
+        ranges.confine(&mut inside);
+        assert_eq!(inside.run_as_user, Some(1000650003));
+        assert_eq!(inside.fs_group, Some(1000650000));
+        assert_eq!(inside.supplemental_groups, Some(vec![1000650001]));
+
+        let mut outside = PodSecurityContext {
+            run_as_user: Some(1001),
+            run_as_group: Some(1001),
+            fs_group: Some(2000),
+            ..PodSecurityContext::default()
+        };
+        ranges.confine(&mut outside);
+        assert_eq!((outside.run_as_user, outside.fs_group), (None, None));
+        // A namespace OpenShift has not given ranges yet: the SCC assigns.
+        let mut unknown = PodSecurityContext {
+            run_as_user: Some(1000650003),
+            ..PodSecurityContext::default()
+        };
+        openshift_ranges(&Namespace::default()).confine(&mut unknown);
+        assert_eq!(unknown.run_as_user, None);
     }
 }
