@@ -359,3 +359,27 @@ pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
     }
     Ok(())
 }
+
+/// The host directory behind PVC `ns/name` of an emulated cluster (its
+/// PV's hostPath), once the PVC is bound.
+pub async fn volume_dir(client: &kube::Client, ns: &str, name: &str) -> Result<PathBuf> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let pvcs: kube::Api<PersistentVolumeClaim> = kube::Api::namespaced(client.clone(), ns);
+    for _ in 0..240 {
+        let pvc = pvcs.get(name).await?;
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        if let (true, Some(volume)) = (bound, pvc.spec.and_then(|s| s.volume_name)) {
+            let pv = kube::Api::<PersistentVolume>::all(client.clone())
+                .get(&volume)
+                .await?;
+            let path = pv
+                .spec
+                .and_then(|s| s.host_path)
+                .map(|h| PathBuf::from(h.path))
+                .context("PV without a hostPath")?;
+            return Ok(path);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    anyhow::bail!("PVC {ns}/{name} was not bound")
+}

@@ -21,10 +21,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
-    ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::ResourceExt as _;
@@ -286,26 +283,6 @@ async fn http_get(ip: &str, port: i32, path: &str) -> Result<String> {
     Ok(body.to_string())
 }
 
-/// The host directory behind a bound PVC.
-async fn volume_dir(client: &kube::Client, ns: &str, name: &str) -> Result<PathBuf> {
-    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
-        .get(name)
-        .await?;
-    let volume = pvc
-        .spec
-        .and_then(|s| s.volume_name)
-        .context("an unbound PVC")?;
-    let pv = Api::<PersistentVolume>::all(client.clone())
-        .get(&volume)
-        .await?;
-    Ok(PathBuf::from(
-        pv.spec
-            .and_then(|s| s.host_path)
-            .context("a PV without a hostPath")?
-            .path,
-    ))
-}
-
 /// What the source application looks like, to compare after a rollback.
 async fn workload_specs(client: &kube::Client) -> Result<BTreeMap<String, Value>> {
     let mut specs = BTreeMap::new();
@@ -367,7 +344,7 @@ async fn check_migrated(env: &Env, source_served: &(String, String)) -> Result<(
         format!("{INTERNAL}/shop-prod/web@{}", env.web_digest)
     );
     // The private key kept its owner and mode.
-    let web_dir = volume_dir(&dst, "shop-prod", "web-data").await?;
+    let web_dir = e2e::volume_dir(&dst, "shop-prod", "web-data").await?;
     let key = std::fs::metadata(web_dir.join("private.key"))?;
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     assert_eq!((key.uid(), key.permissions().mode() & 0o777), (1000, 0o600));
@@ -479,7 +456,7 @@ async fn a_whole_application_moves_rolls_back_and_moves_again_through_crashes() 
     // what changed since the first.
     let (code, first) = env.migrate(&["--stage"]).await?;
     assert_eq!(code, 0);
-    let web_dir = volume_dir(&src, "shop", "web-data").await?;
+    let web_dir = e2e::volume_dir(&src, "shop", "web-data").await?;
     std::fs::write(web_dir.join("catalogue.json"), "{\"items\": 42}\n")?;
     let (code, second) = env.migrate(&["--stage"]).await?;
     assert_eq!(code, 0);

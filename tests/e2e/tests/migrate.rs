@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    Namespace, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod, Secret,
-    Service, VolumeResourceRequirements,
+    Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod, Secret, Service,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{ApiResource, DynamicObject, ListParams, ObjectMeta, PostParams};
@@ -130,29 +130,7 @@ async fn make_pvc(client: &kube::Client, ns: &str, name: &str, modes: &[&str]) -
     Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &pvc)
         .await?;
-    volume_dir(client, ns, name).await
-}
-
-/// The host directory behind a PVC, once it is bound.
-async fn volume_dir(client: &kube::Client, ns: &str, name: &str) -> Result<PathBuf> {
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    for _ in 0..120 {
-        let pvc = pvcs.get(name).await?;
-        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
-        if let (true, Some(volume)) = (bound, pvc.spec.and_then(|s| s.volume_name)) {
-            let pv = Api::<PersistentVolume>::all(client.clone())
-                .get(&volume)
-                .await?;
-            let path = pv
-                .spec
-                .and_then(|s| s.host_path)
-                .map(|h| PathBuf::from(h.path))
-                .context("PV without a hostPath")?;
-            return Ok(path);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    bail!("PVC {ns}/{name} was not bound")
+    e2e::volume_dir(client, ns, name).await
 }
 
 /// The uid of the application that owns the config volume.
@@ -407,7 +385,7 @@ async fn stage_then_final_migration_of_two_namespaces() {
         assert_eq!(entry["destination_namespace"], dest_ns);
         assert!(entry["duration_secs"].as_f64().unwrap() > 0.0, "{entry:#}");
         assert!(entry["attempts"].as_u64().unwrap() >= 1);
-        let dest = volume_dir(&destination, dest_ns, name).await.unwrap();
+        let dest = e2e::volume_dir(&destination, dest_ns, name).await.unwrap();
         assert_same_tree(src, &dest);
     }
     assert!(
@@ -422,7 +400,9 @@ async fn stage_then_final_migration_of_two_namespaces() {
             .unwrap(),
         10_000 + 100 + 1, // files, directories and the root
     );
-    let dest_config = volume_dir(&destination, "shop", "config").await.unwrap();
+    let dest_config = e2e::volume_dir(&destination, "shop", "config")
+        .await
+        .unwrap();
     assert_eq!(
         std::fs::metadata(dest_config.join("app.yaml.bak"))
             .unwrap()
@@ -474,10 +454,15 @@ async fn stage_then_final_migration_of_two_namespaces() {
         wire < 16 << 20,
         "the final copy of a 4 KiB change moved {wire} bytes: {db_entry:#}"
     );
-    assert_same_tree(&db, &volume_dir(&destination, "shop", "db").await.unwrap());
+    assert_same_tree(
+        &db,
+        &e2e::volume_dir(&destination, "shop", "db").await.unwrap(),
+    );
     assert_same_tree(
         &posts,
-        &volume_dir(&destination, "blog-new", "posts").await.unwrap(),
+        &e2e::volume_dir(&destination, "blog-new", "posts")
+            .await
+            .unwrap(),
     );
 
     // A final run again: everything is done, nothing is copied.
@@ -530,7 +515,7 @@ async fn one_failing_pvc_does_not_stop_the_others() {
     let destination = env.pair.destination.client.clone();
     assert_same_tree(
         &good,
-        &volume_dir(&destination, "app", "good").await.unwrap(),
+        &e2e::volume_dir(&destination, "app", "good").await.unwrap(),
     );
     assert_eq!(
         transfer_leftovers(&source, "app").await,
