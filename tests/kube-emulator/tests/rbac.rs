@@ -333,9 +333,44 @@ async fn kubectl_as_developer_is_forbidden_until_a_role_is_bound() {
     let (ok, out, _) = run(&["auth", "can-i", "create", "pods", "-n", "default"]).await;
     assert!(!ok && out.trim() == "no", "only in x: {out}");
 
-    // the admin contexts keep working
-    let (ok, out, err) = kubectl(&kubeconfig, &["--context", "rbac", "get", "nodes,ns"]).await;
+    // the admin contexts keep working; `kubectl create token` (a protobuf
+    // TokenRequest) gives a token of the ServiceAccount
+    let admin = |args: &[&str]| {
+        let args: Vec<String> = ["--context", "rbac"]
+            .iter()
+            .chain(args)
+            .map(|s| s.to_string())
+            .collect();
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl(&kubeconfig, &args).await
+        }
+    };
+    let (ok, out, err) = admin(&["get", "nodes,ns"]).await;
     assert!(ok && out.contains("namespace/x"), "{out}{err}");
+    let (ok, out, err) = admin(&["create", "serviceaccount", "robot", "-n", NS]).await;
+    assert!(ok, "{out}{err}");
+    let (ok, token, err) = admin(&["create", "token", "robot", "-n", NS, "--duration=20m"]).await;
+    assert!(ok, "{token}{err}");
+    let reviews: Api<SelfSubjectReview> = Api::all(test.as_token(token.trim()));
+    let review = reviews
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .expect("whoami with the token");
+    let info = review.status.and_then(|s| s.user_info).expect("userInfo");
+    assert_eq!(
+        info.username.as_deref(),
+        Some("system:serviceaccount:x:robot")
+    );
+    assert_eq!(
+        info.groups.unwrap_or_default(),
+        [
+            "system:serviceaccounts",
+            "system:serviceaccounts:x",
+            "system:authenticated"
+        ]
+    );
 }
 
 #[tokio::test]
