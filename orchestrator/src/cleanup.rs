@@ -1,5 +1,6 @@
 //! Removal of every transfer object a migration created (DESIGN.md stage
-//! 7): pods, hook Jobs, Secrets, Services, Routes and Ingresses carrying the
+//! 7): pods, hook Jobs, Secrets, Services, Routes, Ingresses, and the receiver's
+//! ServiceAccount and RoleBinding carrying the
 //! migration's [`TRANSFER_LABEL`], on both sides. Destination namespaces
 //! and PVCs never carry that label, so they and their data stay.
 
@@ -8,8 +9,9 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{DeleteParams, DynamicObject, ListParams};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
@@ -76,6 +78,11 @@ pub async fn run(plan: &Plan, source: &Cluster, destination: &Cluster) -> Vec<St
         let routes = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &route_resource());
         left.extend(delete_all(routes, "route", &selector).await);
         left.extend(wait_pods_gone(Api::<Pod>::namespaced(client.clone(), ns), &selector).await);
+        // The receiver's own identity (OpenShift), once no pod uses it.
+        let bindings = Api::<RoleBinding>::namespaced(client.clone(), ns);
+        left.extend(delete_all(bindings, "rolebinding", &selector).await);
+        let accounts = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+        left.extend(delete_all(accounts, "serviceaccount", &selector).await);
         leftovers.extend(left.into_iter().map(|l| format!("{}: {l}", cluster.side)));
     }
     leftovers

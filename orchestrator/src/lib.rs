@@ -18,5 +18,6 @@ pub mod plan;
 pub mod preflight;
 pub mod registry;
 pub mod report;
+pub mod security;
 pub mod velero;
 pub mod workloads;

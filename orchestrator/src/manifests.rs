@@ -13,15 +13,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, Namespace, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
-    Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    Container, ContainerPort, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Secret,
+    SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec, Toleration, Volume,
     VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
     IngressServiceBackend, IngressSpec, ServiceBackendPort,
 };
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ApiResource, DynamicObject};
@@ -29,6 +30,7 @@ use serde_json::json;
 
 use crate::names::{self, *};
 use crate::plan::{EndpointType, Plan};
+use crate::security::{Admission, ReceiverMode, SenderMode, ANYUID_ROLE, ANYUID_SCC};
 
 /// The OpenShift Route type, which k8s-openapi does not have.
 pub fn route_resource() -> ApiResource {
@@ -58,16 +60,18 @@ fn meta(name: &str, namespace: &str, labels: BTreeMap<String, String>) -> Object
 }
 
 /// The destination namespace, keeping the source's labels and annotations
-/// (minus what the source cluster assigned itself, such as OpenShift's
-/// per-namespace UID ranges, which the destination assigns anew).
+/// (minus the name label the API server sets).
+///
+/// OpenShift's `openshift.io/sa.scc.uid-range`, `supplemental-groups` and
+/// `mcs` annotations are kept on purpose: OpenShift assigns a namespace's
+/// pods their uid, groups and SELinux level from them and keeps annotations
+/// a new namespace already has, so the migrated application runs as the
+/// uid that owns its files, as it did on the source.
 pub fn destination_namespace(source: &Namespace, name: &str, migration: &str) -> Namespace {
     let keep = |map: &Option<BTreeMap<String, String>>| {
         map.iter()
             .flatten()
-            .filter(|(k, _)| {
-                !k.starts_with("openshift.io/sa.scc.")
-                    && k.as_str() != "kubernetes.io/metadata.name"
-            })
+            .filter(|(k, _)| k.as_str() != "kubernetes.io/metadata.name")
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<BTreeMap<_, _>>()
     };
@@ -240,9 +244,82 @@ fn pvc_volume(index: usize, claim: &str, read_only: bool) -> Volume {
     }
 }
 
+/// How a namespace's receiver runs and is scheduled (chosen at preflight).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiverSetup {
+    pub mode: ReceiverMode,
+    pub admission: Admission,
+    /// The application pods' tolerations, so that the receiver can run
+    /// on the nodes the application will.
+    pub tolerations: Vec<Toleration>,
+}
+
+impl ReceiverSetup {
+    /// The service account the receiver runs as: its own when it needs
+    /// the `anyuid` SCC, else the namespace's default.
+    pub fn service_account(&self) -> Option<&'static str> {
+        (self.mode == ReceiverMode::Owners && self.admission.openshift).then_some(RECEIVER)
+    }
+}
+
+/// The receiver's own service account (OpenShift, keeping owners).
+pub fn receiver_service_account(namespace: &str, migration: &str) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(
+            RECEIVER,
+            namespace,
+            transfer_labels(migration, ROLE_RECEIVER),
+        ),
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    }
+}
+
+/// Lets the receiver's service account use the `anyuid` SCC.
+pub fn receiver_scc_binding(namespace: &str, migration: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(
+            &format!("{RECEIVER}-{ANYUID_SCC}"),
+            namespace,
+            transfer_labels(migration, ROLE_RECEIVER),
+        ),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: ANYUID_ROLE.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: RECEIVER.into(),
+            namespace: Some(namespace.to_string()),
+            ..Subject::default()
+        }]),
+    }
+}
+
+/// What every transfer pod has: no service account token (movers never
+/// call the API), the plan's resources and priority, the application's
+/// tolerations.
+fn transfer_spec(plan: &Plan, tolerations: &[Toleration], container: Container) -> PodSpec {
+    PodSpec {
+        automount_service_account_token: Some(false),
+        priority_class_name: plan.transfer_pods.priority_class_name.clone(),
+        tolerations: (!tolerations.is_empty()).then(|| tolerations.to_vec()),
+        containers: vec![Container {
+            name: "mover".into(),
+            image: Some(plan.mover_image.clone()),
+            image_pull_policy: Some("IfNotPresent".into()),
+            resources: Some(plan.transfer_pods.resources()),
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
+            ..container
+        }],
+        ..PodSpec::default()
+    }
+}
+
 /// The receiver pod of a destination namespace, serving each of `pvcs`
 /// as the volume of the same name.
-pub fn receiver_pod(namespace: &str, migration: &str, image: &str, pvcs: &[String]) -> Pod {
+pub fn receiver_pod(namespace: &str, plan: &Plan, pvcs: &[String], setup: &ReceiverSetup) -> Pod {
     let (tls_vol, tls_mount) = tls_volume(RECEIVER);
     let mut volumes = vec![tls_vol];
     let mut mounts = vec![tls_mount];
@@ -255,6 +332,9 @@ pub fn receiver_pod(namespace: &str, migration: &str, image: &str, pvcs: &[Strin
         format!("0.0.0.0:{RECEIVER_PORT}"),
         "--inplace".into(),
     ];
+    if !setup.mode.creates_devices(setup.admission) {
+        args.push("--no-devices".into());
+    }
     args.extend(tls_args());
     for (i, pvc) in pvcs.iter().enumerate() {
         let volume = pvc_volume(i, pvc, false);
@@ -268,52 +348,30 @@ pub fn receiver_pod(namespace: &str, migration: &str, image: &str, pvcs: &[Strin
         args.push("--volume".into());
         args.push(format!("{pvc}={path}"));
     }
+    let container = Container {
+        args: Some(args),
+        ports: Some(vec![ContainerPort {
+            name: Some("mover".into()),
+            container_port: RECEIVER_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        volume_mounts: Some(mounts),
+        security_context: Some(setup.mode.container_context(setup.admission)),
+        ..Container::default()
+    };
     Pod {
         metadata: meta(
             RECEIVER,
             namespace,
-            transfer_labels(migration, ROLE_RECEIVER),
+            transfer_labels(&plan.name, ROLE_RECEIVER),
         ),
         spec: Some(PodSpec {
             restart_policy: Some("Always".into()),
-            security_context: Some(PodSecurityContext {
-                run_as_user: Some(0),
-                run_as_group: Some(0),
-                run_as_non_root: Some(false),
-                ..PodSecurityContext::default()
-            }),
-            containers: vec![Container {
-                name: "mover".into(),
-                image: Some(image.to_string()),
-                image_pull_policy: Some("IfNotPresent".into()),
-                args: Some(args),
-                ports: Some(vec![ContainerPort {
-                    name: Some("mover".into()),
-                    container_port: RECEIVER_PORT,
-                    protocol: Some("TCP".into()),
-                    ..ContainerPort::default()
-                }]),
-                volume_mounts: Some(mounts),
-                security_context: Some(SecurityContext {
-                    allow_privilege_escalation: Some(false),
-                    read_only_root_filesystem: Some(true),
-                    capabilities: Some(Capabilities {
-                        drop: Some(vec!["ALL".into()]),
-                        // Ownership, modes and times of any file, device
-                        // nodes, and reading back what it wrote.
-                        add: Some(
-                            ["CHOWN", "FOWNER", "FSETID", "DAC_OVERRIDE", "MKNOD"]
-                                .map(String::from)
-                                .to_vec(),
-                        ),
-                    }),
-                    ..SecurityContext::default()
-                }),
-                termination_message_policy: Some("FallbackToLogsOnError".into()),
-                ..Container::default()
-            }],
+            service_account_name: setup.service_account().map(String::from),
+            security_context: Some(setup.mode.pod_context(setup.admission)),
             volumes: Some(volumes),
-            ..PodSpec::default()
+            ..transfer_spec(plan, &setup.tolerations, container)
         }),
         status: None,
     }
@@ -351,17 +409,19 @@ pub fn receiver_service(namespace: &str, migration: &str, endpoint: EndpointType
 
 /// The passthrough Route to the receiver's Service; the router picks its
 /// host, which the orchestrator reads back from the Route's status.
-pub fn receiver_route(namespace: &str, migration: &str) -> DynamicObject {
+pub fn receiver_route(namespace: &str, migration: &str, host: Option<&str>) -> DynamicObject {
+    let mut spec = json!({
+        "to": {"kind": "Service", "name": RECEIVER, "weight": 100},
+        "port": {"targetPort": "mover"},
+        "tls": {"termination": "passthrough", "insecureEdgeTerminationPolicy": "None"},
+        "wildcardPolicy": "None",
+    });
+    if let Some(host) = host {
+        spec["host"] = json!(host);
+    }
     let mut route = DynamicObject::new(RECEIVER, &route_resource())
         .within(namespace)
-        .data(json!({
-            "spec": {
-                "to": {"kind": "Service", "name": RECEIVER, "weight": 100},
-                "port": {"targetPort": "mover"},
-                "tls": {"termination": "passthrough", "insecureEdgeTerminationPolicy": "None"},
-                "wildcardPolicy": "None",
-            }
-        }));
+        .data(json!({ "spec": spec }));
     route.metadata.labels = Some(transfer_labels(migration, ROLE_RECEIVER));
     route
 }
@@ -412,8 +472,21 @@ pub fn receiver_ingress(namespace: &str, migration: &str, host: &str) -> Ingress
 pub struct Placement {
     /// Set when the PVC is ReadWriteOnce and mounted on this node.
     pub node: Option<String>,
-    /// The using pods' pod-level security context (identity fields only).
+    /// The effective identity of the container mounting the PVC.
     pub security: Option<PodSecurityContext>,
+    /// That pod's service account: on OpenShift it holds the SCCs that
+    /// admit the application's identity.
+    pub service_account: Option<String>,
+    /// That pod's tolerations, so that the sender can run on its node.
+    pub tolerations: Vec<Toleration>,
+    /// What admits pods in the source namespace.
+    pub admission: Admission,
+}
+
+impl Placement {
+    pub fn sender_mode(&self) -> SenderMode {
+        SenderMode::choose(self.security.as_ref(), self.admission)
+    }
 }
 
 /// What a sender needs to know to reach its receiver.
@@ -454,14 +527,21 @@ pub fn sender_pod(
     .map(String::from)
     .to_vec();
     args.extend(tls_args());
-    let security = placement.security.clone().map(|s| PodSecurityContext {
-        run_as_user: s.run_as_user,
-        run_as_group: s.run_as_group,
-        fs_group: s.fs_group,
-        supplemental_groups: s.supplemental_groups,
-        se_linux_options: s.se_linux_options,
-        ..PodSecurityContext::default()
-    });
+    let mode = placement.sender_mode();
+    let container = Container {
+        args: Some(args),
+        volume_mounts: Some(vec![
+            tls_mount,
+            VolumeMount {
+                name: source.name.clone(),
+                mount_path: SENDER_SOURCE_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
+        security_context: Some(mode.container_context(placement.admission)),
+        ..Container::default()
+    };
     Pod {
         metadata: meta(
             &names::sender(pvc),
@@ -471,35 +551,10 @@ pub fn sender_pod(
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
             node_name: placement.node.clone(),
-            security_context: security,
-            containers: vec![Container {
-                name: "mover".into(),
-                image: Some(plan.mover_image.clone()),
-                image_pull_policy: Some("IfNotPresent".into()),
-                args: Some(args),
-                volume_mounts: Some(vec![
-                    tls_mount,
-                    VolumeMount {
-                        name: source.name.clone(),
-                        mount_path: SENDER_SOURCE_DIR.into(),
-                        read_only: Some(true),
-                        ..VolumeMount::default()
-                    },
-                ]),
-                security_context: Some(SecurityContext {
-                    allow_privilege_escalation: Some(false),
-                    read_only_root_filesystem: Some(true),
-                    capabilities: Some(Capabilities {
-                        drop: Some(vec!["ALL".into()]),
-                        add: None,
-                    }),
-                    ..SecurityContext::default()
-                }),
-                termination_message_policy: Some("FallbackToLogsOnError".into()),
-                ..Container::default()
-            }],
+            service_account_name: placement.service_account.clone(),
+            security_context: Some(mode.pod_context(placement.admission)),
             volumes: Some(vec![tls_vol, source]),
-            ..PodSpec::default()
+            ..transfer_spec(plan, &placement.tolerations, container)
         }),
         status: None,
     }
@@ -516,7 +571,7 @@ pub fn sender_pod(
 /// identity alone could not read an application's private (0600) files
 /// when only the container names the user, as restricted workloads often
 /// do.
-pub fn placement(pvc: &PersistentVolumeClaim, pods: &[Pod]) -> Placement {
+pub fn placement(pvc: &PersistentVolumeClaim, pods: &[Pod], admission: Admission) -> Placement {
     let name = pvc.metadata.name.as_deref().unwrap_or_default();
     let mounting = |pod: &Pod| -> Option<String> {
         pod.spec
@@ -551,7 +606,16 @@ pub fn placement(pvc: &PersistentVolumeClaim, pods: &[Pod]) -> Placement {
         .flatten()
         .and_then(|(pod, _)| pod.spec.as_ref()?.node_name.clone());
     let security = chosen.and_then(|(pod, volume)| effective_identity(pod, volume));
-    Placement { node, security }
+    let spec = chosen.and_then(|(pod, _)| pod.spec.as_ref());
+    Placement {
+        node,
+        security,
+        service_account: spec
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|sa| sa != "default"),
+        tolerations: spec.and_then(|s| s.tolerations.clone()).unwrap_or_default(),
+        admission,
+    }
 }
 
 /// The identity the first container mounting `volume` runs with: the
@@ -583,7 +647,9 @@ fn effective_identity(pod: &Pod, volume: &str) -> Option<PodSecurityContext> {
 mod tests {
     use super::*;
     use crate::plan::{resolve, PlanFile, PlanFlags};
-    use k8s_openapi::api::core::v1::{PersistentVolumeClaimStatus, PodStatus, SELinuxOptions};
+    use k8s_openapi::api::core::v1::{
+        PersistentVolumeClaimStatus, PodStatus, SELinuxOptions, SecurityContext,
+    };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn plan() -> Plan {
@@ -677,7 +743,7 @@ mod tests {
     }
 
     #[test]
-    fn destination_namespace_keeps_annotations_but_not_uid_ranges() {
+    fn destination_namespace_keeps_annotations_and_uid_ranges() {
         let source = Namespace {
             metadata: ObjectMeta {
                 name: Some("app".into()),
@@ -695,13 +761,22 @@ mod tests {
         let out = destination_namespace(&source, "app2", "m1");
         let annotations = out.metadata.annotations.unwrap();
         assert_eq!(annotations.get("team").map(String::as_str), Some("blue"));
-        assert!(!annotations.contains_key("openshift.io/sa.scc.uid-range"));
+        assert_eq!(annotations["openshift.io/sa.scc.uid-range"], "1000/10");
         assert_eq!(out.metadata.labels.unwrap()[MIGRATED_BY_LABEL], "m1");
     }
 
     #[test]
     fn receiver_pod_mounts_every_pvc_and_serves_it_by_name() {
-        let pod = receiver_pod("app2", "m1", "mover:test", &["a".into(), "b.c".into()]);
+        let setup = ReceiverSetup {
+            mode: ReceiverMode::Owners,
+            admission: Admission::default(),
+            tolerations: vec![Toleration {
+                key: Some("dedicated".into()),
+                operator: Some("Exists".into()),
+                ..Toleration::default()
+            }],
+        };
+        let pod = receiver_pod("app2", &plan(), &["a".into(), "b.c".into()], &setup);
         let labels = pod.metadata.labels.clone().unwrap();
         assert_eq!(labels[TRANSFER_LABEL], "m1");
         assert_eq!(labels[ROLE_LABEL], ROLE_RECEIVER);
@@ -732,6 +807,15 @@ mod tests {
             .iter()
             .any(|m| m.name == "pvc-1" && m.mount_path == "/volumes/b.c" && m.read_only.is_none()));
         assert_eq!(spec.security_context.unwrap().run_as_user, Some(0));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(spec.tolerations, Some(setup.tolerations.clone()));
+        assert_eq!(
+            spec.service_account_name, None,
+            "only OpenShift needs its own"
+        );
+        let resources = container.resources.clone().unwrap();
+        assert_eq!(resources.requests.unwrap()["cpu"].0, "100m");
+        assert_eq!(resources.limits.unwrap()["memory"].0, "2Gi");
         let security = container.security_context.clone().unwrap();
         assert_eq!(security.allow_privilege_escalation, Some(false));
         assert!(security
@@ -760,7 +844,13 @@ mod tests {
             let spec = receiver_service("app2", "m1", endpoint).spec.unwrap();
             assert_eq!(spec.type_.as_deref(), Some(type_));
         }
-        let route = receiver_route("app2", "m1");
+        let route = receiver_route("app2", "m1", None);
+        assert!(
+            route.data["spec"].get("host").is_none(),
+            "the router names it"
+        );
+        let named = receiver_route("app2", "m1", Some("r.apps.example.com"));
+        assert_eq!(named.data["spec"]["host"], "r.apps.example.com");
         assert_eq!(route.data["spec"]["tls"]["termination"], "passthrough");
         assert_eq!(route.data["spec"]["to"]["name"], RECEIVER);
         assert_eq!(route.metadata.namespace.as_deref(), Some("app2"));
@@ -779,12 +869,13 @@ mod tests {
             user_pod("data", "node-1", "Pending", 7),
             user_pod("data", "node-2", "Running", 1001),
         ];
-        let rwo = placement(&pvc("data", &["ReadWriteOnce"]), &pods);
+        let admission = Admission::default();
+        let rwo = placement(&pvc("data", &["ReadWriteOnce"]), &pods, admission);
         assert_eq!(rwo.node.as_deref(), Some("node-2"));
-        let rwx = placement(&pvc("data", &["ReadWriteMany"]), &pods);
+        let rwx = placement(&pvc("data", &["ReadWriteMany"]), &pods, admission);
         assert_eq!(rwx.node, None, "a shared volume does not pin the sender");
         assert_eq!(rwx.security.as_ref().unwrap().run_as_user, Some(1001));
-        let unused = placement(&pvc("lonely", &["ReadWriteOnce"]), &pods);
+        let unused = placement(&pvc("lonely", &["ReadWriteOnce"]), &pods, admission);
         assert_eq!(unused, Placement::default());
 
         // A restricted workload names its user on the container only: the
@@ -816,7 +907,7 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let identity = placement(&pvc("data", &["ReadWriteOnce"]), &[restricted])
+        let identity = placement(&pvc("data", &["ReadWriteOnce"]), &[restricted], admission)
             .security
             .unwrap();
         assert_eq!(
@@ -840,6 +931,7 @@ mod tests {
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         let security = spec.security_context.unwrap();
         assert_eq!(security.run_as_user, Some(1001));
+        assert_eq!(security.run_as_non_root, Some(true));
         assert_eq!(security.fs_group, Some(2000));
         assert_eq!(security.supplemental_groups, Some(vec![3000]));
         assert_eq!(

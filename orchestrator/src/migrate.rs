@@ -5,10 +5,12 @@ use std::fmt::Write as _;
 
 use crate::clusters::Cluster;
 use crate::itinerary::{steps_for, Flags};
+use crate::manifests;
 use crate::migration::store::Migration;
 use crate::migration::{RunKind, StepPhase};
 use crate::plan::Plan;
 use crate::preflight::Inventory;
+use crate::security::{ReceiverMode, ANYUID_ROLE, ENFORCE_LABEL};
 
 /// Exit codes of the `orchestrator` binary.
 pub mod exit {
@@ -146,6 +148,41 @@ pub fn describe(plan: &Plan, inventory: &Inventory) -> String {
                 spec.access_modes.clone().unwrap_or_default(),
                 plan.map_access_modes(&spec.access_modes.unwrap_or_default()),
             );
+            if !skip {
+                let placement = manifests::placement(&pvc.source, &ns.pods, ns.source_admission);
+                let _ = writeln!(
+                    out,
+                    "      sender runs {}",
+                    placement.sender_mode().describe()
+                );
+            }
+        }
+        for (name, why) in &ns.skipped {
+            let _ = writeln!(out, "  pvc {name:<30} skipped: {why}");
+        }
+        if !copies.is_empty() {
+            let _ = writeln!(
+                out,
+                "  receiver runs {} (destination namespace enforces Pod Security {:?}{})",
+                ns.receiver.mode.describe(),
+                ns.receiver.admission.level.name(),
+                if ns.receiver.admission.openshift {
+                    ", OpenShift SCCs"
+                } else {
+                    ""
+                }
+            );
+            if matches!(ns.receiver.mode, ReceiverMode::AsApplication(_)) {
+                let how = if ns.receiver.admission.openshift {
+                    format!(
+                        "be allowed to create ServiceAccounts and RoleBindings in {dst} and to \
+                         bind ClusterRole {ANYUID_ROLE}"
+                    )
+                } else {
+                    format!("label namespace {dst} {ENFORCE_LABEL}=baseline")
+                };
+                let _ = writeln!(out, "      to keep every file's owner instead: {how}");
+            }
         }
         if !copies.is_empty() {
             let _ = writeln!(

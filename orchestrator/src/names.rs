@@ -74,15 +74,28 @@ pub fn sender(pvc: &str) -> String {
 }
 
 /// The Job of hook `hook` of `migration` in `phase` (`prebackup`, ...):
-/// `<migration>-<phase>-<hook>`, or, when that is longer than a label may
-/// be (the Job controller puts the Job's name in its pods' `job-name`
-/// label, so 63 is the real limit), a readable prefix and a hash of the
-/// whole, so that distinct hooks keep distinct Jobs and a resumed run finds
-/// the Job it created.
+/// `<migration>-<phase>-<hook>` made a DNS label (the Job controller puts
+/// the Job's name in its pods' `job-name` label, so 63 is the real limit),
+/// so that distinct hooks keep distinct Jobs and a resumed run finds the
+/// Job it created.
 pub fn hook_job(migration: &str, phase: &str, hook: &str) -> String {
-    let full = format!("{migration}-{phase}-{hook}");
-    if full.len() <= 63 && crate::plan::check_dns_label(&full).is_ok() {
-        return full;
+    dns_label(&format!("{migration}-{phase}-{hook}"), "hook")
+}
+
+/// The first label of the host a namespace's receiver is reached at:
+/// `mover-receiver-<namespace>`, as a router would generate it, unless a
+/// long namespace name makes that more than the 63 characters a DNS label
+/// may have.
+pub fn receiver_host_label(namespace: &str) -> String {
+    dns_label(&format!("{RECEIVER}-{namespace}"), RECEIVER)
+}
+
+/// `full` if it is a valid DNS-1123 label; otherwise a readable prefix of
+/// it and a hash of the whole (or `fallback` and the hash, when nothing of
+/// it is readable), at most 63 characters.
+fn dns_label(full: &str, fallback: &str) -> String {
+    if full.len() <= 63 && crate::plan::check_dns_label(full).is_ok() {
+        return full.to_string();
     }
     let digest = Sha256::digest(full.as_bytes());
     let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
@@ -94,7 +107,7 @@ pub fn hook_job(migration: &str, phase: &str, hook: &str) -> String {
         .collect();
     let prefix = prefix.trim_matches('-');
     if prefix.is_empty() {
-        format!("hook-{hash}")
+        format!("{fallback}-{hash}")
     } else {
         format!("{prefix}-{hash}")
     }
@@ -164,6 +177,16 @@ mod tests {
         assert!(crate::plan::check_label_value(&safe).is_ok(), "{safe}");
         assert_ne!(safe, label_safe(&format!("{}.y", "a".repeat(70))));
         assert_eq!(sender("data-0"), "mover-sender-data-0");
+    }
+
+    #[test]
+    fn receiver_hosts_stay_dns_labels_for_long_namespaces() {
+        assert_eq!(receiver_host_label("shop"), "mover-receiver-shop");
+        let long = "n".repeat(63);
+        let label = receiver_host_label(&long);
+        assert!(label.len() <= 63, "{label}");
+        assert!(crate::plan::check_dns_label(&label).is_ok(), "{label}");
+        assert_ne!(label, receiver_host_label(&"n".repeat(62)));
     }
 
     #[test]

@@ -74,6 +74,44 @@ pub struct PlanFile {
     /// migration, as MTC's MigHooks.
     #[serde(default)]
     pub hooks: Vec<crate::hooks::Hook>,
+    /// Resources and priority of the sender and receiver pods.
+    pub transfer_pods: Option<TransferPods>,
+}
+
+/// How the transfer pods (senders, receivers) are sized and scheduled.
+/// Requests and limits are always set, because a namespace under a
+/// ResourceQuota admits no pod without them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TransferPods {
+    /// Default: requests cpu 100m, memory 256Mi; limits cpu 2, memory 2Gi
+    /// (a mover's memory stays flat whatever the volume's size).
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// A PriorityClass for the transfer pods, so that a busy cluster does
+    /// not preempt them.
+    pub priority_class_name: Option<String>,
+}
+
+impl TransferPods {
+    /// The resources to give each transfer pod's container: the plan's,
+    /// with the defaults for whatever it leaves out.
+    pub fn resources(&self) -> k8s_openapi::api::core::v1::ResourceRequirements {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let fill = |given: Option<&BTreeMap<String, Quantity>>, cpu: &str, memory: &str| {
+            let mut map = given.cloned().unwrap_or_default();
+            map.entry("cpu".into())
+                .or_insert_with(|| Quantity(cpu.into()));
+            map.entry("memory".into())
+                .or_insert_with(|| Quantity(memory.into()));
+            Some(map)
+        };
+        let given = self.resources.clone().unwrap_or_default();
+        k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: fill(given.requests.as_ref(), "100m", "256Mi"),
+            limits: fill(given.limits.as_ref(), "2", "2Gi"),
+            ..Default::default()
+        }
+    }
 }
 
 /// The registries of direct image migration.
@@ -248,6 +286,7 @@ pub struct Plan {
     pub verify_timeout: std::time::Duration,
     pub velero: crate::velero::VeleroConfig,
     pub hooks: Vec<crate::hooks::Hook>,
+    pub transfer_pods: TransferPods,
 }
 
 /// A source namespace and the destination namespace it becomes.
@@ -422,10 +461,12 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
     storage_class_mapping.extend(parse_pairs(
         &flags.storage_classes,
         "--storage-class",
+        true,
         &mut problems,
     ));
     for (from, to) in &storage_class_mapping {
-        for class in [from, to] {
+        // "" is a source class: static PVs.
+        for class in [from, to].into_iter().filter(|c| !c.is_empty() || *c == to) {
             if let Err(e) = check_dns_subdomain(class) {
                 problems.push(format!("{origin}: storageClassMapping {from}={to}: {e}"));
             }
@@ -435,6 +476,7 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
     access_mode_mapping.extend(parse_pairs(
         &flags.access_modes,
         "--access-mode",
+        false,
         &mut problems,
     ));
     for (from, to) in &access_mode_mapping {
@@ -532,6 +574,7 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         ),
         velero,
         hooks: file.hooks,
+        transfer_pods: file.transfer_pods.unwrap_or_default(),
         mover_image,
         retries: flags.retries.or(file.retries).unwrap_or(3),
         concurrency,
@@ -605,15 +648,18 @@ fn merge_cluster(
     }
 }
 
+/// `SOURCE=DESTINATION` pairs. An empty SOURCE is accepted where it means
+/// something: `storageClassName: ""`, the PVCs bound to static PVs.
 fn parse_pairs(
     specs: &[String],
     flag: &str,
+    empty_source: bool,
     problems: &mut Vec<String>,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for spec in specs {
         match spec.split_once('=') {
-            Some((from, to)) if !from.is_empty() && !to.is_empty() => {
+            Some((from, to)) if (empty_source || !from.is_empty()) && !to.is_empty() => {
                 out.insert(from.to_string(), to.to_string());
             }
             _ => problems.push(format!("{flag} {spec:?}: expected SOURCE=DESTINATION")),
@@ -692,7 +738,7 @@ mod tests {
         );
         let flags = PlanFlags {
             destination_context: Some("dst".into()),
-            storage_classes: vec!["fast=ssd".into()],
+            storage_classes: vec!["fast=ssd".into(), "=standard".into()],
             concurrency: Some(2),
             stage: true,
             ..PlanFlags::default()
@@ -710,6 +756,11 @@ mod tests {
             Some("standard")
         );
         assert_eq!(plan.map_storage_class(Some("fast")).as_deref(), Some("ssd"));
+        // storageClassName "" (static PVs) maps like any class.
+        assert_eq!(
+            plan.map_storage_class(Some("")).as_deref(),
+            Some("standard")
+        );
         assert_eq!(
             plan.map_storage_class(Some("other")).as_deref(),
             Some("other")

@@ -83,6 +83,7 @@ pub async fn run(
                 destination,
                 &ns.mapping.destination,
                 &to_copy,
+                &ns.receiver,
                 &ca,
                 &validity,
             )
@@ -122,7 +123,7 @@ pub async fn run(
                 source,
                 namespace: ns.mapping.source.clone(),
                 pvc: pvc.name().to_string(),
-                placement: manifests::placement(&pvc.source, &ns.pods),
+                placement: manifests::placement(&pvc.source, &ns.pods, ns.source_admission),
                 target: target.clone(),
                 final_copy: final_copies
                     .contains(&(ns.mapping.source.clone(), pvc.name().to_string())),

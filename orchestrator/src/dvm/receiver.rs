@@ -7,17 +7,19 @@
 //! address, so the pod comes last.
 
 use anyhow::{anyhow, bail, Context as _};
-use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{DynamicObject, ListParams};
 use kube::Api;
 use mover::certs::{Authority, Validity};
 
 use crate::clusters::Cluster;
 use crate::kubeops::{apply, delete_and_wait, poll};
-use crate::manifests::{self, Target};
-use crate::names::RECEIVER;
+use crate::manifests::{self, ReceiverSetup, Target};
+use crate::names::{receiver_host_label, RECEIVER};
 use crate::plan::{EndpointType, Plan};
+use crate::security::{ANYUID_ROLE, ANYUID_SCC};
 
 /// Starts the receiver for `pvcs` in destination namespace `ns` and
 /// returns how senders reach it.
@@ -26,6 +28,7 @@ pub async fn start(
     destination: &Cluster,
     ns: &str,
     pvcs: &[String],
+    setup: &ReceiverSetup,
     ca: &Authority,
     validity: &Validity,
 ) -> anyhow::Result<Target> {
@@ -50,12 +53,16 @@ pub async fn start(
     .await
     .with_context(|| format!("creating Secret {ns}/{RECEIVER}"))?;
 
+    if setup.service_account().is_some() {
+        grant_anyuid(plan, destination, ns).await?;
+    }
+
     // A receiver left by an interrupted run has the old certificate.
     let pods: Api<Pod> = Api::namespaced(client, ns);
     delete_and_wait(&pods, RECEIVER, plan.endpoint_timeout).await?;
     pods.create(
         &Default::default(),
-        &manifests::receiver_pod(ns, &plan.name, &plan.mover_image, pvcs),
+        &manifests::receiver_pod(ns, plan, pvcs, setup),
     )
     .await
     .with_context(|| format!("creating pod {ns}/{RECEIVER}"))?;
@@ -72,6 +79,53 @@ pub async fn start(
         )
     })?;
     Ok(target)
+}
+
+/// Gives the receiver its own service account, allowed to use the
+/// `anyuid` SCC: root is what keeps every file's owner (preflight checked
+/// the user may grant it; cleanup removes both).
+async fn grant_anyuid(plan: &Plan, destination: &Cluster, ns: &str) -> anyhow::Result<()> {
+    let client = destination.client.clone();
+    apply(
+        &Api::<ServiceAccount>::namespaced(client.clone(), ns),
+        &manifests::receiver_service_account(ns, &plan.name),
+    )
+    .await
+    .with_context(|| format!("creating ServiceAccount {ns}/{RECEIVER}"))?;
+    apply(
+        &Api::<RoleBinding>::namespaced(client, ns),
+        &manifests::receiver_scc_binding(ns, &plan.name),
+    )
+    .await
+    .with_context(|| {
+        format!("granting ServiceAccount {ns}/{RECEIVER} the SCC {ANYUID_SCC} ({ANYUID_ROLE})")
+    })?;
+    Ok(())
+}
+
+/// The domain Routes get hosts in: the plan's `ingressDomain`, else the
+/// cluster's own (OpenShift's `ingresses.config.openshift.io/cluster`).
+async fn apps_domain(plan: &Plan, destination: &Cluster) -> anyhow::Result<String> {
+    if let Some(domain) = &plan.ingress_domain {
+        return Ok(domain.clone());
+    }
+    let config = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "config.openshift.io",
+        "v1",
+        "Ingress",
+    ));
+    let ingresses: Api<DynamicObject> = Api::all_with(destination.client.clone(), &config);
+    let cluster = ingresses.get("cluster").await.ok();
+    cluster
+        .and_then(|c| c.data["spec"]["domain"].as_str().map(String::from))
+        .ok_or_else(|| {
+            anyhow!(
+                "{} does not say its apps domain (ingresses.config.openshift.io/cluster) and \
+                 the plan names none: set ingressDomain so that receivers of long namespace \
+                 names get valid Route hosts",
+                destination.describe()
+            )
+        })
 }
 
 /// `Some(Ok)` once the receiver runs, `Some(Err)` when it cannot (bad
@@ -118,11 +172,23 @@ async fn endpoint(
     };
     match plan.endpoint {
         EndpointType::Route => {
+            let label = receiver_host_label(ns);
+            // The router would generate `mover-receiver-<ns>.<domain>`; when a
+            // long namespace makes that an invalid host, name one ourselves.
+            let host = if label == format!("{RECEIVER}-{ns}") {
+                None
+            } else {
+                let domain = apps_domain(plan, destination).await?;
+                Some(format!("{label}.{domain}"))
+            };
             let routes: Api<DynamicObject> =
                 Api::namespaced_with(client, ns, &manifests::route_resource());
-            apply(&routes, &manifests::receiver_route(ns, &plan.name))
-                .await
-                .with_context(|| format!("creating Route {ns}/{RECEIVER}"))?;
+            apply(
+                &routes,
+                &manifests::receiver_route(ns, &plan.name, host.as_deref()),
+            )
+            .await
+            .with_context(|| format!("creating Route {ns}/{RECEIVER}"))?;
             let admitted = poll(
                 &routes,
                 RECEIVER,
@@ -152,7 +218,7 @@ async fn endpoint(
                 .ingress_domain
                 .as_deref()
                 .ok_or_else(|| anyhow!("endpoint ingress needs ingressDomain"))?;
-            let host = format!("{RECEIVER}-{ns}.{domain}");
+            let host = format!("{}.{domain}", receiver_host_label(ns));
             let ingresses: Api<Ingress> = Api::namespaced(client, ns);
             apply(
                 &ingresses,

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use futures_util::{AsyncBufReadExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{LogParams, PostParams};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use kube::api::{ListParams, LogParams, PostParams};
 use kube::Api;
 use serde::Deserialize;
 
@@ -128,7 +128,8 @@ async fn attempt_once(job: &Job<'_>, board: &Board) -> anyhow::Result<Outcome> {
     let name = names::sender(pvc);
     let pods: Api<Pod> = Api::namespaced(job.source.client.clone(), ns);
     delete_and_wait(&pods, &name, START_TIMEOUT).await?;
-    let pod = manifests::sender_pod(ns, pvc, job.plan, &job.placement, &job.target);
+    let placement = current_placement(job, &pods).await;
+    let pod = manifests::sender_pod(ns, pvc, job.plan, &placement, &job.target);
     pods.create(&PostParams::default(), &pod).await?;
 
     // Wait for the container to run (or to fail before it could).
@@ -172,6 +173,32 @@ async fn attempt_once(job: &Job<'_>, board: &Board) -> anyhow::Result<Outcome> {
             return Ok(classify(code, summary, reason, job.final_copy));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Where the sender must run now: an application pod using a
+/// ReadWriteOnce volume may have moved to another node since preflight
+/// (rescheduled, or restarted by a stage run's retry), so the pods using
+/// the PVC are looked up again on every attempt. When none runs (a final
+/// copy, users stopped) the placement from preflight, taken from the
+/// recorded users, stands.
+async fn current_placement(job: &Job<'_>, pods: &Api<Pod>) -> Placement {
+    let applications = ListParams::default().labels(&format!("!{}", names::TRANSFER_LABEL));
+    let Ok(live) = pods.list(&applications).await else {
+        return job.placement.clone();
+    };
+    let Ok(pvc) =
+        Api::<PersistentVolumeClaim>::namespaced(job.source.client.clone(), &job.namespace)
+            .get(&job.pvc)
+            .await
+    else {
+        return job.placement.clone();
+    };
+    let now = manifests::placement(&pvc, &live.items, job.placement.admission);
+    if now.security.is_some() || now.node.is_some() {
+        now
+    } else {
+        job.placement.clone()
     }
 }
 

@@ -4,20 +4,23 @@
 //! The result, an [`Inventory`], is also what `orchestrator plan` prints:
 //! the PVCs that would be copied and where they would go.
 
+mod dry_run;
+mod rights;
+
 use std::collections::BTreeSet;
 use std::fmt;
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Toleration};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::Api;
 
 use crate::clusters::Cluster;
+use crate::manifests::{self, ReceiverSetup};
 use crate::names::{MIGRATED_BY_LABEL, SYNC_KIND_ANNOTATION};
 use crate::plan::{EndpointType, NamespaceMapping, Plan, PvcSelection};
+use crate::security::{Admission, Level, ReceiverMode, ANYUID_ROLE, ANYUID_SCC};
+use rights::{RBAC, SCC_GROUP};
 
 /// What the migration will work on, as found in the clusters.
 #[derive(Debug, Clone)]
@@ -37,6 +40,12 @@ pub struct NamespaceInventory {
     pub pods: Vec<Pod>,
     /// Whether the destination namespace already exists.
     pub destination_exists: bool,
+    /// What admits pods in the source namespace (the senders').
+    pub source_admission: Admission,
+    /// How the destination namespace's receiver runs.
+    pub receiver: ReceiverSetup,
+    /// PVCs of the namespace left out, each with why.
+    pub skipped: Vec<(String, String)>,
 }
 
 impl NamespaceInventory {
@@ -108,7 +117,11 @@ pub async fn check(
     if !reachable {
         return Err(Problems(problems));
     }
-    check_rights(plan, source, destination, &mut problems).await;
+    rights::check(plan, source, destination, &mut problems).await;
+    let openshift = Sides {
+        source: serves_sccs(source).await,
+        destination: serves_sccs(destination).await,
+    };
 
     let classes = match Api::<StorageClass>::all(destination.client.clone())
         .list(&ListParams::default())
@@ -132,24 +145,54 @@ pub async fn check(
 
     let mut namespaces = Vec::new();
     for mapping in &plan.namespaces {
-        if let Some(found) =
-            check_namespace(plan, mapping, source, destination, &classes, &mut problems).await
+        if let Some(found) = check_namespace(
+            plan,
+            mapping,
+            (source, destination),
+            openshift,
+            &classes,
+            &mut problems,
+        )
+        .await
         {
             namespaces.push(found);
         }
     }
+    let inventory = Inventory { namespaces };
     if problems.is_empty() {
-        Ok(Inventory { namespaces })
+        dry_run::check(plan, &inventory, source, destination, &mut problems).await;
+    }
+    if problems.is_empty() {
+        Ok(inventory)
     } else {
         Err(Problems(problems))
     }
 }
 
+/// A fact about each side.
+#[derive(Clone, Copy)]
+struct Sides {
+    source: bool,
+    destination: bool,
+}
+
+/// Whether `cluster` runs OpenShift's SCC admission (it serves SCCs).
+async fn serves_sccs(cluster: &Cluster) -> bool {
+    kube::discovery::group(&cluster.client, "security.openshift.io")
+        .await
+        .is_ok_and(|group| {
+            group
+                .recommended_resources()
+                .iter()
+                .any(|(resource, _)| resource.plural == "securitycontextconstraints")
+        })
+}
+
 async fn check_namespace(
     plan: &Plan,
     mapping: &NamespaceMapping,
-    source: &Cluster,
-    destination: &Cluster,
+    (source, destination): (&Cluster, &Cluster),
+    openshift: Sides,
     classes: &[StorageClass],
     problems: &mut Vec<String>,
 ) -> Option<NamespaceInventory> {
@@ -225,20 +268,23 @@ async fn check_namespace(
         }
     };
 
+    let (selected, skipped) = leave_out_block_volumes(selected);
+
     let dest_ns = &mapping.destination;
-    let destination_exists = match Api::<Namespace>::all(destination.client.clone())
+    let existing_destination = match Api::<Namespace>::all(destination.client.clone())
         .get_opt(dest_ns)
         .await
     {
-        Ok(found) => found.is_some(),
+        Ok(found) => found,
         Err(e) => {
             problems.push(format!(
                 "{}: reading namespace {dest_ns:?}: {e}",
                 destination.describe()
             ));
-            false
+            None
         }
     };
+    let destination_exists = existing_destination.is_some();
     let dest_pvcs = Api::<PersistentVolumeClaim>::namespaced(destination.client.clone(), dest_ns);
     let mut inventory = Vec::new();
     for pvc in selected {
@@ -287,13 +333,113 @@ async fn check_namespace(
             destination: existing,
         });
     }
+    let source_admission = Admission {
+        level: Level::of(&namespace),
+        openshift: openshift.source,
+    };
+    // The destination namespace gets the source's labels when it is made.
+    let destination_admission = Admission {
+        level: Level::of(existing_destination.as_ref().unwrap_or(&namespace)),
+        openshift: openshift.destination,
+    };
+    let receiver = receiver_setup(
+        destination,
+        dest_ns,
+        destination_admission,
+        &inventory,
+        &pods,
+        source_admission,
+    )
+    .await;
     Some(NamespaceInventory {
         mapping: mapping.clone(),
         source: namespace,
         pvcs: inventory,
         pods,
         destination_exists,
+        source_admission,
+        receiver,
+        skipped,
     })
+}
+
+/// Block-mode PVCs (raw devices) cannot be copied as file trees yet: they
+/// are left out with a reason instead of failing their namespace.
+fn leave_out_block_volumes(
+    pvcs: Vec<PersistentVolumeClaim>,
+) -> (Vec<PersistentVolumeClaim>, Vec<(String, String)>) {
+    let (block, files): (Vec<_>, Vec<_>) = pvcs
+        .into_iter()
+        .partition(|pvc| pvc.spec.as_ref().and_then(|s| s.volume_mode.as_deref()) == Some("Block"));
+    let skipped = block
+        .into_iter()
+        .map(|pvc| {
+            (
+                pvc.metadata.name.unwrap_or_default(),
+                "volumeMode Block: block volumes are not copied yet (copy the device by hand)"
+                    .to_string(),
+            )
+        })
+        .collect();
+    (files, skipped)
+}
+
+/// How the receiver of `dest_ns` will run: as root keeping owners where
+/// the destination admits it (on OpenShift, where the user may grant its
+/// service account the `anyuid` SCC), else as the application's user.
+async fn receiver_setup(
+    destination: &Cluster,
+    dest_ns: &str,
+    admission: Admission,
+    pvcs: &[PvcInventory],
+    pods: &[Pod],
+    source_admission: Admission,
+) -> ReceiverSetup {
+    let placements: Vec<_> = pvcs
+        .iter()
+        .map(|pvc| manifests::placement(&pvc.source, pods, source_admission))
+        .collect();
+    let identity = placements
+        .iter()
+        .filter_map(|p| p.security.clone())
+        .find(|id| id.run_as_user.is_some_and(|uid| uid != 0));
+    let mut tolerations: Vec<Toleration> = Vec::new();
+    for toleration in placements.iter().flat_map(|p| p.tolerations.iter()) {
+        if !tolerations.contains(toleration) {
+            tolerations.push(toleration.clone());
+        }
+    }
+    let owners = match admission.level {
+        Level::Restricted => false,
+        _ if admission.openshift => may_grant_anyuid(destination, dest_ns).await,
+        _ => true,
+    };
+    ReceiverSetup {
+        mode: if owners {
+            ReceiverMode::Owners
+        } else {
+            ReceiverMode::AsApplication(identity.map(Box::new))
+        },
+        admission,
+        tolerations,
+    }
+}
+
+/// Whether the user may give the receiver's own service account the
+/// `anyuid` SCC: create it and a RoleBinding, and either use the SCC
+/// themselves or bind its ClusterRole (RBAC refuses a binding that
+/// grants more than its author holds).
+async fn may_grant_anyuid(destination: &Cluster, ns: &str) -> bool {
+    let check =
+        |verb, group, resource, name| rights::allowed(destination, ns, verb, group, resource, name);
+    check("create", "", "serviceaccounts", "").await.is_ok()
+        && check("create", RBAC, "rolebindings", "").await.is_ok()
+        && (check("use", SCC_GROUP, "securitycontextconstraints", ANYUID_SCC)
+            .await
+            .is_ok()
+            || check("bind", RBAC, "clusterroles", ANYUID_ROLE)
+                .await
+                .is_ok())
 }
 
 fn check_storage_class(
@@ -321,6 +467,13 @@ fn check_storage_class(
         }
     };
     match plan.map_storage_class(source_class) {
+        Some(class) if class.is_empty() => problems.push(format!(
+            "PVC {ns}/{name} uses a static PV (storageClassName \"\"): nothing would provision \
+             its twin in {}; map it to a class with storageClassMapping {{\"\": <class>}} or \
+             --storage-class =<class> (available: {})",
+            destination.describe(),
+            available()
+        )),
         Some(class) => {
             if !classes
                 .iter()
@@ -368,95 +521,5 @@ async fn check_route_api(destination: &Cluster, problems: &mut Vec<String>) {
              (--endpoint ingress|loadbalancer|nodeport)",
             destination.describe()
         )),
-    }
-}
-
-/// The rights a migration needs, per side: (verb, group, resource).
-const SOURCE_RIGHTS: &[(&str, &str, &str)] = &[
-    ("list", "", "persistentvolumeclaims"),
-    ("list", "", "pods"),
-    ("create", "", "pods"),
-    ("get", "", "pods/log"),
-    ("delete", "", "pods"),
-    ("create", "", "secrets"),
-    ("delete", "", "secrets"),
-];
-const DESTINATION_RIGHTS: &[(&str, &str, &str)] = &[
-    ("create", "", "namespaces"),
-    ("create", "", "persistentvolumeclaims"),
-    ("patch", "", "persistentvolumeclaims"),
-    ("create", "", "pods"),
-    ("delete", "", "pods"),
-    ("create", "", "secrets"),
-    ("delete", "", "secrets"),
-    ("create", "", "services"),
-    ("delete", "", "services"),
-];
-
-async fn check_rights(
-    plan: &Plan,
-    source: &Cluster,
-    destination: &Cluster,
-    problems: &mut Vec<String>,
-) {
-    let endpoint_right: (&str, &str, &str) = match plan.endpoint {
-        EndpointType::Route => ("create", "route.openshift.io", "routes"),
-        EndpointType::Ingress => ("create", "networking.k8s.io", "ingresses"),
-        EndpointType::Loadbalancer | EndpointType::Nodeport => ("create", "", "services"),
-    };
-    for mapping in &plan.namespaces {
-        for (cluster, ns, rights) in [
-            (source, &mapping.source, SOURCE_RIGHTS.to_vec()),
-            (destination, &mapping.destination, {
-                let mut r = DESTINATION_RIGHTS.to_vec();
-                r.push(endpoint_right);
-                r
-            }),
-        ] {
-            for (verb, group, resource) in rights {
-                if let Err(reason) = allowed(cluster, ns, verb, group, resource).await {
-                    problems.push(format!(
-                        "{}: not allowed to {verb} {resource} in namespace {ns:?}: {reason}",
-                        cluster.describe()
-                    ));
-                }
-            }
-        }
-    }
-}
-
-async fn allowed(
-    cluster: &Cluster,
-    ns: &str,
-    verb: &str,
-    group: &str,
-    resource: &str,
-) -> Result<(), String> {
-    let (resource, subresource) = match resource.split_once('/') {
-        Some((r, s)) => (r, Some(s.to_string())),
-        None => (resource, None),
-    };
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                namespace: Some(ns.to_string()),
-                verb: Some(verb.to_string()),
-                group: Some(group.to_string()),
-                resource: Some(resource.to_string()),
-                subresource,
-                ..ResourceAttributes::default()
-            }),
-            ..SelfSubjectAccessReviewSpec::default()
-        },
-        ..SelfSubjectAccessReview::default()
-    };
-    let answer = Api::<SelfSubjectAccessReview>::all(cluster.client.clone())
-        .create(&PostParams::default(), &review)
-        .await
-        .map_err(|e| format!("the access review failed: {e}"))?;
-    match answer.status {
-        Some(status) if status.allowed => Ok(()),
-        Some(status) => Err(status.reason.unwrap_or_else(|| "denied".into())),
-        None => Err("the access review returned no status".into()),
     }
 }
