@@ -328,7 +328,7 @@ async fn a_concurrent_change_is_not_lost() {
     create::<Deployment>(&emulated.cluster, replicated("Deployment", "web", 3)).await;
     let direct = emulated.cluster.client.clone();
     let client = racing::client(
-        &emulated._pair.source.api_url,
+        emulated._pair.source.client.clone(),
         "/deployments/web",
         move || Box::pin(scale_web(direct, 5)),
     )

@@ -7,13 +7,14 @@
 /// Something another writer does to the cluster.
 pub type Write = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// A client for `upstream` (an emulated API server) through a proxy that,
-/// just before forwarding the first PATCH whose path ends with `path`,
-/// lets `writer` change the cluster: a concurrent writer (a user, an HPA)
-/// acting between the orchestrator's read and its write, at exactly that
-/// moment. The API server itself then answers the stale write.
+/// A client for the API server `upstream` talks to (an emulated cluster's,
+/// over HTTPS as its administrator) through a proxy that, just before
+/// forwarding the first PATCH whose path ends with `path`, lets `writer`
+/// change the cluster: a concurrent writer (a user, an HPA) acting between
+/// the orchestrator's read and its write, at exactly that moment. The API
+/// server itself then answers the stale write.
 pub async fn client(
-    upstream: &str,
+    upstream: kube::Client,
     path: &'static str,
     writer: impl FnOnce() -> Write + Send + 'static,
 ) -> kube::Client {
@@ -22,10 +23,8 @@ pub async fn client(
 
     type Writer = Box<dyn FnOnce() -> Write + Send>;
     let writer: Arc<Mutex<Option<Writer>>> = Arc::new(Mutex::new(Some(Box::new(writer))));
-    let http = reqwest::Client::new();
-    let upstream = upstream.to_string();
     let app = axum::Router::new().fallback(move |request: Request| {
-        let (writer, http, upstream) = (writer.clone(), http.clone(), upstream.clone());
+        let (writer, upstream) = (writer.clone(), upstream.clone());
         async move {
             let (parts, body) = request.into_parts();
             if parts.method == axum::http::Method::PATCH && parts.uri.path().ends_with(path) {
@@ -35,27 +34,17 @@ pub async fn client(
                 }
             }
             let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-            let mut forward = http.request(
-                parts.method.as_str().parse().unwrap(),
-                format!("{upstream}{}", parts.uri),
-            );
+            let mut forward = axum::http::Request::builder()
+                .method(parts.method)
+                .uri(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
             for (name, value) in &parts.headers {
                 if name != "host" {
-                    forward = forward.header(name.as_str(), value.as_bytes());
+                    forward = forward.header(name, value);
                 }
             }
-            let answer = forward.body(body).send().await.unwrap();
-            let status = answer.status().as_u16();
-            let content_type = answer
-                .headers()
-                .get("content-type")
-                .map(|v| v.as_bytes().to_vec())
-                .unwrap_or_else(|| b"application/json".to_vec());
-            axum::http::Response::builder()
-                .status(status)
-                .header("content-type", content_type)
-                .body(axum::body::Body::from(answer.bytes().await.unwrap()))
-                .unwrap()
+            let forward = forward.body(kube::client::Body::from(body.to_vec())).unwrap();
+            let answer = upstream.send(forward).await.unwrap();
+            answer.map(axum::body::Body::new)
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

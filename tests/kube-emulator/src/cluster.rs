@@ -1,4 +1,8 @@
-//! Starting and stopping emulated clusters.
+//! Starting and stopping emulated clusters, and who their clients are:
+//! the kubeconfig's `admin` (in `system:masters`) and `developer` (no
+//! rights until a test binds some), the cluster's own components as
+//! `system:kube-controller-manager`, Velero as its ServiceAccount
+//! (`identity`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -10,6 +14,10 @@ use tokio::task::JoinSet;
 use crate::context::{ClusterContext, PodLogs, Shared};
 use crate::policy::Policy;
 use crate::{api, binder, controllers, docker, kubelet, router, velero};
+
+mod identity;
+
+pub use identity::config as client_config;
 
 /// How to start one cluster.
 #[derive(Clone, Debug)]
@@ -45,15 +53,42 @@ pub struct PairOptions {
     pub destination: Policy,
 }
 
+/// The user of the kubeconfig's `<cluster>` contexts (in `system:masters`).
+pub const ADMIN: &str = "admin";
+/// The user of the kubeconfig's `<cluster>-developer` contexts: no
+/// permissions beyond discovery and self reviews until a test binds a role.
+pub const DEVELOPER: &str = "developer";
+
+/// How a client proves who it is to a cluster's API server.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    /// A client certificate of the cluster's CA (CommonName the user,
+    /// Organizations the groups).
+    Certificate(api::KeyPairPem),
+    /// A bearer token ([`Cluster::token_for`], or a ServiceAccount token
+    /// from a TokenRequest).
+    Token(String),
+    /// None: the request is `system:anonymous`.
+    Anonymous,
+}
+
 /// One running emulated cluster. Dropping it stops its tasks and removes
 /// its Docker containers and network.
 pub struct Cluster {
     pub name: String,
-    /// `http://127.0.0.1:PORT` of the API server.
+    /// `https://127.0.0.1:PORT` of the API server, whose certificate the
+    /// cluster's CA signed ([`Cluster::ca_pem`]).
     pub api_url: String,
-    /// A client for the API server.
+    /// A client for the API server as the cluster's administrator (the
+    /// kubeconfig's `admin`, in `system:masters`).
     pub client: kube::Client,
+    /// What the cluster's own components share; their client
+    /// authenticates as `system:kube-controller-manager`.
     pub context: Arc<ClusterContext>,
+    authenticator: Arc<api::Authenticator>,
+    /// The kubeconfig users' certificates.
+    admin: api::KeyPairPem,
+    developer: api::KeyPairPem,
     tasks: JoinSet<()>,
 }
 
@@ -121,8 +156,9 @@ impl ClusterPair {
         })
     }
 
-    /// A kubeconfig with the contexts `source` and `destination`
-    /// (`source` current).
+    /// A kubeconfig with the contexts `source` and `destination` (as
+    /// `admin`, `source` current) and `source-developer` and
+    /// `destination-developer` (as `developer`), trusting each cluster's CA.
     pub fn kubeconfig(&self) -> String {
         kubeconfig(&[&self.source, &self.destination])
     }
@@ -165,37 +201,61 @@ impl Cluster {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
             .context("binding the API server")?;
-        let api_url = format!("http://{}", listener.local_addr()?);
-        let client = client_for(&api_url)?;
-        let context = Arc::new(ClusterContext {
-            name: options.name.clone(),
-            client: client.clone(),
-            state_dir: cluster_dir,
-            network,
-            router_ip,
-            apps_domain: format!("apps.{}.emu.test", options.name),
-            policy: options.policy.clone(),
-            shared,
-        });
+        let api_url = format!("https://{}", listener.local_addr()?);
+        let authority = Arc::new(api::Authority::new(&options.name)?);
+        let authenticator = Arc::new(api::Authenticator::new(authority.clone(), shared.clone()));
+        let admin = authority.client(ADMIN, &[api::MASTERS])?;
+        let developer = authority.client(DEVELOPER, &[])?;
+        let as_admin = Credentials::Certificate(admin.clone());
+        let client = kube::Client::try_from(client_config(&api_url, &authority, &as_admin)?)?;
+        let as_components =
+            Credentials::Certificate(authority.client(api::CONTROLLER_MANAGER, &[])?);
+        let components = client_config(&api_url, &authority, &as_components)?;
+        let context = |client: kube::Client| {
+            Arc::new(ClusterContext {
+                name: options.name.clone(),
+                client,
+                state_dir: cluster_dir.clone(),
+                network: network.clone(),
+                router_ip,
+                apps_domain: format!("apps.{}.emu.test", options.name),
+                policy: options.policy.clone(),
+                shared: shared.clone(),
+            })
+        };
+        let components_context = context(kube::Client::try_from(components.clone())?);
 
         let mut tasks = JoinSet::new();
         let logs: Option<Arc<dyn PodLogs>> = if options.docker {
-            Some(kubelet::log_source(context.clone()))
+            Some(kubelet::log_source(components_context.clone()))
         } else {
             None
         };
         tasks.spawn(supervise(
             "api server",
-            api::serve(listener, logs, options.policy.clone()),
+            api::serve(
+                listener,
+                logs,
+                options.policy.clone(),
+                authenticator.clone(),
+            ),
         ));
+        let velero_token = identity::install_velero_account(&client, &velero.namespace)
+            .await
+            .context("installing Velero's ServiceAccount")?;
+        let as_velero = Credentials::Token(velero_token);
+        let velero_context = context(kube::Client::try_from(client_config(
+            &api_url, &authority, &as_velero,
+        )?)?);
+        let context = components_context;
         tasks.spawn(supervise("pvc binder", binder::run(context.clone())));
         tasks.spawn(supervise(
             "velero",
-            velero::run(context.clone(), velero.clone()),
+            velero::run(velero_context, velero.clone()),
         ));
         tasks.spawn(supervise(
             "controllers",
-            controllers::run_apart(context.clone(), api_url.clone()),
+            controllers::run_apart(context.clone(), components),
         ));
         if options.docker {
             tasks.spawn(supervise("kubelet", kubelet::run(context.clone())));
@@ -206,8 +266,41 @@ impl Cluster {
             api_url,
             client,
             context,
+            authenticator,
+            admin,
+            developer,
             tasks,
         })
+    }
+
+    /// The cluster's CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        self.authenticator.authority().ca_pem()
+    }
+
+    /// A new bearer token authenticating as `user` in `groups` (and
+    /// `system:authenticated`) for as long as the cluster runs, as a line
+    /// of the API server's `--token-auth-file` would.
+    pub fn token_for(&self, user: &str, groups: &[&str]) -> String {
+        self.authenticator.token_for(user, groups)
+    }
+
+    /// A client certificate of the cluster's CA for `user` in `groups`.
+    pub fn certificate_for(&self, user: &str, groups: &[&str]) -> anyhow::Result<api::KeyPairPem> {
+        self.authenticator.authority().client(user, groups)
+    }
+
+    /// A client of the API server that trusts the cluster's CA and
+    /// authenticates with `credentials`.
+    pub fn client_with(&self, credentials: &Credentials) -> anyhow::Result<kube::Client> {
+        let config = client_config(&self.api_url, self.authenticator.authority(), credentials)?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// A kubeconfig for this cluster alone: context `<name>` as `admin`
+    /// (current) and `<name>-developer` as `developer`.
+    pub fn kubeconfig(&self) -> String {
+        kubeconfig(&[self])
     }
 }
 
@@ -233,11 +326,6 @@ async fn supervise(
     }
 }
 
-fn client_for(api_url: &str) -> anyhow::Result<kube::Client> {
-    let config = kube::Config::new(api_url.parse().context("API server URL")?);
-    Ok(kube::Client::try_from(config)?)
-}
-
 /// A short id unique to each call in this process, and very likely across
 /// processes, used to name and label Docker objects (tests that start
 /// single clusters give it to `Shared::instance`).
@@ -252,27 +340,14 @@ pub fn instance_id() -> String {
 }
 
 fn kubeconfig(clusters: &[&Cluster]) -> String {
-    let mut config = String::from("apiVersion: v1\nkind: Config\n");
-    config += &format!("current-context: {}\nclusters:\n", clusters[0].name);
-    for cluster in clusters {
-        config += &format!(
-            "- name: {0}\n  cluster:\n    server: {1}\n",
-            cluster.name, cluster.api_url
-        );
-    }
-    config += "users:\n";
-    for cluster in clusters {
-        config += &format!(
-            "- name: {0}\n  user:\n    token: emulator-{0}\n",
-            cluster.name
-        );
-    }
-    config += "contexts:\n";
-    for cluster in clusters {
-        config += &format!(
-            "- name: {0}\n  context:\n    cluster: {0}\n    user: {0}\n    namespace: default\n",
-            cluster.name
-        );
-    }
-    config
+    let entries: Vec<identity::KubeconfigCluster<'_>> = clusters
+        .iter()
+        .map(|cluster| identity::KubeconfigCluster {
+            name: &cluster.name,
+            server: &cluster.api_url,
+            ca_pem: cluster.ca_pem(),
+            users: vec![("", &cluster.admin), ("-developer", &cluster.developer)],
+        })
+        .collect();
+    identity::kubeconfig(&entries)
 }

@@ -32,7 +32,7 @@ pub mod router;
 pub mod testing;
 pub mod velero;
 
-pub use cluster::{Cluster, ClusterOptions, ClusterPair, PairOptions};
+pub use cluster::{Cluster, ClusterOptions, ClusterPair, Credentials, PairOptions};
 pub use context::{ClusterContext, PodLogs, Shared};
 pub use policy::{Flavour, Policy};
 pub use velero::VeleroOptions;

@@ -1,5 +1,6 @@
-//! `kube-emulator up`: starts an emulated source and destination cluster,
-//! writes a kubeconfig for them, prints it, and runs until interrupted.
+//! `kube-emulator up`: starts an emulated source and destination cluster
+//! (HTTPS API servers with RBAC), writes a kubeconfig for them, prints it,
+//! and runs until interrupted.
 
 use std::path::PathBuf;
 
@@ -27,7 +28,10 @@ enum Command {
         /// Velero bucket.
         #[arg(long, default_value = "/tmp/kube-emulator")]
         state: PathBuf,
-        /// Where to write the kubeconfig (contexts `source`, `destination`).
+        /// Where to write the kubeconfig: contexts `source` and
+        /// `destination` as `admin` (in `system:masters`), and
+        /// `source-developer` and `destination-developer` as `developer`
+        /// (no rights until a role is bound); the clusters' CAs included.
         #[arg(long, default_value = "/tmp/kube-emulator/kubeconfig")]
         kubeconfig: PathBuf,
         /// Run without Docker: API servers, PVC binder and Velero only.

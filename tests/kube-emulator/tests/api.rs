@@ -1222,10 +1222,10 @@ async fn saw(events: &Arc<Mutex<Vec<String>>>, wanted: &[&str]) {
 
 #[tokio::test]
 async fn watcher_sees_changes_and_resumes_after_a_cut_connection() {
-    let url = api_support::server(None, kube_emulator::api::DEFAULT_HISTORY).await;
-    let direct = api_support::client(&url);
-    let proxy = CutProxy::start(&url).await;
-    let watched: Api<ConfigMap> = Api::namespaced(api_support::client(&proxy.url), "default");
+    let server = api_support::server(None, kube_emulator::api::DEFAULT_HISTORY).await;
+    let direct = server.client(&server.url);
+    let proxy = CutProxy::start(&server.url).await;
+    let watched: Api<ConfigMap> = Api::namespaced(server.client(&proxy.url), "default");
     let cms: Api<ConfigMap> = Api::namespaced(direct, "default");
     cms.create(
         &PostParams::default(),
@@ -1299,10 +1299,10 @@ async fn streaming_list_watcher_gets_initial_events_then_changes() {
 
 #[tokio::test]
 async fn watcher_relists_when_its_resource_version_is_gone() {
-    let url = api_support::server(None, 3).await;
-    let proxy = CutProxy::start(&url).await;
-    let cms: Api<ConfigMap> = Api::namespaced(api_support::client(&url), "default");
-    let watched: Api<ConfigMap> = Api::namespaced(api_support::client(&proxy.url), "default");
+    let server = api_support::server(None, 3).await;
+    let proxy = CutProxy::start(&server.url).await;
+    let cms: Api<ConfigMap> = Api::namespaced(server.client(&server.url), "default");
+    let watched: Api<ConfigMap> = Api::namespaced(server.client(&proxy.url), "default");
     cms.create(
         &PostParams::default(),
         &config_map("old", json!({}), json!({})),
@@ -1487,8 +1487,8 @@ async fn pod_logs_come_from_the_kubelet_and_follow_streams() {
         asked: Mutex::default(),
         chunks: Mutex::new(Some(rx)),
     });
-    let url = api_support::server(Some(logs.clone()), 100).await;
-    let client = api_support::client(&url);
+    let server = api_support::server(Some(logs.clone()), 100).await;
+    let client = server.client(&server.url);
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     pods.create(&PostParams::default(), &pod("sender", json!({})))
         .await
@@ -1571,7 +1571,8 @@ async fn pod_logs_come_from_the_kubelet_and_follow_streams() {
     assert_eq!(refused.code, 405, "the log is read-only");
 
     // a cluster without a kubelet answers 404 with a Status
-    let bare = api_support::client(&api_support::server(None, 100).await);
+    let bare_server = api_support::server(None, 100).await;
+    let bare = bare_server.client(&bare_server.url);
     let bare_pods: Api<Pod> = Api::namespaced(bare, "default");
     bare_pods
         .create(&PostParams::default(), &pod("p", json!({})))
@@ -1603,14 +1604,7 @@ async fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String, 
 async fn kubectl_works_unchanged() {
     let test = cluster().await;
     let kubeconfig = test.dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: emu\nclusters:\n- name: emu\n  cluster:\n    server: {}\nusers:\n- name: emu\n  user:\n    token: t\ncontexts:\n- name: emu\n  context:\n    cluster: emu\n    user: emu\n    namespace: default\n",
-            test.cluster.api_url
-        ),
-    )
-    .expect("kubeconfig");
+    std::fs::write(&kubeconfig, test.cluster.kubeconfig()).expect("kubeconfig");
     let run = |args: &'static [&'static str]| kubectl(&kubeconfig, args);
 
     let (ok, out, err) = run(&["get", "ns"]).await;
@@ -1787,7 +1781,7 @@ async fn up_command_serves_a_pair_kubectl_can_use() {
     let written = kubeconfig.clone();
     eventually("the kubeconfig", || {
         let text = std::fs::read_to_string(&written).unwrap_or_default();
-        async move { text.contains("name: destination").then_some(()) }
+        async move { text.contains("user: destination-developer\n").then_some(()) }
     })
     .await;
     let (ok, out, err) = kubectl(

@@ -145,10 +145,7 @@ impl TestCluster {
     /// A kubeconfig for this cluster, written in its state directory.
     fn kubeconfig(&self) -> std::path::PathBuf {
         let path = self.state.path().join("kubeconfig");
-        let config = format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: emu\nclusters:\n- name: emu\n  cluster:\n    server: {}\nusers:\n- name: emu\n  user:\n    token: emulator\ncontexts:\n- name: emu\n  context:\n    cluster: emu\n    user: emu\n    namespace: default\n",
-            self.cluster.api_url
-        );
+        let config = self.cluster.kubeconfig();
         std::fs::write(&path, config).expect("writing the kubeconfig");
         path
     }

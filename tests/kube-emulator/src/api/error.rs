@@ -97,6 +97,32 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// 403 as the real server's `NewForbidden` words it:
+    /// `<resource>[.<group>] ["<name>"] is forbidden: <why>`, or
+    /// `forbidden: <why>` for a request outside the resource tree; the
+    /// details name the object.
+    pub fn forbidden_on(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        let qualified = if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}.{group}")
+        };
+        let message = match (qualified.is_empty(), name.is_empty()) {
+            (true, _) => format!("forbidden: {why}"),
+            (false, true) => format!("{qualified} is forbidden: {why}"),
+            (false, false) => format!("{qualified} {name:?} is forbidden: {why}"),
+        };
+        let mut error = Self::new(403, "Forbidden", message);
+        let mut details = serde_json::Map::new();
+        for (field, value) in [("name", name), ("group", group), ("kind", resource)] {
+            if !value.is_empty() {
+                details.insert(field.to_string(), json!(value));
+            }
+        }
+        error.details = Some(Value::Object(details));
+        error
+    }
+
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(405, "MethodNotAllowed", message)
     }

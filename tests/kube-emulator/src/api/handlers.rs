@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State as AxumState};
+use axum::extract::{ConnectInfo, Query, State as AxumState};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::apply;
+use super::authn::tls::Peer;
+use super::authz::{self, RequestInfo, UserInfo};
 use super::deletion::{DeleteOptions, Deleted};
 use super::error::{ApiError, ApiResult};
 use super::objects::{check_resource_version, Location, Part};
@@ -25,6 +27,8 @@ use super::{discovery, json_response, logs, openapi, scale, table, Server};
 /// One request, parsed.
 struct Request {
     server: Arc<Server>,
+    /// Who sent it (authenticated, and authorized for what it asks).
+    user: UserInfo,
     method: Method,
     query: HashMap<String, String>,
     headers: HeaderMap,
@@ -59,6 +63,7 @@ impl Target {
 
 pub async fn handle(
     AxumState(server): AxumState<Arc<Server>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -67,13 +72,6 @@ pub async fn handle(
     let query = Query::<HashMap<String, String>>::try_from_uri(&uri)
         .map(|q| q.0)
         .unwrap_or_default();
-    let request = Request {
-        server,
-        method,
-        query,
-        headers,
-        body,
-    };
     let segments: Vec<String> = uri
         .path()
         .split('/')
@@ -81,6 +79,35 @@ pub async fn handle(
         .map(percent_decode)
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    // Authentication, then authorization, before anything is routed.
+    let info = RequestInfo::parse(&method, uri.path(), &segments, &query);
+    let user = {
+        let state = server.lock();
+        let body = authz::Body {
+            headers: &headers,
+            bytes: &body,
+            parse: parse_body,
+        };
+        server
+            .authenticator
+            .authenticate(&state, &headers, peer.certificate_user.as_ref())
+            .and_then(|user| {
+                authz::authorize(&state, &server.policy, &user, &info, &body)?;
+                Ok(user)
+            })
+    };
+    let user = match user {
+        Ok(user) => user,
+        Err(error) => return error.into_response(),
+    };
+    let request = Request {
+        server,
+        user,
+        method,
+        query,
+        headers,
+        body,
+    };
     match route(request, &segments).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -150,6 +177,7 @@ fn target(request: &Request, group: &str, version: &str, rest: &[&str]) -> ApiRe
         Some("scale") => rt.scale,
         Some("log") => rt.log,
         Some("finalize") => rt.is_namespace(),
+        Some("token") => rt.is("", "serviceaccounts"),
         Some(_) => false,
     };
     if !scoped_right || !subresource_known {
@@ -187,6 +215,18 @@ async fn resource(request: Request, target: Target) -> ApiResult<Response> {
                 &request.query,
             )
             .await
+        }
+        (Some("token"), Method::POST) => {
+            let body = parse_body(&request.headers, &request.body)?;
+            let state = request.server.lock();
+            let token = super::authn::token_request(
+                &request.server.authenticator,
+                &state,
+                target.namespace(),
+                &name,
+                body,
+            )?;
+            Ok(json_response(StatusCode::CREATED, &token))
         }
         (Some("scale"), method) => {
             let content_type = header_text(&request.headers, header::CONTENT_TYPE);
@@ -301,8 +341,16 @@ fn collection(request: Request, target: Target) -> ApiResult<Response> {
         Method::POST if rt.behaviour == Kind::Review => {
             let mut review = parse_body(&request.headers, &request.body)?;
             super::meta::check_type(rt, &target.version, &mut review)?;
-            review["status"] =
-                json!({"allowed": true, "reason": "the kube-emulator allows every request"});
+            let state = request.server.lock();
+            let policy = &request.server.policy;
+            let review = authz::review(
+                &state,
+                policy,
+                &request.user,
+                rt,
+                target.namespace(),
+                review,
+            )?;
             Ok(json_response(StatusCode::CREATED, &review))
         }
         Method::POST if target.namespace.is_some() || !rt.namespaced => {

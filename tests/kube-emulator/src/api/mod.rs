@@ -1,5 +1,11 @@
 //! The Kubernetes HTTP API: discovery, CRUD, watch, patch, apply, status,
-//! logs and finalizers over an in-memory store.
+//! logs and finalizers over an in-memory store, served over HTTPS.
+//!
+//! Every request is authenticated (`authn`: client certificates of the
+//! cluster's CA, bearer tokens, ServiceAccount tokens from TokenRequests,
+//! else anonymous) and authorized with RBAC before it is routed (`authz`:
+//! the bootstrap policy, escalation prevention, and the access reviews
+//! answered from the same rules), as a real API server does.
 //!
 //! Objects are kept as JSON (`serde_json::Value`) keyed by group, resource,
 //! namespace and name: the server knows only what resources exist
@@ -14,11 +20,13 @@
 //! no conversion; server-side apply merges and prunes per field manager but
 //! records no managedFields and never reports conflicts; protobuf bodies are
 //! understood only for what `kubectl create` sends (`protobuf`); OpenAPI
-//! publishes operations, not schemas (`openapi`); there is no
-//! authentication or authorization (every access review is allowed).
+//! publishes operations, not schemas (`openapi`); RBAC has no Node
+//! authorizer, impersonation or webhook authenticators, and aggregated
+//! ClusterRoles get their rules when they are evaluated (the stored ones
+//! are filled once, at bootstrap).
 
 mod apply;
-#[allow(dead_code, reason = "the seam authentication, RBAC and admission are being built on")]
+mod authn;
 mod authz;
 mod defaults;
 mod deletion;
@@ -48,6 +56,10 @@ use serde_json::Value;
 use crate::context::PodLogs;
 use crate::policy::Policy;
 
+pub use authn::pki::{Authority, KeyPairPem};
+pub use authn::Authenticator;
+pub use authz::{CONTROLLER_MANAGER, MASTERS};
+
 /// How many change events a server keeps for watches to resume from.
 pub const DEFAULT_HISTORY: usize = store::HISTORY;
 
@@ -55,14 +67,17 @@ pub const DEFAULT_HISTORY: usize = store::HISTORY;
 /// 1 MiB; Velero restores whole objects).
 const MAX_BODY: usize = 16 << 20;
 
-/// Serves the API on `listener` until the task is aborted. Pod logs come
-/// from `logs` (the kubelet); without one, log requests get 404.
+/// Serves the API over HTTPS on `listener` until the task is aborted,
+/// authenticating requests with `authenticator` (whose CA also signs the
+/// serving certificate). Pod logs come from `logs` (the kubelet); without
+/// one, log requests get 404.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     logs: Option<Arc<dyn PodLogs>>,
     policy: Policy,
+    authenticator: Arc<Authenticator>,
 ) -> anyhow::Result<()> {
-    serve_with_history(listener, logs, policy, DEFAULT_HISTORY).await
+    serve_with_history(listener, logs, policy, authenticator, DEFAULT_HISTORY).await
 }
 
 /// `serve`, keeping only `history` watch events: tests use a short history
@@ -71,19 +86,30 @@ pub async fn serve_with_history(
     listener: tokio::net::TcpListener,
     logs: Option<Arc<dyn PodLogs>>,
     policy: Policy,
+    authenticator: Arc<Authenticator>,
     history: usize,
 ) -> anyhow::Result<()> {
+    let address = listener.local_addr()?.to_string();
+    let tls = authenticator.authority().server_config()?;
+    let mut state = objects::State::new(history);
+    authz::bootstrap(&mut state, &policy);
     let server = Arc::new(Server {
-        state: Mutex::new(objects::State::new(history)),
+        state: Mutex::new(state),
         logs,
         policy,
-        address: listener.local_addr()?.to_string(),
+        authenticator,
+        address,
     });
     let app = axum::Router::new()
         .fallback(handlers::handle)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(server);
-    axum::serve(listener, app).await?;
+    let listener = authn::tls::TlsListener::new(listener, tls);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<authn::tls::Peer>(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -92,11 +118,9 @@ struct Server {
     state: Mutex<objects::State>,
     logs: Option<Arc<dyn PodLogs>>,
     /// What this cluster enforces.
-    #[allow(
-        dead_code,
-        reason = "read by the authorization and admission chain being built"
-    )]
     policy: Policy,
+    /// Who sent a request.
+    authenticator: Arc<Authenticator>,
     /// `host:port` the server listens on (for `/api` discovery).
     address: String,
 }

@@ -1,7 +1,9 @@
 //! Kubernetes protobuf request bodies, for the few objects kubectl's
-//! `create` subcommands send that way (`kubectl create namespace`,
-//! `configmap`, `secret`, `serviceaccount` use typed clients that encode
-//! with `application/vnd.kubernetes.protobuf`, and client-go has no JSON
+//! typed clients send that way (`kubectl create namespace`, `configmap`,
+//! `secret`, `serviceaccount`, `role`, `clusterrole`, `rolebinding`,
+//! `clusterrolebinding` and `token`, `kubectl auth can-i` (with `--list`)
+//! and `kubectl auth whoami` encode with
+//! `application/vnd.kubernetes.protobuf`, and client-go has no JSON
 //! fallback). Every other client sends JSON; a protobuf body of another
 //! kind, or with a field this decoder does not know, is refused with a
 //! message saying so rather than half understood.
@@ -20,9 +22,13 @@ enum Field {
     Bytes(&'static str),
     Bool(&'static str),
     Texts(&'static str),
+    /// `int64`/`int32`, a varint.
+    Int(&'static str),
     TextMap(&'static str),
     BytesMap(&'static str),
     Message(&'static str, &'static [(u64, Field)]),
+    /// A repeated message: a JSON list.
+    Messages(&'static str, &'static [(u64, Field)]),
     /// Accepted and dropped (timestamps the server sets anyway).
     Ignored,
 }
@@ -39,8 +45,174 @@ const OBJECT_META: &[(u64, Field)] = &[
 
 const METADATA: (u64, Field) = (1, Field::Message("metadata", OBJECT_META));
 
+const POLICY_RULES: (u64, Field) = (
+    2,
+    Field::Messages(
+        "rules",
+        &[
+            (1, Field::Texts("verbs")),
+            (2, Field::Texts("apiGroups")),
+            (3, Field::Texts("resources")),
+            (4, Field::Texts("resourceNames")),
+            (5, Field::Texts("nonResourceURLs")),
+        ],
+    ),
+);
+
+const AGGREGATION_RULE: (u64, Field) = (
+    3,
+    Field::Message(
+        "aggregationRule",
+        &[(
+            1,
+            Field::Messages(
+                "clusterRoleSelectors",
+                &[
+                    (1, Field::TextMap("matchLabels")),
+                    (
+                        2,
+                        Field::Messages(
+                            "matchExpressions",
+                            &[
+                                (1, Field::Text("key")),
+                                (2, Field::Text("operator")),
+                                (3, Field::Texts("values")),
+                            ],
+                        ),
+                    ),
+                ],
+            ),
+        )],
+    ),
+);
+
+const BINDING: &[(u64, Field)] = &[
+    METADATA,
+    (
+        2,
+        Field::Messages(
+            "subjects",
+            &[
+                (1, Field::Text("kind")),
+                (2, Field::Text("apiGroup")),
+                (3, Field::Text("name")),
+                (4, Field::Text("namespace")),
+            ],
+        ),
+    ),
+    (
+        3,
+        Field::Message(
+            "roleRef",
+            &[
+                (1, Field::Text("apiGroup")),
+                (2, Field::Text("kind")),
+                (3, Field::Text("name")),
+            ],
+        ),
+    ),
+];
+
+/// `resourceAttributes` and `nonResourceAttributes` of an access review's
+/// spec.
+const REVIEWED_ATTRIBUTES: [(u64, Field); 2] = [
+    (
+        1,
+        Field::Message(
+            "resourceAttributes",
+            &[
+                (1, Field::Text("namespace")),
+                (2, Field::Text("verb")),
+                (3, Field::Text("group")),
+                (4, Field::Text("version")),
+                (5, Field::Text("resource")),
+                (6, Field::Text("subresource")),
+                (7, Field::Text("name")),
+            ],
+        ),
+    ),
+    (
+        2,
+        Field::Message(
+            "nonResourceAttributes",
+            &[(1, Field::Text("path")), (2, Field::Text("verb"))],
+        ),
+    ),
+];
+
+const SUBJECT_ACCESS_REVIEW: &[(u64, Field)] = &[
+    METADATA,
+    (
+        2,
+        Field::Message(
+            "spec",
+            &[
+                REVIEWED_ATTRIBUTES[0],
+                REVIEWED_ATTRIBUTES[1],
+                (3, Field::Text("user")),
+                (4, Field::Texts("groups")),
+                (5, Field::Ignored),
+                (6, Field::Text("uid")),
+            ],
+        ),
+    ),
+    (3, Field::Ignored),
+];
+
 /// The kinds understood, with their message layouts.
 const KINDS: &[(&str, &[(u64, Field)])] = &[
+    ("Role", &[METADATA, POLICY_RULES]),
+    ("ClusterRole", &[METADATA, POLICY_RULES, AGGREGATION_RULE]),
+    ("RoleBinding", BINDING),
+    ("ClusterRoleBinding", BINDING),
+    (
+        "SelfSubjectAccessReview",
+        &[
+            METADATA,
+            (2, Field::Message("spec", &REVIEWED_ATTRIBUTES)),
+            (3, Field::Ignored),
+        ],
+    ),
+    ("SubjectAccessReview", SUBJECT_ACCESS_REVIEW),
+    ("LocalSubjectAccessReview", SUBJECT_ACCESS_REVIEW),
+    (
+        "SelfSubjectRulesReview",
+        &[
+            METADATA,
+            (2, Field::Message("spec", &[(1, Field::Text("namespace"))])),
+            (3, Field::Ignored),
+        ],
+    ),
+    ("SelfSubjectReview", &[METADATA, (2, Field::Ignored)]),
+    (
+        "TokenRequest",
+        &[
+            METADATA,
+            (
+                2,
+                Field::Message(
+                    "spec",
+                    &[
+                        (1, Field::Texts("audiences")),
+                        (
+                            3,
+                            Field::Message(
+                                "boundObjectRef",
+                                &[
+                                    (1, Field::Text("kind")),
+                                    (2, Field::Text("apiVersion")),
+                                    (3, Field::Text("name")),
+                                    (4, Field::Text("uid")),
+                                ],
+                            ),
+                        ),
+                        (4, Field::Int("expirationSeconds")),
+                    ],
+                ),
+            ),
+            (3, Field::Ignored),
+        ],
+    ),
     (
         "Namespace",
         &[
@@ -115,9 +287,8 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
         .find(|(known, _)| *known == kind)
         .map(|(_, layout)| *layout)
         .ok_or_else(|| {
-            refuse(format!(
-                "kind {kind:?} is not one of Namespace, ConfigMap, Secret, ServiceAccount"
-            ))
+            let known: Vec<&str> = KINDS.iter().map(|(known, _)| *known).collect();
+            refuse(format!("kind {kind:?} is not one of {}", known.join(", ")))
         })?;
     let mut object = message(raw, layout, &kind).map_err(refuse)?;
     object["apiVersion"] = json!(api_version);
@@ -139,6 +310,11 @@ fn message(bytes: &[u8], layout: &[(u64, Field)], context: &str) -> Result<Value
                 (Field::Bool(name), Wire::Varint(v)) => {
                     object.insert(name.to_string(), json!(v != 0));
                 }
+                (Field::Int(name), Wire::Varint(v)) => {
+                    // two's complement, as protobuf encodes negative ints
+                    object.insert(name.to_string(), json!(v as i64));
+                }
+                (Field::Ignored, _) => {}
                 _ => {
                     return Err(format!(
                         "field {number} of {context} has an unexpected wire type"
@@ -188,7 +364,11 @@ fn message(bytes: &[u8], layout: &[(u64, Field)], context: &str) -> Result<Value
                     object.insert(name.into(), inner);
                 }
             }
-            Field::Bool(_) | Field::Ignored => {}
+            Field::Messages(name, layout) => {
+                let inner = message(bytes, layout, name)?;
+                push(&mut object, name, inner);
+            }
+            Field::Bool(_) | Field::Int(_) | Field::Ignored => {}
         }
     }
     Ok(Value::Object(object))
@@ -299,6 +479,43 @@ mod tests {
                 "metadata": {"name": "cfg", "labels": {"app": "web"}},
                 "data": {"k": "v"}, "immutable": true,
             })
+        );
+    }
+
+    #[test]
+    fn decodes_a_role_binding_and_an_access_review() {
+        let meta = len_field(1, &len_field(1, b"view-x"));
+        let subject = [len_field(1, b"User"), len_field(3, b"developer")].concat();
+        let role_ref = [len_field(2, b"ClusterRole"), len_field(3, b"view")].concat();
+        let raw = [meta, len_field(2, &subject), len_field(3, &role_ref)].concat();
+        let binding = decode(&envelope("RoleBinding", &raw)).unwrap();
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "User", "name": "developer"}])
+        );
+        assert_eq!(
+            binding["roleRef"],
+            json!({"kind": "ClusterRole", "name": "view"})
+        );
+
+        let attributes = [
+            len_field(1, b"x"),
+            len_field(2, b"create"),
+            len_field(5, b"pods"),
+        ]
+        .concat();
+        let spec = len_field(1, &attributes);
+        let review = decode(&envelope("SelfSubjectAccessReview", &len_field(2, &spec))).unwrap();
+        assert_eq!(
+            review["spec"]["resourceAttributes"],
+            json!({"namespace": "x", "verb": "create", "resource": "pods"})
+        );
+
+        let spec = [len_field(1, b"api"), vec![4 << 3, 0xb0, 0x09]].concat();
+        let token = decode(&envelope("TokenRequest", &len_field(2, &spec))).unwrap();
+        assert_eq!(
+            token["spec"],
+            json!({"audiences": ["api"], "expirationSeconds": 1200})
         );
     }
 

@@ -19,7 +19,8 @@ pub enum NameRule {
 pub enum Kind {
     /// Stored, full verb set.
     Stored,
-    /// Only `create`, answered without storing (SelfSubjectAccessReview).
+    /// Only `create`, answered without storing (access reviews,
+    /// SelfSubjectReview).
     Review,
 }
 
@@ -153,6 +154,14 @@ impl ResourceType {
         if self.log {
             entries.push(sub("log", "Pod", None, &["get"]));
         }
+        if self.is("", "serviceaccounts") {
+            entries.push(sub(
+                "token",
+                "TokenRequest",
+                Some("authentication.k8s.io"),
+                &["create"],
+            ));
+        }
         entries
     }
 }
@@ -225,6 +234,10 @@ const BUILTINS: &[Builtin] = &[
     b("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", CLUSTER, &[], PLAIN),
     b("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", CLUSTER, &[], PLAIN),
     b("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", CLUSTER, &[], PLAIN),
+    b("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", CLUSTER, &[], PLAIN),
+    b("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", CLUSTER, &[], PLAIN),
+    b("authorization.k8s.io", "v1", "localsubjectaccessreviews", "LocalSubjectAccessReview", NS, &[], PLAIN),
+    b("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", CLUSTER, &[], PLAIN),
     b("networking.k8s.io", "v1", "ingresses", "Ingress", NS, &["ing"], STATUS),
     b("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", NS, &["netpol"], PLAIN),
     b("route.openshift.io", "v1", "routes", "Route", NS, &[], STATUS),
@@ -268,7 +281,7 @@ const SCALABLE: &[(&str, &str)] = &[
 ];
 
 fn builtin(def: &Builtin) -> ResourceType {
-    let behaviour = if def.plural == "selfsubjectaccessreviews" {
+    let behaviour = if matches!(def.group, "authorization.k8s.io" | "authentication.k8s.io") {
         Kind::Review
     } else {
         Kind::Stored

@@ -36,15 +36,17 @@ use std::sync::Arc;
 
 use crate::context::ClusterContext;
 
+pub(crate) use pods::selects;
 pub use schedule::Schedule;
 
 /// Runs every workload controller on a thread and runtime of its own,
-/// with its own client of the API server at `api_url`, as
+/// with its own client of the API server made from `config` (which
+/// authenticates as `system:kube-controller-manager`), as
 /// kube-controller-manager is a process of its own: its watches and
 /// reconciles then never compete with the rest of the cluster (the router
 /// on a test's single-threaded runtime) for one thread. Stops when this
 /// future is dropped (the cluster's task aborted).
-pub async fn run_apart(ctx: Arc<ClusterContext>, api_url: String) -> anyhow::Result<()> {
+pub async fn run_apart(ctx: Arc<ClusterContext>, config: kube::Config) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (done, finished) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -56,7 +58,6 @@ pub async fn run_apart(ctx: Arc<ClusterContext>, api_url: String) -> anyhow::Res
                 .map_err(anyhow::Error::from)
                 .and_then(|runtime| {
                     runtime.block_on(async move {
-                        let config = kube::Config::new(api_url.parse()?);
                         let own = Arc::new(ClusterContext {
                             name: ctx.name.clone(),
                             client: kube::Client::try_from(config)?,

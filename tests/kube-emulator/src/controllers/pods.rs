@@ -15,7 +15,7 @@ use crate::context::ClusterContext;
 /// Whether `labels` satisfy `selector` (matchLabels and matchExpressions
 /// with In, NotIn, Exists and DoesNotExist). An empty selector matches
 /// everything, as the API's does.
-pub(super) fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let plain = selector
         .match_labels
         .iter()

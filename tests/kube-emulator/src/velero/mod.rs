@@ -283,7 +283,8 @@ async fn try_install(v: &Velero) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_if_absent<K>(api: &Api<K>, object: &K) -> anyhow::Result<()>
+/// Creates `object` unless it exists.
+pub(crate) async fn create_if_absent<K>(api: &Api<K>, object: &K) -> anyhow::Result<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {

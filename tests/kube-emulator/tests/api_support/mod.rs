@@ -1,6 +1,7 @@
 //! What the API conformance tests share: a cluster per test, a server with
-//! a given log source or history length, a TCP proxy that can cut the
-//! connections going through it, and polling for eventual state.
+//! a given log source or history length (and an administrator's client of
+//! it), a TCP proxy that can cut the connections going through it, and
+//! polling for eventual state.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -8,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube_emulator::{Cluster, ClusterOptions, PodLogs, Shared};
+use kube_emulator::api::{Authenticator, Authority};
+use kube_emulator::{Cluster, ClusterOptions, Credentials, PodLogs, Shared};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
@@ -39,26 +41,54 @@ pub async fn cluster() -> TestCluster {
     TestCluster { cluster, dir }
 }
 
+/// An API server alone (HTTPS, with a CA of its own), and how to be its
+/// administrator.
+pub struct Server {
+    pub url: String,
+    authenticator: Arc<Authenticator>,
+    admin_token: String,
+}
+
+impl Server {
+    /// A client as an administrator of the server, reaching it at `url`
+    /// (its own, or a proxy's in front of it).
+    pub fn client(&self, url: &str) -> kube::Client {
+        let credentials = Credentials::Token(self.admin_token.clone());
+        let config = kube_emulator::cluster::client_config(
+            url,
+            self.authenticator.authority(),
+            &credentials,
+        )
+        .expect("client configuration");
+        kube::Client::try_from(config).expect("kube client")
+    }
+}
+
 /// An API server alone, with `logs` as its pod log source and a watch
-/// history of `history` events. Returns its URL; it stops with the test's
-/// runtime.
-pub async fn server(logs: Option<Arc<dyn PodLogs>>, history: usize) -> String {
+/// history of `history` events. It stops with the test's runtime.
+pub async fn server(logs: Option<Arc<dyn PodLogs>>, history: usize) -> Server {
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .await
         .expect("binding the API server");
-    let url = format!("http://{}", listener.local_addr().expect("local address"));
+    let url = format!("https://{}", listener.local_addr().expect("local address"));
+    let authority = Authority::new("bare").expect("a CA");
+    let authenticator = Arc::new(Authenticator::new(
+        Arc::new(authority),
+        Arc::new(Shared::default()),
+    ));
+    let admin_token = authenticator.token_for("admin", &[kube_emulator::api::MASTERS]);
     tokio::spawn(kube_emulator::api::serve_with_history(
         listener,
         logs,
         kube_emulator::Policy::default(),
+        authenticator.clone(),
         history,
     ));
-    url
-}
-
-pub fn client(url: &str) -> kube::Client {
-    let config = kube::Config::new(url.parse().expect("server URL"));
-    kube::Client::try_from(config).expect("kube client")
+    Server {
+        url,
+        authenticator,
+        admin_token,
+    }
 }
 
 /// A TCP proxy in front of a server whose connections the test can cut
@@ -72,11 +102,11 @@ pub struct CutProxy {
 
 impl CutProxy {
     pub async fn start(upstream: &str) -> Self {
-        let upstream = upstream.trim_start_matches("http://").to_string();
+        let upstream = upstream.trim_start_matches("https://").to_string();
         let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
             .expect("binding the proxy");
-        let url = format!("http://{}", listener.local_addr().expect("local address"));
+        let url = format!("https://{}", listener.local_addr().expect("local address"));
         let open = Arc::new(AtomicBool::new(true));
         let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let (accept_open, accept_connections) = (open.clone(), connections.clone());
