@@ -170,6 +170,12 @@ struct SendArgs {
     /// TLS server name (SNI) when it differs from HOST, e.g. the route host.
     #[arg(long)]
     server_name: Option<String>,
+    /// Reach the receiver through this HTTP proxy, as
+    /// http://[USER:PASSWORD@]HOST:PORT (percent-escape `@` and `:` in
+    /// them): a `CONNECT` tunnel carries the TLS connection, whose server
+    /// name stays the receiver's. HTTPS_PROXY and NO_PROXY are not used.
+    #[arg(long, env = "MOVER_PROXY", hide_env_values = true, value_name = "URL")]
+    proxy: Option<mover::proxy::Proxy>,
     /// Client certificate naming the volume (PEM).
     #[arg(long)]
     cert: PathBuf,
@@ -375,7 +381,8 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
         let counters = Arc::new(Counters::default());
         let reporter = start_reporter(&args.transfer, &config.volume, attempt, &counters);
         let report = async {
-            let stream = mover::net::connect(
+            let stream = mover::net::connect_through(
+                args.proxy.as_ref(),
                 &args.connect,
                 &server_name,
                 tls.clone(),

@@ -453,6 +453,9 @@ pub fn sender_pod(
     ]
     .map(String::from)
     .to_vec();
+    if let Some(proxy) = &plan.proxy {
+        args.extend(["--proxy".to_string(), proxy.url().to_string()]);
+    }
     args.extend(tls_args());
     let security = placement.security.clone().map(|s| PodSecurityContext {
         run_as_user: s.run_as_user,

@@ -1,10 +1,12 @@
 //! Test equipment for the registry tests: real registries (Debian's
 //! `docker-registry`) started on loopback, a token server for the bearer
 //! flow, a fault-injecting proxy, a PKI, and test images pushed with the
-//! engine's own upload code.
+//! engine's own upload code; and for the Kubernetes client's tests, a
+//! proxy that makes an emulated API server misbehave (`api_faults`).
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod api_faults;
 pub mod fault_proxy;
 pub mod images;
 pub mod pki;

@@ -1,0 +1,246 @@
+//! The orchestrator's Kubernetes client against an emulated API server
+//! that misbehaves (`common::api_faults` between them): calls ride out
+//! 429 with `Retry-After`, 500/503, reset connections, a lost answer to a
+//! create and a short outage, give up with a clear error after their
+//! bound, and never repeat what a retry cannot fix.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::api_faults::{ApiFaults, Fault, Rule};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, PostParams};
+use kube_emulator::ClusterPair;
+use orchestrator::client::{self, retry::Bounds};
+use orchestrator::clusters::Cluster;
+use orchestrator::kubeops::{create_if_missing, status_code};
+use orchestrator::plan::ClusterRef;
+use serde_json::json;
+
+/// An emulated cluster behind a fault proxy, and the orchestrator's
+/// client for it through the proxy.
+struct Env {
+    faults: Arc<ApiFaults>,
+    client: kube::Client,
+    _pair: ClusterPair,
+    _dir: tempfile::TempDir,
+}
+
+/// Short pauses, so that the tests take little time; the bounds are what
+/// the tests count on.
+const BOUNDS: Bounds = Bounds {
+    attempts: 4,
+    total: Duration::from_secs(20),
+    first_delay: Duration::from_millis(50),
+    max_delay: Duration::from_millis(400),
+    max_retry_after: Duration::from_secs(2),
+};
+
+async fn env(rule: Rule) -> Env {
+    env_with(rule, BOUNDS).await
+}
+
+async fn env_with(rule: Rule, retry: Bounds) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = ClusterPair::start(&dir.path().join("state"), false)
+        .await
+        .unwrap();
+    let faults = ApiFaults::start(&pair.source.api_url, rule).await;
+    let kubeconfig = pair.kubeconfig().replace(&pair.source.api_url, &faults.url);
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, kubeconfig).unwrap();
+    let client = connect(&path, retry).await.client;
+    Env {
+        faults,
+        client,
+        _pair: pair,
+        _dir: dir,
+    }
+}
+
+async fn connect(kubeconfig: &Path, retry: Bounds) -> Cluster {
+    let reference = ClusterRef {
+        kubeconfig: Some(kubeconfig.to_path_buf()),
+        context: Some("source".into()),
+    };
+    let options = client::Options {
+        retry,
+        ..client::Options::default()
+    };
+    Cluster::connect_with("source", &reference, &options)
+        .await
+        .unwrap()
+}
+
+fn config_map(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": "v"}})).unwrap()
+}
+
+const DEFAULT_NS: &str = "/api/v1/namespaces/default";
+const CONFIG_MAPS: &str = "/api/v1/namespaces/default/configmaps";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_call_waits_what_retry_after_asks_and_succeeds() {
+    let env = env(Box::new(|method, path, n| match (method, path, n) {
+        ("GET", DEFAULT_NS, 1) => Fault::Status(429, Some(1)),
+        _ => Fault::Forward,
+    }))
+    .await;
+    let started = Instant::now();
+    let ns = Api::<Namespace>::all(env.client.clone())
+        .get("default")
+        .await
+        .expect("the second attempt is answered");
+    assert_eq!(ns.metadata.name.as_deref(), Some("default"));
+    assert_eq!(env.faults.count("GET", DEFAULT_NS), 2);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the retry waited the second Retry-After asked for"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_rides_out_503_and_500_and_a_lost_answer_finds_its_object() {
+    let env = env(Box::new(|method, path, n| match (method, path, n) {
+        ("POST", CONFIG_MAPS, 1) => Fault::Status(503, None),
+        ("POST", CONFIG_MAPS, 2) => Fault::Status(500, None),
+        // The fourth create reaches the server, whose answer is lost; the
+        // retry then meets AlreadyExists.
+        ("POST", CONFIG_MAPS, 4) => Fault::LoseAnswer,
+        _ => Fault::Forward,
+    }))
+    .await;
+    let maps = Api::<ConfigMap>::namespaced(env.client.clone(), "default");
+    maps.create(&PostParams::default(), &config_map("first"))
+        .await
+        .expect("created on the third attempt");
+    assert_eq!(env.faults.count("POST", CONFIG_MAPS), 3);
+
+    let second = create_if_missing(&maps, &config_map("second"))
+        .await
+        .expect("create_if_missing takes AlreadyExists after a lost answer");
+    assert_eq!(second.data.unwrap()["k"], "v");
+    assert_eq!(
+        env.faults.count("POST", CONFIG_MAPS),
+        5,
+        "the lost create and its retry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_connections_and_a_short_outage_are_ridden_out() {
+    let env = env_with(
+        Box::new(|method, path, n| match (method, path, n) {
+            ("GET", DEFAULT_NS, 1 | 2) => Fault::Reset,
+            _ => Fault::Forward,
+        }),
+        Bounds {
+            attempts: 30,
+            ..BOUNDS
+        },
+    )
+    .await;
+    let namespaces = Api::<Namespace>::all(env.client.clone());
+    namespaces
+        .get("default")
+        .await
+        .expect("the third attempt is answered");
+    assert_eq!(env.faults.count("GET", DEFAULT_NS), 3);
+
+    // The API server's address refuses connections for a second (a
+    // restart behind a load balancer); a call made then is answered once
+    // it listens again.
+    env.faults.outage(Duration::from_secs(1)).await;
+    namespaces
+        .get("default")
+        .await
+        .expect("answered after the outage");
+    assert_eq!(env.faults.count("GET", DEFAULT_NS), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_give_up_after_their_bound_with_a_clear_error() {
+    let env = env(Box::new(|method, path, _| match (method, path) {
+        ("GET", DEFAULT_NS) => Fault::Status(503, Some(0)),
+        ("GET", CONFIG_MAPS) => Fault::Reset,
+        _ => Fault::Forward,
+    }))
+    .await;
+    let error = Api::<Namespace>::all(env.client.clone())
+        .get("default")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status_code(&error),
+        Some(503),
+        "the server's last answer is passed on: {error}"
+    );
+    assert_eq!(
+        env.faults.count("GET", DEFAULT_NS),
+        BOUNDS.attempts as usize
+    );
+    assert!(client::is_transient(&error));
+
+    let error = Api::<ConfigMap>::namespaced(env.client.clone(), "default")
+        .list(&Default::default())
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("no answer from the API server after 4 attempts in"),
+        "{message}"
+    );
+    assert!(message.to_lowercase().contains("reset"), "{message}");
+    assert_eq!(
+        env.faults.count("GET", CONFIG_MAPS),
+        BOUNDS.attempts as usize
+    );
+    assert!(client::is_transient(&error));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_gone_is_given_up_on_after_the_bound() {
+    let env = env(Box::new(|_, _, _| Fault::Forward)).await;
+    env.faults.outage(Duration::from_secs(3600)).await;
+    let error = Api::<Namespace>::all(env.client.clone())
+        .get("default")
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("no answer from the API server after 4 attempts in")
+            && message.contains("Connection refused"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_missing_objects_are_not_retried() {
+    let env = env(Box::new(|method, path, _| match (method, path) {
+        ("GET", "/api/v1/namespaces/forbidden") => Fault::Status(403, None),
+        _ => Fault::Forward,
+    }))
+    .await;
+    let namespaces = Api::<Namespace>::all(env.client.clone());
+    let error = namespaces.get("missing").await.unwrap_err();
+    assert_eq!(status_code(&error), Some(404));
+    assert_eq!(env.faults.count("GET", "/api/v1/namespaces/missing"), 1);
+    let error = namespaces.get("forbidden").await.unwrap_err();
+    assert_eq!(status_code(&error), Some(403));
+    assert_eq!(env.faults.count("GET", "/api/v1/namespaces/forbidden"), 1);
+    assert!(!client::is_transient(&error));
+
+    let maps = Api::<ConfigMap>::namespaced(env.client.clone(), "default");
+    maps.create(&PostParams::default(), &config_map("once"))
+        .await
+        .unwrap();
+    let error = maps
+        .create(&PostParams::default(), &config_map("once"))
+        .await
+        .unwrap_err();
+    assert_eq!(status_code(&error), Some(409));
+    assert_eq!(env.faults.count("POST", CONFIG_MAPS), 2);
+}
