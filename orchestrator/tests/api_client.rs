@@ -2,15 +2,19 @@
 //! that misbehaves (`common::api_faults` between them): calls ride out
 //! 429 with `Retry-After`, 500/503, reset connections, a lost answer to a
 //! create and a short outage, give up with a clear error after their
-//! bound, and never repeat what a retry cannot fix.
+//! bound, and never repeat what a retry cannot fix; a whole migration
+//! run by the binary passes through APIs that misbehave all along; and
+//! without a kubeconfig outside a cluster the error names both sources.
 
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::api_faults::{ApiFaults, Fault, Rule};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, PostParams};
 use kube_emulator::ClusterPair;
@@ -243,4 +247,120 @@ async fn refusals_and_missing_objects_are_not_retried() {
         .unwrap_err();
     assert_eq!(status_code(&error), Some(409));
     assert_eq!(env.faults.count("POST", CONFIG_MAPS), 2);
+}
+
+/// Every tenth request answered 429 (`Retry-After: 0`), 503, 500, reset,
+/// or passed on with its answer lost, in turn; `faulted` counts them.
+fn now_and_then(faulted: Arc<AtomicUsize>) -> Rule {
+    let seen = AtomicUsize::new(0);
+    Box::new(move |_, _, _| {
+        let fault = match seen.fetch_add(1, Ordering::SeqCst) % 10 {
+            1 => Fault::Status(429, Some(0)),
+            3 => Fault::Status(503, None),
+            5 => Fault::Reset,
+            7 => Fault::Status(500, None),
+            9 => Fault::LoseAnswer,
+            _ => return Fault::Forward,
+        };
+        faulted.fetch_add(1, Ordering::SeqCst);
+        fault
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_migration_runs_through_apis_that_misbehave_all_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = ClusterPair::start(&dir.path().join("state"), false)
+        .await
+        .unwrap();
+    let source = pair.source.client.clone();
+    Api::<Namespace>::all(source.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<ConfigMap>::namespaced(source.clone(), "shop")
+        .create(&PostParams::default(), &config_map("settings"))
+        .await
+        .unwrap();
+    let web: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "main", "image": "busybox"}]}}},
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(source.clone(), "shop")
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+
+    let faulted = Arc::new(AtomicUsize::new(0));
+    let mut kubeconfig = pair.kubeconfig();
+    let mut proxies = Vec::new();
+    for cluster in [&pair.source, &pair.destination] {
+        let faults = ApiFaults::start(&cluster.api_url, now_and_then(faulted.clone())).await;
+        kubeconfig = kubeconfig.replace(&cluster.api_url, &faults.url);
+        proxies.push(faults);
+    }
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, kubeconfig).unwrap();
+    let path = path.to_str().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["migrate", "--name", "shaky", "-n", "shop", "--volumes-only"])
+        .args(["--source-kubeconfig", path, "--source-context", "source"])
+        .args([
+            "--destination-kubeconfig",
+            path,
+            "--destination-context",
+            "destination",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("orchestrator migrate: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n{stderr}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        faulted.load(Ordering::SeqCst) >= 10,
+        "the run met faults all along"
+    );
+    let scaled = Api::<Deployment>::namespaced(source, "shop")
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(
+        scaled.spec.replicas,
+        Some(0),
+        "the source application was quiesced exactly as without faults"
+    );
+}
+
+#[tokio::test]
+async fn without_a_kubeconfig_outside_a_cluster_the_error_names_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["plan", "-n", "shop"])
+        .env("KUBECONFIG", dir.path().join("missing"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "orchestrator: source cluster: no kubeconfig (reading the kubeconfig \
+             ($KUBECONFIG or ~/.kube/config): "
+        ) && stderr.contains(") and not running in a cluster ("),
+        "{stderr}"
+    );
 }
