@@ -204,6 +204,10 @@ pub struct PlanFlags {
     /// Senders at once [default: 4].
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// HTTP proxy the senders reach the receivers through:
+    /// http://[USER:PASSWORD@]HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
     /// Do not migrate images even though the plan names registries.
     #[arg(long)]
     pub skip_images: bool,
@@ -469,7 +473,7 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         ));
     }
 
-    let proxy = file.proxy.and_then(|url| {
+    let proxy = flags.proxy.clone().or(file.proxy).and_then(|url| {
         url.parse::<mover::proxy::Proxy>()
             .map_err(|e| problems.push(format!("{origin}: {e}")))
             .ok()

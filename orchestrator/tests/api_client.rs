@@ -2,9 +2,11 @@
 //! that misbehaves (`common::api_faults` between them): calls ride out
 //! 429 with `Retry-After`, 500/503, reset connections, a lost answer to a
 //! create and a short outage, give up with a clear error after their
-//! bound, and never repeat what a retry cannot fix; a whole migration
-//! run by the binary passes through APIs that misbehave all along; and
-//! without a kubeconfig outside a cluster the error names both sources.
+//! bound, and never repeat what a retry cannot fix; a sender whose pod
+//! the API server will not show for a while is waited for, not
+//! recreated; a whole migration run by the binary passes through APIs
+//! that misbehave all along; and without a kubeconfig outside a cluster
+//! the error names both sources.
 
 mod common;
 
@@ -15,13 +17,14 @@ use std::time::{Duration, Instant};
 
 use common::api_faults::{ApiFaults, Fault, Rule};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube_emulator::ClusterPair;
 use orchestrator::client::{self, retry::Bounds};
 use orchestrator::clusters::Cluster;
 use orchestrator::kubeops::{create_if_missing, status_code};
-use orchestrator::plan::ClusterRef;
+use orchestrator::plan::{ClusterRef, PlanFlags};
+use orchestrator::report::{Counters, PvcReport, PvcState};
 use serde_json::json;
 
 /// An emulated cluster behind a fault proxy, and the orchestrator's
@@ -29,7 +32,8 @@ use serde_json::json;
 struct Env {
     faults: Arc<ApiFaults>,
     client: kube::Client,
-    _pair: ClusterPair,
+    cluster: Cluster,
+    pair: ClusterPair,
     _dir: tempfile::TempDir,
 }
 
@@ -56,11 +60,12 @@ async fn env_with(rule: Rule, retry: Bounds) -> Env {
     let kubeconfig = pair.kubeconfig().replace(&pair.source.api_url, &faults.url);
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, kubeconfig).unwrap();
-    let client = connect(&path, retry).await.client;
+    let cluster = connect(&path, retry).await;
     Env {
         faults,
-        client,
-        _pair: pair,
+        client: cluster.client.clone(),
+        cluster,
+        pair,
         _dir: dir,
     }
 }
@@ -247,6 +252,119 @@ async fn refusals_and_missing_objects_are_not_retried() {
         .unwrap_err();
     assert_eq!(status_code(&error), Some(409));
     assert_eq!(env.faults.count("POST", CONFIG_MAPS), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_the_api_server_will_not_show_for_a_while_is_waited_for_not_recreated() {
+    const POD: &str = "/api/v1/namespaces/app/pods/mover-sender-data";
+    // Armed once the pod exists: its next six looks are answered 503,
+    // twice what one call retries, so the sender's observation itself
+    // must hold on.
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let rule = {
+        let (armed, refused) = (armed.clone(), refused.clone());
+        Box::new(move |method: &str, path: &str, _| {
+            let away = method == "GET"
+                && path == POD
+                && armed.load(Ordering::SeqCst)
+                && refused
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                        (n < 6).then_some(n + 1)
+                    })
+                    .is_ok();
+            if away {
+                Fault::Status(503, None)
+            } else {
+                Fault::Forward
+            }
+        })
+    };
+    let env = env_with(
+        rule,
+        Bounds {
+            attempts: 3,
+            ..BOUNDS
+        },
+    )
+    .await;
+    let direct = env.pair.source.client.clone();
+    Api::<Namespace>::all(direct.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let file = serde_yaml::from_str("namespaces: [app]\nmoverImage: mover:test\n").unwrap();
+    let plan = orchestrator::plan::resolve(file, &PlanFlags::default(), "test").unwrap();
+    let job = orchestrator::dvm::sender::Job {
+        plan: &plan,
+        source: &env.cluster,
+        namespace: "app".into(),
+        pvc: "data".into(),
+        placement: Default::default(),
+        target: orchestrator::manifests::Target {
+            connect: "receiver.example:443".into(),
+            server_name: "receiver.example".into(),
+        },
+        final_copy: false,
+        ca_cert: "CA".into(),
+        client_pem: mover::certs::Pem {
+            cert: "CERT".into(),
+            key: "KEY".into(),
+        },
+    };
+    let board = orchestrator::display::Board::new();
+    board.add(PvcReport {
+        namespace: "app".into(),
+        name: "data".into(),
+        destination_namespace: "app".into(),
+        state: PvcState::Waiting,
+        attempts: 0,
+        counters: Counters::default(),
+        files_deleted: 0,
+        duration_secs: 0.0,
+        rate: 0.0,
+        eta_secs: None,
+        warning: None,
+        error: None,
+    });
+
+    // The kubelet's part, with the API server away: the sender runs and
+    // exits 0 while the orchestrator cannot look.
+    let kubelet = async {
+        let pods = Api::<Pod>::namespaced(direct.clone(), "app");
+        while pods.get_opt("mover-sender-data").await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        armed.store(true, Ordering::SeqCst);
+        let status = json!({"status": {"phase": "Succeeded", "containerStatuses": [{
+            "name": "mover", "ready": false, "restartCount": 0, "image": "mover:test",
+            "imageID": "", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+        }]}});
+        pods.patch_status(
+            "mover-sender-data",
+            &PatchParams::default(),
+            &Patch::Merge(status),
+        )
+        .await
+        .unwrap();
+    };
+    let (done, ()) = tokio::join!(orchestrator::dvm::sender::run(&job, &board), kubelet);
+    let report = board.get("app", "data").unwrap();
+    assert!(done, "{report:?}");
+    assert_eq!(
+        (report.state, report.attempts),
+        (PvcState::Done, 1),
+        "the first sender was seen through"
+    );
+    assert_eq!(refused.load(Ordering::SeqCst), 6, "all six 503s were met");
+    assert_eq!(
+        env.faults.count("POST", "/api/v1/namespaces/app/pods"),
+        1,
+        "one sender pod, never recreated"
+    );
 }
 
 /// Every tenth request answered 429 (`Retry-After: 0`), 503, 500, reset,

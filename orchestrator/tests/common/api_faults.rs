@@ -9,7 +9,6 @@
 //! Every request it passes on is sent with `Connection: close`, so each
 //! request comes on a connection of its own and meets its own fault.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +38,7 @@ pub type Rule = Box<dyn Fn(&str, &str, usize) -> Fault + Send + Sync>;
 struct Inner {
     upstream: SocketAddr,
     rule: Rule,
-    counts: Mutex<HashMap<String, usize>>,
+    counts: super::RequestCounts,
 }
 
 pub struct ApiFaults {
@@ -62,7 +61,7 @@ impl ApiFaults {
         let inner = Arc::new(Inner {
             upstream,
             rule,
-            counts: Mutex::new(HashMap::new()),
+            counts: super::RequestCounts::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("its address");
@@ -78,11 +77,7 @@ impl ApiFaults {
     /// How many times `method path` was asked (requests reset before they
     /// were read count too; refused connections do not).
     pub fn count(&self, method: &str, path: &str) -> usize {
-        let counts = self.inner.counts.lock().unwrap();
-        counts
-            .get(&format!("{method} {path}"))
-            .copied()
-            .unwrap_or(0)
+        self.inner.counts.count(method, path)
     }
 
     /// Stops listening (once this returns, connections are refused) and
@@ -126,12 +121,7 @@ async fn serve(mut client: TcpStream, inner: Arc<Inner>) {
     let method = request_line.next().unwrap_or_default().to_string();
     let target = request_line.next().unwrap_or_default();
     let path = target.split('?').next().unwrap_or_default().to_string();
-    let n = {
-        let mut counts = inner.counts.lock().unwrap();
-        let count = counts.entry(format!("{method} {path}")).or_insert(0);
-        *count += 1;
-        *count
-    };
+    let n = inner.counts.seen(&method, &path);
     let fault = (inner.rule)(&method, &path, n);
     match fault {
         Fault::Status(code, retry_after) => {

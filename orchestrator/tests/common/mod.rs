@@ -46,3 +46,27 @@ pub fn client(url: &str, credentials: Credentials, trust: Trust) -> Registry {
     })
     .expect("a valid registry configuration")
 }
+
+/// Requests a test proxy saw, by method and path.
+#[derive(Default)]
+pub struct RequestCounts(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+impl RequestCounts {
+    /// Counts a request; returns how many times its method and path were
+    /// seen, this one included.
+    pub fn seen(&self, method: &str, path: &str) -> usize {
+        let mut counts = self.0.lock().unwrap();
+        let count = counts.entry(format!("{method} {path}")).or_insert(0);
+        *count += 1;
+        *count
+    }
+
+    /// How many times `method path` was seen.
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        let counts = self.0.lock().unwrap();
+        counts
+            .get(&format!("{method} {path}"))
+            .copied()
+            .unwrap_or(0)
+    }
+}
