@@ -9,7 +9,7 @@
 //! timeout (each attempt's answer must begin within
 //! [`Options::response_timeout`]) → buffer (makes kube's stack clonable
 //! for the retry) → kube's stack (base URI, auth, the connector with its
-//! connect and read timeouts, HTTP or SOCKS proxy from the kubeconfig or
+//! connect and read timeouts, an HTTP proxy from the kubeconfig or
 //! `HTTPS_PROXY`/`NO_PROXY`).
 //!
 //! Timeouts, and why they never cut a healthy stream:
