@@ -11,6 +11,7 @@ pub mod failure;
 pub mod limits;
 pub mod net;
 pub mod progress;
+pub mod proxy;
 pub mod receive;
 pub mod send;
 pub mod server;

@@ -170,6 +170,14 @@ struct SendArgs {
     /// TLS server name (SNI) when it differs from HOST, e.g. the route host.
     #[arg(long)]
     server_name: Option<String>,
+    /// Reach the receiver through this HTTP proxy, as
+    /// http://[USER:PASSWORD@]HOST:PORT (percent-escape `@` and `:` in
+    /// them): a `CONNECT` tunnel carries the TLS connection, whose server
+    /// name stays the receiver's. HTTPS_PROXY and NO_PROXY are not used.
+    // Parsed in `send`, not by clap, whose message would repeat the URL
+    // with its password.
+    #[arg(long, env = "MOVER_PROXY", hide_env_values = true, value_name = "URL")]
+    proxy: Option<String>,
     /// Client certificate naming the volume (PEM).
     #[arg(long)]
     cert: PathBuf,
@@ -367,6 +375,13 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
             Failure::permanent(format!("--connect {}: expected HOST:PORT", args.connect))
         })?;
     let server_name = args.server_name.clone().unwrap_or_else(|| host.to_string());
+    let proxy = match args.proxy.as_deref().map(str::parse).transpose() {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            eprintln!("mover: --proxy: {e}");
+            return Ok(ExitCode::Usage);
+        }
+    };
     mover::send::check_source(&args.source)?;
     let config = send_config(args.source, args.volume, &args.transfer);
     let mut delay = Duration::from_secs_f64(args.retry_delay.max(0.0));
@@ -375,7 +390,8 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
         let counters = Arc::new(Counters::default());
         let reporter = start_reporter(&args.transfer, &config.volume, attempt, &counters);
         let report = async {
-            let stream = mover::net::connect(
+            let stream = mover::net::connect_through(
+                proxy.as_ref(),
                 &args.connect,
                 &server_name,
                 tls.clone(),

@@ -4,6 +4,7 @@
 
 use crate::failure::Failure;
 use crate::progress::Counters;
+use crate::proxy::Proxy;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -74,12 +75,35 @@ pub async fn connect(
     counters: Arc<Counters>,
     handshake_timeout: Duration,
 ) -> Result<ClientStream, Failure> {
+    connect_through(None, addr, server_name, tls, counters, handshake_timeout).await
+}
+
+/// [`connect`], through a tunnel `proxy` opens to `addr` when one is given
+/// (the proxy exchange counts against the handshake timeout).
+pub async fn connect_through(
+    proxy: Option<&Proxy>,
+    addr: &str,
+    server_name: &str,
+    tls: Arc<rustls::ClientConfig>,
+    counters: Arc<Counters>,
+    handshake_timeout: Duration,
+) -> Result<ClientStream, Failure> {
     let name =
         crate::tls::server_name(server_name).map_err(|e| Failure::permanent(e.to_string()))?;
-    let tcp = tokio::time::timeout(handshake_timeout, TcpStream::connect(addr))
+    let dial = async {
+        match proxy {
+            Some(proxy) => proxy.tunnel(addr).await,
+            None => TcpStream::connect(addr)
+                .await
+                .map_err(|e| Failure::retryable(format!("connecting to {addr}: {e}"))),
+        }
+    };
+    let via = proxy
+        .map(|p| format!(" through proxy {p}"))
+        .unwrap_or_default();
+    let tcp = tokio::time::timeout(handshake_timeout, dial)
         .await
-        .map_err(|_| Failure::retryable(format!("connecting to {addr}: timed out")))?
-        .map_err(|e| Failure::retryable(format!("connecting to {addr}: {e}")))?;
+        .map_err(|_| Failure::retryable(format!("connecting to {addr}{via}: timed out")))??;
     let _ = tcp.set_nodelay(true);
     let connector = tokio_rustls::TlsConnector::from(tls);
     tokio::time::timeout(
@@ -87,8 +111,8 @@ pub async fn connect(
         connector.connect(name, Counted::new(tcp, counters)),
     )
     .await
-    .map_err(|_| Failure::retryable(format!("TLS handshake with {addr}: timed out")))?
-    .map_err(|e| tls_failure(&format!("TLS handshake with {addr}"), e))
+    .map_err(|_| Failure::retryable(format!("TLS handshake with {addr}{via}: timed out")))?
+    .map_err(|e| tls_failure(&format!("TLS handshake with {addr}{via}"), e))
 }
 
 /// TLS-level refusals (bad certificate, unknown CA, wrong protocol) will not

@@ -2,6 +2,7 @@
 //! See shared/DESIGN.md ("orchestrator") for the stages and their order.
 
 pub mod cleanup;
+pub mod client;
 pub mod clusters;
 pub mod dim;
 pub mod display;

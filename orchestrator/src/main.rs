@@ -79,9 +79,13 @@ enum Output {
 
 #[tokio::main]
 async fn main() {
+    // kube's trace layer logs every failed attempt as an error, also the
+    // ones the retry layer (`client::retry`) rides out; what fails for good
+    // reaches the user through the call's own error.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,kube_client::client::builder=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

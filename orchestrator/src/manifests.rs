@@ -526,6 +526,9 @@ pub fn sender_pod(
     ]
     .map(String::from)
     .to_vec();
+    if let Some(proxy) = &plan.proxy {
+        args.extend(["--proxy".to_string(), proxy.url().to_string()]);
+    }
     args.extend(tls_args());
     let mode = placement.sender_mode();
     let container = Container {

@@ -52,6 +52,9 @@ pub struct PlanFile {
     pub retries: Option<u32>,
     /// Senders running at once.
     pub concurrency: Option<usize>,
+    /// An HTTP proxy senders reach the receivers' endpoint through (a
+    /// CONNECT tunnel): `http://[user:password@]host:port`.
+    pub proxy: Option<String>,
     /// Direct image migration: the two clusters' registries. Without this
     /// section only volumes move.
     pub images: Option<ImagesPlan>,
@@ -239,6 +242,10 @@ pub struct PlanFlags {
     /// Senders at once [default: 4].
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// HTTP proxy the senders reach the receivers through:
+    /// http://[USER:PASSWORD@]HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
     /// Do not migrate images even though the plan names registries.
     #[arg(long)]
     pub skip_images: bool,
@@ -277,6 +284,8 @@ pub struct Plan {
     pub mover_image: String,
     pub retries: u32,
     pub concurrency: usize,
+    /// The senders' proxy (recorded without its credentials).
+    pub proxy: Option<mover::proxy::Proxy>,
     pub images: Option<ImagesPlan>,
     /// A final run stops the source application first.
     pub quiesce: bool,
@@ -506,6 +515,12 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         ));
     }
 
+    let proxy = flags.proxy.clone().or(file.proxy).and_then(|url| {
+        url.parse::<mover::proxy::Proxy>()
+            .map_err(|e| problems.push(format!("{origin}: {e}")))
+            .ok()
+    });
+
     let endpoint = flags.endpoint.or(file.endpoint).unwrap_or_default();
     let ingress_domain = flags.ingress_domain.clone().or(file.ingress_domain);
     match (&ingress_domain, endpoint) {
@@ -578,6 +593,7 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         mover_image,
         retries: flags.retries.or(file.retries).unwrap_or(3),
         concurrency,
+        proxy,
         images,
     })
 }
@@ -868,5 +884,42 @@ mod tests {
         };
         let text = load(&flags).unwrap_err().to_string();
         assert!(text.contains("bad.yaml"), "{text}");
+    }
+
+    #[test]
+    fn proxy_is_checked_recorded_without_credentials_and_given_to_senders() {
+        let file = yaml("namespaces: [app]\nproxy: http://bob:s%40cret@squid.corp:3128\n");
+        let plan = resolve(file, &PlanFlags::default(), "plan.yaml").unwrap();
+        let recorded = serde_json::to_value(&plan).unwrap();
+        assert_eq!(recorded["proxy"], "http://squid.corp:3128");
+        let target = crate::manifests::Target {
+            connect: "route.example:443".into(),
+            server_name: "route.example".into(),
+        };
+        let pod = crate::manifests::sender_pod(
+            "app",
+            "data",
+            &plan,
+            &crate::manifests::Placement::default(),
+            &target,
+        );
+        let args = pod.spec.unwrap().containers[0].args.clone().unwrap();
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--proxy", "http://bob:s%40cret@squid.corp:3128"]),
+            "{args:?}"
+        );
+
+        let file = yaml("namespaces: [app]\nproxy: https://squid.corp:3128\n");
+        let problems = resolve(file, &PlanFlags::default(), "plan.yaml")
+            .unwrap_err()
+            .0;
+        assert_eq!(
+            problems,
+            [
+                "plan.yaml: proxy \"https://squid.corp:3128\": only http:// proxies are supported \
+              (the tunnel carries TLS already), not https://"
+            ]
+        );
     }
 }

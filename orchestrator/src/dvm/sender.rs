@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
-use kube::api::{ListParams, LogParams, PostParams};
+use kube::api::{ListParams, LogParams};
 use kube::Api;
 use serde::Deserialize;
 
 use crate::clusters::Cluster;
 use crate::display::Board;
-use crate::kubeops::{apply, delete_and_wait};
+use crate::kubeops::{apply, create_if_missing, delete_and_wait};
 use crate::manifests::{self, Placement, Target};
 use crate::names;
 use crate::plan::Plan;
@@ -51,6 +51,9 @@ enum Outcome {
 
 /// How long a sender may take to start (image pull, volume attach).
 const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// The pause before looking again at a sender pod the API server would not
+/// show.
+const OBSERVE_PAUSE: Duration = Duration::from_secs(5);
 /// How many non-JSON log lines to keep as the failure reason.
 const REASON_LINES: usize = 4;
 
@@ -130,12 +133,13 @@ async fn attempt_once(job: &Job<'_>, board: &Board) -> anyhow::Result<Outcome> {
     delete_and_wait(&pods, &name, START_TIMEOUT).await?;
     let placement = current_placement(job, &pods).await;
     let pod = manifests::sender_pod(ns, pvc, job.plan, &placement, &job.target);
-    pods.create(&PostParams::default(), &pod).await?;
+    // A create retried after its answer was lost finds its own pod.
+    create_if_missing(&pods, &pod).await?;
 
     // Wait for the container to run (or to fail before it could).
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     loop {
-        let pod = pods.get(&name).await?;
+        let pod = observe(&pods, &name).await?;
         if let Some(problem) = container_problem(&pod) {
             return Ok(Outcome::Permanent(format!(
                 "sender pod {ns}/{name}: {problem}"
@@ -158,10 +162,12 @@ async fn attempt_once(job: &Job<'_>, board: &Board) -> anyhow::Result<Outcome> {
     let mut reason_lines = VecDeque::new();
     let mut summary = None;
     // Follow the log until the container ends; a log stream that breaks
-    // early is simply opened again (the events carry absolute counters).
+    // or stalls (the client's read timeout) is opened again from the
+    // start: the events carry absolute counters and the reason window ends
+    // with the log's last lines, so reading a line twice changes nothing.
     loop {
         follow_log(&pods, &name, job, board, &mut reason_lines, &mut summary).await;
-        let pod = pods.get(&name).await?;
+        let pod = observe(&pods, &name).await?;
         if let Some((code, message)) = termination(&pod) {
             let log_reason = Vec::from(reason_lines).join("; ");
             let reason = if log_reason.is_empty() {
@@ -199,6 +205,23 @@ async fn current_placement(job: &Job<'_>, pods: &Api<Pod>) -> Placement {
         now
     } else {
         job.placement.clone()
+    }
+}
+
+/// The sender pod as it is now. A look that fails because the API server
+/// is busy or away (after the client's own retries) is no reason to give
+/// up a transfer whose pod keeps running: the look is repeated until it
+/// succeeds or fails for a reason that will not pass (the pod was
+/// deleted, reading it is forbidden).
+async fn observe(pods: &Api<Pod>, name: &str) -> kube::Result<Pod> {
+    loop {
+        match pods.get(name).await {
+            Err(e) if crate::client::is_transient(&e) => {
+                tracing::warn!("sender pod {name}: cannot look at it now ({e}); looking again");
+                tokio::time::sleep(OBSERVE_PAUSE).await;
+            }
+            other => return other,
+        }
     }
 }
 

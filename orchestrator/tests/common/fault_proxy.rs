@@ -3,7 +3,6 @@
 //! halfway (the connection dies mid-blob). It counts every request by
 //! method and path, so tests can see what was retried and what was not.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -31,7 +30,7 @@ struct Inner {
     upstream: String,
     rule: Rule,
     http: reqwest::Client,
-    counts: Mutex<HashMap<String, usize>>,
+    counts: super::RequestCounts,
     /// Set once listening: the address clients use, which the upstream
     /// registry must put in its Location headers.
     host: Mutex<String>,
@@ -50,7 +49,7 @@ impl FaultProxy {
             upstream: upstream.trim_end_matches('/').to_string(),
             rule,
             http: reqwest::Client::new(),
-            counts: Mutex::new(HashMap::new()),
+            counts: super::RequestCounts::default(),
             host: Mutex::new(String::new()),
         });
         let app = axum::Router::new()
@@ -73,11 +72,7 @@ impl FaultProxy {
 
     /// How many times `method path` was requested.
     pub fn count(&self, method: &str, path: &str) -> usize {
-        let counts = self.inner.counts.lock().unwrap();
-        counts
-            .get(&format!("{method} {path}"))
-            .copied()
-            .unwrap_or(0)
+        self.inner.counts.count(method, path)
     }
 }
 
@@ -91,12 +86,7 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let method = parts.method.as_str().to_string();
-    let n = {
-        let mut counts = inner.counts.lock().unwrap();
-        let c = counts.entry(format!("{method} {path}")).or_insert(0);
-        *c += 1;
-        *c
-    };
+    let n = inner.counts.seen(&method, &path);
     let fault = (inner.rule)(&method, &path, n);
     if let Fault::Status(s) = fault {
         let status = StatusCode::from_u16(s).expect("a valid status");

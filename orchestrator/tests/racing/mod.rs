@@ -42,7 +42,9 @@ pub async fn client(
                     forward = forward.header(name, value);
                 }
             }
-            let forward = forward.body(kube::client::Body::from(body.to_vec())).unwrap();
+            let forward = forward
+                .body(kube::client::Body::from(body.to_vec()))
+                .unwrap();
             let answer = upstream.send(forward).await.unwrap();
             answer.map(axum::body::Body::new)
         }
