@@ -17,8 +17,12 @@
 //! publishes operations, not schemas (`openapi`); there is no
 //! authentication or authorization (every access review is allowed).
 
+mod admission;
 mod apply;
-#[allow(dead_code, reason = "the seam authentication, RBAC and admission are being built on")]
+#[allow(
+    dead_code,
+    reason = "the seam authentication, RBAC and admission are being built on"
+)]
 mod authz;
 mod defaults;
 mod deletion;
@@ -74,7 +78,7 @@ pub async fn serve_with_history(
     history: usize,
 ) -> anyhow::Result<()> {
     let server = Arc::new(Server {
-        state: Mutex::new(objects::State::new(history)),
+        state: Mutex::new(objects::State::new(history, policy.clone())),
         logs,
         policy,
         address: listener.local_addr()?.to_string(),
