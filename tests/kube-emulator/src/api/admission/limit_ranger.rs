@@ -3,7 +3,8 @@
 //! not set (noted in the `kubernetes.io/limit-ranger` annotation), then
 //! pods are checked against the `Container` and `Pod` min, max and
 //! maxLimitRequestRatio, and PVCs against the `PersistentVolumeClaim` min
-//! and max storage, with the real plugin's messages.
+//! and max storage, with the real plugin's messages. LimitRanges
+//! themselves get the API server's defaults for `Container` items.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,10 @@ pub fn admit(
     old: Option<&Value>,
     object: &mut Value,
 ) -> ApiResult<()> {
+    if rt.is("", "limitranges") {
+        default_limit_range(object);
+        return Ok(());
+    }
     let is_pod = rt.is("", "pods");
     // pods' containers cannot change after creation, so only creates count
     if !(is_pod && old.is_none() || rt.is("", "persistentvolumeclaims")) {
@@ -112,8 +117,8 @@ fn default_pod(pod: &mut Value, limits: &[Value]) {
                 container["resources"] = json!({});
             }
             for (field, defaults, noun) in [
-                ("limits", &limits_default, "limit"),
                 ("requests", &requests, "request"),
+                ("limits", &limits_default, "limit"),
             ] {
                 let resources = &mut container["resources"];
                 if !resources[field].is_object() {
@@ -145,6 +150,31 @@ fn default_pod(pod: &mut Value, limits: &[Value]) {
 }
 
 type Map = BTreeMap<String, Value>;
+
+/// A `Container` item's default limit falls back to its max, its default
+/// request to its default limit, then to its min.
+fn default_limit_range(range: &mut Value) {
+    for item in range["spec"]["limits"].as_array_mut().into_iter().flatten() {
+        if item["type"] != "Container" {
+            continue;
+        }
+        for (into, from) in [
+            ("default", "max"),
+            ("defaultRequest", "default"),
+            ("defaultRequest", "min"),
+        ] {
+            let fallback = item[from].as_object().cloned().unwrap_or_default();
+            if !item[into].is_object() {
+                item[into] = json!({});
+            }
+            for (resource, value) in fallback {
+                if item[into].get(&resource).is_none() {
+                    item[into][resource] = value;
+                }
+            }
+        }
+    }
+}
 
 /// The min/max/ratio violations of a (defaulted) pod spec.
 fn check_pod(spec: &Value, limits: &[Value]) -> Result<Vec<String>, String> {
