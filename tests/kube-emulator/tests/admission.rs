@@ -1084,8 +1084,25 @@ async fn dry_runs_go_through_the_whole_chain_and_store_nothing() {
         patched.spec.template.spec.and_then(|s| s.host_pid),
         Some(true)
     );
+    let mut replaced = deployments.get("web").await.expect("stored");
+    if let Some(spec) = replaced.spec.template.spec.as_mut() {
+        spec.host_ipc = Some(true);
+    }
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let replaced = deployments
+        .replace("web", &params, &replaced)
+        .await
+        .expect("dry-run replace");
+    assert_eq!(
+        replaced.spec.template.spec.and_then(|s| s.host_ipc),
+        Some(true)
+    );
     let stored = deployments.get("web").await.expect("stored");
-    assert_eq!(stored.spec.template.spec.and_then(|s| s.host_pid), None);
+    let stored = stored.spec.template.spec.expect("pod template");
+    assert_eq!((stored.host_pid, stored.host_ipc), (None, None));
     let (ok, _, err) = test
         .kubectl(&[
             "-n",

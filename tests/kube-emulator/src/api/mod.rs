@@ -5,7 +5,10 @@
 //! namespace and name: the server knows only what resources exist
 //! (`resources`), the few defaults the cluster's controllers and the
 //! orchestrator rely on (`defaults`), and the generic Kubernetes object
-//! semantics (`objects`, `deletion`, `patch`, `apply`, `watch`).
+//! semantics (`objects`, `deletion`, `patch`, `apply`, `watch`). Every
+//! create and update (dry runs too) goes through the admission chain
+//! (`admission`: Pod Security, OpenShift SCCs, LimitRange, ResourceQuota)
+//! as the `Policy` switches it.
 //!
 //! Deliberately simpler than the real server, because nothing here depends
 //! on more: every write happens under one lock, so namespace deletion and
