@@ -56,8 +56,8 @@ async fn env_with(rule: Rule, retry: Bounds) -> Env {
     let pair = ClusterPair::start(&dir.path().join("state"), false)
         .await
         .unwrap();
-    let faults = ApiFaults::start(&pair.source.api_url, rule).await;
-    let kubeconfig = pair.kubeconfig().replace(&pair.source.api_url, &faults.url);
+    let faults = ApiFaults::start(&pair.source, rule).await;
+    let kubeconfig = faults.reroute(&pair.kubeconfig());
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, kubeconfig).unwrap();
     let cluster = connect(&path, retry).await;
@@ -419,8 +419,8 @@ async fn a_migration_runs_through_apis_that_misbehave_all_along() {
     let mut kubeconfig = pair.kubeconfig();
     let mut proxies = Vec::new();
     for cluster in [&pair.source, &pair.destination] {
-        let faults = ApiFaults::start(&cluster.api_url, now_and_then(faulted.clone())).await;
-        kubeconfig = kubeconfig.replace(&cluster.api_url, &faults.url);
+        let faults = ApiFaults::start(cluster, now_and_then(faulted.clone())).await;
+        kubeconfig = faults.reroute(&kubeconfig);
         proxies.push(faults);
     }
     let path = dir.path().join("kubeconfig");

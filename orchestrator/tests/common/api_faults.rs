@@ -3,8 +3,14 @@
 //! it answers a chosen request 429/5xx (with `Retry-After`), resets the
 //! connection before or after passing the request on (the answer is
 //! lost), or stops listening for a while (connections refused). It works
-//! on raw TCP and HTTP/1.1 heads, so the client under test meets real
-//! resets and refusals, and it counts requests by method and path.
+//! on TCP connections and HTTP/1.1 heads, so the client under test meets
+//! real resets and refusals, and it counts requests by method and path.
+//!
+//! TLS on both legs, as in front of a real API server: clients meet the
+//! proxy's own certificate for 127.0.0.1 (its CA is [`ApiFaults::ca_pem`];
+//! [`ApiFaults::reroute`] points a kubeconfig at the proxy), and the proxy
+//! meets the API server as the cluster's administrator, with a client
+//! certificate of the cluster's CA, which it trusts.
 //!
 //! Every request it passes on is sent with `Connection: close`, so each
 //! request comes on a connection of its own and meets its own fault.
@@ -13,8 +19,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine as _;
+use kube_emulator::Cluster;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 
 /// What to do with a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,12 +48,22 @@ pub type Rule = Box<dyn Fn(&str, &str, usize) -> Fault + Send + Sync>;
 
 struct Inner {
     upstream: SocketAddr,
+    /// TLS to the API server, as its administrator.
+    connector: TlsConnector,
+    /// TLS from clients, with the proxy's certificate.
+    acceptor: TlsAcceptor,
     rule: Rule,
     counts: super::RequestCounts,
 }
 
 pub struct ApiFaults {
+    /// `https://127.0.0.1:PORT` of the proxy.
     pub url: String,
+    /// The CA of the proxy's serving certificate, PEM.
+    pub ca_pem: String,
+    /// The API server's URL and CA, which [`ApiFaults::reroute`] replaces.
+    upstream_url: String,
+    upstream_ca_pem: String,
     addr: SocketAddr,
     inner: Arc<Inner>,
     /// The task accepting connections, while listening.
@@ -50,16 +71,19 @@ pub struct ApiFaults {
 }
 
 impl ApiFaults {
-    /// Starts a proxy in front of the API server at `upstream`
-    /// (`http://host:port`).
-    pub async fn start(upstream: &str, rule: Rule) -> Arc<ApiFaults> {
-        let upstream = upstream
-            .trim_start_matches("http://")
+    /// Starts a proxy in front of `cluster`'s API server.
+    pub async fn start(cluster: &Cluster, rule: Rule) -> Arc<ApiFaults> {
+        let upstream = cluster
+            .api_url
+            .trim_start_matches("https://")
             .trim_end_matches('/')
             .parse()
-            .expect("an http://IP:PORT API server URL");
+            .expect("an https://IP:PORT API server URL");
+        let pki = super::pki::Pki::new();
         let inner = Arc::new(Inner {
             upstream,
+            connector: connector(cluster),
+            acceptor: acceptor(&pki.leaf(&["127.0.0.1"])),
             rule,
             counts: super::RequestCounts::default(),
         });
@@ -67,15 +91,27 @@ impl ApiFaults {
         let addr = listener.local_addr().expect("its address");
         let accept = tokio::spawn(accept(listener, inner.clone()));
         Arc::new(ApiFaults {
-            url: format!("http://{addr}"),
+            url: format!("https://{addr}"),
+            ca_pem: pki.ca_pem,
+            upstream_url: cluster.api_url.clone(),
+            upstream_ca_pem: cluster.ca_pem().to_string(),
             addr,
             inner,
             accept: Mutex::new(Some(accept)),
         })
     }
 
+    /// `kubeconfig` (as the emulator writes it) with the cluster's
+    /// `server` and `certificate-authority-data` those of this proxy.
+    pub fn reroute(&self, kubeconfig: &str) -> String {
+        let base64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+        kubeconfig
+            .replace(&self.upstream_url, &self.url)
+            .replace(&base64(&self.upstream_ca_pem), &base64(&self.ca_pem))
+    }
+
     /// How many times `method path` was asked (requests reset before they
-    /// were read count too; refused connections do not).
+    /// were passed on count too; refused connections do not).
     pub fn count(&self, method: &str, path: &str) -> usize {
         self.inner.counts.count(method, path)
     }
@@ -106,14 +142,60 @@ impl Drop for ApiFaults {
     }
 }
 
+/// TLS from clients with `serving` (HTTP/1.1 only, no client certificate
+/// asked for).
+fn acceptor(serving: &super::pki::Leaf) -> TlsAcceptor {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(serving.key_der.clone()));
+    let mut config = rustls::ServerConfig::builder_with_provider(ring())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![serving.cert_der.clone().into()], key)
+        .expect("the proxy's TLS configuration");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// TLS to `cluster`'s API server, trusting its CA, as its administrator.
+fn connector(cluster: &Cluster) -> TlsConnector {
+    let admin = cluster
+        .certificate_for(
+            kube_emulator::cluster::ADMIN,
+            &[kube_emulator::api::MASTERS],
+        )
+        .expect("an administrator's certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cluster.ca_pem().as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(ring())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(admin.cert.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(admin.key.as_bytes()).unwrap(),
+        )
+        .expect("the upstream TLS configuration");
+    TlsConnector::from(Arc::new(config))
+}
+
+fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 async fn accept(listener: TcpListener, inner: Arc<Inner>) {
     while let Ok((client, _)) = listener.accept().await {
         tokio::spawn(serve(client, inner.clone()));
     }
 }
 
-/// One connection: read the request head, apply the rule.
-async fn serve(mut client: TcpStream, inner: Arc<Inner>) {
+/// One connection: the TLS handshake, then read the request head and
+/// apply the rule.
+async fn serve(client: TcpStream, inner: Arc<Inner>) {
+    let Ok(mut client) = inner.acceptor.accept(client).await else {
+        return;
+    };
     let Some((head, rest)) = read_head(&mut client).await else {
         return;
     };
@@ -136,19 +218,15 @@ async fn serve(mut client: TcpStream, inner: Arc<Inner>) {
                  Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = client.write_all(answer.as_bytes()).await;
+            if client.write_all(answer.as_bytes()).await.is_ok() {
+                let _ = client.shutdown().await;
+            }
         }
         Fault::Reset => reset(client),
         Fault::Forward | Fault::LoseAnswer => {
-            let Ok(mut server) = TcpStream::connect(inner.upstream).await else {
+            let Ok(mut server) = pass_on(&inner, &close_after(&head), &rest).await else {
                 return reset(client);
             };
-            let head = close_after(&head);
-            if server.write_all(head.as_bytes()).await.is_err()
-                || server.write_all(&rest).await.is_err()
-            {
-                return reset(client);
-            }
             if fault == Fault::LoseAnswer {
                 // Let the server finish the request, then drop its answer.
                 let mut answer = Vec::new();
@@ -160,18 +238,35 @@ async fn serve(mut client: TcpStream, inner: Arc<Inner>) {
     }
 }
 
-/// Closes `stream` with a TCP reset (zero linger) rather than a FIN.
-fn reset(stream: TcpStream) {
+/// Connects to the API server and sends it `head` and `rest`.
+async fn pass_on(
+    inner: &Inner,
+    head: &str,
+    rest: &[u8],
+) -> std::io::Result<client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(inner.upstream).await?;
+    let name = ServerName::IpAddress(inner.upstream.ip().into());
+    let mut server = inner.connector.connect(name, tcp).await?;
+    server.write_all(head.as_bytes()).await?;
+    server.write_all(rest).await?;
+    server.flush().await?;
+    Ok(server)
+}
+
+/// Closes the TCP connection under `stream` with a reset (zero linger)
+/// rather than a FIN, with no TLS `close_notify` first.
+fn reset(stream: server::TlsStream<TcpStream>) {
+    let (tcp, _) = stream.into_inner();
     // Zero linger never blocks on drop, which is what the deprecation of
     // `set_linger` warns about.
     #[allow(deprecated)]
-    let _ = stream.set_linger(Some(Duration::ZERO));
-    drop(stream);
+    let _ = tcp.set_linger(Some(Duration::ZERO));
+    drop(tcp);
 }
 
 /// The request head (up to its blank line) and whatever of the body came
 /// with it.
-async fn read_head(client: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+async fn read_head(client: &mut server::TlsStream<TcpStream>) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {

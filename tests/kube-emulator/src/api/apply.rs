@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 
+use super::admission::Write;
 use super::error::{ApiError, ApiResult};
 use super::meta;
 use super::objects::{check_resource_version, Location, Part, State};
@@ -20,7 +21,7 @@ pub fn apply(
     part: Part,
     mut applied: Value,
     manager: &str,
-    dry_run: bool,
+    write: &mut Write,
 ) -> ApiResult<(Value, bool)> {
     let rt = target.rt;
     if manager.is_empty() {
@@ -42,14 +43,9 @@ pub fn apply(
     let current = match state.get(rt, target.namespace, target.name) {
         Ok(current) => current,
         Err(missing) if part == Part::Main && missing.code == 404 => {
-            let created = state.create(
-                rt,
-                target.version,
-                target.namespace,
-                applied.clone(),
-                dry_run,
-            )?;
-            if !dry_run {
+            let created =
+                state.create(rt, target.version, target.namespace, applied.clone(), write)?;
+            if !write.dry_run {
                 remember(state, &created, manager, part, applied);
             }
             return Ok((created, true));
@@ -67,8 +63,8 @@ pub fn apply(
         metadata.remove("resourceVersion");
     }
     strategic_merge(&mut merged, &patch);
-    let written = state.commit(rt, current, merged, part, dry_run)?;
-    if !dry_run {
+    let written = state.commit(rt, current, merged, part, write)?;
+    if !write.dry_run {
         remember(state, &written, manager, part, applied);
     }
     Ok((written, false))

@@ -51,6 +51,16 @@ pub struct UserInfo {
 pub const MASTERS: &str = "system:masters";
 
 impl UserInfo {
+    /// The API server itself (`system:apiserver` in `system:masters`), as
+    /// which it writes its own built-in objects at start.
+    pub fn apiserver() -> Self {
+        Self {
+            name: "system:apiserver".to_string(),
+            uid: String::new(),
+            groups: vec![MASTERS.to_string(), "system:authenticated".to_string()],
+        }
+    }
+
     pub fn is_member(&self, group: &str) -> bool {
         self.groups.iter().any(|g| g == group)
     }

@@ -230,12 +230,27 @@ fn pod_spec(spec: &mut Value) {
                 json!("/dev/termination-log"),
             );
             set_default(container, "terminationMessagePolicy", json!("File"));
+            requests_from_limits(container);
             if let Some(ports) = container["ports"].as_array_mut() {
                 for port in ports {
                     set_default(port, "protocol", json!("TCP"));
                 }
             }
         }
+    }
+}
+
+/// A container's requests default to its limits for what it limits but
+/// does not request.
+fn requests_from_limits(container: &mut Value) {
+    let Some(limits) = container["resources"]["limits"].as_object().cloned() else {
+        return;
+    };
+    if !container["resources"]["requests"].is_object() {
+        container["resources"]["requests"] = json!({});
+    }
+    for (resource, limit) in limits {
+        set_default(&mut container["resources"]["requests"], &resource, limit);
     }
 }
 

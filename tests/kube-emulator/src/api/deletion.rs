@@ -145,8 +145,8 @@ impl State {
                     self.store.remove(&defined.key(), &ns, &name);
                 }
             }
-            self.after_write(rt);
         }
+        self.after_write(rt, namespace);
         if !namespace.is_empty() {
             self.settle_namespace(namespace);
         }

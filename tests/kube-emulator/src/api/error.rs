@@ -81,16 +81,7 @@ impl ApiError {
     /// 422: the object is well-formed but a field is wrong; `field` is the
     /// JSON path of the field, as the real server names it.
     pub fn invalid(rt: &ResourceType, name: &str, field: &str, why: &str) -> Self {
-        let mut error = Self::new(
-            422,
-            "Invalid",
-            format!("{} \"{name}\" is invalid: {field}: {why}", rt.kind),
-        );
-        error.details = Some(json!({
-            "name": name, "group": rt.group, "kind": rt.kind,
-            "causes": [{"reason": "FieldValueInvalid", "message": why, "field": field}],
-        }));
-        error
+        Self::invalid_fields(rt, name, &[(field.to_string(), why.to_string())])
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -120,6 +111,39 @@ impl ApiError {
             }
         }
         error.details = Some(Value::Object(details));
+        error
+    }
+
+    /// 403 about one object, as admission plugins refuse:
+    /// `pods "web" is forbidden: why`.
+    pub fn forbidden_object(rt: &ResourceType, name: &str, why: &str) -> Self {
+        Self::forbidden(format!(
+            "{} \"{name}\" is forbidden: {why}",
+            rt.group_resource()
+        ))
+        .with_details(rt, name)
+    }
+
+    /// 422 with one or more field errors (`(field, why)`), listed as the
+    /// real server lists several: `[a: why, b: why]`.
+    pub fn invalid_fields(rt: &ResourceType, name: &str, causes: &[(String, String)]) -> Self {
+        let listed: Vec<String> = causes
+            .iter()
+            .map(|(f, why)| format!("{f}: {why}"))
+            .collect();
+        let summary = match listed.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let mut error = Self::new(
+            422,
+            "Invalid",
+            format!("{} \"{name}\" is invalid: {summary}", rt.kind),
+        );
+        error.details = Some(json!({
+            "name": name, "group": rt.group, "kind": rt.kind,
+            "causes": causes.iter().map(|(field, why)| json!({"reason": "FieldValueInvalid", "message": why, "field": field})).collect::<Vec<_>>(),
+        }));
         error
     }
 

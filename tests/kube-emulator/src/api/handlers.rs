@@ -12,9 +12,10 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::admission::Write;
 use super::apply;
 use super::authn::tls::Peer;
-use super::authz::{self, RequestInfo, UserInfo};
+use super::authz::{self, Attributes, RequestInfo, UserInfo};
 use super::deletion::{DeleteOptions, Deleted};
 use super::error::{ApiError, ApiResult};
 use super::objects::{check_resource_version, Location, Part};
@@ -91,6 +92,7 @@ pub async fn handle(
         server
             .authenticator
             .authenticate(&state, &headers, peer.certificate_user.as_ref())
+            .and_then(|user| impersonate(&state, user, &headers))
             .and_then(|user| {
                 authz::authorize(&state, &server.policy, &user, &info, &body)?;
                 Ok(user)
@@ -230,16 +232,18 @@ async fn resource(request: Request, target: Target) -> ApiResult<Response> {
         }
         (Some("scale"), method) => {
             let content_type = header_text(&request.headers, header::CONTENT_TYPE);
+            let mut write = request.write();
             let mut state = request.server.lock();
             let body = &request.body;
-            scale::handle(
+            let response = scale::handle(
                 &mut state,
                 target.at(&name),
                 &method,
                 content_type,
                 body,
-                dry_run(&request.query),
-            )
+                &mut write,
+            )?;
+            Ok(with_warnings(response, &write))
         }
         (Some("status") | None | Some("finalize"), Method::GET) => {
             let object = request
@@ -251,13 +255,13 @@ async fn resource(request: Request, target: Target) -> ApiResult<Response> {
         (sub @ (None | Some("status") | Some("finalize")), Method::PUT) => {
             let part = part(sub);
             let body = parse_body(&request.headers, &request.body)?;
-            let object = request.server.lock().update(
-                target.at(&name),
-                body,
-                part,
-                dry_run(&request.query),
-            )?;
-            Ok(respond(&request, &target, StatusCode::OK, object))
+            let mut write = request.write();
+            let object = request
+                .server
+                .lock()
+                .update(target.at(&name), body, part, &mut write)?;
+            let response = respond(&request, &target, StatusCode::OK, object);
+            Ok(with_warnings(response, &write))
         }
         (sub @ (None | Some("status")), Method::PATCH) => patch(request, &target, &name, part(sub)),
         (None, Method::DELETE) => {
@@ -355,14 +359,16 @@ fn collection(request: Request, target: Target) -> ApiResult<Response> {
         }
         Method::POST if target.namespace.is_some() || !rt.namespaced => {
             let body = parse_body(&request.headers, &request.body)?;
+            let mut write = request.write();
             let object = request.server.lock().create(
                 rt,
                 &target.version,
                 target.namespace(),
                 body,
-                dry_run(&request.query),
+                &mut write,
             )?;
-            Ok(respond(&request, &target, StatusCode::CREATED, object))
+            let response = respond(&request, &target, StatusCode::CREATED, object);
+            Ok(with_warnings(response, &write))
         }
         Method::DELETE => {
             let selectors = selectors(&request.query)?;
@@ -477,7 +483,7 @@ fn list_object(target: &Target, items: Vec<Value>, rv: u64, next: Option<String>
 fn patch(request: Request, target: &Target, name: &str, part: Part) -> ApiResult<Response> {
     let kind = PatchKind::from_content_type(header_text(&request.headers, header::CONTENT_TYPE))?;
     let body = parse_value(&request.body, true)?;
-    let dry_run = dry_run(&request.query);
+    let mut write = request.write();
     let mut state = request.server.lock();
     if kind == PatchKind::Apply {
         let manager = request
@@ -486,14 +492,15 @@ fn patch(request: Request, target: &Target, name: &str, part: Part) -> ApiResult
             .map(String::as_str)
             .unwrap_or("");
         let (object, created) =
-            apply::apply(&mut state, target.at(name), part, body, manager, dry_run)?;
+            apply::apply(&mut state, target.at(name), part, body, manager, &mut write)?;
         drop(state);
         let code = if created {
             StatusCode::CREATED
         } else {
             StatusCode::OK
         };
-        return Ok(respond(&request, target, code, object));
+        let response = respond(&request, target, code, object);
+        return Ok(with_warnings(response, &write));
     }
     let current = state.get(&target.rt, target.namespace(), name)?;
     let mut patched = present(target, current.clone());
@@ -505,9 +512,111 @@ fn patch(request: Request, target: &Target, name: &str, part: Part) -> ApiResult
     }
     check_resource_version(&target.rt, &current, &patched)?;
     super::meta::check_type(&target.rt, &target.version, &mut patched)?;
-    let object = state.commit(&target.rt, current, patched, part, dry_run)?;
+    let object = state.commit(&target.rt, current, patched, part, &mut write)?;
     drop(state);
-    Ok(respond(&request, target, StatusCode::OK, object))
+    let response = respond(&request, target, StatusCode::OK, object);
+    Ok(with_warnings(response, &write))
+}
+
+impl Request {
+    /// What the admission chain needs of this write: who asks, and
+    /// whether it is a dry run.
+    fn write(&self) -> Write {
+        Write::new(self.user.clone(), dry_run(&self.query))
+    }
+}
+
+/// The identity a request acts as: the authenticated user, or the one it
+/// impersonates (`Impersonate-User`/`-Group`: `kubectl --as`, `--as-group`)
+/// when that user may `impersonate` it, as the real server's
+/// impersonation filter decides before authorization. An impersonated
+/// user gets the groups asked for, or a service account's groups when none
+/// are, plus `system:authenticated`.
+fn impersonate(
+    state: &super::objects::State,
+    user: UserInfo,
+    headers: &HeaderMap,
+) -> ApiResult<UserInfo> {
+    let Some(name) = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .filter(|name| !name.is_empty())
+    else {
+        return Ok(user);
+    };
+    let mut groups: Vec<String> = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    let account = name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'));
+    let (resource, namespace, object) = match account {
+        Some((namespace, account)) => ("serviceaccounts", namespace, account),
+        None => ("users", "", name),
+    };
+    let asks = std::iter::once((resource, namespace, object))
+        .chain(groups.iter().map(|g| ("groups", "", g.as_str())));
+    for (resource, namespace, object) in asks {
+        let attributes = Attributes {
+            verb: "impersonate",
+            resource,
+            namespace,
+            name: object,
+            ..Attributes::default()
+        };
+        if !authz::allows(state, &user, &attributes) {
+            return Err(ApiError::forbidden_on(
+                "",
+                resource,
+                object,
+                &format!(
+                    "User {:?} cannot impersonate resource {resource:?} in API group \"\" {}",
+                    user.name,
+                    if namespace.is_empty() {
+                        "at the cluster scope".to_string()
+                    } else {
+                        format!("in the namespace {namespace:?}")
+                    }
+                ),
+            ));
+        }
+    }
+    if groups.is_empty() {
+        if let Some((namespace, _)) = account {
+            groups = super::admission::service_account_groups(namespace);
+        }
+    }
+    if !groups.iter().any(|g| g == "system:authenticated") {
+        groups.push("system:authenticated".to_string());
+    }
+    Ok(UserInfo {
+        name: name.to_string(),
+        uid: String::new(),
+        groups,
+    })
+}
+
+/// Adds the admission chain's warnings as `Warning: 299 - "text"`
+/// headers, quoted as the real server quotes them (kubectl prints them).
+fn with_warnings(mut response: Response, write: &Write) -> Response {
+    for text in &write.warnings {
+        let mut quoted = String::with_capacity(text.len() + 2);
+        quoted.push('"');
+        for c in text.chars() {
+            if c == '"' || c == '\\' {
+                quoted.push('\\');
+            }
+            quoted.push(c);
+        }
+        quoted.push('"');
+        if let Ok(value) = header::HeaderValue::from_str(&format!("299 - {quoted}")) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 /// The object as served at the request's version (or as a Table).

@@ -11,7 +11,10 @@
 //! namespace and name: the server knows only what resources exist
 //! (`resources`), the few defaults the cluster's controllers and the
 //! orchestrator rely on (`defaults`), and the generic Kubernetes object
-//! semantics (`objects`, `deletion`, `patch`, `apply`, `watch`).
+//! semantics (`objects`, `deletion`, `patch`, `apply`, `watch`). Every
+//! create and update (dry runs too) goes through the admission chain
+//! (`admission`: Pod Security, OpenShift SCCs, LimitRange, ResourceQuota)
+//! as the `Policy` switches it.
 //!
 //! Deliberately simpler than the real server, because nothing here depends
 //! on more: every write happens under one lock, so namespace deletion and
@@ -25,6 +28,7 @@
 //! ClusterRoles get their rules when they are evaluated (the stored ones
 //! are filled once, at bootstrap).
 
+mod admission;
 mod apply;
 mod authn;
 mod authz;
@@ -91,7 +95,7 @@ pub async fn serve_with_history(
 ) -> anyhow::Result<()> {
     let address = listener.local_addr()?.to_string();
     let tls = authenticator.authority().server_config()?;
-    let mut state = objects::State::new(history);
+    let mut state = objects::State::new(history, policy.clone());
     authz::bootstrap(&mut state, &policy);
     let server = Arc::new(Server {
         state: Mutex::new(state),

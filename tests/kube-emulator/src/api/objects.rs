@@ -7,11 +7,13 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
+use super::admission::{self, Write};
 use super::defaults;
 use super::error::{ApiError, ApiResult};
 use super::meta::{self, has_finalizers, is_terminating};
 use super::resources::{self, Catalog, ResourceType};
 use super::store::Store;
+use crate::policy::Policy;
 
 /// Which part of an object a write may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +43,8 @@ pub struct State {
     /// uid, manager and part: a field it applied before and no longer
     /// applies is removed.
     pub applied: HashMap<(String, String, Part), Value>,
+    /// What the cluster enforces: the admission chain reads it.
+    pub policy: Policy,
 }
 
 /// Metadata only the server sets; writes cannot change it.
@@ -54,20 +58,23 @@ const SERVER_METADATA: [&str; 6] = [
 ];
 
 impl State {
-    /// A fresh cluster: the usual namespaces and the `kubernetes` Service.
-    pub fn new(history: usize) -> Self {
+    /// A fresh cluster: the usual namespaces and the `kubernetes` Service
+    /// (and, on OpenShift, the default SecurityContextConstraints).
+    pub fn new(history: usize, policy: Policy) -> Self {
         let mut state = Self {
             store: Store::new(history),
-            catalog: Catalog::default(),
+            catalog: Catalog::for_flavour(policy.flavour),
             applied: HashMap::new(),
+            policy,
         };
         let namespaces = Catalog::namespace_type();
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let namespace = json!({"metadata": {"name": name}});
             state
-                .create(&namespaces, "v1", "", namespace, false)
+                .create(&namespaces, "v1", "", namespace, &mut Write::system())
                 .expect("the built-in namespaces are valid");
         }
+        admission::install_defaults(&mut state);
         let service = json!({
             "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
             "spec": {"clusterIP": defaults::KUBERNETES_SERVICE_IP, "ports": [{"name": "https", "port": 443, "targetPort": 6443}]},
@@ -78,7 +85,7 @@ impl State {
             .cloned()
             .expect("services are built in");
         state
-            .create(&services, "v1", "default", service, false)
+            .create(&services, "v1", "default", service, &mut Write::system())
             .expect("the kubernetes Service is valid");
         state
     }
@@ -91,14 +98,14 @@ impl State {
     }
 
     /// Creates an object in `namespace` (`""` for cluster-scoped
-    /// resources) from a request body.
+    /// resources) from a request body, through the admission chain.
     pub fn create(
         &mut self,
         rt: &ResourceType,
         version: &str,
         namespace: &str,
         mut object: Value,
-        dry_run: bool,
+        write: &mut Write,
     ) -> ApiResult<Value> {
         meta::check_type(rt, version, &mut object)?;
         check_namespace_field(rt, namespace, &mut object)?;
@@ -152,11 +159,12 @@ impl State {
         meta::check_shape(rt, &object)?;
         self.check_crd(rt, &object)?;
         defaults::on_create(&self.store, rt, &mut object)?;
-        if dry_run {
+        admission::admit(self, rt, None, &mut object, write)?;
+        if write.dry_run {
             return Ok(object);
         }
         let stored = self.store.put(&rt.key(), object);
-        self.after_write(rt);
+        self.after_write(rt, namespace);
         Ok(stored)
     }
 
@@ -168,7 +176,7 @@ impl State {
         at: Location,
         mut object: Value,
         part: Part,
-        dry_run: bool,
+        write: &mut Write,
     ) -> ApiResult<Value> {
         let Location {
             rt,
@@ -186,20 +194,21 @@ impl State {
         }
         let old = self.get(rt, namespace, name)?;
         check_resource_version(rt, &old, &object)?;
-        self.commit(rt, old, object, part, dry_run)
+        self.commit(rt, old, object, part, write)
     }
 
     /// Writes `new` over `old` (which is current): keeps what the write may
-    /// not change, bumps the generation on a spec change, skips no-op
-    /// writes, and finishes the deletion of a terminating object whose
-    /// last finalizer went.
+    /// not change, runs the main resource's writes through the admission
+    /// chain, bumps the generation on a spec change, skips no-op writes,
+    /// and finishes the deletion of a terminating object whose last
+    /// finalizer went.
     pub fn commit(
         &mut self,
         rt: &ResourceType,
         old: Value,
         new: Value,
         part: Part,
-        dry_run: bool,
+        write: &mut Write,
     ) -> ApiResult<Value> {
         let mut new = match part {
             Part::Main => {
@@ -251,6 +260,9 @@ impl State {
         meta::check_shape(rt, &new)?;
         self.check_crd(rt, &new)?;
         defaults::on_update(&self.store, rt, &old, &mut new)?;
+        if part == Part::Main {
+            admission::admit(self, rt, Some(&old), &mut new, write)?;
+        }
         if spec_of(&new) != spec_of(&old) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
             new["metadata"]["generation"] = json!(generation + 1);
@@ -258,7 +270,7 @@ impl State {
         if new == old {
             return Ok(old);
         }
-        if dry_run {
+        if write.dry_run {
             return Ok(new);
         }
         if is_terminating(&new) && !has_finalizers(&new) && self.may_finish(rt, &new) {
@@ -269,8 +281,9 @@ impl State {
             }
             return Ok(last);
         }
+        let (namespace, _) = super::store::object_key(&new);
         let stored = self.store.put(&rt.key(), new);
-        self.after_write(rt);
+        self.after_write(rt, &namespace);
         Ok(stored)
     }
 
@@ -300,8 +313,11 @@ impl State {
         Ok(())
     }
 
-    /// Keeps derived state in step with a write: CRDs define what is served.
-    pub fn after_write(&mut self, rt: &ResourceType) {
+    /// Keeps derived state in step with a write (or removal) in
+    /// `namespace`: CRDs define what is served, and the namespace's
+    /// ResourceQuotas report what is used.
+    pub fn after_write(&mut self, rt: &ResourceType, namespace: &str) {
+        admission::after_write(self, namespace);
         if rt.is_crd() {
             let defined: Vec<ResourceType> = self
                 .store

@@ -3,6 +3,8 @@
 
 use serde_json::{json, Value};
 
+use crate::policy::Flavour;
+
 /// How a resource's object names are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameRule {
@@ -257,6 +259,13 @@ const BUILTINS: &[Builtin] = &[
     b("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", CLUSTER, &["crd", "crds"], STATUS),
 ];
 
+/// What only OpenShift serves: SecurityContextConstraints, which its
+/// admission chain reads (`admission::scc`).
+#[rustfmt::skip]
+const OPENSHIFT_BUILTINS: &[Builtin] = &[
+    b("security.openshift.io", "v1", "securitycontextconstraints", "SecurityContextConstraints", CLUSTER, &["scc"], PLAIN),
+];
+
 /// Resources that `kubectl get all` lists.
 const CATEGORY_ALL: &[&str] = &[
     "pods",
@@ -319,16 +328,19 @@ pub struct Catalog {
     custom: Vec<ResourceType>,
 }
 
-impl Default for Catalog {
-    fn default() -> Self {
+impl Catalog {
+    /// The built-in resources of a cluster of `flavour`.
+    pub fn for_flavour(flavour: Flavour) -> Self {
+        let openshift = match flavour {
+            Flavour::OpenShift => OPENSHIFT_BUILTINS,
+            Flavour::Kubernetes => &[],
+        };
         Self {
-            builtins: BUILTINS.iter().map(builtin).collect(),
+            builtins: BUILTINS.iter().chain(openshift).map(builtin).collect(),
             custom: Vec::new(),
         }
     }
-}
 
-impl Catalog {
     pub fn all(&self) -> impl Iterator<Item = &ResourceType> {
         self.builtins.iter().chain(self.custom.iter())
     }
@@ -345,9 +357,10 @@ impl Catalog {
     }
 
     /// The built-in resource type `plural` of `group`.
-    fn builtin(group: &str, plural: &str) -> ResourceType {
+    pub fn builtin(group: &str, plural: &str) -> ResourceType {
         BUILTINS
             .iter()
+            .chain(OPENSHIFT_BUILTINS)
             .find(|def| def.group == group && def.plural == plural)
             .map(builtin)
             .unwrap_or_else(|| panic!("{plural}.{group} is not a built-in resource"))

@@ -8,6 +8,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::admission::Write;
 use super::error::{ApiError, ApiResult};
 use super::json_response;
 use super::objects::{check_resource_version, Location, Part, State};
@@ -19,7 +20,7 @@ pub fn handle(
     method: &Method,
     content_type: &str,
     body: &Bytes,
-    dry_run: bool,
+    write: &mut Write,
 ) -> ApiResult<Response> {
     let Location { rt, name, .. } = at;
     let current = state.get(rt, at.namespace, name)?;
@@ -54,7 +55,7 @@ pub fn handle(
     };
     let mut scaled = current.clone();
     scaled["spec"]["replicas"] = json!(replicas);
-    let written = state.commit(rt, current, scaled, Part::Main, dry_run)?;
+    let written = state.commit(rt, current, scaled, Part::Main, write)?;
     Ok(json_response(StatusCode::OK, &scale_of(&written)))
 }
 

@@ -8,6 +8,7 @@
 
 use serde_json::{json, Value};
 
+use super::super::admission::Write;
 use super::super::objects::State;
 use super::resolve::GROUP;
 use crate::policy::{Flavour, Policy};
@@ -385,7 +386,7 @@ pub fn bootstrap(state: &mut State, policy: &Policy) {
             .expect("RBAC is built in");
         for object in objects {
             state
-                .create(&rt, "v1", "", object, false)
+                .create(&rt, "v1", "", object, &mut Write::system())
                 .expect("the bootstrap policy is valid");
         }
     }
