@@ -293,8 +293,13 @@ impl Cluster {
     /// A client of the API server that trusts the cluster's CA and
     /// authenticates with `credentials`.
     pub fn client_with(&self, credentials: &Credentials) -> anyhow::Result<kube::Client> {
-        let config = client_config(&self.api_url, self.authenticator.authority(), credentials)?;
-        Ok(kube::Client::try_from(config)?)
+        Ok(kube::Client::try_from(self.config_with(credentials)?)?)
+    }
+
+    /// The configuration of [`Cluster::client_with`], for tests that add
+    /// to it (impersonation, timeouts).
+    pub fn config_with(&self, credentials: &Credentials) -> anyhow::Result<kube::Config> {
+        client_config(&self.api_url, self.authenticator.authority(), credentials)
     }
 
     /// A kubeconfig for this cluster alone: context `<name>` as `admin`

@@ -40,14 +40,7 @@ impl TestCluster {
             .await
             .expect("starting the emulated cluster");
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\ncurrent-context: emu\nclusters:\n- name: emu\n  cluster:\n    server: {}\nusers:\n- name: emu\n  user:\n    token: t\ncontexts:\n- name: emu\n  context:\n    cluster: emu\n    user: emu\n    namespace: default\n",
-                cluster.api_url
-            ),
-        )
-        .expect("kubeconfig");
+        std::fs::write(&kubeconfig, cluster.kubeconfig()).expect("kubeconfig");
         TestCluster {
             cluster,
             dir,
@@ -61,7 +54,14 @@ impl TestCluster {
 
     /// A client impersonating `user` (with `groups`, if any).
     fn as_user(&self, user: &str, groups: &[&str]) -> kube::Client {
-        let mut config = kube::Config::new(self.cluster.api_url.parse().expect("server URL"));
+        let admin = self
+            .cluster
+            .certificate_for(kube_emulator::cluster::ADMIN, &["system:masters"])
+            .expect("the admin's certificate");
+        let mut config = self
+            .cluster
+            .config_with(&kube_emulator::Credentials::Certificate(admin))
+            .expect("a client configuration");
         config.auth_info.impersonate = Some(user.to_string());
         if !groups.is_empty() {
             config.auth_info.impersonate_groups =
@@ -737,6 +737,16 @@ async fn a_service_account_named_in_anyuid_may_run_as_root() {
     let test = TestCluster::start(Policy::openshift()).await;
     let admin = test.client();
     test.namespace("app", json!({})).await;
+    // the developer may create pods in app (RBAC), which says nothing of SCCs
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = from_json(json!({
+        "metadata": {"name": "developer-edit", "namespace": "app"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "User", "name": "developer", "apiGroup": "rbac.authorization.k8s.io"}]
+    }));
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin.clone(), "app")
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding edit");
     let developer = test.as_user("developer", &["developers"]);
     let root = |account: &str| {
         pod_with(
