@@ -54,6 +54,8 @@ pub struct Cluster {
     /// A client for the API server.
     pub client: kube::Client,
     pub context: Arc<ClusterContext>,
+    /// The faults injected into this cluster's API server.
+    faults: api::Faults,
     tasks: JoinSet<()>,
 }
 
@@ -184,9 +186,10 @@ impl Cluster {
         } else {
             None
         };
+        let faults = api::Faults::default();
         tasks.spawn(supervise(
             "api server",
-            api::serve(listener, logs, options.policy.clone()),
+            api::serve(listener, logs, options.policy.clone(), faults.clone()),
         ));
         tasks.spawn(supervise("pvc binder", binder::run(context.clone())));
         tasks.spawn(supervise(
@@ -206,8 +209,15 @@ impl Cluster {
             api_url,
             client,
             context,
+            faults,
             tasks,
         })
+    }
+
+    /// The faults injected into this cluster's API server: 429s, 500s and
+    /// 503s, cut watches and log streams, restarts (see [`api::Faults`]).
+    pub fn faults(&self) -> &api::Faults {
+        &self.faults
     }
 }
 

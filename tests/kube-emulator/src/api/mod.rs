@@ -18,12 +18,16 @@
 //! authentication or authorization (every access review is allowed).
 
 mod apply;
-#[allow(dead_code, reason = "the seam authentication, RBAC and admission are being built on")]
+#[allow(
+    dead_code,
+    reason = "the seam authentication, RBAC and admission are being built on"
+)]
 mod authz;
 mod defaults;
 mod deletion;
 mod discovery;
 mod error;
+mod faults;
 mod handlers;
 mod logs;
 mod meta;
@@ -48,6 +52,8 @@ use serde_json::Value;
 use crate::context::PodLogs;
 use crate::policy::Policy;
 
+pub use faults::{Failure, FaultCounts, Faults, Requests, Span};
+
 /// How many change events a server keeps for watches to resume from.
 pub const DEFAULT_HISTORY: usize = store::HISTORY;
 
@@ -56,13 +62,15 @@ pub const DEFAULT_HISTORY: usize = store::HISTORY;
 const MAX_BODY: usize = 16 << 20;
 
 /// Serves the API on `listener` until the task is aborted. Pod logs come
-/// from `logs` (the kubelet); without one, log requests get 404.
+/// from `logs` (the kubelet); without one, log requests get 404. `faults`
+/// are injected into the requests (none until a test asks for them).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     logs: Option<Arc<dyn PodLogs>>,
     policy: Policy,
+    faults: Faults,
 ) -> anyhow::Result<()> {
-    serve_with_history(listener, logs, policy, DEFAULT_HISTORY).await
+    serve_with_history(listener, logs, policy, faults, DEFAULT_HISTORY).await
 }
 
 /// `serve`, keeping only `history` watch events: tests use a short history
@@ -71,6 +79,7 @@ pub async fn serve_with_history(
     listener: tokio::net::TcpListener,
     logs: Option<Arc<dyn PodLogs>>,
     policy: Policy,
+    faults: Faults,
     history: usize,
 ) -> anyhow::Result<()> {
     let server = Arc::new(Server {
@@ -82,6 +91,7 @@ pub async fn serve_with_history(
     let app = axum::Router::new()
         .fallback(handlers::handle)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(faults, faults::inject))
         .with_state(server);
     axum::serve(listener, app).await?;
     Ok(())

@@ -51,6 +51,7 @@ pub async fn server(logs: Option<Arc<dyn PodLogs>>, history: usize) -> String {
         listener,
         logs,
         kube_emulator::Policy::default(),
+        kube_emulator::api::Faults::default(),
         history,
     ));
     url
