@@ -81,14 +81,36 @@ impl ApiError {
     /// 422: the object is well-formed but a field is wrong; `field` is the
     /// JSON path of the field, as the real server names it.
     pub fn invalid(rt: &ResourceType, name: &str, field: &str, why: &str) -> Self {
+        Self::invalid_fields(rt, name, &[(field, why)])
+    }
+
+    /// 422 for several `(field, why)` errors, listed as the real server
+    /// lists them: `Route.route.openshift.io "r" is invalid: [a: ..., b: ...]`.
+    pub fn invalid_fields(rt: &ResourceType, name: &str, errors: &[(&str, &str)]) -> Self {
+        let listed: Vec<String> = errors
+            .iter()
+            .map(|(field, why)| format!("{field}: {why}"))
+            .collect();
+        let listed = match listed.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let kind = if rt.group.is_empty() {
+            rt.kind.clone()
+        } else {
+            format!("{}.{}", rt.kind, rt.group)
+        };
         let mut error = Self::new(
             422,
             "Invalid",
-            format!("{} \"{name}\" is invalid: {field}: {why}", rt.kind),
+            format!("{kind} \"{name}\" is invalid: {listed}"),
         );
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|(field, why)| json!({"reason": "FieldValueInvalid", "message": why, "field": field}))
+            .collect();
         error.details = Some(json!({
-            "name": name, "group": rt.group, "kind": rt.kind,
-            "causes": [{"reason": "FieldValueInvalid", "message": why, "field": field}],
+            "name": name, "group": rt.group, "kind": rt.kind, "causes": causes,
         }));
         error
     }

@@ -40,6 +40,7 @@ mod scale;
 mod selectors;
 mod store;
 mod table;
+mod validation;
 mod watch;
 
 use std::sync::{Arc, Mutex, MutexGuard};

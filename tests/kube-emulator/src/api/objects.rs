@@ -150,6 +150,7 @@ impl State {
             }
         }
         meta::check_shape(rt, &object)?;
+        super::validation::check(rt, None, &object)?;
         self.check_crd(rt, &object)?;
         defaults::on_create(&self.store, rt, &mut object)?;
         if dry_run {
@@ -249,6 +250,7 @@ impl State {
             }
         }
         meta::check_shape(rt, &new)?;
+        super::validation::check(rt, Some(&old), &new)?;
         self.check_crd(rt, &new)?;
         defaults::on_update(&self.store, rt, &old, &mut new)?;
         if spec_of(&new) != spec_of(&old) {
