@@ -214,6 +214,11 @@ impl Cluster {
         })
     }
 
+    /// A kubeconfig with this cluster as its only (and current) context.
+    pub fn kubeconfig(&self) -> String {
+        kubeconfig(&[self])
+    }
+
     /// The faults injected into this cluster's API server: 429s, 500s and
     /// 503s, cut watches and log streams, restarts (see [`api::Faults`]).
     pub fn faults(&self) -> &api::Faults {
