@@ -76,6 +76,24 @@ impl KubectlCluster {
         );
     }
 
+    /// The API of `example.com/v1` kind `kind` in `default`, once its
+    /// CRD is served.
+    async fn served(&self, kind: &str) -> Api<DynamicObject> {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.cluster.client.clone(),
+            "default",
+            &ApiResource::from_gvk(&GroupVersionKind::gvk("example.com", "v1", kind)),
+        );
+        eventually(&format!("{kind} is served"), || async {
+            api.list(&Default::default())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        api
+    }
+
     /// `kubectl get args...`, as a table.
     async fn get(&self, args: &[&str]) -> Table {
         let output = tokio::process::Command::new("kubectl")
@@ -525,19 +543,7 @@ async fn custom_resources_print_their_crd_printer_columns() {
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]))).await;
     test.create(crd("widgets", "Widget", json!([]))).await;
-    let migrations: Api<DynamicObject> = Api::namespaced_with(
-        test.cluster.client.clone(),
-        "default",
-        &ApiResource::from_gvk(&GroupVersionKind::gvk("example.com", "v1", "Migration")),
-    );
-    eventually("the Migration resource is served", || async {
-        migrations
-            .list(&Default::default())
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
-    })
-    .await;
+    let migrations = test.served("Migration").await;
     let migration = migrations
         .create(
             &PostParams::default(),
@@ -571,19 +577,7 @@ async fn custom_resources_print_their_crd_printer_columns() {
     wide.assert_headers(&["NAME", "PLAN", "PHASE", "READY", "ATTEMPTS", "AGE"]);
     assert_cells(&wide.row("final").expect("a row"), &[("ATTEMPTS", "2")]);
 
-    let widgets: Api<DynamicObject> = Api::namespaced_with(
-        test.cluster.client.clone(),
-        "default",
-        &ApiResource::from_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget")),
-    );
-    eventually("the Widget resource is served", || async {
-        widgets
-            .list(&Default::default())
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
-    })
-    .await;
+    test.served("Widget").await;
     test.create(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "default"}})).await;
     test.get(&["widgets"])
         .await
