@@ -16,12 +16,13 @@
 //! understood only for what `kubectl create` sends (`protobuf`); OpenAPI
 //! publishes operations, not schemas (`openapi`); there is no
 //! authentication or authorization (every access review is allowed).
+//!
+//! A test can make the server misbehave as real ones do, through the
+//! [`Faults`] every cluster has (`Cluster::faults`): throttled and failed
+//! requests, cut watches, restarts (`faults`).
 
 mod apply;
-#[allow(
-    dead_code,
-    reason = "the seam authentication, RBAC and admission are being built on"
-)]
+#[allow(dead_code, reason = "the seam authentication, RBAC and admission are being built on")]
 mod authz;
 mod defaults;
 mod deletion;
