@@ -89,6 +89,8 @@ pub struct Cluster {
     /// The kubeconfig users' certificates.
     admin: api::KeyPairPem,
     developer: api::KeyPairPem,
+    /// The faults injected into this cluster's API server.
+    faults: api::Faults,
     tasks: JoinSet<()>,
 }
 
@@ -231,6 +233,7 @@ impl Cluster {
         } else {
             None
         };
+        let faults = api::Faults::default();
         tasks.spawn(supervise(
             "api server",
             api::serve(
@@ -238,6 +241,7 @@ impl Cluster {
                 logs,
                 options.policy.clone(),
                 authenticator.clone(),
+                faults.clone(),
             ),
         ));
         let velero_token = identity::install_velero_account(&client, &velero.namespace)
@@ -269,6 +273,7 @@ impl Cluster {
             authenticator,
             admin,
             developer,
+            faults,
             tasks,
         })
     }
@@ -306,6 +311,12 @@ impl Cluster {
     /// (current) and `<name>-developer` as `developer`.
     pub fn kubeconfig(&self) -> String {
         kubeconfig(&[self])
+    }
+
+    /// The faults injected into this cluster's API server: 429s, 500s and
+    /// 503s, cut watches and log streams, restarts (see [`api::Faults`]).
+    pub fn faults(&self) -> &api::Faults {
+        &self.faults
     }
 }
 

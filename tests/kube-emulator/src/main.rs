@@ -1,6 +1,14 @@
 //! `kube-emulator up`: starts an emulated source and destination cluster
 //! (HTTPS API servers with RBAC), writes a kubeconfig for them, prints it,
 //! and runs until interrupted.
+//!
+//!
+//! Interrupted means Ctrl-C (SIGINT), SIGTERM (`kill`, `timeout`, service
+//! managers) or SIGHUP (the terminal closing): each stops the clusters
+//! through their `Drop`, which removes every Docker container and network
+//! they made. Left to their default handling, SIGTERM and SIGHUP would end
+//! the process on the spot and leave the pods' containers and both
+//! networks behind.
 
 use std::path::PathBuf;
 
@@ -58,6 +66,9 @@ async fn main() -> anyhow::Result<()> {
         no_docker,
         registries,
     } = Cli::parse().command;
+    // Listening before anything is created: a signal that arrives while the
+    // clusters start is kept and acted on as soon as they are up.
+    let stop = stop_requested()?;
     let pair = ClusterPair::start(&state, !no_docker).await?;
     let config = pair.kubeconfig();
     std::fs::write(&kubeconfig, &config)
@@ -83,8 +94,27 @@ async fn main() -> anyhow::Result<()> {
         "kube-emulator: clusters up; export KUBECONFIG={} (Ctrl-C stops them)",
         kubeconfig.display()
     );
-    tokio::signal::ctrl_c().await?;
+    stop.await;
+    eprintln!("kube-emulator: stopping the clusters");
     drop(running);
     drop(pair);
     Ok(())
+}
+
+/// Resolves on the first SIGINT, SIGTERM or SIGHUP received from now on.
+fn stop_requested() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind: SignalKind| {
+        signal(kind).with_context(|| format!("listening for signal {}", kind.as_raw_value()))
+    };
+    let mut interrupt = listen(SignalKind::interrupt())?;
+    let mut terminate = listen(SignalKind::terminate())?;
+    let mut hangup = listen(SignalKind::hangup())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+            _ = hangup.recv() => {}
+        }
+    })
 }

@@ -591,6 +591,116 @@ async fn the_older_route_keeps_a_contested_host() {
 }
 
 #[tokio::test]
+async fn route_hosts_must_be_dns_names_and_too_long_generated_hosts_are_not_admitted() {
+    let test = RouterCluster::start().await;
+    let ns = "hosts";
+    test.namespace(ns).await;
+    let long_label = "x".repeat(64);
+    let bad_host = format!("{long_label}.example.test");
+    let route = |name: &str, spec: Value| -> DynamicObject {
+        from_json(json!({
+            "apiVersion": "route.openshift.io/v1",
+            "kind": "Route",
+            "metadata": { "name": name },
+            "spec": spec,
+        }))
+    };
+
+    // The API refuses a host with a label over 63 characters, on create...
+    let refused = test
+        .routes(ns)
+        .create(
+            &PostParams::default(),
+            &route("long", passthrough(Some(&bad_host), "svc", json!(443))),
+        )
+        .await;
+    let status = match refused {
+        Err(kube::Error::Api(status)) => status,
+        other => panic!("expected the create to be refused, got {other:?}"),
+    };
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        status.message,
+        format!(
+            "Route.route.openshift.io \"long\" is invalid: spec.host: Invalid value: \"{bad_host}\": must be no more than 63 characters"
+        )
+    );
+    // ... and on update, with every problem listed.
+    test.route(
+        ns,
+        "fine",
+        json!({}),
+        passthrough(Some("fine.example.test"), "svc", json!(443)),
+    )
+    .await;
+    let patch = json!({ "spec": { "host": format!("{long_label}.Bad_Host") } });
+    let refused = test
+        .routes(ns)
+        .patch("fine", &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
+    let status = match refused {
+        Err(kube::Error::Api(status)) => status,
+        other => panic!("expected the update to be refused, got {other:?}"),
+    };
+    assert_eq!(status.code, 422);
+    assert!(
+        status
+            .message
+            .contains("is invalid: [spec.host: Invalid value: ")
+            && status
+                .message
+                .contains("host must conform to DNS 952 subdomain conventions")
+            && status
+                .message
+                .contains("must be no more than 63 characters")
+            && status
+                .message
+                .contains("a lowercase RFC 1123 label must consist of"),
+        "{}",
+        status.message
+    );
+
+    // A Route without a host whose generated host would start with a
+    // label over 63 characters is created but not admitted.
+    let name = "r".repeat(60);
+    test.route(ns, &name, json!({}), passthrough(None, "svc", json!(443)))
+        .await;
+    let generated = format!("{name}-{ns}.{APPS_DOMAIN}");
+    let condition = eventually("the route's rejection", || async {
+        let route = test
+            .routes(ns)
+            .get(&name)
+            .await
+            .map_err(|e| e.to_string())?;
+        route
+            .data
+            .pointer("/status/ingress/0")
+            .cloned()
+            .ok_or_else(|| format!("no ingress status: {:?}", route.data))
+    })
+    .await;
+    assert_eq!(condition["host"], generated.as_str());
+    let condition = &condition["conditions"][0];
+    assert_eq!(condition["type"], "Admitted");
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "InvalidHost");
+    assert_eq!(
+        condition["message"],
+        format!(
+            "host name validation errors: spec.host: Invalid value: \"{generated}\": must be no more than 63 characters"
+        )
+        .as_str()
+    );
+    let route = test.routes(ns).get(&name).await.expect("the route");
+    assert_eq!(
+        route.data.pointer("/spec/host"),
+        None,
+        "no invalid host is written"
+    );
+    assert_eq!(test.dns(&generated), None);
+}
+
+#[tokio::test]
 async fn load_balancer_and_node_port_services_forward_to_their_endpoints() {
     let test = RouterCluster::start().await;
     let ns = "data";

@@ -81,7 +81,42 @@ impl ApiError {
     /// 422: the object is well-formed but a field is wrong; `field` is the
     /// JSON path of the field, as the real server names it.
     pub fn invalid(rt: &ResourceType, name: &str, field: &str, why: &str) -> Self {
-        Self::invalid_fields(rt, name, &[(field.to_string(), why.to_string())])
+        Self::invalid_fields(rt, name, &[(field, why)])
+    }
+
+    /// 422 for several `(field, why)` errors, listed as the real server
+    /// lists them: `Route.route.openshift.io "r" is invalid: [a: ..., b: ...]`.
+    pub fn invalid_fields(
+        rt: &ResourceType,
+        name: &str,
+        errors: &[(impl AsRef<str>, impl AsRef<str>)],
+    ) -> Self {
+        let listed: Vec<String> = errors
+            .iter()
+            .map(|(field, why)| format!("{}: {}", field.as_ref(), why.as_ref()))
+            .collect();
+        let listed = match listed.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let kind = if rt.group.is_empty() {
+            rt.kind.clone()
+        } else {
+            format!("{}.{}", rt.kind, rt.group)
+        };
+        let mut error = Self::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {listed}"),
+        );
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|(field, why)| json!({"reason": "FieldValueInvalid", "message": why.as_ref(), "field": field.as_ref()}))
+            .collect();
+        error.details = Some(json!({
+            "name": name, "group": rt.group, "kind": rt.kind, "causes": causes,
+        }));
+        error
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -122,29 +157,6 @@ impl ApiError {
             rt.group_resource()
         ))
         .with_details(rt, name)
-    }
-
-    /// 422 with one or more field errors (`(field, why)`), listed as the
-    /// real server lists several: `[a: why, b: why]`.
-    pub fn invalid_fields(rt: &ResourceType, name: &str, causes: &[(String, String)]) -> Self {
-        let listed: Vec<String> = causes
-            .iter()
-            .map(|(f, why)| format!("{f}: {why}"))
-            .collect();
-        let summary = match listed.as_slice() {
-            [one] => one.clone(),
-            many => format!("[{}]", many.join(", ")),
-        };
-        let mut error = Self::new(
-            422,
-            "Invalid",
-            format!("{} \"{name}\" is invalid: {summary}", rt.kind),
-        );
-        error.details = Some(json!({
-            "name": name, "group": rt.group, "kind": rt.kind,
-            "causes": causes.iter().map(|(field, why)| json!({"reason": "FieldValueInvalid", "message": why, "field": field})).collect::<Vec<_>>(),
-        }));
-        error
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {

@@ -456,10 +456,9 @@ fn list(request: &Request, target: &Target) -> ApiResult<Response> {
     if wants_table(&request.headers) {
         let include = request.query.get("includeObject").map(String::as_str);
         let items: Vec<Value> = items.iter().map(|o| present(target, o.clone())).collect();
-        return Ok(json_response(
-            StatusCode::OK,
-            &table::table(&target.rt, &items, rv, include),
-        ));
+        let store = &request.server.lock().store;
+        let table = table::table(store, &target.rt, &target.version, &items, rv, include);
+        return Ok(json_response(StatusCode::OK, &table));
     }
     Ok(json_response(
         StatusCode::OK,
@@ -627,7 +626,9 @@ fn respond(request: &Request, target: &Target, code: StatusCode, object: Value) 
         let rv = super::meta::text(&object, "resourceVersion")
             .parse()
             .unwrap_or(0);
-        return json_response(code, &table::table(&target.rt, &[object], rv, include));
+        let store = &request.server.lock().store;
+        let table = table::table(store, &target.rt, &target.version, &[object], rv, include);
+        return json_response(code, &table);
     }
     json_response(code, &object)
 }

@@ -27,6 +27,10 @@
 //! authorizer, impersonation or webhook authenticators, and aggregated
 //! ClusterRoles get their rules when they are evaluated (the stored ones
 //! are filled once, at bootstrap).
+//!
+//! A test can make the server misbehave as real ones do, through the
+//! [`Faults`] every cluster has (`Cluster::faults`): throttled and failed
+//! requests, cut watches, restarts (`faults`).
 
 mod admission;
 mod apply;
@@ -36,6 +40,7 @@ mod defaults;
 mod deletion;
 mod discovery;
 mod error;
+mod faults;
 mod handlers;
 mod logs;
 mod meta;
@@ -48,6 +53,7 @@ mod scale;
 mod selectors;
 mod store;
 mod table;
+mod validation;
 mod watch;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,6 +69,7 @@ use crate::policy::Policy;
 pub use authn::pki::{Authority, KeyPairPem};
 pub use authn::Authenticator;
 pub use authz::{CONTROLLER_MANAGER, MASTERS};
+pub use faults::{Failure, FaultCounts, Faults, Requests, Span};
 
 /// How many change events a server keeps for watches to resume from.
 pub const DEFAULT_HISTORY: usize = store::HISTORY;
@@ -75,13 +82,16 @@ const MAX_BODY: usize = 16 << 20;
 /// authenticating requests with `authenticator` (whose CA also signs the
 /// serving certificate). Pod logs come from `logs` (the kubelet); without
 /// one, log requests get 404.
+/// `faults` are injected into the requests (none until a test asks for
+/// them).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     logs: Option<Arc<dyn PodLogs>>,
     policy: Policy,
     authenticator: Arc<Authenticator>,
+    faults: Faults,
 ) -> anyhow::Result<()> {
-    serve_with_history(listener, logs, policy, authenticator, DEFAULT_HISTORY).await
+    serve_with_history(listener, logs, policy, authenticator, faults, DEFAULT_HISTORY).await
 }
 
 /// `serve`, keeping only `history` watch events: tests use a short history
@@ -91,6 +101,7 @@ pub async fn serve_with_history(
     logs: Option<Arc<dyn PodLogs>>,
     policy: Policy,
     authenticator: Arc<Authenticator>,
+    faults: Faults,
     history: usize,
 ) -> anyhow::Result<()> {
     let address = listener.local_addr()?.to_string();
@@ -107,6 +118,7 @@ pub async fn serve_with_history(
     let app = axum::Router::new()
         .fallback(handlers::handle)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(faults, faults::inject))
         .with_state(server);
     let listener = authn::tls::TlsListener::new(listener, tls);
     axum::serve(

@@ -157,6 +157,7 @@ impl State {
             }
         }
         meta::check_shape(rt, &object)?;
+        super::validation::check(rt, None, &object)?;
         self.check_crd(rt, &object)?;
         defaults::on_create(&self.store, rt, &mut object)?;
         admission::admit(self, rt, None, &mut object, write)?;
@@ -258,6 +259,7 @@ impl State {
             }
         }
         meta::check_shape(rt, &new)?;
+        super::validation::check(rt, Some(&old), &new)?;
         self.check_crd(rt, &new)?;
         defaults::on_update(&self.store, rt, &old, &mut new)?;
         if part == Part::Main {

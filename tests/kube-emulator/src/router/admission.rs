@@ -26,6 +26,9 @@ use crate::context::ClusterContext;
 /// a test makes an endpoint unreachable.
 pub const ADMIT_ANNOTATION: &str = "emulator.kube-migrate/admit";
 
+/// The reason of a rejection for a host that is not a valid DNS name.
+const INVALID_HOST: &str = "InvalidHost";
+
 /// `status.ingress[].routerName` of this router (OpenShift's default
 /// IngressController).
 const ROUTER_NAME: &str = "default";
@@ -181,12 +184,16 @@ pub(crate) fn decide(routes: &[Arc<DynamicObject>], apps_domain: &str) -> Vec<De
                         reason: "ExtendedValidationFailed",
                         message,
                     },
-                    Ok(spec) => match backend_problem(&spec) {
-                        Some(message) => Outcome::Rejected {
+                    Ok(spec) => match (host_problems(&host), backend_problem(&spec)) {
+                        (Some(message), _) => Outcome::Rejected {
+                            reason: INVALID_HOST,
+                            message,
+                        },
+                        (None, Some(message)) => Outcome::Rejected {
                             reason: "ExtendedValidationFailed",
                             message,
                         },
-                        None => match claimed.get(&host) {
+                        (None, None) => match claimed.get(&host) {
                             Some(owner) => Outcome::Rejected {
                                 reason: "HostAlreadyClaimed",
                                 message: format!(
@@ -208,6 +215,13 @@ pub(crate) fn decide(routes: &[Arc<DynamicObject>], apps_domain: &str) -> Vec<De
             }
         })
         .collect()
+}
+
+/// Why `host` cannot be served, if it cannot: the router checks the host
+/// as the API server does, which matters for the hosts it generates.
+fn host_problems(host: &str) -> Option<String> {
+    let problems = super::host::problems(host, true);
+    (!problems.is_empty()).then(|| super::host::rejection(&problems))
 }
 
 /// Why the router cannot serve `spec`'s backend, if it cannot.
@@ -260,7 +274,11 @@ async fn write_decision(router: &Router, decision: &Decision) -> Result<(), kube
     let params = PatchParams::default();
     let result = async {
         let current_host = route.data.pointer("/spec/host").and_then(Value::as_str);
-        if current_host.is_none_or(str::is_empty) {
+        // A generated host that is not a valid host name stays out of
+        // spec.host (the API would refuse it); the rejection says why.
+        let invalid =
+            matches!(decision.outcome, Outcome::Rejected { reason, .. } if reason == INVALID_HOST);
+        if current_host.is_none_or(str::is_empty) && !invalid {
             let patch = json!({
                 "metadata": { "annotations": { "openshift.io/host.generated": "true" } },
                 "spec": { "host": decision.host },
@@ -377,7 +395,7 @@ mod tests {
             "a",
             "newer",
             "2024-01-02T00:00:00Z",
-            json!({ "host": "X.test", "to": { "kind": "Service", "name": "s" } }),
+            json!({ "host": "x.test", "to": { "kind": "Service", "name": "s" } }),
         );
         for order in [
             vec![older.clone(), newer.clone()],
@@ -411,6 +429,27 @@ mod tests {
         assert_eq!(
             outcome_of(&decisions, "r"),
             ("r-ns.apps.test", &Outcome::Admitted)
+        );
+    }
+
+    #[test]
+    fn a_generated_host_with_a_label_over_63_characters_is_rejected_as_invalid() {
+        let name = "n".repeat(61);
+        let decisions = decide(
+            &[route(
+                "ns",
+                &name,
+                "2024-01-01T00:00:00Z",
+                json!({ "to": { "name": "s" } }),
+            )],
+            "apps.test",
+        );
+        let (host, outcome) = outcome_of(&decisions, &name);
+        assert_eq!(host, format!("{name}-ns.apps.test"));
+        assert!(
+            matches!(outcome, Outcome::Rejected { reason: "InvalidHost", message }
+                if message.ends_with("must be no more than 63 characters")),
+            "{outcome:?}"
         );
     }
 

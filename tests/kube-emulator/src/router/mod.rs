@@ -20,6 +20,7 @@
 
 mod admission;
 mod endpoints;
+pub(crate) mod host;
 mod passthrough;
 mod proxy;
 mod services;

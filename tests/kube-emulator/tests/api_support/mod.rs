@@ -82,6 +82,7 @@ pub async fn server(logs: Option<Arc<dyn PodLogs>>, history: usize) -> Server {
         logs,
         kube_emulator::Policy::default(),
         authenticator.clone(),
+        kube_emulator::api::Faults::default(),
         history,
     ));
     Server {
