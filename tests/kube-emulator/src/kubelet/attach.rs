@@ -106,13 +106,15 @@ impl Attachments {
 }
 
 /// `Volume is already used by pod(s) a, b`, naming only the pods of the
-/// asking pod's namespace, as the real controller does.
+/// asking pod's namespace, as the real controller does (by name, where the
+/// real one lists them in no particular order).
 fn used_by(users: &Users, namespace: &str) -> String {
-    let local: Vec<&str> = users
+    let mut local: Vec<&str> = users
         .values()
         .filter(|(their, _)| their == namespace)
         .map(|(_, name)| name.as_str())
         .collect();
+    local.sort_unstable();
     let elsewhere = users.len() - local.len();
     match (local.is_empty(), elsewhere) {
         (false, 0) => format!("Volume is already used by pod(s) {}", local.join(", ")),
