@@ -28,6 +28,7 @@ pub mod controllers;
 pub mod docker;
 pub mod events;
 pub mod kubelet;
+pub mod placement;
 pub mod policy;
 pub mod quantity;
 pub mod router;

@@ -10,14 +10,13 @@
 mod cluster_support;
 
 use anyhow::Context as _;
-use cluster_support::{node_name, not_scheduled, phase, source, TestCluster};
+use cluster_support::{node_name, not_scheduled, phase, placed, sleeper, source, TestCluster};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube_emulator::ClusterOptions;
 use serde_json::json;
 
 #[tokio::test]
 async fn pods_are_placed_as_kube_scheduler_places_them() -> anyhow::Result<()> {
-    let test = TestCluster::start(ClusterOptions::new("sched", true)).await?;
+    let test = TestCluster::with_docker("sched").await?;
     capacity(&test).await?;
     taints_and_tolerations(&test).await?;
     no_execute_taints_evict(&test).await?;
@@ -25,18 +24,12 @@ async fn pods_are_placed_as_kube_scheduler_places_them() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A sleeping pod requesting `cpu` and `memory`, placed as `placement`
+/// says.
 fn requesting(cpu: &str, memory: &str, placement: serde_json::Value) -> serde_json::Value {
-    let mut spec = json!({ "containers": [{ "name": "main", "resources": {
-        "requests": { "cpu": cpu, "memory": memory },
-    } }] });
-    if let (Some(spec), Some(placement)) = (spec.as_object_mut(), placement.as_object()) {
-        spec.extend(placement.clone());
-    }
-    spec
-}
-
-fn on_node(test: &TestCluster, index: usize) -> serde_json::Value {
-    json!({ "nodeSelector": { "kubernetes.io/hostname": test.node(index) } })
+    let mut container = sleeper();
+    container["resources"] = json!({ "requests": { "cpu": cpu, "memory": memory } });
+    placed(json!({ "containers": [container] }), placement)
 }
 
 /// Nodes offer 4 cpu and 16Gi; the scheduler counts the requests of each
@@ -83,10 +76,10 @@ async fn capacity(test: &TestCluster) -> anyhow::Result<()> {
     );
 
     // Requests add up per node: 100m + 3 fit in 4, another 3 does not.
-    test.pod("small", requesting("100m", "64Mi", on_node(test, 1)))
+    test.pod("small", requesting("100m", "64Mi", test.on_node(1)))
         .await?;
     test.running("small").await?;
-    test.pod("half", requesting("3", "1Gi", on_node(test, 1)))
+    test.pod("half", requesting("3", "1Gi", test.on_node(1)))
         .await?;
     let half = test.running("half").await?;
     assert_eq!(node_name(&half), test.node(1));
@@ -106,7 +99,7 @@ async fn capacity(test: &TestCluster) -> anyhow::Result<()> {
             ))
         )
     );
-    test.pod("other-half", requesting("3", "1Gi", on_node(test, 1)))
+    test.pod("other-half", requesting("3", "1Gi", test.on_node(1)))
         .await?;
     assert_eq!(
         test.unschedulable("other-half").await?.message.as_deref(),
@@ -190,7 +183,7 @@ async fn taints_and_tolerations(test: &TestCluster) -> anyhow::Result<()> {
         json!({ "taints": [{ "key": "maintenance", "effect": "NoSchedule" }] }),
     )
     .await?;
-    test.pod("plain", json!({ "containers": [{ "name": "main" }] }))
+    test.pod("plain", json!({ "containers": [sleeper()] }))
         .await?;
     assert_eq!(
         test.unschedulable("plain").await?.message.as_deref(),
@@ -203,7 +196,7 @@ async fn taints_and_tolerations(test: &TestCluster) -> anyhow::Result<()> {
     test.pod(
         "database",
         json!({
-            "containers": [{ "name": "main" }],
+            "containers": [sleeper()],
             "tolerations": [{ "key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule" }],
         }),
     )
@@ -212,7 +205,7 @@ async fn taints_and_tolerations(test: &TestCluster) -> anyhow::Result<()> {
     test.pod(
         "wrong-value",
         json!({
-            "containers": [{ "name": "main" }],
+            "containers": [sleeper()],
             "tolerations": [{ "key": "dedicated", "operator": "Equal", "value": "web" }],
         }),
     )
@@ -220,7 +213,7 @@ async fn taints_and_tolerations(test: &TestCluster) -> anyhow::Result<()> {
     test.unschedulable("wrong-value").await?;
     test.pod(
         "anything-goes",
-        json!({ "containers": [{ "name": "main" }], "tolerations": [{ "operator": "Exists" }] }),
+        json!({ "containers": [sleeper()], "tolerations": [{ "operator": "Exists" }] }),
     )
     .await?;
     test.running("anything-goes").await?;
@@ -237,8 +230,7 @@ async fn taints_and_tolerations(test: &TestCluster) -> anyhow::Result<()> {
     )
     .await?;
     for name in ["steered-1", "steered-2"] {
-        test.pod(name, json!({ "containers": [{ "name": "main" }] }))
-            .await?;
+        test.pod(name, json!({ "containers": [sleeper()] })).await?;
         assert_eq!(node_name(&test.running(name).await?), test.node(2));
     }
     test.patch_node(1, json!({ "taints": null })).await?;
@@ -260,7 +252,7 @@ async fn no_execute_taints_evict(test: &TestCluster) -> anyhow::Result<()> {
     let pinned = |tolerations: serde_json::Value| {
         json!({
             "nodeName": test.node(2),
-            "containers": [{ "name": "main" }],
+            "containers": [sleeper()],
             "tolerations": tolerations,
         })
     };
@@ -315,7 +307,7 @@ async fn no_execute_taints_evict(test: &TestCluster) -> anyhow::Result<()> {
     test.pod(
         "scheduled-there",
         json!({
-            "containers": [{ "name": "main" }],
+            "containers": [sleeper()],
             "nodeSelector": { "kubernetes.io/hostname": test.node(2) },
         }),
     )
@@ -359,7 +351,7 @@ async fn no_execute_taints_evict(test: &TestCluster) -> anyhow::Result<()> {
 async fn affinity_and_cordoned_nodes(test: &TestCluster) -> anyhow::Result<()> {
     let requiring = |expressions: serde_json::Value| {
         json!({
-            "containers": [{ "name": "main" }],
+            "containers": [sleeper()],
             "affinity": { "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [{ "matchExpressions": expressions }],
             } } },

@@ -13,7 +13,7 @@
 mod cluster_support;
 
 use anyhow::Context as _;
-use cluster_support::{node_name, phase, source, waiting_reason, TestCluster};
+use cluster_support::{node_name, phase, placed, sleeper, source, waiting_reason, TestCluster};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::PostParams;
@@ -25,7 +25,7 @@ const WFFC_CLASS: &str = "local-wffc";
 
 #[tokio::test]
 async fn volumes_are_bound_attached_and_mounted_as_kubernetes_does() -> anyhow::Result<()> {
-    let test = TestCluster::start(ClusterOptions::new("stor", true)).await?;
+    let test = TestCluster::with_docker("stor").await?;
     wait_for_first_consumer(&test).await?;
     unbound_and_missing_claims(&test).await?;
     read_write_once_attaches_to_one_node(&test).await?;
@@ -113,18 +113,12 @@ fn using(claims: &[&str], placement: serde_json::Value) -> serde_json::Value {
         .iter()
         .map(|claim| json!({ "name": format!("{claim}-vol"), "persistentVolumeClaim": { "claimName": claim } }))
         .collect();
-    let mut spec = json!({
-        "containers": [{ "name": "main", "volumeMounts": mounts }],
-        "volumes": volumes,
-    });
-    if let (Some(spec), Some(placement)) = (spec.as_object_mut(), placement.as_object()) {
-        spec.extend(placement.clone());
-    }
-    spec
-}
-
-fn on_node(test: &TestCluster, index: usize) -> serde_json::Value {
-    json!({ "nodeSelector": { "kubernetes.io/hostname": test.node(index) } })
+    let mut container = sleeper();
+    container["volumeMounts"] = json!(mounts);
+    placed(
+        json!({ "containers": [container], "volumes": volumes }),
+        placement,
+    )
 }
 
 /// A WaitForFirstConsumer claim stays Pending until its first pod is
@@ -151,8 +145,7 @@ async fn wait_for_first_consumer(test: &TestCluster) -> anyhow::Result<()> {
     assert_eq!(claim_phase(&waiting), "Pending");
     assert!(waiting.spec.and_then(|spec| spec.volume_name).is_none());
 
-    test.pod("first", using(&["late"], on_node(test, 2)))
-        .await?;
+    test.pod("first", using(&["late"], test.on_node(2))).await?;
     let first = test.running("first").await?;
     assert_eq!(node_name(&first), test.node(2));
     let bound = claims.get("late").await?;
@@ -179,7 +172,7 @@ async fn wait_for_first_consumer(test: &TestCluster) -> anyhow::Result<()> {
         test.pod(name, using(&["late"], json!({}))).await?;
         assert_eq!(node_name(&test.running(name).await?), test.node(2));
     }
-    test.pod("elsewhere", using(&["late"], on_node(test, 1)))
+    test.pod("elsewhere", using(&["late"], test.on_node(1)))
         .await?;
     assert_eq!(
         test.unschedulable("elsewhere").await?.message.as_deref(),
@@ -257,13 +250,13 @@ async fn unbound_and_missing_claims(test: &TestCluster) -> anyhow::Result<()> {
 async fn read_write_once_attaches_to_one_node(test: &TestCluster) -> anyhow::Result<()> {
     let shared = claim(test, "shared", None, &["ReadWriteOnce"]).await?;
     let pv = format!("pvc-{}", shared.metadata.uid.context("a claim uid")?);
-    test.pod("holder", using(&["shared"], on_node(test, 1)))
+    test.pod("holder", using(&["shared"], test.on_node(1)))
         .await?;
     test.running("holder").await?;
-    test.pod("neighbour", using(&["shared"], on_node(test, 1)))
+    test.pod("neighbour", using(&["shared"], test.on_node(1)))
         .await?;
     test.running("neighbour").await?;
-    test.pod("intruder", using(&["shared"], on_node(test, 2)))
+    test.pod("intruder", using(&["shared"], test.on_node(2)))
         .await?;
     let event = test.event("intruder", "FailedAttachVolume").await?;
     assert_eq!(
@@ -295,7 +288,7 @@ async fn read_write_once_attaches_to_one_node(test: &TestCluster) -> anyhow::Res
 
     claim(test, "everywhere", None, &["ReadWriteMany"]).await?;
     for (name, node) in [("many-1", 1), ("many-2", 2)] {
-        test.pod(name, using(&["everywhere"], on_node(test, node)))
+        test.pod(name, using(&["everywhere"], test.on_node(node)))
             .await?;
     }
     test.running("many-1").await?;
@@ -364,7 +357,9 @@ async fn block_volumes_need_volume_devices(test: &TestCluster) -> anyhow::Result
     test.pod(
         "maps-raw",
         json!({
-            "containers": [{ "name": "main", "volumeDevices": [{ "name": "raw-vol", "devicePath": "/dev/xvda" }] }],
+            "containers": [placed(sleeper(), json!({
+                "volumeDevices": [{ "name": "raw-vol", "devicePath": "/dev/xvda" }],
+            }))],
             "volumes": [{ "name": "raw-vol", "persistentVolumeClaim": { "claimName": "raw" } }],
         }),
     )

@@ -11,9 +11,10 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt as _};
 
-use super::{affinity, resources, taints};
+use super::resources;
 use crate::context::ClusterContext;
 use crate::events;
+use crate::placement::{affinity, taints};
 
 /// Why the kubelet refuses a pod: its status reason and the message (which
 /// the status prefixes with `Pod was rejected: `).
@@ -44,7 +45,7 @@ pub(super) fn admit<'a>(
                 .to_string(),
         });
     }
-    if taints::untolerated(node, pod, &[taints::NO_EXECUTE]).is_some() {
+    if taints::untolerated(node, taints::pod_tolerations(pod), &[taints::NO_EXECUTE]).is_some() {
         return Err(Rejection {
             reason: "TaintToleration".to_string(),
             message: "Predicate TaintToleration failed: node(s) had taints that the pod didn't \

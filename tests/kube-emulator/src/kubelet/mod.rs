@@ -19,7 +19,6 @@
 //! - `logs`: container logs for the API server's `pods/{name}/log`.
 
 mod admission;
-mod affinity;
 mod attach;
 mod container;
 mod env;
@@ -34,7 +33,6 @@ mod sources;
 mod state;
 mod status;
 mod taint_manager;
-mod taints;
 mod volume_binding;
 mod volumes;
 

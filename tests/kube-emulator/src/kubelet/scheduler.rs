@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
+use k8s_openapi::api::core::v1::{Node, Pod, PodCondition, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -30,10 +30,11 @@ use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt as _;
 use kube::{Api, ResourceExt as _};
 
+use super::resources;
 use super::volume_binding::{PodVolumes, READ_WRITE_ONCE_POD_CONFLICT};
-use super::{affinity, resources, taints};
 use crate::context::ClusterContext;
 use crate::events;
+use crate::placement::{affinity, taints};
 
 /// How often pods that fit nowhere are tried again.
 const RETRY: Duration = Duration::from_millis(500);
@@ -259,12 +260,13 @@ impl Scheduler {
             return Err(fit_error(count, None, &refusals));
         }
         if policy.scheduling {
+            let tolerations = taints::pod_tolerations(pod);
             let preferred = |node: &Node| {
                 taints::node_taints(node)
                     .iter()
                     .filter(|taint| {
                         taint.effect == taints::PREFER_NO_SCHEDULE
-                            && !taints::pod_tolerations(pod)
+                            && !tolerations
                                 .iter()
                                 .any(|toleration| taints::tolerates(toleration, taint))
                     })
@@ -298,22 +300,23 @@ impl Scheduler {
                 .as_ref()
                 .and_then(|spec| spec.unschedulable)
                 .unwrap_or(false);
-            let tolerated = taints::pod_tolerations(pod).iter().any(|toleration| {
-                taints::tolerates(
-                    toleration,
-                    &k8s_openapi::api::core::v1::Taint {
-                        key: UNSCHEDULABLE_TAINT.to_string(),
-                        effect: taints::NO_SCHEDULE.to_string(),
-                        ..Default::default()
-                    },
-                )
-            });
+            let tolerations = taints::pod_tolerations(pod);
+            let unschedulable = Taint {
+                key: UNSCHEDULABLE_TAINT.to_string(),
+                effect: taints::NO_SCHEDULE.to_string(),
+                ..Taint::default()
+            };
+            let tolerated = tolerations
+                .iter()
+                .any(|toleration| taints::tolerates(toleration, &unschedulable));
             if cordoned && !tolerated {
                 return Err(Refusal::unresolvable("node(s) were unschedulable"));
             }
-            if let Some(taint) =
-                taints::untolerated(node, pod, &[taints::NO_SCHEDULE, taints::NO_EXECUTE])
-            {
+            if let Some(taint) = taints::untolerated(
+                node,
+                tolerations,
+                &[taints::NO_SCHEDULE, taints::NO_EXECUTE],
+            ) {
                 return Err(Refusal::unresolvable(format!(
                     "node(s) had untolerated taint {}",
                     taints::describe(taint)

@@ -17,9 +17,9 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt as _};
 use tokio::time::Instant;
 
-use super::taints;
 use crate::context::ClusterContext;
 use crate::events;
+use crate::placement::taints;
 
 const SWEEP: Duration = Duration::from_millis(500);
 const COMPONENT: &str = "taint-eviction-controller";

@@ -19,8 +19,8 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt as _};
 
-use super::affinity;
 use crate::binder::SELECTED_NODE_ANNOTATION;
+use crate::placement::affinity;
 
 /// How long PreBind waits for the binder to bind a claim it asked for.
 const BIND_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,16 +1,21 @@
-//! What the scheduling and storage tests share: one emulated cluster with
-//! Docker, pods of the busybox test image, and waiting for pods and Events.
+//! What the kubelet, scheduling and storage tests share: one emulated
+//! cluster (with Docker unless a test says otherwise), pods of the busybox
+//! test image, and waiting for pods and Events.
 
 #![allow(dead_code)] // Each test file uses its own part of it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{Event, Node, Pod, PodCondition};
+use k8s_openapi::api::core::v1::{
+    Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition,
+};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use kube_emulator::cluster::instance_id;
+use kube_emulator::docker;
 use kube_emulator::testing::{busybox_image, wait_for, WAIT_LIMIT};
 use kube_emulator::{Cluster, ClusterOptions, Shared};
 use serde_json::json;
@@ -23,6 +28,11 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
+    /// A cluster named `name` with Docker and the default policy.
+    pub async fn with_docker(name: &str) -> anyhow::Result<Self> {
+        Self::start(ClusterOptions::new(name, true)).await
+    }
+
     pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
         if options.docker {
             busybox_image().await?;
@@ -95,20 +105,51 @@ impl TestCluster {
             .await?)
     }
 
-    /// Creates a pod whose containers (given without an image) run the
-    /// busybox image and sleep.
+    /// Creates a pod running the busybox image with `spec` (containers
+    /// without an image get busybox).
     pub async fn pod(&self, name: &str, mut spec: serde_json::Value) -> anyhow::Result<Pod> {
         let image = busybox_image().await?;
-        for container in spec["containers"].as_array_mut().into_iter().flatten() {
-            if container.get("image").is_none() {
-                container["image"] = json!(image);
-            }
-            if container.get("command").is_none() {
-                container["command"] = json!(["sleep", "3600"]);
+        for list in ["containers", "initContainers"] {
+            for container in spec[list].as_array_mut().into_iter().flatten() {
+                if container.get("image").is_none() {
+                    container["image"] = json!(image);
+                }
             }
         }
         self.create(json!({ "metadata": { "name": name }, "spec": spec }))
             .await
+    }
+
+    /// The host directory of the PV bound to claim `name`.
+    pub async fn claim_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let claim: PersistentVolumeClaim = self.api().get(name).await?;
+        let volume_name = claim
+            .spec
+            .and_then(|spec| spec.volume_name)
+            .context("claim not bound")?;
+        let volume = self
+            .cluster_api::<PersistentVolume>()
+            .get(&volume_name)
+            .await?;
+        let path = volume
+            .spec
+            .and_then(|spec| spec.host_path)
+            .context("PV without hostPath")?
+            .path;
+        Ok(PathBuf::from(path))
+    }
+
+    /// The Docker containers of this cluster (of the pod with `uid`, if given).
+    pub async fn containers(&self, uid: Option<&str>) -> anyhow::Result<Vec<String>> {
+        let mut labels = vec![format!("kube-emu.cluster={}", self.cluster.name)];
+        labels.extend(uid.map(|uid| format!("io.kubernetes.pod.uid={uid}")));
+        Ok(docker::containers(&self.cluster.context.shared.instance, &labels).await?)
+    }
+
+    /// A nodeSelector for node `index`, to merge into a pod spec with
+    /// [`placed`].
+    pub fn on_node(&self, index: usize) -> serde_json::Value {
+        json!({ "nodeSelector": { "kubernetes.io/hostname": self.node(index) } })
     }
 
     pub async fn wait_pod(
@@ -192,6 +233,20 @@ impl TestCluster {
         .await;
         found.with_context(|| format!("no {reason} Event about {name}"))?
     }
+}
+
+/// A container that sleeps (for pods that should keep running).
+pub fn sleeper() -> serde_json::Value {
+    json!({ "name": "main", "command": ["sleep", "3600"] })
+}
+
+/// `spec` with the fields of `placement` (nodeSelector, nodeName,
+/// tolerations, ...) added.
+pub fn placed(mut spec: serde_json::Value, placement: serde_json::Value) -> serde_json::Value {
+    if let (Some(spec), Some(placement)) = (spec.as_object_mut(), placement.as_object()) {
+        spec.extend(placement.clone());
+    }
+    spec
 }
 
 pub fn phase(pod: &Pod) -> &str {

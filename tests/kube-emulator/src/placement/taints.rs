@@ -5,12 +5,12 @@
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 
-pub(super) const NO_SCHEDULE: &str = "NoSchedule";
-pub(super) const PREFER_NO_SCHEDULE: &str = "PreferNoSchedule";
-pub(super) const NO_EXECUTE: &str = "NoExecute";
+pub const NO_SCHEDULE: &str = "NoSchedule";
+pub const PREFER_NO_SCHEDULE: &str = "PreferNoSchedule";
+pub const NO_EXECUTE: &str = "NoExecute";
 
 /// Whether `toleration` tolerates `taint`.
-pub(super) fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     let effect = toleration.effect.as_deref().unwrap_or_default();
     if !effect.is_empty() && effect != taint.effect {
         return false;
@@ -29,24 +29,27 @@ pub(super) fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     }
 }
 
-pub(super) fn node_taints(node: &Node) -> &[Taint] {
+pub fn node_taints(node: &Node) -> &[Taint] {
     node.spec
         .as_ref()
         .and_then(|spec| spec.taints.as_deref())
         .unwrap_or_default()
 }
 
-pub(super) fn pod_tolerations(pod: &Pod) -> &[Toleration] {
+pub fn pod_tolerations(pod: &Pod) -> &[Toleration] {
     pod.spec
         .as_ref()
         .and_then(|spec| spec.tolerations.as_deref())
         .unwrap_or_default()
 }
 
-/// The first of the node's taints with one of `effects` that none of the
-/// pod's tolerations tolerates.
-pub(super) fn untolerated<'a>(node: &'a Node, pod: &Pod, effects: &[&str]) -> Option<&'a Taint> {
-    let tolerations = pod_tolerations(pod);
+/// The first of the node's taints with one of `effects` that none of
+/// `tolerations` tolerates.
+pub fn untolerated<'a>(
+    node: &'a Node,
+    tolerations: &[Toleration],
+    effects: &[&str],
+) -> Option<&'a Taint> {
     node_taints(node).iter().find(|taint| {
         effects.contains(&taint.effect.as_str())
             && !tolerations
@@ -56,7 +59,7 @@ pub(super) fn untolerated<'a>(node: &'a Node, pod: &Pod, effects: &[&str]) -> Op
 }
 
 /// How `{key: value}` of a taint reads in the scheduler's messages.
-pub(super) fn describe(taint: &Taint) -> String {
+pub fn describe(taint: &Taint) -> String {
     format!(
         "{{{}: {}}}",
         taint.key,

@@ -8,16 +8,18 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolume, Pod,
+    Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolume, Pod, PodSpec,
 };
 use kube::ResourceExt as _;
 
 /// Whether the pod's nodeSelector and required node affinity both accept
 /// the node.
-pub(super) fn pod_fits(pod: &Pod, node: &Node) -> bool {
-    let Some(spec) = pod.spec.as_ref() else {
-        return true;
-    };
+pub fn pod_fits(pod: &Pod, node: &Node) -> bool {
+    pod.spec.as_ref().is_none_or(|spec| spec_fits(spec, node))
+}
+
+/// [`pod_fits`] for a pod spec (a template's).
+pub fn spec_fits(spec: &PodSpec, node: &Node) -> bool {
     let labels = node.labels();
     let selected = spec
         .node_selector
@@ -37,7 +39,7 @@ pub(super) fn pod_fits(pod: &Pod, node: &Node) -> bool {
 }
 
 /// Whether the volume's node affinity (if any) accepts the node.
-pub(super) fn volume_fits(volume: &PersistentVolume, node: &Node) -> bool {
+pub fn volume_fits(volume: &PersistentVolume, node: &Node) -> bool {
     volume
         .spec
         .as_ref()
