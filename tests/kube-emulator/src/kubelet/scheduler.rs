@@ -5,7 +5,14 @@
 //! it, its allocatable resources must hold the pod's requests beside its
 //! other pods', and the pod's volumes must be usable there (see
 //! `volume_binding`). Among the nodes that fit, those with the fewest
-//! untolerated PreferNoSchedule taints are taken round robin.
+//! untolerated PreferNoSchedule taints are taken round robin; of those,
+//! a node whose pods already use one of the pod's claims comes first.
+//! That last preference is the emulator's, not kube-scheduler's: it makes
+//! pods sharing a ReadWriteOnce volume meet on one node (as they do on
+//! clusters whose volumes are node-local, like kind's), so that a
+//! migration's receiver and the application restored beside it do not
+//! wait on each other's Multi-Attach; pods pinned to different nodes still
+//! get the Multi-Attach error.
 //!
 //! A pod that fits nowhere gets the real scheduler's PodScheduled
 //! condition (`0/2 nodes are available: ... preemption: ...`) and a
@@ -31,7 +38,7 @@ use kube::runtime::WatchStreamExt as _;
 use kube::{Api, ResourceExt as _};
 
 use super::resources;
-use super::volume_binding::{PodVolumes, READ_WRITE_ONCE_POD_CONFLICT};
+use super::volume_binding::{claim_names, PodVolumes, READ_WRITE_ONCE_POD_CONFLICT};
 use crate::context::ClusterContext;
 use crate::events;
 use crate::placement::{affinity, taints};
@@ -259,26 +266,31 @@ impl Scheduler {
         if fitting.is_empty() {
             return Err(fit_error(count, None, &refusals));
         }
-        if policy.scheduling {
-            let tolerations = taints::pod_tolerations(pod);
-            let preferred = |node: &Node| {
-                taints::node_taints(node)
-                    .iter()
-                    .filter(|taint| {
-                        taint.effect == taints::PREFER_NO_SCHEDULE
-                            && !tolerations
-                                .iter()
-                                .any(|toleration| taints::tolerates(toleration, taint))
-                    })
-                    .count()
-            };
-            let fewest = fitting
+        let tolerations = taints::pod_tolerations(pod);
+        let claims: Vec<&str> = claim_names(pod).collect();
+        // Lower is better: untolerated PreferNoSchedule taints first, then
+        // whether the node lacks the pod's volumes.
+        let score = |node: &Node| {
+            let soft_taints = taints::node_taints(node)
                 .iter()
-                .map(|node| preferred(node))
-                .min()
-                .unwrap_or(0);
-            fitting.retain(|node| preferred(node) == fewest);
-        }
+                .filter(|taint| {
+                    policy.scheduling
+                        && taint.effect == taints::PREFER_NO_SCHEDULE
+                        && !tolerations
+                            .iter()
+                            .any(|toleration| taints::tolerates(toleration, taint))
+                })
+                .count();
+            let name = node.name_any();
+            let has_volumes = policy.storage
+                && snapshot.on_node(&name).any(|other| {
+                    other.namespace() == pod.namespace()
+                        && claim_names(other).any(|claim| claims.contains(&claim))
+                });
+            (soft_taints, !has_volumes)
+        };
+        let best = fitting.iter().map(|node| score(node)).min();
+        fitting.retain(|node| Some(score(node)) == best);
         let chosen = fitting[self.next.fetch_add(1, Ordering::Relaxed) % fitting.len()];
         Ok((chosen.name_any(), volumes))
     }
