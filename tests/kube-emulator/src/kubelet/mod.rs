@@ -1,11 +1,20 @@
-//! The kubelet (and the scheduler) of one emulated cluster: it registers
-//! the cluster's two Node objects, assigns pods without `spec.nodeName` to
+//! The kubelet (with the scheduler, the attach/detach controller and the
+//! taint eviction controller) of one emulated cluster: it registers the
+//! cluster's two Node objects, assigns pods without `spec.nodeName` to
 //! them, and runs the pods bound to them as Docker containers on the
 //! cluster's Docker network, reporting their status through the API server
 //! like a real kubelet.
 //!
-//! - `nodes`: the Node objects;
-//! - `scheduler`: picks a node for a pod, or says why none fits;
+//! - `nodes`: the Node objects and their capacity;
+//! - `scheduler`: picks a node for a pod, or says why none fits, with
+//!   `crate::placement` (taints, node affinity), `resources` (requests
+//!   against allocatable) and `volume_binding` (claims, WaitForFirstConsumer);
+//! - `admission`: the kubelet's admission of a pod bound to its node
+//!   (resources, affinity, NoExecute taints);
+//! - `taint_manager`: evicts pods from nodes with NoExecute taints they do
+//!   not tolerate;
+//! - `attach`: which node each ReadWriteOnce(Pod) volume is attached to
+//!   (Multi-Attach);
 //! - `pod_worker`: one task per pod that starts, watches, restarts and
 //!   finally removes its containers, whose states `state` holds;
 //! - `container`: the `docker run` command line of one container;
