@@ -9,33 +9,45 @@
 //! - Volumes: a PV whose claim is gone is reclaimed by its policy: `Delete`
 //!   removes the PV and its directory, `Retain` marks it Released.
 //!
-//! `volumeBindingMode: WaitForFirstConsumer` is treated as Immediate.
+//! Claims of a `volumeBindingMode: WaitForFirstConsumer` class stay
+//! Pending (with a `WaitForFirstConsumer` Event) until the scheduler names
+//! the node of their first pod in the `volume.kubernetes.io/selected-node`
+//! annotation; their PV is then made with a node affinity to that node.
+//! With the cluster's `storage` policy off they bind at once, as Immediate
+//! ones do.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::{
-    Event, EventSource, HostPathVolumeSource, ObjectReference, PersistentVolume,
-    PersistentVolumeClaim, PersistentVolumeSpec,
+    HostPathVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference,
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Resource as _, ResourceExt as _};
+use kube::{Api, ResourceExt as _};
 
 use crate::context::ClusterContext;
+use crate::events;
+use crate::kubelet::HOSTNAME_LABEL;
 
 /// The StorageClass the binder creates at startup, marked default.
 pub const DEFAULT_STORAGE_CLASS: &str = "standard";
 /// The provisioner named by the default class and on the PVs made.
 pub const PROVISIONER: &str = "kube-emulator.io/hostpath";
+/// The annotation the scheduler puts on a claim of a WaitForFirstConsumer
+/// class once it has picked the node of a pod using it: the volume is
+/// provisioned for that node.
+pub const SELECTED_NODE_ANNOTATION: &str = "volume.kubernetes.io/selected-node";
+const WAIT_FOR_FIRST_CONSUMER: &str = "WaitForFirstConsumer";
 const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
 const PROVISIONED_BY_ANNOTATION: &str = "pv.kubernetes.io/provisioned-by";
 
@@ -44,6 +56,8 @@ const RETRY: Duration = Duration::from_secs(2);
 
 struct Binder {
     cluster: Arc<ClusterContext>,
+    /// Claims already told (by an Event) that they wait for a consumer.
+    told_to_wait: Mutex<HashSet<String>>,
 }
 
 /// A reconciliation that failed (and is retried).
@@ -67,7 +81,10 @@ impl From<kube::Error> for Failure {
 pub async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
     let client = ctx.client.clone();
     create_default_class(&client).await?;
-    let binder = Arc::new(Binder { cluster: ctx });
+    let binder = Arc::new(Binder {
+        cluster: ctx,
+        told_to_wait: Mutex::default(),
+    });
 
     let claims = Controller::new(
         Api::<PersistentVolumeClaim>::all(client.clone()),
@@ -207,7 +224,18 @@ async fn bind_claim(
         },
     };
 
-    let volume = binder.provision(&claim, &class, &pv_name).await?;
+    let waits_for_consumer = binder.cluster.policy.storage
+        && class.volume_binding_mode.as_deref() == Some(WAIT_FOR_FIRST_CONSUMER);
+    let selected_node = claim.annotations().get(SELECTED_NODE_ANNOTATION);
+    let node = match (waits_for_consumer, selected_node) {
+        (false, _) => None,
+        (true, Some(node)) => Some(node.as_str()),
+        (true, None) => {
+            binder.wait_for_consumer(&claim).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let volume = binder.provision(&claim, &class, &pv_name, node).await?;
     let namespace = claim.namespace().unwrap_or_default();
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, &namespace);
     let bind = serde_json::json!({
@@ -241,7 +269,7 @@ async fn bind_claim(
     binder
         .event(
             &claim,
-            "Normal",
+            events::Type::Normal,
             "ProvisioningSucceeded",
             &format!(
                 "Successfully provisioned volume {pv_name} using {}",
@@ -273,6 +301,7 @@ impl Binder {
         claim: &PersistentVolumeClaim,
         class: &StorageClass,
         name: &str,
+        node: Option<&str>,
     ) -> Result<PersistentVolume, Failure> {
         let volumes: Api<PersistentVolume> = Api::all(self.cluster.client.clone());
         let dir = self.volumes_dir().join(name);
@@ -318,6 +347,7 @@ impl Binder {
                         storage_class_name: Some(class.name_any()),
                         volume_mode: spec.volume_mode,
                         mount_options: class.mount_options.clone(),
+                        node_affinity: node.map(only_on_node),
                         ..PersistentVolumeSpec::default()
                     }),
                     ..PersistentVolume::default()
@@ -332,52 +362,51 @@ impl Binder {
         Ok(volume)
     }
 
+    /// Leaves a claim of a WaitForFirstConsumer class Pending until the
+    /// scheduler picks a node for a pod using it (and says which in the
+    /// claim's selected-node annotation), saying so once in an Event as
+    /// the real PV controller does.
+    async fn wait_for_consumer(&self, claim: &PersistentVolumeClaim) {
+        let first_time = self
+            .told_to_wait
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(claim.uid().unwrap_or_default());
+        if first_time {
+            let message = "waiting for first consumer to be created before binding";
+            self.event(claim, events::Type::Normal, "WaitForFirstConsumer", message)
+                .await;
+        }
+    }
+
     /// Where this cluster's PV directories live.
     fn volumes_dir(&self) -> PathBuf {
         self.cluster.state_dir.join("volumes")
     }
 
     async fn warn(&self, claim: &PersistentVolumeClaim, reason: &str, message: &str) {
-        self.event(claim, "Warning", reason, message).await;
+        self.event(claim, events::Type::Warning, reason, message)
+            .await;
     }
 
-    /// Records a (core/v1) Event about a claim, as the real PV controller
-    /// does; failing to is logged, not fatal.
-    async fn event(&self, claim: &PersistentVolumeClaim, type_: &str, reason: &str, message: &str) {
-        let now = Time(Timestamp::now());
-        let component = "persistentvolume-controller".to_string();
-        let event = Event {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", claim.name_any())),
-                namespace: claim.namespace(),
-                ..ObjectMeta::default()
-            },
-            involved_object: claim.object_ref(&()),
-            type_: Some(type_.to_string()),
-            reason: Some(reason.to_string()),
-            message: Some(message.to_string()),
-            source: Some(EventSource {
-                component: Some(component.clone()),
-                host: None,
-            }),
-            reporting_component: Some(component),
-            reporting_instance: Some(format!("kube-emulator-{}", self.cluster.name)),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
-            count: Some(1),
-            ..Event::default()
-        };
-        let events: Api<Event> = Api::namespaced(
-            self.cluster.client.clone(),
-            &claim.namespace().unwrap_or_default(),
-        );
-        if let Err(error) = events.create(&PostParams::default(), &event).await {
-            tracing::warn!(
-                "pvc binder {}: recording event {reason} for claim {}: {error}",
-                self.cluster.name,
-                claim.name_any()
-            );
-        }
+    /// Records an Event about a claim, as the real PV controller does.
+    async fn event(
+        &self,
+        claim: &PersistentVolumeClaim,
+        type_: events::Type,
+        reason: &str,
+        message: &str,
+    ) {
+        let reporter = events::Reporter::new("persistentvolume-controller");
+        events::record(
+            &self.cluster.client,
+            reporter,
+            claim,
+            type_,
+            reason,
+            message,
+        )
+        .await;
     }
 }
 
@@ -435,6 +464,23 @@ async fn reclaim_volume(
         }
     }
     Ok(Action::await_change())
+}
+
+/// A volume's node affinity to one node, as local volume provisioners set
+/// it: pods using the volume can only run there.
+fn only_on_node(node: &str) -> VolumeNodeAffinity {
+    VolumeNodeAffinity {
+        required: Some(NodeSelector {
+            node_selector_terms: vec![NodeSelectorTerm {
+                match_expressions: Some(vec![NodeSelectorRequirement {
+                    key: HOSTNAME_LABEL.to_string(),
+                    operator: "In".to_string(),
+                    values: Some(vec![node.to_string()]),
+                }]),
+                match_fields: None,
+            }],
+        }),
+    }
 }
 
 /// A PV directory anyone may write, as hostPath provisioners make them, so

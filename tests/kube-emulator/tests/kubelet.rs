@@ -3,128 +3,23 @@
 //! logs, restarts, image errors, scheduling, deletion and cleanup. Each test
 //! runs its own emulated cluster (own Docker network, own state directory).
 
+mod cluster_support;
+
 use std::os::unix::fs::MetadataExt as _;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures_util::{AsyncBufReadExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Node,
-    PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+    PersistentVolumeClaim, Pod, Secret,
 };
-use kube::api::{DeleteParams, LogParams, PostParams};
+use kube::api::{DeleteParams, LogParams};
 use kube::Api;
-use kube_emulator::cluster::instance_id;
 use kube_emulator::docker::{self, INSTANCE_LABEL};
-use kube_emulator::testing::{busybox_image, wait_for};
-use kube_emulator::{Cluster, ClusterOptions, Shared};
+use kube_emulator::testing::wait_for;
 use serde_json::json;
 
-/// One emulated cluster with Docker, and its state directory (removed
-/// after the cluster, whose drop removes its containers and network).
-struct TestCluster {
-    cluster: Cluster,
-    _state: tempfile::TempDir,
-}
-
-impl TestCluster {
-    async fn start(name: &str) -> anyhow::Result<Self> {
-        busybox_image().await?;
-        let state = tempfile::tempdir()?;
-        let shared = Arc::new(Shared {
-            instance: instance_id(),
-            velero_bucket: state.path().join("velero-bucket"),
-            ..Shared::default()
-        });
-        let options = ClusterOptions::new(name, true);
-        let cluster = Cluster::start(&options, state.path(), shared).await?;
-        Ok(Self {
-            cluster,
-            _state: state,
-        })
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        Api::namespaced(self.cluster.client.clone(), "default")
-    }
-
-    async fn create<K>(&self, object: serde_json::Value) -> anyhow::Result<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned
-            + serde::Serialize,
-        K::DynamicType: Default,
-    {
-        let object: K = serde_json::from_value(object).context("a test object")?;
-        Ok(self
-            .api::<K>()
-            .create(&PostParams::default(), &object)
-            .await?)
-    }
-
-    /// Creates a pod running the busybox image with `spec` (containers
-    /// without an image get busybox).
-    async fn pod(&self, name: &str, mut spec: serde_json::Value) -> anyhow::Result<Pod> {
-        let image = busybox_image().await?;
-        for list in ["containers", "initContainers"] {
-            for container in spec[list].as_array_mut().into_iter().flatten() {
-                if container.get("image").is_none() {
-                    container["image"] = json!(image);
-                }
-            }
-        }
-        self.create(json!({ "metadata": { "name": name }, "spec": spec }))
-            .await
-    }
-
-    async fn wait_pod(
-        &self,
-        name: &str,
-        what: &str,
-        condition: impl Fn(&Pod) -> bool,
-    ) -> anyhow::Result<Pod> {
-        wait_for(&self.api::<Pod>(), name, what, condition).await
-    }
-
-    /// The host directory of the PV bound to claim `name`.
-    async fn claim_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
-        let claim: PersistentVolumeClaim = self.api().get(name).await?;
-        let volume_name = claim
-            .spec
-            .and_then(|spec| spec.volume_name)
-            .context("claim not bound")?;
-        let volume = Api::<PersistentVolume>::all(self.cluster.client.clone())
-            .get(&volume_name)
-            .await?;
-        let path = volume
-            .spec
-            .and_then(|spec| spec.host_path)
-            .context("PV without hostPath")?
-            .path;
-        Ok(PathBuf::from(path))
-    }
-
-    /// The Docker containers of this cluster (of the pod with `uid`, if given).
-    async fn containers(&self, uid: Option<&str>) -> anyhow::Result<Vec<String>> {
-        let mut labels = vec![format!("kube-emu.cluster={}", self.cluster.name)];
-        labels.extend(uid.map(|uid| format!("io.kubernetes.pod.uid={uid}")));
-        Ok(docker::containers(&self.cluster.context.shared.instance, &labels).await?)
-    }
-}
-
-fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|status| status.phase.as_deref())
-        .unwrap_or("")
-}
+use cluster_support::{phase, TestCluster};
 
 fn container_status(pod: &Pod, index: usize) -> ContainerStatus {
     pod.status
@@ -154,7 +49,7 @@ fn finished(pod: &Pod) -> bool {
 #[tokio::test]
 async fn a_pod_with_a_pvc_and_a_secret_writes_to_the_volume_as_its_user_and_fs_group(
 ) -> anyhow::Result<()> {
-    let test = TestCluster::start("kl-pvc").await?;
+    let test = TestCluster::with_docker("kl-pvc").await?;
     test.create::<Secret>(json!({
         "metadata": { "name": "db" },
         "data": { "password": "czNjcmV0" },
@@ -223,7 +118,7 @@ async fn a_pod_with_a_pvc_and_a_secret_writes_to_the_volume_as_its_user_and_fs_g
 
 #[tokio::test]
 async fn failed_containers_report_exit_code_and_termination_message() -> anyhow::Result<()> {
-    let test = TestCluster::start("kl-fail").await?;
+    let test = TestCluster::with_docker("kl-fail").await?;
     test.pod(
         "written",
         json!({
@@ -281,7 +176,7 @@ async fn failed_containers_report_exit_code_and_termination_message() -> anyhow:
 
 #[tokio::test]
 async fn logs_are_served_and_followed_until_the_container_ends() -> anyhow::Result<()> {
-    let test = TestCluster::start("kl-logs").await?;
+    let test = TestCluster::with_docker("kl-logs").await?;
     test.pod(
         "talker",
         json!({
@@ -344,7 +239,7 @@ async fn logs_are_served_and_followed_until_the_container_ends() -> anyhow::Resu
 #[tokio::test]
 async fn a_missing_image_secret_or_non_root_user_leaves_the_container_waiting_with_a_reason(
 ) -> anyhow::Result<()> {
-    let test = TestCluster::start("kl-waits").await?;
+    let test = TestCluster::with_docker("kl-waits").await?;
     test.pod(
         "no-image",
         json!({ "containers": [{ "name": "main", "image": "kube-emu-missing:nope", "command": ["true"] }] }),
@@ -429,7 +324,7 @@ async fn a_missing_image_secret_or_non_root_user_leaves_the_container_waiting_wi
 
 #[tokio::test]
 async fn on_failure_restarts_the_container_until_it_succeeds() -> anyhow::Result<()> {
-    let test = TestCluster::start("kl-restart").await?;
+    let test = TestCluster::with_docker("kl-restart").await?;
     test.pod(
         "flaky",
         json!({
@@ -460,7 +355,7 @@ async fn on_failure_restarts_the_container_until_it_succeeds() -> anyhow::Result
 
 #[tokio::test]
 async fn deleting_a_pod_removes_its_containers_and_files() -> anyhow::Result<()> {
-    let test = TestCluster::start("kl-delete").await?;
+    let test = TestCluster::with_docker("kl-delete").await?;
     let pod = test
         .pod(
             "sleeper",
@@ -507,7 +402,7 @@ async fn deleting_a_pod_removes_its_containers_and_files() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn pods_are_scheduled_by_node_name_and_selector() -> anyhow::Result<()> {
-    let test = TestCluster::start("kl-sched").await?;
+    let test = TestCluster::with_docker("kl-sched").await?;
     let nodes = Api::<Node>::all(test.cluster.client.clone());
     let node = wait_for(
         &nodes,
@@ -612,7 +507,7 @@ async fn pods_are_scheduled_by_node_name_and_selector() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn init_containers_run_first_and_containers_share_the_pod_network() -> anyhow::Result<()> {
-    let test = TestCluster::start("kl-multi").await?;
+    let test = TestCluster::with_docker("kl-multi").await?;
     test.create::<ConfigMap>(json!({
         "metadata": { "name": "settings" },
         "data": { "greeting": "hello", "port": "7000" },
@@ -695,7 +590,7 @@ async fn init_containers_run_first_and_containers_share_the_pod_network() -> any
 
 #[tokio::test]
 async fn dropping_the_cluster_removes_its_containers_and_network() -> anyhow::Result<()> {
-    let test = TestCluster::start("kl-drop").await?;
+    let test = TestCluster::with_docker("kl-drop").await?;
     test.pod(
         "sleeper",
         json!({ "containers": [{ "name": "main", "command": ["sleep", "3600"] }] }),
@@ -725,7 +620,7 @@ async fn dropping_the_cluster_removes_its_containers_and_network() -> anyhow::Re
 
 #[tokio::test]
 async fn pods_resolve_cluster_dns_names_and_know_their_hostname() -> anyhow::Result<()> {
-    let test = TestCluster::start("kl-dns").await?;
+    let test = TestCluster::with_docker("kl-dns").await?;
     test.cluster
         .context
         .shared

@@ -1,8 +1,8 @@
 //! The DaemonSet controller: one pod per Node that the template's
 //! `nodeSelector` and required node affinity (nodeSelectorTerms with
 //! In/NotIn/Exists/DoesNotExist/Gt/Lt expressions, and `metadata.name`
-//! fields) admit, bound with `spec.nodeName` (the pre-1.12 way: the
-//! emulator's scheduler knows no affinity); pods on nodes that stop
+//! fields, see `placement::affinity`) admit, bound with `spec.nodeName`
+//! (the pre-1.12 way, without the scheduler); pods on nodes that stop
 //! matching are deleted, which is how a DaemonSet is parked with a
 //! nodeSelector no node has. A template change is rolled out
 //! (RollingUpdate, maxUnavailable 1 by default; OnDelete waits). The status
@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
@@ -26,6 +26,7 @@ use super::owners;
 use super::pods::{self, NewPod};
 use super::reconcile::{self, Failure};
 use crate::context::ClusterContext;
+use crate::placement::affinity;
 
 const REVISION_LABEL: &str = "controller-revision-hash";
 const GENERATION_LABEL: &str = "pod-template-generation";
@@ -219,58 +220,12 @@ async fn roll_out(
     Ok(())
 }
 
-/// Whether the DaemonSet's pods belong on `node`.
+/// Whether the DaemonSet's pods belong on `node`: its template's
+/// nodeSelector and required node affinity admit it.
 fn should_run(ds: &DaemonSet, node: &Node) -> bool {
-    let Some(spec) = ds.spec.template.spec.as_ref() else {
-        return true;
-    };
-    let labels = node.labels();
-    let selected = spec
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(key, value)| labels.get(key) == Some(value));
-    let terms = spec
-        .affinity
+    ds.spec
+        .template
+        .spec
         .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .map(|required| required.node_selector_terms.clone());
-    let affine = terms.is_none_or(|terms| {
-        terms.iter().any(|term| {
-            let name = BTreeMap::from([("metadata.name".to_string(), node.name_any())]);
-            term.match_expressions
-                .iter()
-                .flatten()
-                .all(|r| requirement(r, labels))
-                && term
-                    .match_fields
-                    .iter()
-                    .flatten()
-                    .all(|r| requirement(r, &name))
-        })
-    });
-    selected && affine
-}
-
-fn requirement(requirement: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
-    let value = labels.get(&requirement.key);
-    let values = requirement.values.clone().unwrap_or_default();
-    let number = |text: Option<&String>| text.and_then(|t| t.parse::<i64>().ok());
-    match requirement.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" => number(value)
-            .zip(number(values.first()))
-            .is_some_and(|(v, limit)| v > limit),
-        "Lt" => number(value)
-            .zip(number(values.first()))
-            .is_some_and(|(v, limit)| v < limit),
-        _ => false,
-    }
+        .is_none_or(|spec| affinity::spec_fits(spec, node))
 }

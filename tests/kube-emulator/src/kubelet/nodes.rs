@@ -1,6 +1,11 @@
 //! The cluster's Node objects: two nodes, both run by this kubelet on the
 //! same Docker network, so `nodeName`/`nodeSelector` choices are visible in
 //! the API while every pod stays reachable.
+//!
+//! Each node reports the same capacity, large enough for every suite
+//! (4 cpu, 16Gi of memory, 100Gi of ephemeral storage, 110 pods); the
+//! scheduler and the kubelet's admission count requests against its
+//! `allocatable`, which a test may patch to something smaller.
 
 use std::collections::BTreeMap;
 
@@ -12,13 +17,17 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 
+use super::HOSTNAME_LABEL;
 use crate::context::ClusterContext;
 
-/// The label every node carries with its own name, which pods select in
-/// `nodeSelector` to pin themselves to a node.
-pub(super) const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
-
 const NODE_COUNT: usize = 2;
+/// What each node has, and offers to pods.
+const CAPACITY: [(&str, &str); 4] = [
+    ("cpu", "4"),
+    ("ephemeral-storage", "100Gi"),
+    ("memory", "16Gi"),
+    ("pods", "110"),
+];
 
 /// Creates the cluster's nodes (`<cluster>-node-1`, `<cluster>-node-2`),
 /// Ready, with the router address as their InternalIP, and returns their
@@ -69,11 +78,10 @@ fn arch() -> &'static str {
 
 fn status(ctx: &ClusterContext, name: &str) -> NodeStatus {
     let now = Time(Timestamp::now());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let resources = BTreeMap::from([
-        ("cpu".to_string(), Quantity(cpus.to_string())),
-        ("pods".to_string(), Quantity("110".to_string())),
-    ]);
+    let resources = CAPACITY
+        .iter()
+        .map(|(name, amount)| (name.to_string(), Quantity(amount.to_string())))
+        .collect::<BTreeMap<_, _>>();
     NodeStatus {
         addresses: Some(vec![
             NodeAddress {

@@ -10,6 +10,7 @@
 //! reason a real kubelet gives and is
 //! retried; nothing one pod does can stop another pod's worker.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::attach::{Attachments, Conflict};
 use super::container::{check_non_root, Launch, CLUSTER_LABEL};
 use super::env::PodFacts;
 use super::sources::Sources;
@@ -30,7 +32,7 @@ use super::state::{Slot, State, Terminated, Waiting};
 use super::status::{self, Reporter};
 use super::{env, images, probes, volumes, POD_UID_LABEL};
 use crate::context::ClusterContext;
-use crate::docker;
+use crate::{docker, events};
 
 /// How long a container that cannot start yet waits before the next try.
 const RETRY: Duration = Duration::from_secs(1);
@@ -65,10 +67,17 @@ pub(super) struct PodWorker {
     /// The `docker wait` of each running container.
     waits: JoinSet<()>,
     reporter: Reporter,
+    /// The cluster's attached volumes, and whether this pod's are among
+    /// them.
+    attachments: Arc<Attachments>,
+    attached: bool,
+    /// The reasons of the Warning Events already recorded about the pod
+    /// (each is recorded once, not at every retry).
+    warned: HashSet<&'static str>,
 }
 
 impl PodWorker {
-    pub(super) fn new(ctx: Arc<ClusterContext>, pod: Pod) -> Self {
+    pub(super) fn new(ctx: Arc<ClusterContext>, pod: Pod, attachments: Arc<Attachments>) -> Self {
         let uid = pod.uid().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
         let init: Vec<Slot> = spec
@@ -101,7 +110,19 @@ impl PodWorker {
             exited,
             waits: JoinSet::new(),
             reporter: Reporter::default(),
+            attachments,
+            attached: false,
+            warned: HashSet::new(),
         }
+    }
+
+    /// The node the pod is bound to.
+    fn node(&self) -> &str {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.node_name.as_deref())
+            .unwrap_or_default()
     }
 
     pub(super) fn restart_policy(&self) -> &str {
@@ -137,6 +158,11 @@ impl PodWorker {
                 (a, b) => a.or(b),
             };
             let status = status::compute(&self);
+            if self.attached && status::phase(&self).is_finished() {
+                // A pod that is done no longer holds its volumes.
+                self.attachments.release(&self.uid);
+                self.attached = false;
+            }
             let reported = self
                 .reporter
                 .report(&self.api(), &self.pod.name_any(), status)
@@ -246,8 +272,69 @@ impl PodWorker {
         matches!(slot.state, State::Waiting(_)).then_some(slot.retry_at)
     }
 
+    /// With the cluster's `storage` policy: checks that the pod uses its
+    /// PersistentVolumeClaims as their volume modes allow and attaches
+    /// them to its node, once, before its first container starts. A volume
+    /// that cannot be used (yet) leaves the container ContainerCreating,
+    /// with an Event saying why.
+    async fn attach_volumes(&mut self) -> Result<(), Failure> {
+        if self.attached || !self.ctx.policy.storage {
+            return Ok(());
+        }
+        let claimed = volumes::claimed(&self.ctx.client, &self.pod).await?;
+        if let Err(unusable) = volumes::check_modes(&self.pod, &claimed) {
+            self.warn_once(None, unusable.reason, &unusable.message)
+                .await;
+            return Err(Failure::Waiting(Waiting::creating(unusable.message)));
+        }
+        let node = self.node().to_string();
+        for claim in &claimed {
+            let (controller, reason, message) =
+                match self.attachments.attach(&claim.volume, &node, &self.pod) {
+                    Ok(()) => continue,
+                    Err(Conflict::MultiAttach(message)) => (
+                        Some("attachdetach-controller"),
+                        "FailedAttachVolume",
+                        message,
+                    ),
+                    Err(Conflict::ReadWriteOncePod(message)) => (None, "FailedMount", message),
+                };
+            // Volumes attached for the pod so far stay attached (until its
+            // teardown), as they do on a real node.
+            self.warn_once(controller, reason, &message).await;
+            return Err(Failure::Waiting(Waiting::creating(message)));
+        }
+        self.attached = true;
+        Ok(())
+    }
+
+    /// Records a Warning Event about the pod from `controller`, or from the
+    /// kubelet of its node, unless one with this reason was recorded
+    /// already.
+    async fn warn_once(&mut self, controller: Option<&str>, reason: &'static str, message: &str) {
+        if !self.warned.insert(reason) {
+            return;
+        }
+        let node = self.node().to_string();
+        let reporter = match controller {
+            Some(controller) => events::Reporter::new(controller),
+            None => events::Reporter::on_host("kubelet", &node),
+        };
+        let client = &self.ctx.client;
+        events::record(
+            client,
+            reporter,
+            &self.pod,
+            events::Type::Warning,
+            reason,
+            message,
+        )
+        .await;
+    }
+
     /// Creates and starts the container's next Docker container.
     async fn launch(&mut self, which: Which) -> Result<(), Failure> {
+        self.attach_volumes().await?;
         let container = self.slot(which).spec.clone();
         let namespace = self.pod.namespace().unwrap_or_default();
         let mut sources = Sources::new(self.ctx.client.clone(), &namespace);
@@ -572,7 +659,7 @@ impl PodWorker {
         slot.last_state = Some(terminated);
     }
 
-    /// Removes the pod's containers and files.
+    /// Removes the pod's containers and files, and detaches its volumes.
     async fn teardown(&mut self) {
         self.waits.abort_all();
         let labels = [
@@ -599,6 +686,7 @@ impl PodWorker {
                 );
             }
         }
+        self.attachments.release(&self.uid);
     }
 }
 

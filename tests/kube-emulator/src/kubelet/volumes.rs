@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use k8s_openapi::api::core::v1::{
     Container, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Volume,
 };
-use kube::Api;
+use kube::{Api, ResourceExt as _};
 
 use super::sources::{Kind, Sources};
 use super::state::Waiting;
@@ -195,6 +195,28 @@ async fn claim_path(
     namespace: &str,
     name: &str,
 ) -> Result<PathBuf, Waiting> {
+    let volume = bound_volume(client, namespace, name).await?;
+    let volume_name = volume.name_any();
+    let spec = volume.spec.unwrap_or_default();
+    spec.host_path
+        .map(|host| host.path)
+        .or(spec.local.map(|local| local.path))
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            Waiting::config(format!(
+                "persistentvolume \"{volume_name}\" is neither hostPath nor local, so the \
+                 emulator's kubelet cannot mount it"
+            ))
+        })
+}
+
+/// The PV bound to claim `name`; the container waits while the claim is
+/// not bound yet.
+async fn bound_volume(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<PersistentVolume, Waiting> {
     let failed = |error: kube::Error| {
         Waiting::config(format!("getting persistentvolumeclaim \"{name}\": {error}"))
     };
@@ -217,7 +239,7 @@ async fn claim_path(
             "waiting for persistentvolumeclaim \"{name}\" to be bound"
         )));
     };
-    let volume = Api::<PersistentVolume>::all(client.clone())
+    Api::<PersistentVolume>::all(client.clone())
         .get_opt(volume_name)
         .await
         .map_err(failed)?
@@ -225,18 +247,127 @@ async fn claim_path(
             Waiting::config(format!(
                 "persistentvolume \"{volume_name}\" (bound to claim \"{name}\") not found"
             ))
-        })?;
-    let spec = volume.spec.unwrap_or_default();
-    spec.host_path
-        .map(|host| host.path)
-        .or(spec.local.map(|local| local.path))
-        .map(PathBuf::from)
-        .ok_or_else(|| {
-            Waiting::config(format!(
-                "persistentvolume \"{volume_name}\" is neither hostPath nor local, so the \
-                 emulator's kubelet cannot mount it"
-            ))
         })
+}
+
+/// A pod volume backed by a PersistentVolumeClaim, with its bound PV.
+pub(super) struct Claimed {
+    /// The volume's name in the pod spec.
+    pub name: String,
+    pub volume: PersistentVolume,
+}
+
+/// The pod's PersistentVolumeClaim volumes that a container uses, with
+/// their PVs (waiting while a claim is not bound).
+pub(super) async fn claimed(client: &kube::Client, pod: &Pod) -> Result<Vec<Claimed>, Waiting> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let used = used_volumes(pod);
+    let mut claimed = Vec::new();
+    for volume in pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.volumes.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let Some(claim) = &volume.persistent_volume_claim else {
+            continue;
+        };
+        if used.contains_key(volume.name.as_str()) {
+            claimed.push(Claimed {
+                name: volume.name.clone(),
+                volume: bound_volume(client, namespace, &claim.claim_name).await?,
+            });
+        }
+    }
+    Ok(claimed)
+}
+
+/// How containers use a volume: mounted as a directory, or as a raw
+/// device.
+#[derive(Clone, Copy, Default)]
+struct Use {
+    mounted: bool,
+    device: bool,
+}
+
+/// The pod's volumes its containers (init containers included) use, by
+/// name.
+fn used_volumes(pod: &Pod) -> HashMap<&str, Use> {
+    let mut used: HashMap<&str, Use> = HashMap::new();
+    let spec = pod.spec.as_ref();
+    let containers = spec
+        .map(|spec| &spec.containers)
+        .into_iter()
+        .flatten()
+        .chain(
+            spec.and_then(|spec| spec.init_containers.as_ref())
+                .into_iter()
+                .flatten(),
+        );
+    for container in containers {
+        for mount in container.volume_mounts.iter().flatten() {
+            used.entry(&mount.name).or_default().mounted = true;
+        }
+        for device in container.volume_devices.iter().flatten() {
+            used.entry(&device.name).or_default().device = true;
+        }
+    }
+    used
+}
+
+/// A claimed volume the kubelet will not set up, with the Event reason
+/// and message it reports.
+#[derive(Debug)]
+pub(super) struct Unusable {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Checks that each claimed volume is used as its volumeMode allows, as
+/// the real kubelet's volume manager does: a `Block` volume only through
+/// `volumeDevices`, a `Filesystem` one only through `volumeMounts`. Block
+/// volumes used rightly are refused too: the emulator's kubelet cannot
+/// map devices into containers.
+pub(super) fn check_modes(pod: &Pod, claimed: &[Claimed]) -> Result<(), Unusable> {
+    let used = used_volumes(pod);
+    for claim in claimed {
+        let usage = used.get(claim.name.as_str()).copied().unwrap_or_default();
+        let mode = claim
+            .volume
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.volume_mode.as_deref())
+            .unwrap_or("Filesystem");
+        let wrong = match mode {
+            "Block" if usage.mounted => Some("volumeMounts"),
+            "Block" => None,
+            _ if usage.device => Some("volumeDevices"),
+            _ => None,
+        };
+        if let Some(field) = wrong {
+            return Err(Unusable {
+                reason: "FailedMount",
+                message: format!(
+                    "Unable to attach or mount volumes: unmounted volumes=[{0}], unattached \
+                     volumes=[], failed to process volumes=[{0}]: volume {0} has volumeMode \
+                     {mode}, but is specified in {field}",
+                    claim.name
+                ),
+            });
+        }
+        if mode == "Block" {
+            return Err(Unusable {
+                reason: "FailedMapVolume",
+                message: format!(
+                    "MapVolume.MapPodDevice failed for volume \"{}\" : block volumes \
+                     (volumeDevices) are not supported by the emulator's kubelet",
+                    claim.volume.name_any()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A file of a Secret or ConfigMap volume.

@@ -1,0 +1,386 @@
+//! Volumes as real clusters treat them: WaitForFirstConsumer claims bound
+//! only when their first pod is scheduled, with a node affinity that
+//! keeps later pods on that node; ReadWriteOnce volumes attached to one
+//! node at a time (Multi-Attach), ReadWriteOncePod ones used by one pod;
+//! Block volumes refused through volumeMounts. The scheduler's messages
+//! and the Events of the PV controller, the attach/detach controller and
+//! the kubelet are the real ones.
+//!
+//! One cluster with Docker serves every check, one after the other; the
+//! binder's side is also checked on clusters without Docker (cheap), with
+//! the `storage` policy on and off.
+
+mod cluster_support;
+
+use anyhow::Context as _;
+use cluster_support::{node_name, phase, placed, sleeper, source, waiting_reason, TestCluster};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::PostParams;
+use kube_emulator::testing::wait_for;
+use kube_emulator::ClusterOptions;
+use serde_json::json;
+
+const WFFC_CLASS: &str = "local-wffc";
+
+#[tokio::test]
+async fn volumes_are_bound_attached_and_mounted_as_kubernetes_does() -> anyhow::Result<()> {
+    let test = TestCluster::with_docker("stor").await?;
+    wait_for_first_consumer(&test).await?;
+    unbound_and_missing_claims(&test).await?;
+    read_write_once_attaches_to_one_node(&test).await?;
+    read_write_once_pod_serves_one_pod(&test).await?;
+    block_volumes_need_volume_devices(&test).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_the_storage_policy_wait_for_first_consumer_binds_at_once() -> anyhow::Result<()> {
+    let mut options = ClusterOptions::new("stor-off", false);
+    options.policy.storage = false;
+    let test = TestCluster::start(options).await?;
+    create_wffc_class(&test).await?;
+    claim(&test, "eager", Some(WFFC_CLASS), &["ReadWriteOnce"]).await?;
+    let bound = wait_for(
+        &test.api::<PersistentVolumeClaim>(),
+        "eager",
+        "the claim to bind",
+        |claim| claim_phase(claim) == "Bound",
+    )
+    .await?;
+    let volume = volume_of(&test, &bound).await?;
+    assert!(volume.spec.unwrap_or_default().node_affinity.is_none());
+    Ok(())
+}
+
+async fn create_wffc_class(test: &TestCluster) -> anyhow::Result<()> {
+    let class: StorageClass = serde_json::from_value(json!({
+        "metadata": { "name": WFFC_CLASS },
+        "provisioner": kube_emulator::binder::PROVISIONER,
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "reclaimPolicy": "Delete",
+    }))?;
+    test.cluster_api::<StorageClass>()
+        .create(&PostParams::default(), &class)
+        .await?;
+    Ok(())
+}
+
+async fn claim(
+    test: &TestCluster,
+    name: &str,
+    class: Option<&str>,
+    modes: &[&str],
+) -> anyhow::Result<PersistentVolumeClaim> {
+    let mut claim = json!({
+        "metadata": { "name": name },
+        "spec": { "accessModes": modes, "resources": { "requests": { "storage": "1Mi" } } },
+    });
+    if let Some(class) = class {
+        claim["spec"]["storageClassName"] = json!(class);
+    }
+    test.create(claim).await
+}
+
+fn claim_phase(claim: &PersistentVolumeClaim) -> &str {
+    claim
+        .status
+        .as_ref()
+        .and_then(|status| status.phase.as_deref())
+        .unwrap_or("")
+}
+
+async fn volume_of(
+    test: &TestCluster,
+    claim: &PersistentVolumeClaim,
+) -> anyhow::Result<PersistentVolume> {
+    let name = claim
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.volume_name.as_deref())
+        .context("the claim names no volume")?;
+    Ok(test.cluster_api::<PersistentVolume>().get(name).await?)
+}
+
+/// A pod mounting `claims` (volume `name-vol` at `/name`), with
+/// `placement` (nodeSelector, nodeName) merged into its spec.
+fn using(claims: &[&str], placement: serde_json::Value) -> serde_json::Value {
+    let mounts: Vec<_> = claims
+        .iter()
+        .map(|claim| json!({ "name": format!("{claim}-vol"), "mountPath": format!("/{claim}") }))
+        .collect();
+    let volumes: Vec<_> = claims
+        .iter()
+        .map(|claim| json!({ "name": format!("{claim}-vol"), "persistentVolumeClaim": { "claimName": claim } }))
+        .collect();
+    let mut container = sleeper();
+    container["volumeMounts"] = json!(mounts);
+    placed(
+        json!({ "containers": [container], "volumes": volumes }),
+        placement,
+    )
+}
+
+/// A WaitForFirstConsumer claim stays Pending until its first pod is
+/// scheduled, then is provisioned on that pod's node; later pods follow
+/// it there. Immediate claims still bind at once.
+async fn wait_for_first_consumer(test: &TestCluster) -> anyhow::Result<()> {
+    create_wffc_class(test).await?;
+    claim(test, "late", Some(WFFC_CLASS), &["ReadWriteOnce"]).await?;
+    let event = test.event("late", "WaitForFirstConsumer").await?;
+    assert_eq!(
+        (
+            event.type_.as_deref(),
+            source(&event),
+            event.message.as_deref()
+        ),
+        (
+            Some("Normal"),
+            "persistentvolume-controller",
+            Some("waiting for first consumer to be created before binding")
+        )
+    );
+    let claims = test.api::<PersistentVolumeClaim>();
+    let waiting = claims.get("late").await?;
+    assert_eq!(claim_phase(&waiting), "Pending");
+    assert!(waiting.spec.and_then(|spec| spec.volume_name).is_none());
+
+    test.pod("first", using(&["late"], test.on_node(2))).await?;
+    let first = test.running("first").await?;
+    assert_eq!(node_name(&first), test.node(2));
+    let bound = claims.get("late").await?;
+    assert_eq!(claim_phase(&bound), "Bound");
+    assert_eq!(
+        bound
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get("volume.kubernetes.io/selected-node")),
+        Some(&test.node(2))
+    );
+    let volume = volume_of(test, &bound).await?;
+    let affinity = serde_json::to_value(volume.spec.unwrap_or_default().node_affinity)?;
+    assert_eq!(
+        affinity,
+        json!({ "required": { "nodeSelectorTerms": [{ "matchExpressions": [
+            { "key": "kubernetes.io/hostname", "operator": "In", "values": [test.node(2)] },
+        ] }] } })
+    );
+
+    // Later pods go where the volume is, and share it there.
+    for name in ["follower-1", "follower-2"] {
+        test.pod(name, using(&["late"], json!({}))).await?;
+        assert_eq!(node_name(&test.running(name).await?), test.node(2));
+    }
+    test.pod("elsewhere", using(&["late"], test.on_node(1)))
+        .await?;
+    assert_eq!(
+        test.unschedulable("elsewhere").await?.message.as_deref(),
+        Some(
+            "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 \
+             node(s) had volume node affinity conflict. preemption: 0/2 nodes are available: 2 \
+             Preemption is not helpful for scheduling.."
+        )
+    );
+    test.patch_node(
+        2,
+        json!({ "taints": [{ "key": "full", "value": "yes", "effect": "NoSchedule" }] }),
+    )
+    .await?;
+    test.pod("blocked", using(&["late"], json!({}))).await?;
+    assert_eq!(
+        test.unschedulable("blocked").await?.message.as_deref(),
+        Some(
+            "0/2 nodes are available: 1 node(s) had untolerated taint {full: yes}, 1 node(s) \
+             had volume node affinity conflict. preemption: 0/2 nodes are available: 2 \
+             Preemption is not helpful for scheduling.."
+        )
+    );
+    test.patch_node(2, json!({ "taints": null })).await?;
+    assert_eq!(node_name(&test.running("blocked").await?), test.node(2));
+
+    // The default class is Immediate: its claims bind without a pod, and
+    // their volumes may be used on any node.
+    claim(test, "early", None, &["ReadWriteOnce"]).await?;
+    let early = wait_for(&claims, "early", "the claim to bind", |claim| {
+        claim_phase(claim) == "Bound"
+    })
+    .await?;
+    assert!(volume_of(test, &early)
+        .await?
+        .spec
+        .unwrap_or_default()
+        .node_affinity
+        .is_none());
+    test.delete_pods(&["first", "follower-1", "follower-2", "elsewhere", "blocked"])
+        .await
+}
+
+/// The scheduler waits for claims to exist and for Immediate ones to be
+/// bound.
+async fn unbound_and_missing_claims(test: &TestCluster) -> anyhow::Result<()> {
+    test.pod("ghostly", using(&["ghost"], json!({}))).await?;
+    assert_eq!(
+        test.unschedulable("ghostly").await?.message.as_deref(),
+        Some(
+            "0/2 nodes are available: persistentvolumeclaim \"ghost\" not found. preemption: \
+             0/2 nodes are available: 2 Preemption is not helpful for scheduling.."
+        )
+    );
+    claim(test, "classless", Some("no-such-class"), &["ReadWriteOnce"]).await?;
+    test.pod("stranded", using(&["classless"], json!({})))
+        .await?;
+    assert_eq!(
+        test.unschedulable("stranded").await?.message.as_deref(),
+        Some(
+            "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. \
+             preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.."
+        )
+    );
+    // The claim appears: the pod is scheduled.
+    claim(test, "ghost", None, &["ReadWriteOnce"]).await?;
+    test.running("ghostly").await?;
+    test.delete_pods(&["ghostly", "stranded"]).await
+}
+
+/// A ReadWriteOnce volume is attached to one node at a time: pods of that
+/// node share it, a pod of another node waits in ContainerCreating with a
+/// Multi-Attach error until the volume's pods are gone. ReadWriteMany
+/// volumes attach anywhere.
+async fn read_write_once_attaches_to_one_node(test: &TestCluster) -> anyhow::Result<()> {
+    let shared = claim(test, "shared", None, &["ReadWriteOnce"]).await?;
+    let pv = format!("pvc-{}", shared.metadata.uid.context("a claim uid")?);
+    test.pod("holder", using(&["shared"], test.on_node(1)))
+        .await?;
+    test.running("holder").await?;
+    test.pod("neighbour", using(&["shared"], test.on_node(1)))
+        .await?;
+    test.running("neighbour").await?;
+    // Unpinned pods go where their volume is already used (the emulator's
+    // preference, see the scheduler), so they do not wait.
+    for name in ["companion-1", "companion-2"] {
+        test.pod(name, using(&["shared"], json!({}))).await?;
+        assert_eq!(node_name(&test.running(name).await?), test.node(1));
+    }
+    test.pod("intruder", using(&["shared"], test.on_node(2)))
+        .await?;
+    let event = test.event("intruder", "FailedAttachVolume").await?;
+    assert_eq!(
+        (
+            event.type_.as_deref(),
+            source(&event),
+            event.message.clone()
+        ),
+        (
+            Some("Warning"),
+            "attachdetach-controller",
+            Some(format!(
+                "Multi-Attach error for volume \"{pv}\" Volume is already used by pod(s) companion-1, \
+                 companion-2, holder, neighbour"
+            ))
+        )
+    );
+    let intruder = test.api::<Pod>().get("intruder").await?;
+    assert_eq!(
+        (
+            phase(&intruder),
+            node_name(&intruder),
+            waiting_reason(&intruder).as_deref()
+        ),
+        ("Pending", test.node(2).as_str(), Some("ContainerCreating"))
+    );
+    test.delete_pods(&["holder", "neighbour", "companion-1", "companion-2"])
+        .await?;
+    test.running("intruder").await?;
+
+    claim(test, "everywhere", None, &["ReadWriteMany"]).await?;
+    for (name, node) in [("many-1", 1), ("many-2", 2)] {
+        test.pod(name, using(&["everywhere"], test.on_node(node)))
+            .await?;
+    }
+    test.running("many-1").await?;
+    test.running("many-2").await?;
+    test.delete_pods(&["intruder", "many-1", "many-2"]).await
+}
+
+/// A ReadWriteOncePod claim serves one pod at all: the scheduler refuses a
+/// second one until the first is gone.
+async fn read_write_once_pod_serves_one_pod(test: &TestCluster) -> anyhow::Result<()> {
+    claim(test, "solo", None, &["ReadWriteOncePod"]).await?;
+    test.pod("solo-1", using(&["solo"], json!({}))).await?;
+    test.running("solo-1").await?;
+    test.pod("solo-2", using(&["solo"], json!({}))).await?;
+    assert_eq!(
+        test.unschedulable("solo-2").await?.message.as_deref(),
+        Some(
+            "0/2 nodes are available: 2 node has pod using PersistentVolumeClaim with the same \
+             name and ReadWriteOncePod access mode. preemption: 0/2 nodes are available: 2 No \
+             preemption victims found for incoming pod.."
+        )
+    );
+    test.delete_pods(&["solo-1"]).await?;
+    test.running("solo-2").await?;
+    test.delete_pods(&["solo-2"]).await
+}
+
+/// A Block claim mounted through volumeMounts is refused by the kubelet
+/// (the pod stays ContainerCreating); through volumeDevices the emulator
+/// says it cannot map devices.
+async fn block_volumes_need_volume_devices(test: &TestCluster) -> anyhow::Result<()> {
+    let raw: PersistentVolumeClaim = test
+        .create(json!({
+            "metadata": { "name": "raw" },
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "volumeMode": "Block",
+                "resources": { "requests": { "storage": "1Mi" } },
+            },
+        }))
+        .await?;
+    test.pod("mounts-raw", using(&["raw"], json!({}))).await?;
+    let event = test.event("mounts-raw", "FailedMount").await?;
+    assert_eq!(
+        (
+            event.type_.as_deref(),
+            source(&event),
+            event.message.as_deref()
+        ),
+        (
+            Some("Warning"),
+            "kubelet",
+            Some(
+                "Unable to attach or mount volumes: unmounted volumes=[raw-vol], unattached \
+                 volumes=[], failed to process volumes=[raw-vol]: volume raw-vol has volumeMode \
+                 Block, but is specified in volumeMounts"
+            )
+        )
+    );
+    let pod = test.api::<Pod>().get("mounts-raw").await?;
+    assert_eq!(
+        (phase(&pod), waiting_reason(&pod).as_deref()),
+        ("Pending", Some("ContainerCreating"))
+    );
+
+    test.pod(
+        "maps-raw",
+        json!({
+            "containers": [placed(sleeper(), json!({
+                "volumeDevices": [{ "name": "raw-vol", "devicePath": "/dev/xvda" }],
+            }))],
+            "volumes": [{ "name": "raw-vol", "persistentVolumeClaim": { "claimName": "raw" } }],
+        }),
+    )
+    .await?;
+    let event = test.event("maps-raw", "FailedMapVolume").await?;
+    let pv = format!("pvc-{}", raw.metadata.uid.context("a claim uid")?);
+    assert_eq!(
+        event.message,
+        Some(format!(
+            "MapVolume.MapPodDevice failed for volume \"{pv}\" : block volumes (volumeDevices) \
+             are not supported by the emulator's kubelet"
+        ))
+    );
+    let pod = test.api::<Pod>().get("maps-raw").await?;
+    assert_eq!(waiting_reason(&pod).as_deref(), Some("ContainerCreating"));
+    test.delete_pods(&["mounts-raw", "maps-raw"]).await
+}
