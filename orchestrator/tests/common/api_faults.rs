@@ -205,9 +205,6 @@ async fn serve(client: TcpStream, inner: Arc<Inner>) {
     let path = target.split('?').next().unwrap_or_default().to_string();
     let n = inner.counts.seen(&method, &path);
     let fault = (inner.rule)(&method, &path, n);
-    let t0 = std::time::Instant::now();
-    eprintln!("DBG start {} {target} {fault:?}", inner.upstream);
-    let _g = Dbg(format!("{} {target} {fault:?}", inner.upstream), t0);
     match fault {
         Fault::Status(code, retry_after) => {
             let body = format!(
@@ -295,6 +292,3 @@ fn close_after(head: &str) -> String {
     out += "Connection: close\r\n\r\n";
     out
 }
-
-struct Dbg(String, std::time::Instant);
-impl Drop for Dbg { fn drop(&mut self) { eprintln!("DBG end {} after {:?}", self.0, self.1.elapsed()); } }

@@ -1,5 +1,6 @@
 //! A throw-away CA and certificates: a server certificate for TLS
-//! registries on 127.0.0.1, and a signing certificate for registry tokens.
+//! registries and the API fault proxy on 127.0.0.1, and a signing
+//! certificate for registry tokens.
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 

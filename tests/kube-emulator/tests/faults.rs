@@ -1,7 +1,8 @@
 //! Injected API faults seen by real clients: 429s with `Retry-After`, 500s
 //! and 503s with their `Status` bodies, watches and log follows cut
 //! mid-stream, and a restart window after which the cluster carries on
-//! with its resourceVersions. No Docker: the cluster's API server alone.
+//! with its resourceVersions. No Docker: the cluster's API server alone
+//! (HTTPS, its clients authenticating as its administrator).
 
 mod controller_support;
 
@@ -18,14 +19,20 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, LogParams, PostParams};
 use kube::runtime::watcher;
 use kube::ResourceExt as _;
-use kube_emulator::api::{Failure, FaultCounts, Faults, Requests, Span};
-use kube_emulator::{Cluster, ClusterOptions, PodLogs, Shared};
+use kube_emulator::api::{
+    Authenticator, Authority, Failure, FaultCounts, Faults, Requests, Span, MASTERS,
+};
+use kube_emulator::{Cluster, ClusterOptions, Credentials, PodLogs, Shared};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// A Docker-less cluster, its faults and its state directory.
+/// A Docker-less cluster, its faults, an administrator's token and its
+/// state directory.
 struct FaultyCluster {
     cluster: Cluster,
+    admin_token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -41,16 +48,28 @@ impl FaultyCluster {
         let cluster = Cluster::start(&ClusterOptions::new("faults", false), dir.path(), shared)
             .await
             .expect("starting the emulated cluster");
-        Self { cluster, _dir: dir }
+        let admin_token = cluster.token_for("admin", &[MASTERS]);
+        Self {
+            cluster,
+            admin_token,
+            _dir: dir,
+        }
     }
 
     fn faults(&self) -> &Faults {
         self.cluster.faults()
     }
 
+    /// The configuration of an administrator's client.
+    fn admin_config(&self) -> kube::Config {
+        self.cluster
+            .config_with(&Credentials::Token(self.admin_token.clone()))
+            .expect("a client configuration")
+    }
+
     /// A client that retries nothing, so that every fault reaches the test.
     fn raw_client(&self) -> kube::Client {
-        no_retry_client(&self.cluster.api_url)
+        no_retry_client(self.admin_config())
     }
 
     /// A client as kube-rs makes it by default: it retries 429s and 503s,
@@ -60,8 +79,8 @@ impl FaultyCluster {
     }
 }
 
-fn no_retry_client(url: &str) -> kube::Client {
-    let mut config = kube::Config::new(url.parse().expect("the API URL"));
+/// A client of `config` that retries nothing.
+fn no_retry_client(mut config: kube::Config) -> kube::Client {
     config.default_retry = false;
     kube::Client::try_from(config).expect("a kube client")
 }
@@ -127,6 +146,53 @@ async fn broke_off(mut body: kube::client::Body) -> bool {
             Err(_) => panic!("the stream neither broke nor ended"),
         }
     }
+}
+
+/// A TLS connection to `cluster`'s API server trusting its CA, for raw
+/// HTTP/1.1 on the wire.
+async fn tls_connect(cluster: &Cluster) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cluster.ca_pem().as_bytes()).expect("the CA"))
+        .expect("trusting the CA");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let address = cluster.api_url.trim_start_matches("https://");
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("the listener still accepts");
+    let name = ServerName::try_from("127.0.0.1").expect("a server name");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .expect("the TLS handshake")
+}
+
+/// The raw HTTP/1.1 answer to an administrator's `GET /version`, read
+/// from the TLS connection until it closes.
+async fn raw_version(test: &FaultyCluster) -> String {
+    let mut connection = tls_connect(&test.cluster).await;
+    let request = format!(
+        "GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Connection: close\r\n\r\n",
+        test.admin_token
+    );
+    connection
+        .write_all(request.as_bytes())
+        .await
+        .expect("sending a request");
+    let mut answer = Vec::new();
+    // A connection closed without TLS close_notify is an error, after
+    // whatever was read.
+    let _ = tokio::time::timeout(Duration::from_secs(60), connection.read_to_end(&mut answer))
+        .await
+        .expect("the connection closes");
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test]
@@ -224,14 +290,12 @@ async fn internal_and_unavailable_errors_are_status_errors_for_the_requests_matc
     config_map(&config_maps, "a").await;
     config_maps.get("a").await.expect("reading the config map");
 
-    let mut config = kube::Config::new(test.cluster.api_url.parse().expect("the API URL"));
-    config.default_retry = false;
+    let mut config = test.admin_config();
     config.headers = vec![(
         http::header::USER_AGENT,
         http::HeaderValue::from_static("faults-test-agent/1.0"),
     )];
-    let agent: Api<ConfigMap> =
-        Api::namespaced(kube::Client::try_from(config).expect("a client"), "app");
+    let agent: Api<ConfigMap> = Api::namespaced(no_retry_client(config), "app");
     for _ in 0..2 {
         let unavailable = api_status(agent.get("a").await);
         assert_eq!(
@@ -343,15 +407,23 @@ async fn a_cut_log_follow_breaks_instead_of_ending() {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .await
         .expect("binding the API server");
-    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    let url = format!("https://{}", listener.local_addr().expect("an address"));
+    let authenticator = Arc::new(Authenticator::new(
+        Arc::new(Authority::new("faults").expect("a CA")),
+        Arc::new(Shared::default()),
+    ));
+    let admin = Credentials::Token(authenticator.token_for("admin", &[MASTERS]));
     let faults = Faults::default();
     tokio::spawn(kube_emulator::api::serve(
         listener,
         Some(Arc::new(EndlessLogs)),
         kube_emulator::Policy::default(),
+        authenticator.clone(),
         faults.clone(),
     ));
-    let pods: Api<Pod> = Api::namespaced(no_retry_client(&url), "default");
+    let config = kube_emulator::cluster::client_config(&url, authenticator.authority(), &admin)
+        .expect("a client configuration");
+    let pods: Api<Pod> = Api::namespaced(no_retry_client(config), "default");
     pods.create(
         &PostParams::default(),
         &from_json(json!({
@@ -393,6 +465,10 @@ async fn during_a_restart_connections_drop_and_afterwards_resource_versions_cont
     )
     .await;
 
+    // The same raw request is answered before the restart.
+    let answer = raw_version(&test).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+
     let faults = test.faults();
     faults.restart(Duration::from_secs(2));
     assert!(faults.is_restarting());
@@ -404,18 +480,9 @@ async fn during_a_restart_connections_drop_and_afterwards_resource_versions_cont
         Err(_) => {}
         Ok(found) => panic!("the restarting server served {found:?}"),
     }
-    // On the wire: the connection closes without a byte of answer.
-    let mut connection =
-        tokio::net::TcpStream::connect(test.cluster.api_url.trim_start_matches("http://"))
-            .await
-            .expect("the listener still accepts");
-    connection
-        .write_all(b"GET /version HTTP/1.1\r\nHost: emulator\r\n\r\n")
-        .await
-        .expect("sending a request");
-    let mut answer = Vec::new();
-    let _ = connection.read_to_end(&mut answer).await;
-    assert_eq!(String::from_utf8_lossy(&answer), "");
+    // On the wire: the TLS handshake succeeds (the listener still accepts),
+    // then the connection closes without a byte of HTTP answer.
+    assert_eq!(raw_version(&test).await, "");
     assert!(faults.counts().connections_dropped >= 2);
 
     eventually("the server to be back", || async {
