@@ -91,7 +91,15 @@ pub async fn serve(
     authenticator: Arc<Authenticator>,
     faults: Faults,
 ) -> anyhow::Result<()> {
-    serve_with_history(listener, logs, policy, authenticator, faults, DEFAULT_HISTORY).await
+    serve_with_history(
+        listener,
+        logs,
+        policy,
+        authenticator,
+        faults,
+        DEFAULT_HISTORY,
+    )
+    .await
 }
 
 /// `serve`, keeping only `history` watch events: tests use a short history
