@@ -476,8 +476,10 @@ async fn stage_then_final_migration_of_two_namespaces() {
     }
 }
 
-/// One PVC holds a file its sender cannot read: the others finish, the
-/// report names the PVC and the reason, and the exit code says failure.
+/// One PVC holds a file its sender cannot read (its application runs as
+/// uid 1000, so its sender does too, and the file is root's alone): the
+/// others finish, the report names the PVC and the reason, and the exit
+/// code says failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_failing_pvc_does_not_stop_the_others() {
     let env = start().await.unwrap();
@@ -496,6 +498,7 @@ async fn one_failing_pvc_does_not_stop_the_others() {
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
+    app_pod(&source, "app", "bad").await.unwrap();
 
     let (code, report) = env
         .migrate(&["--namespace", "app", "--retries", "1"])
