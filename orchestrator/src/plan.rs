@@ -474,8 +474,9 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         &mut problems,
     ));
     for (from, to) in &storage_class_mapping {
-        // "" is a source class: static PVs.
-        for class in [from, to].into_iter().filter(|c| !c.is_empty() || *c == to) {
+        // An empty source class is meaningful: static PVs.
+        let source = (!from.is_empty()).then_some(from);
+        for class in source.into_iter().chain([to]) {
             if let Err(e) = check_dns_subdomain(class) {
                 problems.push(format!("{origin}: storageClassMapping {from}={to}: {e}"));
             }
