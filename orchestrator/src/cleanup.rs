@@ -29,15 +29,11 @@ const POD_GRACE: Duration = Duration::from_secs(60);
 /// both clusters. Returns what could not be removed, as
 /// `"<side>: <kind> <ns>/<name>: <why>"`.
 pub async fn run(plan: &Plan, source: &Cluster, destination: &Cluster) -> Vec<String> {
-    let selector = format!("{TRANSFER_LABEL}={}", plan.name);
+    let selector = selector(plan);
     let mut leftovers = Vec::new();
     // Transfer objects live in the plan's namespaces; hook Jobs in the
     // namespaces their hooks name.
-    let mut places: BTreeSet<(&str, &str)> = BTreeSet::new();
-    for mapping in &plan.namespaces {
-        places.insert(("source", &mapping.source));
-        places.insert(("destination", &mapping.destination));
-    }
+    let mut places = plan_namespaces(plan);
     for hook in &plan.hooks {
         places.insert((hook.cluster.as_str(), &hook.namespace));
     }
@@ -86,6 +82,45 @@ pub async fn run(plan: &Plan, source: &Cluster, destination: &Cluster) -> Vec<St
         leftovers.extend(left.into_iter().map(|l| format!("{}: {l}", cluster.side)));
     }
     leftovers
+}
+
+/// Deletes the migration's senders and receivers and waits until they are
+/// gone, so that their volumes are detached. A ReadWriteOnce volume is
+/// attached to one node at a time: a restored application scheduled to
+/// another node than its receiver would otherwise wait in
+/// ContainerCreating (Multi-Attach) until the final cleanup, which only
+/// comes after the application is verified. Returns what is left, as
+/// [`run`] does.
+pub async fn release_volumes(plan: &Plan, source: &Cluster, destination: &Cluster) -> Vec<String> {
+    let selector = selector(plan);
+    let mut leftovers = Vec::new();
+    for (side, ns) in plan_namespaces(plan) {
+        let cluster = if side == "source" {
+            source
+        } else {
+            destination
+        };
+        let pods = Api::<Pod>::namespaced(cluster.client.clone(), ns);
+        let mut left = delete_all(pods.clone(), "pod", &selector).await;
+        left.extend(wait_pods_gone(pods, &selector).await);
+        leftovers.extend(left.into_iter().map(|l| format!("{}: {l}", cluster.side)));
+    }
+    leftovers
+}
+
+/// The label selector of the migration's transfer objects.
+fn selector(plan: &Plan) -> String {
+    format!("{TRANSFER_LABEL}={}", plan.name)
+}
+
+/// The plan's namespaces, as `(side, namespace)`.
+fn plan_namespaces(plan: &Plan) -> BTreeSet<(&str, &str)> {
+    let mut places = BTreeSet::new();
+    for mapping in &plan.namespaces {
+        places.insert(("source", mapping.source.as_str()));
+        places.insert(("destination", mapping.destination.as_str()));
+    }
+    places
 }
 
 /// Deletes every object of `api` matching `selector`. A kind the cluster

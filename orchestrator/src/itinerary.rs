@@ -68,6 +68,7 @@ pub enum StepName {
     Quiesce,
     WaitForQuiesce,
     CopyVolumes,
+    ReleaseVolumes,
     WaitForBackupSync,
     PreRestoreHooks,
     Restore,
@@ -90,6 +91,7 @@ impl StepName {
             StepName::Quiesce => "Quiesce",
             StepName::WaitForQuiesce => "WaitForQuiesce",
             StepName::CopyVolumes => "CopyVolumes",
+            StepName::ReleaseVolumes => "ReleaseVolumes",
             StepName::WaitForBackupSync => "WaitForBackupSync",
             StepName::PreRestoreHooks => "PreRestoreHooks",
             StepName::Restore => "Restore",
@@ -114,6 +116,9 @@ fn pvcs(f: &Flags) -> bool {
 }
 fn resources(f: &Flags) -> bool {
     f.resources
+}
+fn volumes_then_resources(f: &Flags) -> bool {
+    f.pvcs && f.resources
 }
 fn quiesce(f: &Flags) -> bool {
     f.quiesce
@@ -171,6 +176,13 @@ pub const FINAL: &[Step] = &[
         quiesce,
     ),
     step(StepName::CopyVolumes, "copying volumes", pvcs),
+    // Before anything is restored: a receiver still mounting a ReadWriteOnce
+    // volume would keep the restored pod on another node from attaching it.
+    step(
+        StepName::ReleaseVolumes,
+        "removing the transfer pods so the restored application can mount its volumes",
+        volumes_then_resources,
+    ),
     step(
         StepName::WaitForBackupSync,
         "waiting for the backup on the destination",
@@ -280,6 +292,7 @@ mod tests {
                 Quiesce,
                 WaitForQuiesce,
                 CopyVolumes,
+                ReleaseVolumes,
                 WaitForBackupSync,
                 PreRestoreHooks,
                 Restore,

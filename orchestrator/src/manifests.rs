@@ -13,10 +13,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Secret,
-    SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec, Toleration, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    Container, ContainerPort, EnvVar, EnvVarSource, Namespace, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
+    Secret, SecretKeySelector, SecretVolumeSource, Service, ServiceAccount, ServicePort,
+    ServiceSpec, Toleration, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -172,22 +172,33 @@ pub fn receiver_secret(
     )
 }
 
-/// A sender's TLS Secret (its certificate names only its own volume).
+/// A sender's TLS Secret (its certificate names only its own volume), and
+/// the plan's proxy URL under [`PROXY_KEY`]: it may carry credentials, which
+/// belong in a Secret, not in the pod's arguments for anyone who may read
+/// pods to see.
 pub fn sender_secret(
     namespace: &str,
     pvc: &str,
-    migration: &str,
+    plan: &Plan,
     ca_cert: &str,
     pem: &mover::certs::Pem,
 ) -> Secret {
-    tls_secret(
+    let mut secret = tls_secret(
         &names::sender(pvc),
         namespace,
-        sender_labels(migration, pvc),
+        sender_labels(&plan.name, pvc),
         ca_cert,
         pem,
-    )
+    );
+    if let (Some(proxy), Some(data)) = (&plan.proxy, secret.string_data.as_mut()) {
+        data.insert(PROXY_KEY.to_string(), proxy.url().to_string());
+    }
+    secret
 }
+
+/// The key of a sender's Secret that holds the proxy URL, given to the
+/// mover as `MOVER_PROXY`.
+const PROXY_KEY: &str = "proxy";
 
 fn sender_labels(migration: &str, pvc: &str) -> BTreeMap<String, String> {
     let mut labels = transfer_labels(migration, ROLE_SENDER);
@@ -526,13 +537,25 @@ pub fn sender_pod(
     ]
     .map(String::from)
     .to_vec();
-    if let Some(proxy) = &plan.proxy {
-        args.extend(["--proxy".to_string(), proxy.url().to_string()]);
-    }
     args.extend(tls_args());
+    let env = plan.proxy.as_ref().map(|_| {
+        vec![EnvVar {
+            name: "MOVER_PROXY".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: names::sender(pvc),
+                    key: PROXY_KEY.into(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]
+    });
     let mode = placement.sender_mode();
     let container = Container {
         args: Some(args),
+        env,
         volume_mounts: Some(vec![
             tls_mount,
             VolumeMount {

@@ -90,6 +90,12 @@ pub fn receiver_host_label(namespace: &str) -> String {
     dns_label(&format!("{RECEIVER}-{namespace}"), RECEIVER)
 }
 
+/// Whether the router's generated host for a namespace's receiver Route
+/// would be invalid, so that the orchestrator must name the host itself.
+pub fn router_cannot_name_receiver(namespace: &str) -> bool {
+    receiver_host_label(namespace) != format!("{RECEIVER}-{namespace}")
+}
+
 /// `full` if it is a valid DNS-1123 label; otherwise a readable prefix of
 /// it and a hash of the whole (or `fallback` and the hash, when nothing of
 /// it is readable), at most 63 characters.

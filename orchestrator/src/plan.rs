@@ -904,11 +904,39 @@ mod tests {
             &crate::manifests::Placement::default(),
             &target,
         );
-        let args = pod.spec.unwrap().containers[0].args.clone().unwrap();
+        // The URL, credentials and all, reaches the sender from its Secret,
+        // never through its arguments.
+        let container = &pod.spec.unwrap().containers[0];
+        let args = container.args.clone().unwrap();
         assert!(
-            args.windows(2)
-                .any(|w| w == ["--proxy", "http://bob:s%40cret@squid.corp:3128"]),
+            !args.iter().any(|a| a.contains("squid") || a == "--proxy"),
             "{args:?}"
+        );
+        let env = container.env.clone().unwrap();
+        let from = env[0]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (env[0].name.as_str(), from.name.as_str()),
+            ("MOVER_PROXY", "mover-sender-data")
+        );
+        let secret = crate::manifests::sender_secret(
+            "app",
+            "data",
+            &plan,
+            "ca",
+            &mover::certs::Pem {
+                cert: "cert".into(),
+                key: "key".into(),
+            },
+        );
+        assert_eq!(
+            secret.string_data.unwrap()[&from.key],
+            "http://bob:s%40cret@squid.corp:3128"
         );
 
         let file = yaml("namespaces: [app]\nproxy: https://squid.corp:3128\n");

@@ -17,7 +17,7 @@ use mover::certs::{Authority, Validity};
 use crate::clusters::Cluster;
 use crate::kubeops::{apply, delete_and_wait, poll};
 use crate::manifests::{self, ReceiverSetup, Target};
-use crate::names::{receiver_host_label, RECEIVER};
+use crate::names::{receiver_host_label, router_cannot_name_receiver, RECEIVER};
 use crate::plan::{EndpointType, Plan};
 use crate::security::{ANYUID_ROLE, ANYUID_SCC};
 
@@ -172,14 +172,13 @@ async fn endpoint(
     };
     match plan.endpoint {
         EndpointType::Route => {
-            let label = receiver_host_label(ns);
             // The router would generate `mover-receiver-<ns>.<domain>`; when a
             // long namespace makes that an invalid host, name one ourselves.
-            let host = if label == format!("{RECEIVER}-{ns}") {
-                None
-            } else {
+            let host = if router_cannot_name_receiver(ns) {
                 let domain = apps_domain(plan, destination).await?;
-                Some(format!("{label}.{domain}"))
+                Some(format!("{}.{domain}", receiver_host_label(ns)))
+            } else {
+                None
             };
             let routes: Api<DynamicObject> =
                 Api::namespaced_with(client, ns, &manifests::route_resource());

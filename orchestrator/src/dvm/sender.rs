@@ -63,7 +63,7 @@ pub async fn run(job: &Job<'_>, board: &Board) -> bool {
     let (ns, pvc) = (job.namespace.as_str(), job.pvc.as_str());
     let started = Instant::now();
     let secrets: Api<Secret> = Api::namespaced(job.source.client.clone(), ns);
-    let secret = manifests::sender_secret(ns, pvc, &job.plan.name, &job.ca_cert, &job.client_pem);
+    let secret = manifests::sender_secret(ns, pvc, job.plan, &job.ca_cert, &job.client_pem);
     if let Err(e) = apply(&secrets, &secret).await {
         board.update(ns, pvc, |r| {
             r.state = PvcState::Failed;

@@ -17,6 +17,7 @@ use kube::Api;
 
 use crate::clusters::Cluster;
 use crate::migration;
+use crate::names::router_cannot_name_receiver;
 use crate::plan::{EndpointType, Plan};
 use crate::workloads::quiesce::RULES;
 
@@ -112,17 +113,33 @@ const DESTINATION: &[Right] = &[
     at(Scope::State, "patch", "mover.io", "migrations/status"),
 ];
 
-/// The receiver's endpoint.
-fn endpoint(endpoint: EndpointType) -> Vec<Right> {
-    let (group, resource) = match endpoint {
+/// The receiver's endpoint. A Route the router could not name (a long
+/// namespace) gets a host the orchestrator makes in the cluster's apps
+/// domain, read from `ingresses.config.openshift.io/cluster` unless the
+/// plan names one.
+fn endpoint(plan: &Plan) -> Vec<Right> {
+    let (group, resource) = match plan.endpoint {
         EndpointType::Route => ("route.openshift.io", "routes"),
         EndpointType::Ingress => ("networking.k8s.io", "ingresses"),
         EndpointType::Loadbalancer | EndpointType::Nodeport => return Vec::new(),
     };
-    ["get", "patch", "list", "delete"]
+    let mut rights: Vec<Right> = ["get", "patch", "list", "delete"]
         .into_iter()
         .map(|verb| right(verb, group, resource))
-        .collect()
+        .collect();
+    let names_hosts = plan
+        .namespaces
+        .iter()
+        .any(|m| router_cannot_name_receiver(&m.destination));
+    if plan.endpoint == EndpointType::Route && plan.ingress_domain.is_none() && names_hosts {
+        rights.push(at(
+            Scope::Cluster,
+            "get",
+            "config.openshift.io",
+            "ingresses",
+        ));
+    }
+    rights
 }
 
 /// Backups, Restores and the requests the Velero client makes, and its
@@ -176,12 +193,7 @@ pub async fn check(
         (source, [SOURCE.to_vec(), source_app].concat(), true),
         (
             destination,
-            [
-                DESTINATION.to_vec(),
-                endpoint(plan.endpoint),
-                destination_app,
-            ]
-            .concat(),
+            [DESTINATION.to_vec(), endpoint(plan), destination_app].concat(),
             false,
         ),
     ];

@@ -21,7 +21,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, Pod, Secret, ServiceAccount,
+};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::ResourceExt as _;
@@ -497,6 +499,7 @@ async fn a_whole_application_moves_rolls_back_and_moves_again_through_crashes() 
         "Quiesce",
         "WaitForQuiesce",
         "CopyVolumes",
+        "ReleaseVolumes",
         "WaitForBackupSync",
         "Restore",
         "Verify",
@@ -512,6 +515,20 @@ async fn a_whole_application_moves_rolls_back_and_moves_again_through_crashes() 
         "{report}"
     );
     check_migrated(&env, &source_served).await?;
+    // The transfer pods were gone before the restore: no restored pod
+    // waited for a ReadWriteOnce volume a receiver still held.
+    for ns in ["shop-prod", "shop-db"] {
+        let events = Api::<Event>::namespaced(env.destination(), ns)
+            .list(&ListParams::default())
+            .await?;
+        let attach: Vec<_> = events
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("FailedAttachVolume"))
+            .filter_map(|e| e.message.as_deref())
+            .collect();
+        assert!(attach.is_empty(), "{ns}: {attach:?}");
+    }
 
     // Rollback: the destination loses what the migration made; the source
     // gets exactly its application back, running.

@@ -24,6 +24,12 @@ use kube_emulator::api::{Failure, Requests, Span};
 use kube_emulator::{ClusterPair, PairOptions, Policy};
 use serde_json::{json, Value};
 
+/// The namespace of the shop's media: long enough that the router's
+/// `mover-receiver-<namespace>` host label would pass 63 characters, so the
+/// orchestrator names the Route's host itself, in the apps domain the
+/// OpenShift destination's ingress configuration gives.
+const SHOP: &str = "shop-media-assets-of-the-storefront-in-eu-central-1";
+
 /// The uid the vault application runs as (set on its container only).
 const VAULT_UID: u32 = 1001;
 
@@ -51,7 +57,7 @@ impl Env {
             .args(["--destination-kubeconfig", &kubeconfig])
             .args(["--destination-context", &destination])
             .args(["--mover-image", e2e::MOVER_IMAGE])
-            .args(["--namespace", "vault", "--namespace", "shop"])
+            .args(["--namespace", "vault", "--namespace", SHOP])
             .args(["--storage-class", "standard=wffc", "--name", "strict"])
             .output()
             .await
@@ -272,7 +278,7 @@ async fn volumes_migrate_between_strict_clusters_as_their_admission_demands() ->
 
     // shop: no Pod Security label, files of several owners and a large one
     // (the copy lasts while the API misbehaves).
-    let shop = namespace_with_pvc(&src, "shop", json!({}), "media").await?;
+    let shop = namespace_with_pvc(&src, SHOP, json!({}), "media").await?;
     write(&shop.join("root-only"), b"root's\n", 0o600, (0, 0))?;
     write(
         &shop.join("theirs"),
@@ -300,9 +306,10 @@ async fn volumes_migrate_between_strict_clusters_as_their_admission_demands() ->
     let denied = env.orchestrator("-developer", &["plan"]).await?;
     assert_eq!(denied.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&denied.stderr);
+    let no_logs = format!("not allowed to get pods/log in namespace \"{SHOP}\"");
     for expected in [
         "the source cluster (context \"source-developer\"): not allowed to create pods in namespace \"vault\"",
-        "not allowed to get pods/log in namespace \"shop\"",
+        no_logs.as_str(),
         "the destination cluster (context \"destination-developer\"): not allowed to create namespaces at the cluster scope",
         "not allowed to patch migrations.mover.io in namespace \"mover-system\"",
     ] {
@@ -324,7 +331,7 @@ async fn volumes_migrate_between_strict_clusters_as_their_admission_demands() ->
             ],
         )?;
     }
-    for ns in ["vault", "shop"] {
+    for ns in ["vault", SHOP] {
         env.kubectl(
             "source",
             &[
@@ -401,7 +408,7 @@ async fn volumes_migrate_between_strict_clusters_as_their_admission_demands() ->
     // The migration, while the source API server throttles, fails, cuts
     // streams and restarts.
     let faults = env.pair.source.faults().clone();
-    let senders: Api<Pod> = Api::namespaced(src.clone(), "shop");
+    let senders: Api<Pod> = Api::namespaced(src.clone(), SHOP);
     let misbehave = tokio::spawn(async move {
         for _ in 0..600 {
             let running = senders
@@ -442,7 +449,7 @@ async fn volumes_migrate_between_strict_clusters_as_their_admission_demands() ->
     );
 
     // shop: every owner and mode kept (receiver as root through anyuid).
-    let shop_copy = e2e::volume_dir(&dst, "shop", "media").await?;
+    let shop_copy = e2e::volume_dir(&dst, SHOP, "media").await?;
     assert_eq!(e2e::snapshot(&shop_copy)?, source_tree);
 
     // vault: the same bytes and modes, every file owned by the one
@@ -486,12 +493,7 @@ async fn volumes_migrate_between_strict_clusters_as_their_admission_demands() ->
     let annotations: BTreeMap<String, String> = ns.metadata.annotations.unwrap_or_default();
     assert!(annotations.contains_key("openshift.io/sa.scc.uid-range"));
     // Nothing of the transfer is left on either side.
-    for (client, ns) in [
-        (&src, "vault"),
-        (&src, "shop"),
-        (&dst, "vault"),
-        (&dst, "shop"),
-    ] {
+    for (client, ns) in [(&src, "vault"), (&src, SHOP), (&dst, "vault"), (&dst, SHOP)] {
         let left = Api::<Pod>::namespaced(client.clone(), ns)
             .list(&ListParams::default().labels("mover.io/transfer"))
             .await?;

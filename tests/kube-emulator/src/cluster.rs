@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 
 use crate::context::{ClusterContext, PodLogs, Shared};
-use crate::policy::Policy;
+use crate::policy::{Flavour, Policy};
 use crate::{api, binder, controllers, docker, kubelet, router, velero};
 
 mod identity;
@@ -204,6 +204,7 @@ impl Cluster {
             .await
             .context("binding the API server")?;
         let api_url = format!("https://{}", listener.local_addr()?);
+        let apps_domain = format!("apps.{}.emu.test", options.name);
         let authority = Arc::new(api::Authority::new(&options.name)?);
         let authenticator = Arc::new(api::Authenticator::new(authority.clone(), shared.clone()));
         let admin = authority.client(ADMIN, &[api::MASTERS])?;
@@ -220,7 +221,7 @@ impl Cluster {
                 state_dir: cluster_dir.clone(),
                 network: network.clone(),
                 router_ip,
-                apps_domain: format!("apps.{}.emu.test", options.name),
+                apps_domain: apps_domain.clone(),
                 policy: options.policy.clone(),
                 shared: shared.clone(),
             })
@@ -248,6 +249,11 @@ impl Cluster {
             .await
             .context("installing Velero's ServiceAccount")?;
         let as_velero = Credentials::Token(velero_token);
+        if options.policy.flavour == Flavour::OpenShift {
+            identity::install_ingress_config(&client, &apps_domain)
+                .await
+                .context("installing the cluster's ingress configuration")?;
+        }
         let velero_context = context(kube::Client::try_from(client_config(
             &api_url, &authority, &as_velero,
         )?)?);

@@ -43,6 +43,7 @@ pub async fn run(ctx: &Context<'_>, step: StepName) -> anyhow::Result<Outcome> {
         StepName::Unquiesce => application::unquiesce(ctx).await,
         StepName::CopyVolumes => copy_volumes(ctx).await,
         StepName::DeleteMigrated => rollback::delete_migrated(ctx).await,
+        StepName::ReleaseVolumes => release_volumes(ctx).await,
         StepName::Cleanup => cleanup(ctx).await,
     }
 }
@@ -275,6 +276,17 @@ async fn cleanup(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
         s.records.insert("leftovers".into(), json!(leftovers));
     })
     .await?;
+    if leftovers.is_empty() {
+        Ok(Outcome::Done(None))
+    } else {
+        anyhow::bail!("could not remove: {}", leftovers.join("; "))
+    }
+}
+
+/// Removes the transfer pods on both sides once the volumes are copied;
+/// pods that would not go are retried, then reported.
+async fn release_volumes(ctx: &Context<'_>) -> anyhow::Result<Outcome> {
+    let leftovers = cleanup::release_volumes(ctx.plan, ctx.source, ctx.destination).await;
     if leftovers.is_empty() {
         Ok(Outcome::Done(None))
     } else {

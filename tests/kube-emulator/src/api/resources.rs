@@ -260,10 +260,13 @@ const BUILTINS: &[Builtin] = &[
 ];
 
 /// What only OpenShift serves: SecurityContextConstraints, which its
-/// admission chain reads (`admission::scc`).
+/// admission chain reads (`admission::scc`), and the cluster's ingress
+/// configuration, whose `cluster` object names the apps domain Route hosts
+/// are made in.
 #[rustfmt::skip]
 const OPENSHIFT_BUILTINS: &[Builtin] = &[
     b("security.openshift.io", "v1", "securitycontextconstraints", "SecurityContextConstraints", CLUSTER, &["scc"], PLAIN),
+    b("config.openshift.io", "v1", "ingresses", "Ingress", CLUSTER, &[], STATUS),
 ];
 
 /// Resources that `kubectl get all` lists.

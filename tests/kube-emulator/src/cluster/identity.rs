@@ -1,14 +1,14 @@
 //! Who a cluster's clients are: kube-rs configurations trusting the
 //! cluster's CA with a given credential, the kubeconfig the tests, kubectl
-//! and the orchestrator use, and Velero's ServiceAccount as `velero
-//! install` creates it.
+//! and the orchestrator use, Velero's ServiceAccount as `velero install`
+//! creates it, and OpenShift's ingress configuration as its installer does.
 
 use anyhow::Context as _;
 use base64::Engine as _;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, PostParams};
 
 use super::Credentials;
 use crate::api::{Authority, KeyPairPem};
@@ -161,4 +161,21 @@ pub async fn install_velero_account(
         .status
         .and_then(|status| status.token)
         .context("the TokenRequest came back without a token")
+}
+
+/// Creates `ingresses.config.openshift.io/cluster`, which an OpenShift
+/// installer makes: its `spec.domain` is the apps domain the router makes
+/// Route hosts in (`<route>-<namespace>.<domain>`), and what a client
+/// reads to name a host itself (a long namespace makes the generated one
+/// invalid).
+pub async fn install_ingress_config(admin: &kube::Client, apps_domain: &str) -> anyhow::Result<()> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "config.openshift.io",
+        "v1",
+        "Ingress",
+    ));
+    let ingresses = Api::<DynamicObject>::all_with(admin.clone(), &resource);
+    let mut config = DynamicObject::new("cluster", &resource);
+    config.data = serde_json::json!({"spec": {"domain": apps_domain}});
+    create_if_absent(&ingresses, &config).await
 }

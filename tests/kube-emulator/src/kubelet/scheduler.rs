@@ -38,7 +38,7 @@ use kube::runtime::WatchStreamExt as _;
 use kube::{Api, ResourceExt as _};
 
 use super::resources;
-use super::volume_binding::{claim_names, PodVolumes, READ_WRITE_ONCE_POD_CONFLICT};
+use super::volume_binding::{PodVolumes, READ_WRITE_ONCE_POD_CONFLICT};
 use crate::context::ClusterContext;
 use crate::events;
 use crate::placement::{affinity, taints};
@@ -267,11 +267,12 @@ impl Scheduler {
             return Err(fit_error(count, None, &refusals));
         }
         let tolerations = taints::pod_tolerations(pod);
-        let claims: Vec<&str> = claim_names(pod).collect();
-        // Lower is better: untolerated PreferNoSchedule taints first, then
-        // whether the node lacks the pod's volumes.
+        // Lower is better: untolerated PreferNoSchedule taints. Like the
+        // real scheduler, nothing favours the node already using the pod's
+        // volumes: a ReadWriteOnce claim's second pod may well land on
+        // another node and wait there (Multi-Attach).
         let score = |node: &Node| {
-            let soft_taints = taints::node_taints(node)
+            taints::node_taints(node)
                 .iter()
                 .filter(|taint| {
                     policy.scheduling
@@ -280,14 +281,7 @@ impl Scheduler {
                             .iter()
                             .any(|toleration| taints::tolerates(toleration, taint))
                 })
-                .count();
-            let name = node.name_any();
-            let has_volumes = policy.storage
-                && snapshot.on_node(&name).any(|other| {
-                    other.namespace() == pod.namespace()
-                        && claim_names(other).any(|claim| claims.contains(&claim))
-                });
-            (soft_taints, !has_volumes)
+                .count()
         };
         let best = fitting.iter().map(|node| score(node)).min();
         fitting.retain(|node| Some(score(node)) == best);
