@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::clusters::Cluster;
 use crate::display::Board;
-use crate::kubeops::{apply, create_if_missing, delete_and_wait};
+use crate::kubeops::{apply, create_if_missing, delete_and_wait, poll};
 use crate::manifests::{self, Placement, Target};
 use crate::names;
 use crate::plan::Plan;
@@ -136,26 +136,30 @@ async fn attempt_once(job: &Job<'_>, board: &Board) -> anyhow::Result<Outcome> {
     // A create retried after its answer was lost finds its own pod.
     create_if_missing(&pods, &pod).await?;
 
-    // Wait for the container to run (or to fail before it could).
-    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-    loop {
-        let pod = observe(&pods, &name).await?;
-        if let Some(problem) = container_problem(&pod) {
-            return Ok(Outcome::Permanent(format!(
+    // Watch the pod until its container runs (or fails before it could).
+    let started = poll(&pods, &name, START_TIMEOUT, "to start", |pod| {
+        let Some(pod) = pod else {
+            return Some(Err(Outcome::Retryable(format!(
+                "sender pod {ns}/{name} was deleted before it started"
+            ))));
+        };
+        if let Some(problem) = container_problem(pod) {
+            return Some(Err(Outcome::Permanent(format!(
                 "sender pod {ns}/{name}: {problem}"
-            )));
+            ))));
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if matches!(phase, Some("Running" | "Succeeded" | "Failed")) {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
+        matches!(phase, Some("Running" | "Succeeded" | "Failed")).then_some(Ok(()))
+    })
+    .await;
+    match started {
+        Ok(Ok(())) => {}
+        Ok(Err(outcome)) => return Ok(outcome),
+        Err(timeout) => {
             return Ok(Outcome::Retryable(format!(
-                "sender pod {ns}/{name} did not start within {}s",
-                START_TIMEOUT.as_secs()
-            )));
+                "sender pod {ns}/{name}: {timeout:#}"
+            )))
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     board.update(ns, pvc, |r| r.state = PvcState::Copying);
