@@ -1,23 +1,130 @@
 //! Kubernetes resource quantities (`500m`, `2`, `1.5Gi`, `1e3`) as exact
-//! numbers, for the parts that add up and compare requests: the scheduler
-//! and the kubelet's admission against a node's allocatable resources.
+//! numbers, for everything that adds up and compares requests: admission
+//! (LimitRange, ResourceQuota), the scheduler and the kubelet's admission
+//! against a node's allocatable resources. Printed in the canonical form
+//! the real server prints them in (`1500m`, `2Gi`, `3k`).
 //!
 //! A quantity is kept in thousandths of its unit, as the real `MilliValue`
-//! does, rounded up; `value` rounds up to whole units as `Value` does
-//! (memory in bytes, pods in pods).
+//! does, rounded up; [`Quantity::value`] rounds up to whole units as
+//! `Value` does (memory in bytes, pods in pods).
 
-/// A parsed quantity, in thousandths of its unit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+use std::fmt;
+use std::ops::{Add, AddAssign, Sub};
+
+use serde_json::Value;
+
+/// A quantity in thousandths, and whether it was written with a binary
+/// suffix (which its canonical form keeps, and which equality ignores:
+/// `1Gi` equals `1073741824`).
+#[derive(Debug, Clone, Copy)]
 pub struct Quantity {
     milli: i128,
+    binary: bool,
 }
 
-/// Why a string is not a quantity.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': {0:?}")]
-pub struct InvalidQuantity(pub String);
+const BINARY: [(&str, u32); 6] = [
+    ("Ki", 10),
+    ("Mi", 20),
+    ("Gi", 30),
+    ("Ti", 40),
+    ("Pi", 50),
+    ("Ei", 60),
+];
+const DECIMAL: [(&str, i32); 9] = [
+    ("n", -9),
+    ("u", -6),
+    ("m", -3),
+    ("k", 3),
+    ("M", 6),
+    ("G", 9),
+    ("T", 12),
+    ("P", 15),
+    ("E", 18),
+];
 
 impl Quantity {
+    pub const ZERO: Quantity = Quantity {
+        milli: 0,
+        binary: false,
+    };
+
+    /// A count of whole things (`pods=3`).
+    pub fn count(n: i64) -> Self {
+        Quantity {
+            milli: i128::from(n) * 1000,
+            binary: false,
+        }
+    }
+
+    /// Parses a quantity, or says why it is not one. Fractions below a
+    /// thousandth round up, as the real server rounds them.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' (got {text:?})")
+        };
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+            .unwrap_or(text.len());
+        let (number, suffix) = text.split_at(split);
+        let (negative, digits) = match number.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, number.strip_prefix('+').unwrap_or(number)),
+        };
+        let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+        if (whole.is_empty() && fraction.is_empty())
+            || !whole
+                .bytes()
+                .chain(fraction.bytes())
+                .all(|b| b.is_ascii_digit())
+            || fraction.len() > 30
+            || whole.len() > 30
+        {
+            return Err(bad());
+        }
+        // the value as an integer over 10^scale
+        let mantissa: i128 = format!("{whole}{fraction}").parse().map_err(|_| bad())?;
+        let scale = fraction.len() as i32;
+        let (factor_exponent, binary_shift, binary) = match suffix {
+            "" => (0, 0, false),
+            s => match (
+                BINARY.iter().find(|(b, _)| *b == s),
+                DECIMAL.iter().find(|(d, _)| *d == s),
+            ) {
+                (Some((_, shift)), _) => (0, *shift, true),
+                (_, Some((_, exponent))) => (*exponent, 0, false),
+                _ => match s.strip_prefix(['e', 'E']).map(str::parse::<i32>) {
+                    Some(Ok(exponent)) => (exponent, 0, false),
+                    _ => return Err(bad()),
+                },
+            },
+        };
+        // milli = mantissa * 2^shift * 10^(exponent + 3 - scale), rounded up
+        let mut value = mantissa.checked_shl(binary_shift).ok_or_else(bad)?;
+        let exponent = factor_exponent + 3 - scale;
+        if exponent >= 0 {
+            value = value
+                .checked_mul(10i128.checked_pow(exponent as u32).ok_or_else(bad)?)
+                .ok_or_else(bad)?;
+        } else {
+            let divisor = 10i128.checked_pow((-exponent) as u32).ok_or_else(bad)?;
+            value = (value + divisor - 1) / divisor;
+        }
+        Ok(Quantity {
+            milli: if negative { -value } else { value },
+            binary,
+        })
+    }
+
+    /// The quantity a JSON field holds (a string or a number), if any.
+    pub fn of(value: &Value) -> Option<Result<Self, String>> {
+        match value {
+            Value::String(text) => Some(Self::parse(text)),
+            Value::Number(n) => Some(Self::parse(&n.to_string())),
+            _ => None,
+        }
+    }
+
     /// Thousandths of the unit (millicores for cpu).
     pub fn milli(self) -> i128 {
         self.milli
@@ -28,91 +135,125 @@ impl Quantity {
         self.milli.div_euclid(1000) + i128::from(self.milli.rem_euclid(1000) != 0)
     }
 
-    pub fn parse(text: &str) -> Result<Self, InvalidQuantity> {
-        parse(text).ok_or_else(|| InvalidQuantity(text.to_string()))
+    pub fn is_zero(self) -> bool {
+        self.milli == 0
     }
 }
 
-impl std::ops::Add for Quantity {
+impl Add for Quantity {
     type Output = Quantity;
     fn add(self, other: Quantity) -> Quantity {
         Quantity {
-            milli: self.milli.saturating_add(other.milli),
+            milli: self.milli + other.milli,
+            binary: self.binary || (self.milli == 0 && other.binary),
         }
     }
 }
 
-impl std::ops::AddAssign for Quantity {
+impl AddAssign for Quantity {
     fn add_assign(&mut self, other: Quantity) {
         *self = *self + other;
     }
 }
 
-/// Parses `<sign><digits>[.<digits>]<suffix>`, where the suffix is a binary
-/// (`Ki`..`Ei`) or decimal (`n`, `u`, `m`, `k`, `M`..`E`) multiplier or an
-/// exponent (`e3`, `E-2`).
-fn parse(text: &str) -> Option<Quantity> {
-    let (negative, rest) = match text.as_bytes().first()? {
-        b'-' => (true, &text[1..]),
-        b'+' => (false, &text[1..]),
-        _ => (false, text),
-    };
-    let number_end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(rest.len());
-    let (number, suffix) = rest.split_at(number_end);
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
-        return None;
+impl Default for Quantity {
+    fn default() -> Self {
+        Quantity::ZERO
     }
-    let digits: String = format!("{whole}{fraction}");
-    let mut mantissa: i128 = digits.parse().ok()?;
-    // value = mantissa * 10^(decimal - fraction digits) * 2^binary
-    let (binary, decimal): (u32, i32) = match suffix {
-        "" => (0, 0),
-        "Ki" => (10, 0),
-        "Mi" => (20, 0),
-        "Gi" => (30, 0),
-        "Ti" => (40, 0),
-        "Pi" => (50, 0),
-        "Ei" => (60, 0),
-        "n" => (0, -9),
-        "u" => (0, -6),
-        "m" => (0, -3),
-        "k" => (0, 3),
-        "M" => (0, 6),
-        "G" => (0, 9),
-        "T" => (0, 12),
-        "P" => (0, 15),
-        "E" => (0, 18),
-        exponent => {
-            let exponent = exponent
-                .strip_prefix('e')
-                .or_else(|| exponent.strip_prefix('E'))?;
-            (0, exponent.parse().ok()?)
+}
+
+impl Sub for Quantity {
+    type Output = Quantity;
+    fn sub(self, other: Quantity) -> Quantity {
+        Quantity {
+            milli: self.milli - other.milli,
+            binary: self.binary,
         }
-    };
-    mantissa = mantissa.checked_mul(1i128.checked_shl(binary)?)?;
-    let fraction_digits = i32::try_from(fraction.len()).ok()?;
-    // Thousandths: one more factor of 10^3.
-    let scale = decimal.checked_add(3)?.checked_sub(fraction_digits)?;
-    let milli = if scale >= 0 {
-        mantissa.checked_mul(10i128.checked_pow(scale.unsigned_abs())?)?
-    } else {
-        let divisor = 10i128
-            .checked_pow(scale.unsigned_abs())
-            .unwrap_or(i128::MAX);
-        // Rounded up, as the real MilliValue rounds.
-        mantissa / divisor + i128::from(mantissa % divisor != 0)
-    };
-    Some(Quantity {
-        milli: if negative { -milli } else { milli },
-    })
+    }
+}
+
+impl PartialEq for Quantity {
+    fn eq(&self, other: &Self) -> bool {
+        self.milli == other.milli
+    }
+}
+
+impl Eq for Quantity {}
+
+impl PartialOrd for Quantity {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Quantity {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.milli.cmp(&other.milli)
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.milli % 1000 != 0 {
+            return write!(f, "{}m", self.milli);
+        }
+        let units = self.milli / 1000;
+        if units == 0 {
+            return write!(f, "0");
+        }
+        if self.binary {
+            let suffix = BINARY
+                .iter()
+                .rev()
+                .find(|(_, shift)| units % (1i128 << shift) == 0);
+            if let Some((suffix, shift)) = suffix {
+                return write!(f, "{}{suffix}", units >> shift);
+            }
+        }
+        let suffix = DECIMAL
+            .iter()
+            .rev()
+            .filter(|(_, exponent)| *exponent > 0)
+            .find(|(_, exponent)| units % 10i128.pow(*exponent as u32) == 0);
+        match suffix {
+            Some((suffix, exponent)) => {
+                write!(f, "{}{suffix}", units / 10i128.pow(*exponent as u32))
+            }
+            None => write!(f, "{units}"),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_and_prints_canonically() {
+        for (text, printed) in [
+            ("500m", "500m"),
+            ("1.5", "1500m"),
+            ("2", "2"),
+            ("2000", "2k"),
+            ("1Gi", "1Gi"),
+            ("1024Mi", "1Gi"),
+            ("1536Mi", "1536Mi"),
+            ("0", "0"),
+            ("1e3", "1k"),
+            ("100M", "100M"),
+        ] {
+            assert_eq!(
+                Quantity::parse(text).unwrap().to_string(),
+                printed,
+                "{text}"
+            );
+        }
+        let sum = Quantity::parse("512Mi").unwrap() + Quantity::parse("512Mi").unwrap();
+        assert_eq!(sum.to_string(), "1Gi");
+        assert!(Quantity::parse("12x").is_err());
+        assert!(Quantity::parse("").is_err());
+        assert!(Quantity::parse("1.2.3").is_err());
+    }
 
     fn milli(text: &str) -> i128 {
         Quantity::parse(text).unwrap().milli()
@@ -146,11 +287,8 @@ mod tests {
     #[test]
     fn malformed_quantities_are_refused() {
         for text in ["", "abc", "1.2.3", "1Qi", "Mi", ".", "1e", "--1", "1 Gi"] {
-            assert_eq!(
-                Quantity::parse(text),
-                Err(InvalidQuantity(text.to_string())),
-                "{text:?}"
-            );
+            let error = Quantity::parse(text).unwrap_err();
+            assert!(error.contains("regular expression"), "{text:?}: {error}");
         }
     }
 

@@ -14,7 +14,7 @@ use super::super::error::{ApiError, ApiResult};
 use super::super::objects::State;
 use super::super::resources::{Catalog, ResourceType};
 use super::pod;
-use super::quantity::Quantity;
+use crate::quantity::Quantity;
 
 /// Resource name → quantity (`cpu: 500m`).
 type Resources = BTreeMap<String, Quantity>;

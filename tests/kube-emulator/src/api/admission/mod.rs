@@ -10,7 +10,6 @@
 mod limit_ranger;
 mod pod;
 mod pod_security;
-mod quantity;
 mod resource_quota;
 mod scc;
 

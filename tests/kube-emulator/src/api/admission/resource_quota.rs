@@ -16,7 +16,7 @@ use super::super::error::{ApiError, ApiResult};
 use super::super::objects::State;
 use super::super::resources::{Catalog, ResourceType, TypeKey};
 use super::limit_ranger::pod_totals;
-use super::quantity::Quantity;
+use crate::quantity::Quantity;
 
 /// Quota resource name → amount.
 type Usage = BTreeMap<String, Quantity>;
