@@ -69,6 +69,23 @@ enum Command {
         #[command(flatten)]
         plan: PlanFlags,
     },
+    /// Run as a controller in the host cluster, reconciling the
+    /// orchestrator's resources (MigrationCluster) in one namespace.
+    Controller {
+        /// The namespace of the resources.
+        #[arg(long, default_value = orchestrator::migration::NAMESPACE)]
+        namespace: String,
+        /// The host cluster's kubeconfig (default: $KUBECONFIG,
+        /// ~/.kube/config, else the pod's service account).
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+        /// The kubeconfig's context (default: its current one).
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// Print the CustomResourceDefinitions of the controller's resources,
+    /// as YAML.
+    Crds,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,14 +110,24 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> i32 {
-    if let Command::Status { run, plan: flags } = &cli.command {
-        return status(run, flags).await;
+    match &cli.command {
+        Command::Status { run, plan: flags } => return status(run, flags).await,
+        Command::Controller {
+            namespace,
+            kubeconfig,
+            context,
+        } => return controller(namespace, kubeconfig.clone(), context.clone()).await,
+        Command::Crds => return crds(),
+        _ => {}
     }
     let (Command::Migrate { plan: flags, .. }
     | Command::Rollback { plan: flags, .. }
     | Command::Plan { plan: flags }
     | Command::Cleanup { plan: flags }
-    | Command::Status { plan: flags, .. }) = &cli.command;
+    | Command::Status { plan: flags, .. }) = &cli.command
+    else {
+        unreachable!("the commands without a plan are handled above")
+    };
     let plan = match plan::load(flags) {
         Ok(plan) => plan,
         Err(errors) => {
@@ -150,7 +177,9 @@ async fn run(cli: Cli) -> i32 {
         Command::Rollback { output, .. } => {
             drive(&plan, RunKind::Rollback, &source, &destination, output).await
         }
-        Command::Status { .. } => unreachable!("handled before the plan is loaded"),
+        Command::Status { .. } | Command::Controller { .. } | Command::Crds => {
+            unreachable!("handled before the plan is loaded")
+        }
     }
 }
 
@@ -231,6 +260,46 @@ async fn status(name: &str, flags: &PlanFlags) -> i32 {
         }
         Err(e) => {
             eprintln!("orchestrator: {e:#}");
+            exit::FAILED
+        }
+    }
+}
+
+/// Runs the controller against the host cluster until stopped.
+async fn controller(
+    namespace: &str,
+    kubeconfig: Option<std::path::PathBuf>,
+    context: Option<String>,
+) -> i32 {
+    let reference = plan::ClusterRef {
+        kubeconfig,
+        context,
+    };
+    let host = match Cluster::connect("host", &reference).await {
+        Ok(host) => host,
+        Err(e) => {
+            eprintln!("orchestrator: {e:#}");
+            return exit::USAGE;
+        }
+    };
+    match orchestrator::controller::run(host.client, namespace).await {
+        Ok(()) => exit::SUCCESS,
+        Err(e) => {
+            eprintln!("orchestrator: {} cluster: {e:#}", host.context);
+            exit::FAILED
+        }
+    }
+}
+
+/// Prints the controller's CRDs, one YAML document each.
+fn crds() -> i32 {
+    match orchestrator::controller::crds_yaml() {
+        Ok(yaml) => {
+            print!("{yaml}");
+            exit::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("orchestrator: {e}");
             exit::FAILED
         }
     }

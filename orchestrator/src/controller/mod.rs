@@ -1,0 +1,137 @@
+//! `orchestrator controller`: the orchestrator as a controller in a host
+//! cluster (DESIGN.md "One engine, two drivers"), reconciling its custom
+//! resources with kube-runtime: watches, a work queue, requeues with
+//! backoff.
+//!
+//! - [`cluster`]: `MigrationCluster`, a registered cluster and what the
+//!   controller finds when it connects;
+//! - [`conditions`]: status conditions with real transition times.
+//!
+//! Resources live in one namespace of the host cluster (`mover-system` by
+//! default), as MTC keeps its resources in `openshift-migration`.
+
+pub mod cluster;
+pub mod conditions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, CustomResourceExt as _};
+
+use cluster::MigrationCluster;
+
+/// What every reconcile may use.
+pub struct Context {
+    /// The host cluster, as the controller's own identity.
+    pub host: kube::Client,
+}
+
+/// The CustomResourceDefinitions of the controller's resources, generated
+/// from their Rust types.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![MigrationCluster::crd()]
+}
+
+/// The CRDs as `orchestrator crds` prints them (one YAML document each),
+/// which `deploy/crds/controller.yaml` must equal.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}
+
+/// How long a new CRD may take to be served.
+const CRD_ESTABLISHED: Duration = Duration::from_secs(30);
+
+/// Applies the CRDs (server-side apply: a newer controller updates them)
+/// and waits until the API serves each.
+pub async fn install_crds(host: &kube::Client) -> anyhow::Result<()> {
+    let definitions: Api<CustomResourceDefinition> = Api::all(host.clone());
+    let params = PatchParams::apply("mover-controller").force();
+    for crd in crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        definitions
+            .patch(&name, &params, &Patch::Apply(&crd))
+            .await
+            .with_context(|| format!("applying CRD {name}"))?;
+    }
+    let deadline = tokio::time::Instant::now() + CRD_ESTABLISHED;
+    let clusters: Api<MigrationCluster> = Api::all(host.clone());
+    loop {
+        match clusters.list(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("waiting for the CRDs to be served: {e}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => return Err(e).context("the CRDs were applied but are not served"),
+        }
+    }
+}
+
+/// Runs the controller for the resources of `namespace` until the process
+/// is stopped.
+pub async fn run(host: kube::Client, namespace: &str) -> anyhow::Result<()> {
+    install_crds(&host).await?;
+    let ctx = Arc::new(Context { host: host.clone() });
+    let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(host.clone(), namespace);
+    let controller = Controller::new(clusters, watcher::Config::default());
+    let store = controller.store();
+    // A Secret's change is a change of every cluster that reads it.
+    let by_secret = move |secret: Secret| {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        store
+            .state()
+            .into_iter()
+            .filter(|cluster| cluster::uses_secret(cluster, &name))
+            .map(|cluster| ObjectRef::from_obj(&*cluster))
+            .collect::<Vec<_>>()
+    };
+    controller
+        .watches(secrets, watcher::Config::default(), by_secret)
+        .shutdown_on_signal()
+        .run(cluster::reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::warn!("reconcile: {e}");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// A reconcile that failed (the host's API refused the status update, or
+/// was away) is tried again after a pause.
+fn error_policy(_: Arc<MigrationCluster>, error: &kube::Error, _: Arc<Context>) -> Action {
+    tracing::warn!("reconcile failed: {error}");
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_checked_in_crds_are_current() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/crds/controller.yaml"
+        );
+        let checked_in = std::fs::read_to_string(path).unwrap();
+        assert!(
+            checked_in == super::crds_yaml().unwrap(),
+            "deploy/crds/controller.yaml is stale: regenerate it with \
+             `cargo run -p orchestrator -- crds > deploy/crds/controller.yaml`"
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! `orchestrator controller`, the real binary, against an emulated pair of
+//! clusters (the destination as its host, OpenShift-flavoured): clusters
+//! registered as MigrationCluster resources, with the status the controller
+//! finds, and the printer columns `kubectl get` shows.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kube::runtime::wait::await_condition;
+use kube_emulator::{ClusterPair, PairOptions, Policy};
+use orchestrator::controller::cluster::{MigrationCluster, MigrationClusterStatus};
+use serde_json::{json, Value};
+
+const NS: &str = "mover-system";
+
+/// Starts the controller process with the destination as its host; it
+/// is stopped when the handle is dropped.
+fn start_controller(kubeconfig: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .arg("controller")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--context", "destination"])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting orchestrator controller")
+}
+
+async fn create<K>(api: &Api<K>, object: Value) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(object).unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap()
+}
+
+/// Waits until cluster `name`'s Ready condition has `status`, and returns
+/// the status then.
+async fn ready(api: &Api<MigrationCluster>, name: &str, status: &str) -> MigrationClusterStatus {
+    let wanted = status.to_string();
+    let condition = move |cluster: Option<&MigrationCluster>| {
+        cluster
+            .and_then(|c| c.status.as_ref())
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| c.status == wanted)
+    };
+    let found = tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(api.clone(), name, condition),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("cluster {name} never became Ready={status}"))
+    .unwrap();
+    found.unwrap().status.unwrap()
+}
+
+fn reason(status: &MigrationClusterStatus) -> (&str, &str) {
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    (ready.reason.as_str(), ready.message.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_clusters_say_what_the_controller_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = PairOptions {
+        destination: Policy::openshift(),
+        ..PairOptions::default()
+    };
+    let pair = ClusterPair::start_with(&dir.path().join("state"), &options)
+        .await
+        .unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, pair.kubeconfig()).unwrap();
+    let host = pair.destination.client.clone();
+    let _controller = start_controller(&kubeconfig);
+
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(host.clone());
+    create(&namespaces, json!({"metadata": {"name": NS}})).await;
+    // The controller installs its CRD at start.
+    let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), NS);
+    for _ in 0..100 {
+        if clusters.list(&Default::default()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let secrets: Api<Secret> = Api::namespaced(host.clone(), NS);
+
+    // The host: its own identity, OpenShift, Velero installed.
+    create(
+        &clusters,
+        json!({"metadata": {"name": "host"}, "spec": {"isHostCluster": true}}),
+    )
+    .await;
+    let status = ready(&clusters, "host", "True").await;
+    assert_eq!(
+        (status.open_shift, status.velero),
+        (Some(true), Some(true)),
+        "{status:?}"
+    );
+    assert!(status
+        .kubernetes_version
+        .is_some_and(|v| v.starts_with('v')));
+
+    // The source, through a token Secret that does not exist yet: the
+    // status says so, and the Secret's arrival is noticed at once.
+    let token = pair.source.token_for("migrator", &["system:masters"]);
+    create(
+        &clusters,
+        json!({"metadata": {"name": "source"},
+               "spec": {"url": pair.source.api_url, "secretRef": {"name": "source-token"}}}),
+    )
+    .await;
+    let status = ready(&clusters, "source", "False").await;
+    assert_eq!(
+        reason(&status),
+        (
+            "SecretNotFound",
+            "Secret mover-system/source-token not found"
+        )
+    );
+    create(
+        &secrets,
+        json!({"metadata": {"name": "source-token"},
+               "stringData": {"token": token, "ca.crt": pair.source.ca_pem()}}),
+    )
+    .await;
+    let status = ready(&clusters, "source", "True").await;
+    assert_eq!(
+        (status.open_shift, status.velero),
+        (Some(false), Some(true)),
+        "{status:?}"
+    );
+
+    // A token the source does not know: refused in the cluster's words.
+    create(
+        &secrets,
+        json!({"metadata": {"name": "stale"},
+               "stringData": {"token": "not-a-token", "ca.crt": pair.source.ca_pem()}}),
+    )
+    .await;
+    create(
+        &clusters,
+        json!({"metadata": {"name": "stale"},
+               "spec": {"url": pair.source.api_url, "secretRef": {"name": "stale"}}}),
+    )
+    .await;
+    let status = ready(&clusters, "stale", "False").await;
+    let (why, message) = reason(&status);
+    assert_eq!(why, "ConnectionFailed");
+    assert!(message.contains("Unauthorized"), "{message}");
+
+    // A kubeconfig Secret works as well; a CA that did not sign the
+    // server's certificate does not.
+    let source_only: Value = {
+        let mut config: Value = serde_yaml::from_str(&pair.kubeconfig()).unwrap();
+        config["current-context"] = json!("source");
+        config
+    };
+    create(
+        &secrets,
+        json!({"metadata": {"name": "source-kubeconfig"},
+               "stringData": {"kubeconfig": serde_yaml::to_string(&source_only).unwrap()}}),
+    )
+    .await;
+    create(
+        &clusters,
+        json!({"metadata": {"name": "by-kubeconfig"},
+               "spec": {"secretRef": {"name": "source-kubeconfig"}}}),
+    )
+    .await;
+    let status = ready(&clusters, "by-kubeconfig", "True").await;
+    assert_eq!(status.open_shift, Some(false));
+    create(
+        &secrets,
+        json!({"metadata": {"name": "token-only"}, "stringData": {"token": "x"}}),
+    )
+    .await;
+    create(
+        &clusters,
+        json!({"metadata": {"name": "wrong-ca"},
+               "spec": {"url": pair.source.api_url, "secretRef": {"name": "token-only"},
+                        "caBundle": pair.destination.ca_pem()}}),
+    )
+    .await;
+    let status = ready(&clusters, "wrong-ca", "False").await;
+    assert_eq!(reason(&status).0, "ConnectionFailed", "{status:?}");
+
+    // kubectl shows the printer columns.
+    let output = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "--context",
+            "destination",
+            "-n",
+            NS,
+            "get",
+            "migrationclusters",
+        ])
+        .output()
+        .await
+        .expect("running kubectl");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "VERSION", "OPENSHIFT", "VELERO", "AGE"]
+    );
+    let host_row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("host "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (host_row[1], host_row[3], host_row[4]),
+        ("True", "true", "true")
+    );
+}
