@@ -1,16 +1,19 @@
 //! `orchestrator controller`, the real binary, against an emulated pair of
-//! clusters (the destination as its host, OpenShift-flavoured): clusters
-//! registered as MigrationCluster resources, with the status the controller
-//! finds, and the printer columns `kubectl get` shows.
+//! clusters (the destination as its host): clusters registered as
+//! MigrationCluster resources, with the status the controller finds;
+//! MigrationPlans validated continuously, their conditions following the
+//! clusters as they change; and the printer columns `kubectl get` shows.
 
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube_emulator::{ClusterPair, PairOptions, Policy};
 use orchestrator::controller::cluster::{MigrationCluster, MigrationClusterStatus};
+use orchestrator::controller::conditions::Condition;
+use orchestrator::controller::plan::MigrationPlan;
 use serde_json::{json, Value};
 
 const NS: &str = "mover-system";
@@ -80,7 +83,7 @@ async fn registered_clusters_say_what_the_controller_finds() {
     let host = pair.destination.client.clone();
     let _controller = start_controller(&kubeconfig);
 
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(host.clone());
+    let namespaces: Api<Namespace> = Api::all(host.clone());
     create(&namespaces, json!({"metadata": {"name": NS}})).await;
     // The controller installs its CRD at start.
     let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), NS);
@@ -223,5 +226,246 @@ async fn registered_clusters_say_what_the_controller_finds() {
     assert_eq!(
         (host_row[1], host_row[3], host_row[4]),
         ("True", "true", "true")
+    );
+}
+
+/// Waits until plan `name`'s Ready condition has `status` and `reason`,
+/// and returns its conditions then.
+async fn plan_state(
+    api: &Api<MigrationPlan>,
+    name: &str,
+    status: &str,
+    reason: &str,
+) -> Vec<Condition> {
+    let wanted = (status.to_string(), reason.to_string());
+    let condition = move |plan: Option<&MigrationPlan>| {
+        plan.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| (c.status.clone(), c.reason.clone()) == wanted)
+    };
+    let found = tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(api.clone(), name, condition),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("plan {name} never became Ready={status} ({reason})"))
+    .unwrap();
+    found.unwrap().status.unwrap().conditions
+}
+
+fn message<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.message.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_are_validated_continuously() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = ClusterPair::start(&dir.path().join("state"), false)
+        .await
+        .unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, pair.kubeconfig()).unwrap();
+    let (src, host) = (pair.source.client.clone(), pair.destination.client.clone());
+    let _controller = start_controller(&kubeconfig);
+    let namespaces: Api<Namespace> = Api::all(host.clone());
+    create(&namespaces, json!({"metadata": {"name": NS}})).await;
+    let plans: Api<MigrationPlan> = Api::namespaced(host.clone(), NS);
+    for _ in 0..100 {
+        if plans.list(&Default::default()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A plan over clusters not registered yet, and a namespace the source
+    // does not have.
+    create(
+        &plans,
+        json!({"metadata": {"name": "shop"},
+               "spec": {"sourceCluster": "source", "destinationCluster": "host",
+                        "plan": {"namespaces": ["shop:shop-prod"]}}}),
+    )
+    .await;
+    let conditions = plan_state(&plans, "shop", "False", "InvalidSourceCluster").await;
+    assert_eq!(
+        message(&conditions, "InvalidSourceCluster"),
+        Some("MigrationCluster mover-system/source not found")
+    );
+    assert_eq!(
+        message(&conditions, "InvalidDestinationCluster"),
+        Some("MigrationCluster mover-system/host not found")
+    );
+
+    // The clusters registered: what is left is the namespace.
+    let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), NS);
+    let secrets: Api<Secret> = Api::namespaced(host.clone(), NS);
+    create(
+        &secrets,
+        json!({"metadata": {"name": "source-token"},
+               "stringData": {"token": pair.source.token_for("migrator", &["system:masters"]),
+                              "ca.crt": pair.source.ca_pem()}}),
+    )
+    .await;
+    create(
+        &clusters,
+        json!({"metadata": {"name": "source"},
+               "spec": {"url": pair.source.api_url, "secretRef": {"name": "source-token"}}}),
+    )
+    .await;
+    create(
+        &clusters,
+        json!({"metadata": {"name": "host"}, "spec": {"isHostCluster": true}}),
+    )
+    .await;
+    let conditions = plan_state(&plans, "shop", "False", "NamespaceNotFound").await;
+    assert_eq!(
+        message(&conditions, "NamespaceNotFound"),
+        Some("not found on the source cluster: shop")
+    );
+    assert_eq!(message(&conditions, "InvalidSourceCluster"), None);
+
+    // The namespace with a PVC of a class the destination lacks.
+    create(
+        &Api::<Namespace>::all(src.clone()),
+        json!({"metadata": {"name": "shop"}}),
+    )
+    .await;
+    create(
+        &Api::<PersistentVolumeClaim>::namespaced(src.clone(), "shop"),
+        json!({"metadata": {"name": "data"},
+               "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "gold",
+                        "resources": {"requests": {"storage": "1Gi"}}}}),
+    )
+    .await;
+    let conditions = plan_state(&plans, "shop", "False", "StorageClassNotFound").await;
+    assert_eq!(
+        message(&conditions, "StorageClassNotFound"),
+        Some("not found on the destination cluster: gold (map them with storageClassMapping)")
+    );
+
+    // Mapped to the destination's class: ready.
+    plans
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"plan": {"storageClassMapping": {"gold": "standard"}}}})),
+        )
+        .await
+        .unwrap();
+    let conditions = plan_state(&plans, "shop", "True", "Ready").await;
+    assert_eq!(conditions.len(), 1, "{conditions:?}");
+
+    // A crash-looping source pod is a warning: the plan stays ready.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(src.clone(), "shop");
+    create(
+        &pods,
+        json!({"metadata": {"name": "web-1"},
+               "spec": {"containers": [{"name": "web", "image": "web:1",
+                        "securityContext": {"allowPrivilegeEscalation": false}}]}}),
+    )
+    .await;
+    pods.patch_status(
+        "web-1",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"phase": "Running", "containerStatuses": [{
+            "name": "web", "image": "web:1", "imageID": "", "ready": false, "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}),
+        ),
+    )
+    .await
+    .unwrap();
+    // (Source pods do not wake the plan: touch it rather than wait for
+    // the periodic validation.)
+    plans
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"touched": "1"}}})),
+        )
+        .await
+        .unwrap();
+    let mut warned = None;
+    for _ in 0..100 {
+        let status = plans.get("shop").await.unwrap().status.unwrap();
+        if let Some(text) = message(&status.conditions, "PodsNotHealthy") {
+            warned = Some((text.to_string(), status.conditions[0].status.clone()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        warned,
+        Some((
+            "shop/web-1 (CrashLoopBackOff)".to_string(),
+            "True".to_string()
+        ))
+    );
+
+    // A second plan over the same namespace conflicts; a plan with a bad
+    // field says which.
+    create(
+        &plans,
+        json!({"metadata": {"name": "shop-again"},
+               "spec": {"sourceCluster": "source", "destinationCluster": "host",
+                        "plan": {"namespaces": ["shop"]}}}),
+    )
+    .await;
+    let conditions = plan_state(&plans, "shop-again", "False", "PlanConflict").await;
+    assert_eq!(
+        message(&conditions, "PlanConflict"),
+        Some("MigrationPlan shop also migrates shop")
+    );
+    create(
+        &plans,
+        json!({"metadata": {"name": "typo"},
+               "spec": {"sourceCluster": "source", "destinationCluster": "host",
+                        "plan": {"namespace": ["x"]}}}),
+    )
+    .await;
+    let conditions = plan_state(&plans, "typo", "False", "InvalidPlan").await;
+    let text = message(&conditions, "InvalidPlan").unwrap();
+    assert!(
+        text.starts_with("MigrationPlan mover-system/typo: spec.plan: unknown field `namespace`"),
+        "{text}"
+    );
+
+    // kubectl shows why a plan is not ready.
+    let output = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "--context",
+            "destination",
+            "-n",
+            NS,
+            "get",
+            "migrationplans",
+        ])
+        .output()
+        .await
+        .expect("running kubectl");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "READY", "SOURCE", "DESTINATION", "REASON", "AGE"]
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[..5] == ["typo", "False", "source", "host", "InvalidPlan"]),
+        "{text}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[..5] == ["shop", "True", "source", "host", "Ready"]),
+        "{text}"
     );
 }

@@ -94,9 +94,15 @@ pub struct MigrationClusterStatus {
 
 /// Why a cluster cannot be used, as a condition reason and a message.
 #[derive(Debug)]
-struct NotReady {
+pub(super) struct NotReady {
     reason: &'static str,
     message: String,
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 impl NotReady {
@@ -110,7 +116,7 @@ impl NotReady {
 
 /// A client for the cluster `spec` describes: the host's own client, or
 /// one built from the Secret it names in `namespace`.
-async fn connect(
+pub(super) async fn connect(
     spec: &MigrationClusterSpec,
     namespace: &str,
     host: &kube::Client,

@@ -46,6 +46,18 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut condition: Condition) 
     }
 }
 
+/// The conditions `now` holds, with the transition times of `old` kept
+/// where a condition's status did not change; conditions no longer found
+/// are dropped.
+pub fn replace_all(old: &[Condition], now: Vec<Condition>) -> Vec<Condition> {
+    let mut conditions = old.to_vec();
+    conditions.retain(|c| now.iter().any(|n| n.type_ == c.type_));
+    for condition in now {
+        set_condition(&mut conditions, condition);
+    }
+    conditions
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

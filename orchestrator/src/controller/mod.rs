@@ -5,6 +5,8 @@
 //!
 //! - [`cluster`]: `MigrationCluster`, a registered cluster and what the
 //!   controller finds when it connects;
+//! - [`plan`]: `MigrationPlan`, a plan over registered clusters, validated
+//!   continuously;
 //! - [`conditions`]: status conditions with real transition times.
 //!
 //! Resources live in one namespace of the host cluster (`mover-system` by
@@ -12,6 +14,7 @@
 
 pub mod cluster;
 pub mod conditions;
+pub mod plan;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +30,7 @@ use kube::runtime::watcher;
 use kube::{Api, CustomResourceExt as _};
 
 use cluster::MigrationCluster;
+use plan::MigrationPlan;
 
 /// What every reconcile may use.
 pub struct Context {
@@ -37,7 +41,7 @@ pub struct Context {
 /// The CustomResourceDefinitions of the controller's resources, generated
 /// from their Rust types.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![MigrationCluster::crd()]
+    vec![MigrationCluster::crd(), MigrationPlan::crd()]
 }
 
 /// The CRDs as `orchestrator crds` prints them (one YAML document each),
@@ -85,11 +89,21 @@ pub async fn install_crds(host: &kube::Client) -> anyhow::Result<()> {
 pub async fn run(host: kube::Client, namespace: &str) -> anyhow::Result<()> {
     install_crds(&host).await?;
     let ctx = Arc::new(Context { host: host.clone() });
-    let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), namespace);
-    let secrets: Api<Secret> = Api::namespaced(host.clone(), namespace);
-    let controller = Controller::new(clusters, watcher::Config::default());
+    tokio::join!(
+        clusters(&host, namespace, ctx.clone()),
+        plans(&host, namespace, ctx)
+    );
+    Ok(())
+}
+
+/// Reconciles MigrationClusters; a Secret's change is a change of every
+/// cluster that reads it.
+async fn clusters(host: &kube::Client, namespace: &str, ctx: Arc<Context>) {
+    let controller = Controller::new(
+        Api::<MigrationCluster>::namespaced(host.clone(), namespace),
+        watcher::Config::default(),
+    );
     let store = controller.store();
-    // A Secret's change is a change of every cluster that reads it.
     let by_secret = move |secret: Secret| {
         let name = secret.metadata.name.clone().unwrap_or_default();
         store
@@ -99,22 +113,53 @@ pub async fn run(host: kube::Client, namespace: &str) -> anyhow::Result<()> {
             .map(|cluster| ObjectRef::from_obj(&*cluster))
             .collect::<Vec<_>>()
     };
+    let secrets = Api::<Secret>::namespaced(host.clone(), namespace);
     controller
         .watches(secrets, watcher::Config::default(), by_secret)
         .shutdown_on_signal()
         .run(cluster::reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::warn!("reconcile: {e}");
-            }
-        })
+        .for_each(log_failure)
         .await;
-    Ok(())
+}
+
+/// Reconciles MigrationPlans; a cluster's change (it became ready, or
+/// stopped answering) is a change of every plan that uses it. The other
+/// plans of a conflict see it at their next periodic validation.
+async fn plans(host: &kube::Client, namespace: &str, ctx: Arc<Context>) {
+    let controller = Controller::new(
+        Api::<MigrationPlan>::namespaced(host.clone(), namespace),
+        watcher::Config::default(),
+    );
+    let store = controller.store();
+    let by_cluster = move |cluster: MigrationCluster| {
+        let name = cluster.metadata.name.clone().unwrap_or_default();
+        store
+            .state()
+            .into_iter()
+            .filter(|plan| {
+                plan.spec.source_cluster == name || plan.spec.destination_cluster == name
+            })
+            .map(|plan| ObjectRef::from_obj(&*plan))
+            .collect::<Vec<_>>()
+    };
+    let clusters = Api::<MigrationCluster>::namespaced(host.clone(), namespace);
+    controller
+        .watches(clusters, watcher::Config::default(), by_cluster)
+        .shutdown_on_signal()
+        .run(plan::reconcile, error_policy, ctx)
+        .for_each(log_failure)
+        .await;
+}
+
+async fn log_failure<T, E: std::fmt::Display>(result: Result<T, E>) {
+    if let Err(e) = result {
+        tracing::warn!("reconcile: {e}");
+    }
 }
 
 /// A reconcile that failed (the host's API refused the status update, or
 /// was away) is tried again after a pause.
-fn error_policy(_: Arc<MigrationCluster>, error: &kube::Error, _: Arc<Context>) -> Action {
+fn error_policy<K>(_: Arc<K>, error: &kube::Error, _: Arc<Context>) -> Action {
     tracing::warn!("reconcile failed: {error}");
     Action::requeue(Duration::from_secs(5))
 }
