@@ -82,6 +82,9 @@ enum Command {
         /// The kubeconfig's context (default: its current one).
         #[arg(long)]
         context: Option<String>,
+        /// Migrations copying at once; the others wait their turn.
+        #[arg(long, default_value_t = 2)]
+        max_migrations: usize,
     },
     /// Print the CustomResourceDefinitions of the controller's resources,
     /// as YAML.
@@ -116,7 +119,14 @@ async fn run(cli: Cli) -> i32 {
             namespace,
             kubeconfig,
             context,
-        } => return controller(namespace, kubeconfig.clone(), context.clone()).await,
+            max_migrations,
+        } => {
+            let host = plan::ClusterRef {
+                kubeconfig: kubeconfig.clone(),
+                context: context.clone(),
+            };
+            return controller(namespace, host, *max_migrations).await;
+        }
         Command::Crds => return crds(),
         _ => {}
     }
@@ -266,23 +276,15 @@ async fn status(name: &str, flags: &PlanFlags) -> i32 {
 }
 
 /// Runs the controller against the host cluster until stopped.
-async fn controller(
-    namespace: &str,
-    kubeconfig: Option<std::path::PathBuf>,
-    context: Option<String>,
-) -> i32 {
-    let reference = plan::ClusterRef {
-        kubeconfig,
-        context,
-    };
-    let host = match Cluster::connect("host", &reference).await {
+async fn controller(namespace: &str, host: plan::ClusterRef, max_migrations: usize) -> i32 {
+    let host = match Cluster::connect("host", &host).await {
         Ok(host) => host,
         Err(e) => {
             eprintln!("orchestrator: {e:#}");
             return exit::USAGE;
         }
     };
-    match orchestrator::controller::run(host.client, namespace).await {
+    match orchestrator::controller::run(host.client, namespace, max_migrations).await {
         Ok(()) => exit::SUCCESS,
         Err(e) => {
             eprintln!("orchestrator: {} cluster: {e:#}", host.context);

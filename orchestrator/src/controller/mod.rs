@@ -7,6 +7,8 @@
 //!   controller finds when it connects;
 //! - [`plan`]: `MigrationPlan`, a plan over registered clusters, validated
 //!   continuously;
+//! - [`migration`]: Migrations naming a MigrationPlan, each run by the
+//!   engine in a task of this process;
 //! - [`conditions`]: status conditions with real transition times.
 //!
 //! Resources live in one namespace of the host cluster (`mover-system` by
@@ -14,8 +16,10 @@
 
 pub mod cluster;
 pub mod conditions;
+mod migration;
 pub mod plan;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +27,13 @@ use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, CustomResourceExt as _};
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinHandle;
 
 use cluster::MigrationCluster;
 use plan::MigrationPlan;
@@ -36,12 +42,18 @@ use plan::MigrationPlan;
 pub struct Context {
     /// The host cluster, as the controller's own identity.
     pub host: kube::Client,
+    /// The migrations this process runs, by name.
+    running: Arc<Mutex<HashMap<String, JoinHandle<()>>>>,
+    /// How many of them may copy at once; the others wait their turn.
+    permits: Arc<Semaphore>,
 }
 
 /// The CustomResourceDefinitions of the controller's resources, generated
 /// from their Rust types.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![MigrationCluster::crd(), MigrationPlan::crd()]
+    let migrations = serde_json::from_value(crate::migration::crd())
+        .expect("the Migration CRD is a CustomResourceDefinition");
+    vec![MigrationCluster::crd(), MigrationPlan::crd(), migrations]
 }
 
 /// The CRDs as `orchestrator crds` prints them (one YAML document each),
@@ -85,15 +97,31 @@ pub async fn install_crds(host: &kube::Client) -> anyhow::Result<()> {
 }
 
 /// Runs the controller for the resources of `namespace` until the process
-/// is stopped.
-pub async fn run(host: kube::Client, namespace: &str) -> anyhow::Result<()> {
+/// is stopped, running at most `concurrency` migrations at once.
+pub async fn run(host: kube::Client, namespace: &str, concurrency: usize) -> anyhow::Result<()> {
     install_crds(&host).await?;
-    let ctx = Arc::new(Context { host: host.clone() });
+    let ctx = Arc::new(Context {
+        host: host.clone(),
+        running: Arc::default(),
+        permits: Arc::new(Semaphore::new(concurrency.max(1))),
+    });
     tokio::join!(
         clusters(&host, namespace, ctx.clone()),
-        plans(&host, namespace, ctx)
+        plans(&host, namespace, ctx.clone()),
+        migrations(&host, namespace, ctx)
     );
     Ok(())
+}
+
+/// Reconciles Migrations.
+async fn migrations(host: &kube::Client, namespace: &str, ctx: Arc<Context>) {
+    let resource = crate::migration::resource();
+    let api = Api::<DynamicObject>::namespaced_with(host.clone(), namespace, &resource);
+    Controller::new_with(api, watcher::Config::default(), resource)
+        .shutdown_on_signal()
+        .run(migration::reconcile, error_policy, ctx)
+        .for_each(log_failure)
+        .await;
 }
 
 /// Reconciles MigrationClusters; a Secret's change is a change of every

@@ -194,6 +194,23 @@ pub async fn run(
     Ok(drive(plan, source, destination, store, migration).await)
 }
 
+/// Drives the existing Migration `name` of `store` (a controller's, whose
+/// spec the controller completed) from the step it is at to its end.
+pub async fn resume(
+    plan: &Plan,
+    source: &Cluster,
+    destination: &Cluster,
+    store: Store,
+    name: &str,
+) -> Result<Report, StartError> {
+    let migration = store
+        .get(name)
+        .await
+        .map_err(StartError::Cluster)?
+        .ok_or_else(|| StartError::Cluster(anyhow::anyhow!("Migration {name} not found")))?;
+    Ok(drive(plan, source, destination, store, migration).await)
+}
+
 /// Another plan's run in flight over one of this plan's namespaces: two
 /// migrations quiescing, copying into and restoring the same namespaces
 /// would undo each other.
@@ -225,6 +242,7 @@ fn overlapping(plan: &Plan, runs: &[Migration]) -> Option<String> {
 fn spec(plan: &Plan, kind: RunKind) -> MigrationSpec {
     MigrationSpec {
         plan_name: plan.name.clone(),
+        plan_ref: None,
         kind,
         namespaces: plan.namespaces.iter().map(|m| m.source.clone()).collect(),
         quiesce: plan.quiesce,

@@ -71,10 +71,17 @@ impl RunKind {
 #[serde(rename_all = "camelCase")]
 pub struct MigrationSpec {
     /// The plan's name: every object the migration makes is labelled
-    /// with it.
+    /// with it. (A Migration written for the controller names its
+    /// MigrationPlan in `planRef` instead; the controller fills this in.)
+    #[serde(default)]
     pub plan_name: String,
+    /// The MigrationPlan a controller-driven Migration runs; absent on
+    /// the runs `orchestrator migrate` drives itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_ref: Option<String>,
     pub kind: RunKind,
     /// Source namespaces, for finding migrations that overlap.
+    #[serde(default)]
     pub namespaces: Vec<String>,
     /// Whether a final run stops the source application.
     #[serde(default)]
@@ -212,9 +219,10 @@ pub fn crd() -> Value {
                     "properties": {
                         "spec": {
                             "type": "object",
-                            "required": ["planName", "kind"],
+                            "required": ["kind"],
                             "properties": {
                                 "planName": {"type": "string"},
+                                "planRef": {"type": "string"},
                                 "kind": {"type": "string", "enum": ["stage", "final", "rollback"]},
                                 "namespaces": {"type": "array", "items": {"type": "string"}},
                                 "quiesce": {"type": "boolean"},

@@ -1,0 +1,236 @@
+//! `orchestrator controller` drives migrations written as custom resources
+//! only: the release binary, its host the destination cluster, the source
+//! registered as a MigrationCluster with a token Secret, a MigrationPlan,
+//! then a stage and a final Migration whose pods are real `mover:dev`
+//! containers. The controller is killed (SIGKILL) while the final run
+//! copies; a new one finishes it from the step the status names.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
+use kube::api::{Api, DynamicObject, PostParams};
+use serde_json::{json, Value};
+
+const NS: &str = "mover-system";
+
+/// Starts the release controller with the destination as its host.
+fn start_controller(kubeconfig: &Path) -> Result<tokio::process::Child> {
+    let binary = e2e::release_binary("orchestrator")?;
+    tokio::process::Command::new(&binary)
+        .arg("controller")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--context", "destination"])
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))
+}
+
+async fn create<K>(api: &Api<K>, object: Value) -> Result<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(object)?;
+    Ok(api.create(&PostParams::default(), &object).await?)
+}
+
+fn migrations(client: &kube::Client) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), NS, &orchestrator::migration::resource())
+}
+
+/// Waits until Migration `name`'s status satisfies `done`, failing early
+/// (with the status) if it fails.
+async fn wait_migration(
+    client: &kube::Client,
+    name: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let api = migrations(client);
+    let mut status = Value::Null;
+    for _ in 0..720 {
+        status = api.get(name).await?.data["status"].clone();
+        if done(&status) {
+            return Ok(status);
+        }
+        if status["phase"] == "Failed" {
+            bail!("Migration {name} failed: {status:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("Migration {name} did not get there: {status:#}")
+}
+
+fn succeeded(status: &Value) -> bool {
+    status["phase"] == "Succeeded"
+}
+
+/// A source namespace `shop` with PVC `data` holding `files`; returns its
+/// host directory.
+async fn source_volume(client: &kube::Client, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
+    create(
+        &Api::<Namespace>::all(client.clone()),
+        json!({"metadata": {"name": "shop"}}),
+    )
+    .await?;
+    create(
+        &Api::<PersistentVolumeClaim>::namespaced(client.clone(), "shop"),
+        json!({"metadata": {"name": "data"},
+               "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
+                        "resources": {"requests": {"storage": "1Gi"}}}}),
+    )
+    .await?;
+    let dir = e2e::volume_dir(client, "shop", "data").await?;
+    for (name, data) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, data)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrations_from_custom_resources_only() -> Result<()> {
+    tokio::task::spawn_blocking(e2e::build_images).await??;
+    let dir = tempfile::tempdir()?;
+    let pair = kube_emulator::ClusterPair::start(&dir.path().join("state"), true).await?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, pair.kubeconfig())?;
+    let (src, host) = (pair.source.client.clone(), pair.destination.client.clone());
+
+    let big: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let source_dir =
+        source_volume(&src, &[("notes.txt", b"v1\n".to_vec()), ("big.bin", big)]).await?;
+
+    create(
+        &Api::<Namespace>::all(host.clone()),
+        json!({"metadata": {"name": NS}}),
+    )
+    .await?;
+    let mut controller = start_controller(&kubeconfig)?;
+    // The controller installs its CRDs.
+    let plans = Api::<DynamicObject>::namespaced_with(
+        host.clone(),
+        NS,
+        &kube::api::ApiResource::erase::<orchestrator::controller::plan::MigrationPlan>(&()),
+    );
+    for _ in 0..200 {
+        if plans.list(&Default::default()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = pair.source.token_for("migrator", &["system:masters"]);
+    create(
+        &Api::<Secret>::namespaced(host.clone(), NS),
+        json!({"metadata": {"name": "source-token"},
+               "stringData": {"token": token, "ca.crt": pair.source.ca_pem()}}),
+    )
+    .await?;
+    let clusters = Api::<DynamicObject>::namespaced_with(
+        host.clone(),
+        NS,
+        &kube::api::ApiResource::erase::<orchestrator::controller::cluster::MigrationCluster>(&()),
+    );
+    create(
+        &clusters,
+        json!({"apiVersion": "mover.io/v1alpha1", "kind": "MigrationCluster",
+               "metadata": {"name": "source"},
+               "spec": {"url": pair.source.api_url, "secretRef": {"name": "source-token"}}}),
+    )
+    .await?;
+    create(
+        &clusters,
+        json!({"apiVersion": "mover.io/v1alpha1", "kind": "MigrationCluster",
+               "metadata": {"name": "host"}, "spec": {"isHostCluster": true}}),
+    )
+    .await?;
+    create(
+        &plans,
+        json!({"apiVersion": "mover.io/v1alpha1", "kind": "MigrationPlan",
+               "metadata": {"name": "shop"},
+               "spec": {"sourceCluster": "source", "destinationCluster": "host",
+                        "plan": {"namespaces": ["shop:shop-prod"], "volumesOnly": true,
+                                 "moverImage": e2e::MOVER_IMAGE}}}),
+    )
+    .await?;
+
+    // A stage run.
+    create(
+        &migrations(&host),
+        json!({"apiVersion": "mover.io/v1alpha1", "kind": "Migration",
+               "metadata": {"name": "shop-stage"},
+               "spec": {"planRef": "shop", "kind": "stage"}}),
+    )
+    .await?;
+    let status = wait_migration(&host, "shop-stage", succeeded).await?;
+    assert_eq!(status["pvcs"][0]["state"], "done", "{status:#}");
+    let copy = e2e::volume_dir(&host, "shop-prod", "data").await?;
+    assert_eq!(std::fs::read(copy.join("notes.txt"))?, b"v1\n");
+    // The controller completed the spec from the plan.
+    let stage = migrations(&host).get("shop-stage").await?;
+    assert_eq!(stage.data["spec"]["planName"], "shop");
+    assert_eq!(stage.data["spec"]["namespaces"], json!(["shop"]));
+
+    // The final run; the controller is killed while it copies.
+    std::fs::write(source_dir.join("notes.txt"), b"v2\n")?;
+    create(
+        &migrations(&host),
+        json!({"apiVersion": "mover.io/v1alpha1", "kind": "Migration",
+               "metadata": {"name": "shop-final"},
+               "spec": {"planRef": "shop", "kind": "final"}}),
+    )
+    .await?;
+    wait_migration(&host, "shop-final", |s| {
+        s["step"] == "CopyVolumes" || s["phase"] == "Succeeded"
+    })
+    .await?;
+    controller.start_kill()?;
+    controller.wait().await?;
+    let _controller = start_controller(&kubeconfig)?;
+    let status = wait_migration(&host, "shop-final", succeeded).await?;
+    let steps: Vec<(&str, &str)> = status["steps"]
+        .as_array()
+        .context("steps")?
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or(""),
+                s["phase"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(steps.contains(&("CopyVolumes", "Done")), "{steps:?}");
+    assert!(steps.contains(&("Cleanup", "Done")), "{steps:?}");
+    assert_eq!(std::fs::read(copy.join("notes.txt"))?, b"v2\n");
+    assert_eq!(
+        std::fs::read(copy.join("big.bin"))?,
+        std::fs::read(source_dir.join("big.bin"))?
+    );
+    // A Migration naming a plan that does not exist fails, saying so.
+    create(
+        &migrations(&host),
+        json!({"apiVersion": "mover.io/v1alpha1", "kind": "Migration",
+               "metadata": {"name": "nowhere"},
+               "spec": {"planRef": "missing", "kind": "stage"}}),
+    )
+    .await?;
+    let api = migrations(&host);
+    let mut failed = Value::Null;
+    for _ in 0..200 {
+        failed = api.get("nowhere").await?.data["status"].clone();
+        if failed["phase"] == "Failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        failed["errors"],
+        json!(["MigrationPlan mover-system/missing not found"])
+    );
+    Ok(())
+}
