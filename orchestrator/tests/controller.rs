@@ -31,6 +31,46 @@ fn start_controller(kubeconfig: &Path) -> tokio::process::Child {
         .expect("starting orchestrator controller")
 }
 
+/// A pair of Docker-less clusters started with `options`, their
+/// kubeconfig, and the controller running with the destination as its
+/// host, its CRDs served and its namespace made.
+struct Setup {
+    pair: ClusterPair,
+    kubeconfig: std::path::PathBuf,
+    _controller: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(options: &PairOptions) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = ClusterPair::start_with(&dir.path().join("state"), options)
+        .await
+        .unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, pair.kubeconfig()).unwrap();
+    let host = pair.destination.client.clone();
+    let controller = start_controller(&kubeconfig);
+    create(
+        &Api::<Namespace>::all(host.clone()),
+        json!({"metadata": {"name": NS}}),
+    )
+    .await;
+    // The controller applies its CRDs when it starts.
+    let plans: Api<MigrationPlan> = Api::namespaced(host, NS);
+    for _ in 0..100 {
+        if plans.list(&Default::default()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Setup {
+        pair,
+        kubeconfig,
+        _controller: controller,
+        _dir: dir,
+    }
+}
+
 async fn create<K>(api: &Api<K>, object: Value) -> K
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
@@ -70,29 +110,15 @@ fn reason(status: &MigrationClusterStatus) -> (&str, &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registered_clusters_say_what_the_controller_finds() {
-    let dir = tempfile::tempdir().unwrap();
     let options = PairOptions {
         destination: Policy::openshift(),
         ..PairOptions::default()
     };
-    let pair = ClusterPair::start_with(&dir.path().join("state"), &options)
-        .await
-        .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, pair.kubeconfig()).unwrap();
+    let Setup {
+        pair, kubeconfig, ..
+    } = &setup(&options).await;
     let host = pair.destination.client.clone();
-    let _controller = start_controller(&kubeconfig);
-
-    let namespaces: Api<Namespace> = Api::all(host.clone());
-    create(&namespaces, json!({"metadata": {"name": NS}})).await;
-    // The controller installs its CRD at start.
     let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), NS);
-    for _ in 0..100 {
-        if clusters.list(&Default::default()).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     let secrets: Api<Secret> = Api::namespaced(host.clone(), NS);
 
     // The host: its own identity, OpenShift, Velero installed.
@@ -198,7 +224,7 @@ async fn registered_clusters_say_what_the_controller_finds() {
     // kubectl shows the printer columns.
     let output = tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
-        .arg(&kubeconfig)
+        .arg(kubeconfig)
         .args([
             "--context",
             "destination",
@@ -262,23 +288,11 @@ fn message<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plans_are_validated_continuously() {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = ClusterPair::start(&dir.path().join("state"), false)
-        .await
-        .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, pair.kubeconfig()).unwrap();
+    let Setup {
+        pair, kubeconfig, ..
+    } = &setup(&PairOptions::default()).await;
     let (src, host) = (pair.source.client.clone(), pair.destination.client.clone());
-    let _controller = start_controller(&kubeconfig);
-    let namespaces: Api<Namespace> = Api::all(host.clone());
-    create(&namespaces, json!({"metadata": {"name": NS}})).await;
     let plans: Api<MigrationPlan> = Api::namespaced(host.clone(), NS);
-    for _ in 0..100 {
-        if plans.list(&Default::default()).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 
     // A plan over clusters not registered yet, and a namespace the source
     // does not have.
@@ -436,7 +450,7 @@ async fn plans_are_validated_continuously() {
     // kubectl shows why a plan is not ready.
     let output = tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
-        .arg(&kubeconfig)
+        .arg(kubeconfig)
         .args([
             "--context",
             "destination",

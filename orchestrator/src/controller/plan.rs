@@ -228,19 +228,20 @@ async fn ready_cluster(
         }))
 }
 
-/// Another plan of the namespace holding one of this plan's source
-/// namespaces, as MTC refuses two MigPlans over one namespace.
+/// An older plan of the namespace holding one of this plan's source
+/// namespaces, as MTC refuses two MigPlans over one namespace. The older
+/// plan stays ready: creating a duplicate does not stop the plan already
+/// in use.
 fn conflict(plan: &MigrationPlan, resolved: &Plan, plans: &[MigrationPlan]) -> Option<Condition> {
     let mine: BTreeSet<&str> = resolved
         .namespaces
         .iter()
         .map(|m| m.source.as_str())
         .collect();
+    let age = |p: &MigrationPlan| (p.metadata.creation_timestamp.clone(), p.name_any());
     let mut clashes = Vec::new();
     for other in plans {
-        if other.name_any() == plan.name_any()
-            || other.spec.source_cluster != plan.spec.source_cluster
-        {
+        if age(other) >= age(plan) || other.spec.source_cluster != plan.spec.source_cluster {
             continue;
         }
         let Ok(theirs) = resolve(other) else { continue };
@@ -412,8 +413,11 @@ mod tests {
             plan("b", json!({"namespaces": ["db:db2"]})),
             plan("c", json!({"namespaces": ["other"]})),
         ];
-        let found = conflict(&mine, &resolved, &others).unwrap();
-        assert_eq!(found.message, "MigrationPlan b also migrates db");
-        assert!(conflict(&mine, &resolved, &others[2..]).is_none());
+        // Without creation times, the names order them: "a" is older.
+        assert!(conflict(&mine, &resolved, &others).is_none());
+        let newer = others[1].clone();
+        let found = conflict(&newer, &resolve(&newer).unwrap(), &others).unwrap();
+        assert_eq!(found.message, "MigrationPlan a also migrates db");
+        assert!(conflict(&newer, &resolve(&newer).unwrap(), &others[1..]).is_none());
     }
 }
