@@ -8,9 +8,10 @@
 //! and takes the volume over once that session has failed the probe and
 //! stopped completely.
 
+use crate::block::disk::Kind;
 use crate::failure::Failure;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -35,6 +36,9 @@ pub struct Volumes {
 
 struct Slot {
     path: PathBuf,
+    /// A block volume (a device or disk image), written by block copies
+    /// only; otherwise a directory tree.
+    block: bool,
     /// One permit, held by the session writing this volume.
     writing: Semaphore,
     /// Reaches the session holding `writing`.
@@ -47,6 +51,8 @@ struct Slot {
 pub struct Claim<'a> {
     pub name: &'a str,
     pub path: &'a PathBuf,
+    /// See [`Volumes::new`].
+    pub block: bool,
     /// Other sessions asking this one to prove its sender alive.
     pub probes: mpsc::Receiver<Liveness>,
     slot: &'a Slot,
@@ -54,24 +60,23 @@ pub struct Claim<'a> {
 }
 
 impl Volumes {
-    /// Checks that every volume is a directory, that names are unique and
-    /// valid, and that no volume lies within another (two sessions would
-    /// write the same files, and one's deletions would remove the other's).
-    pub fn new(list: Vec<(String, PathBuf)>) -> Result<Self, String> {
+    /// Checks that every volume is a directory or a block volume, that
+    /// names are unique and valid, and that no volume lies within another
+    /// (two sessions would write the same files, and one's deletions would
+    /// remove the other's).
+    ///
+    /// A block device is a block volume. With `block`, every volume is:
+    /// a device, or a disk image (a regular file, created by the first
+    /// copy if missing), and a directory is refused.
+    pub fn new(list: Vec<(String, PathBuf)>, block: bool) -> Result<Self, String> {
         let mut slots = BTreeMap::new();
         let mut roots: Vec<(String, PathBuf, PathBuf)> = Vec::new();
         for (name, path) in list {
             crate::certs::validate_volume_name(&name)
                 .map_err(|e| format!("volume {name:?}: {e}"))?;
-            if !path.is_dir() {
-                return Err(format!(
-                    "volume {name}: {} is not a directory",
-                    path.display()
-                ));
-            }
-            let real = path
-                .canonicalize()
-                .map_err(|e| format!("volume {name}: {}: {e}", path.display()))?;
+            let is_block = volume_kind(&name, &path, block)?;
+            let real =
+                canonical(&path).map_err(|e| format!("volume {name}: {}: {e}", path.display()))?;
             if let Some((other, other_path, _)) = roots
                 .iter()
                 .find(|(_, _, r)| r.starts_with(&real) || real.starts_with(r))
@@ -85,6 +90,7 @@ impl Volumes {
             roots.push((name.clone(), path.clone(), real));
             let slot = Slot {
                 path,
+                block: is_block,
                 writing: Semaphore::new(1),
                 holder: Mutex::new(None),
                 synced: AtomicBool::new(false),
@@ -126,6 +132,7 @@ impl Volumes {
         Ok(Claim {
             name,
             path: &slot.path,
+            block: slot.block,
             probes,
             slot,
             _writing: writing,
@@ -140,6 +147,44 @@ impl Volumes {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.slots.keys().map(String::as_str)
+    }
+}
+
+/// Whether volume `name` at `path` is a block volume (see
+/// [`Volumes::new`]), or why it can be neither kind.
+fn volume_kind(name: &str, path: &Path, block: bool) -> Result<bool, String> {
+    use crate::block::disk::{kind_of, DiskError};
+    let at = path.display();
+    match (kind_of(path), block) {
+        (Err(DiskError::Directory { .. }), false) => Ok(false),
+        (Err(DiskError::Directory { .. }), true) => Err(format!(
+            "volume {name}: --block is given, but {at} is a directory (a block volume is a device or a disk image)"
+        )),
+        (Ok(Some(Kind::Device)), _) | (Ok(Some(Kind::Image) | None), true) => Ok(true),
+        (Ok(Some(Kind::Image)), false) => Err(format!(
+            "volume {name}: {at} is a regular file; serve a disk image with --block"
+        )),
+        (Ok(None), false) => Err(format!("volume {name}: {at} is not a directory")),
+        (Err(e), _) => Err(format!("volume {name}: {e}")),
+    }
+}
+
+/// `path` with symlinks resolved; for a disk image not created yet, its
+/// directory's.
+fn canonical(path: &Path) -> std::io::Result<PathBuf> {
+    match path.canonicalize() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                return Err(e);
+            };
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            Ok(dir.canonicalize()?.join(name))
+        }
+        real => real,
     }
 }
 
@@ -207,7 +252,7 @@ mod tests {
                 ("c".to_string(), tmp.path().join("other")),
                 ("b".to_string(), b.clone()),
             ];
-            let err = Volumes::new(list).err().expect("refused");
+            let err = Volumes::new(list, false).err().expect("refused");
             let both = format!(
                 "volumes a ({}) and b ({}) overlap",
                 a.display(),
@@ -219,6 +264,6 @@ mod tests {
             ("a".to_string(), x.join("sub")),
             ("b".to_string(), tmp.path().join("other")),
         ];
-        assert!(Volumes::new(apart).is_ok());
+        assert!(Volumes::new(apart, false).is_ok());
     }
 }
