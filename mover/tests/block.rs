@@ -333,18 +333,9 @@ fn bad_inputs_are_refused_with_what_and_where() {
     let pki = tmp.path().join("pki");
     certs(&pki, &["app=disk,tree"]);
     let receiving = |volume: &Path, flags: &[&str]| {
-        let mut cmd = mover();
-        cmd.args(["receive", "--listen", "127.0.0.1:0"])
-            .arg("--cert")
-            .arg(pki.join("server.crt"))
-            .arg("--key")
-            .arg(pki.join("server.key"))
-            .arg("--ca")
-            .arg(pki.join("ca.crt"))
-            .arg("--volume")
-            .arg(format!("v={}", volume.display()))
-            .args(flags);
-        cmd.output().unwrap()
+        receive_command(&pki, 0, &[("v", volume)], flags)
+            .output()
+            .unwrap()
     };
     refused(
         receiving(&img, &[]),

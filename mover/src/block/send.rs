@@ -138,16 +138,13 @@ where
     }
     let _ = data.await;
     let stats = close(writer, answered).await?;
-    Ok(SendReport {
-        volume: config.volume,
-        duration_secs: started.elapsed().as_secs_f64(),
-        counters: counters.snapshot(),
-        dry_run: false,
-        files_deleted: 0,
-        files_written: stats.files_written,
-        bytes_written: stats.bytes_written,
-        problems: Vec::new(),
-    })
+    Ok(SendReport::new(
+        &config,
+        started,
+        &counters,
+        stats,
+        Vec::new(),
+    ))
 }
 
 /// Reads the receiver's answers.

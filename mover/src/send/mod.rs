@@ -70,6 +70,28 @@ pub struct SendReport {
     pub problems: Vec<String>,
 }
 
+impl SendReport {
+    /// The report of a finished session of `config`, begun at `started`.
+    pub(crate) fn new(
+        config: &SendConfig,
+        started: Instant,
+        counters: &Counters,
+        stats: ReceiverStats,
+        problems: Vec<String>,
+    ) -> SendReport {
+        SendReport {
+            volume: config.volume.clone(),
+            duration_secs: started.elapsed().as_secs_f64(),
+            counters: counters.snapshot(),
+            dry_run: config.options.dry_run,
+            files_deleted: stats.deleted,
+            files_written: stats.files_written,
+            bytes_written: stats.bytes_written,
+            problems,
+        }
+    }
+}
+
 /// Fails unless `source` is a directory this process can list: checked
 /// before connecting, so a typo costs no connection and no receiver work.
 pub fn check_source(source: &std::path::Path) -> Result<(), Failure> {
@@ -223,16 +245,13 @@ where
         let _ = data.await;
     }
     let stats = close(writer, answered).await?;
-    Ok(SendReport {
-        volume: config.volume,
-        duration_secs: started.elapsed().as_secs_f64(),
-        counters: counters.snapshot(),
-        dry_run: config.options.dry_run,
-        files_deleted: stats.deleted,
-        files_written: stats.files_written,
-        bytes_written: stats.bytes_written,
-        problems: shared.take_problems(),
-    })
+    Ok(SendReport::new(
+        &config,
+        started,
+        &counters,
+        stats,
+        shared.take_problems(),
+    ))
 }
 
 /// Reacts to the receiver's answers until it reports the volume finished.
