@@ -119,7 +119,9 @@ impl Copy {
                 incoming: None,
                 zero_run: None,
                 tally: BlockTally::default(),
+                reported: BlockTally::default(),
                 bytes_written: 0,
+                unpack: None,
                 ended: None,
             };
             let result = writer.apply_all(rx, &cancel);
@@ -151,13 +153,18 @@ struct Writer<'a> {
     next: u64,
     /// Hashes the source's segment hashes, for the sender's `BlockEnd`.
     list: FileHasher,
-    /// Segments asked for, with the source's hash each must have.
-    asked: BTreeMap<u32, SegmentHash>,
+    /// Segments asked for, with the source's hash each must have and
+    /// whether the destination's is zeros.
+    asked: BTreeMap<u32, (SegmentHash, bool)>,
     incoming: Option<Incoming>,
     /// Segments to zero, `(first, count)`, written as one range.
     zero_run: Option<(u64, u64)>,
     tally: BlockTally,
+    /// The tally last sent.
+    reported: BlockTally,
     bytes_written: u64,
+    /// A zstd context for `Compressed` data, made on first use.
+    unpack: Option<zstd::bulk::Decompressor<'static>>,
     /// The sender's end-to-end hash, once `BlockEnd` arrived.
     ended: Option<[u8; 32]>,
 }
@@ -178,11 +185,20 @@ impl Writer<'_> {
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => return Err(self.disconnected()),
             };
+            // Once the connection is gone, what it delivered is still
+            // written: segment data needs no answer, and every segment
+            // written now is one a retry finds equal instead of resending.
+            let salvaging = cancel.load(Ordering::Relaxed);
             for msg in batch {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(self.disconnected());
+                if salvaging && !is_segment_data(&msg) {
+                    continue;
                 }
                 self.handle(msg)?;
+            }
+            // Segments written since the last report free room in the
+            // sender's window too: a scan waiting on them must hear of it.
+            if !salvaging && self.tally.written != self.reported.written {
+                self.report()?;
             }
             if self.ended.is_some() && self.asked.is_empty() && self.incoming.is_none() {
                 return self.finish();
@@ -222,11 +238,15 @@ impl Writer<'_> {
             }
             ToReceiver::Literal { data } => self.literal(&data),
             ToReceiver::Compressed { len, data } => {
-                let mut zstd = zstd::bulk::Decompressor::new()
-                    .map_err(|e| Failure::permanent(format!("zstd: {e}")))?;
+                let mut zstd = match self.unpack.take() {
+                    Some(zstd) => zstd,
+                    None => zstd::bulk::Decompressor::new()
+                        .map_err(|e| Failure::permanent(format!("zstd: {e}")))?,
+                };
                 let mut buf = Vec::new();
-                crate::compress::decompress(&mut zstd, &data, len, &mut buf)
-                    .map_err(|e| self.protocol(e))?;
+                let unpacked = crate::compress::decompress(&mut zstd, &data, len, &mut buf);
+                self.unpack = Some(zstd);
+                unpacked.map_err(|e| self.protocol(e))?;
                 self.literal(&buf)
             }
             ToReceiver::PatchChunk { delta } => {
@@ -307,7 +327,7 @@ impl Writer<'_> {
                 self.read(&mut buf, index)?;
                 delta::signature(&buf, self.geometry.segment_size)
             };
-            self.asked.insert(local.index, source);
+            self.asked.insert(local.index, (source, local.zero));
             if self.asked.len() > MAX_PENDING {
                 return Err(self.protocol(format!(
                     "more than {MAX_PENDING} segments asked for and not sent"
@@ -321,9 +341,11 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Tells the sender how far the comparison got (room for its scan).
+    /// Tells the sender how far the comparison got and what is written
+    /// (room for its scan).
     fn report(&mut self) -> Result<(), Failure> {
         self.tally.compared = self.next as u32;
+        self.reported = self.tally;
         self.send(ToSender::BlockCompared { tally: self.tally })
     }
 
@@ -368,7 +390,7 @@ impl Writer<'_> {
     /// Writes a segment in place once it is what the source has.
     fn commit(&mut self, segment: u32, data: &[u8]) -> Result<(), Failure> {
         let index = u64::from(segment);
-        let expected = self.asked.remove(&segment);
+        let (expected, was_zero) = self.asked.remove(&segment).unzip();
         if expected != Some(delta::segment_hash(data)) {
             let (start, _) = self.geometry.segment(index);
             return Err(Failure::retryable(format!(
@@ -378,9 +400,14 @@ impl Writer<'_> {
             )));
         }
         let (start, _) = self.geometry.segment(index);
-        self.disk
-            .write_at(data, start)
-            .map_err(|e| self.disk_failure("writing", index, e))?;
+        // Over zeros only the blocks holding data need writing: an image
+        // stays sparse where the source is zeros, a device is spared
+        // the writes.
+        let written = match was_zero {
+            Some(true) => write_data_blocks(self.disk, data, start),
+            _ => self.disk.write_at(data, start),
+        };
+        written.map_err(|e| self.disk_failure("writing", index, e))?;
         self.tally.written += 1;
         self.bytes_written += data.len() as u64;
         Ok(())
@@ -477,5 +504,43 @@ impl Writer<'_> {
 
     fn protocol(&self, what: impl std::fmt::Display) -> Failure {
         Failure::protocol(self.peer, what)
+    }
+}
+
+/// Whether `msg` carries a segment's content (which is written without
+/// an answer).
+fn is_segment_data(msg: &ToReceiver) -> bool {
+    matches!(
+        msg,
+        ToReceiver::BlockSegment { .. }
+            | ToReceiver::Literal { .. }
+            | ToReceiver::Compressed { .. }
+            | ToReceiver::PatchChunk { .. }
+            | ToReceiver::PatchEnd { .. }
+    )
+}
+
+/// Granularity at which [`write_data_blocks`] skips zeros: a filesystem
+/// block.
+const ZERO_BLOCK: usize = 4096;
+
+/// Writes the runs of `data` that are not all zeros, at `offset` of a
+/// destination that holds zeros there already.
+fn write_data_blocks(disk: &Disk, data: &[u8], offset: u64) -> io::Result<()> {
+    let mut run: Option<usize> = None;
+    for (i, block) in data.chunks(ZERO_BLOCK).enumerate() {
+        let at = i * ZERO_BLOCK;
+        match (scan::is_zero(block), run) {
+            (false, None) => run = Some(at),
+            (true, Some(from)) => {
+                disk.write_at(&data[from..at], offset + from as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    match run {
+        Some(from) => disk.write_at(&data[from..], offset + from as u64),
+        None => Ok(()),
     }
 }
