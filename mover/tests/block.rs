@@ -487,13 +487,16 @@ fn more_asked_segments_than_the_window_holds_do_not_stall() {
     );
 }
 
+/// A source, the destination's old content if any, and the change.
+type Replayed = (Vec<Region>, Option<Vec<Region>>, Vec<Change>);
+
 /// Inputs that once mattered, replayed on every run: an empty image, one
 /// shorter than a segment, one of whole segments only, all zeros.
 #[test]
 fn replayed_images() {
     let data = |len| Region { len, zero: false };
     let zeros = |len| Region { len, zero: true };
-    let cases: Vec<(Vec<Region>, Option<Vec<Region>>, Vec<Change>)> = vec![
+    let cases: Vec<Replayed> = vec![
         (vec![zeros(0)], None, vec![]),
         (vec![data(1000)], Some(vec![data(SEG * 2)]), vec![]),
         (

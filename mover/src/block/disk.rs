@@ -112,7 +112,7 @@ impl Disk {
     }
 
     /// The size now: a device's capacity, an image's length.
-    pub fn len(&self) -> io::Result<u64> {
+    pub fn size(&self) -> io::Result<u64> {
         match self.kind {
             // The size of a block device is where its end is.
             Kind::Device => {
@@ -126,7 +126,7 @@ impl Disk {
     /// least that many (a larger one keeps its tail as it is); an image is
     /// made exactly that long, extended sparsely or cut.
     pub fn fit(&self, volume: &str, need: u64) -> Result<(), DiskError> {
-        let have = self.len().map_err(|e| self.error(e))?;
+        let have = self.size().map_err(|e| self.error(e))?;
         match self.kind {
             Kind::Device if have < need => Err(DiskError::TooSmall {
                 volume: volume.to_string(),
@@ -233,9 +233,9 @@ mod tests {
         let disk = Disk::target(&path).unwrap();
         assert_eq!(disk.kind(), Kind::Image);
         disk.fit("v", 5 << 20).unwrap();
-        assert_eq!(disk.len().unwrap(), 5 << 20);
+        assert_eq!(disk.size().unwrap(), 5 << 20);
         disk.fit("v", 1 << 20).unwrap();
-        assert_eq!(disk.len().unwrap(), 1 << 20);
+        assert_eq!(disk.size().unwrap(), 1 << 20);
         let err = DiskError::TooSmall {
             volume: "disk".into(),
             path: "/dev/xvdb".into(),

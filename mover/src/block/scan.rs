@@ -136,7 +136,7 @@ fn hole_segments(disk: &Disk, geometry: BlockGeometry, index: u64) -> io::Result
     let count = geometry.segment_count();
     Ok(if data >= geometry.size {
         // No more data: a hole to the end, unless the image is shorter.
-        let len = disk.len()?;
+        let len = disk.size()?;
         if len < geometry.size {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

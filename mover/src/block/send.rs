@@ -42,7 +42,7 @@ where
     let source = Disk::source(&config.source)
         .map_err(|e| Failure::permanent(format!("block source: {e}")))?;
     let size = source
-        .len()
+        .size()
         .map_err(|e| Failure::permanent(format!("block source: {}", source.error(e))))?;
     let geometry = BlockGeometry {
         size,
@@ -121,7 +121,7 @@ where
     let answered = answered.and_then(|stats| {
         // A source that changed size was read in part as one size and in
         // part as the other: what arrived is no copy of either.
-        match source.len() {
+        match source.size() {
             Ok(now) if now == size => Ok(stats),
             Ok(now) => Err(Failure::permanent(format!(
                 "block source {} changed size during the copy, from {size} to {now} bytes",

@@ -446,7 +446,7 @@ impl Writer<'_> {
         self.disk.sync().map_err(|e| {
             Failure::permanent(format!("volume {}: syncing {path}: {e}", self.volume))
         })?;
-        match self.disk.len() {
+        match self.disk.size() {
             Ok(len) if len >= self.geometry.size => {}
             Ok(len) => {
                 return Err(Failure::permanent(format!(
