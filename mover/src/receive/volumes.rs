@@ -232,6 +232,44 @@ impl Drop for Claim<'_> {
 mod tests {
     use super::*;
 
+    /// A block device is a block volume by itself; with `block` an image
+    /// (existing or not) is one too, and a directory is refused; without
+    /// it an image is refused. An image inside a tree volume overlaps it.
+    #[test]
+    fn block_volumes_are_devices_or_images_given_block() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tree");
+        std::fs::create_dir(&dir).unwrap();
+        let image = tmp.path().join("disk.img");
+        std::fs::write(&image, b"x").unwrap();
+        let missing = tmp.path().join("new.img");
+        let one = |path: &Path, block: bool| Volumes::new(vec![("v".into(), path.into())], block);
+        assert!(!one(&dir, false).unwrap().slots["v"].block);
+        assert!(one(&image, true).unwrap().slots["v"].block);
+        assert!(one(&missing, true).unwrap().slots["v"].block);
+        let err = one(&image, false).err().unwrap();
+        assert!(err.contains("serve a disk image with --block"), "{err}");
+        let err = one(&dir, true).err().unwrap();
+        assert!(err.contains("--block is given, but"), "{err}");
+        let err = one(&missing, false).err().unwrap();
+        assert!(err.ends_with("is not a directory"), "{err}");
+        let inside = vec![
+            ("t".to_string(), tmp.path().to_path_buf()),
+            ("d".to_string(), missing.clone()),
+        ];
+        assert!(
+            Volumes::new(inside, true).is_err(),
+            "a directory with --block"
+        );
+        let err = Volumes::new(
+            vec![("a".into(), image.clone()), ("b".into(), image.clone())],
+            true,
+        )
+        .err()
+        .unwrap();
+        assert!(err.contains("overlap"), "{err}");
+    }
+
     /// Volumes that contain one another, also through a symlink, are
     /// refused with both named.
     #[test]
