@@ -133,6 +133,11 @@ where
             ))),
         }
     });
+    if answered.is_err() {
+        // Nothing more goes out: a thread blocked on a full queue to a
+        // peer that stopped reading must not keep this session.
+        writer.abort();
+    }
     if !scanning.is_finished() {
         let _ = scanning.await;
     }
