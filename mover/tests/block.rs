@@ -524,6 +524,78 @@ fn replayed_images() {
     }
 }
 
+/// A destination that shrinks while it is written fails the copy, naming
+/// the volume: an image cut short (which a later write would silently grow
+/// back), and where loop devices can be attached, a device whose capacity
+/// drops.
+#[test]
+fn a_destination_that_shrinks_midway_fails_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src.img");
+    let size = 64 * SEG; // 16 MiB
+    image(&src, size, &[(0, size as usize)], 13);
+    let pki = tmp.path().join("pki");
+    certs(&pki, &["app=disk"]);
+    let backing = tmp.path().join("dst.img");
+    image(&backing, size, &[], 14);
+    let device = Loop::attach(&backing);
+    if let Err(e) = &device {
+        eprintln!(
+            "loop devices unavailable ({}): only the image case runs",
+            e.trim()
+        );
+    }
+    let mut targets = vec![(backing.clone(), false)];
+    if let Ok(device) = &device {
+        targets.push((device.0.clone(), true));
+    }
+    for (dst, is_device) in targets {
+        let port = free_port();
+        let flags: &[&str] = if is_device { &[] } else { &["--block"] };
+        let _receiver = receive(&pki, port, &[("disk", &dst)], flags);
+        // 2 MiB/s: the copy takes about 8 s; the destination shrinks
+        // after 1.5.
+        let (proxy, _) = proxy(port, u64::MAX, Some(2 << 20));
+        let child = send(
+            &pki,
+            "app",
+            &src,
+            proxy,
+            "disk",
+            &["--block", "--compress", "off"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let file = fs::OpenOptions::new().write(true).open(&backing).unwrap();
+        file.set_len(2 << 20).unwrap();
+        if is_device {
+            let resized = Command::new("losetup")
+                .arg("-c")
+                .arg(&dst)
+                .status()
+                .unwrap();
+            assert!(resized.success());
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        let err = stderr(&out);
+        eprintln!("{}: {err}", dst.display());
+        assert!(err.contains("volume disk"), "{err}");
+        assert!(err.contains(&dst.display().to_string()), "{err}");
+        file.set_len(size).unwrap();
+        if is_device {
+            Command::new("losetup")
+                .arg("-c")
+                .arg(&dst)
+                .status()
+                .unwrap();
+        }
+    }
+}
+
 // ---- random images, copied and resynced ----
 
 /// A run of an image: zeros or random bytes.

@@ -400,6 +400,7 @@ impl Writer<'_> {
             )));
         }
         let (start, _) = self.geometry.segment(index);
+        self.check_size()?;
         // Over zeros only the blocks holding data need writing: an image
         // stays sparse where the source is zeros, a device is spared
         // the writes.
@@ -428,6 +429,7 @@ impl Writer<'_> {
         let Some((first, count)) = self.zero_run.take() else {
             return Ok(());
         };
+        self.check_size()?;
         let (start, _) = self.geometry.segment(first);
         let (last, last_len) = self.geometry.segment(first + count - 1);
         self.disk
@@ -446,22 +448,7 @@ impl Writer<'_> {
         self.disk.sync().map_err(|e| {
             Failure::permanent(format!("volume {}: syncing {path}: {e}", self.volume))
         })?;
-        match self.disk.size() {
-            Ok(len) if len >= self.geometry.size => {}
-            Ok(len) => {
-                return Err(Failure::permanent(format!(
-                    "volume {}: the destination {path} shrank to {len} bytes during the copy \
-                     (the source has {})",
-                    self.volume, self.geometry.size
-                )))
-            }
-            Err(e) => {
-                return Err(Failure::permanent(format!(
-                    "volume {}: {path}: {e}",
-                    self.volume
-                )))
-            }
-        }
+        self.check_size()?;
         let stats = ReceiverStats {
             deleted: 0,
             files_written: self.tally.written,
@@ -471,6 +458,25 @@ impl Writer<'_> {
         self.send(ToSender::Finished { stats })?;
         let _ = self.out.flush();
         Ok(stats)
+    }
+
+    /// Fails if the destination shrank below the source's size since it
+    /// was fitted: checked before every write, because writing past the new
+    /// end of an image would grow it back over the data it lost.
+    fn check_size(&self) -> Result<(), Failure> {
+        let path = self.disk.path().display();
+        match self.disk.size() {
+            Ok(len) if len >= self.geometry.size => Ok(()),
+            Ok(len) => Err(Failure::permanent(format!(
+                "volume {}: the destination {path} shrank to {len} bytes during the copy \
+                 (the source has {})",
+                self.volume, self.geometry.size
+            ))),
+            Err(e) => Err(Failure::permanent(format!(
+                "volume {}: {path}: {e}",
+                self.volume
+            ))),
+        }
     }
 
     fn read(&self, buf: &mut [u8], index: u64) -> Result<(), Failure> {
