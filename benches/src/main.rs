@@ -3,6 +3,7 @@
 //! tmpfs and on disk. See benches/README.md.
 
 mod compare;
+mod disk;
 mod gen;
 mod images;
 mod run;
@@ -130,6 +131,9 @@ enum DatasetKind {
     Tree,
     /// Scale: one 8 GiB file
     File,
+    /// A 4 GiB disk image (64 MiB with --quick) holding an ext4
+    /// filesystem of generated files, copied as a block device
+    Disk,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, ValueEnum)]
@@ -137,6 +141,8 @@ enum Tool {
     Mover,
     Rsync,
     Cp,
+    /// `dd bs=4M conv=sparse`: disk images only
+    Dd,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -157,6 +163,9 @@ impl Case {
 }
 
 fn spec(kind: DatasetKind, quick: bool, seed: u64) -> Spec {
+    if kind == DatasetKind::Disk {
+        return disk::spec(quick, seed);
+    }
     let (large, files, links) = match (kind, quick) {
         (DatasetKind::Mixed, false) => (GIB, 20_000, true),
         (DatasetKind::Mixed, true) => (64 * MIB, 2_000, true),
@@ -166,6 +175,7 @@ fn spec(kind: DatasetKind, quick: bool, seed: u64) -> Spec {
         (DatasetKind::Tree, true) => (0, 20_000, false),
         (DatasetKind::File, false) => (8 * GIB, 0, false),
         (DatasetKind::File, true) => (256 * MIB, 0, false),
+        (DatasetKind::Disk, _) => unreachable!("returned above"),
     };
     Spec {
         name: format!("{kind:?}").to_lowercase(),
@@ -286,6 +296,14 @@ fn rss_cmd(cmd: &[String]) -> Result<bool> {
     Ok(e.success())
 }
 
+/// Generates dataset `kind` into `src`: a tree, or a disk image in it.
+fn generate(kind: DatasetKind, src: &Path, s: &Spec, quick: bool) -> Result<gen::Totals> {
+    match kind {
+        DatasetKind::Disk => disk::generate(src, s, disk::image_size(quick)),
+        _ => gen::generate(src, s),
+    }
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -403,14 +421,14 @@ fn bench(mut args: Args) -> Result<bool> {
         args.cases = if args.scale {
             vec![DatasetKind::Tree, DatasetKind::File]
         } else {
-            vec![DatasetKind::Mixed, DatasetKind::Small]
+            vec![DatasetKind::Mixed, DatasetKind::Small, DatasetKind::Disk]
         };
     }
     if args.tools.is_empty() {
         args.tools = if args.scale {
             vec![Tool::Mover]
         } else {
-            vec![Tool::Mover, Tool::Rsync, Tool::Cp]
+            vec![Tool::Mover, Tool::Rsync, Tool::Cp, Tool::Dd]
         };
     }
     args.storage.sort();
@@ -500,7 +518,7 @@ impl Bench {
             let src = gen::src_dir(base, &s);
             gen::remove_tree(&src)?;
             let t = Instant::now();
-            let totals = gen::generate(&src, &s)?;
+            let totals = generate(kind, &src, &s, self.args.quick)?;
             eprintln!(
                 "[{storage:?} {}] generated {} files, {} directories, {} in {:.1} s",
                 s.name,
@@ -510,13 +528,19 @@ impl Bench {
                 t.elapsed().as_secs_f64()
             );
             let l = Layout::new(&s);
-            let mutation = (kind == DatasetKind::Mixed).then(|| Mutation::new(&l));
-            self.datasets.insert(
-                kind,
-                (s.clone(), totals, mutation.as_ref().map(Mutation::describe)),
-            );
+            let mutation =
+                matches!(kind, DatasetKind::Mixed | DatasetKind::Disk).then(|| Mutation::new(&l));
+            let described = mutation.as_ref().map(|m| match kind {
+                DatasetKind::Disk => disk::describe(m),
+                _ => m.describe(),
+            });
+            self.datasets.insert(kind, (s.clone(), totals, described));
             let dst = base.join("dst");
             for tool in self.args.tools.clone() {
+                // dd copies devices only.
+                if tool == Tool::Dd && kind != DatasetKind::Disk {
+                    continue;
+                }
                 let r = self.tool(
                     ctx,
                     storage,
@@ -543,12 +567,13 @@ impl Bench {
                     }
                     // The next tool needs an intact source: regenerate it.
                     gen::remove_tree(&src)?;
-                    gen::generate(&src, &s)?;
+                    generate(kind, &src, &s, self.args.quick)?;
                 }
                 gen::remove_tree(&dst)?;
             }
             if !self.args.keep {
                 gen::remove_tree(&src)?;
+                disk::remove(&src)?;
             }
         }
         Ok(())
@@ -579,30 +604,38 @@ impl Bench {
         mutation: Option<&Mutation>,
         runs: usize,
     ) -> Result<()> {
+        let block = kind == DatasetKind::Disk;
         let sync = |src: &Path, dst: &Path| match tool {
-            Tool::Mover => run::mover(ctx, src, dst),
-            Tool::Rsync => run::rsync(ctx, src, dst),
-            Tool::Cp => run::cp(ctx, src, dst),
+            Tool::Mover => run::mover(ctx, src, dst, block),
+            Tool::Rsync => run::rsync(ctx, src, dst, block),
+            Tool::Cp => run::cp(ctx, src, dst, block),
+            Tool::Dd => run::dd(ctx, src, dst),
         };
+        // The local copies are limits for the initial copy only.
+        let local = matches!(tool, Tool::Cp | Tool::Dd);
         for r in 0..runs {
             let last = r + 1 == runs;
             gen::remove_tree(dst)?;
-            if tool != Tool::Cp {
+            // cp -a makes the tree itself; images go into a directory.
+            if tool != Tool::Cp || block {
                 fs::create_dir(dst)?;
             }
             let mut cases = vec![Case::Initial];
-            if tool != Tool::Cp && !self.args.scale {
+            if !local && !self.args.scale {
                 cases.push(Case::NoChange);
                 if mutation.is_some() {
                     cases.push(Case::SmallChange);
                 }
-            } else if tool != Tool::Cp {
+            } else if !local {
                 cases.push(Case::NoChange);
             }
             for case in cases {
                 let key = (kind, case, storage);
                 if case == Case::SmallChange {
-                    mutation.unwrap().apply(src, l)?;
+                    match block {
+                        true => disk::apply(src, l, mutation.unwrap(), &ctx.work)?,
+                        false => mutation.unwrap().apply(src, l)?,
+                    }
                 }
                 // Flush what earlier steps left dirty, so that writeback of
                 // one run does not land in the next one's time.
@@ -616,11 +649,15 @@ impl Bench {
                     o.flush = Some(t.elapsed().as_secs_f64());
                 }
                 let check = match (&res, last) {
+                    (Ok(_), true) if block => Some(disk::compare(src, dst)),
                     (Ok(_), true) => Some(compare::compare(src, dst, 5)),
                     _ => None,
                 };
                 if case == Case::SmallChange {
-                    mutation.unwrap().revert(src, l)?;
+                    match block {
+                        true => disk::revert(src)?,
+                        false => mutation.unwrap().revert(src, l)?,
+                    }
                 }
                 let label = format!(
                     "[{storage:?} {kind:?}] {tool:?} {} run {}/{runs}",
@@ -691,6 +728,13 @@ impl Bench {
                         spec.files
                     ),
                     DatasetKind::File => " (one file, half random, half text-like)".to_string(),
+                    DatasetKind::Disk => format!(
+                        " in an ext4 filesystem (mkfs.ext4 -d) filling a {} disk image (one {} file, \
+                         {} files of 0 B to 64 KiB)",
+                        human(disk::image_size(self.args.quick)),
+                        human(spec.large),
+                        spec.files
+                    ),
                     _ => " (files of 0 B to 64 KiB, log-uniform sizes)".to_string(),
                 },
                 m.as_ref()
@@ -702,7 +746,8 @@ impl Bench {
         if self.args.scale {
             ok &= self.scale_table(&mut s);
         } else {
-            ok &= self.main_table(&mut s);
+            ok &= self.table(&mut s, false);
+            ok &= self.table(&mut s, true);
         }
 
         let _ = writeln!(s, "\nAll runs (seconds):\n");
@@ -775,16 +820,39 @@ impl Bench {
         (s, ok)
     }
 
-    fn main_table(&self, s: &mut String) -> bool {
+    /// The comparison table of the tree datasets, or with `disk` of the
+    /// disk image (whose local limits are dd and cp --sparse=always).
+    fn table(&self, s: &mut String, disk: bool) -> bool {
         let mut ok = true;
-        let _ = writeln!(
-            s,
-            "| case | storage | mover s | rsync+stunnel s | cp -a s | rsync/mover | mover/cp | \
-             wire mover | wire rsync | peak RSS mover send/recv | peak RSS rsync client/daemon | equal? |"
-        );
-        let _ = writeln!(s, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
-        let mut keys: Vec<&Key> = self.results.keys().collect();
+        let mut keys: Vec<&Key> = self
+            .results
+            .keys()
+            .filter(|(k, _, _)| (*k == DatasetKind::Disk) == disk)
+            .collect();
+        if keys.is_empty() {
+            return ok;
+        }
         keys.sort_by_key(|(k, c, st)| (*k, *c, *st));
+        if disk {
+            let _ = writeln!(
+                s,
+                "\nDisk image (block copy: `mover send --block`; rsync --inplace --no-whole-file \
+                 through stunnel; dd bs=4M conv=sparse and cp --sparse=always as local limits):\n\n\
+                 | case | storage | mover s | rsync+stunnel s | dd s | cp s | rsync/mover | mover/dd | \
+                 mover/cp | wire mover | wire rsync | peak RSS mover send/recv | peak RSS rsync client/daemon | equal? |"
+            );
+            let _ = writeln!(
+                s,
+                "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "| case | storage | mover s | rsync+stunnel s | cp -a s | rsync/mover | mover/cp | \
+                 wire mover | wire rsync | peak RSS mover send/recv | peak RSS rsync client/daemon | equal? |"
+            );
+            let _ = writeln!(s, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
+        }
         for key in keys {
             let tools = &self.results[key];
             let (kind, case, storage) = *key;
@@ -833,16 +901,21 @@ impl Bench {
             } else {
                 "-".into()
             };
+            let mut times = vec![cell(Tool::Mover), cell(Tool::Rsync)];
+            let mut ratios = vec![ratio(med(Tool::Rsync), med(Tool::Mover))];
+            if disk {
+                times.push(cell(Tool::Dd));
+                ratios.push(ratio(med(Tool::Mover), med(Tool::Dd)));
+            }
+            times.push(cell(Tool::Cp));
+            ratios.push(ratio(med(Tool::Mover), med(Tool::Cp)));
             let _ = writeln!(
                 s,
-                "| {:?}: {} | {storage:?} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {equal} |",
+                "| {:?}: {} | {storage:?} | {} | {} | {} | {} | {} | {} | {equal} |",
                 kind,
                 case.label(),
-                cell(Tool::Mover),
-                cell(Tool::Rsync),
-                cell(Tool::Cp),
-                ratio(med(Tool::Rsync), med(Tool::Mover)),
-                ratio(med(Tool::Mover), med(Tool::Cp)),
+                times.join(" | "),
+                ratios.join(" | "),
                 wire(Tool::Mover),
                 wire(Tool::Rsync),
                 rss(Tool::Mover),

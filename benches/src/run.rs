@@ -1,5 +1,6 @@
 //! Child processes measured with wait4 (exit time and peak RSS), and the
-//! three tools: mover, rsync through two stunnels, cp -a.
+//! tools: mover, rsync through two stunnels, cp -a (and for disk images
+//! `cp --sparse=always` and `dd`).
 
 use std::fs::{self, File};
 use std::net::TcpListener;
@@ -9,6 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+
+use crate::disk::IMAGE;
 
 /// A child process that is killed and reaped if dropped before being waited
 /// for, so no daemon outlives a failed run.
@@ -322,8 +325,17 @@ pub fn make_pki(mover: &Path, dir: &Path, work: &Path) -> Result<()> {
 
 /// `mover send SRC` into a fresh `mover receive --exit-when-done` serving
 /// DST; timed from the start of the sender until both have exited.
-pub fn mover(ctx: &Ctx, src: &Path, dst: &Path) -> Result<Outcome> {
+///
+/// With `block`, SRC and DST each hold one disk image ([`crate::disk`]),
+/// copied with `mover send --block` into a receiver serving DST's image
+/// with `--block`.
+pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> {
     let port = free_port()?;
+    let (src, dst) = match block {
+        true => (src.join(IMAGE), dst.join(IMAGE)),
+        false => (src.to_path_buf(), dst.to_path_buf()),
+    };
+    let block_flag: &[&str] = if block { &["--block"] } else { &[] };
     let mut recv = Proc::spawn(
         "mover receive",
         Command::new(&ctx.mover)
@@ -332,6 +344,7 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path) -> Result<Outcome> {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--volume")
             .arg(format!("vol={}", dst.display()))
+            .args(block_flag)
             .arg("--exit-when-done")
             .arg("--cert")
             .arg(ctx.pki("server.crt"))
@@ -348,7 +361,8 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path) -> Result<Outcome> {
         "mover send",
         Command::new(&ctx.mover)
             .arg("send")
-            .arg(src)
+            .arg(&src)
+            .args(block_flag)
             .arg("--connect")
             .arg(format!("localhost:{port}"))
             .args(["--volume", "vol", "--progress", "json"])
@@ -394,7 +408,10 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path) -> Result<Outcome> {
 /// (TLS 1.3, mutual authentication with the same PKI as mover) to an rsync
 /// daemon whose module is DST. Timed from the start of the rsync client until
 /// it has exited and the daemon's per-connection process is gone.
-pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path) -> Result<Outcome> {
+///
+/// With `block`, SRC's disk image goes into DST's with `rsync --archive
+/// --inplace --no-whole-file`: rsync's delta, written where it lands.
+pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> {
     let (pd, ps, pc) = (free_port()?, free_port()?, free_port()?);
     let root = unsafe { libc::geteuid() } == 0;
     let conf = ctx.f("rsyncd.conf");
@@ -470,21 +487,34 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path) -> Result<Outcome> {
     wait_listen(&mut st_client, pc)?;
 
     let out = ctx.f("rsync.out");
-    let mut src_arg = src.as_os_str().to_owned();
-    src_arg.push("/");
-    let t0 = Instant::now();
-    let mut client = Proc::spawn_out(
-        "rsync client",
-        Command::new(&ctx.rsync)
-            .args([
+    let (flags, src_arg, dst_arg): (&[&str], _, _) = if block {
+        (
+            &["--archive", "--inplace", "--no-whole-file", "--stats"],
+            src.join(IMAGE).into_os_string(),
+            format!("rsync://127.0.0.1:{pc}/vol/{IMAGE}"),
+        )
+    } else {
+        let mut src_arg = src.as_os_str().to_owned();
+        src_arg.push("/");
+        (
+            &[
                 "--archive",
                 "--delete",
                 "--hard-links",
                 "--partial",
                 "--stats",
-            ])
+            ],
+            src_arg,
+            format!("rsync://127.0.0.1:{pc}/vol/"),
+        )
+    };
+    let t0 = Instant::now();
+    let mut client = Proc::spawn_out(
+        "rsync client",
+        Command::new(&ctx.rsync)
+            .args(flags)
             .arg(&src_arg)
-            .arg(format!("rsync://127.0.0.1:{pc}/vol/")),
+            .arg(dst_arg),
         &out,
         &ctx.f("rsync.err"),
     )?;
@@ -534,18 +564,42 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path) -> Result<Outcome> {
     })
 }
 
-/// `cp -a SRC DST` (DST must not exist).
-pub fn cp(ctx: &Ctx, src: &Path, dst: &Path) -> Result<Outcome> {
-    let log = ctx.f("cp.log");
+/// `cp -a SRC DST` (DST must not exist); with `block`, `cp
+/// --sparse=always` of SRC's disk image into DST.
+pub fn cp(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> {
+    let mut cmd = Command::new("cp");
+    if block {
+        cmd.arg("--sparse=always")
+            .arg(src.join(IMAGE))
+            .arg(dst.join(IMAGE));
+    } else {
+        cmd.arg("-a").arg(src).arg(dst);
+    }
+    local(
+        ctx,
+        if block { "cp --sparse=always" } else { "cp -a" },
+        &mut cmd,
+    )
+}
+
+/// `dd bs=4M conv=sparse` of SRC's disk image into DST: the plain
+/// sequential copy of a device.
+pub fn dd(ctx: &Ctx, src: &Path, dst: &Path) -> Result<Outcome> {
+    let mut cmd = Command::new("dd");
+    cmd.arg(format!("if={}", src.join(IMAGE).display()))
+        .arg(format!("of={}", dst.join(IMAGE).display()))
+        .args(["bs=4M", "conv=sparse", "status=none"]);
+    local(ctx, "dd", &mut cmd)
+}
+
+/// Runs a local copy, timed from its start until it has exited.
+fn local(ctx: &Ctx, name: &str, cmd: &mut Command) -> Result<Outcome> {
+    let log = ctx.f("local-copy.log");
     let t0 = Instant::now();
-    let mut p = Proc::spawn(
-        "cp -a",
-        Command::new("cp").arg("-a").arg(src).arg(dst),
-        &log,
-    )?;
+    let mut p = Proc::spawn(name, cmd, &log)?;
     let e = wait_all(&mut [&mut p], ctx.timeout)?.remove(0);
     if !e.success() {
-        bail!("cp -a failed ({})\n{}", e.describe(), tail(&log, 15));
+        bail!("{name} failed ({})\n{}", e.describe(), tail(&log, 15));
     }
     Ok(Outcome {
         secs: e.at.duration_since(t0).as_secs_f64(),

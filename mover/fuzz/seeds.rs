@@ -233,6 +233,7 @@ fn frame_seeds(seeds: &mut Vec<Seed>) {
                 },
                 features: Features::ours(),
                 reserved: vec![0, 3],
+                block: None,
             },
         ),
         (

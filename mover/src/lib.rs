@@ -2,6 +2,7 @@
 //! trees between a sender and a receiver. See `shared/DESIGN.md` for the
 //! architecture; each module's doc says which part of it lives there.
 
+pub mod block;
 pub mod certs;
 pub mod compress;
 pub mod delta;

@@ -80,6 +80,12 @@ struct ReceiveArgs {
     /// Connections served at once; more are closed immediately.
     #[arg(long, default_value_t = 64)]
     max_connections: usize,
+    /// Every volume is a block volume for block copies (`send --block`):
+    /// a block device, or a disk image (a regular file, created by the
+    /// first copy if missing). Without it a volume that is a block device
+    /// is one all the same, and the others are directories.
+    #[arg(long)]
+    block: bool,
     #[command(flatten)]
     receiving: ReceivingArgs,
 }
@@ -138,6 +144,12 @@ struct TransferArgs {
     /// data.
     #[arg(long, conflicts_with = "checksum")]
     dry_run: bool,
+    /// Copy a block device (or a disk image, a regular file) into a block
+    /// volume byte for byte: only differing segments travel, zeros are
+    /// written (or discarded) only where the destination is not zeros
+    /// already, and everything is written in place and verified.
+    #[arg(long, conflicts_with_all = ["dry_run", "checksum"])]
+    block: bool,
     /// When to zstd-compress file data: `auto` while the connection is the
     /// bottleneck (a slow link), never for data that does not shrink.
     #[arg(long, value_enum, default_value = "auto")]
@@ -159,7 +171,7 @@ struct TransferArgs {
 
 #[derive(Args)]
 struct SendArgs {
-    /// Local directory to send.
+    /// Local directory to send (with --block: a block device or disk image).
     source: PathBuf,
     /// Receiver address, HOST:PORT.
     #[arg(long)]
@@ -200,9 +212,11 @@ struct SendArgs {
 
 #[derive(Args)]
 struct SyncArgs {
-    /// Source directory.
+    /// Source directory (with --block: a block device or disk image).
     source: PathBuf,
-    /// Destination directory (created if missing).
+    /// Destination directory, created if missing (with --block: a block
+    /// device at least the source's size, or a disk image, created if
+    /// missing and made the source's size).
     dest: PathBuf,
     #[command(flatten)]
     transfer: TransferArgs,
@@ -302,7 +316,7 @@ async fn receive(args: ReceiveArgs) -> Result<(), Failure> {
         None => Vec::new(),
     };
     let tls = mover::tls::server_config(&identity, roots, crls).map_err(permanent)?;
-    let volumes = Volumes::new(args.volumes).map_err(Failure::permanent)?;
+    let volumes = Volumes::new(args.volumes, args.block).map_err(Failure::permanent)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| Failure::permanent(format!("listening on {}: {e}", args.listen)))?;
@@ -360,6 +374,7 @@ fn send_config(source: PathBuf, volume: String, args: &TransferArgs) -> SendConf
             progress::Mode::Json => Itemize::Json,
             _ => Itemize::Text,
         },
+        block: args.block,
     }
 }
 
@@ -382,7 +397,7 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
             return Ok(ExitCode::Usage);
         }
     };
-    mover::send::check_source(&args.source)?;
+    check_source(&args.source, &args.transfer)?;
     let config = send_config(args.source, args.volume, &args.transfer);
     let mut delay = Duration::from_secs_f64(args.retry_delay.max(0.0));
     let mut attempt = 1;
@@ -426,15 +441,25 @@ const MAX_KEEPALIVE: Duration = Duration::from_secs(10);
 /// Longest wait between two attempts.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
+/// Fails unless `source` can be sent: a directory, or with --block a block
+/// device or disk image.
+fn check_source(source: &std::path::Path, args: &TransferArgs) -> Result<(), Failure> {
+    if args.block {
+        mover::block::check_source(source)
+    } else {
+        mover::send::check_source(source)
+    }
+}
+
 async fn sync(args: SyncArgs) -> Result<ExitCode, Failure> {
-    mover::send::check_source(&args.source)?;
+    check_source(&args.source, &args.transfer)?;
     if args.transfer.dry_run && !args.dest.is_dir() {
         return Err(Failure::permanent(format!(
             "destination {} is not a directory (a dry run creates nothing)",
             args.dest.display()
         )));
     }
-    if !args.dest.exists() {
+    if !args.dest.exists() && !args.transfer.block {
         std::fs::create_dir_all(&args.dest)
             .map_err(|e| Failure::permanent(format!("creating {}: {e}", args.dest.display())))?;
     }
@@ -484,6 +509,19 @@ fn finish(report: SendReport, attempt: u32, mode: progress::Mode) -> ExitCode {
             report.files_written,
             report.bytes_written,
             report.files_deleted,
+        );
+    } else if report.counters.segments_examined > 0 {
+        let c = &report.counters;
+        eprintln!(
+            "{}: {} segments, {} sent ({} bytes literal or delta, {} reused), {} zeroed, {} wire bytes, {:.2}s",
+            report.volume,
+            c.segments_examined,
+            c.segments_sent,
+            c.bytes_sent,
+            c.bytes_matched,
+            c.segments_zeroed,
+            c.wire_bytes,
+            report.duration_secs
         );
     } else {
         let c = &report.counters;

@@ -30,6 +30,13 @@ pub struct Counters {
     pub vanished: AtomicU64,
     /// Entries that could not be read or written.
     pub errors: AtomicU64,
+    /// Block copies ([`crate::block`]): segments compared so far, and of
+    /// those: sent (as a delta or literally), found equal, and zeroed by
+    /// the receiver (zeros in the source, not in the destination).
+    pub segments_examined: AtomicU64,
+    pub segments_sent: AtomicU64,
+    pub segments_matched: AtomicU64,
+    pub segments_zeroed: AtomicU64,
 }
 
 impl Counters {
@@ -52,6 +59,10 @@ pub struct Snapshot {
     pub wire_bytes: u64,
     pub vanished: u64,
     pub errors: u64,
+    pub segments_examined: u64,
+    pub segments_sent: u64,
+    pub segments_matched: u64,
+    pub segments_zeroed: u64,
 }
 
 impl Counters {
@@ -66,6 +77,10 @@ impl Counters {
             wire_bytes: self.wire_bytes.load(Relaxed),
             vanished: self.vanished.load(Relaxed),
             errors: self.errors.load(Relaxed),
+            segments_examined: self.segments_examined.load(Relaxed),
+            segments_sent: self.segments_sent.load(Relaxed),
+            segments_matched: self.segments_matched.load(Relaxed),
+            segments_zeroed: self.segments_zeroed.load(Relaxed),
         }
     }
 }
@@ -143,10 +158,17 @@ impl Reporter {
                     if let Some(bar) = &bar {
                         bar.set_length(snap.bytes_examined);
                         bar.set_position(snap.bytes_done.min(snap.bytes_examined));
-                        bar.set_message(format!(
-                            "{} files sent, {} entries",
-                            snap.files_sent, snap.files_examined
-                        ));
+                        bar.set_message(if snap.segments_examined > 0 {
+                            format!(
+                                "{} segments sent, {} compared",
+                                snap.segments_sent, snap.segments_examined
+                            )
+                        } else {
+                            format!(
+                                "{} files sent, {} entries",
+                                snap.files_sent, snap.files_examined
+                            )
+                        });
                     }
                     if json {
                         println!("{}", progress_line(&volume, attempt, started, snap));

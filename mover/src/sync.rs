@@ -26,8 +26,8 @@ pub async fn run(
     config.volume = LOCAL_VOLUME.to_string();
     let (server_tls, client_tls) = crate::tls::ephemeral(&[LOCAL_VOLUME.to_string()])
         .map_err(|e| Failure::permanent(e.to_string()))?;
-    let volumes =
-        Volumes::new(vec![(LOCAL_VOLUME.to_string(), dest)]).map_err(Failure::permanent)?;
+    let volumes = Volumes::new(vec![(LOCAL_VOLUME.to_string(), dest)], config.block)
+        .map_err(Failure::permanent)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| Failure::permanent(format!("binding a loopback port: {e}")))?;

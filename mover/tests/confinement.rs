@@ -72,6 +72,7 @@ impl FakeReceiver {
             keepalive: Duration::from_secs(5),
             compress: Compress::Off,
             itemize: Default::default(),
+            block: false,
         };
         let sender = tokio::spawn(async move {
             let counters = Arc::new(Counters::default());

@@ -464,6 +464,7 @@ async fn refusal(pki: &Path, port: u16, options: SyncOptions, script: Vec<ToRece
         options,
         features: Features::ours(),
         reserved: Vec::new(),
+        block: None,
     };
     for msg in std::iter::once(hello).chain(script) {
         write.write_all(&peer::frame(msg)).await.expect("write");

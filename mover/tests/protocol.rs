@@ -205,14 +205,16 @@ fn newer_sender_is_refused_naming_both_versions() {
     fs::create_dir(&vol).unwrap();
     let port = free_port();
     let _receiver = receive(&pki, port, &[("vol1", &vol)], &[]);
+    let newer = PROTOCOL_VERSION + 1;
+    let alpn = format!("mover/{newer}");
     let message = runtime().block_on(async {
         let mut tls = connect(
             &pki,
             &format!("127.0.0.1:{port}"),
-            &[b"mover/4", b"mover/1"],
+            &[alpn.as_bytes(), b"mover/1"],
         )
         .await;
-        tls.write_all(&raw_frame(&[0, 4, 0xff, 0xff, 0xff]))
+        tls.write_all(&raw_frame(&[0, newer as u8, 0xff, 0xff, 0xff]))
             .await
             .unwrap();
         let mut reader = FramedRead::new(tls, Codec::<ToSender, ToReceiver>::default());
@@ -226,7 +228,7 @@ fn newer_sender_is_refused_naming_both_versions() {
     });
     assert!(
         message.contains(&format!(
-            "speaks mover protocol 4, this receiver speaks {PROTOCOL_VERSION}"
+            "speaks mover protocol {newer}, this receiver speaks {PROTOCOL_VERSION}"
         )),
         "{message}"
     );
@@ -283,14 +285,14 @@ where
     stderr(&out)
 }
 
-/// A version-2 receiver reads our Hello's first fields, sees protocol 3
+/// A version-2 receiver reads our Hello's first fields, sees our protocol
 /// and refuses (as version 2 did, in its own words); the sender shows that
 /// refusal as permanent, with both versions in it.
 #[test]
 fn sender_shows_an_old_receivers_refusal() {
     let err = refused_by_old_receiver(|mut tls| async move {
         let hello = read_raw(&mut tls).await;
-        // Variant 0, protocol 3, then the volume as version 2 reads it.
+        // Variant 0, our protocol, then the volume as version 2 reads it.
         assert_eq!(&hello[..2], &[0, PROTOCOL_VERSION as u8]);
         assert_eq!(&hello[2..7], &v2_string("vol1")[..]);
         let refusal = format!("127.0.0.1:1 speaks protocol {PROTOCOL_VERSION}, this receiver 2");

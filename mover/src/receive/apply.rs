@@ -363,6 +363,12 @@ impl Applier {
             }
             ToReceiver::Keepalive => Ok(()),
             ToReceiver::Hello { .. } => Err(self.protocol("second Hello")),
+            ToReceiver::BlockHashes { .. }
+            | ToReceiver::BlockZero { .. }
+            | ToReceiver::BlockSegment { .. }
+            | ToReceiver::BlockEnd { .. } => {
+                Err(self.protocol("a block copy's message in a tree sync"))
+            }
         }
     }
 }

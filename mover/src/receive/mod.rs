@@ -90,6 +90,13 @@ where
     result
 }
 
+/// What writes the volume: a tree sync's applier (or a dry run's
+/// planner), or a block copy.
+enum Worker {
+    Tree(Arc<Volume>),
+    Block(crate::block::write::Copy),
+}
+
 /// How the session loop ended.
 enum Ended {
     /// The applier finished, with the session's result.
@@ -109,47 +116,76 @@ async fn run<R: AsyncRead + Unpin>(
 ) -> Result<(String, ReceiverStats), Failure> {
     let request = hello::read_hello(reader, config.idle_timeout, &format!("sender {peer}")).await?;
     let mut claim = volumes.claim(&request.volume, allowed).await?;
-    let opened =
-        Volume::open(claim.name, claim.path).map_err(|e| Failure::permanent(e.to_string()))?;
-    let volume_fs = Arc::new(opened);
+    let cancel = incoming::Cancel::default();
+    let worker = match (request.block, claim.block) {
+        (None, false) => Worker::Tree(Arc::new(
+            Volume::open(claim.name, claim.path).map_err(|e| Failure::permanent(e.to_string()))?,
+        )),
+        (Some(geometry), true) => Worker::Block(crate::block::write::Copy::open(
+            claim.name,
+            claim.path,
+            geometry,
+            peer,
+            out.clone(),
+            cancel.clone(),
+        )?),
+        (Some(_), false) => {
+            return Err(Failure::permanent(format!(
+                "volume {} is a directory tree ({}); it cannot take a block copy (--block)",
+                claim.name,
+                claim.path.display()
+            )))
+        }
+        (None, true) => {
+            return Err(Failure::permanent(format!(
+                "volume {} is a block volume ({}); copy a block device or disk image into it with --block",
+                claim.name,
+                claim.path.display()
+            )))
+        }
+    };
     tracing::info!("{peer}: syncing volume {}", claim.name);
     out.send(vec![request.welcome()])
         .await
         .map_err(|_| Failure::retryable("connection closed"))?;
 
     let (in_tx, in_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
-    let cancel = incoming::Cancel::default();
-    let (mut applier, hasher) = if request.options.dry_run {
-        let planner = plan::Planner::new(volume_fs, request.options, peer.to_string(), out.clone());
-        (
-            tokio::task::spawn_blocking(move || planner.run(in_rx)),
-            None,
-        )
-    } else {
-        let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel(hasher::QUEUED_JOBS);
-        let announced = hasher::Announced::default();
-        let hasher = {
-            let (volume, out, announced) = (volume_fs.clone(), out.clone(), announced.clone());
-            tokio::task::spawn_blocking(move || hasher::run(volume, hash_rx, out, announced))
-        };
-        let applier = apply::Applier::new(
-            volume_fs,
-            apply::Terms {
-                options: request.options,
-                reserved: request.reserved,
-                policy: config.policy,
-                inplace: config.inplace,
-            },
-            peer.to_string(),
-            out.clone(),
-            hasher::Handle {
-                jobs: hash_tx,
-                announced,
-            },
-            cancel.clone(),
-        );
-        let applier = tokio::task::spawn_blocking(move || applier.run(in_rx));
-        (applier, Some(hasher))
+    let (mut applier, hasher) = match worker {
+        Worker::Block(copy) => (tokio::task::spawn_blocking(move || copy.run(in_rx)), None),
+        Worker::Tree(volume_fs) if request.options.dry_run => {
+            let planner =
+                plan::Planner::new(volume_fs, request.options, peer.to_string(), out.clone());
+            (
+                tokio::task::spawn_blocking(move || planner.run(in_rx)),
+                None,
+            )
+        }
+        Worker::Tree(volume_fs) => {
+            let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel(hasher::QUEUED_JOBS);
+            let announced = hasher::Announced::default();
+            let hasher = {
+                let (volume, out, announced) = (volume_fs.clone(), out.clone(), announced.clone());
+                tokio::task::spawn_blocking(move || hasher::run(volume, hash_rx, out, announced))
+            };
+            let applier = apply::Applier::new(
+                volume_fs,
+                apply::Terms {
+                    options: request.options,
+                    reserved: request.reserved,
+                    policy: config.policy,
+                    inplace: config.inplace,
+                },
+                peer.to_string(),
+                out.clone(),
+                hasher::Handle {
+                    jobs: hash_tx,
+                    announced,
+                },
+                cancel.clone(),
+            );
+            let applier = tokio::task::spawn_blocking(move || applier.run(in_rx));
+            (applier, Some(hasher))
+        }
     };
 
     // A liveness probe another session asked for, and when it fails.
@@ -214,6 +250,14 @@ async fn run<R: AsyncRead + Unpin>(
             claim.name,
             stats.files_written,
             stats.deleted
+        );
+    } else if claim.block {
+        claim.synced();
+        tracing::info!(
+            "{peer}: volume {} copied: {} segments written ({} bytes)",
+            claim.name,
+            stats.files_written,
+            stats.bytes_written
         );
     } else {
         claim.synced();

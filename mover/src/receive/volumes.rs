@@ -8,9 +8,10 @@
 //! and takes the volume over once that session has failed the probe and
 //! stopped completely.
 
+use crate::block::disk::Kind;
 use crate::failure::Failure;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -35,6 +36,9 @@ pub struct Volumes {
 
 struct Slot {
     path: PathBuf,
+    /// A block volume (a device or disk image), written by block copies
+    /// only; otherwise a directory tree.
+    block: bool,
     /// One permit, held by the session writing this volume.
     writing: Semaphore,
     /// Reaches the session holding `writing`.
@@ -47,6 +51,8 @@ struct Slot {
 pub struct Claim<'a> {
     pub name: &'a str,
     pub path: &'a PathBuf,
+    /// See [`Volumes::new`].
+    pub block: bool,
     /// Other sessions asking this one to prove its sender alive.
     pub probes: mpsc::Receiver<Liveness>,
     slot: &'a Slot,
@@ -54,24 +60,23 @@ pub struct Claim<'a> {
 }
 
 impl Volumes {
-    /// Checks that every volume is a directory, that names are unique and
-    /// valid, and that no volume lies within another (two sessions would
-    /// write the same files, and one's deletions would remove the other's).
-    pub fn new(list: Vec<(String, PathBuf)>) -> Result<Self, String> {
+    /// Checks that every volume is a directory or a block volume, that
+    /// names are unique and valid, and that no volume lies within another
+    /// (two sessions would write the same files, and one's deletions would
+    /// remove the other's).
+    ///
+    /// A block device is a block volume. With `block`, every volume is:
+    /// a device, or a disk image (a regular file, created by the first
+    /// copy if missing), and a directory is refused.
+    pub fn new(list: Vec<(String, PathBuf)>, block: bool) -> Result<Self, String> {
         let mut slots = BTreeMap::new();
         let mut roots: Vec<(String, PathBuf, PathBuf)> = Vec::new();
         for (name, path) in list {
             crate::certs::validate_volume_name(&name)
                 .map_err(|e| format!("volume {name:?}: {e}"))?;
-            if !path.is_dir() {
-                return Err(format!(
-                    "volume {name}: {} is not a directory",
-                    path.display()
-                ));
-            }
-            let real = path
-                .canonicalize()
-                .map_err(|e| format!("volume {name}: {}: {e}", path.display()))?;
+            let is_block = volume_kind(&name, &path, block)?;
+            let real =
+                canonical(&path).map_err(|e| format!("volume {name}: {}: {e}", path.display()))?;
             if let Some((other, other_path, _)) = roots
                 .iter()
                 .find(|(_, _, r)| r.starts_with(&real) || real.starts_with(r))
@@ -85,6 +90,7 @@ impl Volumes {
             roots.push((name.clone(), path.clone(), real));
             let slot = Slot {
                 path,
+                block: is_block,
                 writing: Semaphore::new(1),
                 holder: Mutex::new(None),
                 synced: AtomicBool::new(false),
@@ -126,6 +132,7 @@ impl Volumes {
         Ok(Claim {
             name,
             path: &slot.path,
+            block: slot.block,
             probes,
             slot,
             _writing: writing,
@@ -140,6 +147,44 @@ impl Volumes {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.slots.keys().map(String::as_str)
+    }
+}
+
+/// Whether volume `name` at `path` is a block volume (see
+/// [`Volumes::new`]), or why it can be neither kind.
+fn volume_kind(name: &str, path: &Path, block: bool) -> Result<bool, String> {
+    use crate::block::disk::{kind_of, DiskError};
+    let at = path.display();
+    match (kind_of(path), block) {
+        (Err(DiskError::Directory { .. }), false) => Ok(false),
+        (Err(DiskError::Directory { .. }), true) => Err(format!(
+            "volume {name}: --block is given, but {at} is a directory (a block volume is a device or a disk image)"
+        )),
+        (Ok(Some(Kind::Device)), _) | (Ok(Some(Kind::Image) | None), true) => Ok(true),
+        (Ok(Some(Kind::Image)), false) => Err(format!(
+            "volume {name}: {at} is a regular file; serve a disk image with --block"
+        )),
+        (Ok(None), false) => Err(format!("volume {name}: {at} is not a directory")),
+        (Err(e), _) => Err(format!("volume {name}: {e}")),
+    }
+}
+
+/// `path` with symlinks resolved; for a disk image not created yet, its
+/// directory's.
+fn canonical(path: &Path) -> std::io::Result<PathBuf> {
+    match path.canonicalize() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                return Err(e);
+            };
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            Ok(dir.canonicalize()?.join(name))
+        }
+        real => real,
     }
 }
 
@@ -187,6 +232,44 @@ impl Drop for Claim<'_> {
 mod tests {
     use super::*;
 
+    /// A block device is a block volume by itself; with `block` an image
+    /// (existing or not) is one too, and a directory is refused; without
+    /// it an image is refused. An image inside a tree volume overlaps it.
+    #[test]
+    fn block_volumes_are_devices_or_images_given_block() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tree");
+        std::fs::create_dir(&dir).unwrap();
+        let image = tmp.path().join("disk.img");
+        std::fs::write(&image, b"x").unwrap();
+        let missing = tmp.path().join("new.img");
+        let one = |path: &Path, block: bool| Volumes::new(vec![("v".into(), path.into())], block);
+        assert!(!one(&dir, false).unwrap().slots["v"].block);
+        assert!(one(&image, true).unwrap().slots["v"].block);
+        assert!(one(&missing, true).unwrap().slots["v"].block);
+        let err = one(&image, false).err().unwrap();
+        assert!(err.contains("serve a disk image with --block"), "{err}");
+        let err = one(&dir, true).err().unwrap();
+        assert!(err.contains("--block is given, but"), "{err}");
+        let err = one(&missing, false).err().unwrap();
+        assert!(err.ends_with("is not a directory"), "{err}");
+        let inside = vec![
+            ("t".to_string(), tmp.path().to_path_buf()),
+            ("d".to_string(), missing.clone()),
+        ];
+        assert!(
+            Volumes::new(inside, true).is_err(),
+            "a directory with --block"
+        );
+        let err = Volumes::new(
+            vec![("a".into(), image.clone()), ("b".into(), image.clone())],
+            true,
+        )
+        .err()
+        .unwrap();
+        assert!(err.contains("overlap"), "{err}");
+    }
+
     /// Volumes that contain one another, also through a symlink, are
     /// refused with both named.
     #[test]
@@ -207,7 +290,7 @@ mod tests {
                 ("c".to_string(), tmp.path().join("other")),
                 ("b".to_string(), b.clone()),
             ];
-            let err = Volumes::new(list).err().expect("refused");
+            let err = Volumes::new(list, false).err().expect("refused");
             let both = format!(
                 "volumes a ({}) and b ({}) overlap",
                 a.display(),
@@ -219,6 +302,6 @@ mod tests {
             ("a".to_string(), x.join("sub")),
             ("b".to_string(), tmp.path().join("other")),
         ];
-        assert!(Volumes::new(apart).is_ok());
+        assert!(Volumes::new(apart, false).is_ok());
     }
 }

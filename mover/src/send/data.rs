@@ -5,13 +5,14 @@
 //! It runs on its own blocking thread so file reads, hashing and diffing
 //! overlap with TLS encryption on the async side.
 
+use super::emit::{self, Emitter};
 use super::state::{BaseState, Pending, Shared};
-use crate::compress::{Compress, Compressor};
+use crate::compress::Compress;
 use crate::delta;
 use crate::progress::Counters;
 use crate::source::confined::{self, Files};
 use crate::wire::frame::DATA_CHUNK;
-use crate::wire::io::{Closed, Outbox};
+use crate::wire::io::Closed;
 use crate::wire::message::{AbortReason, FileId, SegmentHash, ToReceiver};
 use std::fs::File;
 use std::io;
@@ -46,12 +47,11 @@ pub fn run(
     compress: Compress,
 ) {
     let mut data = Data {
-        out: Outbox::new(out),
+        emit: Emitter::new(out, compress, shared.counters.clone()),
         shared,
         zeros: vec![0; DATA_CHUNK],
         files: Files::default(),
         begun: false,
-        compressor: Compressor::new(compress),
     };
     loop {
         let batch = match jobs.try_recv() {
@@ -59,7 +59,7 @@ pub fn run(
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) => {
                 // Idle: whatever is queued must go before we wait.
-                if data.out.flush().is_err() {
+                if data.emit.flush().is_err() {
                     return;
                 }
                 match jobs.recv() {
@@ -80,17 +80,16 @@ pub fn run(
             }
         }
     }
-    let _ = data.out.flush();
+    let _ = data.emit.flush();
 }
 
 struct Data<'a> {
-    out: Outbox<ToReceiver>,
+    emit: Emitter,
     shared: &'a Shared,
     zeros: Vec<u8>,
     files: Files,
     /// Whether the current file's `FileBegin` has gone out.
     begun: bool,
-    compressor: Compressor,
 }
 
 /// How reading a source file ended early.
@@ -108,12 +107,12 @@ impl From<Closed> for Stop {
 impl Data<'_> {
     fn begin(&mut self, id: FileId) -> Result<(), Closed> {
         self.begun = true;
-        self.compressor.next_file();
+        self.emit.next_file();
         self.send(ToReceiver::FileBegin { id })
     }
 
     fn send(&mut self, msg: ToReceiver) -> Result<(), Closed> {
-        self.out.push(msg)
+        self.emit.send(msg)
     }
 
     /// Opens the source of `id` and runs `body`; turns a failure to read it
@@ -190,7 +189,7 @@ impl Data<'_> {
                 pos += want as u64;
                 Counters::add(&self.shared.counters.bytes_sent, want as u64);
                 Counters::add(&self.shared.counters.bytes_done, want as u64);
-                self.send_data(chunk)?;
+                self.emit.chunk(chunk)?;
             }
         }
         self.end(pending, file, hasher.finalize())
@@ -360,7 +359,7 @@ impl Data<'_> {
                 let data = read_at(file, pos - want as u64, want)?;
                 match base.signatures.remove(&index) {
                     Some(sig) => self.send_patch(index, sig, data)?,
-                    None => self.send_literal(data)?,
+                    None => self.emit.literal(data)?,
                 }
             }
             index += 1;
@@ -391,44 +390,12 @@ impl Data<'_> {
     /// Sends `data` as a patch against base segment `index`, or literally
     /// when the patch would not be smaller.
     fn send_patch(&mut self, index: u32, signature: Vec<u8>, data: Vec<u8>) -> Result<(), Closed> {
-        let mut patch = Vec::new();
-        if delta::diff(signature, &data, &mut patch).is_ok() && patch.len() < data.len() {
-            Counters::add(&self.shared.counters.bytes_sent, patch.len() as u64);
-            Counters::add(
-                &self.shared.counters.bytes_matched,
-                (data.len() - patch.len()) as u64,
-            );
-            for chunk in patch.chunks(DATA_CHUNK) {
-                self.send(ToReceiver::PatchChunk {
-                    delta: chunk.to_vec(),
-                })?;
+        match emit::smaller_patch(signature, &data) {
+            Some(patch) => {
+                self.emit
+                    .patch(&patch, data.len(), ToReceiver::PatchEnd { segment: index })
             }
-            return self.send(ToReceiver::PatchEnd { segment: index });
-        }
-        self.send_literal(data)
-    }
-
-    fn send_literal(&mut self, data: Vec<u8>) -> Result<(), Closed> {
-        Counters::add(&self.shared.counters.bytes_sent, data.len() as u64);
-        if data.len() <= DATA_CHUNK {
-            return self.send_data(data);
-        }
-        for chunk in data.chunks(DATA_CHUNK) {
-            self.send_data(chunk.to_vec())?;
-        }
-        Ok(())
-    }
-
-    /// Sends one chunk of file data (at most [`DATA_CHUNK`]), compressed
-    /// when [`Compressor`] says it pays.
-    fn send_data(&mut self, data: Vec<u8>) -> Result<(), Closed> {
-        self.compressor.observe(self.out.waited());
-        match self.compressor.compress(&data) {
-            Some(packed) => self.send(ToReceiver::Compressed {
-                len: data.len() as u32,
-                data: packed,
-            }),
-            None => self.send(ToReceiver::Literal { data: data.into() }),
+            None => self.emit.literal(data),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! for the answers that ask for data.
 
 mod data;
+pub(crate) mod emit;
 pub mod itemize;
 mod state;
 mod walk;
@@ -16,9 +17,12 @@ use crate::compress::Compress;
 use crate::delta;
 use crate::failure::Failure;
 use crate::progress::{Counters, Snapshot};
+use crate::wire::frame::FrameError;
 use crate::wire::hello::{self, Features};
 use crate::wire::io::{self as wio, Reader};
-use crate::wire::message::{BaseInfo, FileId, ReceiverStats, SyncOptions, ToReceiver, ToSender};
+use crate::wire::message::{
+    BaseInfo, BlockGeometry, FileId, ReceiverStats, SyncOptions, ToReceiver, ToSender,
+};
 use data::Job;
 use itemize::Itemize;
 use serde::Serialize;
@@ -26,8 +30,9 @@ use state::{BaseState, Shared};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// What to sync and how.
 #[derive(Debug, Clone)]
@@ -43,6 +48,9 @@ pub struct SendConfig {
     pub compress: Compress,
     /// How a dry run lists the changes it finds.
     pub itemize: Itemize,
+    /// `source` is a block device or disk image, copied into a block
+    /// volume ([`crate::block`]).
+    pub block: bool,
 }
 
 /// The outcome of a finished sync.
@@ -60,6 +68,28 @@ pub struct SendReport {
     /// Paths that could not be read or vanished, with the reason (the first
     /// thousand; all of them are logged as they happen).
     pub problems: Vec<String>,
+}
+
+impl SendReport {
+    /// The report of a finished session of `config`, begun at `started`.
+    pub(crate) fn new(
+        config: &SendConfig,
+        started: Instant,
+        counters: &Counters,
+        stats: ReceiverStats,
+        problems: Vec<String>,
+    ) -> SendReport {
+        SendReport {
+            volume: config.volume.clone(),
+            duration_secs: started.elapsed().as_secs_f64(),
+            counters: counters.snapshot(),
+            dry_run: config.options.dry_run,
+            files_deleted: stats.deleted,
+            files_written: stats.files_written,
+            bytes_written: stats.bytes_written,
+            problems,
+        }
+    }
 }
 
 /// Fails unless `source` is a directory this process can list: checked
@@ -81,18 +111,26 @@ pub fn check_source(source: &std::path::Path) -> Result<(), Failure> {
     }
 }
 
-/// Runs one sync over an established stream to the receiver.
-pub async fn run<S>(
+/// A session's plumbing once Hello and Welcome are through.
+pub(crate) struct Opened<R> {
+    pub reader: Reader<R, ToSender, ToReceiver>,
+    /// The queue of the task writing to the receiver.
+    pub out: mpsc::Sender<Vec<ToReceiver>>,
+    pub writer: JoinHandle<Result<(), FrameError>>,
+    /// How data may go: compressed only for a receiver that reads zstd.
+    pub compress: Compress,
+}
+
+/// Starts the writer, says Hello, and checks the receiver's Welcome.
+pub(crate) async fn open<S>(
     stream: S,
-    config: SendConfig,
-    counters: Arc<Counters>,
-) -> Result<SendReport, Failure>
+    config: &SendConfig,
+    reserved: Vec<u32>,
+    block: Option<BlockGeometry>,
+) -> Result<Opened<ReadHalf<S>>, Failure>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    config.options.validate().map_err(Failure::permanent)?;
-    let started = Instant::now();
-    let peer = "receiver";
     let (read, write) = tokio::io::split(stream);
     let mut reader = wio::reader::<_, ToSender, ToReceiver>(read);
     let (out, out_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
@@ -104,17 +142,67 @@ where
         volume: config.volume.clone(),
         options: config.options,
         features: ours.clone(),
-        reserved: crate::dest::work::reserved_in(&config.source),
+        reserved,
+        block,
     };
     let _ = out.send(vec![request.hello()]).await;
     let features = hello::read_welcome(&mut reader, config.idle_timeout, &ours).await?;
     hello::check_options(&config.options, &features)?;
-    // Compressed data only for a receiver that said it can read it.
     let compress = if features.has(Features::ZSTD) {
         config.compress
     } else {
         Compress::Off
     };
+    Ok(Opened {
+        reader,
+        out,
+        writer,
+        compress,
+    })
+}
+
+/// Ends a session: on success waits until everything queued has gone out
+/// (and the stream is shut down); on failure stops the writer at once.
+pub(crate) async fn close(
+    writer: JoinHandle<Result<(), FrameError>>,
+    answered: Result<ReceiverStats, Failure>,
+) -> Result<ReceiverStats, Failure> {
+    let stats = match answered {
+        Ok(stats) => stats,
+        Err(failure) => {
+            writer.abort();
+            return Err(failure);
+        }
+    };
+    match writer.await {
+        Ok(Ok(())) => Ok(stats),
+        Ok(Err(e)) => Err(Failure::network("receiver", e)),
+        Err(e) => Err(Failure::network("receiver", e)),
+    }
+}
+
+/// Runs one sync over an established stream to the receiver.
+pub async fn run<S>(
+    stream: S,
+    config: SendConfig,
+    counters: Arc<Counters>,
+) -> Result<SendReport, Failure>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    config.options.validate().map_err(Failure::permanent)?;
+    if config.block {
+        return crate::block::send::run(stream, config, counters).await;
+    }
+    let started = Instant::now();
+    let peer = "receiver";
+    let reserved = crate::dest::work::reserved_in(&config.source);
+    let Opened {
+        mut reader,
+        out,
+        writer,
+        compress,
+    } = open(stream, &config, reserved, None).await?;
 
     let shared = Arc::new(Shared::new(counters.clone()));
     let (jobs, job_rx) = std::sync::mpsc::channel();
@@ -153,29 +241,17 @@ where
     if !walker.is_finished() {
         let _ = (&mut walker).await;
     }
-    let stats = match answered {
-        Ok(stats) => stats,
-        Err(failure) => {
-            writer.abort();
-            return Err(failure);
-        }
-    };
-    let _ = data.await;
-    match writer.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Failure::network(peer, e)),
-        Err(e) => return Err(Failure::network(peer, e)),
+    if answered.is_ok() {
+        let _ = data.await;
     }
-    Ok(SendReport {
-        volume: config.volume,
-        duration_secs: started.elapsed().as_secs_f64(),
-        counters: counters.snapshot(),
-        dry_run: config.options.dry_run,
-        files_deleted: stats.deleted,
-        files_written: stats.files_written,
-        bytes_written: stats.bytes_written,
-        problems: shared.take_problems(),
-    })
+    let stats = close(writer, answered).await?;
+    Ok(SendReport::new(
+        &config,
+        started,
+        &counters,
+        stats,
+        shared.take_problems(),
+    ))
 }
 
 /// Reacts to the receiver's answers until it reports the volume finished.
@@ -294,6 +370,12 @@ impl Responses<'_> {
                 let _ = self.probes.try_send(vec![ToReceiver::Keepalive]);
             }
             ToSender::Welcome { .. } => return Err(Failure::protocol(self.peer, "second Welcome")),
+            ToSender::BlockNeed { .. } | ToSender::BlockCompared { .. } => {
+                return Err(Failure::protocol(
+                    self.peer,
+                    "a block copy's message in a tree sync",
+                ))
+            }
             ToSender::Change { path, change } => match self.changes {
                 Some((itemize, volume)) => itemize.print(volume, &path, &change),
                 None => {

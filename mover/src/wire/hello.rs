@@ -16,7 +16,7 @@
 
 use super::frame::FrameError;
 use super::io::{self as wio, Reader};
-use super::message::{SyncOptions, ToReceiver, ToSender};
+use super::message::{BlockGeometry, SyncOptions, ToReceiver, ToSender};
 use super::PROTOCOL_VERSION;
 use crate::failure::Failure;
 use serde::{Deserialize, Serialize};
@@ -142,6 +142,8 @@ pub struct Request {
     pub features: Features,
     /// See [`ToReceiver::Hello`].
     pub reserved: Vec<u32>,
+    /// A block copy's source; `None` for a tree sync.
+    pub block: Option<BlockGeometry>,
 }
 
 impl Request {
@@ -152,6 +154,7 @@ impl Request {
             options: self.options,
             features: self.features,
             reserved: self.reserved,
+            block: self.block,
         }
     }
 
@@ -183,11 +186,13 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
             options,
             features,
             reserved,
+            block,
         } => Ok(Request {
             volume,
             options,
             features,
             reserved,
+            block,
         }),
         ToReceiver::Entry { .. } => Err(unexpected("Entry").into()),
         _ => Err(unexpected("a data message").into()),
@@ -309,6 +314,7 @@ mod tests {
                 },
                 features: Features::ours(),
                 reserved: vec![1],
+                block: None,
             }
             .hello(),
         )

@@ -110,6 +110,9 @@ pub enum ToReceiver {
         /// Which work-area names (indices of the `.mover-work` candidates)
         /// the source root lists, so the receiver picks one it does not.
         reserved: Vec<u32>,
+        /// A block copy (protocol 4): the source device's size and the
+        /// segments it is compared in. `None` for a tree sync.
+        block: Option<BlockGeometry>,
     },
     /// One entry of the walk, in depth-first order with names sorted
     /// bytewise; a directory comes before its contents.
@@ -153,6 +156,21 @@ pub enum ToReceiver {
     /// and a base) matches the source and the sizes agree: keep the copy,
     /// apply only the metadata, and report the file done.
     Unchanged { id: FileId },
+    /// Block copies ([`crate::block`]): the source's hashes of segments
+    /// `first` onwards, in order, for segments holding data.
+    BlockHashes {
+        first: u32,
+        hashes: Vec<SegmentHash>,
+    },
+    /// Block copies: source segments `first..first + count` are all zeros.
+    BlockZero { first: u32, count: u32 },
+    /// Block copies: the new content of `segment` follows, as `PatchChunk`s
+    /// and a `PatchEnd` (a delta against the receiver's segment) or as
+    /// `Literal`/`Compressed` data adding up to the segment's length.
+    BlockSegment { segment: u32, patch: bool },
+    /// Block copies: every segment's hash has been sent; `hash` is the
+    /// blake3 of the list of them ([`crate::delta::FileHasher`]).
+    BlockEnd { hash: [u8; 32] },
     /// Bytes to append. Travels as a raw data frame, never through serde;
     /// it stays the last variant so skipping it shifts no other variant's
     /// index on the wire.
@@ -177,6 +195,7 @@ impl Message for ToReceiver {
                 reserved,
                 ..
             } => volume.len() + features.payload_len() + reserved.len() * 4,
+            ToReceiver::BlockHashes { hashes, .. } => hashes.len() * 16,
             ToReceiver::Entry { entry, .. } => entry_len(entry),
             ToReceiver::KeepContents { dir } => dir.as_bytes().len(),
             ToReceiver::SignatureRequest { segments, .. } => segments.len() * 4,
@@ -194,6 +213,9 @@ impl Message for ToReceiver {
             | ToReceiver::FileEnd { .. }
             | ToReceiver::FileAbort { .. }
             | ToReceiver::Unchanged { .. }
+            | ToReceiver::BlockZero { .. }
+            | ToReceiver::BlockSegment { .. }
+            | ToReceiver::BlockEnd { .. }
             | ToReceiver::Keepalive => 0,
         }
     }
@@ -234,12 +256,14 @@ impl Message for ToSender {
             ToSender::Signature { signature, .. } => signature.len(),
             ToSender::FileFailed { message, .. } | ToSender::Error { message, .. } => message.len(),
             ToSender::Change { path, change } => path.as_bytes().len() + change.payload_len(),
+            ToSender::BlockNeed { signature, .. } => signature.len(),
             ToSender::Have { .. }
             | ToSender::Need { .. }
             | ToSender::SignaturesEnd { .. }
             | ToSender::FileDone { .. }
             | ToSender::Finished { .. }
             | ToSender::Keepalive
+            | ToSender::BlockCompared { .. }
             | ToSender::Probe => 0,
         }
     }
@@ -316,6 +340,59 @@ pub enum ToSender {
         path: RelPath,
         change: Change,
     },
+    /// Block copies: send `segment`, as a delta against this rsync
+    /// signature of the receiver's segment, or literally when `signature`
+    /// is empty (the receiver's segment is zeros: nothing to diff against).
+    BlockNeed {
+        segment: u32,
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
+    /// Block copies: how far the receiver has compared, and what it found;
+    /// the sender's scan keeps within a window of `tally.compared`.
+    BlockCompared {
+        tally: BlockTally,
+    },
+}
+
+/// A block copy's source, as a sender announces it at Hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockGeometry {
+    /// Bytes to copy: the source device's (or image's) size.
+    pub size: u64,
+    /// Bytes per segment, a [`crate::delta::is_valid_segment_size`].
+    pub segment_size: u32,
+}
+
+impl BlockGeometry {
+    pub fn segment_count(&self) -> u64 {
+        self.size.div_ceil(u64::from(self.segment_size))
+    }
+
+    /// Offset and length of segment `index` (the last may be short).
+    pub fn segment(&self, index: u64) -> (u64, usize) {
+        let start = index * u64::from(self.segment_size);
+        let len = self
+            .size
+            .saturating_sub(start)
+            .min(u64::from(self.segment_size));
+        (start, len as usize)
+    }
+}
+
+/// What a block copy's receiver has done so far; all counts are totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockTally {
+    /// Segments compared (`0..compared`).
+    pub compared: u32,
+    /// Segments found equal, and their bytes.
+    pub matched: u64,
+    pub matched_bytes: u64,
+    /// Segments the receiver asked for and has written and verified.
+    pub written: u64,
+    /// Segments zeros in the source but not in the destination, which
+    /// the receiver zeroed (or discarded) itself.
+    pub zeroed: u64,
 }
 
 /// What an entry is, as a dry run names it.

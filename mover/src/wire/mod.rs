@@ -11,12 +11,13 @@ pub mod message;
 /// Bumped whenever a message changes shape or meaning; a peer of another
 /// version is refused at hello ([`hello`]). 2: a changed file's end-to-end
 /// hash is over its segment hashes. 3: `Compressed` data, features and
-/// work-area names in Hello/Welcome, liveness `Probe`.
+/// work-area names in Hello/Welcome, liveness `Probe`. 4: block copies
+/// (`block` in Hello, the `Block*` messages; [`crate::block`]).
+pub const PROTOCOL_VERSION: u32 = 4;
+
 /// Most regular files a sender may have listed whose answer it has not yet
 /// seen through (`Have`, `FileDone`, `FileFailed`). The sender's window
 /// keeps to it, and a receiver refuses a session that goes beyond, so what
 /// a receiver holds per session is bounded by construction, not by the
 /// peer's good manners.
 pub const MAX_PENDING_FILES: usize = 4096;
-
-pub const PROTOCOL_VERSION: u32 = 3;

@@ -65,7 +65,14 @@ impl Drop for Receiver {
     }
 }
 
-pub fn receive(pki: &Path, port: u16, volumes: &[(&str, &Path)], extra: &[&str]) -> Receiver {
+/// `mover receive` on 127.0.0.1:`port` with the server certificate of
+/// `pki`, serving `volumes`, with `extra` arguments.
+pub fn receive_command(
+    pki: &Path,
+    port: u16,
+    volumes: &[(&str, &Path)],
+    extra: &[&str],
+) -> Command {
     let mut cmd = mover();
     cmd.arg("receive")
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -75,15 +82,20 @@ pub fn receive(pki: &Path, port: u16, volumes: &[(&str, &Path)], extra: &[&str])
         .arg(pki.join("server.key"))
         .arg("--ca")
         .arg(pki.join("ca.crt"))
-        .args(extra)
-        .stdout(Stdio::null())
-        // A log file rather than a pipe nobody reads (which would block the
-        // receiver once full); it sits beside the test's certificates.
-        .stderr(std::fs::File::create(pki.with_file_name(format!("receiver-{port}.log"))).unwrap());
+        .args(extra);
     for (name, path) in volumes {
         cmd.arg("--volume")
             .arg(format!("{name}={}", path.display()));
     }
+    cmd
+}
+
+pub fn receive(pki: &Path, port: u16, volumes: &[(&str, &Path)], extra: &[&str]) -> Receiver {
+    let mut cmd = receive_command(pki, port, volumes, extra);
+    cmd.stdout(Stdio::null())
+        // A log file rather than a pipe nobody reads (which would block the
+        // receiver once full); it sits beside the test's certificates.
+        .stderr(std::fs::File::create(pki.with_file_name(format!("receiver-{port}.log"))).unwrap());
     let child = Receiver(cmd.spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -41,6 +41,7 @@ pub fn hello(volume: &str) -> ToReceiver {
         },
         features: Features::ours(),
         reserved: Vec::new(),
+        block: None,
     }
 }
 
