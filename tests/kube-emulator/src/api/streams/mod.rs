@@ -8,6 +8,7 @@
 pub mod channel;
 pub mod exec;
 pub mod portforward;
+mod spdy;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use serde_json::Value;

@@ -1,59 +1,21 @@
-//! `pods/{name}/portforward` over a WebSocket in the channel protocol
-//! (`portforward.k8s.io`, `v4.channel.k8s.io`, as kube-rs and client-go's
-//! WebSocket port-forwarder of `?ports=` speak it): for the i-th port of
-//! the query, channel 2i carries data and 2i+1 errors, and the first
-//! message the server sends on each names the port (two bytes, little
-//! endian). Each port is a TCP connection to the pod's IP on its Docker
-//! network, where the container listens.
-//!
-//! kubectl 1.32 tunnels SPDY/3.1 through the WebSocket instead
-//! (`SPDY/3.1+portforward.k8s.io`); that is not served, and kubectl's
-//! fallback to a SPDY upgrade is refused, which kubectl reports.
+//! Port-forward in the channel protocol (`portforward.k8s.io`,
+//! `v4.channel.k8s.io`, as kube-rs speaks it): for the i-th port of the
+//! query, channel 2i carries data and 2i+1 errors, and the first message
+//! the server sends on each names the port (two bytes, little endian).
+//! One TCP connection per port, for the life of the WebSocket.
 
 use std::net::IpAddr;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt as _, StreamExt as _};
-use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::Query;
-use crate::api::error::{ApiError, ApiResult};
-
-/// The subprotocols served.
-const PROTOCOLS: &[&str] = &["v4.channel.k8s.io", "portforward.k8s.io"];
-
-pub fn serve(pod: Value, query: &Query, upgrade: Option<WebSocketUpgrade>) -> ApiResult<Response> {
-    let ports = query
-        .all("ports")
-        .flat_map(|ports| ports.split(','))
-        .map(|port| {
-            port.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                ApiError::bad_request(format!("invalid port {port:?}: must be 1-65535"))
-            })
-        })
-        .collect::<ApiResult<Vec<u16>>>()?;
-    if ports.is_empty() {
-        return Err(ApiError::bad_request("query parameter \"port\" is required"));
-    }
-    let ip: IpAddr = pod["status"]["podIP"]
-        .as_str()
-        .and_then(|ip| ip.parse().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "pod {} has no IP yet: it is not running",
-                pod["metadata"]["name"].as_str().unwrap_or_default()
-            ))
-        })?;
-    let (upgrade, _) = super::upgrade(upgrade, PROTOCOLS)?;
-    Ok(upgrade.on_upgrade(move |socket| relay(socket, ip, ports)))
-}
+use super::super::channel::frame;
 
 /// Connects to every port and relays until the client closes.
-async fn relay(socket: WebSocket, ip: IpAddr, ports: Vec<u16>) {
+pub(super) async fn relay(socket: WebSocket, ip: IpAddr, ports: Vec<u16>) {
     let (mut to_client, mut from_client) = socket.split();
     let (output, mut outgoing) = mpsc::channel::<Message>(16);
     let mut writers = Vec::new();
@@ -61,7 +23,7 @@ async fn relay(socket: WebSocket, ip: IpAddr, ports: Vec<u16>) {
         let (data, error) = (2 * index as u8, 2 * index as u8 + 1);
         let prefix = port.to_le_bytes();
         for channel in [data, error] {
-            let first = Message::Binary(super::channel::frame(channel, &prefix));
+            let first = Message::Binary(frame(channel, &prefix));
             if to_client.send(first).await.is_err() {
                 return;
             }
@@ -77,7 +39,7 @@ async fn relay(socket: WebSocket, ip: IpAddr, ports: Vec<u16>) {
                         if n == 0 {
                             break;
                         }
-                        let message = Message::Binary(super::channel::frame(data, &buffer[..n]));
+                        let message = Message::Binary(frame(data, &buffer[..n]));
                         if output.send(message).await.is_err() {
                             break;
                         }
@@ -88,7 +50,7 @@ async fn relay(socket: WebSocket, ip: IpAddr, ports: Vec<u16>) {
                 writers.push(None);
                 let text = format!("error forwarding port {port} to pod at {ip}: {cause}");
                 let _ = output
-                    .send(Message::Binary(super::channel::frame(error, text.as_bytes())))
+                    .send(Message::Binary(frame(error, text.as_bytes())))
                     .await;
             }
         }
