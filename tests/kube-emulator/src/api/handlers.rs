@@ -136,10 +136,8 @@ async fn route(request: Request, segments: &[&str]) -> ApiResult<Response> {
         ["apis", group] => ok(discovery::group(&catalog(), group)?),
         ["api", version] => ok(discovery::resources(&catalog(), "", version)?),
         ["openapi", "v3"] => ok(openapi::index(&catalog())),
-        ["openapi", "v3", "api", version] => ok(openapi::group_version(&catalog(), "", version)?),
-        ["openapi", "v3", "apis", group, version] => {
-            ok(openapi::group_version(&catalog(), group, version)?)
-        }
+        ["openapi", "v3", "api", version] => ok(openapi_document(&request, "", version)?),
+        ["openapi", "v3", "apis", group, version] => ok(openapi_document(&request, group, version)?),
         ["apis", group, version] => ok(discovery::resources(&catalog(), group, version)?),
         ["api", version, rest @ ..] => {
             let target = target(&request, "", version, rest)?;
@@ -151,6 +149,15 @@ async fn route(request: Request, segments: &[&str]) -> ApiResult<Response> {
         }
         _ => Err(ApiError::no_such_path()),
     }
+}
+
+/// `GET /openapi/v3/...`: the group version's document, with the schemas
+/// of the CRDs stored now.
+fn openapi_document(request: &Request, group: &str, version: &str) -> ApiResult<Value> {
+    let state = request.server.lock();
+    let crd_key = super::resources::Catalog::builtin("apiextensions.k8s.io", "customresourcedefinitions").key();
+    let crds = state.store.list(&crd_key, None);
+    openapi::group_version(&state.catalog, crds, group, version)
 }
 
 /// Parses `[namespaces/{ns}/]{resource}[/{name}[/{subresource}]]`.
