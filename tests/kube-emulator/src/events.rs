@@ -66,7 +66,15 @@ pub async fn record<K>(
 ) where
     K: Resource<DynamicType = ()>,
 {
-    record_about(client, reporter, object.object_ref(&()), type_, reason, message).await;
+    record_about(
+        client,
+        reporter,
+        object.object_ref(&()),
+        type_,
+        reason,
+        message,
+    )
+    .await;
 }
 
 /// Records an Event about one container of `pod`, as the kubelet does

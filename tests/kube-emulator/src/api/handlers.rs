@@ -137,7 +137,9 @@ async fn route(request: Request, segments: &[&str]) -> ApiResult<Response> {
         ["api", version] => ok(discovery::resources(&catalog(), "", version)?),
         ["openapi", "v3"] => ok(openapi::index(&catalog())),
         ["openapi", "v3", "api", version] => ok(openapi_document(&request, "", version)?),
-        ["openapi", "v3", "apis", group, version] => ok(openapi_document(&request, group, version)?),
+        ["openapi", "v3", "apis", group, version] => {
+            ok(openapi_document(&request, group, version)?)
+        }
         ["apis", group, version] => ok(discovery::resources(&catalog(), group, version)?),
         ["api", version, rest @ ..] => {
             let target = target(&request, "", version, rest)?;
@@ -155,7 +157,9 @@ async fn route(request: Request, segments: &[&str]) -> ApiResult<Response> {
 /// of the CRDs stored now.
 fn openapi_document(request: &Request, group: &str, version: &str) -> ApiResult<Value> {
     let state = request.server.lock();
-    let crd_key = super::resources::Catalog::builtin("apiextensions.k8s.io", "customresourcedefinitions").key();
+    let crd_key =
+        super::resources::Catalog::builtin("apiextensions.k8s.io", "customresourcedefinitions")
+            .key();
     let crds = state.store.list(&crd_key, None);
     openapi::group_version(&state.catalog, crds, group, version)
 }

@@ -64,7 +64,13 @@ impl PodStreams for ContainerLogs {
         pod: &str,
         exec: Exec,
     ) -> BoxFuture<'static, anyhow::Result<tokio::process::Child>> {
-        super::exec::start(self.ctx.clone(), namespace.to_string(), pod.to_string(), exec).boxed()
+        super::exec::start(
+            self.ctx.clone(),
+            namespace.to_string(),
+            pod.to_string(),
+            exec,
+        )
+        .boxed()
     }
 }
 

@@ -390,9 +390,11 @@ impl PodWorker {
                 );
                 if pulled_before {
                     let message = format!("Back-off pulling image {image:?}");
-                    self.container_event(which, Warning, "BackOff", &message).await;
+                    self.container_event(which, Warning, "BackOff", &message)
+                        .await;
                 } else {
-                    self.container_event(which, Warning, "Failed", &message).await;
+                    self.container_event(which, Warning, "Failed", &message)
+                        .await;
                     let error = "Error: ErrImagePull";
                     self.container_event(which, Warning, "Failed", error).await;
                 }
@@ -409,18 +411,21 @@ impl PodWorker {
         match &local.pulled {
             None => {
                 let message = format!("Container image {image:?} already present on machine");
-                self.container_event(which, Normal, "Pulled", &message).await;
+                self.container_event(which, Normal, "Pulled", &message)
+                    .await;
             }
             Some(pulled) => {
                 let message = format!("Pulling image {image:?}");
-                self.container_event(which, Normal, "Pulling", &message).await;
+                self.container_event(which, Normal, "Pulling", &message)
+                    .await;
                 let took = format!("{:.3}s", pulled.took.as_secs_f64());
                 let message = format!(
                     "Successfully pulled image {image:?} in {took} ({took} including waiting). \
                      Image size: {} bytes.",
                     pulled.size
                 );
-                self.container_event(which, Normal, "Pulled", &message).await;
+                self.container_event(which, Normal, "Pulled", &message)
+                    .await;
             }
         }
         let image_id = local.id;
@@ -467,14 +472,17 @@ impl PodWorker {
                 // to start it.
                 let _ = docker::remove(&[name]).await;
                 let message = format!("Error: {error}");
-                self.container_event(which, Warning, "Failed", &message).await;
+                self.container_event(which, Warning, "Failed", &message)
+                    .await;
                 return Err(Failure::StartError(error.to_string()));
             }
         };
         let message = format!("Created container: {}", container.name);
-        self.container_event(which, Normal, "Created", &message).await;
+        self.container_event(which, Normal, "Created", &message)
+            .await;
         let message = format!("Started container {}", container.name);
-        self.container_event(which, Normal, "Started", &message).await;
+        self.container_event(which, Normal, "Started", &message)
+            .await;
         let started_at = match docker::inspect(&id).await {
             Ok(info) => {
                 if which == Which::Main(0) {
@@ -640,7 +648,8 @@ impl PodWorker {
                 "Back-off restarting failed container {container} in pod {}",
                 self.pod_for_humans()
             );
-            self.container_event(which, Warning, "BackOff", &message).await;
+            self.container_event(which, Warning, "BackOff", &message)
+                .await;
         }
     }
 
@@ -746,7 +755,8 @@ impl PodWorker {
             .collect();
         for which in running {
             let message = format!("Stopping container {}", self.slot(which).spec.name);
-            self.container_event(which, Normal, "Killing", &message).await;
+            self.container_event(which, Normal, "Killing", &message)
+                .await;
         }
     }
 

@@ -99,7 +99,10 @@ pub fn components<'a>(
             continue;
         }
         if let Some(Value::Object(schema)) = schemas.get_mut(&kind.schema) {
-            schema.insert("x-kubernetes-group-version-kind".into(), gvk(group, version, kind.kind));
+            schema.insert(
+                "x-kubernetes-group-version-kind".into(),
+                gvk(group, version, kind.kind),
+            );
         }
     }
     for crd in crds.filter(|crd| crd["spec"]["group"] == group) {
@@ -110,7 +113,10 @@ pub fn components<'a>(
             .flatten()
             .find(|v| v["name"] == version && v["served"] != false);
         let Some(served) = served else { continue };
-        schemas.insert(custom_name(group, version, kind), custom(group, version, kind, served));
+        schemas.insert(
+            custom_name(group, version, kind),
+            custom(group, version, kind, served),
+        );
     }
     schemas
 }
@@ -162,9 +168,14 @@ mod tests {
         let schemas = components("", "v1", std::iter::empty());
         let pod = &schemas["io.k8s.api.core.v1.Pod"];
         assert_eq!(pod["x-kubernetes-group-version-kind"], gvk("", "v1", "Pod"));
-        assert!(pod["properties"]["spec"].to_string().contains("io.k8s.api.core.v1.PodSpec"));
+        assert!(pod["properties"]["spec"]
+            .to_string()
+            .contains("io.k8s.api.core.v1.PodSpec"));
         let containers = &schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
-        assert!(containers["description"].as_str().unwrap().contains("containers"));
+        assert!(containers["description"]
+            .as_str()
+            .unwrap()
+            .contains("containers"));
         // Only this group version's kinds are marked.
         let deployment = &schemas["io.k8s.api.apps.v1.Deployment"];
         assert!(deployment.get("x-kubernetes-group-version-kind").is_none());
@@ -183,8 +194,13 @@ mod tests {
         let schemas = components("example.com", "v1", [&crd].into_iter());
         let widget = &schemas["com.example.v1.Widget"];
         assert_eq!(widget["properties"]["spec"]["description"], "the widget");
-        assert_eq!(widget["x-kubernetes-group-version-kind"][0]["kind"], "Widget");
-        assert!(widget["properties"]["metadata"].to_string().contains("ObjectMeta"));
+        assert_eq!(
+            widget["x-kubernetes-group-version-kind"][0]["kind"],
+            "Widget"
+        );
+        assert!(widget["properties"]["metadata"]
+            .to_string()
+            .contains("ObjectMeta"));
         assert!(components("example.com", "v2", [&crd].into_iter())
             .get("com.example.v2.Widget")
             .is_none());

@@ -58,7 +58,10 @@ mod tests {
     #[test]
     fn formats_as_go_does() {
         assert_eq!(time(0).unwrap(), "1970-01-01T00:00:00Z");
-        assert_eq!(micro_time(1, 500_000_000).unwrap(), "1970-01-01T00:00:01.500000Z");
+        assert_eq!(
+            micro_time(1, 500_000_000).unwrap(),
+            "1970-01-01T00:00:01.500000Z"
+        );
         assert_eq!(duration(3_723_500_000_000), "1h2m3.5s");
         assert_eq!(duration(90_000_000_000), "1m30s");
         assert_eq!(duration(1_500_000), "1.5ms");

@@ -94,7 +94,11 @@ fn message(schema: &Schema, bytes: &[u8], name: &str) -> Result<Value, String> {
                 return Ok(Value::Null);
             }
             let micro = name.ends_with("MicroTime");
-            return Ok(json!(if micro { micro_time(seconds, nanos)? } else { time(seconds)? }));
+            return Ok(json!(if micro {
+                micro_time(seconds, nanos)?
+            } else {
+                time(seconds)?
+            }));
         }
         "apimachinery.pkg.apis.meta.v1.Duration" => {
             return Ok(json!(duration(varint(1).unwrap_or(0) as i64)));
@@ -130,7 +134,8 @@ fn message(schema: &Schema, bytes: &[u8], name: &str) -> Result<Value, String> {
         let context = || format!("field {number} ({}) of {name}", field.json);
         match field.shape {
             Shape::One => {
-                let value = scalar(schema, field.kind, value).map_err(|e| format!("{}: {e}", context()))?;
+                let value =
+                    scalar(schema, field.kind, value).map_err(|e| format!("{}: {e}", context()))?;
                 // Go's JSON leaves out empty strings and zero times; the
                 // other zero values it may write or not, to the same effect.
                 if !(value.is_null() || value == json!("")) {
@@ -139,7 +144,9 @@ fn message(schema: &Schema, bytes: &[u8], name: &str) -> Result<Value, String> {
             }
             Shape::List => {
                 let list = object.entry(field.json).or_insert_with(|| json!([]));
-                let Some(list) = list.as_array_mut() else { continue };
+                let Some(list) = list.as_array_mut() else {
+                    continue;
+                };
                 match (field.kind, value) {
                     // a packed list of numbers or booleans
                     (Type::Int32 | Type::Int64 | Type::Bool, Wire::Len(mut packed)) => {
@@ -148,12 +155,18 @@ fn message(schema: &Schema, bytes: &[u8], name: &str) -> Result<Value, String> {
                             list.push(scalar(schema, field.kind, v)?);
                         }
                     }
-                    _ => list.push(scalar(schema, field.kind, value).map_err(|e| format!("{}: {e}", context()))?),
+                    _ => list.push(
+                        scalar(schema, field.kind, value)
+                            .map_err(|e| format!("{}: {e}", context()))?,
+                    ),
                 }
             }
             Shape::Map => {
                 let Wire::Len(entry) = value else {
-                    return Err(format!("{}: a map entry is not length-delimited", context()));
+                    return Err(format!(
+                        "{}: a map entry is not length-delimited",
+                        context()
+                    ));
                 };
                 let (mut key, mut item) = (String::new(), None);
                 for (n, v) in fields(entry)? {
@@ -228,7 +241,9 @@ fn fields(mut bytes: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, String> {
         let value = match tag & 7 {
             0 => Wire::Varint(varint_of(&mut bytes)?),
             1 => {
-                let (word, rest) = bytes.split_first_chunk::<8>().ok_or("truncated fixed64 field")?;
+                let (word, rest) = bytes
+                    .split_first_chunk::<8>()
+                    .ok_or("truncated fixed64 field")?;
                 bytes = rest;
                 Wire::Fixed64(u64::from_le_bytes(*word))
             }
@@ -237,8 +252,8 @@ fn fields(mut bytes: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, String> {
                 Wire::Fixed32
             }
             2 => {
-                let len =
-                    usize::try_from(varint_of(&mut bytes)?).map_err(|_| "field length overflows")?;
+                let len = usize::try_from(varint_of(&mut bytes)?)
+                    .map_err(|_| "field length overflows")?;
                 let value = bytes.get(..len).ok_or("truncated length-delimited field")?;
                 bytes = &bytes[len..];
                 Wire::Len(value)
@@ -278,7 +293,12 @@ mod tests {
     }
 
     fn len_field(number: u64, bytes: &[u8]) -> Vec<u8> {
-        [varint(number << 3 | 2), varint(bytes.len() as u64), bytes.to_vec()].concat()
+        [
+            varint(number << 3 | 2),
+            varint(bytes.len() as u64),
+            bytes.to_vec(),
+        ]
+        .concat()
     }
 
     fn varint_field(number: u64, value: u64) -> Vec<u8> {
@@ -286,8 +306,17 @@ mod tests {
     }
 
     fn envelope_of(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
-        let type_meta = [len_field(1, api_version.as_bytes()), len_field(2, kind.as_bytes())].concat();
-        [b"k8s\0".to_vec(), len_field(1, &type_meta), len_field(2, raw)].concat()
+        let type_meta = [
+            len_field(1, api_version.as_bytes()),
+            len_field(2, kind.as_bytes()),
+        ]
+        .concat();
+        [
+            b"k8s\0".to_vec(),
+            len_field(1, &type_meta),
+            len_field(2, raw),
+        ]
+        .concat()
     }
 
     fn envelope(kind: &str, raw: &[u8]) -> Vec<u8> {
@@ -340,7 +369,11 @@ mod tests {
         ]
         .concat();
         let spec = len_field(1, &attributes);
-        let review = envelope_of("authorization.k8s.io/v1", "SelfSubjectAccessReview", &len_field(2, &spec));
+        let review = envelope_of(
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview",
+            &len_field(2, &spec),
+        );
         let review = decode(&review).unwrap();
         assert_eq!(
             review["spec"]["resourceAttributes"],
@@ -348,7 +381,11 @@ mod tests {
         );
 
         let spec = [len_field(1, b"api"), vec![4 << 3, 0xb0, 0x09]].concat();
-        let token = envelope_of("authentication.k8s.io/v1", "TokenRequest", &len_field(2, &spec));
+        let token = envelope_of(
+            "authentication.k8s.io/v1",
+            "TokenRequest",
+            &len_field(2, &spec),
+        );
         let token = decode(&token).unwrap();
         assert_eq!(
             token["spec"],
@@ -382,7 +419,11 @@ mod tests {
         ]
         .concat();
         let pod_spec = len_field(2, &container);
-        let template = [len_field(1, &len_field(11, &labels)), len_field(2, &pod_spec)].concat();
+        let template = [
+            len_field(1, &len_field(11, &labels)),
+            len_field(2, &pod_spec),
+        ]
+        .concat();
         let selector = len_field(1, &labels);
         let max_unavailable = [varint_field(1, 1), len_field(3, b"25%")].concat();
         let rolling = len_field(1, &max_unavailable);

@@ -135,7 +135,10 @@ mod tests {
         );
         let ip = schema.field("api.core.v1.PodStatus", 6).unwrap();
         assert_eq!(ip.json, "podIP");
-        assert_eq!(message_name("rbac.authorization.k8s.io/v1", "Role"), "api.rbac.v1.Role");
+        assert_eq!(
+            message_name("rbac.authorization.k8s.io/v1", "Role"),
+            "api.rbac.v1.Role"
+        );
         assert_eq!(message_name("v1", "Pod"), "api.core.v1.Pod");
     }
 }

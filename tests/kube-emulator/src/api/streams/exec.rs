@@ -33,11 +33,13 @@ pub async fn serve(
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let command: Vec<String> = query.all("command").map(str::to_string).collect();
     if command.is_empty() {
-        return Err(ApiError::bad_request(
-            "you must specify at least 1 command",
-        ));
+        return Err(ApiError::bad_request("you must specify at least 1 command"));
     }
-    let (stdin, stdout, stderr) = (query.flag("stdin"), query.flag("stdout"), query.flag("stderr"));
+    let (stdin, stdout, stderr) = (
+        query.flag("stdin"),
+        query.flag("stdout"),
+        query.flag("stderr"),
+    );
     if !(stdin || stdout || stderr) {
         return Err(ApiError::bad_request(
             "you must specify at least 1 of stdin, stdout, stderr",

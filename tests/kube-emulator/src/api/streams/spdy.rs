@@ -262,19 +262,71 @@ pub fn dictionary() -> &'static [u8] {
     static DICTIONARY: OnceLock<Vec<u8>> = OnceLock::new();
     DICTIONARY.get_or_init(|| {
         const WORDS: &[&str] = &[
-            "options", "head", "post", "put", "delete", "trace", "accept",
-            "accept-charset", "accept-encoding", "accept-language", "accept-ranges",
-            "age", "allow", "authorization", "cache-control", "connection",
-            "content-base", "content-encoding", "content-language", "content-length",
-            "content-location", "content-md5", "content-range", "content-type", "date",
-            "etag", "expect", "expires", "from", "host", "if-match",
-            "if-modified-since", "if-none-match", "if-range", "if-unmodified-since",
-            "last-modified", "location", "max-forwards", "pragma",
-            "proxy-authenticate", "proxy-authorization", "range", "referer",
-            "retry-after", "server", "te", "trailer", "transfer-encoding", "upgrade",
-            "user-agent", "vary", "via", "warning", "www-authenticate", "method",
-            "get", "status", "200 OK", "version", "HTTP/1.1", "url", "public",
-            "set-cookie", "keep-alive", "origin",
+            "options",
+            "head",
+            "post",
+            "put",
+            "delete",
+            "trace",
+            "accept",
+            "accept-charset",
+            "accept-encoding",
+            "accept-language",
+            "accept-ranges",
+            "age",
+            "allow",
+            "authorization",
+            "cache-control",
+            "connection",
+            "content-base",
+            "content-encoding",
+            "content-language",
+            "content-length",
+            "content-location",
+            "content-md5",
+            "content-range",
+            "content-type",
+            "date",
+            "etag",
+            "expect",
+            "expires",
+            "from",
+            "host",
+            "if-match",
+            "if-modified-since",
+            "if-none-match",
+            "if-range",
+            "if-unmodified-since",
+            "last-modified",
+            "location",
+            "max-forwards",
+            "pragma",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "range",
+            "referer",
+            "retry-after",
+            "server",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "user-agent",
+            "vary",
+            "via",
+            "warning",
+            "www-authenticate",
+            "method",
+            "get",
+            "status",
+            "200 OK",
+            "version",
+            "HTTP/1.1",
+            "url",
+            "public",
+            "set-cookie",
+            "keep-alive",
+            "origin",
         ];
         const TAIL: &str = concat!(
             "100101201202205206300302303304305306307402405406407408409410411412413414",
@@ -351,14 +403,24 @@ mod tests {
                 Frame::SynStream {
                     stream: 1,
                     fin: false,
-                    headers: vec![("streamtype".into(), "error".into()), ("port".into(), "80".into())],
+                    headers: vec![
+                        ("streamtype".into(), "error".into()),
+                        ("port".into(), "80".into())
+                    ],
                 },
                 Frame::SynStream {
                     stream: 3,
                     fin: false,
-                    headers: vec![("streamtype".into(), "data".into()), ("port".into(), "80".into())],
+                    headers: vec![
+                        ("streamtype".into(), "data".into()),
+                        ("port".into(), "80".into())
+                    ],
                 },
-                Frame::Data { stream: 3, fin: true, data: Bytes::from_static(b"GET /") },
+                Frame::Data {
+                    stream: 3,
+                    fin: true,
+                    data: Bytes::from_static(b"GET /")
+                },
                 Frame::Ping(7),
             ]
         );
@@ -386,7 +448,11 @@ mod tests {
         reader.push(&[0x80, 2, 0, 1, 0, 0, 0, 0]);
         assert!(matches!(reader.next(), Err(SpdyError::Version(2))));
         let mut reader = Reader::default();
-        reader.push(&control(SYN_STREAM, 0, &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 2, 3]));
+        reader.push(&control(
+            SYN_STREAM,
+            0,
+            &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 2, 3],
+        ));
         assert!(matches!(reader.next(), Err(SpdyError::Headers(_))));
         let mut reader = Reader::default();
         reader.push(&control(RST_STREAM, 0, &[0, 0]));

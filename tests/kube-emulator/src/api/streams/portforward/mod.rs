@@ -27,11 +27,7 @@ use crate::api::error::{ApiError, ApiResult};
 
 /// The subprotocols served, the tunnel first (kubectl offers only it;
 /// kube-rs only the channel ones).
-const PROTOCOLS: &[&str] = &[
-    tunnel::PROTOCOL,
-    "v4.channel.k8s.io",
-    "portforward.k8s.io",
-];
+const PROTOCOLS: &[&str] = &[tunnel::PROTOCOL, "v4.channel.k8s.io", "portforward.k8s.io"];
 
 pub fn serve(pod: Value, query: &Query, upgrade: Option<WebSocketUpgrade>) -> ApiResult<Response> {
     let ip: IpAddr = pod["status"]["podIP"]
