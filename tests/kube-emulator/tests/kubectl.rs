@@ -107,6 +107,16 @@ impl Kubectl {
         })
     }
 
+    /// `run` in the session's namespace.
+    async fn run_ns(&self, args: &[&str]) -> anyhow::Result<Run> {
+        self.run(&[&["-n", NAMESPACE], args].concat()).await
+    }
+
+    async fn run_ns_with_input(&self, args: &[&str], input: Option<&str>) -> anyhow::Result<Run> {
+        self.run_with_input(&[&["-n", NAMESPACE], args].concat(), input)
+            .await
+    }
+
     /// The same kubectl as another user (`<context>-developer`).
     fn as_developer(&self) -> Kubectl {
         Kubectl {
@@ -157,42 +167,37 @@ async fn objects(k: &Kubectl) -> anyhow::Result<()> {
     k.run(&["create", "namespace", NAMESPACE])
         .await?
         .ok(&[&format!("namespace/{NAMESPACE} created")])?;
-    let ns = ["-n", NAMESPACE];
     let config_map =
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: \"1\"}\n";
-    k.run_with_input(&[&ns[..], &["apply", "-f", "-"]].concat(), Some(config_map))
+    k.run_ns_with_input(&["apply", "-f", "-"], Some(config_map))
         .await?
         .ok(&["configmap/settings created"])?;
-    k.run_with_input(
-        &[&ns[..], &["apply", "--server-side", "-f", "-"]].concat(),
-        Some(config_map),
-    )
-    .await?
-    .ok(&["configmap/settings serverside-applied"])?;
-    k.run(&[&ns[..], &["label", "configmap", "settings", "tier=web"]].concat())
+    k.run_ns_with_input(&["apply", "--server-side", "-f", "-"], Some(config_map))
+        .await?
+        .ok(&["configmap/settings serverside-applied"])?;
+    k.run_ns(&["label", "configmap", "settings", "tier=web"])
         .await?
         .ok(&["configmap/settings labeled"])?;
-    k.run(&[&ns[..], &["annotate", "configmap", "settings", "note=kept"]].concat())
+    k.run_ns(&["annotate", "configmap", "settings", "note=kept"])
         .await?
         .ok(&["configmap/settings annotated"])?;
-    k.run(
-        &[
-            &ns[..],
-            &[
-                "patch",
-                "configmap",
-                "settings",
-                "-p",
-                r#"{"data":{"b":"2"}}"#,
-            ],
-        ]
-        .concat(),
-    )
+    k.run_ns(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-p",
+        r#"{"data":{"b":"2"}}"#,
+    ])
     .await?
     .ok(&["configmap/settings patched"])?;
     let shown = k
-        .run(&[&ns[..], &["get", "configmap", "settings", "-o",
-            "jsonpath={.data.a}{.data.b} {.metadata.labels.tier} {.metadata.annotations.note}"]].concat())
+        .run_ns(&[
+            "get",
+            "configmap",
+            "settings",
+            "-o",
+            "jsonpath={.data.a}{.data.b} {.metadata.labels.tier} {.metadata.annotations.note}",
+        ])
         .await?
         .ok(&[])?;
     if shown.stdout != "12 web kept" {
@@ -204,58 +209,37 @@ async fn objects(k: &Kubectl) -> anyhow::Result<()> {
 /// A Deployment made with `kubectl create` (a protobuf body), watched to
 /// its rollout, shown in columns, scaled and restarted.
 async fn deployment(k: &Kubectl, image: &str) -> anyhow::Result<()> {
-    let ns = ["-n", NAMESPACE];
     let serve = "mkdir -p /www && echo page > /www/index.html && exec httpd -f -p 8080 -h /www";
     let image_arg = format!("--image={image}");
-    k.run(
-        &[
-            &ns[..],
-            &[
-                "create",
-                "deployment",
-                "web",
-                &image_arg,
-                "--port=8080",
-                "--",
-                "sh",
-                "-c",
-                serve,
-            ],
-        ]
-        .concat(),
-    )
+    k.run_ns(&[
+        "create",
+        "deployment",
+        "web",
+        &image_arg,
+        "--port=8080",
+        "--",
+        "sh",
+        "-c",
+        serve,
+    ])
     .await?
     .ok(&["deployment.apps/web created"])?;
-    k.run(
-        &[
-            &ns[..],
-            &["rollout", "status", "deployment/web", "--timeout=120s"],
-        ]
-        .concat(),
-    )
-    .await?
-    .ok(&["deployment \"web\" successfully rolled out"])?;
-    k.run(
-        &[
-            &ns[..],
-            &[
-                "wait",
-                "--for=condition=Available",
-                "deployment/web",
-                "--timeout=60s",
-            ],
-        ]
-        .concat(),
-    )
+    k.run_ns(&["rollout", "status", "deployment/web", "--timeout=120s"])
+        .await?
+        .ok(&["deployment \"web\" successfully rolled out"])?;
+    k.run_ns(&[
+        "wait",
+        "--for=condition=Available",
+        "deployment/web",
+        "--timeout=60s",
+    ])
     .await?
     .ok(&["deployment.apps/web condition met"])?;
-    k.run(&[&ns[..], &["get", "pods", "-l", "app=web"]].concat())
-        .await?
-        .ok(&[
-            "NAME", "READY", "STATUS", "RESTARTS", "AGE", "1/1", "Running",
-        ])?;
+    k.run_ns(&["get", "pods", "-l", "app=web"]).await?.ok(&[
+        "NAME", "READY", "STATUS", "RESTARTS", "AGE", "1/1", "Running",
+    ])?;
     let node = format!("{}-node-", k.context);
-    k.run(&[&ns[..], &["get", "pods", "-l", "app=web", "-o", "wide"]].concat())
+    k.run_ns(&["get", "pods", "-l", "app=web", "-o", "wide"])
         .await?
         .ok(&["IP", "NODE", "NOMINATED NODE", "READINESS GATES", &node])?;
     k.run(&["get", "nodes", "-o", "wide"]).await?.ok(&[
@@ -266,10 +250,13 @@ async fn deployment(k: &Kubectl, image: &str) -> anyhow::Result<()> {
         "Ready",
         &node,
     ])?;
-    k.run(&[&ns[..], &["get", "deployment", "web"]].concat())
-        .await?
-        .ok(&["READY", "UP-TO-DATE", "AVAILABLE", "1/1"])?;
-    k.run(&[&ns[..], &["get", "events"]].concat()).await?.ok(&[
+    k.run_ns(&["get", "deployment", "web"]).await?.ok(&[
+        "READY",
+        "UP-TO-DATE",
+        "AVAILABLE",
+        "1/1",
+    ])?;
+    k.run_ns(&["get", "events"]).await?.ok(&[
         "Scheduled",
         "Pulled",
         "Created",
@@ -279,7 +266,7 @@ async fn deployment(k: &Kubectl, image: &str) -> anyhow::Result<()> {
         "already present on machine",
         "Started container",
     ])?;
-    k.run(&[&ns[..], &["describe", "pods", "-l", "app=web"]].concat())
+    k.run_ns(&["describe", "pods", "-l", "app=web"])
         .await?
         .ok(&[
             "Status:",
@@ -289,79 +276,50 @@ async fn deployment(k: &Kubectl, image: &str) -> anyhow::Result<()> {
             "kubelet",
             "Created container: ",
         ])?;
-    k.run(&[&ns[..], &["scale", "deployment", "web", "--replicas=2"]].concat())
+    k.run_ns(&["scale", "deployment", "web", "--replicas=2"])
         .await?
         .ok(&["deployment.apps/web scaled"])?;
-    k.run(
-        &[
-            &ns[..],
-            &["rollout", "status", "deployment/web", "--timeout=120s"],
-        ]
-        .concat(),
-    )
-    .await?
-    .ok(&["successfully rolled out"])?;
-    k.run(&[&ns[..], &["get", "deployment", "web"]].concat())
+    k.run_ns(&["rollout", "status", "deployment/web", "--timeout=120s"])
+        .await?
+        .ok(&["successfully rolled out"])?;
+    k.run_ns(&["get", "deployment", "web"])
         .await?
         .ok(&["2/2"])?;
-    k.run(&[&ns[..], &["rollout", "restart", "deployment/web"]].concat())
+    k.run_ns(&["rollout", "restart", "deployment/web"])
         .await?
         .ok(&["deployment.apps/web restarted"])?;
-    k.run(
-        &[
-            &ns[..],
-            &["rollout", "status", "deployment/web", "--timeout=120s"],
-        ]
-        .concat(),
-    )
-    .await?
-    .ok(&["deployment \"web\" successfully rolled out"])?;
+    k.run_ns(&["rollout", "status", "deployment/web", "--timeout=120s"])
+        .await?
+        .ok(&["deployment \"web\" successfully rolled out"])?;
     Ok(())
 }
 
 /// exec and port-forward into the Deployment's pods.
 async fn streams(k: &Kubectl) -> anyhow::Result<()> {
-    let ns = ["-n", NAMESPACE];
     let out = k
-        .run(
-            &[
-                &ns[..],
-                &["exec", "deploy/web", "--", "cat", "/www/index.html"],
-            ]
-            .concat(),
-        )
+        .run_ns(&["exec", "deploy/web", "--", "cat", "/www/index.html"])
         .await?
         .ok(&[])?;
     if out.stdout != "page\n" {
         bail!("exec's stdout: {}", out.describe());
     }
     let failed = k
-        .run(
-            &[
-                &ns[..],
-                &[
-                    "exec",
-                    "deploy/web",
-                    "--",
-                    "sh",
-                    "-c",
-                    "echo out; echo err >&2; exit 3",
-                ],
-            ]
-            .concat(),
-        )
+        .run_ns(&[
+            "exec",
+            "deploy/web",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ])
         .await?
         .exits(3, &["command terminated with exit code 3"])?;
     if failed.stdout != "out\n" || !failed.stderr.starts_with("err\n") {
         bail!("exec's stdout and stderr: {}", failed.describe());
     }
     let echoed = k
-        .run_with_input(
-            &[
-                &ns[..],
-                &["exec", "-i", "deploy/web", "--", "tr", "a-z", "A-Z"],
-            ]
-            .concat(),
+        .run_ns_with_input(
+            &["exec", "-i", "deploy/web", "--", "tr", "a-z", "A-Z"],
             Some("piped\n"),
         )
         .await?
@@ -414,62 +372,40 @@ async fn port_forward(k: &Kubectl) -> anyhow::Result<()> {
 
 /// A pod's log followed to its end, and waiting for its phase.
 async fn logs(k: &Kubectl, image: &str) -> anyhow::Result<()> {
-    let ns = ["-n", NAMESPACE];
     let image_arg = format!("--image={image}");
-    k.run(
-        &[
-            &ns[..],
-            &[
-                "run",
-                "talker",
-                &image_arg,
-                "--restart=Never",
-                "--",
-                "sh",
-                "-c",
-                "echo one; sleep 2; echo two",
-            ],
-        ]
-        .concat(),
-    )
+    k.run_ns(&[
+        "run",
+        "talker",
+        &image_arg,
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "echo one; sleep 2; echo two",
+    ])
     .await?
     .ok(&["pod/talker created"])?;
-    k.run(
-        &[
-            &ns[..],
-            &[
-                "wait",
-                "--for=condition=Ready",
-                "pod/talker",
-                "--timeout=60s",
-            ],
-        ]
-        .concat(),
-    )
+    k.run_ns(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/talker",
+        "--timeout=60s",
+    ])
     .await?
     .ok(&["pod/talker condition met"])?;
-    let followed = k
-        .run(&[&ns[..], &["logs", "-f", "talker"]].concat())
-        .await?
-        .ok(&[])?;
+    let followed = k.run_ns(&["logs", "-f", "talker"]).await?.ok(&[])?;
     if followed.stdout != "one\ntwo\n" {
         bail!("logs -f: {}", followed.describe());
     }
-    k.run(
-        &[
-            &ns[..],
-            &[
-                "wait",
-                "--for=jsonpath={.status.phase}=Succeeded",
-                "pod/talker",
-                "--timeout=60s",
-            ],
-        ]
-        .concat(),
-    )
+    k.run_ns(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/talker",
+        "--timeout=60s",
+    ])
     .await?
     .ok(&["pod/talker condition met"])?;
-    k.run(&[&ns[..], &["get", "pod", "talker"]].concat())
+    k.run_ns(&["get", "pod", "talker"])
         .await?
         .ok(&["Completed", "0/1"])?;
     Ok(())
@@ -479,47 +415,28 @@ async fn logs(k: &Kubectl, image: &str) -> anyhow::Result<()> {
 /// `rollingUpdate.partition: 0` makes kubectl report a "partitioned roll
 /// out", as it does on a real cluster.
 async fn statefulset(k: &Kubectl, image: &str) -> anyhow::Result<()> {
-    let ns = ["-n", NAMESPACE];
     let manifest = format!(
         "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db}}\nspec:\n  serviceName: db\n  replicas: 1\n  selector: {{matchLabels: {{app: db}}}}\n  template:\n    metadata: {{labels: {{app: db}}}}\n    spec:\n      containers:\n      - {{name: db, image: {image}, command: [sleep, \"3600\"]}}\n"
     );
-    k.run_with_input(&[&ns[..], &["apply", "-f", "-"]].concat(), Some(&manifest))
+    k.run_ns_with_input(&["apply", "-f", "-"], Some(&manifest))
         .await?
         .ok(&["statefulset.apps/db created"])?;
-    k.run(
-        &[
-            &ns[..],
-            &["rollout", "status", "statefulset/db", "--timeout=120s"],
-        ]
-        .concat(),
-    )
-    .await?
-    .ok(&["partitioned roll out complete: 1 new pods have been updated"])?;
-    k.run(&[&ns[..], &["scale", "statefulset", "db", "--replicas=2"]].concat())
+    k.run_ns(&["rollout", "status", "statefulset/db", "--timeout=120s"])
+        .await?
+        .ok(&["partitioned roll out complete: 1 new pods have been updated"])?;
+    k.run_ns(&["scale", "statefulset", "db", "--replicas=2"])
         .await?
         .ok(&["statefulset.apps/db scaled"])?;
-    k.run(
-        &[
-            &ns[..],
-            &["rollout", "status", "statefulset/db", "--timeout=120s"],
-        ]
-        .concat(),
-    )
-    .await?
-    .ok(&["partitioned roll out complete: 2 new pods have been updated"])?;
-    k.run(&[&ns[..], &["rollout", "restart", "statefulset/db"]].concat())
+    k.run_ns(&["rollout", "status", "statefulset/db", "--timeout=120s"])
+        .await?
+        .ok(&["partitioned roll out complete: 2 new pods have been updated"])?;
+    k.run_ns(&["rollout", "restart", "statefulset/db"])
         .await?
         .ok(&["statefulset.apps/db restarted"])?;
-    k.run(
-        &[
-            &ns[..],
-            &["rollout", "status", "statefulset/db", "--timeout=150s"],
-        ]
-        .concat(),
-    )
-    .await?
-    .ok(&["partitioned roll out complete: 2 new pods have been updated"])?;
-    k.run(&[&ns[..], &["get", "statefulset", "db"]].concat())
+    k.run_ns(&["rollout", "status", "statefulset/db", "--timeout=150s"])
+        .await?
+        .ok(&["partitioned roll out complete: 2 new pods have been updated"])?;
+    k.run_ns(&["get", "statefulset", "db"])
         .await?
         .ok(&["READY", "2/2"])?;
     Ok(())
@@ -588,35 +505,26 @@ async fn explain(k: &Kubectl) -> anyhow::Result<()> {
 
 /// delete --wait, and the kubelet saying it stops the containers.
 async fn deletion(k: &Kubectl) -> anyhow::Result<()> {
-    let ns = ["-n", NAMESPACE];
-    k.run(&[&ns[..], &["delete", "deployment", "web", "--wait"]].concat())
+    k.run_ns(&["delete", "deployment", "web", "--wait"])
         .await?
         .ok(&["deployment.apps \"web\" deleted"])?;
-    k.run(&[&ns[..], &["get", "deployment", "web"]].concat())
-        .await?
-        .exits(
-            1,
-            &["Error from server (NotFound): deployments.apps \"web\" not found"],
-        )?;
-    k.run(&[&ns[..], &["delete", "statefulset", "db", "--wait"]].concat())
+    k.run_ns(&["get", "deployment", "web"]).await?.exits(
+        1,
+        &["Error from server (NotFound): deployments.apps \"web\" not found"],
+    )?;
+    k.run_ns(&["delete", "statefulset", "db", "--wait"])
         .await?
         .ok(&["statefulset.apps \"db\" deleted"])?;
-    k.run(
-        &[
-            &ns[..],
-            &[
-                "wait",
-                "--for=delete",
-                "pod",
-                "-l",
-                "app=web",
-                "--timeout=60s",
-            ],
-        ]
-        .concat(),
-    )
+    k.run_ns(&[
+        "wait",
+        "--for=delete",
+        "pod",
+        "-l",
+        "app=web",
+        "--timeout=60s",
+    ])
     .await?;
-    k.run(&[&ns[..], &["get", "events"]].concat())
+    k.run_ns(&["get", "events"])
         .await?
         .ok(&["Killing", "Stopping container"])?;
     k.run(&["delete", "namespace", NAMESPACE, "--wait"])
