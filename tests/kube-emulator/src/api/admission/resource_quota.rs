@@ -44,7 +44,7 @@ const MUST_DECLARE: [&str; 6] = [
 
 fn add(usage: &mut Usage, resource: impl Into<String>, amount: Quantity) {
     let entry = usage.entry(resource.into()).or_insert(Quantity::ZERO);
-    *entry = *entry + amount;
+    *entry += amount;
 }
 
 /// What one stored object of `key` uses.
