@@ -23,8 +23,9 @@
 //! with finalizers still wait); a resource's versions share one store with
 //! no conversion; server-side apply merges and prunes per field manager but
 //! records no managedFields and never reports conflicts; protobuf bodies are
-//! understood only for what `kubectl create` sends (`protobuf`); OpenAPI
-//! publishes operations, not schemas (`openapi`); RBAC has no Node
+//! decoded for the built-in kinds only (`protobuf`); OpenAPI publishes
+//! schemas but no strategic-merge operations (`openapi`); exec and
+//! port-forward are served over WebSockets, not SPDY (`streams`); RBAC has no Node
 //! authorizer, impersonation or webhook authenticators, and aggregated
 //! ClusterRoles get their rules when they are evaluated (the stored ones
 //! are filled once, at bootstrap).
