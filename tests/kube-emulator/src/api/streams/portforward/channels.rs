@@ -2,7 +2,7 @@
 //! `v4.channel.k8s.io`, as kube-rs speaks it): for the i-th port of the
 //! query, channel 2i carries data and 2i+1 errors, and the first message
 //! the server sends on each names the port (two bytes, little endian).
-//! One TCP connection per port, for the life of the WebSocket.
+//! One TCP connection per port; the WebSocket closes when all have ended.
 
 use std::net::IpAddr;
 
@@ -58,11 +58,19 @@ pub(super) async fn relay(socket: WebSocket, ip: IpAddr, ports: Vec<u16>) {
     drop(output);
     loop {
         tokio::select! {
-            Some(message) = outgoing.recv() => {
-                if to_client.send(message).await.is_err() {
+            message = outgoing.recv() => match message {
+                Some(message) => {
+                    if to_client.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                // Every port's connection has ended (or never began):
+                // the stream ends, as the kubelet's does.
+                None => {
+                    let _ = to_client.send(super::super::normal_closure()).await;
                     return;
                 }
-            }
+            },
             message = from_client.next() => match message {
                 Some(Ok(Message::Binary(data))) => {
                     let Some((&channel, payload)) = data.split_first() else { continue };
