@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::task::JoinSet;
 
-use crate::context::{ClusterContext, PodLogs, Shared};
+use crate::context::{ClusterContext, PodStreams, Shared};
 use crate::policy::{Flavour, Policy};
 use crate::{api, binder, controllers, docker, kubelet, router, velero};
 
@@ -229,7 +229,7 @@ impl Cluster {
         let components_context = context(kube::Client::try_from(components.clone())?);
 
         let mut tasks = JoinSet::new();
-        let logs: Option<Arc<dyn PodLogs>> = if options.docker {
+        let logs: Option<Arc<dyn PodStreams>> = if options.docker {
             Some(kubelet::log_source(components_context.clone()))
         } else {
             None

@@ -110,9 +110,11 @@ impl ClusterContext {
     }
 }
 
-/// The kubelet's side of `GET .../pods/{name}/log`: the API server asks it
-/// for a container's log, as the real API server proxies to the kubelet.
-pub trait PodLogs: Send + Sync {
+/// The kubelet's side of the pods' streaming subresources: the API server
+/// asks it for a container's log (`pods/{name}/log`) and to run a command
+/// in a container (`pods/{name}/exec`), as the real API server proxies
+/// both to the node's kubelet.
+pub trait PodStreams: Send + Sync {
     /// The log of `container` (the pod's only container when `None`) as a
     /// byte stream; with `follow` the stream stays open until the container
     /// ends.
@@ -127,4 +129,29 @@ pub trait PodLogs: Send + Sync {
         'static,
         anyhow::Result<BoxStream<'static, std::io::Result<Bytes>>>,
     >;
+
+    /// Starts `exec.command` in a running container of the pod, with its
+    /// stdout and stderr piped and its stdin piped when `exec.stdin` asks
+    /// for it (null otherwise). The process's exit code is the command's.
+    /// A kubelet that runs no containers says so.
+    fn exec(
+        &self,
+        namespace: &str,
+        pod: &str,
+        exec: Exec,
+    ) -> futures_util::future::BoxFuture<'static, anyhow::Result<tokio::process::Child>> {
+        let _ = exec;
+        let message = format!("no kubelet runs containers for pod {namespace}/{pod}");
+        Box::pin(async move { Err(anyhow::anyhow!(message)) })
+    }
+}
+
+/// What `pods/{name}/exec` asks the kubelet to run.
+#[derive(Clone, Debug)]
+pub struct Exec {
+    pub container: String,
+    /// The command and its arguments, run without a shell.
+    pub command: Vec<String>,
+    /// Whether the client sends stdin.
+    pub stdin: bool,
 }

@@ -337,3 +337,27 @@ pub fn logs(
         })
         .boxed())
 }
+
+/// Starts `docker exec` of `command` in a running container, with stdout
+/// and stderr piped and stdin piped when `stdin` (`-i`), null otherwise.
+/// Its exit code is the command's (126 when it cannot be run, 127 when it
+/// is not found). Dropping the child kills the `docker exec` client.
+pub fn exec(
+    container: &str,
+    command: &[String],
+    stdin: bool,
+) -> Result<tokio::process::Child, DockerError> {
+    let mut docker = tokio::process::Command::new("docker");
+    docker.arg("exec");
+    if stdin {
+        docker.arg("-i");
+    }
+    docker
+        .arg(container)
+        .args(command)
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    docker.spawn().map_err(DockerError::NotInstalled)
+}

@@ -1441,7 +1441,7 @@ struct FakeLogs {
     chunks: Mutex<Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>>,
 }
 
-impl kube_emulator::PodLogs for FakeLogs {
+impl kube_emulator::PodStreams for FakeLogs {
     fn logs(
         &self,
         namespace: &str,

@@ -22,7 +22,7 @@ use kube::ResourceExt as _;
 use kube_emulator::api::{
     Authenticator, Authority, Failure, FaultCounts, Faults, Requests, Span, MASTERS,
 };
-use kube_emulator::{Cluster, ClusterOptions, Credentials, PodLogs, Shared};
+use kube_emulator::{Cluster, ClusterOptions, Credentials, PodStreams, Shared};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
@@ -383,7 +383,7 @@ async fn streams_are_cut_every_period_while_asked() {
 /// stream is dropped.
 struct EndlessLogs;
 
-impl PodLogs for EndlessLogs {
+impl PodStreams for EndlessLogs {
     fn logs(
         &self,
         _namespace: &str,

@@ -48,13 +48,18 @@ impl ApiError {
         .with_details(rt, name)
     }
 
-    /// A path that names no served resource.
+    /// A path that names no served resource. Its `details` are empty but
+    /// present, as the real server's are: kubectl reads them (`kubectl
+    /// debug` dereferences them to tell a missing subresource from a
+    /// missing pod).
     pub fn no_such_path() -> Self {
-        Self::new(
+        let mut error = Self::new(
             404,
             "NotFound",
             "the server could not find the requested resource",
-        )
+        );
+        error.details = Some(json!({}));
+        error
     }
 
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {

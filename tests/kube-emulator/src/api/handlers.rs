@@ -1,12 +1,14 @@
 //! Routing a request to what it asks for: discovery, a collection (list,
 //! watch, create, deletecollection), an object (get, replace, patch,
-//! delete) or a subresource (status, scale, log).
+//! delete) or a subresource (status, scale, log, exec, portforward).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State as AxumState};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +25,7 @@ use super::patch::{self, PatchKind};
 use super::resources::{Kind, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector, Selectors};
 use super::watch::{self, WatchRequest};
-use super::{discovery, json_response, logs, openapi, scale, table, Server};
+use super::{discovery, json_response, logs, openapi, scale, streams, table, Server};
 
 /// One request, parsed.
 struct Request {
@@ -34,6 +36,10 @@ struct Request {
     query: HashMap<String, String>,
     headers: HeaderMap,
     body: Bytes,
+    /// The whole URI (streaming subresources read repeated query keys).
+    uri: Uri,
+    /// The WebSocket upgrade the request asks for, if it is one.
+    upgrade: Option<WebSocketUpgrade>,
 }
 
 /// A resource request's target.
@@ -68,6 +74,7 @@ pub async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     body: Bytes,
 ) -> Response {
     let query = Query::<HashMap<String, String>>::try_from_uri(&uri)
@@ -109,6 +116,8 @@ pub async fn handle(
         query,
         headers,
         body,
+        uri: uri.clone(),
+        upgrade: upgrade.ok(),
     };
     match route(request, &segments).await {
         Ok(response) => response,
@@ -127,9 +136,9 @@ async fn route(request: Request, segments: &[&str]) -> ApiResult<Response> {
         ["apis", group] => ok(discovery::group(&catalog(), group)?),
         ["api", version] => ok(discovery::resources(&catalog(), "", version)?),
         ["openapi", "v3"] => ok(openapi::index(&catalog())),
-        ["openapi", "v3", "api", version] => ok(openapi::group_version(&catalog(), "", version)?),
+        ["openapi", "v3", "api", version] => ok(openapi_document(&request, "", version)?),
         ["openapi", "v3", "apis", group, version] => {
-            ok(openapi::group_version(&catalog(), group, version)?)
+            ok(openapi_document(&request, group, version)?)
         }
         ["apis", group, version] => ok(discovery::resources(&catalog(), group, version)?),
         ["api", version, rest @ ..] => {
@@ -142,6 +151,17 @@ async fn route(request: Request, segments: &[&str]) -> ApiResult<Response> {
         }
         _ => Err(ApiError::no_such_path()),
     }
+}
+
+/// `GET /openapi/v3/...`: the group version's document, with the schemas
+/// of the CRDs stored now.
+fn openapi_document(request: &Request, group: &str, version: &str) -> ApiResult<Value> {
+    let state = request.server.lock();
+    let crd_key =
+        super::resources::Catalog::builtin("apiextensions.k8s.io", "customresourcedefinitions")
+            .key();
+    let crds = state.store.list(&crd_key, None);
+    openapi::group_version(&state.catalog, crds, group, version)
 }
 
 /// Parses `[namespaces/{ns}/]{resource}[/{name}[/{subresource}]]`.
@@ -180,6 +200,7 @@ fn target(request: &Request, group: &str, version: &str, rest: &[&str]) -> ApiRe
         Some("log") => rt.log,
         Some("finalize") => rt.is_namespace(),
         Some("token") => rt.is("", "serviceaccounts"),
+        Some("exec" | "portforward") => rt.is("", "pods"),
         Some(_) => false,
     };
     if !scoped_right || !subresource_known {
@@ -217,6 +238,18 @@ async fn resource(request: Request, target: Target) -> ApiResult<Response> {
                 &request.query,
             )
             .await
+        }
+        // GET for a WebSocket upgrade, POST for a SPDY one.
+        (Some(sub @ ("exec" | "portforward")), Method::GET | Method::POST) => {
+            let pod = request
+                .server
+                .lock()
+                .get(&target.rt, target.namespace(), &name)?;
+            let query = streams::Query::parse(&request.uri)?;
+            match sub {
+                "exec" => streams::exec::serve(request.server, pod, &query, request.upgrade).await,
+                _ => streams::portforward::serve(pod, &query, request.upgrade),
+            }
         }
         (Some("token"), Method::POST) => {
             let body = parse_body(&request.headers, &request.body)?;

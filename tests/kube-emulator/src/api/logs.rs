@@ -1,5 +1,5 @@
 //! `GET .../pods/{name}/log`: streams a container's log from the kubelet
-//! (the `PodLogs` the server was given), as the real API server proxies it.
+//! (the `PodStreams` the server was given), as the real API server proxies it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,14 +31,14 @@ pub async fn pod_log(
         })?),
         None => None,
     };
-    let Some(logs) = server.logs.clone() else {
+    let Some(kubelet) = server.kubelet.clone() else {
         return Err(ApiError::new(
             404,
             "NotFound",
             format!("no kubelet serves logs for pod {name} in this cluster"),
         ));
     };
-    let stream = logs
+    let stream = kubelet
         .logs(namespace, name, Some(&container), follow, tail_lines)
         .await
         .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
@@ -51,7 +51,7 @@ pub async fn pod_log(
 
 /// The container a log request means: the one named (which must be in the
 /// pod), or the pod's only container.
-fn container(pod: &Value, pod_name: &str, asked: Option<&str>) -> ApiResult<String> {
+pub(super) fn container(pod: &Value, pod_name: &str, asked: Option<&str>) -> ApiResult<String> {
     let names: Vec<&str> = ["initContainers", "containers"]
         .iter()
         .flat_map(|list| pod["spec"][*list].as_array().into_iter().flatten())

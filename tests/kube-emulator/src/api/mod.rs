@@ -1,5 +1,6 @@
 //! The Kubernetes HTTP API: discovery, CRUD, watch, patch, apply, status,
-//! logs and finalizers over an in-memory store, served over HTTPS.
+//! logs, exec, port-forward and finalizers over an in-memory store, served
+//! over HTTPS.
 //!
 //! Every request is authenticated (`authn`: client certificates of the
 //! cluster's CA, bearer tokens, ServiceAccount tokens from TokenRequests,
@@ -22,8 +23,9 @@
 //! with finalizers still wait); a resource's versions share one store with
 //! no conversion; server-side apply merges and prunes per field manager but
 //! records no managedFields and never reports conflicts; protobuf bodies are
-//! understood only for what `kubectl create` sends (`protobuf`); OpenAPI
-//! publishes operations, not schemas (`openapi`); RBAC has no Node
+//! decoded for the built-in kinds only (`protobuf`); OpenAPI publishes
+//! schemas but no strategic-merge operations (`openapi`); exec and
+//! port-forward are served over WebSockets, not SPDY (`streams`); RBAC has no Node
 //! authorizer, impersonation or webhook authenticators, and aggregated
 //! ClusterRoles get their rules when they are evaluated (the stored ones
 //! are filled once, at bootstrap).
@@ -52,6 +54,7 @@ mod resources;
 mod scale;
 mod selectors;
 mod store;
+mod streams;
 mod table;
 mod validation;
 mod watch;
@@ -63,7 +66,7 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
-use crate::context::PodLogs;
+use crate::context::PodStreams;
 use crate::policy::Policy;
 
 pub use authn::pki::{Authority, KeyPairPem};
@@ -80,20 +83,20 @@ const MAX_BODY: usize = 16 << 20;
 
 /// Serves the API over HTTPS on `listener` until the task is aborted,
 /// authenticating requests with `authenticator` (whose CA also signs the
-/// serving certificate). Pod logs come from `logs` (the kubelet); without
-/// one, log requests get 404.
+/// serving certificate). Pod logs and exec go to `kubelet`; without
+/// one, those requests get 404.
 /// `faults` are injected into the requests (none until a test asks for
 /// them).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    logs: Option<Arc<dyn PodLogs>>,
+    kubelet: Option<Arc<dyn PodStreams>>,
     policy: Policy,
     authenticator: Arc<Authenticator>,
     faults: Faults,
 ) -> anyhow::Result<()> {
     serve_with_history(
         listener,
-        logs,
+        kubelet,
         policy,
         authenticator,
         faults,
@@ -106,7 +109,7 @@ pub async fn serve(
 /// to make a resuming watch fall off its end (410 Gone).
 pub async fn serve_with_history(
     listener: tokio::net::TcpListener,
-    logs: Option<Arc<dyn PodLogs>>,
+    kubelet: Option<Arc<dyn PodStreams>>,
     policy: Policy,
     authenticator: Arc<Authenticator>,
     faults: Faults,
@@ -118,7 +121,7 @@ pub async fn serve_with_history(
     authz::bootstrap(&mut state, &policy);
     let server = Arc::new(Server {
         state: Mutex::new(state),
-        logs,
+        kubelet,
         policy,
         authenticator,
         address,
@@ -140,7 +143,7 @@ pub async fn serve_with_history(
 /// What every request handler shares.
 struct Server {
     state: Mutex<objects::State>,
-    logs: Option<Arc<dyn PodLogs>>,
+    kubelet: Option<Arc<dyn PodStreams>>,
     /// What this cluster enforces.
     policy: Policy,
     /// Who sent a request.

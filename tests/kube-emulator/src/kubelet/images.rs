@@ -17,6 +17,16 @@ pub(super) struct Local {
     /// pulled through a mirror, the mirror's (a digest cannot be a tag).
     pub reference: String,
     pub id: String,
+    /// How the kubelet got it, for its Events: `None` when it was
+    /// already present.
+    pub pulled: Option<Pulled>,
+}
+
+/// A pull that brought the image.
+pub(super) struct Pulled {
+    pub took: std::time::Duration,
+    /// The image's size in bytes, as Docker reports it.
+    pub size: u64,
 }
 
 /// Why there is no local image.
@@ -40,6 +50,7 @@ pub(super) async fn ensure(ctx: &ClusterContext, image: &str) -> Result<Local, M
         return Ok(Local {
             reference: image.to_string(),
             id,
+            pulled: None,
         });
     }
     let Some(source) = pull_source(ctx, image) else {
@@ -48,6 +59,7 @@ pub(super) async fn ensure(ctx: &ClusterContext, image: &str) -> Result<Local, M
              images from other registries: build or load it into the local Docker engine"
         )));
     };
+    let start = std::time::Instant::now();
     if let Err(error) = docker::docker(["pull", "--quiet", &source]).await {
         let message = match error {
             docker::DockerError::Failed { stderr, .. } => stderr,
@@ -68,7 +80,17 @@ pub(super) async fn ensure(ctx: &ClusterContext, image: &str) -> Result<Local, M
     let id = docker::image_id(&reference)
         .await?
         .ok_or_else(|| Missing::PullFailed(format!("{reference} vanished right after its pull")))?;
-    Ok(Local { reference, id })
+    let took = start.elapsed();
+    let size = docker::docker(["image", "inspect", "--format", "{{.Size}}", &reference])
+        .await?
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    Ok(Local {
+        reference,
+        id,
+        pulled: Some(Pulled { took, size }),
+    })
 }
 
 /// Where `image` is pulled from: the mirror of its registry host, or

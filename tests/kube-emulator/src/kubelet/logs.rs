@@ -1,6 +1,7 @@
 //! Container logs for the API server's `GET pods/{name}/log`: the pod is
 //! looked up in the API (for its uid and containers), its current Docker
-//! container found by labels, and `docker logs` streamed.
+//! container found by labels (`Current`, which `exec` shares), and
+//! `docker logs` streamed.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use kube::{Api, ResourceExt as _};
 
 use super::container::CLUSTER_LABEL;
 use super::{CONTAINER_NAME_LABEL, POD_UID_LABEL};
-use crate::context::{ClusterContext, PodLogs};
+use crate::context::{ClusterContext, Exec, PodStreams};
 use crate::docker;
 
 /// The annotation naming the container `kubectl logs` picks by default.
@@ -30,7 +31,7 @@ impl ContainerLogs {
     }
 }
 
-impl PodLogs for ContainerLogs {
+impl PodStreams for ContainerLogs {
     fn logs(
         &self,
         namespace: &str,
@@ -44,27 +45,71 @@ impl PodLogs for ContainerLogs {
         let name = pod.to_string();
         let container = container.map(str::to_string);
         async move {
-            let pod = Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
-                .get(&name)
-                .await
-                .with_context(|| format!("getting pod {namespace}/{name}"))?;
-            let container = container_name(&pod, container)?;
-            let labels = [
-                format!("{CLUSTER_LABEL}={}", ctx.name),
-                format!("{POD_UID_LABEL}={}", pod.uid().unwrap_or_default()),
-                format!("{CONTAINER_NAME_LABEL}={container}"),
-            ];
-            // Newest first: the current instance of a restarted container.
-            let instances = docker::containers(&ctx.shared.instance, &labels).await?;
-            let Some(current) = instances.first() else {
+            let current = Current::find(&ctx, &namespace, &name, container).await?;
+            let Some(id) = current.id else {
                 anyhow::bail!(
-                    "container \"{container}\" in pod \"{name}\" is waiting to start: {}",
-                    waiting_reason(&pod, &container)
+                    "container \"{}\" in pod \"{name}\" is waiting to start: {}",
+                    current.name,
+                    waiting_reason(&current.pod, &current.name)
                 );
             };
-            docker::logs(current, follow, tail_lines)
+            docker::logs(&id, follow, tail_lines)
         }
         .boxed()
+    }
+
+    fn exec(
+        &self,
+        namespace: &str,
+        pod: &str,
+        exec: Exec,
+    ) -> BoxFuture<'static, anyhow::Result<tokio::process::Child>> {
+        super::exec::start(
+            self.ctx.clone(),
+            namespace.to_string(),
+            pod.to_string(),
+            exec,
+        )
+        .boxed()
+    }
+}
+
+/// A container of a pod as Docker runs it now.
+pub(super) struct Current {
+    pub(super) pod: Pod,
+    /// The container's name in the pod spec.
+    pub(super) name: String,
+    /// The Docker container of its current instance, if it was created.
+    pub(super) id: Option<String>,
+}
+
+impl Current {
+    /// Looks `pod` up in the API (for its uid and containers) and finds
+    /// the newest Docker container of `container` (the pod's default one
+    /// when `None`).
+    pub(super) async fn find(
+        ctx: &ClusterContext,
+        namespace: &str,
+        name: &str,
+        container: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let pod = Api::<Pod>::namespaced(ctx.client.clone(), namespace)
+            .get(name)
+            .await
+            .with_context(|| format!("getting pod {namespace}/{name}"))?;
+        let container = container_name(&pod, container)?;
+        let labels = [
+            format!("{CLUSTER_LABEL}={}", ctx.name),
+            format!("{POD_UID_LABEL}={}", pod.uid().unwrap_or_default()),
+            format!("{CONTAINER_NAME_LABEL}={container}"),
+        ];
+        // Newest first: the current instance of a restarted container.
+        let instances = docker::containers(&ctx.shared.instance, &labels).await?;
+        Ok(Self {
+            pod,
+            name: container,
+            id: instances.into_iter().next(),
+        })
     }
 }
 

@@ -25,12 +25,14 @@
 //!   PersistentVolumeClaims;
 //! - `probes`: readiness probes;
 //! - `status`: the pod status computed from its containers, and reporting it;
-//! - `logs`: container logs for the API server's `pods/{name}/log`.
+//! - `logs` and `exec`: container logs and commands for the API server's
+//!   `pods/{name}/log` and `pods/{name}/exec`.
 
 mod admission;
 mod attach;
 mod container;
 mod env;
+mod exec;
 mod images;
 mod logs;
 mod nodes;
@@ -56,7 +58,7 @@ use kube::{Api, ResourceExt as _};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::context::{ClusterContext, PodLogs};
+use crate::context::{ClusterContext, PodStreams};
 use crate::docker;
 
 /// The label every node carries with its own name, which pods select in
@@ -101,7 +103,7 @@ pub async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
 }
 
 /// The API server's source of pod logs.
-pub fn log_source(ctx: Arc<ClusterContext>) -> Arc<dyn PodLogs> {
+pub fn log_source(ctx: Arc<ClusterContext>) -> Arc<dyn PodStreams> {
     Arc::new(logs::ContainerLogs::new(ctx))
 }
 

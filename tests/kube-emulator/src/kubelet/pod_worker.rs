@@ -32,6 +32,7 @@ use super::state::{Slot, State, Terminated, Waiting};
 use super::status::{self, Reporter};
 use super::{env, images, probes, volumes, POD_UID_LABEL};
 use crate::context::ClusterContext;
+use crate::events::Type::{Normal, Warning};
 use crate::{docker, events};
 
 /// How long a container that cannot start yet waits before the next try.
@@ -184,6 +185,7 @@ impl PodWorker {
                 () = sleep_until(wake) => {}
             }
         }
+        self.stop_running().await;
         self.teardown().await;
         if !deleted {
             // Graceful deletion ends with the kubelet's final delete, as in
@@ -386,6 +388,16 @@ impl PodWorker {
                         ..
                     })
                 );
+                if pulled_before {
+                    let message = format!("Back-off pulling image {image:?}");
+                    self.container_event(which, Warning, "BackOff", &message)
+                        .await;
+                } else {
+                    self.container_event(which, Warning, "Failed", &message)
+                        .await;
+                    let error = "Error: ErrImagePull";
+                    self.container_event(which, Warning, "Failed", error).await;
+                }
                 return Err(Failure::Waiting(Waiting {
                     reason: if pulled_before {
                         "ImagePullBackOff"
@@ -396,6 +408,26 @@ impl PodWorker {
                 }));
             }
         };
+        match &local.pulled {
+            None => {
+                let message = format!("Container image {image:?} already present on machine");
+                self.container_event(which, Normal, "Pulled", &message)
+                    .await;
+            }
+            Some(pulled) => {
+                let message = format!("Pulling image {image:?}");
+                self.container_event(which, Normal, "Pulling", &message)
+                    .await;
+                let took = format!("{:.3}s", pulled.took.as_secs_f64());
+                let message = format!(
+                    "Successfully pulled image {image:?} in {took} ({took} including waiting). \
+                     Image size: {} bytes.",
+                    pulled.size
+                );
+                self.container_event(which, Normal, "Pulled", &message)
+                    .await;
+            }
+        }
         let image_id = local.id;
         let image = local.reference;
         let mut container = container;
@@ -439,9 +471,18 @@ impl PodWorker {
                 // `docker run` may have created the container before failing
                 // to start it.
                 let _ = docker::remove(&[name]).await;
+                let message = format!("Error: {error}");
+                self.container_event(which, Warning, "Failed", &message)
+                    .await;
                 return Err(Failure::StartError(error.to_string()));
             }
         };
+        let message = format!("Created container: {}", container.name);
+        self.container_event(which, Normal, "Created", &message)
+            .await;
+        let message = format!("Started container {}", container.name);
+        self.container_event(which, Normal, "Started", &message)
+            .await;
         let started_at = match docker::inspect(&id).await {
             Ok(info) => {
                 if which == Which::Main(0) {
@@ -597,6 +638,56 @@ impl PodWorker {
             },
         };
         self.after_exit(which, terminated);
+        if let State::Waiting(Waiting {
+            reason: "CrashLoopBackOff",
+            ..
+        }) = &self.slot(which).state
+        {
+            let container = self.slot(which).spec.name.clone();
+            let message = format!(
+                "Back-off restarting failed container {container} in pod {}",
+                self.pod_for_humans()
+            );
+            self.container_event(which, Warning, "BackOff", &message)
+                .await;
+        }
+    }
+
+    /// The pod as the kubelet names it in messages: `name_namespace(uid)`.
+    fn pod_for_humans(&self) -> String {
+        format!(
+            "{}_{}({})",
+            self.pod.name_any(),
+            self.pod.namespace().unwrap_or_default(),
+            self.uid
+        )
+    }
+
+    /// Records an Event from this node's kubelet about one of the pod's
+    /// containers.
+    async fn container_event(
+        &mut self,
+        which: Which,
+        type_: events::Type,
+        reason: &str,
+        message: &str,
+    ) {
+        let field_path = match which {
+            Which::Init(index) => format!("spec.initContainers{{{}}}", self.init[index].spec.name),
+            Which::Main(index) => format!("spec.containers{{{}}}", self.main[index].spec.name),
+        };
+        let node = self.node().to_string();
+        let reporter = events::Reporter::on_host("kubelet", &node);
+        events::record_container(
+            &self.ctx.client,
+            reporter,
+            &self.pod,
+            field_path,
+            type_,
+            reason,
+            message,
+        )
+        .await;
     }
 
     /// The container's termination message: what it wrote to its
@@ -636,12 +727,7 @@ impl PodWorker {
             (Which::Init(_), _) | (Which::Main(_), "OnFailure") => failed,
             (Which::Main(_), _) => true,
         };
-        let pod = format!(
-            "{}_{}({})",
-            self.pod.name_any(),
-            self.pod.namespace().unwrap_or_default(),
-            self.uid
-        );
+        let pod = self.pod_for_humans();
         let slot = self.slot(which);
         if !restart {
             slot.state = State::Terminated(terminated);
@@ -657,6 +743,21 @@ impl PodWorker {
             ),
         });
         slot.last_state = Some(terminated);
+    }
+
+    /// Says which containers are being stopped (`Killing`), as the kubelet
+    /// does when their pod is deleted.
+    async fn stop_running(&mut self) {
+        let running: Vec<Which> = (0..self.init.len())
+            .map(Which::Init)
+            .chain((0..self.main.len()).map(Which::Main))
+            .filter(|which| matches!(self.slot(*which).state, State::Running { .. }))
+            .collect();
+        for which in running {
+            let message = format!("Stopping container {}", self.slot(which).spec.name);
+            self.container_event(which, Normal, "Killing", &message)
+                .await;
+        }
     }
 
     /// Removes the pod's containers and files, and detaches its volumes.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube_emulator::api::{Authenticator, Authority};
-use kube_emulator::{Cluster, ClusterOptions, Credentials, PodLogs, Shared};
+use kube_emulator::{Cluster, ClusterOptions, Credentials, PodStreams, Shared};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
@@ -66,7 +66,7 @@ impl Server {
 
 /// An API server alone, with `logs` as its pod log source and a watch
 /// history of `history` events. It stops with the test's runtime.
-pub async fn server(logs: Option<Arc<dyn PodLogs>>, history: usize) -> Server {
+pub async fn server(logs: Option<Arc<dyn PodStreams>>, history: usize) -> Server {
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .await
         .expect("binding the API server");

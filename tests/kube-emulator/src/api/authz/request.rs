@@ -81,6 +81,13 @@ impl RequestInfo {
             Method::DELETE => "deletecollection",
             _ => "",
         };
+        // Connecting to a pod's streams is `create` whichever upgrade
+        // carries it (a WebSocket upgrade is a GET), as with the real
+        // server's AuthorizePodWebsocketUpgradeCreatePermission.
+        let streaming = group.is_empty()
+            && parts.first() == Some(&"pods")
+            && matches!(parts.get(2), Some(&("exec" | "attach" | "portforward")));
+        let verb = if streaming { "create" } else { verb };
         Self {
             verb: verb.to_string(),
             group: group.to_string(),

@@ -1,10 +1,16 @@
-//! A minimal OpenAPI v3 description: per group version, the PATCH
-//! operation of every resource with its `fieldValidation` parameter.
-//! That is what kubectl looks for to learn that the server validates
-//! fields itself (without it, `kubectl apply` insists on downloading
-//! schemas to validate client-side). No schemas are published: kubectl then
-//! computes strategic merge patches from its compiled-in types and JSON
-//! merge patches for the rest, as it does with a real server's CRDs.
+//! The OpenAPI v3 description, per group version: the PATCH operation of
+//! every resource with its `fieldValidation` parameter, which is what
+//! kubectl looks for to learn that the server validates fields itself
+//! (without it, `kubectl apply` insists on validating client-side), and
+//! the kinds' schemas (`schemas`), which `kubectl explain` reads.
+//!
+//! The PATCH operations declare no request bodies, so kubectl does not
+//! compute strategic merge patches from these schemas (they lack the
+//! patch strategies of the upstream ones): it uses its compiled-in types
+//! for built-in kinds and JSON merge patches for the rest, as it does
+//! with a real server's CRDs.
+
+mod schemas;
 
 use serde_json::{json, Map, Value};
 
@@ -31,7 +37,14 @@ pub fn index(catalog: &Catalog) -> Value {
 }
 
 /// `GET /openapi/v3/api/v1`, `/openapi/v3/apis/{group}/{version}`.
-pub fn group_version(catalog: &Catalog, group: &str, version: &str) -> ApiResult<Value> {
+/// `crds` are the stored CustomResourceDefinitions, whose schemas the
+/// document of their group version carries.
+pub fn group_version<'a>(
+    catalog: &Catalog,
+    crds: impl Iterator<Item = &'a Value>,
+    group: &str,
+    version: &str,
+) -> ApiResult<Value> {
     let prefix = if group.is_empty() {
         format!("/api/{version}")
     } else {
@@ -61,6 +74,6 @@ pub fn group_version(catalog: &Catalog, group: &str, version: &str) -> ApiResult
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes (kube-emulator)", "version": "v1.32.0"},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": schemas::components(group, version, crds)},
     }))
 }
