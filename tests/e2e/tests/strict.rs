@@ -440,6 +440,9 @@ async fn volumes_migrate_between_strict_clusters_as_their_admission_demands() ->
         .orchestrator("", &["migrate", "--volumes-only", "--output", "json"])
         .await?;
     misbehave.await?;
+    // The restart window may outlast a quick migration: the checks below
+    // are the test's own calls, made once the API server is back.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let report: Value = serde_json::from_slice(&output.stdout).context("the JSON report")?;
     assert_eq!(output.status.code(), Some(0), "{report:#}");
     let counts = env.pair.source.faults().counts();
