@@ -201,23 +201,12 @@ async fn config_from_secret(
 
 /// The DER certificates of a PEM bundle.
 fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
-    use base64::Engine as _;
-    let mut certs = Vec::new();
-    let mut body: Option<String> = None;
-    for line in pem.lines().map(str::trim) {
-        match (line, &mut body) {
-            ("-----BEGIN CERTIFICATE-----", None) => body = Some(String::new()),
-            ("-----END CERTIFICATE-----", Some(text)) => {
-                let der = base64::engine::general_purpose::STANDARD
-                    .decode(text.as_bytes())
-                    .map_err(|e| format!("not base64: {e}"))?;
-                certs.push(der);
-                body = None;
-            }
-            (line, Some(text)) => text.push_str(line),
-            _ => {}
-        }
-    }
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::CertificateDer;
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|cert| cert.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
     if certs.is_empty() {
         Err("no PEM certificate in it".into())
     } else {
