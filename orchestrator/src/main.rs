@@ -85,10 +85,37 @@ enum Command {
         /// Migrations copying at once; the others wait their turn.
         #[arg(long, default_value_t = 2)]
         max_migrations: usize,
+        /// Where to serve /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
     },
     /// Print the CustomResourceDefinitions of the controller's resources,
     /// as YAML.
     Crds,
+    /// Install the controller in a host cluster (its CRDs, namespace,
+    /// ServiceAccount, roles, Deployment and metrics Service), or print
+    /// what would be applied.
+    Install {
+        /// Print the manifests instead of applying them.
+        #[arg(long)]
+        print: bool,
+        /// The orchestrator image the controller runs.
+        #[arg(long)]
+        image: Option<String>,
+        /// Controller replicas (one leads, the others stand by).
+        #[arg(long, default_value_t = 2)]
+        replicas: u32,
+        /// Velero's namespace on the host cluster.
+        #[arg(long, default_value = "velero")]
+        velero_namespace: String,
+        /// The host cluster's kubeconfig (default: $KUBECONFIG,
+        /// ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+        /// The kubeconfig's context (default: its current one).
+        #[arg(long)]
+        context: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,14 +147,42 @@ async fn run(cli: Cli) -> i32 {
             kubeconfig,
             context,
             max_migrations,
+            listen,
         } => {
             let host = plan::ClusterRef {
                 kubeconfig: kubeconfig.clone(),
                 context: context.clone(),
             };
-            return controller(namespace, host, *max_migrations).await;
+            let options = orchestrator::controller::Options {
+                namespace: namespace.clone(),
+                concurrency: *max_migrations,
+                listen: *listen,
+            };
+            return controller(host, options).await;
         }
         Command::Crds => return crds(),
+        Command::Install {
+            print,
+            image,
+            replicas,
+            velero_namespace,
+            kubeconfig,
+            context,
+        } => {
+            let mut install = orchestrator::controller::install::Install {
+                replicas: *replicas,
+                velero_namespace: velero_namespace.clone(),
+                ..Default::default()
+            };
+            if let Some(image) = image {
+                install.image = image.clone();
+            }
+            let host = plan::ClusterRef {
+                kubeconfig: kubeconfig.clone(),
+                context: context.clone(),
+            };
+            return self::install(&install, *print, host).await;
+        }
         _ => {}
     }
     let (Command::Migrate { plan: flags, .. }
@@ -187,7 +242,10 @@ async fn run(cli: Cli) -> i32 {
         Command::Rollback { output, .. } => {
             drive(&plan, RunKind::Rollback, &source, &destination, output).await
         }
-        Command::Status { .. } | Command::Controller { .. } | Command::Crds => {
+        Command::Status { .. }
+        | Command::Controller { .. }
+        | Command::Crds
+        | Command::Install { .. } => {
             unreachable!("handled before the plan is loaded")
         }
     }
@@ -276,7 +334,7 @@ async fn status(name: &str, flags: &PlanFlags) -> i32 {
 }
 
 /// Runs the controller against the host cluster until stopped.
-async fn controller(namespace: &str, host: plan::ClusterRef, max_migrations: usize) -> i32 {
+async fn controller(host: plan::ClusterRef, options: orchestrator::controller::Options) -> i32 {
     let host = match Cluster::connect("host", &host).await {
         Ok(host) => host,
         Err(e) => {
@@ -284,7 +342,41 @@ async fn controller(namespace: &str, host: plan::ClusterRef, max_migrations: usi
             return exit::USAGE;
         }
     };
-    match orchestrator::controller::run(host.client, namespace, max_migrations).await {
+    match orchestrator::controller::run(host.client, options).await {
+        Ok(()) => exit::SUCCESS,
+        Err(e) => {
+            eprintln!("orchestrator: {} cluster: {e:#}", host.context);
+            exit::FAILED
+        }
+    }
+}
+
+/// Applies (or prints) the controller's installation.
+async fn install(
+    install: &orchestrator::controller::install::Install,
+    print: bool,
+    host: plan::ClusterRef,
+) -> i32 {
+    if print {
+        return match install.yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                exit::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("orchestrator: {e}");
+                exit::FAILED
+            }
+        };
+    }
+    let host = match Cluster::connect("host", &host).await {
+        Ok(host) => host,
+        Err(e) => {
+            eprintln!("orchestrator: {e:#}");
+            return exit::USAGE;
+        }
+    };
+    match orchestrator::controller::install::apply(&host.client, install).await {
         Ok(()) => exit::SUCCESS,
         Err(e) => {
             eprintln!("orchestrator: {} cluster: {e:#}", host.context);
