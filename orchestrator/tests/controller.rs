@@ -110,6 +110,31 @@ async fn setup(options: &PairOptions) -> Setup {
     }
 }
 
+/// Registers the source (by URL and a token Secret) and the host itself
+/// as MigrationClusters `source` and `host`.
+async fn register_clusters(pair: &ClusterPair) {
+    let host = pair.destination.client.clone();
+    let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), NS);
+    create(
+        &Api::<Secret>::namespaced(host, NS),
+        json!({"metadata": {"name": "source-token"},
+               "stringData": {"token": pair.source.token_for("migrator", &["system:masters"]),
+                              "ca.crt": pair.source.ca_pem()}}),
+    )
+    .await;
+    create(
+        &clusters,
+        json!({"metadata": {"name": "source"},
+               "spec": {"url": pair.source.api_url, "secretRef": {"name": "source-token"}}}),
+    )
+    .await;
+    create(
+        &clusters,
+        json!({"metadata": {"name": "host"}, "spec": {"isHostCluster": true}}),
+    )
+    .await;
+}
+
 /// GETs `path` of a controller's endpoint: (status code, body).
 async fn get(controller: &Controller, path: &str) -> (u16, String) {
     let response = reqwest::get(format!("http://{}{path}", controller.address))
@@ -376,26 +401,7 @@ async fn plans_are_validated_continuously() {
     );
 
     // The clusters registered: what is left is the namespace.
-    let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), NS);
-    let secrets: Api<Secret> = Api::namespaced(host.clone(), NS);
-    create(
-        &secrets,
-        json!({"metadata": {"name": "source-token"},
-               "stringData": {"token": pair.source.token_for("migrator", &["system:masters"]),
-                              "ca.crt": pair.source.ca_pem()}}),
-    )
-    .await;
-    create(
-        &clusters,
-        json!({"metadata": {"name": "source"},
-               "spec": {"url": pair.source.api_url, "secretRef": {"name": "source-token"}}}),
-    )
-    .await;
-    create(
-        &clusters,
-        json!({"metadata": {"name": "host"}, "spec": {"isHostCluster": true}}),
-    )
-    .await;
+    register_clusters(pair).await;
     let conditions = plan_state(&plans, "shop", "False", "NamespaceNotFound").await;
     assert_eq!(
         message(&conditions, "NamespaceNotFound"),
@@ -627,4 +633,136 @@ async fn two_replicas_one_leads_and_the_standby_takes_over() {
         .unwrap();
     second.child.wait().await.unwrap();
     assert!(leads(&mut third, Duration::from_secs(10)).await);
+}
+
+/// Runs the orchestrator binary against the destination (the host):
+/// (exit code, stdout, stderr).
+async fn orchestrator(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--context", "destination"])
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_and_watch_follow_a_migration_from_a_plan_file() {
+    let Setup {
+        pair,
+        kubeconfig,
+        controller: _controller,
+        _dir: dir,
+    } = setup(&PairOptions::default()).await;
+    register_clusters(&pair).await;
+    let host = pair.destination.client.clone();
+    create(
+        &Api::<Namespace>::all(pair.source.client.clone()),
+        json!({"metadata": {"name": "empty"}}),
+    )
+    .await;
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+
+    // Submitted and followed to its end: each step as it goes, then the
+    // run's summary; the exit code says it succeeded.
+    let plan = file(
+        "empty.yaml",
+        "name: empty\nnamespaces: ['empty:empty-copy']\nvolumesOnly: true\n\
+         source: {context: source}\ndestination: {context: host}\n",
+    );
+    let (code, stdout, stderr) =
+        orchestrator(&kubeconfig, &["submit", "-f", &plan, "--stage"]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("Preflight running"), "{stdout}");
+    assert!(stdout.contains("Preflight done"), "{stdout}");
+    assert!(
+        stdout.contains("(stage run of \"empty\"): Succeeded"),
+        "{stdout}"
+    );
+    let submitted = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("submitted Migration "))
+        .unwrap_or_else(|| panic!("{stderr}"))
+        .to_string();
+    let plans: Api<MigrationPlan> = Api::namespaced(host.clone(), NS);
+    let applied = plans.get("empty").await.unwrap().spec;
+    assert_eq!(
+        (
+            applied.source_cluster.as_str(),
+            applied.destination_cluster.as_str()
+        ),
+        ("source", "host")
+    );
+    assert_eq!(applied.plan["namespaces"], json!(["empty:empty-copy"]));
+    // `watch` of a finished Migration prints its end at once.
+    let (code, stdout, _) = orchestrator(&kubeconfig, &["watch", &submitted]).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("Succeeded"), "{stdout}");
+
+    // A run that fails: the exit code says so, the summary says why.
+    let missing = file(
+        "missing.yaml",
+        "name: missing\nnamespaces: [nowhere]\nvolumesOnly: true\n",
+    );
+    let (code, stdout, stderr) = orchestrator(
+        &kubeconfig,
+        &[
+            "submit",
+            "-f",
+            &missing,
+            "--stage",
+            "--source-cluster",
+            "source",
+            "--destination-cluster",
+            "host",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("Failed"), "{stdout}");
+    assert!(stdout.contains("nowhere"), "{stdout}");
+
+    // Bad input is refused before anything is created, naming what and
+    // where.
+    let bad = file("bad.yaml", "name: bad\nnamespaces: [Bad]\n");
+    let (code, _, stderr) = orchestrator(
+        &kubeconfig,
+        &[
+            "submit",
+            "-f",
+            &bad,
+            "--source-cluster",
+            "source",
+            "--destination-cluster",
+            "host",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("bad.yaml: namespaces[0] \"Bad\""),
+        "{stderr}"
+    );
+    assert!(plans.get_opt("bad").await.unwrap().is_none());
+    let unnamed = file("unnamed.yaml", "name: unnamed\nnamespaces: [empty]\n");
+    let (code, _, stderr) = orchestrator(&kubeconfig, &["submit", "-f", &unnamed]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("--source-cluster"), "{stderr}");
+    let (code, _, stderr) = orchestrator(&kubeconfig, &["watch", "no-such-run"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no Migration mover-system/no-such-run"),
+        "{stderr}"
+    );
 }

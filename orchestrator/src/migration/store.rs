@@ -241,7 +241,8 @@ fn truncate(mut text: String, max: usize) -> String {
     text
 }
 
-fn decode(object: DynamicObject) -> anyhow::Result<Migration> {
+/// A Migration object as the engine reads it.
+pub fn decode(object: DynamicObject) -> anyhow::Result<Migration> {
     let name = object.metadata.name.clone().unwrap_or_default();
     let uid = object.metadata.uid.clone();
     let spec = serde_json::from_value(object.data["spec"].clone())

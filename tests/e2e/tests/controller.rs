@@ -2,8 +2,11 @@
 //! only: the release binary, its host the destination cluster, the source
 //! registered as a MigrationCluster with a token Secret, a MigrationPlan,
 //! then a stage and a final Migration whose pods are real `mover:dev`
-//! containers. The controller is killed (SIGKILL) while the final run
-//! copies; a new one finishes it from the step the status names.
+//! containers. The stage run copies under a bandwidth limit, slowly
+//! enough to watch `/metrics` count the bytes as they go; the controller
+//! is killed (SIGKILL) while the final run copies, and a new one finishes
+//! it from the step the status names; a Migration deleted while it copies
+//! stops, and its senders and receivers go with it.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -16,17 +19,74 @@ use serde_json::{json, Value};
 
 const NS: &str = "mover-system";
 
-/// Starts the release controller with the destination as its host.
-fn start_controller(kubeconfig: &Path) -> Result<tokio::process::Child> {
+/// Starts the release controller with the destination as its host,
+/// serving its metrics on loopback port `port`.
+fn start_controller(kubeconfig: &Path, port: u16) -> Result<tokio::process::Child> {
     let binary = e2e::release_binary("orchestrator")?;
     tokio::process::Command::new(&binary)
         .arg("controller")
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(["--context", "destination"])
+        .args(["--context", "destination", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))
+}
+
+/// `len` incompressible bytes from `seed` (compression would let a
+/// bandwidth-limited copy finish too soon to watch).
+fn noise(seed: &[u8], len: usize) -> Vec<u8> {
+    let mut data = vec![0; len];
+    blake3::Hasher::new()
+        .update(seed)
+        .finalize_xof()
+        .fill(&mut data);
+    data
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The bytes PVC shop/data's copy has dealt with, as the controller's
+/// `/metrics` on `port` says for Migration `migration` (0 before any).
+async fn metric_bytes(port: u16, migration: &str) -> Result<u64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let series = format!(
+        "mover_pvc_transferred_bytes{{migration=\"{migration}\",namespace=\"shop\",pvc=\"data\"}} "
+    );
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The reasons of the Events about Migration `name`, oldest first.
+async fn event_reasons(client: &kube::Client, name: &str) -> Result<Vec<String>> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let mut found: Vec<_> = events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect();
+    found.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    Ok(found
+        .into_iter()
+        .filter_map(|e| {
+            e.reason
+                .map(|r| format!("{r}: {}", e.note.unwrap_or_default()))
+        })
+        .collect())
 }
 
 async fn create<K>(api: &Api<K>, object: Value) -> Result<K>
@@ -100,9 +160,7 @@ async fn migrations_from_custom_resources_only() -> Result<()> {
     std::fs::write(&kubeconfig, pair.kubeconfig())?;
     let (src, host) = (pair.source.client.clone(), pair.destination.client.clone());
 
-    let big: Vec<u8> = (0..64u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
-        .collect();
+    let big = noise(b"big", 64 << 20);
     let source_dir =
         source_volume(&src, &[("notes.txt", b"v1\n".to_vec()), ("big.bin", big)]).await?;
 
@@ -111,7 +169,8 @@ async fn migrations_from_custom_resources_only() -> Result<()> {
         json!({"metadata": {"name": NS}}),
     )
     .await?;
-    let mut controller = start_controller(&kubeconfig)?;
+    let port = free_port()?;
+    let mut controller = start_controller(&kubeconfig, port)?;
     // The controller installs its CRDs.
     let plans = Api::<DynamicObject>::namespaced_with(
         host.clone(),
@@ -155,7 +214,9 @@ async fn migrations_from_custom_resources_only() -> Result<()> {
                "metadata": {"name": "shop"},
                "spec": {"sourceCluster": "source", "destinationCluster": "host",
                         "plan": {"namespaces": ["shop:shop-prod"], "volumesOnly": true,
-                                 "moverImage": e2e::MOVER_IMAGE}}}),
+                                 "moverImage": e2e::MOVER_IMAGE,
+                                 // 64 MiB take 8 s or more.
+                                 "bandwidthLimit": "8M"}}}),
     )
     .await?;
 
@@ -167,8 +228,37 @@ async fn migrations_from_custom_resources_only() -> Result<()> {
                "spec": {"planRef": "shop", "kind": "stage"}}),
     )
     .await?;
+    // While it copies, the bytes the controller's metrics show grow.
+    wait_migration(&host, "shop-stage", |s| s["step"] == "CopyVolumes").await?;
+    let mut seen = Vec::new();
+    for _ in 0..60 {
+        let bytes = metric_bytes(port, "shop-stage").await?;
+        if seen.last() != Some(&bytes) {
+            seen.push(bytes);
+        }
+        if seen.iter().filter(|b| **b > 0).count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let growing: Vec<&u64> = seen.iter().filter(|b| **b > 0).collect();
+    assert!(
+        growing.len() >= 2 && growing.windows(2).all(|w| w[0] < w[1]),
+        "the copy's bytes in /metrics: {seen:?}"
+    );
     let status = wait_migration(&host, "shop-stage", succeeded).await?;
     assert_eq!(status["pvcs"][0]["state"], "done", "{status:#}");
+    let reasons = event_reasons(&host, "shop-stage").await?;
+    for expected in [
+        "StepStarted: CopyVolumes",
+        "StepSucceeded: CopyVolumes",
+        "Succeeded",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.starts_with(expected)),
+            "no {expected:?} Event: {reasons:?}"
+        );
+    }
     let copy = e2e::volume_dir(&host, "shop-prod", "data").await?;
     assert_eq!(std::fs::read(copy.join("notes.txt"))?, b"v1\n");
     // The controller completed the spec from the plan.
@@ -191,7 +281,7 @@ async fn migrations_from_custom_resources_only() -> Result<()> {
     .await?;
     controller.start_kill()?;
     controller.wait().await?;
-    let _controller = start_controller(&kubeconfig)?;
+    let _controller = start_controller(&kubeconfig, port)?;
     let status = wait_migration(&host, "shop-final", succeeded).await?;
     let steps: Vec<(&str, &str)> = status["steps"]
         .as_array()
@@ -211,6 +301,56 @@ async fn migrations_from_custom_resources_only() -> Result<()> {
         std::fs::read(copy.join("big.bin"))?,
         std::fs::read(source_dir.join("big.bin"))?
     );
+
+    // A stage run deleted while it copies stops: its Migration goes once
+    // the controller has removed its senders and receivers.
+    let changed = noise(b"changed", 64 << 20);
+    std::fs::write(source_dir.join("big.bin"), changed)?;
+    create(
+        &migrations(&host),
+        json!({"apiVersion": "mover.io/v1alpha1", "kind": "Migration",
+               "metadata": {"name": "shop-stopped"},
+               "spec": {"planRef": "shop", "kind": "stage"}}),
+    )
+    .await?;
+    wait_migration(&host, "shop-stopped", |s| {
+        s["pvcs"][0]["state"] == "copying"
+    })
+    .await?;
+    let doomed = migrations(&host).get("shop-stopped").await?;
+    assert!(
+        doomed
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == "mover.io/transfers")),
+        "{:?}",
+        doomed.metadata
+    );
+    migrations(&host)
+        .delete("shop-stopped", &Default::default())
+        .await?;
+    let mut gone = false;
+    for _ in 0..240 {
+        if migrations(&host).get_opt("shop-stopped").await?.is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(gone, "the deleted Migration is still there");
+    for (client, ns) in [(&src, "shop"), (&host, "shop-prod")] {
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+            .list(&Default::default())
+            .await?;
+        let left: Vec<String> = pods
+            .items
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .filter(|n| n.starts_with("mover-"))
+            .collect();
+        assert!(left.is_empty(), "transfer pods left in {ns}: {left:?}");
+    }
     // A Migration naming a plan that does not exist fails, saying so.
     create(
         &migrations(&host),
