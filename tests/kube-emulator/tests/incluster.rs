@@ -93,6 +93,14 @@ async fn client(test: &TestCluster, pod: &str, paths: &[&str]) -> anyhow::Result
     Ok(out.lines().map(str::to_string).collect())
 }
 
+/// Fails unless `result` is the API server's 401.
+fn assert_unauthorized<T: std::fmt::Debug>(result: &Result<T, kube::Error>) {
+    assert!(
+        matches!(result, Err(kube::Error::Api(status)) if status.code == 401),
+        "{result:?}"
+    );
+}
+
 /// The name of the pod's `kube-api-access-` volume, if it has one.
 fn token_volume(pod: &Pod) -> Option<String> {
     let spec = pod.spec.as_ref()?;
@@ -217,10 +225,7 @@ async fn a_pod_calls_the_api_server_as_its_service_account_as_rbac_allows() -> a
     let refused = Api::<Pod>::namespaced(outside, "default")
         .get("reader")
         .await;
-    assert!(
-        matches!(&refused, Err(kube::Error::Api(status)) if status.code == 401),
-        "{refused:?}"
-    );
+    assert_unauthorized(&refused);
     Ok(())
 }
 
@@ -280,10 +285,7 @@ async fn the_kubelet_renews_a_token_and_a_deleted_pod_s_token_stops_working() ->
     let refused = Api::<Pod>::namespaced(as_first, "default")
         .get("reader")
         .await;
-    assert!(
-        matches!(&refused, Err(kube::Error::Api(status)) if status.code == 401),
-        "{refused:?}"
-    );
+    assert_unauthorized(&refused);
     let as_second = test.cluster.client_with(&Credentials::Token(second))?;
     let pods = Api::<Pod>::namespaced(as_second, "default");
     pods.get("reader").await?;
@@ -292,9 +294,37 @@ async fn the_kubelet_renews_a_token_and_a_deleted_pod_s_token_stops_working() ->
     test.delete_pods(&["reader"]).await?;
     test.wait_gone(&["reader"]).await?;
     let refused = pods.get("reader").await;
-    assert!(
-        matches!(&refused, Err(kube::Error::Api(status)) if status.code == 401),
-        "{refused:?}"
-    );
+    assert_unauthorized(&refused);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reapplying_a_pod_keeps_the_volume_admission_added() -> anyhow::Result<()> {
+    let test = TestCluster::start(kube_emulator::ClusterOptions::new("reapply", false)).await?;
+    pod_reader(&test, "app", None).await?;
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "app" },
+        "spec": {
+            "serviceAccountName": "app",
+            "containers": [{
+                "name": "app",
+                "image": "app:1",
+                "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
+            }],
+            "volumes": [{ "name": "data", "emptyDir": {} }],
+        },
+    });
+    let pods = test.api::<Pod>();
+    let params = kube::api::PatchParams::apply("test").force();
+    let first = pods
+        .patch("app", &params, &kube::api::Patch::Apply(&pod))
+        .await?;
+    assert!(token_volume(&first).is_some());
+    let second = pods
+        .patch("app", &params, &kube::api::Patch::Apply(&pod))
+        .await?;
+    assert_eq!(first.spec, second.spec, "the second apply changed the spec");
     Ok(())
 }

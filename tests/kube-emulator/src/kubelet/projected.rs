@@ -75,51 +75,40 @@ impl Projector {
         self.tokens.values().any(|issued| now >= issued.refresh_at)
     }
 
-    /// The node's address, for the downward API.
-    pub(super) fn host_ip(&self) -> String {
-        self.ctx.router_ip.to_string()
-    }
-
-    /// Where the pod reaches the API server.
-    pub(super) fn api_server(&self) -> std::net::SocketAddr {
-        self.ctx.api_server.address
-    }
-
     /// Whether the pod holds any token (and so needs looking after).
     pub(super) fn has_tokens(&self) -> bool {
         !self.tokens.is_empty()
     }
 
-    /// The files of projected volume `volume`, with the volume's default
-    /// mode applied; the token files owned by `fs_user` when there is one.
+    /// The files of the pod's projected volume `volume`, with the
+    /// volume's default mode applied; the token files belong to `owners`.
     pub(super) async fn files(
         &mut self,
         volume: &str,
         source: &ProjectedVolumeSource,
-        facts: &PodFacts<'_>,
+        pod: &Pod,
         sources: &mut Sources,
         owners: Owners,
     ) -> Result<Vec<KeyFile>, Waiting> {
-        let namespace = facts.pod.namespace().unwrap_or_default();
+        let namespace = pod.namespace().unwrap_or_default();
+        let host_ip = self.ctx.router_ip.to_string();
+        let facts = PodFacts {
+            pod,
+            host_ip: &host_ip,
+            pod_ip: None,
+            api_server: self.ctx.api_server.address,
+        };
         let mut files = Vec::new();
         for projection in source.sources.iter().flatten() {
-            if let Some(secret) = &projection.secret {
+            let keyed = if let Some(secret) = &projection.secret {
                 let optional = secret.optional.unwrap_or(false);
-                if let Some(values) = sources.get(Kind::Secret, &secret.name, optional).await? {
-                    files.extend(key_files(
-                        volume,
-                        &values,
-                        secret.items.as_deref(),
-                        source.default_mode,
-                    )?);
-                }
-            }
-            if let Some(config_map) = &projection.config_map {
+                let values = sources.get(Kind::Secret, &secret.name, optional).await?;
+                Some((values, secret.items.as_deref()))
+            } else if let Some(config_map) = &projection.config_map {
                 let name = &config_map.name;
                 let root_ca = name == ROOT_CA_CONFIG_MAP;
                 let optional = config_map.optional.unwrap_or(false) || root_ca;
                 let values = match sources.get(Kind::ConfigMap, name, optional).await? {
-                    Some(values) => Some(values),
                     None if root_ca => Some(Arc::new(KeyValues::new(
                         Kind::ConfigMap,
                         &namespace,
@@ -129,16 +118,14 @@ impl Projector {
                             self.ctx.api_server.ca_pem.clone().into_bytes(),
                         )]),
                     ))),
-                    None => None,
+                    values => values,
                 };
-                if let Some(values) = values {
-                    files.extend(key_files(
-                        volume,
-                        &values,
-                        config_map.items.as_deref(),
-                        source.default_mode,
-                    )?);
-                }
+                Some((values, config_map.items.as_deref()))
+            } else {
+                None
+            };
+            if let Some((Some(values), items)) = keyed {
+                files.extend(key_files(volume, &values, items, source.default_mode)?);
             }
             if let Some(downward) = &projection.downward_api {
                 for item in downward.items.iter().flatten() {
@@ -151,7 +138,7 @@ impl Projector {
                     };
                     files.push(KeyFile {
                         path: item_path(volume, &item.path)?,
-                        data: env::volume_field(&field.field_path, facts)?.into_bytes(),
+                        data: env::volume_field(&field.field_path, &facts)?.into_bytes(),
                         mode: file_mode(volume, item.mode.or(source.default_mode))?,
                         owner: None,
                     });
@@ -164,7 +151,7 @@ impl Projector {
                         .expiration_seconds
                         .unwrap_or(DEFAULT_EXPIRATION_SECONDS),
                 };
-                let issued = self.token(facts.pod, key).await?;
+                let issued = self.token(pod, key).await?;
                 // As the real plugin: a token only its user (or group) reads
                 // when the pod names them.
                 let (file_mode, owner) = match owners {

@@ -18,7 +18,6 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::{Api, ResourceExt as _};
 
-use super::env::PodFacts;
 use super::projected::{Owners, Projector};
 use super::sources::{Kind, Sources};
 use super::state::Waiting;
@@ -48,13 +47,6 @@ pub(super) async fn prepare(
     projector: &mut Projector,
 ) -> Result<HashMap<String, HostVolume>, Waiting> {
     let spec = pod.spec.as_ref();
-    let host_ip = projector.host_ip();
-    let facts = PodFacts {
-        pod,
-        host_ip: &host_ip,
-        pod_ip: None,
-        api_server: projector.api_server(),
-    };
     let fs_group = spec
         .and_then(|spec| spec.security_context.as_ref())
         .and_then(|context| context.fs_group)
@@ -157,7 +149,7 @@ pub(super) async fn prepare(
                 source: projected,
                 dir,
             };
-            files.write(&facts, sources, projector).await
+            files.write(pod, sources, projector).await
         } else {
             Err(Waiting::config(format!(
                 "volume \"{}\": {} volumes are not supported by the emulator's kubelet",
@@ -179,13 +171,6 @@ pub(super) async fn refresh_projected(
     sources: &mut Sources,
     projector: &mut Projector,
 ) -> Result<(), Waiting> {
-    let host_ip = projector.host_ip();
-    let facts = PodFacts {
-        pod,
-        host_ip: &host_ip,
-        pod_ip: None,
-        api_server: projector.api_server(),
-    };
     let volumes = pod.spec.as_ref().and_then(|spec| spec.volumes.as_ref());
     for volume in volumes.into_iter().flatten() {
         let dir = pod_dir.join("volumes").join(&volume.name);
@@ -195,7 +180,7 @@ pub(super) async fn refresh_projected(
                 source: projected,
                 dir,
             };
-            files.write(&facts, sources, projector).await?;
+            files.write(pod, sources, projector).await?;
         }
     }
     Ok(())
@@ -211,13 +196,13 @@ struct Projected<'a> {
 impl Projected<'_> {
     async fn write(
         self,
-        facts: &PodFacts<'_>,
+        pod: &Pod,
         sources: &mut Sources,
         projector: &mut Projector,
     ) -> Result<HostVolume, Waiting> {
-        let owners = Owners::of(facts.pod);
+        let owners = Owners::of(pod);
         let files = projector
-            .files(self.name, self.source, facts, sources, owners)
+            .files(self.name, self.source, pod, sources, owners)
             .await?;
         write_key_files(self.dir, files, owners.group).await
     }
