@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cluster_support::TestCluster;
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServiceAccount};
 use kube::api::{AttachParams, DeleteParams};
 use kube::Api;
@@ -326,5 +327,55 @@ async fn reapplying_a_pod_keeps_the_volume_admission_added() -> anyhow::Result<(
         .patch("app", &params, &kube::api::Patch::Apply(&pod))
         .await?;
     assert_eq!(first.spec, second.spec, "the second apply changed the spec");
+    Ok(())
+}
+
+/// The pods of `default` as seen with a token of ServiceAccount `app`
+/// from a TokenRequest with `spec`.
+async fn pods_as_token(test: &TestCluster, spec: serde_json::Value) -> anyhow::Result<Api<Pod>> {
+    let request =
+        json!({ "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec });
+    let request: TokenRequest = serde_json::from_value(request)?;
+    let issued: TokenRequest = test
+        .api::<ServiceAccount>()
+        .create_subresource("token", "app", &Default::default(), &request)
+        .await?;
+    let token = issued
+        .status
+        .context("no status")?
+        .token
+        .context("no token")?;
+    let client = test.cluster.client_with(&Credentials::Token(token))?;
+    Ok(Api::namespaced(client, "default"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_needs_the_api_audience_and_the_very_pod_it_is_bound_to() -> anyhow::Result<()> {
+    let test = TestCluster::start(kube_emulator::ClusterOptions::new("bound", false)).await?;
+    pod_reader(&test, "app", None).await?;
+    let pod = json!({ "metadata": { "name": "app" }, "spec": {
+        "serviceAccountName": "app", "containers": [{ "name": "app", "image": "app:1" }],
+    } });
+    let created: Pod = test.create(pod.clone()).await?;
+    let bound = json!({ "kind": "Pod", "apiVersion": "v1", "name": "app" });
+
+    let for_vault = pods_as_token(&test, json!({ "audiences": ["vault"] })).await?;
+    assert_unauthorized(&for_vault.get("app").await);
+    let wrong_uid = json!({ "kind": "Pod", "apiVersion": "v1", "name": "app", "uid": "nope" });
+    let conflict = pods_as_token(&test, json!({ "boundObjectRef": wrong_uid })).await;
+    assert!(
+        format!("{conflict:?}").contains("does not match the UID"),
+        "{conflict:?}"
+    );
+    let as_pod = pods_as_token(&test, json!({ "boundObjectRef": bound })).await?;
+    as_pod.get("app").await?;
+
+    // a new pod of the same name is another pod
+    let pods = test.api::<Pod>();
+    pods.delete("app", &DeleteParams::default().grace_period(0))
+        .await?;
+    let recreated: Pod = test.create(pod).await?;
+    assert_ne!(recreated.metadata.uid, created.metadata.uid);
+    assert_unauthorized(&as_pod.get("app").await);
     Ok(())
 }
