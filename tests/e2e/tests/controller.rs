@@ -34,6 +34,55 @@ fn start_controller(kubeconfig: &Path, port: u16) -> Result<tokio::process::Chil
         .with_context(|| format!("starting {}", binary.display()))
 }
 
+/// Registers the source (at `source_url`, with an admin token Secret) and
+/// the host itself as MigrationClusters `source` and `host`.
+async fn register_clusters(pair: &kube_emulator::ClusterPair, source_url: &str) -> Result<()> {
+    let host = pair.destination.client.clone();
+    let token = pair.source.token_for("migrator", &["system:masters"]);
+    create(
+        &Api::<Secret>::namespaced(host.clone(), NS),
+        json!({"metadata": {"name": "source-token"},
+               "stringData": {"token": token, "ca.crt": pair.source.ca_pem()}}),
+    )
+    .await?;
+    let clusters = Api::<DynamicObject>::namespaced_with(
+        host,
+        NS,
+        &kube::api::ApiResource::erase::<orchestrator::controller::cluster::MigrationCluster>(&()),
+    );
+    create(
+        &clusters,
+        json!({"apiVersion": "mover.io/v1alpha1", "kind": "MigrationCluster",
+               "metadata": {"name": "source"},
+               "spec": {"url": source_url, "secretRef": {"name": "source-token"}}}),
+    )
+    .await?;
+    create(
+        &clusters,
+        json!({"apiVersion": "mover.io/v1alpha1", "kind": "MigrationCluster",
+               "metadata": {"name": "host"}, "spec": {"isHostCluster": true}}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs the release orchestrator against the destination (the host):
+/// (exit code, stdout, stderr).
+async fn orchestrator(kubeconfig: &Path, args: &[&str]) -> Result<(i32, String, String)> {
+    let output = tokio::process::Command::new(e2e::release_binary("orchestrator")?)
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--context", "destination"])
+        .output()
+        .await?;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
 /// `len` incompressible bytes from `seed` (compression would let a
 /// bandwidth-limited copy finish too soon to watch).
 fn noise(seed: &[u8], len: usize) -> Vec<u8> {
@@ -183,31 +232,7 @@ async fn migrations_from_custom_resources_only() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let token = pair.source.token_for("migrator", &["system:masters"]);
-    create(
-        &Api::<Secret>::namespaced(host.clone(), NS),
-        json!({"metadata": {"name": "source-token"},
-               "stringData": {"token": token, "ca.crt": pair.source.ca_pem()}}),
-    )
-    .await?;
-    let clusters = Api::<DynamicObject>::namespaced_with(
-        host.clone(),
-        NS,
-        &kube::api::ApiResource::erase::<orchestrator::controller::cluster::MigrationCluster>(&()),
-    );
-    create(
-        &clusters,
-        json!({"apiVersion": "mover.io/v1alpha1", "kind": "MigrationCluster",
-               "metadata": {"name": "source"},
-               "spec": {"url": pair.source.api_url, "secretRef": {"name": "source-token"}}}),
-    )
-    .await?;
-    create(
-        &clusters,
-        json!({"apiVersion": "mover.io/v1alpha1", "kind": "MigrationCluster",
-               "metadata": {"name": "host"}, "spec": {"isHostCluster": true}}),
-    )
-    .await?;
+    register_clusters(&pair, &pair.source.api_url).await?;
     create(
         &plans,
         json!({"apiVersion": "mover.io/v1alpha1", "kind": "MigrationPlan",
@@ -372,5 +397,115 @@ async fn migrations_from_custom_resources_only() -> Result<()> {
         failed["errors"],
         json!(["MigrationPlan mover-system/missing not found"])
     );
+    Ok(())
+}
+
+/// The controller as `orchestrator install` deploys it: two replicas of
+/// the orchestrator image as pods of the destination (the host), with the
+/// in-cluster credentials of their ServiceAccount and its least-privilege
+/// roles. The leader's pod is deleted mid-copy; the standby takes the
+/// lease and finishes the migration. `kubectl get` shows each resource's
+/// columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_installed_controller_runs_as_pods_and_survives_losing_its_leader() -> Result<()> {
+    tokio::task::spawn_blocking(e2e::build_images).await??;
+    let dir = tempfile::tempdir()?;
+    let pair = kube_emulator::ClusterPair::start(&dir.path().join("state"), true).await?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, pair.kubeconfig())?;
+    let (src, host) = (pair.source.client.clone(), pair.destination.client.clone());
+    let big = noise(b"pods", 64 << 20);
+    let source_dir = source_volume(&src, &[("big.bin", big)]).await?;
+
+    let (code, stdout, stderr) = orchestrator(
+        &kubeconfig,
+        &[
+            "install",
+            "--image",
+            e2e::ORCHESTRATOR_IMAGE,
+            "--replicas",
+            "2",
+        ],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // The controller's pods reach the source's API server where the
+    // source's own pods do.
+    let endpoints =
+        Api::<k8s_openapi::api::core::v1::Endpoints>::namespaced(src.clone(), "default")
+            .get("kubernetes")
+            .await?;
+    let subset = &endpoints.subsets.context("subsets")?[0];
+    let source_url = format!(
+        "https://{}:{}",
+        subset.addresses.as_ref().context("addresses")?[0].ip,
+        subset.ports.as_ref().context("ports")?[0].port
+    );
+    register_clusters(&pair, &source_url).await?;
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name: shop\nnamespaces: ['shop:shop-prod']\nvolumesOnly: true\nmoverImage: {}\n\
+             bandwidthLimit: 8M\nsource: {{context: source}}\ndestination: {{context: host}}\n",
+            e2e::MOVER_IMAGE
+        ),
+    )?;
+    let (code, stdout, stderr) = orchestrator(
+        &kubeconfig,
+        &["submit", "-f", &plan.to_string_lossy(), "--no-watch"],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let name = stdout.trim().to_string();
+
+    wait_migration(&host, &name, |s| s["pvcs"][0]["state"] == "copying").await?;
+    let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(host.clone(), NS);
+    let holder = leases
+        .get("mover-controller")
+        .await?
+        .spec
+        .and_then(|s| s.holder_identity)
+        .context("no lease holder")?;
+    let leader = holder.split('_').next().unwrap_or_default().to_string();
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(host.clone(), NS);
+    pods.delete(&leader, &Default::default()).await?;
+    let (code, stdout, stderr) = orchestrator(&kubeconfig, &["watch", &name]).await?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let copy = e2e::volume_dir(&host, "shop-prod", "data").await?;
+    assert_eq!(
+        std::fs::read(copy.join("big.bin"))?,
+        std::fs::read(source_dir.join("big.bin"))?
+    );
+    let now = leases
+        .get("mover-controller")
+        .await?
+        .spec
+        .context("lease")?;
+    assert!(
+        now.holder_identity
+            .as_deref()
+            .is_some_and(|h| !h.starts_with(&leader)),
+        "{now:?}"
+    );
+
+    // `kubectl get` shows each resource's columns.
+    for (resource, columns) in [
+        ("migrationclusters", "READY"),
+        ("migrationplans", "SOURCE"),
+        ("migrations", "STEP"),
+    ] {
+        let output = tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--context", "destination", "-n", NS, "get", resource])
+            .output()
+            .await?;
+        let table = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && table.contains(columns),
+            "{table}"
+        );
+    }
     Ok(())
 }
