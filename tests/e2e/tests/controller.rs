@@ -101,15 +101,17 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-/// The bytes PVC shop/data's copy has dealt with, as the controller's
-/// `/metrics` on `port` says for Migration `migration` (0 before any).
+/// The bytes PVC shop/data's copy has put on the wire, as the
+/// controller's `/metrics` on `port` says for Migration `migration` (0
+/// before any). (The bytes a file's copy has dealt with only count once
+/// the file is done.)
 async fn metric_bytes(port: u16, migration: &str) -> Result<u64> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await?
         .text()
         .await?;
     let series = format!(
-        "mover_pvc_transferred_bytes{{migration=\"{migration}\",namespace=\"shop\",pvc=\"data\"}} "
+        "mover_pvc_wire_bytes{{migration=\"{migration}\",namespace=\"shop\",pvc=\"data\"}} "
     );
     Ok(text
         .lines()
@@ -266,12 +268,13 @@ async fn migrations_from_custom_resources_only() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let status = wait_migration(&host, "shop-stage", succeeded).await?;
     let growing: Vec<&u64> = seen.iter().filter(|b| **b > 0).collect();
     assert!(
         growing.len() >= 2 && growing.windows(2).all(|w| w[0] < w[1]),
-        "the copy's bytes in /metrics: {seen:?}"
+        "the copy's bytes in /metrics: {seen:?}; the copy: {:#}",
+        status["pvcs"]
     );
-    let status = wait_migration(&host, "shop-stage", succeeded).await?;
     assert_eq!(status["pvcs"][0]["state"], "done", "{status:#}");
     let reasons = event_reasons(&host, "shop-stage").await?;
     for expected in [
