@@ -303,11 +303,14 @@ async fn resource(request: Request, target: Target) -> ApiResult<Response> {
             } else {
                 parse_body(&request.headers, &request.body)?
             };
-            let options = DeleteOptions::parse(
-                &body,
-                request.query.get("propagationPolicy").map(String::as_str),
-                dry_run(&request.query),
-            );
+            let options = DeleteOptions {
+                kubelet: request.server.kubelet.is_some(),
+                ..DeleteOptions::parse(
+                    &body,
+                    request.query.get("propagationPolicy").map(String::as_str),
+                    dry_run(&request.query),
+                )
+            };
             let deleted =
                 request
                     .server
@@ -410,11 +413,14 @@ fn collection(request: Request, target: Target) -> ApiResult<Response> {
             } else {
                 parse_body(&request.headers, &request.body)?
             };
-            let options = DeleteOptions::parse(
-                &body,
-                request.query.get("propagationPolicy").map(String::as_str),
-                dry_run(&request.query),
-            );
+            let options = DeleteOptions {
+                kubelet: request.server.kubelet.is_some(),
+                ..DeleteOptions::parse(
+                    &body,
+                    request.query.get("propagationPolicy").map(String::as_str),
+                    dry_run(&request.query),
+                )
+            };
             let mut state = request.server.lock();
             let doomed: Vec<(String, String)> = state
                 .store
