@@ -215,7 +215,7 @@ async fn source_volume(client: &kube::Client, files: &[(&str, Vec<u8>)]) -> Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migrations_from_custom_resources_only() -> Result<()> {
-    let (dir, pair, kubeconfig) = start_pair().await?;
+    let (_dir, pair, kubeconfig) = start_pair().await?;
     let (src, host) = (pair.source.client.clone(), pair.destination.client.clone());
 
     let big = noise(b"big", 64 << 20);
