@@ -38,6 +38,7 @@ mod admission;
 mod apply;
 mod authn;
 mod authz;
+mod conversion;
 mod defaults;
 mod deletion;
 mod discovery;
