@@ -3,6 +3,8 @@
 //! it), a TCP proxy that can cut the connections going through it, and
 //! polling for eventual state.
 
+#![allow(dead_code)] // Each test file uses its own part of it.
+
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
