@@ -9,9 +9,9 @@ mod api_support;
 
 use std::time::Duration;
 
-use api_support::{api_error, cluster};
+use api_support::{api_error, cluster, from_json, namespace, TestCluster};
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Pod};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
@@ -21,24 +21,17 @@ use kube::api::{
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::events::{self as recorder, EventType, Recorder, Reporter};
 use kube::{Resource as _, ResourceExt as _};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const NAMESPACE: &str = "moves";
 const CONTROLLER: &str = "mover.io/orchestrator";
 
-fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
-    serde_json::from_value(value).expect("a valid object")
-}
-
-async fn namespace(client: &kube::Client) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &from_json(json!({"metadata": {"name": NAMESPACE}})),
-        )
-        .await
-        .expect("create namespace");
+/// A cluster with the namespace the tests write in.
+async fn cluster_with_namespace() -> (TestCluster, kube::Client) {
+    let test = cluster().await;
+    let client = test.client();
+    namespace(&client, NAMESPACE).await;
+    (test, client)
 }
 
 /// A small custom resource, `Widget` of `example.io/v1`, established.
@@ -88,9 +81,7 @@ async fn core_events_about(
 
 #[tokio::test]
 async fn a_recorder_event_about_a_custom_resource_is_a_core_event_kubectl_describes() {
-    let test = cluster().await;
-    let client = test.client();
-    namespace(&client).await;
+    let (test, client) = cluster_with_namespace().await;
     let widgets = widgets(&client).await;
     let widget: DynamicObject = from_json(
         json!({"apiVersion": "example.io/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {}}),
@@ -230,9 +221,7 @@ async fn pod(client: &kube::Client, name: &str) -> Pod {
 
 #[tokio::test]
 async fn a_kubelet_core_event_is_listed_by_events_v1() {
-    let test = cluster().await;
-    let client = test.client();
-    namespace(&client).await;
+    let (_test, client) = cluster_with_namespace().await;
     let pod = pod(&client, "web").await;
     kube_emulator::events::record_container(
         &client,
@@ -310,9 +299,7 @@ async fn next<K>(
 
 #[tokio::test]
 async fn a_watch_on_one_event_api_sees_writes_through_the_other() {
-    let test = cluster().await;
-    let client = test.client();
-    namespace(&client).await;
+    let (_test, client) = cluster_with_namespace().await;
     let core: Api<CoreEvent> = Api::namespaced(client.clone(), NAMESPACE);
     let events: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);
     let core_watch = core
@@ -414,9 +401,7 @@ async fn a_watch_on_one_event_api_sees_writes_through_the_other() {
 
 #[tokio::test]
 async fn events_v1_writes_are_validated_as_kube_apiserver_does() {
-    let test = cluster().await;
-    let client = test.client();
-    namespace(&client).await;
+    let (_test, client) = cluster_with_namespace().await;
     let events: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);
     let core: Api<CoreEvent> = Api::namespaced(client.clone(), NAMESPACE);
 

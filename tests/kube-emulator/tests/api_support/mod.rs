@@ -175,6 +175,24 @@ where
     }
 }
 
+/// A typed object from its JSON.
+pub fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).expect("test object")
+}
+
+/// Creates namespace `name`.
+pub async fn namespace(client: &kube::Client, name: &str) {
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    namespaces
+        .create(
+            &kube::api::PostParams::default(),
+            &from_json(serde_json::json!({"metadata": {"name": name}})),
+        )
+        .await
+        .expect("creating a namespace");
+}
+
 /// The `ErrorResponse` of a failed kube call, or a test failure naming
 /// the unexpected outcome.
 pub fn api_error<T: std::fmt::Debug>(result: kube::Result<T>) -> Box<kube::core::Status> {
