@@ -171,26 +171,15 @@ async fn a_recorder_event_about_a_custom_resource_is_a_core_event_kubectl_descri
     assert_eq!(series.count, Some(2));
     assert!(series.last_observed_time.is_some());
 
-    // kubectl describe lists it in the Events section.
+    // kubectl describe lists it in the Events section; kubectl get shows
+    // it through both APIs.
     let kubeconfig = test.dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, test.cluster.kubeconfig()).expect("kubeconfig");
-    let output = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["-n", NAMESPACE, "describe", "widget", "w1"])
-        .output()
-        .await
-        .expect("running kubectl (is it installed?)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "kubectl describe: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let events_section = stdout
+    let described = kubectl(&kubeconfig, &["describe", "widget", "w1"]).await;
+    let events_section = described
         .split_once("Events:")
         .map(|(_, rest)| rest)
-        .unwrap_or_else(|| panic!("no Events section: {stdout}"));
+        .unwrap_or_else(|| panic!("no Events section: {described}"));
     for expected in [
         "Warning",
         "CopyFailed",
@@ -200,9 +189,35 @@ async fn a_recorder_event_about_a_custom_resource_is_a_core_event_kubectl_descri
     ] {
         assert!(
             events_section.contains(expected),
-            "{expected:?} not in: {stdout}"
+            "{expected:?} not in: {described}"
         );
     }
+    for resource in ["events", "events.v1.events.k8s.io"] {
+        let listed = kubectl(&kubeconfig, &["get", resource]).await;
+        for expected in ["CopyFailed", "widget/w1", "volume data could not be copied"] {
+            assert!(listed.contains(expected), "{expected:?} not in: {listed}");
+        }
+    }
+}
+
+/// What `kubectl -n NAMESPACE args` prints, failing the test unless it
+/// succeeds.
+async fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let output = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["-n", NAMESPACE])
+        .args(args)
+        .output()
+        .await
+        .expect("running kubectl (is it installed?)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 /// A pod to record kubelet events about (no kubelet runs it here).
@@ -510,4 +525,38 @@ async fn events_v1_writes_are_validated_as_kube_apiserver_does() {
         )
         .await
         .expect("a series update");
+}
+
+#[tokio::test]
+async fn server_side_apply_through_events_v1_writes_the_core_event() {
+    let (_test, client) = cluster_with_namespace().await;
+    let events: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);
+    let applied = json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "applied.1", "labels": {"by": "apply"}},
+        "regarding": {"kind": "Pod", "name": "p", "namespace": NAMESPACE},
+        "eventTime": "2026-12-07T08:00:00.000000Z",
+        "reportingController": CONTROLLER, "reportingInstance": "o-1",
+        "action": "Migrate", "reason": "Applied", "type": "Normal", "note": "applied",
+    });
+    let params = PatchParams::apply("events-test");
+    events
+        .patch("applied.1", &params, &Patch::Apply(&applied))
+        .await
+        .expect("create by apply");
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), NAMESPACE);
+    let stored = core.get("applied.1").await.expect("the core event");
+    assert_eq!(stored.message.as_deref(), Some("applied"));
+    assert_eq!(stored.reporting_component.as_deref(), Some(CONTROLLER));
+    assert_eq!(stored.involved_object.name.as_deref(), Some("p"));
+    // Applying again without the label removes it, and only it.
+    let mut again = applied.clone();
+    again["metadata"]["labels"] = json!({});
+    events
+        .patch("applied.1", &params, &Patch::Apply(&again))
+        .await
+        .expect("apply again");
+    let stored = core.get("applied.1").await.expect("the core event");
+    assert!(stored.labels().get("by").is_none(), "{stored:?}");
+    assert_eq!(stored.message.as_deref(), Some("applied"));
 }
