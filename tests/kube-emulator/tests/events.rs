@@ -108,12 +108,14 @@ async fn a_recorder_event_about_a_custom_resource_is_a_core_event_kubectl_descri
         action: "Migrate".into(),
         secondary: None,
     };
-    recorder
-        .publish(&event, &reference)
-        .await
-        .expect("publish an event");
-
-    let found = core_events_about(&client, "w1", "Widget", &uid).await;
+    let publish = || async {
+        recorder
+            .publish(&event, &reference)
+            .await
+            .expect("publish an event");
+        core_events_about(&client, "w1", "Widget", &uid).await
+    };
+    let found = publish().await;
     assert_eq!(found.len(), 1, "{found:?}");
     let core = &found[0];
     assert_eq!(
@@ -161,11 +163,7 @@ async fn a_recorder_event_about_a_custom_resource_is_a_core_event_kubectl_descri
     );
 
     // A repeat is a series, patched through events.k8s.io and seen in core.
-    recorder
-        .publish(&event, &reference)
-        .await
-        .expect("publish the event again");
-    let found = core_events_about(&client, "w1", "Widget", &uid).await;
+    let found = publish().await;
     assert_eq!(found.len(), 1, "a repeat updates the event: {found:?}");
     let series = found[0].series.as_ref().expect("a series");
     assert_eq!(series.count, Some(2));

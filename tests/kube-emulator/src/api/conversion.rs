@@ -110,12 +110,7 @@ pub fn strict_event_validation(rt: &ResourceType) -> bool {
 /// dropped, as decoding into its type drops unknown fields.
 pub fn to_storage(rt: &ResourceType, object: &mut Value) {
     if converted(rt) {
-        rename(
-            object,
-            EVENT_RENAMES
-                .iter()
-                .map(|(served, stored)| (*served, *stored)),
-        );
+        rename(object, EVENT_RENAMES.iter().copied());
     }
 }
 
@@ -126,7 +121,7 @@ pub fn from_storage(rt: &ResourceType, object: &mut Value) {
             object,
             EVENT_RENAMES
                 .iter()
-                .map(|(served, stored)| (*stored, *served)),
+                .map(|&(served, stored)| (stored, served)),
         );
     }
 }
