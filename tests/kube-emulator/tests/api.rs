@@ -7,7 +7,7 @@ mod api_support;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use api_support::{api_error, cluster, eventually, CutProxy};
+use api_support::{api_error, cluster, eventually, from_json, namespace, CutProxy};
 use futures_util::{AsyncBufReadExt as _, StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
@@ -22,21 +22,6 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::ResourceExt as _;
 use serde_json::{json, Value};
-
-fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
-    serde_json::from_value(value).expect("test object")
-}
-
-async fn namespace(client: &kube::Client, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &from_json(json!({"metadata": {"name": name}})),
-        )
-        .await
-        .expect("creating a namespace");
-}
 
 fn config_map(name: &str, labels: Value, data: Value) -> ConfigMap {
     from_json(json!({"metadata": {"name": name, "labels": labels}, "data": data}))

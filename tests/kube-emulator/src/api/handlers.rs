@@ -18,6 +18,7 @@ use super::admission::Write;
 use super::apply;
 use super::authn::tls::Peer;
 use super::authz::{self, Attributes, RequestInfo, UserInfo};
+use super::conversion;
 use super::deletion::{DeleteOptions, Deleted};
 use super::error::{ApiError, ApiResult};
 use super::objects::{check_resource_version, Location, Part};
@@ -287,7 +288,8 @@ async fn resource(request: Request, target: Target) -> ApiResult<Response> {
         }
         (sub @ (None | Some("status") | Some("finalize")), Method::PUT) => {
             let part = part(sub);
-            let body = parse_body(&request.headers, &request.body)?;
+            let mut body = parse_body(&request.headers, &request.body)?;
+            conversion::to_storage(&target.rt, &mut body);
             let mut write = request.write();
             let object = request
                 .server
@@ -358,7 +360,7 @@ fn collection(request: Request, target: Target) -> ApiResult<Response> {
                 rt: rt.clone(),
                 version: target.version.clone(),
                 namespace: target.namespace.clone(),
-                selectors: selectors(&request.query)?,
+                selectors: selectors(&request.query, rt)?,
                 resource_version: request.query.get("resourceVersion").cloned(),
                 timeout: request
                     .query
@@ -387,7 +389,8 @@ fn collection(request: Request, target: Target) -> ApiResult<Response> {
             Ok(json_response(StatusCode::CREATED, &review))
         }
         Method::POST if target.namespace.is_some() || !rt.namespaced => {
-            let body = parse_body(&request.headers, &request.body)?;
+            let mut body = parse_body(&request.headers, &request.body)?;
+            conversion::to_storage(rt, &mut body);
             let mut write = request.write();
             let object = request.server.lock().create(
                 rt,
@@ -400,7 +403,7 @@ fn collection(request: Request, target: Target) -> ApiResult<Response> {
             Ok(with_warnings(response, &write))
         }
         Method::DELETE => {
-            let selectors = selectors(&request.query)?;
+            let selectors = selectors(&request.query, rt)?;
             let body = if request.body.is_empty() {
                 Value::Null
             } else {
@@ -451,7 +454,7 @@ fn delete_options(request: &Request, body: &Value) -> DeleteOptions {
 }
 
 fn list(request: &Request, target: &Target) -> ApiResult<Response> {
-    let selectors = selectors(&request.query)?;
+    let selectors = selectors(&request.query, &target.rt)?;
     let limit = match request.query.get("limit").map(|l| l.parse::<usize>()) {
         Some(Ok(0)) | None => usize::MAX,
         Some(Ok(limit)) => limit,
@@ -519,10 +522,11 @@ fn list_object(target: &Target, items: Vec<Value>, rv: u64, next: Option<String>
 
 fn patch(request: Request, target: &Target, name: &str, part: Part) -> ApiResult<Response> {
     let kind = PatchKind::from_content_type(header_text(&request.headers, header::CONTENT_TYPE))?;
-    let body = parse_value(&request.body, true)?;
+    let mut body = parse_value(&request.body, true)?;
     let mut write = request.write();
     let mut state = request.server.lock();
     if kind == PatchKind::Apply {
+        conversion::to_storage(&target.rt, &mut body);
         let manager = request
             .query
             .get("fieldManager")
@@ -549,6 +553,7 @@ fn patch(request: Request, target: &Target, name: &str, part: Part) -> ApiResult
     }
     check_resource_version(&target.rt, &current, &patched)?;
     super::meta::check_type(&target.rt, &target.version, &mut patched)?;
+    conversion::to_storage(&target.rt, &mut patched);
     let object = state.commit(&target.rt, current, patched, part, &mut write)?;
     drop(state);
     let response = respond(&request, target, StatusCode::OK, object);
@@ -671,7 +676,9 @@ fn respond(request: &Request, target: &Target, code: StatusCode, object: Value) 
     json_response(code, &object)
 }
 
+/// A stored object as the request's resource and version serve it.
 fn present(target: &Target, mut object: Value) -> Value {
+    conversion::from_storage(&target.rt, &mut object);
     object["apiVersion"] = json!(target.rt.api_version(&target.version));
     object["kind"] = json!(target.rt.kind);
     object
@@ -689,11 +696,14 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> &str {
         .unwrap_or("")
 }
 
-fn selectors(query: &HashMap<String, String>) -> ApiResult<Selectors> {
+/// The request's selectors, their field labels those `rt` accepts.
+fn selectors(query: &HashMap<String, String>, rt: &ResourceType) -> ApiResult<Selectors> {
     let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
         .map_err(|why| ApiError::bad_request(format!("unable to parse labelSelector: {why}")))?;
     let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
-        .map_err(|why| ApiError::bad_request(format!("unable to parse fieldSelector: {why}")))?;
+        .map_err(|why| ApiError::bad_request(format!("unable to parse fieldSelector: {why}")))?
+        .translate(|label| conversion::field_paths(rt, label))
+        .map_err(ApiError::bad_request)?;
     Ok(Selectors { labels, fields })
 }
 

@@ -21,7 +21,8 @@
 //! on more: every write happens under one lock, so namespace deletion and
 //! garbage collection finish within the request that starts them (objects
 //! with finalizers still wait); a resource's versions share one store with
-//! no conversion; server-side apply merges and prunes per field manager but
+//! no conversion (the one conversion is between the two Event APIs,
+//! `conversion`); server-side apply merges and prunes per field manager but
 //! records no managedFields and never reports conflicts; protobuf bodies are
 //! decoded for the built-in kinds only (`protobuf`); OpenAPI publishes
 //! schemas but no strategic-merge operations (`openapi`); exec and
@@ -38,6 +39,7 @@ mod admission;
 mod apply;
 mod authn;
 mod authz;
+mod conversion;
 mod defaults;
 mod deletion;
 mod discovery;

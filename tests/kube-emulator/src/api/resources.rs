@@ -27,7 +27,8 @@ pub enum Kind {
 }
 
 /// The store key of a resource: the same objects are served at every
-/// version of the resource (no conversion is needed by the emulator).
+/// version of the resource, and `events.k8s.io` Events are stored as core
+/// Events (`conversion`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TypeKey {
     pub group: String,
@@ -69,9 +70,10 @@ pub const ALL_VERBS: [&str; 8] = [
 
 impl ResourceType {
     pub fn key(&self) -> TypeKey {
+        let (group, plural) = super::conversion::stored_as(&self.group, &self.plural);
         TypeKey {
-            group: self.group.clone(),
-            plural: self.plural.clone(),
+            group: group.to_string(),
+            plural: plural.to_string(),
         }
     }
 

@@ -170,10 +170,20 @@ impl Parser {
     }
 }
 
-/// A parsed field selector: `path=value` / `path==value` / `path!=value`
-/// terms, where `path` is a dotted path into the object.
+/// A parsed field selector: `label=value` / `label==value` /
+/// `label!=value` terms. A label is a dotted path into the object, unless
+/// `translate` has mapped it onto the paths it reads for a resource.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct FieldSelector(Vec<(String, bool, String)>);
+pub struct FieldSelector(Vec<FieldTerm>);
+
+#[derive(Debug, Clone, PartialEq)]
+struct FieldTerm {
+    /// Dotted paths into the object: the first with a non-empty value is
+    /// the field's value.
+    paths: Vec<String>,
+    equal: bool,
+    value: String,
+}
 
 impl FieldSelector {
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -190,25 +200,55 @@ impl FieldSelector {
                     "invalid field selector term {term:?}: expected field=value or field!=value"
                 ));
             };
-            terms.push((path.trim().to_string(), equal, value.trim().to_string()));
+            terms.push(FieldTerm {
+                paths: vec![path.trim().to_string()],
+                equal,
+                value: value.trim().to_string(),
+            });
         }
         Ok(Self(terms))
     }
 
+    /// Replaces each term's label with the paths `paths_of` gives for it,
+    /// or fails with its error (an unsupported label).
+    pub fn translate(
+        self,
+        paths_of: impl Fn(&str) -> Result<Vec<String>, String>,
+    ) -> Result<Self, String> {
+        self.0
+            .into_iter()
+            .map(|term| {
+                let paths = paths_of(&term.paths[0])?;
+                Ok(FieldTerm { paths, ..term })
+            })
+            .collect::<Result<_, String>>()
+            .map(Self)
+    }
+
     pub fn matches(&self, object: &Value) -> bool {
-        self.0.iter().all(|(path, equal, value)| {
-            let found = path
-                .split('.')
-                .try_fold(object, |v, part| v.get(part))
-                .map(|v| match v {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                })
+        self.0.iter().all(|term| {
+            let found = term
+                .paths
+                .iter()
+                .map(|path| field_text(object, path))
+                .find(|text| !text.is_empty())
                 .unwrap_or_default();
-            (found == *value) == *equal
+            (found == term.value) == term.equal
         })
     }
+}
+
+/// The value at a dotted path as a field selector compares it: strings as
+/// they are, a missing field or null as `""`.
+fn field_text(object: &Value, path: &str) -> String {
+    path.split('.')
+        .try_fold(object, |v, part| v.get(part))
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        })
+        .unwrap_or_default()
 }
 
 /// Both selectors of a request.
@@ -265,5 +305,19 @@ mod tests {
         assert!(matches("spec.nodeName="));
         assert!(!matches("metadata.name!=a"));
         assert!(FieldSelector::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn a_translated_label_reads_its_first_non_empty_path() {
+        let object = json!({"source": {}, "reportingComponent": "ctl"});
+        let selector = FieldSelector::parse("source=ctl")
+            .unwrap()
+            .translate(|_| Ok(vec!["source.component".into(), "reportingComponent".into()]))
+            .unwrap();
+        assert!(selector.matches(&object));
+        let refused = FieldSelector::parse("nope=1")
+            .unwrap()
+            .translate(|label| Err(format!("field label not supported: {label}")));
+        assert_eq!(refused.unwrap_err(), "field label not supported: nope");
     }
 }

@@ -52,6 +52,7 @@ impl WatchRequest {
     fn frame(&self, kind: &str, object: &Value) -> Bytes {
         let mut object = object.clone();
         if object.get("kind").and_then(Value::as_str) != Some("Status") {
+            super::conversion::from_storage(&self.rt, &mut object);
             object["apiVersion"] = json!(self.rt.api_version(&self.version));
         }
         let mut line =

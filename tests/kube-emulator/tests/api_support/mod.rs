@@ -3,6 +3,8 @@
 //! it), a TCP proxy that can cut the connections going through it, and
 //! polling for eventual state.
 
+#![allow(dead_code)] // Each test file uses its own part of it.
+
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -171,6 +173,24 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A typed object from its JSON.
+pub fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).expect("test object")
+}
+
+/// Creates namespace `name`.
+pub async fn namespace(client: &kube::Client, name: &str) {
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    namespaces
+        .create(
+            &kube::api::PostParams::default(),
+            &from_json(serde_json::json!({"metadata": {"name": name}})),
+        )
+        .await
+        .expect("creating a namespace");
 }
 
 /// The `ErrorResponse` of a failed kube call, or a test failure naming

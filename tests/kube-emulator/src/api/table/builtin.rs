@@ -28,7 +28,8 @@ pub(super) fn printer(rt: &ResourceType) -> Option<&'static Printer> {
         ("", "endpoints") => &ENDPOINTS,
         ("", "persistentvolumeclaims") => &PERSISTENT_VOLUME_CLAIM,
         ("", "persistentvolumes") => &PERSISTENT_VOLUME,
-        ("", "events") => &EVENT,
+        // events.k8s.io Events are printed from their core form (`table`).
+        ("", "events") | ("events.k8s.io", "events") => &EVENT,
         ("", "configmaps") => &CONFIG_MAP,
         ("", "secrets") => &SECRET,
         ("", "serviceaccounts") => &SERVICE_ACCOUNT,

@@ -54,7 +54,11 @@ pub fn table(
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| {
-            let (cells, conditions) = printer.cells(object);
+            // Printers read the stored form, as the real ones read the
+            // internal type (events.k8s.io Events print as core ones).
+            let mut stored = object.clone();
+            super::conversion::to_storage(rt, &mut stored);
+            let (cells, conditions) = printer.cells(&stored);
             let mut row = json!({"cells": cells, "object": row_object(object, include)});
             if let Some(conditions) = conditions {
                 row["conditions"] = conditions;

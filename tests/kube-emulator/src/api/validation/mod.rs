@@ -1,7 +1,11 @@
 //! Field validation particular to one resource, beyond the checks every
 //! object gets (`meta`): an OpenShift Route's `spec.host` must be a valid
 //! host name (`router::host`), checked on create and on every update that
-//! changes it, as OpenShift's API server checks it.
+//! changes it, as OpenShift's API server checks it; Events are checked as
+//! kube-apiserver checks them, more strictly when written through
+//! `events.k8s.io` (`event`).
+
+mod event;
 
 use serde_json::Value;
 
@@ -12,6 +16,18 @@ use crate::router::host;
 
 /// Checks `new`, which replaces `old` (`None` on create).
 pub fn check(rt: &ResourceType, old: Option<&Value>, new: &Value) -> ApiResult<()> {
+    if super::conversion::is_event(rt) {
+        let strict = super::conversion::strict_event_validation(rt);
+        let problems = event::problems(old, new, strict);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        return Err(ApiError::invalid_fields(
+            rt,
+            meta::text(new, "name"),
+            &problems,
+        ));
+    }
     if !rt.is("route.openshift.io", "routes") {
         return Ok(());
     }
