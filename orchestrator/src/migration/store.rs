@@ -95,9 +95,15 @@ impl Store {
 
     /// The Migrations of `cluster`, without installing anything.
     pub fn open(cluster: &Cluster) -> Self {
+        // The API server refuses an Event without a reporting instance:
+        // the controller's pod, or the machine `orchestrator` runs on.
+        let instance = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .or_else(|_| std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()))
+            .unwrap_or_else(|_| "orchestrator".into());
         let reporter = Reporter {
             controller: "mover.io/orchestrator".into(),
-            instance: std::env::var("POD_NAME").ok(),
+            instance: Some(instance),
         };
         Self {
             api: Api::namespaced_with(cluster.client.clone(), NAMESPACE, &resource()),
