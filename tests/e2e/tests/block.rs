@@ -42,7 +42,20 @@ async fn a_block_pvc_migrates_beside_a_filesystem_one_and_resyncs_only_changed_s
 
     // An ext4 filesystem with known files, made before any pod uses the
     // disk; then the application maps it as its device.
-    run("mkfs.ext4", &["-q", "-F", "-L", "vm-disk", path(&disk)]).unwrap();
+    run(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-L",
+            "vm-disk",
+            // No background initialization that would write later.
+            "-E",
+            "lazy_itable_init=0,lazy_journal_init=0",
+            path(&disk),
+        ],
+    )
+    .unwrap();
     {
         let mounted = Mounted::new(&disk, false).unwrap();
         let root = mounted.path();
