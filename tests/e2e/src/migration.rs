@@ -44,21 +44,7 @@ impl Env {
     /// Runs the release `orchestrator` with both clusters' contexts.
     pub async fn orchestrator(&self, args: &[&str]) -> Result<Output> {
         let binary = crate::release_binary("orchestrator")?;
-        let kubeconfig = self.kubeconfig.to_string_lossy().into_owned();
-        let mut command = tokio::process::Command::new(&binary);
-        command.args(args);
-        command.args([
-            "--source-kubeconfig",
-            &kubeconfig,
-            "--source-context",
-            "source",
-            "--destination-kubeconfig",
-            &kubeconfig,
-            "--destination-context",
-            "destination",
-            "--mover-image",
-            crate::MOVER_IMAGE,
-        ]);
+        let mut command = orchestrator_command(&self.kubeconfig, args)?;
         let output = command
             .output()
             .await
@@ -83,6 +69,26 @@ impl Env {
             .with_context(|| "the JSON report on stdout".to_string())?;
         Ok((output.status.code().unwrap_or(-1), report))
     }
+}
+
+/// The release `orchestrator` with `args`, both clusters of `kubeconfig`
+/// (contexts `source` and `destination`) and the `mover:dev` image.
+pub fn orchestrator_command(kubeconfig: &Path, args: &[&str]) -> Result<tokio::process::Command> {
+    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    let mut command = tokio::process::Command::new(crate::release_binary("orchestrator")?);
+    command.args(args).args([
+        "--source-kubeconfig",
+        &kubeconfig,
+        "--source-context",
+        "source",
+        "--destination-kubeconfig",
+        &kubeconfig,
+        "--destination-context",
+        "destination",
+        "--mover-image",
+        crate::MOVER_IMAGE,
+    ]);
+    Ok(command)
 }
 
 /// Creates (if needed) namespace `ns` and a bound 1 GiB PVC in it; returns
