@@ -13,7 +13,8 @@
 //!   Pod Security level restricts and which needs no privilege: the runtime
 //!   gives the device to the container's user (containerd's and CRI-O's
 //!   `device_ownership_from_security_context`), so a non-root mover opens
-//!   it like any file it owns.
+//!   it like any file it owns; a mover that would run as its image's user
+//!   is given that uid by number, since an unnamed user gets root's device.
 
 use std::collections::BTreeMap;
 
@@ -333,6 +334,16 @@ pub fn receiver_scc_binding(namespace: &str, migration: &str) -> RoleBinding {
     }
 }
 
+/// A device belongs to its container's user only when the pod names the
+/// user (the runtime gives it `runAsUser`, root when unset): a mover that
+/// would run as its image's user is told that user by number, so that it
+/// owns its devices. On OpenShift the SCC always names the user.
+fn own_devices(context: &mut PodSecurityContext, admission: Admission) {
+    if context.run_as_user.is_none() && !admission.openshift {
+        context.run_as_user = Some(MOVER_IMAGE_UID);
+    }
+}
+
 /// What every transfer pod has: no service account token (movers never
 /// call the API), the plan's resources and priority, the application's
 /// tolerations.
@@ -404,6 +415,7 @@ pub fn receiver_pod(
         args.push("--volume".into());
         args.push(format!("{pvc}={path}"));
     }
+    let maps_devices = !devices.is_empty();
     let container = Container {
         args: Some(args),
         ports: Some(vec![ContainerPort {
@@ -413,7 +425,7 @@ pub fn receiver_pod(
             ..ContainerPort::default()
         }]),
         volume_mounts: Some(mounts),
-        volume_devices: (!devices.is_empty()).then_some(devices),
+        volume_devices: maps_devices.then_some(devices),
         security_context: Some(setup.mode.container_context(setup.admission)),
         ..Container::default()
     };
@@ -426,7 +438,13 @@ pub fn receiver_pod(
         spec: Some(PodSpec {
             restart_policy: Some("Always".into()),
             service_account_name: setup.service_account().map(String::from),
-            security_context: Some(setup.mode.pod_context(setup.admission)),
+            security_context: Some({
+                let mut context = setup.mode.pod_context(setup.admission);
+                if maps_devices {
+                    own_devices(&mut context, setup.admission);
+                }
+                context
+            }),
             volumes: Some(volumes),
             ..transfer_spec(plan, &setup.tolerations, container)
         }),
@@ -622,6 +640,7 @@ pub fn sender_pod(
         }]
     });
     let mode = placement.sender_mode();
+    let maps_device = devices.is_some();
     let container = Container {
         args: Some(args),
         env,
@@ -640,7 +659,13 @@ pub fn sender_pod(
             restart_policy: Some("Never".into()),
             node_name: placement.node.clone(),
             service_account_name: placement.service_account.clone(),
-            security_context: Some(mode.pod_context(placement.admission)),
+            security_context: Some({
+                let mut context = mode.pod_context(placement.admission);
+                if maps_device {
+                    own_devices(&mut context, placement.admission);
+                }
+                context
+            }),
             volumes: Some(vec![tls_vol, source]),
             ..transfer_spec(plan, &placement.tolerations, container)
         }),
@@ -1181,5 +1206,51 @@ mod tests {
             (security.run_as_user, security.run_as_non_root),
             (Some(107), Some(true))
         );
+
+        // Nobody uses the disk and root is not admitted: the sender runs as
+        // the image's user, named, so that its device is its own.
+        let restricted = Admission {
+            level: crate::security::Level::Restricted,
+            openshift: false,
+        };
+        let unknown = Placement {
+            admission: restricted,
+            ..Placement::default()
+        };
+        let block = sender_pod("app", "disk", VolumeMode::Block, &plan(), &unknown, &target);
+        let files = sender_pod(
+            "app",
+            "data",
+            VolumeMode::Filesystem,
+            &plan(),
+            &unknown,
+            &target,
+        );
+        let user = |pod: Pod| pod.spec.unwrap().security_context.unwrap().run_as_user;
+        assert_eq!(user(block), Some(MOVER_IMAGE_UID));
+        assert_eq!(user(files), None, "the image's user, unnamed");
+        let openshift = Placement {
+            admission: Admission {
+                openshift: true,
+                ..restricted
+            },
+            ..Placement::default()
+        };
+        let block = sender_pod(
+            "app",
+            "disk",
+            VolumeMode::Block,
+            &plan(),
+            &openshift,
+            &target,
+        );
+        assert_eq!(user(block), None, "the SCC names the user");
+        let setup = ReceiverSetup {
+            mode: ReceiverMode::AsApplication(None),
+            admission: restricted,
+            tolerations: vec![],
+        };
+        let receiver = receiver_pod("app2", &plan(), &pvcs, &setup);
+        assert_eq!(user(receiver), Some(MOVER_IMAGE_UID));
     }
 }

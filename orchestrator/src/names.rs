@@ -64,6 +64,8 @@ pub const RECEIVER_VOLUMES_DIR: &str = "/volumes";
 /// `volumeMode: Block` volumes (for drivers preflight does not know as
 /// file-only), so preflight refuses to map a Block PVC to it.
 pub const BLOCK_VOLUMES_ANNOTATION: &str = "mover.io/block-volumes";
+/// The user the mover image runs as (distroless's `nonroot`).
+pub const MOVER_IMAGE_UID: i64 = 65532;
 /// Where the receiver maps Block PVC `name`: `/dev/volumes/<name>`.
 pub const RECEIVER_DEVICES_DIR: &str = "/dev/volumes";
 /// Where a sender mounts the PVC it copies.

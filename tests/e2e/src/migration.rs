@@ -180,12 +180,19 @@ pub enum Uses {
 
 /// An application (a Deployment `app-<claim>` of one busybox pod, sleeping)
 /// running as [`APP_UID`] with PVC `claim` mounted or mapped, once its pod
-/// runs. A final migration quiesces it (scales it to zero) before the
+/// runs; `restricted` admits it. A final migration quiesces it (scales it to zero) before the
 /// final copy.
 pub async fn app_pod(client: &kube::Client, ns: &str, claim: &str, uses: Uses) -> Result<Pod> {
     let image = kube_emulator::testing::busybox_image().await?;
     let name = format!("app-{claim}");
-    let mut container = json!({"name": "app", "image": image, "command": ["sleep", "3600"]});
+    // What Pod Security's `restricted` level asks of a container.
+    let mut container = json!({
+        "name": "app", "image": image, "command": ["sleep", "3600"],
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    });
     match uses {
         Uses::Mount => {
             container["volumeMounts"] = json!([{"name": "data", "mountPath": "/data"}]);
@@ -202,7 +209,10 @@ pub async fn app_pod(client: &kube::Client, ns: &str, claim: &str, uses: Uses) -
             "template": {
                 "metadata": {"labels": {"app": name}},
                 "spec": {
-                    "securityContext": {"runAsUser": APP_UID, "runAsGroup": APP_UID},
+                    "securityContext": {
+                        "runAsUser": APP_UID, "runAsGroup": APP_UID, "runAsNonRoot": true,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
                     "containers": [container],
                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
                 },

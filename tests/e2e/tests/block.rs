@@ -4,7 +4,9 @@
 //! clusters (whose kubelets give the disks to the movers as loop
 //! devices); the destination's disk, mounted read-only, holds the same
 //! files, and a second stage after one file changed sends only the
-//! segments that changed.
+//! segments that changed. The namespace enforces Pod Security's
+//! `restricted` level (and so does its twin): the transfer pods map the
+//! devices as the application's user, without privileges.
 
 use std::path::Path;
 use std::process::Command;
@@ -12,12 +14,12 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _, Result};
 use e2e::migration::{
-    app_pod, assert_same_tree, make_block_pvc, make_pvc, pvc_report, start, Env, Uses,
+    app_pod, assert_same_tree, make_block_pvc, make_pvc, pvc_report, start, Env, Uses, APP_UID,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use kube_emulator::binder::{BLOCK_IMAGE, NO_BLOCK_ANNOTATION};
 use serde_json::json;
@@ -34,6 +36,18 @@ async fn a_block_pvc_migrates_beside_a_filesystem_one_and_resyncs_only_changed_s
         .await
         .unwrap();
     std::fs::write(notes.join("readme.txt"), "the VM's notes\n").unwrap();
+    // A restricted receiver writes every file as the application's user.
+    e2e::chown_tree(&notes.join("readme.txt"), APP_UID, APP_UID).unwrap();
+    Api::<Namespace>::all(source.clone())
+        .patch(
+            "vm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+            }}})),
+        )
+        .await
+        .unwrap();
     let disk = make_block_pvc(&source, "vm", "disk", "64Mi")
         .await
         .unwrap()
@@ -86,6 +100,19 @@ async fn a_block_pvc_migrates_beside_a_filesystem_one_and_resyncs_only_changed_s
     assert_eq!(first["segments_examined"], DISK_BYTES / SEGMENT_BYTES);
 
     let destination = env.pair.destination.client.clone();
+    let labels = Api::<Namespace>::all(destination.clone())
+        .get("vm")
+        .await
+        .unwrap()
+        .metadata
+        .labels
+        .unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
     let twin = Api::<PersistentVolumeClaim>::namespaced(destination.clone(), "vm")
         .get("disk")
         .await
