@@ -184,6 +184,8 @@ async fn a_block_pvc_migrates_beside_a_filesystem_one_and_resyncs_only_changed_s
 /// Preflight refuses to map the Block PVC to a class whose provisioner
 /// is file-only (an NFS driver, which the emulator's binder models with
 /// its annotation), naming the PVC and the class; nothing is created.
+/// Mapped to a class that makes Block volumes, the plan says the disk is
+/// copied as a device.
 async fn refused_by_a_class_without_block_support(env: &Env) -> Result<()> {
     let destination = env.pair.destination.client.clone();
     let class: StorageClass = serde_json::from_value(json!({
@@ -215,6 +217,19 @@ async fn refused_by_a_class_without_block_support(env: &Env) -> Result<()> {
         "{stderr}"
     );
     ensure!(!stderr.contains("PVC vm/notes"), "{stderr}");
+
+    // With the default class the plan passes, and says how the disk goes.
+    let output = env.orchestrator(&["plan", "--namespace", "vm"]).await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(output.status.success(), "plan: {stdout}");
+    let disk = stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with("pvc disk"))
+        .with_context(|| format!("no line for the disk in:\n{stdout}"))?;
+    ensure!(
+        disk.contains("64Mi") && disk.ends_with("create and copy, as a block device"),
+        "{disk}"
+    );
     Ok(())
 }
 
