@@ -322,8 +322,9 @@ async fn read_write_once_pod_serves_one_pod(test: &TestCluster) -> anyhow::Resul
 /// (the pod stays ContainerCreating), and so is a Filesystem claim in
 /// volumeDevices. Through volumeDevices a Block claim's disk (a sparse
 /// image of the requested size) is attached to a loop device and given to
-/// the container at its devicePath, owned by the container's user; the
-/// loop device is detached once no pod uses it.
+/// the container at its devicePath, owned by the container's user (read
+/// only for a readOnly claim); the loop device is detached once no pod
+/// uses it.
 async fn block_volumes_need_volume_devices(test: &TestCluster) -> anyhow::Result<()> {
     block_claim(test, "raw").await?;
     test.pod("mounts-raw", using(&["raw"], json!({}))).await?;
@@ -377,6 +378,28 @@ async fn block_volumes_need_volume_devices(test: &TestCluster) -> anyhow::Result
     written.context("the container's write never reached the disk image")??;
     assert_eq!(loop_devices(&image)?.len(), 1, "one loop device per disk");
 
+    // A read-only claim gives a device the container can read, not write;
+    // its pod shares the loop device of the running one (same node).
+    let maps_raw = test.api::<Pod>().get("maps-raw").await?;
+    let mut reader = mapping(
+        "raw",
+        "head -c 10 /dev/xvda | grep -q block-data && ! (echo x > /dev/xvda)",
+        json!({}),
+    );
+    reader["volumes"][0]["persistentVolumeClaim"]["readOnly"] = json!(true);
+    reader["restartPolicy"] = json!("Never");
+    reader["nodeName"] = json!(node_name(&maps_raw));
+    test.pod("reads-raw", reader).await?;
+    test.wait_pod("reads-raw", "the reader to end", |pod| {
+        matches!(phase(pod), "Succeeded" | "Failed")
+    })
+    .await
+    .and_then(|pod| {
+        anyhow::ensure!(phase(&pod) == "Succeeded", "{:?}", pod.status);
+        Ok(())
+    })?;
+    assert_eq!(loop_devices(&image)?.len(), 1, "one loop device per disk");
+
     claim(test, "files", None, &["ReadWriteOnce"]).await?;
     test.pod("maps-files", mapping("files", "sleep 3600", json!({})))
         .await?;
@@ -389,7 +412,7 @@ async fn block_volumes_need_volume_devices(test: &TestCluster) -> anyhow::Result
              Filesystem, but is specified in volumeDevices"
         )
     );
-    test.delete_pods(&["mounts-raw", "maps-raw", "maps-files"])
+    test.delete_pods(&["mounts-raw", "maps-raw", "reads-raw", "maps-files"])
         .await?;
     let detached = tokio::time::timeout(WAIT_LIMIT, async {
         while !loop_devices(&image)?.is_empty() {
