@@ -199,6 +199,10 @@ struct SendArgs {
     /// CA certificate the receiver's certificate must chain to (PEM).
     #[arg(long)]
     ca: PathBuf,
+    /// Send at most this many bytes per second on average (encrypted
+    /// bytes on the wire), e.g. `50M`; K, M and G are powers of 1024.
+    #[arg(long, value_parser = mover::net::parse_rate, value_name = "RATE")]
+    bwlimit: Option<u64>,
     /// Attempts after the first when a failure may be temporary (network,
     /// timeouts, busy volume); never for failures retrying cannot fix.
     #[arg(long, default_value_t = 0)]
@@ -405,10 +409,14 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
         let counters = Arc::new(Counters::default());
         let reporter = start_reporter(&args.transfer, &config.volume, attempt, &counters);
         let report = async {
+            let route = mover::net::Route {
+                proxy: proxy.as_ref(),
+                addr: &args.connect,
+                server_name: &server_name,
+                bwlimit: args.bwlimit,
+            };
             let stream = mover::net::connect_through(
-                proxy.as_ref(),
-                &args.connect,
-                &server_name,
+                &route,
                 tls.clone(),
                 counters.clone(),
                 Duration::from_secs(15),

@@ -412,6 +412,44 @@ fn send_dry_run_through_a_receiver_writes_nothing() {
     assert_same_tree(&src, &dst);
 }
 
+/// `--bwlimit` paces what the sender writes: incompressible data takes
+/// at least its size over the rate (a guarantee of the pacing, not a
+/// speed measurement; a slow machine only takes longer), and arrives
+/// intact. A rate that is not one is refused before connecting.
+#[test]
+fn bwlimit_paces_the_sender_and_bad_rates_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    certs(&pki, &["c1=vol1"]);
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    fs::write(src.join("noise"), random_bytes(3 << 20, 7)).unwrap();
+    let port = free_port();
+    let _receiver = receive(&pki, port, &[("vol1", &dst)], &[]);
+
+    let started = std::time::Instant::now();
+    let out = send(&pki, "c1", &src, port, "vol1", &["--bwlimit", "1M"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_same_tree(&src, &dst);
+    // 3 MiB at 1 MiB/s, less the first twentieth of a second's allowance.
+    assert!(
+        took >= std::time::Duration::from_millis(2900),
+        "3 MiB went out in {took:?} under --bwlimit 1M"
+    );
+
+    for bad in ["0", "fast", "10X"] {
+        let out = send(&pki, "c1", &src, port, "vol1", &["--bwlimit", bad])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 2, "{bad}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--bwlimit"), "{}", stderr(&out));
+    }
+}
+
 #[test]
 fn bad_option_use_is_refused_clearly() {
     let tmp = tempfile::tempdir().unwrap();

@@ -21,5 +21,6 @@ pub mod preflight;
 pub mod registry;
 pub mod report;
 pub mod security;
+pub mod submit;
 pub mod velero;
 pub mod workloads;

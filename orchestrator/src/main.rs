@@ -85,10 +85,87 @@ enum Command {
         /// Migrations copying at once; the others wait their turn.
         #[arg(long, default_value_t = 2)]
         max_migrations: usize,
+        /// Where to serve /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
     },
     /// Print the CustomResourceDefinitions of the controller's resources,
     /// as YAML.
     Crds,
+    /// Start a migration on a host cluster's controller: apply the plan
+    /// file as a MigrationPlan (its clusters named by MigrationCluster),
+    /// create a Migration of it, and follow it as `watch` does.
+    Submit {
+        /// The plan file.
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
+        /// A stage run (the applications keep running).
+        #[arg(long, conflicts_with = "rollback")]
+        stage: bool,
+        /// Roll the plan's migration back.
+        #[arg(long)]
+        rollback: bool,
+        /// The source MigrationCluster [default: the plan's source.context].
+        #[arg(long)]
+        source_cluster: Option<String>,
+        /// The destination MigrationCluster [default: the plan's
+        /// destination.context].
+        #[arg(long)]
+        destination_cluster: Option<String>,
+        /// Print the Migration's name and return; do not follow it.
+        #[arg(long)]
+        no_watch: bool,
+        #[command(flatten)]
+        host: HostFlags,
+    },
+    /// Follow a Migration on a host cluster until it ends (exit 0 when it
+    /// succeeded, 1 when it failed).
+    Watch {
+        /// The Migration's name.
+        name: String,
+        #[command(flatten)]
+        host: HostFlags,
+    },
+    /// Install the controller in a host cluster (its CRDs, namespace,
+    /// ServiceAccount, roles, Deployment and metrics Service), or print
+    /// what would be applied.
+    Install {
+        /// Print the manifests instead of applying them.
+        #[arg(long)]
+        print: bool,
+        /// The orchestrator image the controller runs.
+        #[arg(long)]
+        image: Option<String>,
+        /// Controller replicas (one leads, the others stand by).
+        #[arg(long, default_value_t = 2)]
+        replicas: u32,
+        /// Velero's namespace on the host cluster.
+        #[arg(long, default_value = "velero")]
+        velero_namespace: String,
+        #[command(flatten)]
+        host: HostFlags,
+    },
+}
+
+/// The host cluster a controller runs in.
+#[derive(clap::Args, Clone)]
+struct HostFlags {
+    /// The host cluster's kubeconfig (default: $KUBECONFIG,
+    /// ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig's context (default: its current one).
+    #[arg(long)]
+    context: Option<String>,
+}
+
+impl HostFlags {
+    fn reference(&self) -> plan::ClusterRef {
+        plan::ClusterRef {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,14 +197,75 @@ async fn run(cli: Cli) -> i32 {
             kubeconfig,
             context,
             max_migrations,
+            listen,
         } => {
             let host = plan::ClusterRef {
                 kubeconfig: kubeconfig.clone(),
                 context: context.clone(),
             };
-            return controller(namespace, host, *max_migrations).await;
+            let options = orchestrator::controller::Options {
+                namespace: namespace.clone(),
+                concurrency: *max_migrations,
+                listen: *listen,
+            };
+            return controller(host, options).await;
         }
         Command::Crds => return crds(),
+        Command::Install {
+            print,
+            image,
+            replicas,
+            velero_namespace,
+            host,
+        } => {
+            let mut install = orchestrator::controller::install::Install {
+                replicas: *replicas,
+                velero_namespace: velero_namespace.clone(),
+                ..Default::default()
+            };
+            if let Some(image) = image {
+                install.image = image.clone();
+            }
+            return self::install(&install, *print, host.reference()).await;
+        }
+        Command::Submit {
+            file,
+            stage,
+            rollback,
+            source_cluster,
+            destination_cluster,
+            no_watch,
+            host,
+        } => {
+            let kind = match (stage, rollback) {
+                (true, _) => RunKind::Stage,
+                (_, true) => RunKind::Rollback,
+                _ => RunKind::Final,
+            };
+            let text = match std::fs::read_to_string(file) {
+                Ok(text) => text,
+                Err(e) => {
+                    eprintln!("orchestrator: {}: cannot read: {e}", file.display());
+                    return exit::USAGE;
+                }
+            };
+            let file_value = match serde_yaml::from_str(&text) {
+                Ok(value) => value,
+                Err(e) => {
+                    eprintln!("orchestrator: {}: {e}", file.display());
+                    return exit::USAGE;
+                }
+            };
+            let submission = orchestrator::submit::Submission {
+                file: file_value,
+                origin: file.display().to_string(),
+                kind,
+                source_cluster: source_cluster.clone(),
+                destination_cluster: destination_cluster.clone(),
+            };
+            return submit(submission, *no_watch, host.reference()).await;
+        }
+        Command::Watch { name, host } => return watch(name, host.reference()).await,
         _ => {}
     }
     let (Command::Migrate { plan: flags, .. }
@@ -187,7 +325,12 @@ async fn run(cli: Cli) -> i32 {
         Command::Rollback { output, .. } => {
             drive(&plan, RunKind::Rollback, &source, &destination, output).await
         }
-        Command::Status { .. } | Command::Controller { .. } | Command::Crds => {
+        Command::Status { .. }
+        | Command::Controller { .. }
+        | Command::Crds
+        | Command::Install { .. }
+        | Command::Submit { .. }
+        | Command::Watch { .. } => {
             unreachable!("handled before the plan is loaded")
         }
     }
@@ -276,7 +419,7 @@ async fn status(name: &str, flags: &PlanFlags) -> i32 {
 }
 
 /// Runs the controller against the host cluster until stopped.
-async fn controller(namespace: &str, host: plan::ClusterRef, max_migrations: usize) -> i32 {
+async fn controller(host: plan::ClusterRef, options: orchestrator::controller::Options) -> i32 {
     let host = match Cluster::connect("host", &host).await {
         Ok(host) => host,
         Err(e) => {
@@ -284,7 +427,93 @@ async fn controller(namespace: &str, host: plan::ClusterRef, max_migrations: usi
             return exit::USAGE;
         }
     };
-    match orchestrator::controller::run(host.client, namespace, max_migrations).await {
+    match orchestrator::controller::run(host.client, options).await {
+        Ok(()) => exit::SUCCESS,
+        Err(e) => {
+            eprintln!("orchestrator: {} cluster: {e:#}", host.context);
+            exit::FAILED
+        }
+    }
+}
+
+/// Submits a migration to the host's controller, and follows it unless
+/// told not to.
+async fn submit(
+    submission: orchestrator::submit::Submission,
+    no_watch: bool,
+    host: plan::ClusterRef,
+) -> i32 {
+    let host = match Cluster::connect("host", &host).await {
+        Ok(host) => host,
+        Err(e) => {
+            eprintln!("orchestrator: {e:#}");
+            return exit::USAGE;
+        }
+    };
+    match orchestrator::submit::submit(&host.client, submission).await {
+        Ok(name) if no_watch => {
+            println!("{name}");
+            exit::SUCCESS
+        }
+        Ok(name) => {
+            eprintln!("submitted Migration {name}");
+            follow(&host, &name).await
+        }
+        Err(e) => {
+            eprintln!("orchestrator: {e:#}");
+            exit::FAILED
+        }
+    }
+}
+
+/// Follows Migration `name` on the host until it ends.
+async fn watch(name: &str, host: plan::ClusterRef) -> i32 {
+    match Cluster::connect("host", &host).await {
+        Ok(host) => follow(&host, name).await,
+        Err(e) => {
+            eprintln!("orchestrator: {e:#}");
+            exit::USAGE
+        }
+    }
+}
+
+async fn follow(host: &Cluster, name: &str) -> i32 {
+    match orchestrator::submit::watch(&host.client, name).await {
+        Ok(status) if status.phase == orchestrator::migration::Phase::Succeeded => exit::SUCCESS,
+        Ok(_) => exit::FAILED,
+        Err(e) => {
+            eprintln!("orchestrator: {} cluster: {e:#}", host.context);
+            exit::FAILED
+        }
+    }
+}
+
+/// Applies (or prints) the controller's installation.
+async fn install(
+    install: &orchestrator::controller::install::Install,
+    print: bool,
+    host: plan::ClusterRef,
+) -> i32 {
+    if print {
+        return match install.yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                exit::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("orchestrator: {e}");
+                exit::FAILED
+            }
+        };
+    }
+    let host = match Cluster::connect("host", &host).await {
+        Ok(host) => host,
+        Err(e) => {
+            eprintln!("orchestrator: {e:#}");
+            return exit::USAGE;
+        }
+    };
+    match orchestrator::controller::install::apply(&host.client, install).await {
         Ok(()) => exit::SUCCESS,
         Err(e) => {
             eprintln!("orchestrator: {} cluster: {e:#}", host.context);

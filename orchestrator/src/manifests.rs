@@ -624,6 +624,9 @@ pub fn sender_pod(
         ]
         .map(String::from),
     );
+    if let Some(rate) = plan.bandwidth_limit {
+        args.extend(["--bwlimit".to_string(), rate.to_string()]);
+    }
     args.extend(tls_args());
     let env = plan.proxy.as_ref().map(|_| {
         vec![EnvVar {
@@ -1076,6 +1079,24 @@ mod tests {
                  --server-name mover-receiver-app2.apps.example.com --volume data --progress json"
             ),
             "{args}"
+        );
+        assert!(!args.contains("--bwlimit"), "{args}");
+        let limited = Plan {
+            bandwidth_limit: Some(50 << 20),
+            ..plan()
+        };
+        let pod = sender_pod(
+            "app",
+            "data",
+            VolumeMode::Filesystem,
+            &limited,
+            &rwo,
+            &target,
+        );
+        let args = pod.spec.unwrap().containers[0].args.clone().unwrap();
+        assert!(
+            args.windows(2).any(|w| w == ["--bwlimit", "52428800"]),
+            "{args:?}"
         );
         let source_mount = container
             .volume_mounts

@@ -55,6 +55,9 @@ pub struct PlanFile {
     /// An HTTP proxy senders reach the receivers' endpoint through (a
     /// CONNECT tunnel): `http://[user:password@]host:port`.
     pub proxy: Option<String>,
+    /// The most each sender may send per second, e.g. `50M` (K, M, G are
+    /// powers of 1024): keeps a migration from filling a shared link.
+    pub bandwidth_limit: Option<String>,
     /// Direct image migration: the two clusters' registries. Without this
     /// section only volumes move.
     pub images: Option<ImagesPlan>,
@@ -246,6 +249,9 @@ pub struct PlanFlags {
     /// http://[USER:PASSWORD@]HOST:PORT.
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
+    /// Most bytes per second each sender sends, e.g. 50M.
+    #[arg(long, value_name = "RATE")]
+    pub bandwidth_limit: Option<String>,
     /// Do not migrate images even though the plan names registries.
     #[arg(long)]
     pub skip_images: bool,
@@ -286,6 +292,8 @@ pub struct Plan {
     pub concurrency: usize,
     /// The senders' proxy (recorded without its credentials).
     pub proxy: Option<mover::proxy::Proxy>,
+    /// Bytes per second each sender may send.
+    pub bandwidth_limit: Option<u64>,
     pub images: Option<ImagesPlan>,
     /// A final run stops the source application first.
     pub quiesce: bool,
@@ -522,6 +530,16 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
             .ok()
     });
 
+    let bandwidth_limit = flags
+        .bandwidth_limit
+        .clone()
+        .or(file.bandwidth_limit)
+        .and_then(|rate| {
+            mover::net::parse_rate(&rate)
+                .map_err(|e| problems.push(format!("{origin}: bandwidthLimit: {e}")))
+                .ok()
+        });
+
     let endpoint = flags.endpoint.or(file.endpoint).unwrap_or_default();
     let ingress_domain = flags.ingress_domain.clone().or(file.ingress_domain);
     match (&ingress_domain, endpoint) {
@@ -595,6 +613,7 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         retries: flags.retries.or(file.retries).unwrap_or(3),
         concurrency,
         proxy,
+        bandwidth_limit,
         images,
     })
 }
@@ -793,7 +812,7 @@ mod tests {
     fn every_problem_is_listed_with_its_field() {
         let file = yaml(
             "name: 'bad name'\nnamespaces: [App, 'a:b', 'a:c']\npvcs: [other/x, nope]\n\
-             accessModeMapping: {ReadWriteOnce: Sometimes}\nconcurrency: 0\n",
+             accessModeMapping: {ReadWriteOnce: Sometimes}\nconcurrency: 0\nbandwidthLimit: fast\n",
         );
         let errors = resolve(file, &PlanFlags::default(), "p.yaml").unwrap_err();
         let text = errors.to_string();
@@ -805,10 +824,11 @@ mod tests {
             "pvcs[1] \"nope\": expected NAMESPACE/NAME",
             "unknown access mode \"Sometimes\"",
             "concurrency: must be at least 1",
+            "bandwidthLimit: \"fast\": expected bytes per second such as 50M",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
-        assert_eq!(errors.0.len(), 7, "{text}");
+        assert_eq!(errors.0.len(), 8, "{text}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
@@ -18,17 +19,55 @@ use serde_json::{json, Value};
 
 const NS: &str = "mover-system";
 
-/// Starts the controller process with the destination as its host; it
-/// is stopped when the handle is dropped.
-fn start_controller(kubeconfig: &Path) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+/// A controller process: its metrics address, and whether it said it
+/// leads. Killed when dropped.
+struct Controller {
+    child: tokio::process::Child,
+    address: std::net::SocketAddr,
+    leading: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Starts the controller process with the destination as its host,
+/// serving its metrics on a free loopback port; its log is passed on to
+/// the test's.
+async fn start_controller(kubeconfig: &Path) -> Controller {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .arg("controller")
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(["--context", "destination"])
+        .args(["--context", "destination", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("starting orchestrator controller")
+        .expect("starting orchestrator controller");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (address_tx, address_rx) = tokio::sync::oneshot::channel();
+    let (leading_tx, leading) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut address_tx = Some(address_tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("controller {}: {line}", std::process::id());
+            if let Some(address) = line.strip_prefix("serving /metrics, /healthz and /readyz on ") {
+                if let Some(tx) = address_tx.take() {
+                    let _ = tx.send(address.parse::<std::net::SocketAddr>().unwrap());
+                }
+            }
+            if line == "leading" {
+                let _ = leading_tx.send(true);
+            }
+        }
+    });
+    let address = tokio::time::timeout(Duration::from_secs(30), address_rx)
+        .await
+        .expect("the controller never said where it serves metrics")
+        .unwrap();
+    Controller {
+        child,
+        address,
+        leading,
+    }
 }
 
 /// A pair of Docker-less clusters started with `options`, their
@@ -37,7 +76,7 @@ fn start_controller(kubeconfig: &Path) -> tokio::process::Child {
 struct Setup {
     pair: ClusterPair,
     kubeconfig: std::path::PathBuf,
-    _controller: tokio::process::Child,
+    controller: Controller,
     _dir: tempfile::TempDir,
 }
 
@@ -49,12 +88,12 @@ async fn setup(options: &PairOptions) -> Setup {
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, pair.kubeconfig()).unwrap();
     let host = pair.destination.client.clone();
-    let controller = start_controller(&kubeconfig);
     create(
         &Api::<Namespace>::all(host.clone()),
         json!({"metadata": {"name": NS}}),
     )
     .await;
+    let controller = start_controller(&kubeconfig).await;
     // The controller applies its CRDs when it starts.
     let plans: Api<MigrationPlan> = Api::namespaced(host, NS);
     for _ in 0..100 {
@@ -66,9 +105,57 @@ async fn setup(options: &PairOptions) -> Setup {
     Setup {
         pair,
         kubeconfig,
-        _controller: controller,
+        controller,
         _dir: dir,
     }
+}
+
+/// Registers the source (by URL and a token Secret) and the host itself
+/// as MigrationClusters `source` and `host`.
+async fn register_clusters(pair: &ClusterPair) {
+    let host = pair.destination.client.clone();
+    let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), NS);
+    create(
+        &Api::<Secret>::namespaced(host, NS),
+        json!({"metadata": {"name": "source-token"},
+               "stringData": {"token": pair.source.token_for("migrator", &["system:masters"]),
+                              "ca.crt": pair.source.ca_pem()}}),
+    )
+    .await;
+    create(
+        &clusters,
+        json!({"metadata": {"name": "source"},
+               "spec": {"url": pair.source.api_url, "secretRef": {"name": "source-token"}}}),
+    )
+    .await;
+    create(
+        &clusters,
+        json!({"metadata": {"name": "host"}, "spec": {"isHostCluster": true}}),
+    )
+    .await;
+}
+
+/// GETs `path` of a controller's endpoint: (status code, body).
+async fn get(controller: &Controller, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{}{path}", controller.address))
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// The value of the series named exactly `series` in `metrics`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+/// Waits until `controller` says it leads.
+async fn leads(controller: &mut Controller, within: Duration) -> bool {
+    tokio::time::timeout(within, controller.leading.wait_for(|l| *l))
+        .await
+        .is_ok()
 }
 
 async fn create<K>(api: &Api<K>, object: Value) -> K
@@ -314,26 +401,7 @@ async fn plans_are_validated_continuously() {
     );
 
     // The clusters registered: what is left is the namespace.
-    let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), NS);
-    let secrets: Api<Secret> = Api::namespaced(host.clone(), NS);
-    create(
-        &secrets,
-        json!({"metadata": {"name": "source-token"},
-               "stringData": {"token": pair.source.token_for("migrator", &["system:masters"]),
-                              "ca.crt": pair.source.ca_pem()}}),
-    )
-    .await;
-    create(
-        &clusters,
-        json!({"metadata": {"name": "source"},
-               "spec": {"url": pair.source.api_url, "secretRef": {"name": "source-token"}}}),
-    )
-    .await;
-    create(
-        &clusters,
-        json!({"metadata": {"name": "host"}, "spec": {"isHostCluster": true}}),
-    )
-    .await;
+    register_clusters(pair).await;
     let conditions = plan_state(&plans, "shop", "False", "NamespaceNotFound").await;
     assert_eq!(
         message(&conditions, "NamespaceNotFound"),
@@ -481,5 +549,220 @@ async fn plans_are_validated_continuously() {
         rows.iter()
             .any(|r| r[..5] == ["shop", "True", "source", "host", "Ready"]),
         "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_leads_and_the_standby_takes_over() {
+    let Setup {
+        pair,
+        kubeconfig,
+        controller: mut first,
+        _dir: _state,
+    } = setup(&PairOptions::default()).await;
+    let host = pair.destination.client.clone();
+    assert!(leads(&mut first, Duration::from_secs(30)).await);
+    let mut second = start_controller(&kubeconfig).await;
+    // Both are live and ready; only one leads, for as long as it renews.
+    for controller in [&first, &second] {
+        assert_eq!(get(controller, "/healthz").await.0, 200);
+        for _ in 0..50 {
+            if get(controller, "/readyz").await.0 == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(get(controller, "/readyz").await.0, 200);
+    }
+    assert!(!leads(&mut second, Duration::from_secs(20)).await);
+    let (_, metrics) = get(&first, "/metrics").await;
+    assert_eq!(
+        sample(&metrics, "mover_controller_leader"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let (_, metrics) = get(&second, "/metrics").await;
+    assert_eq!(
+        sample(&metrics, "mover_controller_leader"),
+        Some(0.0),
+        "{metrics}"
+    );
+    let leases: Api<Lease> = Api::namespaced(host.clone(), NS);
+    let lease = leases.get("mover-controller").await.unwrap().spec.unwrap();
+    let holder = lease.holder_identity.clone().unwrap();
+    assert_eq!(lease.lease_transitions, Some(0));
+
+    // The leader reconciles; the standby does not.
+    let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), NS);
+    create(
+        &clusters,
+        json!({"metadata": {"name": "host"}, "spec": {"isHostCluster": true}}),
+    )
+    .await;
+    ready(&clusters, "host", "True").await;
+    let reconciles = "mover_controller_reconciles_total{kind=\"MigrationCluster\"}";
+    let (_, metrics) = get(&first, "/metrics").await;
+    assert!(
+        sample(&metrics, reconciles).unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
+    let (_, metrics) = get(&second, "/metrics").await;
+    assert_eq!(sample(&metrics, reconciles), None, "{metrics}");
+
+    // The leader dies without releasing the lease: the standby takes it
+    // once a lease duration has passed without a renewal, and drives.
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    assert!(leads(&mut second, Duration::from_secs(45)).await);
+    let lease = leases.get("mover-controller").await.unwrap().spec.unwrap();
+    assert_ne!(lease.holder_identity.as_deref(), Some(holder.as_str()));
+    assert_eq!(lease.lease_transitions, Some(1));
+    create(
+        &clusters,
+        json!({"metadata": {"name": "again"}, "spec": {"isHostCluster": true}}),
+    )
+    .await;
+    ready(&clusters, "again", "True").await;
+
+    // A replica stopped with SIGTERM gives the lease up at once.
+    let mut third = start_controller(&kubeconfig).await;
+    let pid = second.child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    second.child.wait().await.unwrap();
+    assert!(leads(&mut third, Duration::from_secs(10)).await);
+}
+
+/// Runs the orchestrator binary against the destination (the host):
+/// (exit code, stdout, stderr).
+async fn orchestrator(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--context", "destination"])
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_and_watch_follow_a_migration_from_a_plan_file() {
+    let Setup {
+        pair,
+        kubeconfig,
+        controller: _controller,
+        _dir: dir,
+    } = setup(&PairOptions::default()).await;
+    register_clusters(&pair).await;
+    let host = pair.destination.client.clone();
+    create(
+        &Api::<Namespace>::all(pair.source.client.clone()),
+        json!({"metadata": {"name": "empty"}}),
+    )
+    .await;
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+
+    // Submitted and followed to its end: each step as it goes, then the
+    // run's summary; the exit code says it succeeded.
+    let plan = file(
+        "empty.yaml",
+        "name: empty\nnamespaces: ['empty:empty-copy']\nvolumesOnly: true\n\
+         source: {context: source}\ndestination: {context: host}\n",
+    );
+    let (code, stdout, stderr) =
+        orchestrator(&kubeconfig, &["submit", "-f", &plan, "--stage"]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("Preflight running"), "{stdout}");
+    assert!(stdout.contains("Preflight done"), "{stdout}");
+    assert!(
+        stdout.contains("(stage run of \"empty\"): Succeeded"),
+        "{stdout}"
+    );
+    let submitted = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("submitted Migration "))
+        .unwrap_or_else(|| panic!("{stderr}"))
+        .to_string();
+    let plans: Api<MigrationPlan> = Api::namespaced(host.clone(), NS);
+    let applied = plans.get("empty").await.unwrap().spec;
+    assert_eq!(
+        (
+            applied.source_cluster.as_str(),
+            applied.destination_cluster.as_str()
+        ),
+        ("source", "host")
+    );
+    assert_eq!(applied.plan["namespaces"], json!(["empty:empty-copy"]));
+    // `watch` of a finished Migration prints its end at once.
+    let (code, stdout, _) = orchestrator(&kubeconfig, &["watch", &submitted]).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("Succeeded"), "{stdout}");
+
+    // A run that fails: the exit code says so, the summary says why.
+    let missing = file(
+        "missing.yaml",
+        "name: missing\nnamespaces: [nowhere]\nvolumesOnly: true\n",
+    );
+    let (code, stdout, stderr) = orchestrator(
+        &kubeconfig,
+        &[
+            "submit",
+            "-f",
+            &missing,
+            "--stage",
+            "--source-cluster",
+            "source",
+            "--destination-cluster",
+            "host",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("Failed"), "{stdout}");
+    assert!(stdout.contains("nowhere"), "{stdout}");
+
+    // Bad input is refused before anything is created, naming what and
+    // where.
+    let bad = file("bad.yaml", "name: bad\nnamespaces: [Bad]\n");
+    let (code, _, stderr) = orchestrator(
+        &kubeconfig,
+        &[
+            "submit",
+            "-f",
+            &bad,
+            "--source-cluster",
+            "source",
+            "--destination-cluster",
+            "host",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("bad.yaml: namespaces[0] \"Bad\""),
+        "{stderr}"
+    );
+    assert!(plans.get_opt("bad").await.unwrap().is_none());
+    let unnamed = file("unnamed.yaml", "name: unnamed\nnamespaces: [empty]\n");
+    let (code, _, stderr) = orchestrator(&kubeconfig, &["submit", "-f", &unnamed]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("--source-cluster"), "{stderr}");
+    let (code, _, stderr) = orchestrator(&kubeconfig, &["watch", "no-such-run"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no Migration mover-system/no-such-run"),
+        "{stderr}"
     );
 }

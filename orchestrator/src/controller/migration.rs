@@ -10,6 +10,12 @@
 //! whether that task still runs. A controller that restarts finds the
 //! Migration unfinished and no task for it, and starts one: the engine
 //! continues from the step the status names.
+//!
+//! A Migration the controller drives carries the finalizer [`FINALIZER`]
+//! until it has finished: deleting a running one stops its engine where it
+//! is and removes the transfer objects (senders, receivers, their
+//! Services, Routes and Secrets) from both clusters before the object
+//! goes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +24,11 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::ResourceExt as _;
 use serde_json::json;
+use tokio::sync::oneshot;
 
 use super::cluster::{self, MigrationCluster};
 use super::plan::{self as plans, MigrationPlan};
-use super::Context;
+use super::{Context, Run};
 use crate::clusters::Cluster;
 use crate::migration::store::Store;
 use crate::migration::{MigrationSpec, MigrationStatus, Phase, RunKind, PLAN_LABEL};
@@ -29,6 +36,8 @@ use crate::plan::Plan;
 
 /// How often a running migration's task is looked at.
 const RECHECK: Duration = Duration::from_secs(30);
+/// Kept on a driven Migration until its transfer objects are gone.
+pub const FINALIZER: &str = "mover.io/transfers";
 
 /// One pass over Migration `object`.
 pub async fn reconcile(
@@ -37,6 +46,7 @@ pub async fn reconcile(
 ) -> Result<Action, kube::Error> {
     let name = object.name_any();
     let namespace = object.namespace().unwrap_or_default();
+    ctx.metrics.observe(&name, &object.data["status"]);
     let spec = match serde_json::from_value::<MigrationSpec>(object.data["spec"].clone()) {
         Ok(spec) => spec,
         Err(e) => {
@@ -47,19 +57,38 @@ pub async fn reconcile(
     let Some(plan_name) = spec.plan_ref.clone() else {
         return Ok(Action::await_change());
     };
+    let migrations = Api::<DynamicObject>::namespaced_with(
+        ctx.host.clone(),
+        &namespace,
+        &crate::migration::resource(),
+    );
+    if object.metadata.deletion_timestamp.is_some() {
+        if object.finalizers().iter().any(|f| f == FINALIZER) {
+            stop(&ctx, &namespace, &name, &plan_name).await?;
+            set_finalizer(&migrations, &object, false).await?;
+        }
+        ctx.metrics.forget(&name);
+        return Ok(Action::await_change());
+    }
     let status: MigrationStatus =
         serde_json::from_value(object.data["status"].clone()).unwrap_or_default();
     let started = object.data["status"]["started"].is_string();
     if started && status.phase != Phase::Running {
+        // A finished run removed its transfer objects itself.
+        set_finalizer(&migrations, &object, false).await?;
         return Ok(Action::await_change());
     }
     {
         let mut running = ctx.running.lock().await;
-        if running.get(&name).is_some_and(|task| !task.is_finished()) {
+        if running
+            .get(&name)
+            .is_some_and(|run| !run.task.is_finished())
+        {
             return Ok(Action::requeue(RECHECK));
         }
         running.remove(&name);
     }
+    set_finalizer(&migrations, &object, true).await?;
     let prepared = prepare(&ctx, &namespace, &plan_name).await?;
     let (mut plan, source, destination) = match prepared {
         Ok(prepared) => prepared,
@@ -70,11 +99,6 @@ pub async fn reconcile(
     };
     // The Migration's kind, not the plan, says whether this is a stage run.
     plan.stage = spec.kind == RunKind::Stage;
-    let migrations = Api::<DynamicObject>::namespaced_with(
-        ctx.host.clone(),
-        &namespace,
-        &crate::migration::resource(),
-    );
     if spec.plan_name.is_empty() {
         // The spec the engine reads, as `orchestrator migrate` records it.
         let patch = json!({
@@ -98,21 +122,97 @@ pub async fn reconcile(
     let store = Store::open(&host);
     let run = name.clone();
     let permits = ctx.permits.clone();
+    let metrics = ctx.metrics.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
     // The engine's future borrows across its steps in ways the compiler
     // cannot prove `Send` for every lifetime (async closures), so it runs
     // on a thread of its own, driven by this runtime's handle.
     let runtime = tokio::runtime::Handle::current();
     let task = tokio::task::spawn_blocking(move || {
         runtime.block_on(async move {
-            let _permit = permits.acquire_owned().await;
-            match crate::engine::resume(&plan, &source, &destination, store, &run).await {
-                Ok(report) => tracing::info!("migration {run} ended: {:?}", report.phase),
-                Err(e) => tracing::warn!("migration {run} could not run: {e}"),
+            metrics.waiting().inc();
+            let permit = permits.acquire_owned().await;
+            metrics.waiting().dec();
+            metrics.running().inc();
+            tokio::select! {
+                result = crate::engine::resume(&plan, &source, &destination, store, &run) => {
+                    match result {
+                        Ok(report) => tracing::info!("migration {run} ended: {:?}", report.phase),
+                        Err(e) => tracing::warn!("migration {run} could not run: {e}"),
+                    }
+                }
+                _ = stopped => tracing::info!("migration {run} stopped where it was"),
             }
+            metrics.running().dec();
+            drop(permit);
         })
     });
-    ctx.running.lock().await.insert(name, task);
+    ctx.running.lock().await.insert(name, Run { task, stop });
     Ok(Action::requeue(RECHECK))
+}
+
+/// Adds or removes [`FINALIZER`] on `object`, if it is not so already.
+/// The patch names the object's resourceVersion, so a concurrent change of
+/// the finalizer list (another controller's) makes it fail and retry
+/// rather than drop that change.
+async fn set_finalizer(
+    api: &Api<DynamicObject>,
+    object: &DynamicObject,
+    present: bool,
+) -> Result<(), kube::Error> {
+    let has = object.finalizers().iter().any(|f| f == FINALIZER);
+    if has == present {
+        return Ok(());
+    }
+    let mut finalizers: Vec<String> = object
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(FINALIZER.into());
+    }
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": object.resource_version(),
+    }});
+    api.patch(
+        &object.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stops the engine driving Migration `name` (if this process runs it)
+/// and removes the transfer objects its plan's run may have left on both
+/// clusters. A plan or cluster that cannot be read any more leaves
+/// nothing to clean with: that is logged, and the Migration goes.
+async fn stop(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    plan_name: &str,
+) -> Result<(), kube::Error> {
+    if let Some(run) = ctx.running.lock().await.remove(name) {
+        let _ = run.stop.send(());
+        let _ = run.task.await;
+    }
+    match prepare(ctx, namespace, plan_name).await? {
+        Ok((plan, source, destination)) => {
+            let leftovers = crate::cleanup::run(&plan, &source, &destination).await;
+            if !leftovers.is_empty() {
+                tracing::warn!(
+                    "Migration {name} deleted; could not remove: {}",
+                    leftovers.join("; ")
+                );
+            }
+        }
+        Err(why) => tracing::warn!("Migration {name} deleted; nothing cleaned up: {why}"),
+    }
+    Ok(())
 }
 
 /// The resolved plan and both clusters of MigrationPlan `plan_name`, or

@@ -9,17 +9,25 @@
 //!   continuously;
 //! - [`migration`]: Migrations naming a MigrationPlan, each run by the
 //!   engine in a task of this process;
-//! - [`conditions`]: status conditions with real transition times.
+//! - [`conditions`]: status conditions with real transition times;
+//! - [`leader`]: the Lease that lets one replica of several lead;
+//! - [`metrics`] and [`serve`]: `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Resources live in one namespace of the host cluster (`mover-system` by
 //! default), as MTC keeps its resources in `openshift-migration`.
 
 pub mod cluster;
 pub mod conditions;
+pub mod install;
+pub mod leader;
+pub mod metrics;
 mod migration;
 pub mod plan;
+pub mod serve;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +40,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, CustomResourceExt as _};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{oneshot, Mutex, Semaphore};
 use tokio::task::JoinHandle;
 
 use cluster::MigrationCluster;
@@ -43,9 +51,27 @@ pub struct Context {
     /// The host cluster, as the controller's own identity.
     pub host: kube::Client,
     /// The migrations this process runs, by name.
-    running: Arc<Mutex<HashMap<String, JoinHandle<()>>>>,
+    running: Arc<Mutex<HashMap<String, Run>>>,
     /// How many of them may copy at once; the others wait their turn.
     permits: Arc<Semaphore>,
+    metrics: Arc<metrics::Metrics>,
+}
+
+/// A migration this process drives: the engine's task, and what stops it.
+struct Run {
+    task: JoinHandle<()>,
+    /// Sending (or dropping) it stops the engine where it is.
+    stop: oneshot::Sender<()>,
+}
+
+/// How the controller runs.
+pub struct Options {
+    /// The namespace of its resources.
+    pub namespace: String,
+    /// Migrations copying at once.
+    pub concurrency: usize,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub listen: SocketAddr,
 }
 
 /// The CustomResourceDefinitions of the controller's resources, generated
@@ -71,19 +97,24 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
 const CRD_ESTABLISHED: Duration = Duration::from_secs(30);
 
 /// Applies the CRDs (server-side apply: a newer controller updates them)
-/// and waits until the API serves each.
-pub async fn install_crds(host: &kube::Client) -> anyhow::Result<()> {
+/// when this identity may, and waits until the API serves each. A
+/// controller running with `deploy/`'s least-privilege role may not write
+/// CRDs: `orchestrator install` applied them, and it only waits.
+pub async fn install_crds(host: &kube::Client, namespace: &str) -> anyhow::Result<()> {
     let definitions: Api<CustomResourceDefinition> = Api::all(host.clone());
     let params = PatchParams::apply("mover-controller").force();
     for crd in crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        definitions
-            .patch(&name, &params, &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("applying CRD {name}"))?;
+        match definitions.patch(&name, &params, &Patch::Apply(&crd)).await {
+            Ok(_) => {}
+            Err(e) if crate::kubeops::status_code(&e) == Some(403) => {
+                tracing::info!("not allowed to apply CRD {name}: waiting for it to be served");
+            }
+            Err(e) => return Err(e).with_context(|| format!("applying CRD {name}")),
+        }
     }
     let deadline = tokio::time::Instant::now() + CRD_ESTABLISHED;
-    let clusters: Api<MigrationCluster> = Api::all(host.clone());
+    let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), namespace);
     loop {
         match clusters.list(&ListParams::default().limit(1)).await {
             Ok(_) => return Ok(()),
@@ -91,26 +122,72 @@ pub async fn install_crds(host: &kube::Client) -> anyhow::Result<()> {
                 tracing::debug!("waiting for the CRDs to be served: {e}");
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            Err(e) => return Err(e).context("the CRDs were applied but are not served"),
+            Err(e) => {
+                return Err(e).context(
+                    "the controller's CRDs are not served (apply them with `orchestrator install`)",
+                )
+            }
         }
     }
 }
 
-/// Runs the controller for the resources of `namespace` until the process
-/// is stopped, running at most `concurrency` migrations at once.
-pub async fn run(host: kube::Client, namespace: &str, concurrency: usize) -> anyhow::Result<()> {
-    install_crds(&host).await?;
+/// Runs the controller until the process is stopped: serves its health
+/// and metrics, waits to be elected leader, then reconciles until stopped
+/// or until it loses the lease (an error: the process must end, so that
+/// nothing it still drives races the new leader).
+pub async fn run(host: kube::Client, options: Options) -> anyhow::Result<()> {
+    let metrics = Arc::new(metrics::Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    eprintln!(
+        "serving /metrics, /healthz and /readyz on {}",
+        listener.local_addr()?
+    );
+    let health = serve::Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = serve::serve(listener, health).await {
+            tracing::error!("the metrics endpoint stopped: {e}");
+        }
+    });
+    install_crds(&host, &options.namespace).await?;
+    ready.store(true, Ordering::Relaxed);
+
+    let elector = leader::Elector::new(host.clone(), &options.namespace, leader::identity());
+    eprintln!(
+        "waiting to lead (Lease {}/{} as {})",
+        options.namespace,
+        leader::LEASE,
+        elector.identity()
+    );
+    elector.acquire().await;
+    eprintln!("leading");
+    metrics.set_leader(true);
     let ctx = Arc::new(Context {
         host: host.clone(),
         running: Arc::default(),
-        permits: Arc::new(Semaphore::new(concurrency.max(1))),
+        permits: Arc::new(Semaphore::new(options.concurrency.max(1))),
+        metrics,
     });
-    tokio::join!(
-        clusters(&host, namespace, ctx.clone()),
-        plans(&host, namespace, ctx.clone()),
-        migrations(&host, namespace, ctx)
-    );
-    Ok(())
+    let namespace = options.namespace.as_str();
+    let reconcilers = async {
+        tokio::join!(
+            clusters(&host, namespace, ctx.clone()),
+            plans(&host, namespace, ctx.clone()),
+            migrations(&host, namespace, ctx.clone())
+        )
+    };
+    tokio::select! {
+        _ = reconcilers => {
+            elector.release().await;
+            Ok(())
+        }
+        why = elector.hold() => anyhow::bail!("stopped leading: {why}"),
+    }
 }
 
 /// Reconciles Migrations.
@@ -119,8 +196,8 @@ async fn migrations(host: &kube::Client, namespace: &str, ctx: Arc<Context>) {
     let api = Api::<DynamicObject>::namespaced_with(host.clone(), namespace, &resource);
     Controller::new_with(api, watcher::Config::default(), resource)
         .shutdown_on_signal()
-        .run(migration::reconcile, error_policy, ctx)
-        .for_each(log_failure)
+        .run(migration::reconcile, error_policy, ctx.clone())
+        .for_each(|result| log_failure(&ctx, "Migration", result))
         .await;
 }
 
@@ -145,8 +222,8 @@ async fn clusters(host: &kube::Client, namespace: &str, ctx: Arc<Context>) {
     controller
         .watches(secrets, watcher::Config::default(), by_secret)
         .shutdown_on_signal()
-        .run(cluster::reconcile, error_policy, ctx)
-        .for_each(log_failure)
+        .run(cluster::reconcile, error_policy, ctx.clone())
+        .for_each(|result| log_failure(&ctx, "MigrationCluster", result))
         .await;
 }
 
@@ -174,14 +251,16 @@ async fn plans(host: &kube::Client, namespace: &str, ctx: Arc<Context>) {
     controller
         .watches(clusters, watcher::Config::default(), by_cluster)
         .shutdown_on_signal()
-        .run(plan::reconcile, error_policy, ctx)
-        .for_each(log_failure)
+        .run(plan::reconcile, error_policy, ctx.clone())
+        .for_each(|result| log_failure(&ctx, "MigrationPlan", result))
         .await;
 }
 
-async fn log_failure<T, E: std::fmt::Display>(result: Result<T, E>) {
+/// Counts a reconcile of a `kind` resource, logging a failed one.
+async fn log_failure<T, E: std::fmt::Display>(ctx: &Context, kind: &str, result: Result<T, E>) {
+    ctx.metrics.reconciled(kind, result.is_err());
     if let Err(e) = result {
-        tracing::warn!("reconcile: {e}");
+        tracing::warn!("reconcile of a {kind}: {e}");
     }
 }
 

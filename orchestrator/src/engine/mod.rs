@@ -66,6 +66,8 @@ pub struct Context<'a> {
     pub board: Arc<Board>,
     /// The run's name (the Migration resource's).
     pub run: String,
+    /// The Migration's uid, which its Events name.
+    uid: Option<String>,
     pub kind: RunKind,
     status: Arc<Mutex<MigrationStatus>>,
     store: Store,
@@ -82,6 +84,13 @@ impl Context<'_> {
         let mut status = self.status.lock().await;
         change(&mut status);
         self.store.save(&self.run, &status).await
+    }
+
+    /// Publishes an Event on the Migration (never fails the run).
+    async fn event(&self, warning: bool, reason: &str, note: String) {
+        self.store
+            .event((&self.run, self.uid.as_deref()), warning, reason, note)
+            .await;
     }
 
     /// Every run of the plan, oldest first (this one included).
@@ -258,7 +267,10 @@ async fn drive(
     migration: Migration,
 ) -> Report {
     let Migration {
-        name, spec, status, ..
+        name,
+        uid,
+        spec,
+        status,
     } = migration;
     let ctx = Context {
         plan,
@@ -266,6 +278,7 @@ async fn drive(
         destination,
         board: Arc::new(Board::new()),
         run: name,
+        uid,
         kind: spec.kind,
         status: Arc::new(Mutex::new(status)),
         store,
@@ -323,8 +336,19 @@ async fn drive(
             failure = Some(format!("{e:#}"));
             break;
         }
+        let name = step.name.as_str();
+        ctx.event(
+            false,
+            "StepStarted",
+            format!("{name}: {}", step.description),
+        )
+        .await;
         match run_with_retries(&ctx, step.name).await {
             Outcome::Done(message) => {
+                let note = match &message {
+                    Some(message) => format!("{name}: {message}"),
+                    None => format!("{name} done"),
+                };
                 let saved = ctx
                     .update(|s| set_phase(s, step.name, StepPhase::Done, message))
                     .await;
@@ -332,12 +356,15 @@ async fn drive(
                     failure = Some(format!("{e:#}"));
                     break;
                 }
+                ctx.event(false, "StepSucceeded", note).await;
             }
             Outcome::Failed(reason) => {
                 let _ = ctx
                     .update(|s| set_phase(s, step.name, StepPhase::Failed, Some(reason.clone())))
                     .await;
-                failure = Some(format!("{}: {reason}", step.name.as_str()));
+                ctx.event(true, "StepFailed", format!("{name}: {reason}"))
+                    .await;
+                failure = Some(format!("{name}: {reason}"));
                 break;
             }
         }
@@ -352,9 +379,18 @@ async fn drive(
                     s.finished = Some(now());
                 })
                 .await;
+            ctx.event(
+                false,
+                "Succeeded",
+                format!("{} run succeeded", ctx.kind.as_str()),
+            )
+            .await;
             ctx.report().await
         }
-        Some(reason) => ctx.fail_report(reason).await,
+        Some(reason) => {
+            ctx.event(true, "Failed", reason.clone()).await;
+            ctx.fail_report(reason).await
+        }
     }
 }
 
@@ -475,10 +511,16 @@ async fn save_progress(
     let mut last = Vec::new();
     loop {
         tokio::time::sleep(PROGRESS_SAVE).await;
+        // The live rate and ETA too, which the final report leaves out.
         let pvcs: Vec<serde_json::Value> = board
             .snapshot()
             .iter()
-            .filter_map(|r| serde_json::to_value(r).ok())
+            .filter_map(|r| {
+                let mut value = serde_json::to_value(r).ok()?;
+                value["rate_bytes_per_sec"] = json!(r.rate.round());
+                value["eta_secs"] = json!(r.eta_secs.map(f64::round));
+                Some(value)
+            })
             .collect();
         if pvcs.is_empty() || pvcs == last {
             continue;

@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::{json, Value};
 
 use super::{crd, resource, MigrationSpec, MigrationStatus, NAMESPACE, PLAN_LABEL, PLURAL};
@@ -24,6 +25,8 @@ const CRD_ESTABLISHED: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct Migration {
     pub name: String,
+    /// The object's uid, which its Events name.
+    pub uid: Option<String>,
     pub spec: MigrationSpec,
     pub status: MigrationStatus,
 }
@@ -33,6 +36,8 @@ pub struct Migration {
 pub struct Store {
     api: Api<DynamicObject>,
     cluster: String,
+    /// Publishes the Migrations' Events (events.k8s.io/v1).
+    recorder: Recorder,
 }
 
 impl Store {
@@ -90,9 +95,50 @@ impl Store {
 
     /// The Migrations of `cluster`, without installing anything.
     pub fn open(cluster: &Cluster) -> Self {
+        let reporter = Reporter {
+            controller: "mover.io/orchestrator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Self {
             api: Api::namespaced_with(cluster.client.clone(), NAMESPACE, &resource()),
             cluster: cluster.describe(),
+            recorder: Recorder::new(cluster.client.clone(), reporter),
+        }
+    }
+
+    /// Publishes an Event about Migration `name` whose uid is `uid` (what
+    /// `kubectl describe` shows). An Event that cannot be written (no right to create Events
+    /// in the Migrations' namespace) is logged, never fatal: the status
+    /// holds the same facts.
+    pub async fn event(
+        &self,
+        (name, uid): (&str, Option<&str>),
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let reference = ObjectReference {
+            api_version: Some(resource().api_version),
+            kind: Some(super::KIND.into()),
+            name: Some(name.into()),
+            namespace: Some(NAMESPACE.into()),
+            uid: uid.map(str::to_string),
+            ..ObjectReference::default()
+        };
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            // The API server refuses notes over 1 kB.
+            note: Some(truncate(note, 1000)),
+            action: "Migrate".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &reference).await {
+            tracing::debug!("{}: Event {reason} for Migration {name}: {e}", self.cluster);
         }
     }
 
@@ -182,8 +228,23 @@ impl Store {
     }
 }
 
-fn decode(object: DynamicObject) -> anyhow::Result<Migration> {
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max - 3;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
+/// A Migration object as the engine reads it.
+pub fn decode(object: DynamicObject) -> anyhow::Result<Migration> {
     let name = object.metadata.name.clone().unwrap_or_default();
+    let uid = object.metadata.uid.clone();
     let spec = serde_json::from_value(object.data["spec"].clone())
         .with_context(|| format!("Migration {name}: its spec"))?;
     let status = match &object.data["status"] {
@@ -191,5 +252,10 @@ fn decode(object: DynamicObject) -> anyhow::Result<Migration> {
         status => serde_json::from_value(status.clone())
             .with_context(|| format!("Migration {name}: its status"))?,
     };
-    Ok(Migration { name, spec, status })
+    Ok(Migration {
+        name,
+        uid,
+        spec,
+        status,
+    })
 }

@@ -508,11 +508,19 @@ async fn a_whole_application_moves_rolls_back_and_moves_again_through_crashes() 
         let events = Api::<Event>::namespaced(env.destination(), ns)
             .list(&ListParams::default())
             .await?;
-        let attach: Vec<_> = events
+        let attach: Vec<String> = events
             .items
             .iter()
             .filter(|e| e.reason.as_deref() == Some("FailedAttachVolume"))
-            .filter_map(|e| e.message.as_deref())
+            .map(|e| {
+                format!(
+                    "{} {:?} at {:?}: {}",
+                    e.involved_object.kind.as_deref().unwrap_or_default(),
+                    e.involved_object.name,
+                    e.first_timestamp,
+                    e.message.as_deref().unwrap_or_default()
+                )
+            })
             .collect();
         assert!(attach.is_empty(), "{ns}: {attach:?}");
     }

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::task::JoinSet;
 
-use crate::context::{ClusterContext, PodStreams, Shared};
+use crate::context::{ClusterContext, InCluster, PodStreams, Shared};
 use crate::policy::{Flavour, Policy};
 use crate::{api, binder, controllers, docker, kubelet, router, velero};
 
+mod apiserver;
 mod identity;
 
 pub use identity::config as client_config;
@@ -205,8 +206,13 @@ impl Cluster {
             .await
             .context("binding the API server")?;
         let api_url = format!("https://{}", listener.local_addr()?);
+        let mut listeners = vec![listener];
+        if options.docker {
+            listeners.push(apiserver::bind_for_pods(router_ip).await?);
+        }
+        let pods_address = listeners.last().context("a listener")?.local_addr()?;
         let apps_domain = format!("apps.{}.emu.test", options.name);
-        let authority = Arc::new(api::Authority::new(&options.name)?);
+        let authority = Arc::new(api::Authority::new(&options.name)?.serving_also(router_ip));
         let authenticator = Arc::new(api::Authenticator::new(authority.clone(), shared.clone()));
         let admin = authority.client(ADMIN, &[api::MASTERS])?;
         let developer = authority.client(DEVELOPER, &[])?;
@@ -224,6 +230,10 @@ impl Cluster {
                 router_ip,
                 apps_domain: apps_domain.clone(),
                 policy: options.policy.clone(),
+                api_server: InCluster {
+                    address: pods_address,
+                    ca_pem: authority.ca_pem().to_string(),
+                },
                 shared: shared.clone(),
             })
         };
@@ -239,13 +249,16 @@ impl Cluster {
         tasks.spawn(supervise(
             "api server",
             api::serve(
-                listener,
+                listeners,
                 logs,
                 options.policy.clone(),
                 authenticator.clone(),
                 faults.clone(),
             ),
         ));
+        apiserver::publish_endpoints(&client, pods_address)
+            .await
+            .context("publishing the kubernetes Endpoints")?;
         let velero_token = identity::install_velero_account(&client, &velero.namespace)
             .await
             .context("installing Velero's ServiceAccount")?;

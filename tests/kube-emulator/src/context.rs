@@ -2,7 +2,7 @@
 //! of a pair share with each other.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -79,7 +79,23 @@ pub struct ClusterContext {
     pub apps_domain: String,
     /// What the cluster enforces.
     pub policy: crate::policy::Policy,
+    /// Where the cluster's pods reach its API server, and the CA they
+    /// trust it by.
+    pub api_server: InCluster,
     pub shared: Arc<Shared>,
+}
+
+/// What a pod needs to reach its cluster's API server, as a real pod
+/// reaches it through the `default/kubernetes` Service.
+#[derive(Clone, Debug)]
+pub struct InCluster {
+    /// The API server's address on the cluster's network: `router_ip:6443`
+    /// (the Service IP `10.96.0.1` routes nowhere in the emulator, so the
+    /// pods' `KUBERNETES_SERVICE_HOST`/`_PORT` name this address, as the
+    /// `kubernetes` Endpoints do).
+    pub address: SocketAddr,
+    /// The cluster's CA certificate, PEM (what `kube-root-ca.crt` holds).
+    pub ca_pem: String,
 }
 
 impl ClusterContext {

@@ -36,6 +36,6 @@ pub mod testing;
 pub mod velero;
 
 pub use cluster::{Cluster, ClusterOptions, ClusterPair, Credentials, PairOptions};
-pub use context::{ClusterContext, Exec, PodStreams, Shared};
+pub use context::{ClusterContext, Exec, InCluster, PodStreams, Shared};
 pub use policy::{Flavour, Policy};
 pub use velero::VeleroOptions;

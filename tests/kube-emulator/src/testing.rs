@@ -50,12 +50,7 @@ async fn build_busybox_image() -> anyhow::Result<()> {
             std::os::unix::fs::symlink("busybox", bin.join(applet))?;
         }
     }
-    std::fs::write(
-        context.path().join("Dockerfile"),
-        "FROM scratch\nCOPY rootfs /\n",
-    )?;
-    let context_dir = context.path().to_string_lossy().into_owned();
-    docker::docker(["build", "--quiet", "--tag", BUSYBOX_IMAGE, &context_dir]).await?;
+    build_image(context.path(), "scratch", BUSYBOX_IMAGE).await?;
     // A dynamically linked busybox would fail here, in an image without
     // its libraries.
     docker::docker(["run", "--rm", BUSYBOX_IMAGE, "true"])
@@ -67,6 +62,59 @@ async fn build_busybox_image() -> anyhow::Result<()> {
             )
         })?;
     Ok(())
+}
+
+/// Builds `tag` from `context`'s `rootfs` directory copied onto `from`.
+async fn build_image(context: &Path, from: &str, tag: &str) -> anyhow::Result<()> {
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {from}\nCOPY rootfs /\n"),
+    )?;
+    let context_dir = context.to_string_lossy().into_owned();
+    docker::docker(["build", "--quiet", "--tag", tag, &context_dir]).await?;
+    Ok(())
+}
+
+/// The tag of the in-cluster client test image.
+pub const INCLUSTER_CLIENT_IMAGE: &str = "kube-emu-incluster:test";
+
+/// Builds (once per process) and returns the in-cluster client test
+/// image: the busybox image plus `client`, the `kube-emu-incluster`
+/// binary (a test's `CARGO_BIN_EXE_kube-emu-incluster`), at
+/// `/bin/kube-emu-incluster`, with the shared libraries it loads (as
+/// `ldd` lists them) at their host paths.
+pub async fn incluster_client_image(client: &Path) -> anyhow::Result<&'static str> {
+    static BUILT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    BUILT
+        .get_or_try_init(|| build_incluster_client_image(client))
+        .await?;
+    Ok(INCLUSTER_CLIENT_IMAGE)
+}
+
+async fn build_incluster_client_image(client: &Path) -> anyhow::Result<()> {
+    busybox_image().await?;
+    let context = tempfile::tempdir().context("creating a build context")?;
+    let rootfs = context.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin"))?;
+    std::fs::copy(client, rootfs.join("bin/kube-emu-incluster"))
+        .with_context(|| format!("copying {}", client.display()))?;
+    let ldd = tokio::process::Command::new("ldd")
+        .arg(client)
+        .output()
+        .await
+        .context("running ldd")?;
+    let listing = String::from_utf8_lossy(&ldd.stdout);
+    let libraries = listing
+        .split_whitespace()
+        .filter(|word| word.starts_with('/'))
+        .map(PathBuf::from);
+    for library in libraries {
+        let target = rootfs.join(library.strip_prefix("/")?);
+        std::fs::create_dir_all(target.parent().context("a library's directory")?)?;
+        std::fs::copy(&library, &target)
+            .with_context(|| format!("copying {}", library.display()))?;
+    }
+    build_image(context.path(), BUSYBOX_IMAGE, INCLUSTER_CLIENT_IMAGE).await
 }
 
 /// The host's busybox: on PATH, or in /bin.

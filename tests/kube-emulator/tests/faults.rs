@@ -415,7 +415,7 @@ async fn a_cut_log_follow_breaks_instead_of_ending() {
     let admin = Credentials::Token(authenticator.token_for("admin", &[MASTERS]));
     let faults = Faults::default();
     tokio::spawn(kube_emulator::api::serve(
-        listener,
+        vec![listener],
         Some(Arc::new(EndlessLogs)),
         kube_emulator::Policy::default(),
         authenticator.clone(),

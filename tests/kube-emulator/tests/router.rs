@@ -59,6 +59,7 @@ impl RouterCluster {
             router_ip: own_loopback_address(),
             apps_domain: APPS_DOMAIN.into(),
             policy: options.policy.clone(),
+            api_server: cluster.context.api_server.clone(),
             shared,
         });
         let router_ctx = ctx.clone();

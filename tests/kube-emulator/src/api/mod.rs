@@ -61,6 +61,7 @@ mod watch;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use anyhow::Context as _;
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
@@ -81,21 +82,22 @@ pub const DEFAULT_HISTORY: usize = store::HISTORY;
 /// 1 MiB; Velero restores whole objects).
 const MAX_BODY: usize = 16 << 20;
 
-/// Serves the API over HTTPS on `listener` until the task is aborted,
+/// Serves the API over HTTPS on `listeners` (the first one's address is
+/// the one discovery gives) until the task is aborted,
 /// authenticating requests with `authenticator` (whose CA also signs the
 /// serving certificate). Pod logs and exec go to `kubelet`; without
 /// one, those requests get 404.
 /// `faults` are injected into the requests (none until a test asks for
 /// them).
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
     kubelet: Option<Arc<dyn PodStreams>>,
     policy: Policy,
     authenticator: Arc<Authenticator>,
     faults: Faults,
 ) -> anyhow::Result<()> {
     serve_with_history(
-        listener,
+        listeners,
         kubelet,
         policy,
         authenticator,
@@ -108,14 +110,18 @@ pub async fn serve(
 /// `serve`, keeping only `history` watch events: tests use a short history
 /// to make a resuming watch fall off its end (410 Gone).
 pub async fn serve_with_history(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
     kubelet: Option<Arc<dyn PodStreams>>,
     policy: Policy,
     authenticator: Arc<Authenticator>,
     faults: Faults,
     history: usize,
 ) -> anyhow::Result<()> {
-    let address = listener.local_addr()?.to_string();
+    let address = listeners
+        .first()
+        .context("the API server needs a listener")?
+        .local_addr()?
+        .to_string();
     let tls = authenticator.authority().server_config()?;
     let mut state = objects::State::new(history, policy.clone());
     authz::bootstrap(&mut state, &policy);
@@ -131,7 +137,7 @@ pub async fn serve_with_history(
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(faults, faults::inject))
         .with_state(server);
-    let listener = authn::tls::TlsListener::new(listener, tls);
+    let listener = authn::tls::TlsListener::new(listeners, tls);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<authn::tls::Peer>(),

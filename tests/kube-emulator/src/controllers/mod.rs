@@ -66,6 +66,7 @@ pub async fn run_apart(ctx: Arc<ClusterContext>, config: kube::Config) -> anyhow
                             router_ip: ctx.router_ip,
                             apps_domain: ctx.apps_domain.clone(),
                             policy: ctx.policy.clone(),
+                            api_server: ctx.api_server.clone(),
                             shared: ctx.shared.clone(),
                         });
                         drop(ctx);

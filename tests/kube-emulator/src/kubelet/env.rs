@@ -1,6 +1,9 @@
-//! A container's environment: `envFrom` then `env` (later names win), with
-//! values from Secrets, ConfigMaps and the pod's own fields, and `$(VAR)`
-//! references expanded as the real kubelet does.
+//! A container's environment: the `kubernetes` Service's variables, then
+//! `envFrom` then `env` (later names win), with values from Secrets,
+//! ConfigMaps and the pod's own fields, and `$(VAR)` references expanded
+//! as the real kubelet does.
+
+use std::net::SocketAddr;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt as _;
@@ -16,6 +19,8 @@ pub(super) struct PodFacts<'a> {
     /// not for the container that owns the pod's network: Docker assigns
     /// the address when that container starts).
     pub pod_ip: Option<&'a str>,
+    /// Where the pod reaches the API server (see [`service_env`]).
+    pub api_server: SocketAddr,
 }
 
 /// The environment of `container`, in order, as `(name, value)`.
@@ -24,7 +29,7 @@ pub(super) async fn resolve(
     facts: &PodFacts<'_>,
     sources: &mut Sources,
 ) -> Result<Vec<(String, String)>, Waiting> {
-    let mut env = Environment::default();
+    let mut env = Environment(service_env(facts.api_server));
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.as_deref().unwrap_or("");
         let source = match (&from.secret_ref, &from.config_map_ref) {
@@ -96,6 +101,29 @@ pub(super) async fn resolve(
     Ok(env.0)
 }
 
+/// The variables the real kubelet gives every container for the
+/// `default/kubernetes` Service (whatever `enableServiceLinks` says), which
+/// kube-rs's and client-go's in-cluster configurations read. They name
+/// the API server's own address on the cluster network rather than the
+/// Service's IP and port, which nothing routes in the emulator. Other
+/// Services get no variables: their ClusterIPs route nowhere either.
+/// The container's own variables of the same names win.
+fn service_env(api_server: SocketAddr) -> Vec<(String, String)> {
+    let (host, port) = (api_server.ip().to_string(), api_server.port());
+    let url = format!("tcp://{api_server}");
+    let prefix = format!("KUBERNETES_PORT_{port}_TCP");
+    vec![
+        ("KUBERNETES_SERVICE_HOST".into(), host.clone()),
+        ("KUBERNETES_SERVICE_PORT".into(), port.to_string()),
+        ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.to_string()),
+        ("KUBERNETES_PORT".into(), url.clone()),
+        (prefix.clone(), url),
+        (format!("{prefix}_PROTO"), "tcp".into()),
+        (format!("{prefix}_PORT"), port.to_string()),
+        (format!("{prefix}_ADDR"), host),
+    ]
+}
+
 /// Name/value pairs in the order first defined, a later value replacing
 /// an earlier one of the same name.
 #[derive(Default)]
@@ -155,6 +183,21 @@ pub(super) fn expand(input: &str, env: &Environment) -> String {
     }
     output.push_str(rest);
     output
+}
+
+/// The content of a downward-API volume file: a field as in env, or
+/// the pod's labels or annotations, one `key="value"` line each (sorted).
+pub(super) fn volume_field(path: &str, facts: &PodFacts<'_>) -> Result<String, Waiting> {
+    let map = match path {
+        "metadata.labels" => facts.pod.labels(),
+        "metadata.annotations" => facts.pod.annotations(),
+        _ => return field_value(path, facts),
+    };
+    Ok(map
+        .iter()
+        .map(|(key, value)| format!("{key}={value:?}"))
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 /// The value of a downward-API `fieldRef`.

@@ -23,8 +23,9 @@
 //! - `images`: the local image a container runs, pulled from loopback
 //!   registries and mapped registry hosts only;
 //! - `env` and `volumes`: what a container gets from its pod's spec,
-//!   Secrets and ConfigMaps (fetched by `sources`) and
-//!   PersistentVolumeClaims;
+//!   Secrets and ConfigMaps (fetched by `sources`),
+//!   PersistentVolumeClaims and projected volumes (`projected`: with
+//!   ServiceAccount tokens, renewed as they age);
 //! - `probes`: readiness probes;
 //! - `status`: the pod status computed from its containers, and reporting it;
 //! - `logs` and `exec`: container logs and commands for the API server's
@@ -41,6 +42,7 @@ mod logs;
 mod nodes;
 mod pod_worker;
 mod probes;
+mod projected;
 mod resources;
 mod scheduler;
 mod sources;

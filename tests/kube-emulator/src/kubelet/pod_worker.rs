@@ -28,6 +28,7 @@ use super::attach::{Attachments, Conflict};
 use super::container::{check_non_root, Launch, CLUSTER_LABEL};
 use super::devices::{self, Loops};
 use super::env::PodFacts;
+use super::projected::Projector;
 use super::sources::Sources;
 use super::state::{Slot, State, Terminated, Waiting};
 use super::status::{self, Reporter};
@@ -38,6 +39,8 @@ use crate::{docker, events};
 
 /// How long a container that cannot start yet waits before the next try.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often a pod's tokens are checked for renewal.
+const TOKEN_CHECK: Duration = Duration::from_secs(3);
 /// The real kubelet's limits on a termination message, and on the log
 /// tail used instead with `terminationMessagePolicy: FallbackToLogsOnError`.
 const TERMINATION_MESSAGE_BYTES: usize = 4096;
@@ -79,6 +82,8 @@ pub(super) struct PodWorker {
     /// The reasons of the Warning Events already recorded about the pod
     /// (each is recorded once, not at every retry).
     warned: HashSet<&'static str>,
+    /// The pod's ServiceAccount tokens, for its projected volumes.
+    projector: Projector,
 }
 
 impl PodWorker {
@@ -109,7 +114,6 @@ impl PodWorker {
         let (exits, exited) = mpsc::unbounded_channel();
         Self {
             dir: ctx.state_dir.join("pods").join(&uid),
-            ctx,
             pod,
             uid,
             init,
@@ -124,6 +128,8 @@ impl PodWorker {
             attached: false,
             loops,
             warned: HashSet::new(),
+            projector: Projector::new(ctx.clone()),
+            ctx,
         }
     }
 
@@ -164,10 +170,11 @@ impl PodWorker {
             while self.waits.try_join_next().is_some() {}
             let next_start = self.advance().await;
             let next_probe = self.probe_readiness().await;
-            let next_start = match (next_start, next_probe) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next_refresh = self.refresh_tokens().await;
+            let next_start = [next_start, next_probe, next_refresh]
+                .into_iter()
+                .flatten()
+                .min();
             let status = status::compute(&self);
             if self.attached && status::phase(&self).is_finished() {
                 // A pod that is done no longer holds its volumes.
@@ -247,6 +254,31 @@ impl PodWorker {
             }
         }
         next
+    }
+
+    /// Rewrites the projected volumes once a token is due for renewal.
+    /// Returns when to look again: the pair's clock can jump (tests move
+    /// it on), so tokens are checked every few seconds rather than timed.
+    async fn refresh_tokens(&mut self) -> Option<Instant> {
+        if !self.projector.has_tokens() || status::phase(self).is_finished() {
+            return None;
+        }
+        if self.projector.refresh_due() {
+            let namespace = self.pod.namespace().unwrap_or_default();
+            let mut sources = Sources::new(self.ctx.client.clone(), &namespace);
+            let refreshed =
+                volumes::refresh_projected(&self.pod, &self.dir, &mut sources, &mut self.projector)
+                    .await;
+            if let Err(waiting) = refreshed {
+                tracing::warn!(
+                    "kubelet {}: refreshing the projected volumes of pod {}: {}",
+                    self.ctx.name,
+                    self.pod.name_any(),
+                    waiting.message
+                );
+            }
+        }
+        Some(Instant::now() + TOKEN_CHECK)
     }
 
     fn slot(&mut self, which: Which) -> &mut Slot {
@@ -357,6 +389,7 @@ impl PodWorker {
             &[&container],
             &self.dir,
             &mut sources,
+            &mut self.projector,
         )
         .await?;
         let mounts = volumes::mounts(&container, &volumes)?;
@@ -386,6 +419,7 @@ impl PodWorker {
             pod: &self.pod,
             host_ip: &host_ip,
             pod_ip: network_of.as_ref().and(self.pod_ip.as_deref()),
+            api_server: self.ctx.api_server.address,
         };
         let env = env::resolve(&container, &facts, &mut sources).await?;
 

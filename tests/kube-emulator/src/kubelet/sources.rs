@@ -42,6 +42,22 @@ pub(super) struct KeyValues {
 }
 
 impl KeyValues {
+    /// Values that come from elsewhere than the API, named as the object
+    /// they stand for.
+    pub(super) fn new(
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        data: BTreeMap<String, Vec<u8>>,
+    ) -> Self {
+        Self {
+            kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            data,
+        }
+    }
+
     pub(super) fn get(&self, key: &str) -> Result<&[u8], Waiting> {
         self.data.get(key).map(Vec::as_slice).ok_or_else(|| {
             Waiting::config(format!(

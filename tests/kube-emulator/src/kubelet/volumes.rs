@@ -1,6 +1,7 @@
 //! A pod's volumes as host directories that containers bind-mount:
 //! PersistentVolumeClaims resolve to their bound PV's host directory,
-//! Secrets and ConfigMaps are written as files under the pod's directory,
+//! Secrets, ConfigMaps and projected volumes (`projected`) are written as
+//! files under the pod's directory,
 //! emptyDirs are directories there too. `fsGroup` gives the pod's group
 //! access to its volumes as the real kubelet's volume ownership management
 //! does.
@@ -12,10 +13,12 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    Container, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Volume,
+    Container, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, ProjectedVolumeSource,
+    Volume,
 };
 use kube::{Api, ResourceExt as _};
 
+use super::projected::{Owners, Projector};
 use super::sources::{Kind, Sources};
 use super::state::Waiting;
 
@@ -41,6 +44,7 @@ pub(super) async fn prepare(
     containers: &[&Container],
     pod_dir: &Path,
     sources: &mut Sources,
+    projector: &mut Projector,
 ) -> Result<HashMap<String, HostVolume>, Waiting> {
     let spec = pod.spec.as_ref();
     let fs_group = spec
@@ -139,6 +143,13 @@ pub(super) async fn prepare(
                 None => Vec::new(),
             };
             write_key_files(dir, files, fs_group).await
+        } else if let Some(projected) = &volume.projected {
+            let files = Projected {
+                name: &volume.name,
+                source: projected,
+                dir,
+            };
+            files.write(pod, sources, projector).await
         } else {
             Err(Waiting::config(format!(
                 "volume \"{}\": {} volumes are not supported by the emulator's kubelet",
@@ -149,6 +160,52 @@ pub(super) async fn prepare(
         volumes.insert(volume.name.clone(), host);
     }
     Ok(volumes)
+}
+
+/// Rewrites the pod's projected volumes that are set up already (their
+/// tokens renewed by `projector`), as the real kubelet's periodic volume
+/// sync does.
+pub(super) async fn refresh_projected(
+    pod: &Pod,
+    pod_dir: &Path,
+    sources: &mut Sources,
+    projector: &mut Projector,
+) -> Result<(), Waiting> {
+    let volumes = pod.spec.as_ref().and_then(|spec| spec.volumes.as_ref());
+    for volume in volumes.into_iter().flatten() {
+        let dir = pod_dir.join("volumes").join(&volume.name);
+        if let (Some(projected), true) = (&volume.projected, dir.exists()) {
+            let files = Projected {
+                name: &volume.name,
+                source: projected,
+                dir,
+            };
+            files.write(pod, sources, projector).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A projected volume and its directory on the host.
+struct Projected<'a> {
+    name: &'a str,
+    source: &'a ProjectedVolumeSource,
+    dir: PathBuf,
+}
+
+impl Projected<'_> {
+    async fn write(
+        self,
+        pod: &Pod,
+        sources: &mut Sources,
+        projector: &mut Projector,
+    ) -> Result<HostVolume, Waiting> {
+        let owners = Owners::of(pod);
+        let files = projector
+            .files(self.name, self.source, pod, sources, owners)
+            .await?;
+        write_key_files(self.dir, files, owners.group).await
+    }
 }
 
 /// The bind mounts of `container`: its volumeMounts over the prepared
@@ -359,49 +416,33 @@ pub(super) fn check_modes(pod: &Pod, claimed: &[Claimed]) -> Result<(), Unusable
     Ok(())
 }
 
-/// A file of a Secret or ConfigMap volume.
-struct KeyFile {
-    path: PathBuf,
-    data: Vec<u8>,
-    mode: u32,
+/// A file of a Secret, ConfigMap or projected volume.
+pub(super) struct KeyFile {
+    pub path: PathBuf,
+    pub data: Vec<u8>,
+    pub mode: u32,
+    /// The file's user, when not root.
+    pub owner: Option<u32>,
 }
 
 /// The files of a Secret or ConfigMap volume: every key, or the listed
 /// `items`, with their modes.
-fn key_files(
+pub(super) fn key_files(
     volume: &str,
     values: &super::sources::KeyValues,
     items: Option<&[KeyToPath]>,
     default_mode: Option<i32>,
 ) -> Result<Vec<KeyFile>, Waiting> {
-    let mode = |mode: Option<i32>| {
-        mode.or(default_mode).map_or(Ok(0o644), |mode| {
-            u32::try_from(mode)
-                .ok()
-                .filter(|mode| *mode <= 0o777)
-                .ok_or_else(|| {
-                    Waiting::config(format!(
-                        "volume \"{volume}\": mode {mode:o} is not a file mode"
-                    ))
-                })
-        })
-    };
-    let path = |path: &str| {
-        relative(path).ok_or_else(|| {
-            Waiting::config(format!(
-                "volume \"{volume}\": item path {path:?} must be a relative path without '..'"
-            ))
-        })
-    };
     match items {
         None => values
             .data
             .iter()
             .map(|(key, data)| {
                 Ok(KeyFile {
-                    path: path(key)?,
+                    path: item_path(volume, key)?,
                     data: data.clone(),
-                    mode: mode(None)?,
+                    mode: file_mode(volume, default_mode)?,
+                    owner: None,
                 })
             })
             .collect(),
@@ -409,16 +450,40 @@ fn key_files(
             .iter()
             .map(|item| {
                 Ok(KeyFile {
-                    path: path(&item.path)?,
+                    path: item_path(volume, &item.path)?,
                     data: values.get(&item.key)?.to_vec(),
-                    mode: mode(item.mode)?,
+                    mode: file_mode(volume, item.mode.or(default_mode))?,
+                    owner: None,
                 })
             })
             .collect(),
     }
 }
 
-/// Writes a Secret or ConfigMap volume's files into `dir`, each replaced
+/// A volume item's path, relative and below the volume.
+pub(super) fn item_path(volume: &str, path: &str) -> Result<PathBuf, Waiting> {
+    relative(path).ok_or_else(|| {
+        Waiting::config(format!(
+            "volume \"{volume}\": item path {path:?} must be a relative path without '..'"
+        ))
+    })
+}
+
+/// A volume item's file mode: `mode`, or 0644.
+pub(super) fn file_mode(volume: &str, mode: Option<i32>) -> Result<u32, Waiting> {
+    mode.map_or(Ok(0o644), |mode| {
+        u32::try_from(mode)
+            .ok()
+            .filter(|mode| *mode <= 0o777)
+            .ok_or_else(|| {
+                Waiting::config(format!(
+                    "volume \"{volume}\": mode {mode:o} is not a file mode"
+                ))
+            })
+    })
+}
+
+/// Writes a Secret, ConfigMap or projected volume's files into `dir`, each replaced
 /// atomically (containers that already mount `dir` see the new content).
 /// With an fsGroup the files belong to that group and are group-readable,
 /// as the real kubelet sets them.
@@ -436,6 +501,9 @@ async fn write_key_files(
             std::fs::create_dir_all(parent)?;
             let mut temporary = tempfile::NamedTempFile::new_in(parent)?;
             temporary.write_all(&file.data)?;
+            if let Some(uid) = file.owner {
+                std::os::unix::fs::chown(temporary.path(), Some(uid), None)?;
+            }
             let mut mode = file.mode;
             if let Some(gid) = fs_group {
                 std::os::unix::fs::chown(temporary.path(), None, Some(gid))?;
@@ -486,7 +554,7 @@ fn give_group(root: &Path, gid: u32) -> std::io::Result<()> {
 }
 
 /// `path` if it is relative and stays below the directory it is joined to.
-fn relative(path: &str) -> Option<PathBuf> {
+pub(super) fn relative(path: &str) -> Option<PathBuf> {
     let path = PathBuf::from(path);
     let normal = path
         .components()

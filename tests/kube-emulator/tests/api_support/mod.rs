@@ -78,7 +78,7 @@ pub async fn server(logs: Option<Arc<dyn PodStreams>>, history: usize) -> Server
     ));
     let admin_token = authenticator.token_for("admin", &[kube_emulator::api::MASTERS]);
     tokio::spawn(kube_emulator::api::serve_with_history(
-        listener,
+        vec![listener],
         logs,
         kube_emulator::Policy::default(),
         authenticator.clone(),

@@ -1,7 +1,8 @@
 //! The admission chain every create and update of the main resource goes
 //! through before it is stored (dry runs included, which run the whole
 //! chain and store nothing), in the real API server's order: the mutating
-//! plugins first (namespace security annotations on OpenShift, LimitRange
+//! plugins first (the ServiceAccount token mount, namespace security
+//! annotations on OpenShift, LimitRange
 //! defaulting, SecurityContextConstraints), then the validating ones (Pod
 //! Security, ResourceQuota). Each plugin is switched by the cluster's
 //! `Policy`; refusals carry the real server's messages, and warnings go
@@ -12,6 +13,7 @@ mod pod;
 mod pod_security;
 mod resource_quota;
 mod scc;
+mod service_account;
 
 use serde_json::Value;
 
@@ -56,6 +58,7 @@ pub fn admit(
     write: &mut Write,
 ) -> ApiResult<()> {
     let policy = &state.policy;
+    service_account::admit(state, rt, old, object);
     if policy.flavour == Flavour::OpenShift && rt.is_namespace() && old.is_none() {
         scc::namespace::allocate(state, object);
     }

@@ -8,8 +8,9 @@
 //!    cluster's own components authenticate this way);
 //! 2. a bearer token: a static one (`Authenticator::token_for`, as
 //!    `--token-auth-file` lists them) or a ServiceAccount token from a
-//!    TokenRequest (`tokens`), valid while its ServiceAccount exists and
-//!    until it expires by the pair's clock;
+//!    TokenRequest (`tokens`), valid while its ServiceAccount (and the pod
+//!    it is bound to, if any) exists, until it expires by the pair's
+//!    clock, and only if it is for the API server's audience;
 //! 3. neither: `system:anonymous` in `system:unauthenticated`.
 //!
 //! A bearer token that is not valid is refused (401) rather than treated

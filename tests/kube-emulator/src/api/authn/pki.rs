@@ -6,6 +6,7 @@
 //! user name and each Organization a group, as the API server's x509
 //! authenticator reads it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -16,6 +17,17 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::super::authz::UserInfo;
+use super::super::defaults::KUBERNETES_SERVICE_IP as SERVICE_IP;
+
+/// The DNS names of a real API server's serving certificate (kubeadm's),
+/// with `localhost`.
+const SERVING_NAMES: [&str; 5] = [
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+];
 
 /// A certificate and its private key, both PEM.
 #[derive(Clone, Debug)]
@@ -29,6 +41,9 @@ pub struct Authority {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
     cert_der: CertificateDer<'static>,
+    /// Addresses besides loopback the serving certificate names: where
+    /// the cluster's pods reach the API server.
+    serving_addresses: Vec<IpAddr>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -57,7 +72,17 @@ impl Authority {
             cert_pem: cert.pem(),
             cert_der: cert.der().clone(),
             issuer: Issuer::new(params, key),
+            serving_addresses: Vec::new(),
         })
+    }
+
+    /// This CA, with the API server's serving certificate also naming
+    /// `address` (the address the cluster's pods reach it at).
+    pub fn serving_also(mut self, address: IpAddr) -> Self {
+        if !self.serving_addresses.contains(&address) {
+            self.serving_addresses.push(address);
+        }
+        self
     }
 
     /// The CA certificate, PEM (a kubeconfig's `certificate-authority-data`,
@@ -93,15 +118,27 @@ impl Authority {
     }
 
     /// The TLS configuration of the API server: a serving certificate for
-    /// `127.0.0.1` and `localhost`, and client certificates of this CA
+    /// `127.0.0.1`, `localhost`, the addresses of [`Authority::serving_also`]
+    /// and the names and Service IP a real one carries (`kubernetes`,
+    /// `kubernetes.default.svc...`, `10.96.0.1`), and client certificates of this CA
     /// accepted but not required (requests without one authenticate with a
     /// bearer token or as anonymous).
     pub fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         let mut params = CertificateParams::default();
-        params.subject_alt_names = vec![
+        let mut names = vec![
             SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
-            SanType::DnsName("localhost".try_into()?),
+            SanType::IpAddress(SERVICE_IP.parse()?),
         ];
+        names.extend(
+            self.serving_addresses
+                .iter()
+                .copied()
+                .map(SanType::IpAddress),
+        );
+        for dns in SERVING_NAMES {
+            names.push(SanType::DnsName(dns.try_into()?));
+        }
+        params.subject_alt_names = names;
         let mut name = DistinguishedName::new();
         name.push(DnType::CommonName, "kube-apiserver");
         params.distinguished_name = name;

@@ -1,4 +1,6 @@
-//! The API server's TLS listener: TCP connections are handshaken on tasks
+//! The API server's TLS listener (on one or more TCP listeners: loopback
+//! for the host's clients, the cluster network's gateway for its pods):
+//! TCP connections are handshaken on tasks
 //! of their own (a client that connects and stalls holds up nobody), and
 //! each connection carries the user its verified client certificate names
 //! to the request handlers (`axum::extract::ConnectInfo<Peer>`).
@@ -38,48 +40,57 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Starts accepting on `tcp` with `config`. The accepting task ends
-    /// when the listener is dropped.
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+    /// Starts accepting on each of `tcp` with `config`. The accepting
+    /// tasks end when the listener is dropped.
+    pub fn new(tcp: Vec<TcpListener>, config: Arc<rustls::ServerConfig>) -> Self {
         let acceptor = TlsAcceptor::from(config);
         let (sender, handshaken) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let (stream, address) = tokio::select! {
-                    () = sender.closed() => return,
-                    accepted = tcp.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(error) => {
-                            tracing::debug!("api server: accepting: {error}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                };
-                let (acceptor, sender) = (acceptor.clone(), sender.clone());
-                tokio::spawn(async move {
-                    let handshake =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-                    let stream = match handshake {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => {
-                            tracing::debug!("api server: TLS handshake with {address}: {error}");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let certificate_user = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .and_then(|leaf| pki::certificate_user(leaf));
-                    let peer = Peer { certificate_user };
-                    let _ = sender.send((stream, peer)).await;
-                });
-            }
-        });
+        for tcp in tcp {
+            tokio::spawn(accept(tcp, acceptor.clone(), sender.clone()));
+        }
         Self { handshaken }
+    }
+}
+
+/// Accepts on `tcp` until `sender`'s listener is gone, handing on each
+/// connection once its handshake is done.
+async fn accept(
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    sender: mpsc::Sender<(TlsStream<TcpStream>, Peer)>,
+) {
+    loop {
+        let (stream, address) = tokio::select! {
+            () = sender.closed() => return,
+            accepted = tcp.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::debug!("api server: accepting: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, sender) = (acceptor.clone(), sender.clone());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!("api server: TLS handshake with {address}: {error}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let certificate_user = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| pki::certificate_user(leaf));
+            let peer = Peer { certificate_user };
+            let _ = sender.send((stream, peer)).await;
+        });
     }
 }
 

@@ -3,10 +3,13 @@
 //! (`POST .../serviceaccounts/NAME/token`, what `kubectl create token`
 //! and the kubelet's projected volumes ask for).
 //!
-//! A ServiceAccount token is bound to the ServiceAccount object (its uid)
-//! and expires: it stops authenticating once the pair's clock passes its
-//! expiration or the ServiceAccount is deleted (a new one of the same
-//! name has another uid), as a real bound token does.
+//! A ServiceAccount token is bound to the ServiceAccount object (its uid),
+//! and to a pod when the request names one (`spec.boundObjectRef`, as the
+//! kubelet's requests do), and expires: it stops authenticating once the
+//! pair's clock passes its expiration or the ServiceAccount (or pod) is
+//! deleted (a new one of the same name has another uid), as a real bound
+//! token does. It authenticates to the API server only if the API
+//! server's audience is among its audiences (the default).
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
@@ -35,6 +38,12 @@ pub(super) enum Grant {
         name: String,
         uid: String,
         expires: Timestamp,
+        /// The pod the token is bound to (`spec.boundObjectRef`): its name
+        /// and uid. The token dies with it.
+        pod: Option<(String, String)>,
+        /// Whether the API server is among the token's audiences; a token
+        /// for another audience does not authenticate to it.
+        for_api_server: bool,
     },
 }
 
@@ -48,10 +57,18 @@ impl Grant {
                 name,
                 uid,
                 expires,
+                pod,
+                for_api_server,
             } => {
                 let account = state.get(&service_accounts(state)?, namespace, name).ok()?;
                 let current = account["metadata"]["uid"].as_str() == Some(uid.as_str());
-                (current && now < expires).then(|| service_account_user(namespace, name, uid))
+                let pod_alive = pod.as_ref().is_none_or(|(pod, pod_uid)| {
+                    pods(state)
+                        .and_then(|rt| state.get(&rt, namespace, pod).ok())
+                        .is_some_and(|pod| pod["metadata"]["uid"].as_str() == Some(pod_uid))
+                });
+                (current && pod_alive && *for_api_server && now < expires)
+                    .then(|| service_account_user(namespace, name, uid))
             }
         }
     }
@@ -71,6 +88,10 @@ pub fn service_account_user(namespace: &str, name: &str, uid: &str) -> UserInfo 
 
 fn service_accounts(state: &State) -> Option<ResourceType> {
     state.catalog.find("", "v1", "serviceaccounts").cloned()
+}
+
+fn pods(state: &State) -> Option<ResourceType> {
+    state.catalog.find("", "v1", "pods").cloned()
 }
 
 /// A fresh random token.
@@ -120,12 +141,27 @@ pub fn token_request(
         .as_str()
         .unwrap_or_default()
         .to_string();
+    let pod = bound_pod(
+        state,
+        namespace,
+        name,
+        &mut request["spec"]["boundObjectRef"],
+    )?;
     let expires = authenticator
         .shared
         .clock
         .now()
         .checked_add(SignedDuration::from_secs(seconds))
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    if request["spec"]["audiences"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        request["spec"]["audiences"] = json!([API_AUDIENCE]);
+    }
+    let for_api_server = request["spec"]["audiences"]
+        .as_array()
+        .is_some_and(|audiences| audiences.iter().any(|a| a == API_AUDIENCE));
     let token = new_token();
     authenticator.grants().insert(
         token.clone(),
@@ -134,14 +170,10 @@ pub fn token_request(
             name: name.to_string(),
             uid,
             expires,
+            pod,
+            for_api_server,
         },
     );
-    if request["spec"]["audiences"]
-        .as_array()
-        .is_none_or(Vec::is_empty)
-    {
-        request["spec"]["audiences"] = json!([API_AUDIENCE]);
-    }
     request["apiVersion"] = json!("authentication.k8s.io/v1");
     request["kind"] = json!("TokenRequest");
     request["metadata"] = json!({"name": name, "namespace": namespace, "creationTimestamp": super::super::meta::now()});
@@ -151,4 +183,55 @@ pub fn token_request(
         "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
     });
     Ok(request)
+}
+
+/// The pod a TokenRequest binds its token to (`spec.boundObjectRef`, with
+/// its uid filled in), checked as the real API server checks it: a Pod
+/// of the namespace, running as the ServiceAccount, with the uid given.
+/// `None` for a token bound to the ServiceAccount alone.
+fn bound_pod(
+    state: &State,
+    namespace: &str,
+    account: &str,
+    reference: &mut Value,
+) -> ApiResult<Option<(String, String)>> {
+    if reference.is_null() {
+        return Ok(None);
+    }
+    let kind = reference["kind"].as_str().unwrap_or_default();
+    if kind != "Pod" {
+        return Err(ApiError::bad_request(format!(
+            "cannot bind token to object of type {kind:?}: the emulator binds tokens to pods only"
+        )));
+    }
+    let name = reference["name"].as_str().unwrap_or_default().to_string();
+    let rt = pods(state).ok_or_else(ApiError::no_such_path)?;
+    let pod = state.get(&rt, namespace, &name)?;
+    let pod_uid = pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    match reference["uid"].as_str().filter(|uid| !uid.is_empty()) {
+        Some(uid) if uid != pod_uid => {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "the UID in the bound object reference ({uid}) does not match the UID in \
+                     record ({pod_uid}). The object might have been deleted and then recreated"
+                ),
+            ))
+        }
+        _ => reference["uid"] = json!(pod_uid),
+    }
+    let runs_as = pod["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or_default();
+    if runs_as != account {
+        return Err(ApiError::bad_request(format!(
+            "cannot bind token for serviceaccount \"{account}\" to pod running with different \
+             serviceaccount name."
+        )));
+    }
+    Ok(Some((name, pod_uid)))
 }
