@@ -420,12 +420,9 @@ async fn status(name: &str, flags: &PlanFlags) -> i32 {
 
 /// Runs the controller against the host cluster until stopped.
 async fn controller(host: plan::ClusterRef, options: orchestrator::controller::Options) -> i32 {
-    let host = match Cluster::connect("host", &host).await {
+    let host = match connect_host(&host).await {
         Ok(host) => host,
-        Err(e) => {
-            eprintln!("orchestrator: {e:#}");
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     match orchestrator::controller::run(host.client, options).await {
         Ok(()) => exit::SUCCESS,
@@ -443,12 +440,9 @@ async fn submit(
     no_watch: bool,
     host: plan::ClusterRef,
 ) -> i32 {
-    let host = match Cluster::connect("host", &host).await {
+    let host = match connect_host(&host).await {
         Ok(host) => host,
-        Err(e) => {
-            eprintln!("orchestrator: {e:#}");
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     match orchestrator::submit::submit(&host.client, submission).await {
         Ok(name) if no_watch => {
@@ -468,13 +462,19 @@ async fn submit(
 
 /// Follows Migration `name` on the host until it ends.
 async fn watch(name: &str, host: plan::ClusterRef) -> i32 {
-    match Cluster::connect("host", &host).await {
+    match connect_host(&host).await {
         Ok(host) => follow(&host, name).await,
-        Err(e) => {
-            eprintln!("orchestrator: {e:#}");
-            exit::USAGE
-        }
+        Err(code) => code,
     }
+}
+
+/// The host cluster of `controller`, `install`, `submit` and `watch`, or
+/// the exit code after saying why it cannot be reached.
+async fn connect_host(host: &plan::ClusterRef) -> Result<Cluster, i32> {
+    Cluster::connect("host", host).await.map_err(|e| {
+        eprintln!("orchestrator: {e:#}");
+        exit::USAGE
+    })
 }
 
 async fn follow(host: &Cluster, name: &str) -> i32 {
@@ -495,23 +495,11 @@ async fn install(
     host: plan::ClusterRef,
 ) -> i32 {
     if print {
-        return match install.yaml() {
-            Ok(yaml) => {
-                print!("{yaml}");
-                exit::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("orchestrator: {e}");
-                exit::FAILED
-            }
-        };
+        return print_yaml(install.yaml());
     }
-    let host = match Cluster::connect("host", &host).await {
+    let host = match connect_host(&host).await {
         Ok(host) => host,
-        Err(e) => {
-            eprintln!("orchestrator: {e:#}");
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     match orchestrator::controller::install::apply(&host.client, install).await {
         Ok(()) => exit::SUCCESS,
@@ -524,7 +512,12 @@ async fn install(
 
 /// Prints the controller's CRDs, one YAML document each.
 fn crds() -> i32 {
-    match orchestrator::controller::crds_yaml() {
+    print_yaml(orchestrator::controller::crds_yaml())
+}
+
+/// Prints generated manifests.
+fn print_yaml(yaml: Result<String, serde_yaml::Error>) -> i32 {
+    match yaml {
         Ok(yaml) => {
             print!("{yaml}");
             exit::SUCCESS

@@ -86,10 +86,16 @@ impl Context<'_> {
         self.store.save(&self.run, &status).await
     }
 
-    /// Publishes an Event on the Migration (never fails the run).
-    async fn event(&self, warning: bool, reason: &str, note: String) {
+    /// Publishes an Event on the Migration for `action` (a step, or
+    /// `Migrate`); never fails the run.
+    async fn event(&self, warning: bool, action: &str, reason: &str, note: String) {
         self.store
-            .event((&self.run, self.uid.as_deref()), warning, reason, note)
+            .event(
+                (&self.run, self.uid.as_deref()),
+                warning,
+                (action, reason),
+                note,
+            )
             .await;
     }
 
@@ -339,6 +345,7 @@ async fn drive(
         let name = step.name.as_str();
         ctx.event(
             false,
+            name,
             "StepStarted",
             format!("{name}: {}", step.description),
         )
@@ -356,13 +363,13 @@ async fn drive(
                     failure = Some(format!("{e:#}"));
                     break;
                 }
-                ctx.event(false, "StepSucceeded", note).await;
+                ctx.event(false, name, "StepSucceeded", note).await;
             }
             Outcome::Failed(reason) => {
                 let _ = ctx
                     .update(|s| set_phase(s, step.name, StepPhase::Failed, Some(reason.clone())))
                     .await;
-                ctx.event(true, "StepFailed", format!("{name}: {reason}"))
+                ctx.event(true, name, "StepFailed", format!("{name}: {reason}"))
                     .await;
                 failure = Some(format!("{name}: {reason}"));
                 break;
@@ -381,6 +388,7 @@ async fn drive(
                 .await;
             ctx.event(
                 false,
+                "Migrate",
                 "Succeeded",
                 format!("{} run succeeded", ctx.kind.as_str()),
             )
@@ -388,7 +396,7 @@ async fn drive(
             ctx.report().await
         }
         Some(reason) => {
-            ctx.event(true, "Failed", reason.clone()).await;
+            ctx.event(true, "Migrate", "Failed", reason.clone()).await;
             ctx.fail_report(reason).await
         }
     }

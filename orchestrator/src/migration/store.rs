@@ -107,14 +107,17 @@ impl Store {
     }
 
     /// Publishes an Event about Migration `name` whose uid is `uid` (what
-    /// `kubectl describe` shows). An Event that cannot be written (no right to create Events
+    /// `kubectl describe` shows), for `action` (a step's name, or
+    /// `Migrate`). Events of the same reason and action are one Event
+    /// whose count grows (kube-runtime's series), so each step gets its
+    /// own. An Event that cannot be written (no right to create Events
     /// in the Migrations' namespace) is logged, never fatal: the status
     /// holds the same facts.
     pub async fn event(
         &self,
         (name, uid): (&str, Option<&str>),
         warning: bool,
-        reason: &str,
+        (action, reason): (&str, &str),
         note: String,
     ) {
         let reference = ObjectReference {
@@ -134,7 +137,7 @@ impl Store {
             reason: reason.into(),
             // The API server refuses notes over 1 kB.
             note: Some(truncate(note, 1000)),
-            action: "Migrate".into(),
+            action: action.into(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, &reference).await {

@@ -83,6 +83,17 @@ async fn orchestrator(kubeconfig: &Path, args: &[&str]) -> Result<(i32, String, 
     ))
 }
 
+/// The images built, a pair of emulated clusters running pods in Docker,
+/// and their kubeconfig, all in a temporary directory.
+async fn start_pair() -> Result<(tempfile::TempDir, kube_emulator::ClusterPair, PathBuf)> {
+    tokio::task::spawn_blocking(e2e::build_images).await??;
+    let dir = tempfile::tempdir()?;
+    let pair = kube_emulator::ClusterPair::start(&dir.path().join("state"), true).await?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, pair.kubeconfig())?;
+    Ok((dir, pair, kubeconfig))
+}
+
 /// `len` incompressible bytes from `seed` (compression would let a
 /// bandwidth-limited copy finish too soon to watch).
 fn noise(seed: &[u8], len: usize) -> Vec<u8> {
@@ -204,11 +215,7 @@ async fn source_volume(client: &kube::Client, files: &[(&str, Vec<u8>)]) -> Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migrations_from_custom_resources_only() -> Result<()> {
-    tokio::task::spawn_blocking(e2e::build_images).await??;
-    let dir = tempfile::tempdir()?;
-    let pair = kube_emulator::ClusterPair::start(&dir.path().join("state"), true).await?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, pair.kubeconfig())?;
+    let (_dir, pair, kubeconfig) = start_pair().await?;
     let (src, host) = (pair.source.client.clone(), pair.destination.client.clone());
 
     let big = noise(b"big", 64 << 20);
@@ -411,11 +418,7 @@ async fn migrations_from_custom_resources_only() -> Result<()> {
 /// columns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_installed_controller_runs_as_pods_and_survives_losing_its_leader() -> Result<()> {
-    tokio::task::spawn_blocking(e2e::build_images).await??;
-    let dir = tempfile::tempdir()?;
-    let pair = kube_emulator::ClusterPair::start(&dir.path().join("state"), true).await?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, pair.kubeconfig())?;
+    let (dir, pair, kubeconfig) = start_pair().await?;
     let (src, host) = (pair.source.client.clone(), pair.destination.client.clone());
     let big = noise(b"pods", 64 << 20);
     let source_dir = source_volume(&src, &[("big.bin", big)]).await?;

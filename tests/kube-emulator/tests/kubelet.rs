@@ -383,20 +383,62 @@ async fn deleting_a_pod_removes_its_containers_and_files() -> anyhow::Result<()>
     let pod_dir = test.cluster.context.state_dir.join("pods").join(&uid);
     assert!(pod_dir.is_dir());
 
-    test.api::<Pod>()
+    // Deleted gracefully, as the API server does for a pod a node runs:
+    // marked with its grace period, and gone only once the kubelet has
+    // stopped it and removed what it had (so its volumes are free by the
+    // time nobody can see it any more).
+    let deleted = test
+        .api::<Pod>()
         .delete("sleeper", &DeleteParams::default())
         .await?;
+    let marked = deleted.left().context("a running pod went at once")?;
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(30));
     let gone = tokio::time::timeout(kube_emulator::testing::WAIT_LIMIT, async {
         loop {
             let pod_gone = test.api::<Pod>().get_opt("sleeper").await?.is_none();
-            if pod_gone && test.containers(Some(&uid)).await?.is_empty() && !pod_dir.exists() {
+            if pod_gone {
+                // Its containers and files went first.
+                anyhow::ensure!(test.containers(Some(&uid)).await?.is_empty());
+                anyhow::ensure!(!pod_dir.exists());
                 return anyhow::Ok(());
             }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     })
     .await;
-    gone.context("the pod, its container or its directory is still there")??;
+    gone.context("the pod is still there")??;
+
+    // `--force --grace-period=0` removes a running pod at once; the
+    // kubelet cleans up after it.
+    let pod = test
+        .pod(
+            "forced",
+            json!({"containers": [{"name": "main", "command": ["sleep", "3600"]}]}),
+        )
+        .await?;
+    let uid = pod.metadata.uid.clone().context("uid")?;
+    test.wait_pod("forced", "the pod to run", |pod| phase(pod) == "Running")
+        .await?;
+    let deleted = test
+        .api::<Pod>()
+        .delete(
+            "forced",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+        )
+        .await?;
+    assert!(deleted.is_right(), "a forced delete is immediate");
+    let cleaned = tokio::time::timeout(kube_emulator::testing::WAIT_LIMIT, async {
+        while !test.containers(Some(&uid)).await?.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    cleaned.context("the forced pod's container is still there")??;
     Ok(())
 }
 

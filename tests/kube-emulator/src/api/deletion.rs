@@ -2,7 +2,10 @@
 //! hold an object (with a deletionTimestamp) until the last one is removed;
 //! deleting a namespace deletes what is in it, then the namespace; deleting
 //! an owner deletes its dependents (garbage collection); deleting a CRD
-//! deletes its objects.
+//! deletes its objects. A pod running on a node is deleted gracefully
+//! where a kubelet runs it: it is marked (deletionTimestamp, with its
+//! grace period) and stays until the kubelet has stopped its containers,
+//! released its volumes and deleted it with a grace period of 0.
 
 use serde_json::{json, Value};
 
@@ -20,6 +23,12 @@ pub struct DeleteOptions {
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub dry_run: bool,
+    /// `gracePeriodSeconds`: 0 deletes a pod at once (the kubelet's final
+    /// delete, or `kubectl delete --force --grace-period=0`).
+    pub grace_period: Option<i64>,
+    /// Whether a kubelet finishes pods' deletions (a cluster with nodes
+    /// that run containers); without one, pods go at once.
+    pub kubelet: bool,
 }
 
 impl DeleteOptions {
@@ -34,7 +43,29 @@ impl DeleteOptions {
             precondition_uid: text(&body["preconditions"]["uid"]),
             precondition_rv: text(&body["preconditions"]["resourceVersion"]),
             dry_run: dry_run || body["dryRun"].as_array().is_some_and(|d| !d.is_empty()),
+            grace_period: body["gracePeriodSeconds"].as_i64(),
+            kubelet: false,
         }
+    }
+
+    /// The grace period a deletion of `object` gets, if it is a pod the
+    /// kubelet must stop first: as the API server decides, none for a pod
+    /// no node runs or that has finished, else the request's or the pod's
+    /// `terminationGracePeriodSeconds` (30 by default).
+    fn pod_grace(&self, rt: &ResourceType, object: &Value) -> Option<i64> {
+        let running = object["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+            && !matches!(
+                object["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed")
+            );
+        let grace = self.grace_period.unwrap_or_else(|| {
+            object["spec"]["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(30)
+        });
+        (self.kubelet && rt.is("", "pods") && running && grace > 0).then_some(grace)
     }
 }
 
@@ -74,8 +105,10 @@ impl State {
             }
         }
         let is_namespace = rt.is_namespace();
-        let waits =
-            has_finalizers(&object) || (is_namespace && !self.store.in_namespace(name).is_empty());
+        let grace = options.pod_grace(rt, &object);
+        let waits = has_finalizers(&object)
+            || (is_namespace && !self.store.in_namespace(name).is_empty())
+            || grace.is_some();
         if options.dry_run {
             return Ok(if waits {
                 Deleted::Pending(object)
@@ -91,10 +124,17 @@ impl State {
         let mut marked = object;
         if !is_terminating(&marked) {
             marked["metadata"]["deletionTimestamp"] = json!(meta::now());
-            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace.unwrap_or(0));
             if is_namespace {
                 marked["status"]["phase"] = json!("Terminating");
             }
+            marked = self.store.put(&rt.key(), marked);
+        } else if options.grace_period == Some(0)
+            && marked["metadata"]["deletionGracePeriodSeconds"].as_i64() != Some(0)
+        {
+            // The kubelet's final delete of a pod that also waits for
+            // finalizers: it goes once they are removed.
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             marked = self.store.put(&rt.key(), marked);
         }
         if is_namespace {
@@ -109,13 +149,19 @@ impl State {
     }
 
     /// Whether a terminating object without finalizers can go now: a
-    /// namespace waits until it is empty.
+    /// namespace waits until it is empty, a pod deleted gracefully until
+    /// its kubelet deletes it for good.
     pub fn may_finish(&self, rt: &ResourceType, object: &Value) -> bool {
-        !rt.is_namespace()
-            || self
+        if rt.is_namespace() {
+            return self
                 .store
                 .in_namespace(meta::text(object, "name"))
-                .is_empty()
+                .is_empty();
+        }
+        object["metadata"]["deletionGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(0)
+            == 0
     }
 
     /// Removes an object from the store, then what depended on it: its

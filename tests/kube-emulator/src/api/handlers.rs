@@ -303,11 +303,7 @@ async fn resource(request: Request, target: Target) -> ApiResult<Response> {
             } else {
                 parse_body(&request.headers, &request.body)?
             };
-            let options = DeleteOptions::parse(
-                &body,
-                request.query.get("propagationPolicy").map(String::as_str),
-                dry_run(&request.query),
-            );
+            let options = delete_options(&request, &body);
             let deleted =
                 request
                     .server
@@ -410,11 +406,7 @@ fn collection(request: Request, target: Target) -> ApiResult<Response> {
             } else {
                 parse_body(&request.headers, &request.body)?
             };
-            let options = DeleteOptions::parse(
-                &body,
-                request.query.get("propagationPolicy").map(String::as_str),
-                dry_run(&request.query),
-            );
+            let options = delete_options(&request, &body);
             let mut state = request.server.lock();
             let doomed: Vec<(String, String)> = state
                 .store
@@ -442,6 +434,19 @@ fn collection(request: Request, target: Target) -> ApiResult<Response> {
             request.method,
             rt.group_resource()
         ))),
+    }
+}
+
+/// A delete request's options: its body's, its query's, and whether a
+/// kubelet finishes pods' deletions here.
+fn delete_options(request: &Request, body: &Value) -> DeleteOptions {
+    DeleteOptions {
+        kubelet: request.server.kubelet.is_some(),
+        ..DeleteOptions::parse(
+            body,
+            request.query.get("propagationPolicy").map(String::as_str),
+            dry_run(&request.query),
+        )
     }
 }
 
