@@ -9,6 +9,12 @@
 //!   (runAsUser/runAsGroup, fsGroup, supplementalGroups, SELinux options),
 //!   so it reads exactly what the application can read; it mounts the PVC
 //!   read-only and has no capabilities.
+//! - Block PVCs are attached with `volumeDevices` (never mounted), which no
+//!   Pod Security level restricts and which needs no privilege: the runtime
+//!   gives the device to the container's user (containerd's and CRI-O's
+//!   `device_ownership_from_security_context`), so a non-root mover opens
+//!   it like any file it owns; a mover that would run as its image's user
+//!   is given that uid by number, since an unnamed user gets root's device.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +22,7 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, Namespace, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
     Secret, SecretKeySelector, SecretVolumeSource, Service, ServiceAccount, ServicePort,
-    ServiceSpec, Toleration, Volume, VolumeMount, VolumeResourceRequirements,
+    ServiceSpec, Toleration, Volume, VolumeDevice, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -26,6 +32,7 @@ use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ApiResource, DynamicObject};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::names::{self, *};
@@ -88,7 +95,26 @@ pub fn destination_namespace(source: &Namespace, name: &str, migration: &str) ->
     }
 }
 
-/// The destination PVC for a source PVC: same name and size, mapped
+/// How a PVC holds its data: a filesystem the mover copies as a file tree,
+/// or a raw device it copies byte for byte (`volumeMode: Block`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum VolumeMode {
+    #[default]
+    Filesystem,
+    Block,
+}
+
+impl VolumeMode {
+    pub fn of(pvc: &PersistentVolumeClaim) -> Self {
+        match pvc.spec.as_ref().and_then(|s| s.volume_mode.as_deref()) {
+            Some("Block") => Self::Block,
+            _ => Self::Filesystem,
+        }
+    }
+}
+
+/// The destination PVC for a source PVC: same name and size (a Block
+/// one too: its device must hold at least the source's bytes), mapped
 /// storage class and access modes, the source's labels plus the
 /// migration's.
 pub fn destination_pvc(
@@ -308,6 +334,16 @@ pub fn receiver_scc_binding(namespace: &str, migration: &str) -> RoleBinding {
     }
 }
 
+/// A device belongs to its container's user only when the pod names the
+/// user (the runtime gives it `runAsUser`, root when unset): a mover that
+/// would run as its image's user is told that user by number, so that it
+/// owns its devices. On OpenShift the SCC always names the user.
+fn own_devices(context: &mut PodSecurityContext, admission: Admission) {
+    if context.run_as_user.is_none() && !admission.openshift {
+        context.run_as_user = Some(MOVER_IMAGE_UID);
+    }
+}
+
 /// What every transfer pod has: no service account token (movers never
 /// call the API), the plan's resources and priority, the application's
 /// tolerations.
@@ -329,11 +365,18 @@ fn transfer_spec(plan: &Plan, tolerations: &[Toleration], container: Container) 
 }
 
 /// The receiver pod of a destination namespace, serving each of `pvcs`
-/// as the volume of the same name.
-pub fn receiver_pod(namespace: &str, plan: &Plan, pvcs: &[String], setup: &ReceiverSetup) -> Pod {
+/// as the volume of the same name: a Filesystem PVC mounted as a
+/// directory, a Block one mapped as a device (which the mover detects).
+pub fn receiver_pod(
+    namespace: &str,
+    plan: &Plan,
+    pvcs: &[(String, VolumeMode)],
+    setup: &ReceiverSetup,
+) -> Pod {
     let (tls_vol, tls_mount) = tls_volume(RECEIVER);
     let mut volumes = vec![tls_vol];
     let mut mounts = vec![tls_mount];
+    let mut devices = Vec::new();
     // The destination PVCs are nobody's until the migration ends, so a
     // resync rewrites only what changed in a large file (`--inplace`),
     // instead of a whole new copy of it.
@@ -347,18 +390,32 @@ pub fn receiver_pod(namespace: &str, plan: &Plan, pvcs: &[String], setup: &Recei
         args.push("--no-devices".into());
     }
     args.extend(tls_args());
-    for (i, pvc) in pvcs.iter().enumerate() {
+    for (i, (pvc, mode)) in pvcs.iter().enumerate() {
         let volume = pvc_volume(i, pvc, false);
-        let path = format!("{RECEIVER_VOLUMES_DIR}/{pvc}");
-        mounts.push(VolumeMount {
-            name: volume.name.clone(),
-            mount_path: path.clone(),
-            ..VolumeMount::default()
-        });
+        let path = match mode {
+            VolumeMode::Filesystem => {
+                let path = format!("{RECEIVER_VOLUMES_DIR}/{pvc}");
+                mounts.push(VolumeMount {
+                    name: volume.name.clone(),
+                    mount_path: path.clone(),
+                    ..VolumeMount::default()
+                });
+                path
+            }
+            VolumeMode::Block => {
+                let path = format!("{RECEIVER_DEVICES_DIR}/{pvc}");
+                devices.push(VolumeDevice {
+                    name: volume.name.clone(),
+                    device_path: path.clone(),
+                });
+                path
+            }
+        };
         volumes.push(volume);
         args.push("--volume".into());
         args.push(format!("{pvc}={path}"));
     }
+    let maps_devices = !devices.is_empty();
     let container = Container {
         args: Some(args),
         ports: Some(vec![ContainerPort {
@@ -368,6 +425,7 @@ pub fn receiver_pod(namespace: &str, plan: &Plan, pvcs: &[String], setup: &Recei
             ..ContainerPort::default()
         }]),
         volume_mounts: Some(mounts),
+        volume_devices: maps_devices.then_some(devices),
         security_context: Some(setup.mode.container_context(setup.admission)),
         ..Container::default()
     };
@@ -380,7 +438,13 @@ pub fn receiver_pod(namespace: &str, plan: &Plan, pvcs: &[String], setup: &Recei
         spec: Some(PodSpec {
             restart_policy: Some("Always".into()),
             service_account_name: setup.service_account().map(String::from),
-            security_context: Some(setup.mode.pod_context(setup.admission)),
+            security_context: Some({
+                let mut context = setup.mode.pod_context(setup.admission);
+                if maps_devices {
+                    own_devices(&mut context, setup.admission);
+                }
+                context
+            }),
             volumes: Some(volumes),
             ..transfer_spec(plan, &setup.tolerations, container)
         }),
@@ -509,34 +573,57 @@ pub struct Target {
     pub server_name: String,
 }
 
-/// The sender pod copying `pvc` of `namespace` to the receiver at `target`.
+/// The sender pod copying `pvc` of `namespace` to the receiver at `target`:
+/// a Filesystem PVC mounted read-only, a Block one mapped as a device
+/// (read-only too) and sent with `--block`.
 pub fn sender_pod(
     namespace: &str,
     pvc: &str,
+    mode: VolumeMode,
     plan: &Plan,
     placement: &Placement,
     target: &Target,
 ) -> Pod {
     let (tls_vol, tls_mount) = tls_volume(&names::sender(pvc));
     let source = pvc_volume(0, pvc, true);
-    let mut args: Vec<String> = [
-        "send",
-        SENDER_SOURCE_DIR,
-        "--connect",
-        &target.connect,
-        "--server-name",
-        &target.server_name,
-        "--volume",
-        pvc,
-        "--progress",
-        "json",
-        // Rides out short network trouble inside one pod; a pod that still
-        // fails is retried by the orchestrator.
-        "--retries",
-        "3",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args: Vec<String> = vec!["send".into()];
+    let mut mounts = vec![tls_mount];
+    let mut devices = None;
+    match mode {
+        VolumeMode::Filesystem => {
+            args.push(SENDER_SOURCE_DIR.into());
+            mounts.push(VolumeMount {
+                name: source.name.clone(),
+                mount_path: SENDER_SOURCE_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+        }
+        VolumeMode::Block => {
+            args.extend(["--block".into(), SENDER_SOURCE_DEVICE.into()]);
+            devices = Some(vec![VolumeDevice {
+                name: source.name.clone(),
+                device_path: SENDER_SOURCE_DEVICE.into(),
+            }]);
+        }
+    }
+    args.extend(
+        [
+            "--connect",
+            &target.connect,
+            "--server-name",
+            &target.server_name,
+            "--volume",
+            pvc,
+            "--progress",
+            "json",
+            // Rides out short network trouble inside one pod; a pod that still
+            // fails is retried by the orchestrator.
+            "--retries",
+            "3",
+        ]
+        .map(String::from),
+    );
     if let Some(rate) = plan.bandwidth_limit {
         args.extend(["--bwlimit".to_string(), rate.to_string()]);
     }
@@ -556,18 +643,12 @@ pub fn sender_pod(
         }]
     });
     let mode = placement.sender_mode();
+    let maps_device = devices.is_some();
     let container = Container {
         args: Some(args),
         env,
-        volume_mounts: Some(vec![
-            tls_mount,
-            VolumeMount {
-                name: source.name.clone(),
-                mount_path: SENDER_SOURCE_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(mounts),
+        volume_devices: devices,
         security_context: Some(mode.container_context(placement.admission)),
         ..Container::default()
     };
@@ -581,7 +662,13 @@ pub fn sender_pod(
             restart_policy: Some("Never".into()),
             node_name: placement.node.clone(),
             service_account_name: placement.service_account.clone(),
-            security_context: Some(mode.pod_context(placement.admission)),
+            security_context: Some({
+                let mut context = mode.pod_context(placement.admission);
+                if maps_device {
+                    own_devices(&mut context, placement.admission);
+                }
+                context
+            }),
             volumes: Some(vec![tls_vol, source]),
             ..transfer_spec(plan, &placement.tolerations, container)
         }),
@@ -647,8 +734,9 @@ pub fn placement(pvc: &PersistentVolumeClaim, pods: &[Pod], admission: Admission
     }
 }
 
-/// The identity the first container mounting `volume` runs with: the
-/// pod's security context with the container's own fields over it.
+/// The identity the first container mounting (or mapping) `volume` runs
+/// with: the pod's security context with the container's own fields over
+/// it.
 fn effective_identity(pod: &Pod, volume: &str) -> Option<PodSecurityContext> {
     let spec = pod.spec.as_ref()?;
     let container = spec
@@ -656,7 +744,10 @@ fn effective_identity(pod: &Pod, volume: &str) -> Option<PodSecurityContext> {
         .iter()
         .flatten()
         .chain(spec.containers.iter())
-        .find(|c| c.volume_mounts.iter().flatten().any(|m| m.name == volume));
+        .find(|c| {
+            c.volume_mounts.iter().flatten().any(|m| m.name == volume)
+                || c.volume_devices.iter().flatten().any(|d| d.name == volume)
+        });
     let own = container.and_then(|c| c.security_context.as_ref());
     let pod_level = spec.security_context.clone();
     if own.is_none() {
@@ -805,7 +896,11 @@ mod tests {
                 ..Toleration::default()
             }],
         };
-        let pod = receiver_pod("app2", &plan(), &["a".into(), "b.c".into()], &setup);
+        let pvcs = [
+            ("a".to_string(), VolumeMode::Filesystem),
+            ("b.c".to_string(), VolumeMode::Filesystem),
+        ];
+        let pod = receiver_pod("app2", &plan(), &pvcs, &setup);
         let labels = pod.metadata.labels.clone().unwrap();
         assert_eq!(labels[TRANSFER_LABEL], "m1");
         assert_eq!(labels[ROLE_LABEL], ROLE_RECEIVER);
@@ -952,7 +1047,14 @@ mod tests {
             connect: "mover-receiver-app2.apps.example.com:443".into(),
             server_name: "mover-receiver-app2.apps.example.com".into(),
         };
-        let pod = sender_pod("app", "data", &plan(), &rwo, &target);
+        let pod = sender_pod(
+            "app",
+            "data",
+            VolumeMode::Filesystem,
+            &plan(),
+            &rwo,
+            &target,
+        );
         assert_eq!(pod.metadata.name.as_deref(), Some("mover-sender-data"));
         assert_eq!(pod.metadata.labels.clone().unwrap()[PVC_LABEL], "data");
         let spec = pod.spec.unwrap();
@@ -983,7 +1085,14 @@ mod tests {
             bandwidth_limit: Some(50 << 20),
             ..plan()
         };
-        let pod = sender_pod("app", "data", &limited, &rwo, &target);
+        let pod = sender_pod(
+            "app",
+            "data",
+            VolumeMode::Filesystem,
+            &limited,
+            &rwo,
+            &target,
+        );
         let args = pod.spec.unwrap().containers[0].args.clone().unwrap();
         assert!(
             args.windows(2).any(|w| w == ["--bwlimit", "52428800"]),
@@ -1005,5 +1114,164 @@ mod tests {
             (claim.claim_name.as_str(), claim.read_only),
             ("data", Some(true))
         );
+    }
+
+    #[test]
+    fn block_pvcs_are_mapped_as_devices_by_both_ends() {
+        let mut disk = pvc("disk", &["ReadWriteOnce"]);
+        disk.spec.as_mut().unwrap().volume_mode = Some("Block".into());
+        assert_eq!(VolumeMode::of(&disk), VolumeMode::Block);
+        assert_eq!(
+            VolumeMode::of(&pvc("data", &["ReadWriteOnce"])),
+            VolumeMode::Filesystem
+        );
+        let twin = destination_pvc(&disk, "app2", &plan()).spec.unwrap();
+        assert_eq!(twin.volume_mode.as_deref(), Some("Block"));
+        assert_eq!(
+            twin.resources.unwrap().requests.unwrap()["storage"],
+            Quantity("2Gi".into()),
+            "at least the source's bytes"
+        );
+
+        let setup = ReceiverSetup {
+            mode: ReceiverMode::Owners,
+            admission: Admission::default(),
+            tolerations: vec![],
+        };
+        let pvcs = [
+            ("data".to_string(), VolumeMode::Filesystem),
+            ("disk".to_string(), VolumeMode::Block),
+        ];
+        let spec = receiver_pod("app2", &plan(), &pvcs, &setup).spec.unwrap();
+        let container = &spec.containers[0];
+        let args = container.args.clone().unwrap().join(" ");
+        assert!(
+            args.contains("--volume data=/volumes/data --volume disk=/dev/volumes/disk"),
+            "{args}"
+        );
+        assert_eq!(
+            container.volume_devices.clone().unwrap(),
+            vec![VolumeDevice {
+                name: "pvc-1".into(),
+                device_path: "/dev/volumes/disk".into()
+            }]
+        );
+        assert!(
+            !container
+                .volume_mounts
+                .clone()
+                .unwrap()
+                .iter()
+                .any(|m| m.name == "pvc-1"),
+            "a Block PVC is never mounted"
+        );
+
+        // The application maps its disk; the sender reads it as its
+        // container's user, through a device of its own.
+        let mut app = user_pod("disk", "node-1", "Running", 1001);
+        let spec = app.spec.as_mut().unwrap();
+        spec.containers = vec![Container {
+            name: "vm".into(),
+            volume_devices: Some(vec![VolumeDevice {
+                name: "pvc-0".into(),
+                device_path: "/dev/vda".into(),
+            }]),
+            security_context: Some(k8s_openapi::api::core::v1::SecurityContext {
+                run_as_user: Some(107),
+                ..Default::default()
+            }),
+            ..Container::default()
+        }];
+        let placement = placement(&disk, &[app], Admission::default());
+        assert_eq!(placement.security.as_ref().unwrap().run_as_user, Some(107));
+        let target = Target {
+            connect: "r.example:443".into(),
+            server_name: "r.example".into(),
+        };
+        let spec = sender_pod(
+            "app",
+            "disk",
+            VolumeMode::Block,
+            &plan(),
+            &placement,
+            &target,
+        )
+        .spec
+        .unwrap();
+        let container = &spec.containers[0];
+        let args = container.args.clone().unwrap().join(" ");
+        assert!(
+            args.starts_with("send --block /dev/source --connect r.example:443"),
+            "{args}"
+        );
+        assert!(args.contains("--volume disk"), "{args}");
+        assert_eq!(
+            container.volume_devices.clone().unwrap(),
+            vec![VolumeDevice {
+                name: "pvc-0".into(),
+                device_path: "/dev/source".into()
+            }]
+        );
+        assert_eq!(
+            container.volume_mounts.clone().unwrap().len(),
+            1,
+            "TLS only"
+        );
+        let claim = spec.volumes.unwrap()[1]
+            .persistent_volume_claim
+            .clone()
+            .unwrap();
+        assert_eq!(claim.read_only, Some(true));
+        let security = spec.security_context.unwrap();
+        assert_eq!(
+            (security.run_as_user, security.run_as_non_root),
+            (Some(107), Some(true))
+        );
+
+        // Nobody uses the disk and root is not admitted: the sender runs as
+        // the image's user, named, so that its device is its own.
+        let restricted = Admission {
+            level: crate::security::Level::Restricted,
+            openshift: false,
+        };
+        let unknown = Placement {
+            admission: restricted,
+            ..Placement::default()
+        };
+        let block = sender_pod("app", "disk", VolumeMode::Block, &plan(), &unknown, &target);
+        let files = sender_pod(
+            "app",
+            "data",
+            VolumeMode::Filesystem,
+            &plan(),
+            &unknown,
+            &target,
+        );
+        let user = |pod: Pod| pod.spec.unwrap().security_context.unwrap().run_as_user;
+        assert_eq!(user(block), Some(MOVER_IMAGE_UID));
+        assert_eq!(user(files), None, "the image's user, unnamed");
+        let openshift = Placement {
+            admission: Admission {
+                openshift: true,
+                ..restricted
+            },
+            ..Placement::default()
+        };
+        let block = sender_pod(
+            "app",
+            "disk",
+            VolumeMode::Block,
+            &plan(),
+            &openshift,
+            &target,
+        );
+        assert_eq!(user(block), None, "the SCC names the user");
+        let setup = ReceiverSetup {
+            mode: ReceiverMode::AsApplication(None),
+            admission: restricted,
+            tolerations: vec![],
+        };
+        let receiver = receiver_pod("app2", &plan(), &pvcs, &setup);
+        assert_eq!(user(receiver), Some(MOVER_IMAGE_UID));
     }
 }

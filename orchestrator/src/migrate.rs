@@ -136,6 +136,10 @@ pub fn describe(plan: &Plan, inventory: &Inventory) -> String {
                 (false, true) => "copy (incremental)",
                 (false, false) => "create and copy",
             };
+            let action = match pvc.mode() {
+                crate::manifests::VolumeMode::Block => format!("{action}, as a block device"),
+                crate::manifests::VolumeMode::Filesystem => action.to_string(),
+            };
             if !skip {
                 copies.push(pvc.name());
             }
@@ -156,9 +160,6 @@ pub fn describe(plan: &Plan, inventory: &Inventory) -> String {
                     placement.sender_mode().describe()
                 );
             }
-        }
-        for (name, why) in &ns.skipped {
-            let _ = writeln!(out, "  pvc {name:<30} skipped: {why}");
         }
         if !copies.is_empty() {
             let _ = writeln!(

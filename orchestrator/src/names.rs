@@ -60,8 +60,18 @@ pub const RECEIVER: &str = "mover-receiver";
 pub const RECEIVER_PORT: i32 = 8443;
 /// Where the receiver mounts PVC `name`: `/volumes/<name>`.
 pub const RECEIVER_VOLUMES_DIR: &str = "/volumes";
+/// On a destination StorageClass: `"false"` says its provisioner makes no
+/// `volumeMode: Block` volumes (for drivers preflight does not know as
+/// file-only), so preflight refuses to map a Block PVC to it.
+pub const BLOCK_VOLUMES_ANNOTATION: &str = "mover.io/block-volumes";
+/// The user the mover image runs as (distroless's `nonroot`).
+pub const MOVER_IMAGE_UID: i64 = 65532;
+/// Where the receiver maps Block PVC `name`: `/dev/volumes/<name>`.
+pub const RECEIVER_DEVICES_DIR: &str = "/dev/volumes";
 /// Where a sender mounts the PVC it copies.
 pub const SENDER_SOURCE_DIR: &str = "/source";
+/// Where a sender maps the Block PVC it copies.
+pub const SENDER_SOURCE_DEVICE: &str = "/dev/source";
 /// Where both roles mount their TLS Secret.
 pub const TLS_DIR: &str = "/tls";
 

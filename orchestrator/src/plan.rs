@@ -920,6 +920,7 @@ mod tests {
         let pod = crate::manifests::sender_pod(
             "app",
             "data",
+            crate::manifests::VolumeMode::Filesystem,
             &plan,
             &crate::manifests::Placement::default(),
             &target,

@@ -49,6 +49,10 @@ pub struct PvcReport {
     pub destination_namespace: String,
     pub state: PvcState,
     pub attempts: u32,
+    /// A Block PVC, copied as a device: its progress is in bytes and
+    /// segments (`segments_*`), not files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub block: bool,
     #[serde(flatten)]
     pub counters: Counters,
     pub files_deleted: u64,
@@ -77,6 +81,7 @@ impl PvcReport {
             destination_namespace: destination_namespace.into(),
             state: PvcState::Waiting,
             attempts: 0,
+            block: false,
             counters: Counters::default(),
             files_deleted: 0,
             duration_secs: 0.0,
@@ -99,16 +104,22 @@ impl PvcReport {
         }
     }
 
-    /// The one-line live view of this PVC.
+    /// The one-line live view of this PVC: bytes done of bytes examined,
+    /// and files examined (segments sent of segments compared for a Block
+    /// PVC).
     pub fn line(&self) -> String {
         let c = &self.counters;
+        let items = if self.block {
+            format!("{:>8} of {} segments", c.segments_sent, c.segments_examined)
+        } else {
+            format!("{:>8} files", c.files_examined)
+        };
         let mut line = format!(
-            "{:<40} {:<8} {:>10}/{:<10} {:>8} files {:>10}/s",
+            "{:<40} {:<8} {:>10}/{:<10} {items} {:>10}/s",
             self.label(),
             self.state.as_str(),
             human_bytes(c.bytes_done),
             human_bytes(c.bytes_examined),
-            c.files_examined,
             human_bytes(self.rate as u64)
         );
         if let Some(eta) = self.eta_secs.filter(|_| self.state == PvcState::Copying) {
@@ -339,6 +350,27 @@ mod tests {
         assert!(value.get("error").is_none() && value.get("rate").is_none());
         assert_eq!(pvc.label(), "app/data -> app2");
         assert!(pvc.line().contains("1.0 GiB"), "{}", pvc.line());
+        assert!(value.get("block").is_none(), "said only of Block PVCs");
+    }
+
+    #[test]
+    fn block_pvcs_report_bytes_and_segments() {
+        let mut disk = PvcReport::new("vm", "disk", "vm");
+        disk.block = true;
+        disk.state = PvcState::Copying;
+        disk.counters.bytes_examined = 4 << 30;
+        disk.counters.bytes_done = 1 << 30;
+        disk.counters.segments_examined = 4096;
+        disk.counters.segments_sent = 12;
+        let line = disk.line();
+        assert!(line.contains("1.0 GiB/4.0 GiB"), "{line}");
+        assert!(line.contains("12 of 4096 segments"), "{line}");
+        assert!(!line.contains("files"), "{line}");
+        let value = serde_json::to_value(&disk).unwrap();
+        assert_eq!(value["block"], true);
+        assert_eq!(value["segments_sent"], 12);
+        let back: PvcReport = serde_json::from_value(value).unwrap();
+        assert!(back.block);
     }
 
     #[test]

@@ -303,6 +303,7 @@ async fn a_sender_the_api_server_will_not_show_for_a_while_is_waited_for_not_rec
         source: &env.cluster,
         namespace: "app".into(),
         pvc: "data".into(),
+        mode: orchestrator::manifests::VolumeMode::Filesystem,
         placement: Default::default(),
         target: orchestrator::manifests::Target {
             connect: "receiver.example:443".into(),
@@ -322,6 +323,7 @@ async fn a_sender_the_api_server_will_not_show_for_a_while_is_waited_for_not_rec
         destination_namespace: "app".into(),
         state: PvcState::Waiting,
         attempts: 0,
+        block: false,
         counters: Counters::default(),
         files_deleted: 0,
         duration_secs: 0.0,

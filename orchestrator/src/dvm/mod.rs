@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use crate::clusters::Cluster;
 use crate::display::Board;
 use crate::kubeops::create_if_missing;
-use crate::manifests;
+use crate::manifests::{self, VolumeMode};
 use crate::names::{SYNCED_AT_ANNOTATION, SYNC_KIND_ANNOTATION};
 use crate::plan::Plan;
 use crate::preflight::{Inventory, NamespaceInventory};
@@ -52,6 +52,7 @@ pub async fn run(
         for pvc in &ns.pvcs {
             let mut report =
                 PvcReport::new(&ns.mapping.source, pvc.name(), &ns.mapping.destination);
+            report.block = pvc.mode() == VolumeMode::Block;
             if pvc.finished() && !plan.stage {
                 report.state = PvcState::Skipped;
             }
@@ -67,11 +68,11 @@ pub async fn run(
     let mut errors = Vec::new();
     let mut jobs = Vec::new();
     for ns in &inventory.namespaces {
-        let to_copy: Vec<String> = ns
+        let to_copy: Vec<(String, VolumeMode)> = ns
             .pvcs
             .iter()
             .filter(|p| plan.stage || !p.finished())
-            .map(|p| p.name().to_string())
+            .map(|p| (p.name().to_string(), p.mode()))
             .collect();
         if to_copy.is_empty() {
             continue;
@@ -94,7 +95,7 @@ pub async fn run(
             Ok(target) => target,
             Err(e) => {
                 let message = format!("{e:#}");
-                for pvc in &to_copy {
+                for (pvc, _) in &to_copy {
                     board.update(&ns.mapping.source, pvc, |r| {
                         r.state = PvcState::Failed;
                         r.error = Some(message.clone());
@@ -105,7 +106,7 @@ pub async fn run(
             }
         };
         for pvc in &ns.pvcs {
-            if !to_copy.iter().any(|name| name == pvc.name()) {
+            if !to_copy.iter().any(|(name, _)| name == pvc.name()) {
                 continue;
             }
             let client_pem = match ca.client("mover-sender", &[pvc.name().to_string()], validity) {
@@ -123,6 +124,7 @@ pub async fn run(
                 source,
                 namespace: ns.mapping.source.clone(),
                 pvc: pvc.name().to_string(),
+                mode: pvc.mode(),
                 placement: manifests::placement(&pvc.source, &ns.pods, ns.source_admission),
                 target: target.clone(),
                 final_copy: final_copies

@@ -16,7 +16,7 @@ use mover::certs::{Authority, Validity};
 
 use crate::clusters::Cluster;
 use crate::kubeops::{apply, delete_and_wait, poll};
-use crate::manifests::{self, ReceiverSetup, Target};
+use crate::manifests::{self, ReceiverSetup, Target, VolumeMode};
 use crate::names::{receiver_host_label, router_cannot_name_receiver, RECEIVER};
 use crate::plan::{EndpointType, Plan};
 use crate::security::{ANYUID_ROLE, ANYUID_SCC};
@@ -27,7 +27,7 @@ pub async fn start(
     plan: &Plan,
     destination: &Cluster,
     ns: &str,
-    pvcs: &[String],
+    pvcs: &[(String, VolumeMode)],
     setup: &ReceiverSetup,
     ca: &Authority,
     validity: &Validity,

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::clusters::Cluster;
 use crate::display::Board;
 use crate::kubeops::{apply, create_if_missing, delete_and_wait, poll};
-use crate::manifests::{self, Placement, Target};
+use crate::manifests::{self, Placement, Target, VolumeMode};
 use crate::names;
 use crate::plan::Plan;
 use crate::report::{Counters, PvcState};
@@ -25,6 +25,8 @@ pub struct Job<'a> {
     pub source: &'a Cluster,
     pub namespace: String,
     pub pvc: String,
+    /// Whether the PVC is copied as a file tree or as a device.
+    pub mode: VolumeMode,
     pub placement: Placement,
     pub target: Target,
     /// A final copy: the PVC's users are stopped, so a file changing
@@ -132,7 +134,7 @@ async fn attempt_once(job: &Job<'_>, board: &Board) -> anyhow::Result<Outcome> {
     let pods: Api<Pod> = Api::namespaced(job.source.client.clone(), ns);
     delete_and_wait(&pods, &name, START_TIMEOUT).await?;
     let placement = current_placement(job, &pods).await;
-    let pod = manifests::sender_pod(ns, pvc, job.plan, &placement, &job.target);
+    let pod = manifests::sender_pod(ns, pvc, job.mode, job.plan, &placement, &job.target);
     // A create retried after its answer was lost finds its own pod.
     create_if_missing(&pods, &pod).await?;
 

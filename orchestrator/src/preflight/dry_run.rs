@@ -52,8 +52,14 @@ pub async fn check(
         let pods = Api::<Pod>::namespaced(source.client.clone(), &ns.mapping.source);
         for pvc in copied {
             let placement = manifests::placement(&pvc.source, &ns.pods, ns.source_admission);
-            let sender =
-                manifests::sender_pod(&ns.mapping.source, pvc.name(), plan, &placement, &target);
+            let sender = manifests::sender_pod(
+                &ns.mapping.source,
+                pvc.name(),
+                pvc.mode(),
+                plan,
+                &placement,
+                &target,
+            );
             refused(&pods, &sender, source, problems).await;
         }
     }
@@ -88,7 +94,10 @@ async fn destination_side(
     let service = manifests::receiver_service(dest, &plan.name, plan.endpoint);
     refused(&services, &service, destination, problems).await;
     if ns.receiver.service_account().is_none() {
-        let names: Vec<String> = copied.iter().map(|p| p.name().to_string()).collect();
+        let names: Vec<_> = copied
+            .iter()
+            .map(|p| (p.name().to_string(), p.mode()))
+            .collect();
         let receiver = manifests::receiver_pod(dest, plan, &names, &ns.receiver);
         refused(
             &Api::<Pod>::namespaced(client, dest),

@@ -18,8 +18,8 @@ use kube::api::ListParams;
 use kube::Api;
 
 use crate::clusters::Cluster;
-use crate::manifests::{self, ReceiverSetup};
-use crate::names::{MIGRATED_BY_LABEL, SYNC_KIND_ANNOTATION};
+use crate::manifests::{self, ReceiverSetup, VolumeMode};
+use crate::names::{BLOCK_VOLUMES_ANNOTATION, MIGRATED_BY_LABEL, SYNC_KIND_ANNOTATION};
 use crate::plan::{EndpointType, NamespaceMapping, Plan, PvcSelection};
 use crate::security::{Admission, Level, ReceiverMode, ANYUID_ROLE, ANYUID_SCC};
 use rights::{RBAC, SCC_GROUP};
@@ -46,8 +46,6 @@ pub struct NamespaceInventory {
     pub source_admission: Admission,
     /// How the destination namespace's receiver runs.
     pub receiver: ReceiverSetup,
-    /// PVCs of the namespace left out, each with why.
-    pub skipped: Vec<(String, String)>,
 }
 
 impl NamespaceInventory {
@@ -67,6 +65,11 @@ pub struct PvcInventory {
 impl PvcInventory {
     pub fn name(&self) -> &str {
         self.source.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// Whether it is copied as a file tree or as a device.
+    pub fn mode(&self) -> VolumeMode {
+        VolumeMode::of(&self.source)
     }
 
     /// True when an earlier final run of this migration already copied it.
@@ -270,8 +273,6 @@ async fn check_namespace(
         }
     };
 
-    let (selected, skipped) = leave_out_block_volumes(selected);
-
     let dest_ns = &mapping.destination;
     let existing_destination = match Api::<Namespace>::all(destination.client.clone())
         .get_opt(dest_ns)
@@ -362,29 +363,7 @@ async fn check_namespace(
         destination_exists,
         source_admission,
         receiver,
-        skipped,
     })
-}
-
-/// Block-mode PVCs (raw devices) cannot be copied as file trees yet: they
-/// are left out with a reason instead of failing their namespace.
-fn leave_out_block_volumes(
-    pvcs: Vec<PersistentVolumeClaim>,
-) -> (Vec<PersistentVolumeClaim>, Vec<(String, String)>) {
-    let (block, files): (Vec<_>, Vec<_>) = pvcs
-        .into_iter()
-        .partition(|pvc| pvc.spec.as_ref().and_then(|s| s.volume_mode.as_deref()) == Some("Block"));
-    let skipped = block
-        .into_iter()
-        .map(|pvc| {
-            (
-                pvc.metadata.name.unwrap_or_default(),
-                "volumeMode Block: block volumes are not copied yet (copy the device by hand)"
-                    .to_string(),
-            )
-        })
-        .collect();
-    (files, skipped)
 }
 
 /// How the receiver of `dest_ns` will run: as root keeping owners where
@@ -519,6 +498,8 @@ fn check_storage_class(
             names.join(", ")
         }
     };
+    let where_ = destination.describe();
+    let no_block = |class: &StorageClass| block_problem(pvc, class, &where_);
     match plan.map_storage_class(source_class) {
         Some(class) if class.is_empty() => problems.push(format!(
             "PVC {ns}/{name} uses a static PV (storageClassName \"\"): nothing would provision \
@@ -528,10 +509,13 @@ fn check_storage_class(
             available()
         )),
         Some(class) => {
-            if !classes
+            let found = classes
                 .iter()
-                .any(|c| c.metadata.name.as_deref() == Some(&class))
-            {
+                .find(|c| c.metadata.name.as_deref() == Some(&class));
+            if let Some(problem) = found.and_then(no_block) {
+                problems.push(problem);
+            }
+            if found.is_none() {
                 let hint = if plan
                     .storage_class_mapping
                     .contains_key(source_class.unwrap_or_default())
@@ -548,14 +532,17 @@ fn check_storage_class(
             }
         }
         None => {
-            let has_default = classes.iter().any(|c| {
+            let default = classes.iter().find(|c| {
                 c.metadata
                     .annotations
                     .as_ref()
                     .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
                     .is_some_and(|v| v == "true")
             });
-            if !has_default {
+            if let Some(problem) = default.and_then(no_block) {
+                problems.push(problem);
+            }
+            if default.is_none() {
                 problems.push(format!(
                     "PVC {ns}/{name} names no storage class and {} has no default one (available: {})",
                     destination.describe(),
@@ -564,6 +551,68 @@ fn check_storage_class(
             }
         }
     }
+}
+
+/// The problem with mapping `pvc` to `class` of the destination (`where_`)
+/// when `pvc` is a Block volume the class cannot provision.
+fn block_problem(
+    pvc: &PersistentVolumeClaim,
+    class: &StorageClass,
+    where_: &str,
+) -> Option<String> {
+    if VolumeMode::of(pvc) != VolumeMode::Block {
+        return None;
+    }
+    let reason = cannot_provision_block(class)?;
+    let ns = pvc.metadata.namespace.as_deref().unwrap_or_default();
+    let name = pvc.metadata.name.as_deref().unwrap_or_default();
+    let class_name = class.metadata.name.as_deref().unwrap_or_default();
+    let source_class = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref())
+        .unwrap_or_default();
+    Some(format!(
+        "PVC {ns}/{name} is a Block volume (volumeMode: Block), but storage class \
+         {class_name:?} in {where_} cannot provision Block volumes ({reason}); map it to a \
+         class that can with storageClassMapping or --storage-class {source_class}=<class>"
+    ))
+}
+
+/// Provisioners of file-only storage (NFS, SMB, CephFS, EFS, Azure Files,
+/// Filestore, GlusterFS): their CSI drivers make no Block volumes, and a
+/// Block PVC of their class would stay Pending.
+const FILE_ONLY_PROVISIONERS: &[&str] = &[
+    "nfs.csi.k8s.io",
+    "smb.csi.k8s.io",
+    "cephfs.csi.ceph.com",
+    "efs.csi.aws.com",
+    "file.csi.azure.com",
+    "filestore.csi.storage.gke.io",
+    "kubernetes.io/azure-file",
+    "kubernetes.io/cephfs",
+    "kubernetes.io/glusterfs",
+    "cluster.local/nfs-subdir-external-provisioner",
+];
+
+/// Why `class` cannot provision a Block volume, if preflight knows it
+/// cannot: a file-only provisioner (OpenShift Data Foundation's CephFS is
+/// `<namespace>.cephfs.csi.ceph.com`), or the class annotated
+/// [`BLOCK_VOLUMES_ANNOTATION`]` = "false"`.
+fn cannot_provision_block(class: &StorageClass) -> Option<String> {
+    let provisioner = class.provisioner.as_str();
+    if FILE_ONLY_PROVISIONERS.contains(&provisioner)
+        || provisioner.ends_with(".cephfs.csi.ceph.com")
+    {
+        return Some(format!("its provisioner {provisioner} is file-only"));
+    }
+    let annotated = class
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(BLOCK_VOLUMES_ANNOTATION))
+        .is_some_and(|v| v == "false");
+    annotated.then(|| format!("it is annotated {BLOCK_VOLUMES_ANNOTATION}=false"))
 }
 
 async fn check_route_api(destination: &Cluster, problems: &mut Vec<String>) {
@@ -581,6 +630,60 @@ async fn check_route_api(destination: &Cluster, problems: &mut Vec<String>) {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    fn class(name: &str, provisioner: &str, annotations: &[(&str, &str)]) -> StorageClass {
+        StorageClass {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            provisioner: provisioner.into(),
+            ..StorageClass::default()
+        }
+    }
+
+    fn claim(mode: Option<&str>) -> PersistentVolumeClaim {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "disk", "namespace": "vm" },
+            "spec": { "volumeMode": mode, "storageClassName": "gp3" },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn block_pvcs_need_a_class_that_provisions_block_volumes() {
+        let nfs = class("shared", "nfs.csi.k8s.io", &[]);
+        let odf = class("ocs", "openshift-storage.cephfs.csi.ceph.com", &[]);
+        let marked = class(
+            "odd",
+            "example.com/odd",
+            &[(BLOCK_VOLUMES_ANNOTATION, "false")],
+        );
+        let ebs = class("gp3", "ebs.csi.aws.com", &[]);
+        let block = claim(Some("Block"));
+        assert_eq!(
+            block_problem(&block, &nfs, "cluster \"dst\"").as_deref(),
+            Some(
+                "PVC vm/disk is a Block volume (volumeMode: Block), but storage class \"shared\" \
+                 in cluster \"dst\" cannot provision Block volumes (its provisioner \
+                 nfs.csi.k8s.io is file-only); map it to a class that can with \
+                 storageClassMapping or --storage-class gp3=<class>"
+            )
+        );
+        assert!(block_problem(&block, &odf, "dst").is_some());
+        assert!(block_problem(&block, &marked, "dst")
+            .is_some_and(|p| p.contains("annotated mover.io/block-volumes=false")));
+        assert_eq!(block_problem(&block, &ebs, "dst"), None);
+        for files in [claim(None), claim(Some("Filesystem"))] {
+            assert_eq!(block_problem(&files, &nfs, "dst"), None);
+        }
+    }
 
     #[test]
     fn openshift_receivers_keep_only_identities_inside_the_namespace_ranges() {

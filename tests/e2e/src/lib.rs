@@ -13,6 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
+pub mod migration;
+
 /// The tag `images/build` gives the mover image.
 pub const MOVER_IMAGE: &str = "mover:dev";
 /// The tag `images/build` gives the orchestrator image.

@@ -98,20 +98,7 @@ impl Env {
 
     /// The orchestrator command line with both clusters and `args`.
     fn command(&self, args: &[&str]) -> Result<tokio::process::Command> {
-        let kubeconfig = self.kubeconfig.to_string_lossy().into_owned();
-        let mut command = tokio::process::Command::new(e2e::release_binary("orchestrator")?);
-        command.args(args).args([
-            "--source-kubeconfig",
-            &kubeconfig,
-            "--source-context",
-            "source",
-            "--destination-kubeconfig",
-            &kubeconfig,
-            "--destination-context",
-            "destination",
-            "--mover-image",
-            e2e::MOVER_IMAGE,
-        ]);
+        let mut command = e2e::migration::orchestrator_command(&self.kubeconfig, args)?;
         command.kill_on_drop(true);
         Ok(command)
     }

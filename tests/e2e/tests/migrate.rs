@@ -6,176 +6,14 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::Duration;
+use std::path::Path;
 
-use anyhow::{bail, Context as _, Result};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{
-    Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod, Secret, Service,
-    VolumeResourceRequirements,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use anyhow::Result;
+use e2e::migration::{app_pod, assert_same_tree, make_pvc, pvc_report, start, Uses, APP_UID};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{ApiResource, DynamicObject, ListParams, ObjectMeta, PostParams};
 use kube::Api;
-use kube_emulator::ClusterPair;
-use serde_json::{json, Value};
-
-/// Two emulated clusters and a kubeconfig for them.
-struct Env {
-    pair: ClusterPair,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> Result<Env> {
-    tokio::task::spawn_blocking(e2e::build_images).await??;
-    let dir = tempfile::tempdir()?;
-    let pair = ClusterPair::start(&dir.path().join("state"), true).await?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, pair.kubeconfig())?;
-    Ok(Env {
-        pair,
-        kubeconfig,
-        _dir: dir,
-    })
-}
-
-impl Env {
-    /// Runs the release `orchestrator` with both clusters' contexts.
-    async fn orchestrator(&self, args: &[&str]) -> Result<Output> {
-        let binary = e2e::release_binary("orchestrator")?;
-        let kubeconfig = self.kubeconfig.to_string_lossy().into_owned();
-        let mut command = tokio::process::Command::new(&binary);
-        command.args(args);
-        command.args([
-            "--source-kubeconfig",
-            &kubeconfig,
-            "--source-context",
-            "source",
-            "--destination-kubeconfig",
-            &kubeconfig,
-            "--destination-context",
-            "destination",
-            "--mover-image",
-            e2e::MOVER_IMAGE,
-        ]);
-        let output = command
-            .output()
-            .await
-            .with_context(|| format!("running {}", binary.display()))?;
-        eprintln!(
-            "orchestrator {args:?}: {}\n--- stdout\n{}--- stderr\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(output)
-    }
-
-    /// `orchestrator migrate --output json --volumes-only ARGS`: the exit
-    /// code and report. These tests are about volumes; the whole
-    /// application's itinerary (Velero) is tests/application.rs's.
-    async fn migrate(&self, args: &[&str]) -> Result<(i32, Value)> {
-        let mut all = vec!["migrate", "--output", "json", "--volumes-only"];
-        all.extend_from_slice(args);
-        let output = self.orchestrator(&all).await?;
-        let report = serde_json::from_slice(&output.stdout)
-            .with_context(|| "the JSON report on stdout".to_string())?;
-        Ok((output.status.code().unwrap_or(-1), report))
-    }
-}
-
-/// Creates (if needed) namespace `ns` and a bound 1 GiB PVC in it; returns
-/// the host directory of its volume.
-async fn make_pvc(client: &kube::Client, ns: &str, name: &str, modes: &[&str]) -> Result<PathBuf> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    if namespaces.get_opt(ns).await?.is_none() {
-        let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(ns.into()),
-                annotations: Some(BTreeMap::from([(
-                    "team".to_string(),
-                    "storefront".to_string(),
-                )])),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        namespaces
-            .create(&PostParams::default(), &namespace)
-            .await?;
-    }
-    let pvc = PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(BTreeMap::from([("app".to_string(), name.to_string())])),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(modes.iter().map(|m| m.to_string()).collect()),
-            storage_class_name: Some("standard".into()),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    Quantity("1Gi".into()),
-                )])),
-                ..VolumeResourceRequirements::default()
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        status: None,
-    };
-    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &pvc)
-        .await?;
-    e2e::volume_dir(client, ns, name).await
-}
-
-/// The uid of the application that owns the config volume.
-const APP_UID: u32 = 1000;
-
-/// An application (a Deployment of one busybox pod, sleeping) running as
-/// [`APP_UID`] with PVC `claim` mounted, once its pod runs. A final
-/// migration quiesces it (scales it to zero) before the final copy.
-async fn app_pod(client: &kube::Client, ns: &str, claim: &str) -> Result<Pod> {
-    let image = kube_emulator::testing::busybox_image().await?;
-    let name = format!("app-{claim}");
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "securityContext": {"runAsUser": APP_UID, "runAsGroup": APP_UID},
-                    "containers": [{"name": "app", "image": image, "command": ["sleep", "3600"],
-                                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
-                },
-            },
-        }
-    }))?;
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &deployment)
-        .await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    for _ in 0..360 {
-        let running = pods
-            .list(&ListParams::default().labels(&format!("app={name}")))
-            .await?
-            .items
-            .into_iter()
-            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
-        if let Some(pod) = running {
-            return Ok(pod);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    bail!("no pod of Deployment {ns}/{name} runs")
-}
+use serde_json::json;
 
 /// Writes `size` deterministic pseudo-random bytes (compressible in its
 /// second half) to `path`, a megabyte at a time.
@@ -215,71 +53,6 @@ fn write_small_files(root: &Path, count: usize) -> Result<()> {
         std::fs::write(dir.join(format!("f{i}.txt")), contents)?;
     }
     Ok(())
-}
-
-/// Every entry beneath `root` with its type, mode, owner, mtime, and a
-/// blake3 of its contents (streamed: volumes hold large files).
-fn tree(root: &Path) -> Result<BTreeMap<PathBuf, String>> {
-    let mut out = BTreeMap::new();
-    for entry in walkdir::WalkDir::new(root).min_depth(1) {
-        let entry = entry?;
-        let meta = entry.path().symlink_metadata()?;
-        let what = if meta.is_file() {
-            let mut hasher = blake3::Hasher::new();
-            hasher.update_reader(std::fs::File::open(entry.path())?)?;
-            format!("file {}", hasher.finalize())
-        } else if meta.file_type().is_symlink() {
-            format!("link {}", std::fs::read_link(entry.path())?.display())
-        } else {
-            "dir".to_string()
-        };
-        // Directory mtimes change when the mover's temporary files come
-        // and go, and it sets them last; compare them too.
-        out.insert(
-            entry.path().strip_prefix(root)?.to_path_buf(),
-            format!(
-                "{what} mode {:o} owner {}:{} mtime {}.{}",
-                meta.permissions().mode() & 0o7777,
-                meta.uid(),
-                meta.gid(),
-                meta.mtime(),
-                meta.mtime_nsec()
-            ),
-        );
-    }
-    Ok(out)
-}
-
-fn assert_same_tree(source: &Path, destination: &Path) {
-    let (a, b) = (tree(source).unwrap(), tree(destination).unwrap());
-    let differing: Vec<_> = a
-        .iter()
-        .filter(|(path, entry)| b.get(*path) != Some(*entry))
-        .map(|(path, entry)| format!("{}: {entry} vs {:?}", path.display(), b.get(path)))
-        .chain(
-            b.keys()
-                .filter(|path| !a.contains_key(*path))
-                .map(|path| format!("{}: only at the destination", path.display())),
-        )
-        .take(5)
-        .collect();
-    assert!(
-        differing.is_empty(),
-        "{} differs from {}:\n{}",
-        destination.display(),
-        source.display(),
-        differing.join("\n")
-    );
-}
-
-fn pvc_report<'a>(report: &'a Value, ns: &str, name: &str) -> &'a Value {
-    report["pvcs"]
-        .as_array()
-        .and_then(|pvcs| {
-            pvcs.iter()
-                .find(|p| p["namespace"] == ns && p["name"] == name)
-        })
-        .unwrap_or_else(|| panic!("no {ns}/{name} in the report: {report:#}"))
 }
 
 /// Transfer objects (pods, Secrets, Services, Routes) left in `ns`.
@@ -357,7 +130,9 @@ async fn stage_then_final_migration_of_two_namespaces() {
         let path = entry.unwrap().into_path();
         std::os::unix::fs::lchown(&path, Some(APP_UID), Some(APP_UID)).unwrap();
     }
-    app_pod(&source, "shop", "config").await.unwrap();
+    app_pod(&source, "shop", "config", Uses::Mount)
+        .await
+        .unwrap();
     write_small_files(&posts, 50).unwrap();
 
     let (code, report) = env
@@ -498,7 +273,7 @@ async fn one_failing_pvc_does_not_stop_the_others() {
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
-    app_pod(&source, "app", "bad").await.unwrap();
+    app_pod(&source, "app", "bad", Uses::Mount).await.unwrap();
 
     let (code, report) = env
         .migrate(&["--namespace", "app", "--retries", "1"])

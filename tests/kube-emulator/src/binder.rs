@@ -15,6 +15,14 @@
 //! annotation; their PV is then made with a node affinity to that node.
 //! With the cluster's `storage` policy off they bind at once, as Immediate
 //! ones do.
+//!
+//! A `volumeMode: Block` claim gets the same directory holding one sparse
+//! file of the requested size, [`BLOCK_IMAGE`]: the disk the kubelet
+//! attaches to a loop device for the pods that use the claim through
+//! `volumeDevices`. A class annotated [`NO_BLOCK_ANNOTATION`]` = "false"`
+//! stands for a driver without block support (NFS, CephFS, EFS, ...): its
+//! Block claims stay Pending with the external provisioner's
+//! `ProvisioningFailed` Event, as they do on a real cluster.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -47,6 +55,12 @@ pub const PROVISIONER: &str = "kube-emulator.io/hostpath";
 /// class once it has picked the node of a pod using it: the volume is
 /// provisioned for that node.
 pub const SELECTED_NODE_ANNOTATION: &str = "volume.kubernetes.io/selected-node";
+/// The emulator's knob on a StorageClass: `"false"` makes its provisioner
+/// one without block support, which provisions no `volumeMode: Block`
+/// claim.
+pub const NO_BLOCK_ANNOTATION: &str = "emulator.kube-migrate/block";
+/// The file in a Block PV's directory that holds the volume's bytes.
+pub const BLOCK_IMAGE: &str = "disk.img";
 const WAIT_FOR_FIRST_CONSUMER: &str = "WaitForFirstConsumer";
 const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
 const PROVISIONED_BY_ANNOTATION: &str = "pv.kubernetes.io/provisioned-by";
@@ -224,6 +238,15 @@ async fn bind_claim(
         },
     };
 
+    if is_block(&spec) && !provisions_block(&class) {
+        let message = format!(
+            "{} does not support block volume provisioning",
+            class.provisioner
+        );
+        binder.warn(&claim, "ProvisioningFailed", &message).await;
+        return Ok(Action::await_change());
+    }
+
     let waits_for_consumer = binder.cluster.policy.storage
         && class.volume_binding_mode.as_deref() == Some(WAIT_FOR_FIRST_CONSUMER);
     let selected_node = claim.annotations().get(SELECTED_NODE_ANNOTATION);
@@ -280,6 +303,35 @@ async fn bind_claim(
     Ok(Action::await_change())
 }
 
+fn is_block(spec: &k8s_openapi::api::core::v1::PersistentVolumeClaimSpec) -> bool {
+    spec.volume_mode.as_deref() == Some("Block")
+}
+
+/// Whether the class's provisioner makes Block volumes (see
+/// [`NO_BLOCK_ANNOTATION`]).
+fn provisions_block(class: &StorageClass) -> bool {
+    class
+        .annotations()
+        .get(NO_BLOCK_ANNOTATION)
+        .map(String::as_str)
+        != Some("false")
+}
+
+/// The bytes a claim asks for (`resources.requests.storage`).
+fn requested_bytes(
+    spec: &k8s_openapi::api::core::v1::PersistentVolumeClaimSpec,
+) -> anyhow::Result<u64> {
+    let request = spec
+        .resources
+        .as_ref()
+        .and_then(|resources| resources.requests.as_ref())
+        .and_then(|requests| requests.get("storage"))
+        .context("a Block claim must request storage (its size)")?;
+    let quantity = crate::quantity::Quantity::parse(&request.0)
+        .map_err(|error| anyhow::anyhow!("storage request {:?}: {error}", request.0))?;
+    u64::try_from(quantity.value()).context("a negative storage request")
+}
+
 async fn default_class(client: &kube::Client) -> kube::Result<Option<StorageClass>> {
     let classes = Api::<StorageClass>::all(client.clone())
         .list(&ListParams::default())
@@ -310,6 +362,9 @@ impl Binder {
             None => {
                 create_world_writable(&dir).await?;
                 let spec = claim.spec.clone().unwrap_or_default();
+                if is_block(&spec) {
+                    create_sparse_image(&dir.join(BLOCK_IMAGE), requested_bytes(&spec)?).await?;
+                }
                 let volume = PersistentVolume {
                     metadata: ObjectMeta {
                         name: Some(name.to_string()),
@@ -493,6 +548,24 @@ async fn create_world_writable(dir: &Path) -> anyhow::Result<()> {
     tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
         .await
         .with_context(|| format!("making {} writable", dir.display()))
+}
+
+/// A Block volume's disk: a sparse file of `size` bytes (kept as it is
+/// when an earlier attempt made it).
+async fn create_sparse_image(path: &Path, size: u64) -> anyhow::Result<()> {
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .await
+        .with_context(|| format!("creating {}", path.display()))?;
+    if file.metadata().await?.len() < size {
+        file.set_len(size)
+            .await
+            .with_context(|| format!("sizing {} to {size} bytes", path.display()))?;
+    }
+    Ok(())
 }
 
 async fn remove_dir(dir: &Path) -> anyhow::Result<()> {

@@ -74,7 +74,8 @@ pub enum Credentials {
 }
 
 /// One running emulated cluster. Dropping it stops its tasks and removes
-/// its Docker containers and network.
+/// its Docker containers and network, and detaches the loop devices of
+/// its Block volumes.
 pub struct Cluster {
     pub name: String,
     /// `https://127.0.0.1:PORT` of the API server, whose certificate the
@@ -344,6 +345,8 @@ impl Drop for Cluster {
         self.tasks.abort_all();
         if !self.context.network.is_empty() {
             docker::remove_cluster_objects(&self.context.shared.instance, &self.context.network);
+            // Only now are the loop devices of Block volumes unused.
+            kubelet::detach_loop_devices(&self.context.state_dir);
         }
     }
 }

@@ -2,7 +2,8 @@
 //! only when their first pod is scheduled, with a node affinity that
 //! keeps later pods on that node; ReadWriteOnce volumes attached to one
 //! node at a time (Multi-Attach), ReadWriteOncePod ones used by one pod;
-//! Block volumes refused through volumeMounts. The scheduler's messages
+//! Block volumes refused through volumeMounts and given to containers as
+//! loop devices through volumeDevices. The scheduler's messages
 //! and the Events of the PV controller, the attach/detach controller and
 //! the kubelet are the real ones.
 //!
@@ -17,7 +18,8 @@ use cluster_support::{node_name, phase, placed, sleeper, source, waiting_reason,
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::PostParams;
-use kube_emulator::testing::wait_for;
+use kube_emulator::binder::{BLOCK_IMAGE, NO_BLOCK_ANNOTATION};
+use kube_emulator::testing::{wait_for, WAIT_LIMIT};
 use kube_emulator::ClusterOptions;
 use serde_json::json;
 
@@ -317,19 +319,14 @@ async fn read_write_once_pod_serves_one_pod(test: &TestCluster) -> anyhow::Resul
 }
 
 /// A Block claim mounted through volumeMounts is refused by the kubelet
-/// (the pod stays ContainerCreating); through volumeDevices the emulator
-/// says it cannot map devices.
+/// (the pod stays ContainerCreating), and so is a Filesystem claim in
+/// volumeDevices. Through volumeDevices a Block claim's disk (a sparse
+/// image of the requested size) is attached to a loop device and given to
+/// the container at its devicePath, owned by the container's user (read
+/// only for a readOnly claim); the loop device is detached once no pod
+/// uses it.
 async fn block_volumes_need_volume_devices(test: &TestCluster) -> anyhow::Result<()> {
-    let raw: PersistentVolumeClaim = test
-        .create(json!({
-            "metadata": { "name": "raw" },
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "volumeMode": "Block",
-                "resources": { "requests": { "storage": "1Mi" } },
-            },
-        }))
-        .await?;
+    block_claim(test, "raw").await?;
     test.pod("mounts-raw", using(&["raw"], json!({}))).await?;
     let event = test.event("mounts-raw", "FailedMount").await?;
     assert_eq!(
@@ -354,26 +351,202 @@ async fn block_volumes_need_volume_devices(test: &TestCluster) -> anyhow::Result
         ("Pending", Some("ContainerCreating"))
     );
 
+    // A non-root container writes to the device; the bytes land in the
+    // PV's disk image.
     test.pod(
         "maps-raw",
-        json!({
-            "containers": [placed(sleeper(), json!({
-                "volumeDevices": [{ "name": "raw-vol", "devicePath": "/dev/xvda" }],
-            }))],
-            "volumes": [{ "name": "raw-vol", "persistentVolumeClaim": { "claimName": "raw" } }],
-        }),
+        mapping(
+            "raw",
+            "echo block-data > /dev/xvda && sleep 3600",
+            json!({ "runAsUser": 1000, "runAsGroup": 1000 }),
+        ),
     )
     .await?;
-    let event = test.event("maps-raw", "FailedMapVolume").await?;
-    let pv = format!("pvc-{}", raw.metadata.uid.context("a claim uid")?);
-    assert_eq!(
-        event.message,
-        Some(format!(
-            "MapVolume.MapPodDevice failed for volume \"{pv}\" : block volumes (volumeDevices) \
-             are not supported by the emulator's kubelet"
-        ))
+    test.running("maps-raw").await?;
+    let image = test.claim_dir("raw").await?.join(BLOCK_IMAGE);
+    assert_eq!(std::fs::metadata(&image)?.len(), 4 << 20);
+    let written = tokio::time::timeout(WAIT_LIMIT, async {
+        loop {
+            let bytes = std::fs::read(&image)?;
+            if bytes.starts_with(b"block-data\n") {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    written.context("the container's write never reached the disk image")??;
+    assert_eq!(loop_devices(&image)?.len(), 1, "one loop device per disk");
+
+    // A read-only claim gives a device the container can read, not write;
+    // its pod shares the loop device of the running one (same node).
+    let maps_raw = test.api::<Pod>().get("maps-raw").await?;
+    let mut reader = mapping(
+        "raw",
+        "head -c 10 /dev/xvda | grep -q block-data && ! (echo x > /dev/xvda)",
+        json!({}),
     );
-    let pod = test.api::<Pod>().get("maps-raw").await?;
-    assert_eq!(waiting_reason(&pod).as_deref(), Some("ContainerCreating"));
-    test.delete_pods(&["mounts-raw", "maps-raw"]).await
+    reader["volumes"][0]["persistentVolumeClaim"]["readOnly"] = json!(true);
+    reader["restartPolicy"] = json!("Never");
+    reader["nodeName"] = json!(node_name(&maps_raw));
+    test.pod("reads-raw", reader).await?;
+    test.wait_pod("reads-raw", "the reader to end", |pod| {
+        matches!(phase(pod), "Succeeded" | "Failed")
+    })
+    .await
+    .and_then(|pod| {
+        anyhow::ensure!(phase(&pod) == "Succeeded", "{:?}", pod.status);
+        Ok(())
+    })?;
+    assert_eq!(loop_devices(&image)?.len(), 1, "one loop device per disk");
+
+    claim(test, "files", None, &["ReadWriteOnce"]).await?;
+    test.pod("maps-files", mapping("files", "sleep 3600", json!({})))
+        .await?;
+    let event = test.event("maps-files", "FailedMount").await?;
+    assert_eq!(
+        event.message.as_deref(),
+        Some(
+            "Unable to attach or mount volumes: unmounted volumes=[files-vol], unattached \
+             volumes=[], failed to process volumes=[files-vol]: volume files-vol has volumeMode \
+             Filesystem, but is specified in volumeDevices"
+        )
+    );
+    test.delete_pods(&["mounts-raw", "maps-raw", "reads-raw", "maps-files"])
+        .await?;
+    let detached = tokio::time::timeout(WAIT_LIMIT, async {
+        while !loop_devices(&image)?.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    detached.context("the loop device outlived its last pod")?
+}
+
+/// A pod whose container runs `script` with claim `name` as device
+/// `/dev/xvda`, with `security` as its securityContext.
+fn mapping(name: &str, script: &str, security: serde_json::Value) -> serde_json::Value {
+    json!({
+        "containers": [{
+            "name": "main",
+            "command": ["sh", "-c", script],
+            "securityContext": security,
+            "volumeDevices": [{ "name": format!("{name}-vol"), "devicePath": "/dev/xvda" }],
+        }],
+        "volumes": [{ "name": format!("{name}-vol"), "persistentVolumeClaim": { "claimName": name } }],
+    })
+}
+
+async fn block_claim(test: &TestCluster, name: &str) -> anyhow::Result<PersistentVolumeClaim> {
+    test.create(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "volumeMode": "Block",
+            "resources": { "requests": { "storage": "4Mi" } },
+        },
+    }))
+    .await
+}
+
+/// The loop devices attached to `image` (`losetup -j`).
+fn loop_devices(image: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let output = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(image)
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "losetup -j: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split(':').next().map(String::from))
+        .collect())
+}
+
+/// Block claims of the default class get a sparse disk image of their
+/// size; a class annotated as having no block support leaves them
+/// Pending with the external provisioner's ProvisioningFailed Event.
+#[tokio::test]
+async fn block_claims_get_a_disk_unless_their_class_has_no_block_support() -> anyhow::Result<()> {
+    let test = TestCluster::start(ClusterOptions::new("stor-block", false)).await?;
+    block_claim(&test, "disk").await?;
+    wait_for(
+        &test.api::<PersistentVolumeClaim>(),
+        "disk",
+        "the claim to bind",
+        |claim| claim_phase(claim) == "Bound",
+    )
+    .await?;
+    let image = test.claim_dir("disk").await?.join(BLOCK_IMAGE);
+    let metadata = std::fs::metadata(&image)?;
+    assert_eq!(metadata.len(), 4 << 20);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::blocks(&metadata),
+        0,
+        "sparse"
+    );
+
+    let class: StorageClass = serde_json::from_value(json!({
+        "metadata": { "name": "nfs", "annotations": { NO_BLOCK_ANNOTATION: "false" } },
+        "provisioner": "nfs.csi.k8s.io",
+    }))?;
+    test.cluster_api::<StorageClass>()
+        .create(&PostParams::default(), &class)
+        .await?;
+    test.create::<PersistentVolumeClaim>(json!({
+        "metadata": { "name": "no-block" },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "volumeMode": "Block",
+            "storageClassName": "nfs",
+            "resources": { "requests": { "storage": "4Mi" } },
+        },
+    }))
+    .await?;
+    let event = test.event("no-block", "ProvisioningFailed").await?;
+    assert_eq!(
+        (event.type_.as_deref(), event.message.as_deref()),
+        (
+            Some("Warning"),
+            Some("nfs.csi.k8s.io does not support block volume provisioning")
+        )
+    );
+    let claim = test.api::<PersistentVolumeClaim>().get("no-block").await?;
+    assert_eq!(claim_phase(&claim), "Pending");
+    // Filesystem claims of the class are provisioned as before.
+    claim_of(&test, "nfs-files", "nfs").await?;
+    Ok(())
+}
+
+async fn claim_of(test: &TestCluster, name: &str, class: &str) -> anyhow::Result<()> {
+    claim(test, name, Some(class), &["ReadWriteMany"]).await?;
+    wait_for(
+        &test.api::<PersistentVolumeClaim>(),
+        name,
+        "the claim to bind",
+        |claim| claim_phase(claim) == "Bound",
+    )
+    .await?;
+    Ok(())
+}
+
+/// A cluster's shutdown detaches the loop devices of its Block volumes,
+/// even of pods still running.
+#[tokio::test]
+async fn shutdown_detaches_block_volumes() -> anyhow::Result<()> {
+    let test = TestCluster::with_docker("stor-down").await?;
+    block_claim(&test, "held").await?;
+    test.pod("holder", mapping("held", "sleep 3600", json!({})))
+        .await?;
+    test.running("holder").await?;
+    let image = test.claim_dir("held").await?.join(BLOCK_IMAGE);
+    assert_eq!(loop_devices(&image)?.len(), 1);
+    let TestCluster { cluster, .. } = test;
+    drop(cluster);
+    assert_eq!(loop_devices(&image)?, Vec::<String>::new());
+    Ok(())
 }

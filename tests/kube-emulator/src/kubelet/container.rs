@@ -8,6 +8,7 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext};
 use kube::ResourceExt as _;
 
+use super::devices::Device;
 use super::env::{expand, Environment};
 use super::state::Waiting;
 use super::volumes::Mount;
@@ -33,6 +34,8 @@ pub(super) struct Launch<'a> {
     pub image_user: &'a str,
     pub env: &'a [(String, String)],
     pub mounts: &'a [Mount],
+    /// The devices of its `volumeDevices`.
+    pub devices: &'a [Device],
     /// The Docker container holding the pod's network, for every container
     /// of the pod but the first.
     pub network_of: Option<&'a str>,
@@ -111,6 +114,13 @@ impl Launch<'_> {
             args.extend([
                 "--mount".to_string(),
                 bind_mount(&mount.source, &mount.target, mount.read_only),
+            ]);
+        }
+        for device in self.devices {
+            let access = if device.read_only { "r" } else { "rw" };
+            args.extend([
+                "--device".to_string(),
+                format!("{}:{}:{access}", device.source.display(), device.target),
             ]);
         }
         let message_path = container

@@ -15,6 +15,8 @@
 //!   not tolerate;
 //! - `attach`: which node each ReadWriteOnce(Pod) volume is attached to
 //!   (Multi-Attach);
+//! - `devices`: Block volumes as loop devices given to containers at their
+//!   `volumeDevices` paths;
 //! - `pod_worker`: one task per pod that starts, watches, restarts and
 //!   finally removes its containers, whose states `state` holds;
 //! - `container`: the `docker run` command line of one container;
@@ -32,6 +34,7 @@
 mod admission;
 mod attach;
 mod container;
+mod devices;
 mod env;
 mod exec;
 mod images;
@@ -63,6 +66,8 @@ use tokio::task::JoinSet;
 use crate::context::{ClusterContext, PodStreams};
 use crate::docker;
 
+pub use devices::detach_under as detach_loop_devices;
+
 /// The label every node carries with its own name, which pods select in
 /// `nodeSelector` (and local volumes in their node affinity) to pin
 /// themselves to a node.
@@ -86,6 +91,7 @@ pub async fn run(ctx: Arc<ClusterContext>) -> anyhow::Result<()> {
         workers: HashMap::new(),
         admitted: HashMap::new(),
         attachments: Arc::default(),
+        loops: Arc::default(),
         // Dropping this set (when the kubelet task is aborted) aborts every
         // pod worker with it.
         tasks: JoinSet::new(),
@@ -119,6 +125,7 @@ struct Kubelet {
     /// kubelet's admission counts on each node.
     admitted: HashMap<String, Pod>,
     attachments: Arc<attach::Attachments>,
+    loops: Arc<devices::Loops>,
     tasks: JoinSet<()>,
 }
 
@@ -202,8 +209,12 @@ impl Kubelet {
                 self.admitted.insert(uid.clone(), pod.clone());
                 let (updates, receiver) = watch::channel(pod.clone());
                 self.workers.insert(uid, updates);
-                let worker =
-                    pod_worker::PodWorker::new(self.ctx.clone(), pod, self.attachments.clone());
+                let worker = pod_worker::PodWorker::new(
+                    self.ctx.clone(),
+                    pod,
+                    self.attachments.clone(),
+                    self.loops.clone(),
+                );
                 self.tasks.spawn(worker.run(receiver));
             }
             Some(node) => {

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use super::attach::{Attachments, Conflict};
 use super::container::{check_non_root, Launch, CLUSTER_LABEL};
+use super::devices::{self, Loops};
 use super::env::PodFacts;
 use super::projected::Projector;
 use super::sources::Sources;
@@ -75,6 +76,9 @@ pub(super) struct PodWorker {
     /// them.
     attachments: Arc<Attachments>,
     attached: bool,
+    /// The loop devices of the cluster's Block volumes (this pod's are
+    /// released with its volumes).
+    loops: Arc<Loops>,
     /// The reasons of the Warning Events already recorded about the pod
     /// (each is recorded once, not at every retry).
     warned: HashSet<&'static str>,
@@ -83,7 +87,12 @@ pub(super) struct PodWorker {
 }
 
 impl PodWorker {
-    pub(super) fn new(ctx: Arc<ClusterContext>, pod: Pod, attachments: Arc<Attachments>) -> Self {
+    pub(super) fn new(
+        ctx: Arc<ClusterContext>,
+        pod: Pod,
+        attachments: Arc<Attachments>,
+        loops: Arc<Loops>,
+    ) -> Self {
         let uid = pod.uid().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
         let init: Vec<Slot> = spec
@@ -117,6 +126,7 @@ impl PodWorker {
             reporter: Reporter::default(),
             attachments,
             attached: false,
+            loops,
             warned: HashSet::new(),
             projector: Projector::new(ctx.clone()),
             ctx,
@@ -169,6 +179,7 @@ impl PodWorker {
             if self.attached && status::phase(&self).is_finished() {
                 // A pod that is done no longer holds its volumes.
                 self.attachments.release(&self.uid);
+                self.release_devices().await;
                 self.attached = false;
             }
             let reported = self
@@ -382,6 +393,14 @@ impl PodWorker {
         )
         .await?;
         let mounts = volumes::mounts(&container, &volumes)?;
+        let devices = devices::prepare(
+            &self.ctx.client,
+            &self.pod,
+            &container,
+            &self.dir,
+            &self.loops,
+        )
+        .await?;
 
         let network_of = match which {
             Which::Main(index) if index > 0 => match &self.main[0].state {
@@ -483,6 +502,7 @@ impl PodWorker {
             image_user: &image_user,
             env: &env,
             mounts: &mounts,
+            devices: &devices,
             network_of: network_of.as_deref(),
             termination_log: &termination_log,
         };
@@ -822,6 +842,13 @@ impl PodWorker {
             }
         }
         self.attachments.release(&self.uid);
+        self.release_devices().await;
+    }
+
+    /// Detaches the loop devices this pod was the last user of.
+    async fn release_devices(&self) {
+        let (loops, uid) = (self.loops.clone(), self.uid.clone());
+        let _ = tokio::task::spawn_blocking(move || loops.release(&uid)).await;
     }
 }
 

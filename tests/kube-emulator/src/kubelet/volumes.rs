@@ -269,7 +269,7 @@ async fn claim_path(
 
 /// The PV bound to claim `name`; the container waits while the claim is
 /// not bound yet.
-async fn bound_volume(
+pub(super) async fn bound_volume(
     client: &kube::Client,
     namespace: &str,
     name: &str,
@@ -383,9 +383,8 @@ pub(super) struct Unusable {
 
 /// Checks that each claimed volume is used as its volumeMode allows, as
 /// the real kubelet's volume manager does: a `Block` volume only through
-/// `volumeDevices`, a `Filesystem` one only through `volumeMounts`. Block
-/// volumes used rightly are refused too: the emulator's kubelet cannot
-/// map devices into containers.
+/// `volumeDevices`, a `Filesystem` one only through `volumeMounts` (see
+/// `devices` for how a Block one is given to containers).
 pub(super) fn check_modes(pod: &Pod, claimed: &[Claimed]) -> Result<(), Unusable> {
     let used = used_volumes(pod);
     for claim in claimed {
@@ -410,16 +409,6 @@ pub(super) fn check_modes(pod: &Pod, claimed: &[Claimed]) -> Result<(), Unusable
                      volumes=[], failed to process volumes=[{0}]: volume {0} has volumeMode \
                      {mode}, but is specified in {field}",
                     claim.name
-                ),
-            });
-        }
-        if mode == "Block" {
-            return Err(Unusable {
-                reason: "FailedMapVolume",
-                message: format!(
-                    "MapVolume.MapPodDevice failed for volume \"{}\" : block volumes \
-                     (volumeDevices) are not supported by the emulator's kubelet",
-                    claim.volume.name_any()
                 ),
             });
         }
