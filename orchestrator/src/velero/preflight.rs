@@ -8,9 +8,11 @@
 //!   when it has one (a read); otherwise (OADP pins images by digest) from
 //!   a ServerStatusRequest, as `velero version` asks. That request is the
 //!   one write preflight makes: it is created once under a deterministic
-//!   name, and deleted as soon as its answer is read (Velero would
-//!   garbage-collect it after a minute anyway). Until Velero answers, the
-//!   check is pending, not failed;
+//!   name, and deleted once a pass has read the answers of both clusters
+//!   (Velero would garbage-collect it after a minute anyway). Deleting each
+//!   as soon as it was read would let a slow Velero answer the two sides
+//!   in turn, one pass after the other, and no pass would ever see both.
+//!   Until Velero answers, the check is pending, not failed;
 //! - a BackupStorageLocation both share: the source's (named, or the
 //!   default) is Available and not ReadOnly; the destination's names the
 //!   same provider, bucket and prefix, so its sync shows the source's
@@ -144,19 +146,30 @@ pub async fn check(
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let mut locations = Vec::new();
+    let mut answered = Vec::new();
     for cluster in [source, destination] {
         let mut side = Side {
             cluster,
             cfg,
             report: &mut report,
+            answered: false,
         };
         if !side.installed().await? {
             locations.push(None);
             continue;
         }
         side.version(needs).await?;
+        if side.answered {
+            answered.push(cluster);
+        }
         locations.push(side.location().await?);
         side.conflicts(needs).await?;
+    }
+    if report.pending.is_empty() {
+        let name = server_status_request_name(needs.migration);
+        for cluster in answered {
+            super::cleanup::delete(cluster, cfg, Kind::ServerStatusRequest, &name).await?;
+        }
     }
     if let [Some(from), Some(to)] = locations.as_slice() {
         report.problems.extend(location_problems(
@@ -174,6 +187,9 @@ struct Side<'a> {
     cluster: &'a Cluster,
     cfg: &'a VeleroConfig,
     report: &'a mut Report,
+    /// A ServerStatusRequest's answer was read (the request is deleted
+    /// once nothing is pending).
+    answered: bool,
 }
 
 impl Side<'_> {
@@ -270,8 +286,8 @@ impl Side<'_> {
         Ok(image.as_deref().and_then(image_version))
     }
 
-    /// The answer of a ServerStatusRequest, deleted once read; `None`
-    /// (pending) until Velero has processed it.
+    /// The answer of a ServerStatusRequest; `None` (pending) until Velero
+    /// has processed it.
     async fn asked_version(&mut self, migration: &str) -> anyhow::Result<Option<Version>> {
         let name = server_status_request_name(migration);
         let api = Kind::ServerStatusRequest.api(self.cluster, self.cfg);
@@ -309,7 +325,7 @@ impl Side<'_> {
             ));
             return Ok(None);
         };
-        super::cleanup::delete(self.cluster, self.cfg, Kind::ServerStatusRequest, &name).await?;
+        self.answered = true;
         match Version::parse(&answer) {
             Some(version) => Ok(Some(version)),
             None => {
