@@ -178,7 +178,7 @@ impl Printer {
 }
 
 /// A volume's line: state, bytes done of bytes found, rate and ETA.
-pub fn progress(pvc: &Value) -> String {
+fn progress(pvc: &Value) -> String {
     let mib = |v: &Value| v.as_f64().unwrap_or(0.0) / f64::from(1 << 20);
     let mut line = format!(
         "{} {:.1} of {:.1} MiB, {} files",
