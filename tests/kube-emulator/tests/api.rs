@@ -123,7 +123,10 @@ async fn typed_crud_sets_server_metadata_and_reports_errors_as_status() {
 
     // The owner must exist: a dependent of a missing owner is collected.
     let owner = Api::<ConfigMap>::namespaced(client.clone(), "crud")
-        .create(&PostParams::default(), &from_json(json!({"metadata": {"name": "owner"}})))
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "owner"}})),
+        )
         .await
         .expect("owner");
     let owner_uid = owner.uid().expect("owner uid");
@@ -925,9 +928,7 @@ async fn dependents_of_gone_owners_are_collected_when_written() {
         json!({"metadata": {"name": "foreign"}}),
     )
     .await;
-    let reference = |name: &str, uid: &str| {
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": uid})
-    };
+    let reference = |name: &str, uid: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": uid});
     let live = reference("owner", &owner.uid().unwrap());
     let gone = reference("gone", "0b6f7e52-0000-4000-8000-000000000000");
     let other_namespace = reference("foreign", &foreign.uid().unwrap());

@@ -285,7 +285,8 @@ impl State {
             return Ok(last);
         }
         let (namespace, _) = super::store::object_key(&new);
-        let owners_changed = new["metadata"]["ownerReferences"] != old["metadata"]["ownerReferences"];
+        let owners_changed =
+            new["metadata"]["ownerReferences"] != old["metadata"]["ownerReferences"];
         let stored = self.store.put(&rt.key(), new);
         self.after_write(rt, &namespace);
         if owners_changed {
