@@ -399,3 +399,35 @@ fn random_case(seed: u64) {
     assert_eq!(code(&out), 0, "seed {seed}: {}", stderr(&out));
     assert_same_tree(&src, &dst);
 }
+
+/// A dry run only reads: the kept work area is neither listed as a
+/// deletion nor touched.
+#[test]
+fn a_dry_run_passes_over_the_kept_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("db"), random_bytes(2 << 20, 11)).unwrap();
+    sync_ok(&src, &dst, CACHED);
+    assert_eq!(cache_entries(&dst, ".mover-work").len(), 1);
+    fs::write(src.join("new"), b"new").unwrap();
+    let dry = |extra: &str| {
+        let out = run(&[
+            "sync".as_ref(),
+            src.as_os_str(),
+            dst.as_os_str(),
+            "--dry-run".as_ref(),
+            "--progress".as_ref(),
+            "none".as_ref(),
+            extra.as_ref(),
+        ]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for extra in ["--keep-hash-cache", "--inplace"] {
+        let listed = dry(extra);
+        assert!(!listed.contains(".mover-work"), "{extra}: {listed}");
+        assert!(listed.contains("new"), "{extra}: {listed}");
+    }
+    assert_eq!(cache_entries(&dst, ".mover-work").len(), 1);
+}

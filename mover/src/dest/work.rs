@@ -182,6 +182,23 @@ impl WorkArea {
         None
     }
 
+    /// The name of the work area a session whose source root has the
+    /// candidates `reserved` would use, if one exists: a dry run, which
+    /// neither makes nor moves one, lists the root without it (a kept hash
+    /// cache is no deletion).
+    pub fn existing(volume: &Volume, reserved: &[u32]) -> Result<Option<Vec<u8>>> {
+        let root = volume.root();
+        for i in 0..CANDIDATES {
+            let name = candidate(i);
+            if root.stat(&name)?.is_some_and(|st| st.kind == StatKind::Dir)
+                && Self::ours(&root, &name)?.is_some()
+            {
+                return Ok((!reserved.contains(&i)).then_some(name));
+            }
+        }
+        Ok(None)
+    }
+
     /// The candidate directory `name` if its marker names it.
     fn ours(root: &Dir, name: &[u8]) -> Result<Option<Dir>> {
         let dir = match root.open_subdir(name) {

@@ -155,8 +155,12 @@ async fn run<R: AsyncRead + Unpin>(
     let (mut applier, hasher) = match worker {
         Worker::Block(copy) => (tokio::task::spawn_blocking(move || copy.run(in_rx)), None),
         Worker::Tree(volume_fs) if request.options.dry_run => {
-            let planner =
-                plan::Planner::new(volume_fs, request.options, peer.to_string(), out.clone());
+            let planner = plan::Planner::new(
+                volume_fs,
+                (request.options, request.reserved),
+                peer.to_string(),
+                out.clone(),
+            );
             (
                 tokio::task::spawn_blocking(move || planner.run(in_rx)),
                 None,
