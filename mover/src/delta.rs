@@ -342,6 +342,25 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_segment_list_holds_every_segment_hash() {
+        let seg = MIN_SEGMENT as usize;
+        let data: Vec<u8> = (0..seg * 2 + 5).map(|i| (i * 13 % 247) as u8).collect();
+        let mut list = SegmentList::new(MIN_SEGMENT).keeping();
+        assert!(list.known(&segment_hash(&data[..seg])));
+        list.update(&data[seg..]);
+        let (hash, kept) = list.finalize();
+        let expected: Vec<SegmentHash> = data.chunks(seg).map(segment_hash).collect();
+        assert_eq!(kept, Some(expected));
+        let mut plain = FileHasher::new(Some(MIN_SEGMENT));
+        plain.update(&data);
+        assert_eq!(
+            plain.finalize_keeping(),
+            (hash, None),
+            "keeping changes no hash"
+        );
+    }
+
+    #[test]
     fn garbage_signature_and_delta_are_errors() {
         let mut out = Vec::new();
         assert!(diff(vec![1, 2, 3], b"abc", &mut out).is_err());
