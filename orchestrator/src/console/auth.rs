@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cookie::{Cookie, SameSite};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use kube::api::{Api, PostParams};
 use serde::Deserialize;
 use serde_json::json;
@@ -119,16 +120,37 @@ fn token(headers: &HeaderMap) -> Option<String> {
         .map(|cookie| cookie.value().to_string())
 }
 
-/// Who the API server says `client`'s token belongs to.
+/// What the page calls a user whose name the API server does not tell.
+const UNNAMED: &str = "(unnamed user)";
+
+/// Who the API server says `client`'s token belongs to. An API server
+/// older than Kubernetes 1.28 (OpenShift 4.14) has no SelfSubjectReview;
+/// a SelfSubjectAccessReview, which every server answers, still proves
+/// the token valid (a refused one is a 401), though it names nobody.
 async fn whoami(client: kube::Client) -> Result<String, kube::Error> {
-    let review = Api::<SelfSubjectReview>::all(client)
+    let review = Api::<SelfSubjectReview>::all(client.clone())
         .create(&PostParams::default(), &SelfSubjectReview::default())
-        .await?;
-    Ok(review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .unwrap_or_default())
+        .await;
+    match review {
+        Ok(review) => Ok(review
+            .status
+            .and_then(|s| s.user_info)
+            .and_then(|u| u.username)
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| UNNAMED.to_string())),
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+                "spec": {"resourceAttributes": {
+                    "group": "mover.io", "resource": "migrations", "verb": "list"}}
+            }))
+            .map_err(kube::Error::SerdeError)?;
+            Api::<SelfSubjectAccessReview>::all(client)
+                .create(&PostParams::default(), &review)
+                .await?;
+            Ok(UNNAMED.to_string())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[derive(Deserialize)]
