@@ -261,6 +261,12 @@ async fn logins_are_checked_by_the_host_and_requests_need_them() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, body) = anonymous.get("/api/session").await;
     assert_eq!((status, &body["user"]), (StatusCode::OK, &Value::Null));
+    let forged = Browser {
+        cookie: Some("mover-console-token=\"x,y\"".into()),
+        ..setup.anonymous()
+    };
+    let (status, _) = forged.get("/api/watch/plans").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // A change without the CSRF header is refused before anything else.
     let token = setup.user("alice", RIGHTS).await;
