@@ -195,6 +195,9 @@ fn humantime(t: std::time::SystemTime) -> String {
     format!("@{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
 
+/// What is done to an entry, and how.
+type Damage<'a> = (&'a str, &'a dyn Fn(&Path));
+
 /// A damaged entry (random bytes, truncated, another segment size, bytes
 /// flipped) is ignored: the copy is read and hashed as without a cache,
 /// and the resync is exact.
@@ -204,7 +207,7 @@ fn damaged_cache_entries_are_ignored() {
     let db = setup.src.join("db");
     fs::write(&db, random_bytes(LEN as usize, 5)).unwrap();
     setup.sync(&[]);
-    let damage: [(&str, &dyn Fn(&Path)); 4] = [
+    let damage: [Damage; 4] = [
         ("random bytes", &|p| {
             let len = fs::metadata(p).unwrap().len() as usize;
             fs::write(p, random_bytes(len, 99)).unwrap()

@@ -30,7 +30,7 @@ use crate::delta;
 use crate::wire::message::SegmentHash;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Cache entries are `h.` and the hex of the file's device and inode.
 pub const PREFIX: &[u8] = b"h.";
@@ -141,15 +141,16 @@ impl Default for CacheConfig {
 pub struct HashCache {
     config: CacheConfig,
     /// Bytes the entries take, as counted when the work area was opened
-    /// plus what this session added.
-    total: AtomicU64,
+    /// plus what this session added (an estimate between prunes: two
+    /// threads may replace one entry at once).
+    total: Mutex<u64>,
 }
 
 impl HashCache {
     pub fn new(config: CacheConfig) -> Self {
         HashCache {
             config,
-            total: AtomicU64::new(0),
+            total: Mutex::new(0),
         }
     }
 
@@ -168,7 +169,7 @@ impl HashCache {
     /// Counts the entries an opened work area holds, and prunes them to the
     /// bound.
     pub fn opened(&self, dir: &Dir, bytes: u64) {
-        self.total.store(bytes, Ordering::Relaxed);
+        *self.total() = bytes;
         if bytes > self.config.limit {
             self.prune(dir);
         }
@@ -246,12 +247,17 @@ impl HashCache {
         }
     }
 
+    fn total(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.total.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn added(&self, dir: &Dir, bytes: i64) {
-        let total = self
-            .total
-            .fetch_add(bytes as u64, Ordering::Relaxed)
-            .wrapping_add(bytes as u64);
-        if total > self.config.limit && total < u64::MAX / 2 {
+        let over = {
+            let mut total = self.total();
+            *total = total.saturating_add_signed(bytes);
+            *total > self.config.limit
+        };
+        if over {
             self.prune(dir);
         }
     }
@@ -281,7 +287,7 @@ impl HashCache {
                 total -= size;
             }
         }
-        self.total.store(total, Ordering::Relaxed);
+        *self.total() = total;
     }
 }
 
