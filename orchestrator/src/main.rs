@@ -88,6 +88,9 @@ enum Command {
         /// Where to serve /metrics, /healthz and /readyz.
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: std::net::SocketAddr,
+        /// Where to serve the web console (host:port), or `off`.
+        #[arg(long, default_value = orchestrator::console::DEFAULT_LISTEN)]
+        console_listen: orchestrator::console::Listen,
     },
     /// Print the CustomResourceDefinitions of the controller's resources,
     /// as YAML.
@@ -198,6 +201,7 @@ async fn run(cli: Cli) -> i32 {
             context,
             max_migrations,
             listen,
+            console_listen,
         } => {
             let host = plan::ClusterRef {
                 kubeconfig: kubeconfig.clone(),
@@ -207,8 +211,9 @@ async fn run(cli: Cli) -> i32 {
                 namespace: namespace.clone(),
                 concurrency: *max_migrations,
                 listen: *listen,
+                console: None,
             };
-            return controller(host, options).await;
+            return controller(host, options, console_listen.0).await;
         }
         Command::Crds => return crds(),
         Command::Install {
@@ -418,12 +423,31 @@ async fn status(name: &str, flags: &PlanFlags) -> i32 {
     }
 }
 
-/// Runs the controller against the host cluster until stopped.
-async fn controller(host: plan::ClusterRef, options: orchestrator::controller::Options) -> i32 {
-    let host = match connect_host(&host).await {
+/// Runs the controller against the host cluster until stopped, with the
+/// console on `console_listen` unless it is off.
+async fn controller(
+    reference: plan::ClusterRef,
+    mut options: orchestrator::controller::Options,
+    console_listen: Option<std::net::SocketAddr>,
+) -> i32 {
+    let host = match connect_host(&reference).await {
         Ok(host) => host,
         Err(code) => return code,
     };
+    if let Some(listen) = console_listen {
+        match Cluster::config("host", &reference).await {
+            Ok((host_config, _)) => {
+                options.console = Some(orchestrator::console::Options {
+                    listen,
+                    host_config,
+                })
+            }
+            Err(e) => {
+                eprintln!("orchestrator: {e:#}");
+                return exit::USAGE;
+            }
+        }
+    }
     match orchestrator::controller::run(host.client, options).await {
         Ok(()) => exit::SUCCESS,
         Err(e) => {
