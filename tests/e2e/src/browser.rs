@@ -314,6 +314,14 @@ impl Browser {
     /// Chromium logs each as SEVERE) since the last look; `when` says what
     /// the page was doing, for the message.
     pub async fn assert_clean_log(&self, when: &str) -> Result<()> {
+        self.assert_log_errors(when, &[]).await
+    }
+
+    /// Like [`Browser::assert_clean_log`], but the page was expected to
+    /// log one error containing each of `expected` (Chromium logs every
+    /// answer of 4xx or 5xx to a request, a refusal the page shows the
+    /// user included): fails on any other error, or if one is missing.
+    pub async fn assert_log_errors(&self, when: &str, expected: &[&str]) -> Result<()> {
         let severe: Vec<String> = self
             .log()
             .await?
@@ -321,13 +329,22 @@ impl Browser {
             .filter(|e| e.level == "SEVERE")
             .map(|e| format!("[{}] {}", e.source.unwrap_or_default(), e.message))
             .collect();
-        if !severe.is_empty() {
+        let unexpected: Vec<&String> = severe
+            .iter()
+            .filter(|e| !expected.iter().any(|x| e.contains(x)))
+            .collect();
+        let missing: Vec<&&str> = expected
+            .iter()
+            .filter(|x| !severe.iter().any(|e| e.contains(*x)))
+            .collect();
+        if !unexpected.is_empty() || !missing.is_empty() {
             let shot = self.screenshot(&format!("log-{}", slug(when))).await?;
             bail!(
-                "the browser logged errors {when} (page {}, screenshot {}):\n{}",
+                "the browser's log {when} (page {}, screenshot {}): errors {:?}, expected {:?}",
                 self.url().await,
                 shot.display(),
-                severe.join("\n")
+                severe,
+                expected
             );
         }
         Ok(())

@@ -325,6 +325,10 @@ async fn drive(
         browser.url().await.ends_with("/plans/new"),
         "the form stays open after {error:?}"
     );
+    // The server refused the plan (422), which Chromium logs.
+    browser
+        .assert_log_errors("submitting an empty form", &["/api/plans"])
+        .await?;
     browser.type_into("input#plan-name", "shop").await?;
     browser
         .find("select#source-cluster option[value=\"source\"]")
