@@ -136,6 +136,11 @@ enum Command {
         /// Print the manifests instead of applying them.
         #[arg(long)]
         print: bool,
+        /// Print the web console's Route or Ingress (deploy/console-*.yaml)
+        /// instead: they are applied by hand, as the cluster exposes
+        /// services.
+        #[arg(long, value_enum, conflicts_with = "print")]
+        print_console: Option<ConsoleExposure>,
         /// The orchestrator image the controller runs.
         #[arg(long)]
         image: Option<String>,
@@ -169,6 +174,15 @@ impl HostFlags {
             context: self.context.clone(),
         }
     }
+}
+
+/// How the web console is exposed outside the cluster.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ConsoleExposure {
+    /// An OpenShift Route (deploy/console-route.yaml).
+    Route,
+    /// An Ingress (deploy/console-ingress.yaml).
+    Ingress,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -217,7 +231,19 @@ async fn run(cli: Cli) -> i32 {
         }
         Command::Crds => return crds(),
         Command::Install {
+            print_console: Some(exposure),
+            ..
+        } => {
+            return print_yaml(match exposure {
+                ConsoleExposure::Route => orchestrator::controller::install::console_route_yaml(),
+                ConsoleExposure::Ingress => {
+                    orchestrator::controller::install::console_ingress_yaml()
+                }
+            })
+        }
+        Command::Install {
             print,
+            print_console: None,
             image,
             replicas,
             velero_namespace,

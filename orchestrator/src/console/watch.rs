@@ -12,12 +12,11 @@
 //! The user's right to list the kind is checked before the stream starts,
 //! so a 401 or 403 arrives as the answer's status, not as an event.
 
-use std::convert::Infallible;
-
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::{Stream, StreamExt as _};
+use axum::response::IntoResponse;
+use futures_util::StreamExt as _;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use serde::Deserialize;
@@ -52,7 +51,7 @@ pub async fn watch(
     user: User,
     Path(kind): Path<String>,
     Query(filter): Query<Filter>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let resource = resource(&kind)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no resource {kind:?}")))?;
     let api = Api::<DynamicObject>::namespaced_with(user.client, console.namespace(), &resource);
@@ -71,8 +70,13 @@ pub async fn watch(
         .map_err(|e| ApiError::kube(&format!("listing {}", resource.plural), e))?;
     let events = watcher::watcher(api, config)
         .default_backoff()
-        .map(|event| Ok(to_event(event)));
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+        .map(|event| Ok::<_, std::convert::Infallible>(to_event(event)));
+    // Proxies that buffer answers (nginx's Ingress) would hold events
+    // back; this header asks them not to.
+    Ok((
+        [("x-accel-buffering", "no")],
+        Sse::new(events).keep_alive(KeepAlive::default()),
+    ))
 }
 
 /// The server-sent event of a watcher event.

@@ -83,7 +83,10 @@ export function follow(kind, params, onChange, onProblem) {
       onProblem(null);
       changed();
     },
-    problem: (p) => onProblem(new ApiError(p.status || 502, p)),
+    problem: (p) => {
+      if (p.status === 401) unauthorized();
+      onProblem(new ApiError(p.status || 502, p));
+    },
   };
   const run = async () => {
     while (!stop.signal.aborted) {

@@ -35,11 +35,12 @@ export function throughputChart() {
   function draw() {
     plot.replaceChildren();
     figure.dataset.points = String(points.length);
-    const peak = Math.max(1, ...points.map((p) => p.rate));
+    const peak = Math.max(...points.map((p) => p.rate));
+    const top = Math.max(1, peak);
     const t0 = points[0].t;
     const span = Math.max(1, points[points.length - 1].t - t0);
     const x = (p) => ((p.t - t0) / span) * WIDTH;
-    const y = (p) => HEIGHT - 4 - (p.rate / peak) * (HEIGHT - 8);
+    const y = (p) => HEIGHT - 4 - (p.rate / top) * (HEIGHT - 8);
     for (const f of [0.25, 0.5, 0.75]) {
       plot.append(svg('line', { x1: 0, x2: WIDTH, y1: HEIGHT * f, y2: HEIGHT * f, class: 'grid' }));
     }

@@ -36,6 +36,7 @@ export function show(main, [name], ctx) {
         h('th', {}, 'PVC'), h('th', {}, 'Progress'), h('th', {}, 'Bytes'), h('th', {}, 'Files'),
         h('th', {}, 'Rate'), h('th', {}, 'ETA'), h('th', {}, 'Attempt'), h('th', {}, 'Reason'))),
       pvcBody)),
+    h('h2', {}, 'Throughput'),
     chart,
     h('h2', {}, 'Images'),
     h('div', { class: 'scroll' }, h('table', { class: 'list' },

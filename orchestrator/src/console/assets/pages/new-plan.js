@@ -126,8 +126,13 @@ export function show(main, _params, ctx) {
       formError,
       create));
 
+  let names = '';
   return follow('clusters', {}, (clusters) => {
     clusters.sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+    // Status changes come too; the choices change only with the names.
+    const now = clusters.map((c) => c.metadata.name).join(',');
+    if (now === names) return;
+    names = now;
     const before = source.value;
     clusterOptions(source, clusters);
     clusterOptions(destination, clusters);
