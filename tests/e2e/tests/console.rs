@@ -11,7 +11,9 @@
 //! log must stay free of errors on every page. Screenshots go to
 //! `target/console-screenshots/`.
 
+use std::io::Write as _;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _, Result};
@@ -31,15 +33,25 @@ const USER: &str = "alice";
 /// How long a migration may take to finish, pods starting included.
 const RUN_LIMIT: Duration = Duration::from_secs(240);
 
-/// Runs `kubectl ARGS` against context `context` of `kubeconfig`.
-fn kubectl(kubeconfig: &Path, context: &str, args: &[&str]) -> Result<()> {
-    let output = std::process::Command::new("kubectl")
+/// Runs `kubectl ARGS` against context `context` of `kubeconfig`, with
+/// `input` on its stdin.
+fn kubectl(kubeconfig: &Path, context: &str, args: &[&str], input: &str) -> Result<()> {
+    let mut child = std::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(["--context", context])
         .args(args)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .context("running kubectl")?;
+    child
+        .stdin
+        .take()
+        .context("kubectl's stdin")?
+        .write_all(input.as_bytes())?;
+    let output = child.wait_with_output()?;
     ensure!(
         output.status.success(),
         "kubectl {args:?}: {}",
@@ -48,41 +60,48 @@ fn kubectl(kubeconfig: &Path, context: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Binds [`USER`] on the host to deploy/rbac/user.yaml's roles as its
-/// header says for the controller's namespace, and returns a token of
-/// that user.
+/// The document of `yaml` (several, `---` apart) that defines `kind`
+/// `name`.
+fn document<'a>(yaml: &'a str, kind: &str, name: &str) -> Result<&'a str> {
+    yaml.split("\n---\n")
+        .find(|doc| {
+            doc.lines().any(|l| l == format!("kind: {kind}"))
+                && doc.lines().any(|l| l.trim() == format!("name: {name}"))
+        })
+        .with_context(|| format!("no {kind} {name}"))
+}
+
+/// Gives [`USER`] on the host what the README says a console user needs:
+/// deploy/rbac/user.yaml's roles bound as its header says, and the
+/// ClusterRole `mover-console-user` that `orchestrator install` adds
+/// (taken from deploy/controller.yaml, which install.rs generates) bound
+/// in the controller's namespace. Returns a token of that user.
 fn user_token(pair: &kube_emulator::ClusterPair, kubeconfig: &Path) -> Result<String> {
-    let roles = e2e::repo_root().join("deploy/rbac/user.yaml");
-    kubectl(
-        kubeconfig,
-        "destination",
-        &["apply", "-f", &roles.to_string_lossy()],
-    )?;
+    let root = e2e::repo_root();
+    let roles = std::fs::read_to_string(root.join("deploy/rbac/user.yaml"))?;
+    let installed = std::fs::read_to_string(root.join("deploy/controller.yaml"))?;
+    let console_role = document(&installed, "ClusterRole", "mover-console-user")?;
     let user = format!("--user={USER}");
+    // A ClusterRoleBinding without a namespace, else a RoleBinding in it.
+    let bind = |namespace: Option<&str>, binding: &str, role: &str| -> Result<()> {
+        let role = format!("--clusterrole={role}");
+        let mut args = match namespace {
+            Some(ns) => vec!["-n", ns, "create", "rolebinding"],
+            None => vec!["create", "clusterrolebinding"],
+        };
+        args.extend([binding, role.as_str(), user.as_str()]);
+        kubectl(kubeconfig, "destination", &args, "")
+    };
+    kubectl(kubeconfig, "destination", &["apply", "-f", "-"], &roles)?;
     kubectl(
         kubeconfig,
         "destination",
-        &[
-            "create",
-            "clusterrolebinding",
-            "alice-mover-cluster",
-            "--clusterrole=mover-migrator-cluster",
-            &user,
-        ],
+        &["apply", "-f", "-"],
+        console_role,
     )?;
-    kubectl(
-        kubeconfig,
-        "destination",
-        &[
-            "-n",
-            NS,
-            "create",
-            "rolebinding",
-            "alice-mover-state",
-            "--clusterrole=mover-migrator-state",
-            &user,
-        ],
-    )?;
+    bind(None, "alice-mover-cluster", "mover-migrator-cluster")?;
+    bind(Some(NS), "alice-mover-state", "mover-migrator-state")?;
+    bind(Some(NS), "alice-console", "mover-console-user")?;
     Ok(pair.destination.token_for(USER, &[]))
 }
 
