@@ -48,11 +48,7 @@ pub async fn register_clusters(pair: &kube_emulator::ClusterPair, source_url: &s
                "stringData": {"token": token, "ca.crt": pair.source.ca_pem()}}),
     )
     .await?;
-    let clusters = Api::<DynamicObject>::namespaced_with(
-        host,
-        NS,
-        &ApiResource::erase::<orchestrator::controller::cluster::MigrationCluster>(&()),
-    );
+    let clusters = clusters(&host);
     create(
         &clusters,
         json!({"apiVersion": "mover.io/v1alpha1", "kind": "MigrationCluster",
@@ -103,6 +99,15 @@ where
 /// The host's Migrations.
 pub fn migrations(client: &kube::Client) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), NS, &orchestrator::migration::resource())
+}
+
+/// The host's MigrationClusters.
+pub fn clusters(client: &kube::Client) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        NS,
+        &ApiResource::erase::<orchestrator::controller::cluster::MigrationCluster>(&()),
+    )
 }
 
 /// The host's MigrationPlans.

@@ -19,12 +19,12 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context as _, Result};
 use e2e::browser::{Browser, LAPTOP};
 use e2e::controller::{
-    controller_command, create, migrations, noise, plans, register_clusters, source_volume,
-    start_pair, wait_for_crds, NS,
+    clusters, controller_command, create, migrations, noise, plans, register_clusters,
+    source_volume, start_pair, wait_for_crds, NS,
 };
 use e2e::migration::{app_pod, assert_same_tree, Uses};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 /// The user the console is used as.
@@ -239,13 +239,8 @@ async fn the_console_builds_a_plan_and_runs_it_in_a_browser() -> Result<()> {
         json!({"metadata": {"name": "gone-token"}, "stringData": {"token": "x"}}),
     )
     .await?;
-    let clusters = Api::<DynamicObject>::namespaced_with(
-        host.clone(),
-        NS,
-        &ApiResource::erase::<orchestrator::controller::cluster::MigrationCluster>(&()),
-    );
     create(
-        &clusters,
+        &clusters(&host),
         json!({"apiVersion": "mover.io/v1alpha1", "kind": "MigrationCluster",
                "metadata": {"name": "gone"},
                "spec": {"url": format!("https://127.0.0.1:{}", e2e::free_port()?),
@@ -530,13 +525,8 @@ async fn drive(
 /// The Kubernetes version MigrationCluster `name`'s status reports, once
 /// it does.
 async fn cluster_version(host: &kube::Client, name: &str) -> Result<String> {
-    let clusters = Api::<DynamicObject>::namespaced_with(
-        host.clone(),
-        NS,
-        &ApiResource::erase::<orchestrator::controller::cluster::MigrationCluster>(&()),
-    );
     for _ in 0..240 {
-        let cluster = clusters.get(name).await?;
+        let cluster = clusters(host).get(name).await?;
         if let Some(version) = cluster.data["status"]["kubernetesVersion"].as_str() {
             return Ok(version.to_string());
         }
