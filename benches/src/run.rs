@@ -345,6 +345,9 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
             .arg("--volume")
             .arg(format!("vol={}", dst.display()))
             .args(block_flag)
+            // As the orchestrator's stage receivers run: changed files
+            // updated in place, segment hashes kept for the next resync.
+            .args(["--inplace", "--keep-hash-cache"])
             .arg("--exit-when-done")
             .arg("--cert")
             .arg(ctx.pki("server.crt"))

@@ -4,112 +4,31 @@
 //! user, the plan form's validation, runs started and cancelled, event
 //! streams following resources, and the pages served with their policy.
 
-use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube_emulator::ClusterPair;
-use orchestrator::controller::cluster::MigrationCluster;
+use kube_emulator::PairOptions;
 use orchestrator::controller::plan::MigrationPlan;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const NS: &str = "mover-system";
+mod host;
 
-/// The controller process, killed when dropped, and its console's URL.
-struct Controller {
-    _child: tokio::process::Child,
-    console: String,
-}
+use host::{create, register_clusters, NS};
 
-async fn start_controller(kubeconfig: &Path) -> Controller {
-    use tokio::io::AsyncBufReadExt as _;
-
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-        .arg("controller")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--context", "destination", "--listen", "127.0.0.1:0"])
-        .args(["--console-listen", "127.0.0.1:0"])
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting orchestrator controller");
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let (address_tx, address_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut address_tx = Some(address_tx);
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("controller: {line}");
-            if let Some(address) = line.strip_prefix("serving the console on ") {
-                if let Some(tx) = address_tx.take() {
-                    let _ = tx.send(address.to_string());
-                }
-            }
-        }
-    });
-    let address = tokio::time::timeout(Duration::from_secs(30), address_rx)
-        .await
-        .expect("the controller never said where it serves the console")
-        .unwrap();
-    Controller {
-        _child: child,
-        console: format!("http://{address}"),
-    }
-}
-
-/// Two Docker-less clusters; the controller with the destination as its
-/// host; the source registered as `source` (token Secret) and the host as
-/// `host`; namespace `shop` with PVC `data` on the source.
+/// The controller's host (see `host`), with namespace `shop` and its PVC
+/// `data` on the source.
 struct Setup {
-    pair: ClusterPair,
-    controller: Controller,
-    _dir: tempfile::TempDir,
+    host: host::Setup,
 }
 
 async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = ClusterPair::start(&dir.path().join("state"), false)
-        .await
-        .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, pair.kubeconfig()).unwrap();
-    let host = pair.destination.client.clone();
-    create(
-        &Api::<Namespace>::all(host.clone()),
-        json!({"metadata": {"name": NS}}),
-    )
-    .await;
-    let controller = start_controller(&kubeconfig).await;
-    let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), NS);
-    for _ in 0..100 {
-        if clusters.list(&Default::default()).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    create(
-        &Api::<Secret>::namespaced(host.clone(), NS),
-        json!({"metadata": {"name": "source-token"},
-               "stringData": {"token": pair.source.token_for("migrator", &["system:masters"]),
-                              "ca.crt": pair.source.ca_pem()}}),
-    )
-    .await;
-    create(
-        &clusters,
-        json!({"metadata": {"name": "source"},
-               "spec": {"url": pair.source.api_url, "secretRef": {"name": "source-token"}}}),
-    )
-    .await;
-    create(
-        &clusters,
-        json!({"metadata": {"name": "host"}, "spec": {"isHostCluster": true}}),
-    )
-    .await;
-    let source = pair.source.client.clone();
+    let host = host::setup(&PairOptions::default()).await;
+    register_clusters(&host.pair).await;
+    let source = host.pair.source.client.clone();
     create(
         &Api::<Namespace>::all(source.clone()),
         json!({"metadata": {"name": "shop"}}),
@@ -122,11 +41,7 @@ async fn setup() -> Setup {
                         "resources": {"requests": {"storage": "1Gi"}}}}),
     )
     .await;
-    Setup {
-        pair,
-        controller,
-        _dir: dir,
-    }
+    Setup { host }
 }
 
 impl Setup {
@@ -134,7 +49,7 @@ impl Setup {
     /// namespace with `verbs` on the mover.io resources (none: no binding).
     async fn user(&self, user: &str, verbs: &[&str]) -> String {
         if !verbs.is_empty() {
-            let host = self.pair.destination.client.clone();
+            let host = self.host.pair.destination.client.clone();
             create(
                 &Api::<Role>::namespaced(host.clone(), NS),
                 json!({"metadata": {"name": user},
@@ -151,13 +66,13 @@ impl Setup {
             )
             .await;
         }
-        self.pair.destination.token_for(user, &[])
+        self.host.pair.destination.token_for(user, &[])
     }
 
     /// A browser logged in with `token`.
     async fn login(&self, token: &str) -> Browser {
         let browser = Browser {
-            base: self.controller.console.clone(),
+            base: self.host.controller.console.clone(),
             http: reqwest::Client::new(),
             cookie: None,
         };
@@ -187,7 +102,7 @@ impl Setup {
 
     fn anonymous(&self) -> Browser {
         Browser {
-            base: self.controller.console.clone(),
+            base: self.host.controller.console.clone(),
             http: reqwest::Client::new(),
             cookie: None,
         }
@@ -310,14 +225,6 @@ impl Events {
     }
 }
 
-async fn create<K>(api: &Api<K>, object: Value) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object).unwrap();
-    api.create(&PostParams::default(), &object).await.unwrap()
-}
-
 const RIGHTS: &[&str] = &["get", "list", "watch", "create", "delete"];
 
 #[tokio::test(flavor = "multi_thread")]
@@ -354,6 +261,12 @@ async fn logins_are_checked_by_the_host_and_requests_need_them() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, body) = anonymous.get("/api/session").await;
     assert_eq!((status, &body["user"]), (StatusCode::OK, &Value::Null));
+    let forged = Browser {
+        cookie: Some("mover-console-token=\"x,y\"".into()),
+        ..setup.anonymous()
+    };
+    let (status, _) = forged.get("/api/watch/plans").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // A change without the CSRF header is refused before anything else.
     let token = setup.user("alice", RIGHTS).await;
@@ -419,7 +332,7 @@ async fn the_users_rights_decide_not_the_controllers() {
         body["message"].as_str().unwrap().contains("carol"),
         "{body}"
     );
-    let plans: Api<MigrationPlan> = Api::namespaced(setup.pair.destination.client.clone(), NS);
+    let plans: Api<MigrationPlan> = Api::namespaced(setup.host.pair.destination.client.clone(), NS);
     assert!(plans.get_opt("shop-move").await.unwrap().is_none());
 
     // Alice may: the plan is created as the form said.
@@ -442,6 +355,12 @@ async fn the_users_rights_decide_not_the_controllers() {
     assert_eq!(pvcs[0]["name"], "data");
     assert_eq!(pvcs[0]["size"], "1Gi");
     assert_eq!(pvcs[0]["accessModes"], json!(["ReadWriteOnce"]));
+    let (status, body) = alice
+        .get("/api/clusters/source/pvcs?namespaces=shop,..%2Fnodes")
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = alice.get("/api/clusters/elsewhere/namespaces").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
     // A stage run, then its cancel, both as Alice.
     let (status, run) = alice
@@ -451,7 +370,7 @@ async fn the_users_rights_decide_not_the_controllers() {
     let name = run["name"].as_str().unwrap().to_string();
     assert!(name.starts_with("shop-move-stage-"), "{name}");
     let migrations = Api::<DynamicObject>::namespaced_with(
-        setup.pair.destination.client.clone(),
+        setup.host.pair.destination.client.clone(),
         NS,
         &orchestrator::migration::resource(),
     );
@@ -565,7 +484,7 @@ async fn event_streams_follow_status_changes() {
     let setup = setup().await;
     let alice = setup.login(&setup.user("alice", RIGHTS).await).await;
     let migrations = Api::<DynamicObject>::namespaced_with(
-        setup.pair.destination.client.clone(),
+        setup.host.pair.destination.client.clone(),
         NS,
         &orchestrator::migration::resource(),
     );

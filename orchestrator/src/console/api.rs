@@ -182,12 +182,7 @@ async fn check_clusters(console: &Console, user: &User, form: &NewPlan) -> Resul
     }
     let source = inventory::registered(console, user, &form.source_cluster).await?;
     let present = inventory::namespace_names(source.clone(), &form.source_cluster).await?;
-    let missing: Vec<&str> = form
-        .namespaces
-        .iter()
-        .filter(|ns| !present.contains(ns))
-        .map(String::as_str)
-        .collect();
+    let missing = absent(&form.namespaces, &present);
     if !missing.is_empty() {
         errors.insert(
             field::NAMESPACE.to_string(),
@@ -204,12 +199,7 @@ async fn check_clusters(console: &Console, user: &User, form: &NewPlan) -> Resul
         .into_iter()
         .map(|p| format!("{}/{}", p.namespace, p.name))
         .collect();
-    let unknown: Vec<&str> = form
-        .pvcs
-        .iter()
-        .filter(|p| !found.contains(p))
-        .map(String::as_str)
-        .collect();
+    let unknown = absent(&form.pvcs, &found);
     if !unknown.is_empty() {
         errors.insert(
             field::PVC.to_string(),
@@ -226,6 +216,15 @@ async fn check_clusters(console: &Console, user: &User, form: &NewPlan) -> Resul
     } else {
         Err(ApiError::invalid(errors))
     }
+}
+
+/// The names of `wanted` that `present` lacks.
+fn absent<'a>(wanted: &'a [String], present: &[String]) -> Vec<&'a str> {
+    wanted
+        .iter()
+        .filter(|name| !present.contains(name))
+        .map(String::as_str)
+        .collect()
 }
 
 /// `POST /api/plans`: creates a MigrationPlan from the form, as the user.

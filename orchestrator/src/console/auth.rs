@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cookie::{Cookie, SameSite};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use kube::api::{Api, PostParams};
 use serde::Deserialize;
 use serde_json::json;
@@ -115,20 +116,43 @@ fn token(headers: &HeaderMap) -> Option<String> {
         .filter_map(|value| value.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|cookie| cookie.name() == COOKIE && !cookie.value().is_empty())
+        .find(|cookie| {
+            cookie.name() == COOKIE && !cookie.value().is_empty() && is_token68(cookie.value())
+        })
         .map(|cookie| cookie.value().to_string())
 }
 
-/// Who the API server says `client`'s token belongs to.
+/// What the page calls a user whose name the API server does not tell.
+const UNNAMED: &str = "(unnamed user)";
+
+/// Who the API server says `client`'s token belongs to. An API server
+/// older than Kubernetes 1.28 (OpenShift 4.14) has no SelfSubjectReview;
+/// a SelfSubjectAccessReview, which every server answers, still proves
+/// the token valid (a refused one is a 401), though it names nobody.
 async fn whoami(client: kube::Client) -> Result<String, kube::Error> {
-    let review = Api::<SelfSubjectReview>::all(client)
+    let review = Api::<SelfSubjectReview>::all(client.clone())
         .create(&PostParams::default(), &SelfSubjectReview::default())
-        .await?;
-    Ok(review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .unwrap_or_default())
+        .await;
+    match review {
+        Ok(review) => Ok(review
+            .status
+            .and_then(|s| s.user_info)
+            .and_then(|u| u.username)
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| UNNAMED.to_string())),
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+                "spec": {"resourceAttributes": {
+                    "group": "mover.io", "resource": "migrations", "verb": "list"}}
+            }))
+            .map_err(kube::Error::SerdeError)?;
+            Api::<SelfSubjectAccessReview>::all(client)
+                .create(&PostParams::default(), &review)
+                .await?;
+            Ok(UNNAMED.to_string())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[derive(Deserialize)]
@@ -164,16 +188,16 @@ pub async fn login(
         ),
         e => ApiError::kube("checking the token", e),
     })?;
-    let cookie = session_cookie(token.to_string(), &headers);
+    let cookie = set_cookie(&session_cookie(token.to_string(), &headers));
     Ok(([(header::SET_COOKIE, cookie)], Json(json!({"user": user}))).into_response())
 }
 
 /// `POST /api/logout`: clears the session cookie.
 pub async fn logout(headers: HeaderMap) -> Response {
-    let mut removal = cookie(String::new(), &headers);
+    let mut removal = session_cookie(String::new(), &headers);
     removal.make_removal();
     (
-        [(header::SET_COOKIE, header_value(&removal))],
+        [(header::SET_COOKIE, set_cookie(&removal))],
         Json(json!({})),
     )
         .into_response()
@@ -201,7 +225,7 @@ pub async fn session(State(console): State<Console>, headers: HeaderMap) -> Resp
 /// The session cookie for `token`, Secure when the request came over
 /// HTTPS (a Route or Ingress terminating TLS says so in
 /// `X-Forwarded-Proto`).
-fn cookie(token: String, headers: &HeaderMap) -> Cookie<'static> {
+fn session_cookie(token: String, headers: &HeaderMap) -> Cookie<'static> {
     let https = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -214,11 +238,8 @@ fn cookie(token: String, headers: &HeaderMap) -> Cookie<'static> {
         .build()
 }
 
-fn session_cookie(token: String, headers: &HeaderMap) -> HeaderValue {
-    header_value(&cookie(token, headers))
-}
-
-fn header_value(cookie: &Cookie<'_>) -> HeaderValue {
+/// The `Set-Cookie` header of `cookie`.
+fn set_cookie(cookie: &Cookie<'_>) -> HeaderValue {
     // A token's characters are checked at login ([`is_token68`]): none
     // needs quoting in a cookie or is invalid in a header.
     HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))

@@ -23,6 +23,7 @@ use super::auth::User;
 use super::error::ApiError;
 use super::Console;
 use crate::controller::cluster::{self, MigrationCluster};
+use crate::plan::check_dns_label;
 
 /// A PVC as the plan form and the plan page show it.
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -177,6 +178,12 @@ pub async fn pvcs(
         .filter(|ns| !ns.is_empty())
         .map(str::to_string)
         .collect();
+    if let Some(bad) = namespaces.iter().find(|ns| check_dns_label(ns).is_err()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{bad:?} is not a namespace name"),
+        ));
+    }
     let client = registered(&console, &user, &name).await?;
     Ok(Json(pvcs_of(&client, &namespaces).await?))
 }

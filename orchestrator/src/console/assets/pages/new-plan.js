@@ -87,6 +87,12 @@ export function show(main, _params, ctx) {
     }
   };
   source.addEventListener('change', loadNamespaces);
+  // A field's message goes once the user changes that field.
+  for (const [element, f] of [[name, 'plan-name'], [source, 'source-cluster'], [destination, 'destination-cluster'], [namespaces, 'namespace'], [pvcs, 'pvc']]) {
+    element.addEventListener(element === name ? 'input' : 'change', () => {
+      errors[f].textContent = '';
+    });
+  }
 
   const submit = async (event) => {
     event.preventDefault();
