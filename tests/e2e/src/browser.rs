@@ -353,7 +353,6 @@ impl Browser {
     /// Ends the session (Chromium quits); the driver goes with `self`.
     pub async fn close(self) -> Result<()> {
         self.client
-            .clone()
             .close()
             .await
             .context("closing the WebDriver session")
