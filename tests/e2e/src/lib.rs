@@ -13,6 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
+pub mod browser;
+pub mod controller;
 pub mod migration;
 
 /// The tag `images/build` gives the mover image.
@@ -27,13 +29,17 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The workspace's target directory (`CARGO_TARGET_DIR` if set).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
 /// A release binary of the workspace, as `images/build` (run by
 /// [`build_images`]) leaves it.
 pub fn release_binary(name: &str) -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let path = target.join("release").join(name);
+    let path = target_dir().join("release").join(name);
     if !path.is_file() {
         bail!("{} is missing: images/build builds it", path.display());
     }
@@ -108,6 +114,13 @@ pub fn crate_version(name: &str) -> Result<String> {
         .and_then(|p| p["version"].as_str())
         .map(str::to_owned)
         .with_context(|| format!("cargo metadata lists no package {name} with a version"))
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A name no other test, process or earlier run uses: `prefix-PID-N-NANOS`.

@@ -8,63 +8,18 @@
 //! it from the step the status names; a Migration deleted while it copies
 //! stops, and its senders and receivers go with it.
 
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
-use kube::api::{Api, DynamicObject, PostParams};
+use anyhow::{Context as _, Result};
+use e2e::controller::{
+    create, migrations, noise, plans, register_clusters, source_volume, start_controller,
+    start_pair, succeeded, wait_for_crds, wait_migration, NS,
+};
+use e2e::free_port;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
 use serde_json::{json, Value};
-
-const NS: &str = "mover-system";
-
-/// Starts the release controller with the destination as its host,
-/// serving its metrics on loopback port `port`.
-fn start_controller(kubeconfig: &Path, port: u16) -> Result<tokio::process::Child> {
-    let binary = e2e::release_binary("orchestrator")?;
-    tokio::process::Command::new(&binary)
-        .arg("controller")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--context", "destination", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))
-}
-
-/// Registers the source (at `source_url`, with an admin token Secret) and
-/// the host itself as MigrationClusters `source` and `host`.
-async fn register_clusters(pair: &kube_emulator::ClusterPair, source_url: &str) -> Result<()> {
-    let host = pair.destination.client.clone();
-    let token = pair.source.token_for("migrator", &["system:masters"]);
-    create(
-        &Api::<Secret>::namespaced(host.clone(), NS),
-        json!({"metadata": {"name": "source-token"},
-               "stringData": {"token": token, "ca.crt": pair.source.ca_pem()}}),
-    )
-    .await?;
-    let clusters = Api::<DynamicObject>::namespaced_with(
-        host,
-        NS,
-        &kube::api::ApiResource::erase::<orchestrator::controller::cluster::MigrationCluster>(&()),
-    );
-    create(
-        &clusters,
-        json!({"apiVersion": "mover.io/v1alpha1", "kind": "MigrationCluster",
-               "metadata": {"name": "source"},
-               "spec": {"url": source_url, "secretRef": {"name": "source-token"}}}),
-    )
-    .await?;
-    create(
-        &clusters,
-        json!({"apiVersion": "mover.io/v1alpha1", "kind": "MigrationCluster",
-               "metadata": {"name": "host"}, "spec": {"isHostCluster": true}}),
-    )
-    .await?;
-    Ok(())
-}
 
 /// Runs the release orchestrator against the destination (the host):
 /// (exit code, stdout, stderr).
@@ -81,35 +36,6 @@ async fn orchestrator(kubeconfig: &Path, args: &[&str]) -> Result<(i32, String, 
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     ))
-}
-
-/// The images built, a pair of emulated clusters running pods in Docker,
-/// and their kubeconfig, all in a temporary directory.
-async fn start_pair() -> Result<(tempfile::TempDir, kube_emulator::ClusterPair, PathBuf)> {
-    tokio::task::spawn_blocking(e2e::build_images).await??;
-    let dir = tempfile::tempdir()?;
-    let pair = kube_emulator::ClusterPair::start(&dir.path().join("state"), true).await?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, pair.kubeconfig())?;
-    Ok((dir, pair, kubeconfig))
-}
-
-/// `len` incompressible bytes from `seed` (compression would let a
-/// bandwidth-limited copy finish too soon to watch).
-fn noise(seed: &[u8], len: usize) -> Vec<u8> {
-    let mut data = vec![0; len];
-    blake3::Hasher::new()
-        .update(seed)
-        .finalize_xof()
-        .fill(&mut data);
-    data
-}
-
-/// A loopback port nobody listens on now.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// The bytes PVC shop/data's copy has put on the wire, as the
@@ -151,76 +77,18 @@ async fn event_reasons(client: &kube::Client, name: &str) -> Result<Vec<String>>
         .collect())
 }
 
-async fn create<K>(api: &Api<K>, object: Value) -> Result<K>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object)?;
-    Ok(api.create(&PostParams::default(), &object).await?)
-}
-
-fn migrations(client: &kube::Client) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), NS, &orchestrator::migration::resource())
-}
-
-/// Waits until Migration `name`'s status satisfies `done`, failing early
-/// (with the status) if it fails.
-async fn wait_migration(
-    client: &kube::Client,
-    name: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Result<Value> {
-    let api = migrations(client);
-    let mut status = Value::Null;
-    for _ in 0..720 {
-        status = api.get(name).await?.data["status"].clone();
-        if done(&status) {
-            return Ok(status);
-        }
-        if status["phase"] == "Failed" {
-            bail!("Migration {name} failed: {status:#}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    bail!("Migration {name} did not get there: {status:#}")
-}
-
-fn succeeded(status: &Value) -> bool {
-    status["phase"] == "Succeeded"
-}
-
-/// A source namespace `shop` with PVC `data` holding `files`; returns its
-/// host directory.
-async fn source_volume(client: &kube::Client, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
-    create(
-        &Api::<Namespace>::all(client.clone()),
-        json!({"metadata": {"name": "shop"}}),
-    )
-    .await?;
-    create(
-        &Api::<PersistentVolumeClaim>::namespaced(client.clone(), "shop"),
-        json!({"metadata": {"name": "data"},
-               "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
-                        "resources": {"requests": {"storage": "1Gi"}}}}),
-    )
-    .await?;
-    let dir = e2e::volume_dir(client, "shop", "data").await?;
-    for (name, data) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, data)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
-    }
-    Ok(dir)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migrations_from_custom_resources_only() -> Result<()> {
     let (_dir, pair, kubeconfig) = start_pair().await?;
     let (src, host) = (pair.source.client.clone(), pair.destination.client.clone());
 
     let big = noise(b"big", 64 << 20);
-    let source_dir =
-        source_volume(&src, &[("notes.txt", b"v1\n".to_vec()), ("big.bin", big)]).await?;
+    let source_dir = source_volume(
+        &src,
+        "shop",
+        &[("notes.txt", b"v1\n".to_vec()), ("big.bin", big)],
+    )
+    .await?;
 
     create(
         &Api::<Namespace>::all(host.clone()),
@@ -230,20 +98,10 @@ async fn migrations_from_custom_resources_only() -> Result<()> {
     let port = free_port()?;
     let mut controller = start_controller(&kubeconfig, port)?;
     // The controller installs its CRDs.
-    let plans = Api::<DynamicObject>::namespaced_with(
-        host.clone(),
-        NS,
-        &kube::api::ApiResource::erase::<orchestrator::controller::plan::MigrationPlan>(&()),
-    );
-    for _ in 0..200 {
-        if plans.list(&Default::default()).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_crds(&host).await?;
     register_clusters(&pair, &pair.source.api_url).await?;
     create(
-        &plans,
+        &plans(&host),
         json!({"apiVersion": "mover.io/v1alpha1", "kind": "MigrationPlan",
                "metadata": {"name": "shop"},
                "spec": {"sourceCluster": "source", "destinationCluster": "host",
@@ -421,7 +279,7 @@ async fn the_installed_controller_runs_as_pods_and_survives_losing_its_leader() 
     let (dir, pair, kubeconfig) = start_pair().await?;
     let (src, host) = (pair.source.client.clone(), pair.destination.client.clone());
     let big = noise(b"pods", 64 << 20);
-    let source_dir = source_volume(&src, &[("big.bin", big)]).await?;
+    let source_dir = source_volume(&src, "shop", &[("big.bin", big)]).await?;
 
     let (code, stdout, stderr) = orchestrator(
         &kubeconfig,
