@@ -357,6 +357,23 @@ fn hashed_name(prefix: &[u8], path: &RelPath) -> Vec<u8> {
     name
 }
 
+/// Whether the directory at `path` (in a destination root) is a work area
+/// a receiver kept there (`--keep-hash-cache`): its marker names the
+/// directory's own device and inode, which no copy of a source directory
+/// can. For tools and tests that compare a destination with its source and
+/// must pass over the mover's own cache, and nothing else.
+pub fn is_kept_work_area(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let marker = std::str::from_utf8(MARKER).unwrap_or_default();
+    match (
+        std::fs::symlink_metadata(path),
+        std::fs::read(path.join(marker)),
+    ) {
+        (Ok(md), Ok(text)) => md.is_dir() && text == marker_text(md.dev(), md.ino()),
+        _ => false,
+    }
+}
+
 fn marker_text(dev: u64, ino: u64) -> Vec<u8> {
     format!("mover work area of this volume: {dev}:{ino}\n").into_bytes()
 }

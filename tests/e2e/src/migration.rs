@@ -239,10 +239,15 @@ pub async fn app_pod(client: &kube::Client, ns: &str, claim: &str, uses: Uses) -
 }
 
 /// Every entry beneath `root` with its type, mode, owner, mtime, and a
-/// blake3 of its contents (streamed: volumes hold large files).
+/// blake3 of its contents (streamed: volumes hold large files). A work
+/// area the mover kept in the root (a stage run's hash cache) is not the
+/// application's and is left out.
 pub fn tree(root: &Path) -> Result<BTreeMap<PathBuf, String>> {
     let mut out = BTreeMap::new();
-    for entry in walkdir::WalkDir::new(root).min_depth(1) {
+    let walk = walkdir::WalkDir::new(root).min_depth(1).into_iter();
+    for entry in
+        walk.filter_entry(|e| e.depth() != 1 || !mover::dest::work::is_kept_work_area(e.path()))
+    {
         let entry = entry?;
         let meta = entry.path().symlink_metadata()?;
         let what = if meta.is_file() {

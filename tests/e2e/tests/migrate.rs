@@ -162,6 +162,13 @@ async fn stage_then_final_migration_of_two_namespaces() {
         assert!(entry["attempts"].as_u64().unwrap() >= 1);
         let dest = e2e::volume_dir(&destination, dest_ns, name).await.unwrap();
         assert_same_tree(src, &dest);
+        // A stage run's receiver keeps its hash cache where a volume has a
+        // file large enough to be worth one (db's 1 GiB file).
+        assert_eq!(
+            mover::dest::work::is_kept_work_area(&dest.join(".mover-work")),
+            name == "db",
+            "{ns}/{name}: the stage run's work area"
+        );
     }
     assert!(
         pvc_report(&report, "shop", "db")["bytes_examined"]
@@ -229,9 +236,11 @@ async fn stage_then_final_migration_of_two_namespaces() {
         wire < 16 << 20,
         "the final copy of a 4 KiB change moved {wire} bytes: {db_entry:#}"
     );
-    assert_same_tree(
-        &db,
-        &e2e::volume_dir(&destination, "shop", "db").await.unwrap(),
+    let db_copy = e2e::volume_dir(&destination, "shop", "db").await.unwrap();
+    assert_same_tree(&db, &db_copy);
+    assert!(
+        !db_copy.join(".mover-work").exists(),
+        "the final run leaves exactly the source's names"
     );
     assert_same_tree(
         &posts,

@@ -66,6 +66,20 @@ export function show(main, [name], ctx) {
     const state = (status.phase || 'Running').toLowerCase();
     phase.dataset.state = state;
     phase.textContent = status.phase || 'Running';
+    // A stage run goes on past a volume that failed (the next run retries
+    // it) and ends Succeeded; the page says what did not make it.
+    const failures = [
+      [(status.pvcs || []).filter((p) => p.state === 'failed').length, 'PVC'],
+      [(status.images || []).filter((i) => i.state === 'failed').length, 'image'],
+    ].filter(([count]) => count > 0);
+    if (state === 'succeeded' && failures.length) {
+      phase.textContent = `Succeeded, but ${failures
+        .map(([count, what]) => `${count} ${what}${count > 1 ? 's' : ''}`)
+        .join(' and ')} failed`;
+      phase.dataset.partial = 'true';
+    } else {
+      delete phase.dataset.partial;
+    }
     cancel.disabled = state !== 'running' || !!m.metadata.deletionTimestamp;
     const planName = m.spec?.planRef || m.spec?.planName || '';
     fill(about,
