@@ -3,6 +3,7 @@
 //! tmpfs and on disk. See benches/README.md.
 
 mod compare;
+mod cpustat;
 mod disk;
 mod gen;
 mod images;
@@ -695,7 +696,14 @@ impl Bench {
                 // one run does not land in the next one's time.
                 // SAFETY: sync(2) has no preconditions.
                 unsafe { libc::sync() };
+                let before = cpustat::Snapshot::take();
                 let mut res = sync(src, dst);
+                if let (Ok(o), Some(n)) = (&mut res, &ctx.nodes) {
+                    let now = cpustat::Snapshot::take();
+                    o.node_busy = now
+                        .busy_since(&before, n.send.cpu)
+                        .zip(now.busy_since(&before, n.recv.cpu));
+                }
                 if let (Ok(o), Storage::Disk) = (&mut res, storage) {
                     let t = Instant::now();
                     // SAFETY: as above.
@@ -1090,7 +1098,9 @@ fn median_by(r: &ToolResult, f: impl Fn(&Outcome) -> Option<f64>) -> Option<f64>
 
 /// ", LINK" after a storage in two-node mode; nothing on one box.
 fn link_label(link: Option<Link>) -> String {
-    link.map_or(String::new(), |l| format!(", two nodes, link {}", l.label()))
+    link.map_or(String::new(), |l| {
+        format!(", two nodes, link {}", l.label())
+    })
 }
 
 fn human(b: u64) -> String {

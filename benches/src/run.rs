@@ -286,6 +286,10 @@ pub struct Outcome {
     /// CPU seconds of the receiving side's processes: mover receive; rsync
     /// daemon (with its per-connection processes) and server stunnel.
     pub cpu_recv: Option<f64>,
+    /// Two-node mode: share of the sending and the receiving node's CPU
+    /// that was busy during the run, with anything (other processes on a
+    /// shared machine too).
+    pub node_busy: Option<(f64, f64)>,
     /// Seconds a `sync` took right after the run (disk only, not included
     /// in `secs`): the writeback the tool left behind.
     pub flush: Option<f64>,
@@ -424,6 +428,7 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
         rss_stunnel: None,
         cpu_send: exits[0].cpu,
         cpu_recv: Some(exits[1].cpu),
+        node_busy: None,
         flush: None,
     })
 }
@@ -622,6 +627,7 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
         rss_stunnel: Some((cl.maxrss_kib, se.maxrss_kib)),
         cpu_send: ce.cpu + cl.cpu,
         cpu_recv: Some(de.cpu + se.cpu),
+        node_busy: None,
         flush: None,
     })
 }
@@ -671,6 +677,7 @@ fn local(ctx: &Ctx, name: &str, cmd: &mut Command) -> Result<Outcome> {
         rss_stunnel: None,
         cpu_send: e.cpu,
         cpu_recv: None,
+        node_busy: None,
         flush: None,
     })
 }

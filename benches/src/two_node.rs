@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 use crate::netns::Link;
 use crate::run::Outcome;
 use crate::{
-    equal_cell, median, median_by, mib, ratio, time_cell, wire_cell, Bench, Case, DatasetKind,
-    Key, Tool, ToolResult, GIB,
+    equal_cell, median, median_by, mib, ratio, time_cell, wire_cell, Bench, Case, DatasetKind, Key,
+    Tool, ToolResult, GIB,
 };
 
 /// Peak RSS target for each side of mover in two-node mode.
@@ -72,8 +72,10 @@ impl Bench {
         }
     }
 
-    /// How busy each side (and the link) of a tool was in a case, and
-    /// which of them bounds it.
+    /// How busy each side's CPU (and the link) was while a tool ran a
+    /// case, and which of them bounds it: a side's own CPU seconds over the
+    /// wall time, and how busy its node's CPU was with anything (on a
+    /// shared machine, other work takes part of it).
     fn bound(&self, tools: &BTreeMap<Tool, ToolResult>, tool: Tool, link: Option<Link>) -> String {
         let Some(r) = tools.get(&tool) else {
             return String::new();
@@ -81,27 +83,41 @@ impl Bench {
         let (Some(wall), Some((send, recv))) = (median(r), side_cpu(r)) else {
             return String::new();
         };
-        let mut parts = vec![("sending side's CPU", send / wall)];
+        let node = |i: usize| median_by(r, |o| o.node_busy.map(|b| if i == 0 { b.0 } else { b.1 }));
+        let mut parts = vec![("sending node's CPU", send / wall, node(0))];
         if let Some(recv) = recv {
-            parts.push(("receiving side's CPU", recv / wall));
+            parts.push(("receiving node's CPU", recv / wall, node(1)));
         }
         let wire = r.runs.last().and_then(|o| o.wire);
         if let (Some(bits), Some(wire)) = (link.and_then(Link::bits), wire) {
-            parts.push(("link", wire as f64 * 8.0 / wall / bits as f64));
+            let used = wire as f64 * 8.0 / wall / bits as f64;
+            parts.push(("link", used, Some(used)));
         }
+        let pct = |u: f64| format!("{:.0}%", u * 100.0);
         let busy: Vec<String> = parts
             .iter()
-            .map(|(what, u)| format!("{what} {:.0}%", u * 100.0))
+            .map(|(what, own, all)| match all {
+                Some(all) if *what != "link" => format!(
+                    "{what} {} busy ({} its own processes, {} other work)",
+                    pct(*all),
+                    pct(*own),
+                    pct((all - own).max(0.0))
+                ),
+                _ => format!("{what} {}", pct(*own)),
+            })
             .collect();
-        let (what, most) = parts
+        // A node's load is its CPU's busy share when known, else its own;
+        // between two saturated CPUs, the one the tool itself uses more.
+        let (what, load, _) = parts
             .iter()
-            .copied()
-            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(what, own, all)| (*what, all.unwrap_or(*own), *own))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)))
             .expect("the sending side is always there");
-        let verdict = if most >= SATURATED {
+        let verdict = if load >= SATURATED {
             format!("bound by the {what}")
         } else {
-            "no side saturated: bound by waiting (round trips, one side idle while the other works)"
+            "no side saturated: bound by waiting (round trips, one side idle while the other \
+             works)"
                 .to_string()
         };
         format!("{tool:?}: {}; {verdict}", busy.join(", "))
@@ -161,17 +177,18 @@ impl Bench {
             };
             let rss = |t: Tool| {
                 let r = tools.get(&t).filter(|r| !r.runs.is_empty())?;
-                let (a, b) = r.runs.iter().map(side_rss).fold((0, 0), |(a, b), (x, y)| {
-                    (a.max(x), b.max(y))
-                });
+                let (a, b) = r
+                    .runs
+                    .iter()
+                    .map(side_rss)
+                    .fold((0, 0), |(a, b), (x, y)| (a.max(x), b.max(y)));
                 Some((a, b))
             };
             if let Some((a, b)) = rss(Tool::Mover) {
                 rss_max = (rss_max.0.max(a), rss_max.1.max(b));
             }
-            let rss_cell = |t: Tool| {
-                rss(t).map_or("-".into(), |(a, b)| format!("{}/{} MiB", mib(a), mib(b)))
-            };
+            let rss_cell =
+                |t: Tool| rss(t).map_or("-".into(), |(a, b)| format!("{}/{} MiB", mib(a), mib(b)));
             let (equal, same) = equal_cell(tools);
             ok &= same;
             let _ = writeln!(
