@@ -544,17 +544,9 @@ fn bench(mut args: Args) -> Result<bool> {
     let (report, ok) = b.report(&header, started.elapsed());
     println!("{report}");
     let out = b.args.out.clone().unwrap_or_else(|| {
-        let name = match (b.args.quick, b.args.scale, b.args.two_node) {
-            (false, false, false) => "latest.md",
-            (true, false, false) => "latest-quick.md",
-            (false, true, _) => "latest-scale.md",
-            (true, true, _) => "latest-scale-quick.md",
-            (false, false, true) => "two-node.md",
-            (true, false, true) => "two-node-quick.md",
-        };
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("results")
-            .join(name)
+            .join(mode(&b.args).0)
     });
     if let Some(d) = out.parent() {
         fs::create_dir_all(d)?;
@@ -1195,6 +1187,18 @@ fn machine() -> String {
     format!("{nproc} CPUs ({cpu}), {mem} memory, Linux {kernel}")
 }
 
+/// The run's mode: its report's file name and the header's words for it.
+fn mode(args: &Args) -> (&'static str, &'static str) {
+    match (args.quick, args.scale, args.two_node) {
+        (false, false, false) => ("latest.md", ""),
+        (true, false, false) => ("latest-quick.md", " (--quick)"),
+        (false, true, _) => ("latest-scale.md", " (--scale)"),
+        (true, true, _) => ("latest-scale-quick.md", " (--scale --quick)"),
+        (false, false, true) => ("two-node.md", ", two nodes (--two-node)"),
+        (true, false, true) => ("two-node-quick.md", ", two nodes (--two-node --quick)"),
+    }
+}
+
 fn header(args: &Args, mover: &Path, rsync: &Path, stunnel: &Path, runs: usize) -> String {
     let git = |a: &[&str]| {
         Command::new("git")
@@ -1211,14 +1215,7 @@ fn header(args: &Args, mover: &Path, rsync: &Path, stunnel: &Path, runs: usize) 
     } else {
         " + uncommitted changes in mover/"
     };
-    let mode = match (args.quick, args.scale, args.two_node) {
-        (true, true, _) => " (--scale --quick)",
-        (false, true, _) => " (--scale)",
-        (true, false, true) => ", two nodes (--two-node --quick)",
-        (false, false, true) => ", two nodes (--two-node)",
-        (true, false, false) => " (--quick)",
-        (false, false, false) => "",
-    };
+    let mode = mode(args).1;
     let disk = args
         .disk_dir
         .clone()

@@ -135,7 +135,16 @@ impl Bench {
             s,
             "\nrsync+stunnel: rsync client and client stunnel on the sending node, server stunnel \
              and rsync daemon on the receiving node. mover: `mover send` and `mover receive`. \
-             cp -a: pinned to the sending node's CPU, the local limit.\n"
+             cp -a: pinned to the sending node's CPU, the local limit. The nodes' CPUs are not \
+             reserved: anything else running on this machine competes for them (load average at \
+             the end: {}), and the per-node CPU shares under the targets show how much it took; \
+             medians damp that noise but do not remove it.\n",
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         let _ = writeln!(
             s,
@@ -222,8 +231,9 @@ impl Bench {
         if !missed.is_empty() {
             let _ = writeln!(
                 s,
-                "\nMissed, with what bounds each tool (CPU seconds of a side over the wall time; \
-                 a side near 100% of its one CPU is the limit):\n\n{}",
+                "\nMissed, with what bounds each tool (how busy each node's CPU was, split into \
+                 the side's own processes and other work; the most loaded node or link is the \
+                 limit):\n\n{}",
                 missed.join("\n")
             );
         }
