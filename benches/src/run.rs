@@ -443,6 +443,9 @@ fn mover_receive(ctx: &Ctx, listen: &str, dst: &Path, block: bool) -> Command {
         .arg("--volume")
         .arg(format!("vol={}", dst.display()))
         .args(if block { &["--block"][..] } else { &[] })
+        // As the orchestrator's stage receivers run: changed files updated
+        // in place, segment hashes kept for the next resync.
+        .args(["--inplace", "--keep-hash-cache"])
         .arg("--exit-when-done")
         .arg("--cert")
         .arg(ctx.pki("server.crt"))

@@ -58,15 +58,21 @@ pub fn segment_hash(data: &[u8]) -> SegmentHash {
 /// Which one applies follows from whether the receiver announced a base.
 pub enum FileHasher {
     Whole(blake3::Hasher),
-    Segments {
-        segment_size: u64,
-        /// Hashes the list of segment hashes.
-        list: blake3::Hasher,
-        /// Hashes the segment being filled (boxed: two hashers inline would
-        /// make every plain hasher twice its size).
-        current: Box<blake3::Hasher>,
-        filled: u64,
-    },
+    Segments(SegmentList),
+}
+
+/// Cuts bytes into segments and hashes each, folding the hashes into the
+/// segment-list hash and, when asked, keeping them (for the receiver's hash
+/// cache: a file written is then hashed once for both).
+pub struct SegmentList {
+    segment_size: u64,
+    /// Hashes the list of segment hashes.
+    list: blake3::Hasher,
+    /// Hashes the segment being filled (boxed: two hashers inline would
+    /// make every plain hasher twice its size).
+    current: Box<blake3::Hasher>,
+    filled: u64,
+    kept: Option<Vec<SegmentHash>>,
 }
 
 /// Separates segment-list hashes from plain file hashes.
@@ -78,39 +84,17 @@ impl FileHasher {
     pub fn new(segment_size: Option<u32>) -> Self {
         match segment_size {
             None => FileHasher::Whole(blake3::Hasher::new()),
-            Some(size) => FileHasher::Segments {
-                segment_size: u64::from(size),
-                list: blake3::Hasher::new_derive_key(SEGMENT_LIST_CONTEXT),
-                current: Box::default(),
-                filled: 0,
-            },
+            Some(size) => FileHasher::Segments(SegmentList::new(size)),
         }
     }
 
     /// Adds the next bytes of the file.
-    pub fn update(&mut self, mut data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) {
         match self {
             FileHasher::Whole(h) => {
                 h.update(data);
             }
-            FileHasher::Segments {
-                segment_size,
-                list,
-                current,
-                filled,
-            } => {
-                while !data.is_empty() {
-                    let n = data.len().min((*segment_size - *filled) as usize);
-                    current.update(&data[..n]);
-                    *filled += n as u64;
-                    data = &data[n..];
-                    if *filled == *segment_size {
-                        list.update(&truncate(current.finalize()));
-                        current.reset();
-                        *filled = 0;
-                    }
-                }
-            }
+            FileHasher::Segments(list) => list.update(data),
         }
     }
 
@@ -118,29 +102,84 @@ impl FileHasher {
     /// this is a segment-list hash standing at a segment boundary.
     pub fn known(&mut self, hash: &SegmentHash) -> bool {
         match self {
-            FileHasher::Segments { list, filled, .. } if *filled == 0 => {
-                list.update(hash);
-                true
-            }
-            _ => false,
+            FileHasher::Segments(list) => list.known(hash),
+            FileHasher::Whole(_) => false,
         }
     }
 
     pub fn finalize(self) -> [u8; 32] {
+        self.finalize_keeping().0
+    }
+
+    /// The hash, and the segment hashes if they were kept.
+    pub fn finalize_keeping(self) -> ([u8; 32], Option<Vec<SegmentHash>>) {
         match self {
-            FileHasher::Whole(h) => *h.finalize().as_bytes(),
-            FileHasher::Segments {
-                mut list,
-                current,
-                filled,
-                ..
-            } => {
-                if filled > 0 {
-                    list.update(&truncate(current.finalize()));
-                }
-                *list.finalize().as_bytes()
+            FileHasher::Whole(h) => (*h.finalize().as_bytes(), None),
+            FileHasher::Segments(list) => list.finalize(),
+        }
+    }
+}
+
+impl SegmentList {
+    pub fn new(segment_size: u32) -> Self {
+        SegmentList {
+            segment_size: u64::from(segment_size),
+            list: blake3::Hasher::new_derive_key(SEGMENT_LIST_CONTEXT),
+            current: Box::default(),
+            filled: 0,
+            kept: None,
+        }
+    }
+
+    /// Keeps every segment hash, to be returned by [`SegmentList::finalize`].
+    pub fn keeping(mut self) -> Self {
+        self.kept = Some(Vec::new());
+        self
+    }
+
+    pub fn segment_size(&self) -> u32 {
+        self.segment_size as u32
+    }
+
+    fn push(&mut self, hash: &SegmentHash) {
+        self.list.update(hash);
+        if let Some(kept) = &mut self.kept {
+            kept.push(*hash);
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let n = data.len().min((self.segment_size - self.filled) as usize);
+            self.current.update(&data[..n]);
+            self.filled += n as u64;
+            data = &data[n..];
+            if self.filled == self.segment_size {
+                let hash = truncate(self.current.finalize());
+                self.push(&hash);
+                self.current.reset();
+                self.filled = 0;
             }
         }
+    }
+
+    /// Adds the next segment by its hash; false (and nothing added) unless
+    /// standing at a segment boundary.
+    pub fn known(&mut self, hash: &SegmentHash) -> bool {
+        if self.filled != 0 {
+            return false;
+        }
+        self.push(hash);
+        true
+    }
+
+    /// The segment-list hash, and the segment hashes if kept.
+    pub fn finalize(mut self) -> ([u8; 32], Option<Vec<SegmentHash>>) {
+        if self.filled > 0 {
+            let hash = truncate(self.current.finalize());
+            self.push(&hash);
+        }
+        (*self.list.finalize().as_bytes(), self.kept)
     }
 }
 
@@ -300,6 +339,25 @@ mod tests {
         other.update(&data[1..]);
         assert_ne!(other.finalize(), expected);
         assert!(!FileHasher::new(None).known(&[0; 16]));
+    }
+
+    #[test]
+    fn a_kept_segment_list_holds_every_segment_hash() {
+        let seg = MIN_SEGMENT as usize;
+        let data: Vec<u8> = (0..seg * 2 + 5).map(|i| (i * 13 % 247) as u8).collect();
+        let mut list = SegmentList::new(MIN_SEGMENT).keeping();
+        assert!(list.known(&segment_hash(&data[..seg])));
+        list.update(&data[seg..]);
+        let (hash, kept) = list.finalize();
+        let expected: Vec<SegmentHash> = data.chunks(seg).map(segment_hash).collect();
+        assert_eq!(kept, Some(expected));
+        let mut plain = FileHasher::new(Some(MIN_SEGMENT));
+        plain.update(&data);
+        assert_eq!(
+            plain.finalize_keeping(),
+            (hash, None),
+            "keeping changes no hash"
+        );
     }
 
     #[test]

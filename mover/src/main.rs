@@ -111,6 +111,20 @@ struct ReceivingArgs {
     /// area and redone by the next sync, never taken as done.
     #[arg(long)]
     inplace: bool,
+    /// Keep the segment hashes of large files (1 MiB or more) this receiver
+    /// writes or hashes, so that a resync reads only the segments that
+    /// changed instead of the whole copy. They live in the volume's work
+    /// area (`.mover-work`, or the first free `.mover-work.N`), which a
+    /// successful sync then leaves holding only them; a sync without this
+    /// flag still uses them, then removes the work area. An entry counts
+    /// only while its file's device, inode, size, mtime and ctime are
+    /// exactly as the receiver left them.
+    #[arg(long)]
+    keep_hash_cache: bool,
+    /// Bound on the hash cache's total size, in MiB; past it the least
+    /// recently used entries go.
+    #[arg(long, value_name = "MIB", default_value_t = mover::dest::hash_cache::DEFAULT_LIMIT >> 20)]
+    hash_cache_mib: u64,
 }
 
 impl ReceivingArgs {
@@ -357,6 +371,10 @@ fn session_config(
         keepalive,
         policy: receiving.policy(),
         inplace: receiving.inplace,
+        hash_cache: mover::dest::hash_cache::CacheConfig {
+            keep: receiving.keep_hash_cache,
+            limit: receiving.hash_cache_mib.saturating_mul(1 << 20),
+        },
     }
 }
 

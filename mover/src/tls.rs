@@ -47,9 +47,26 @@ fn alpn_protocols() -> Vec<Vec<u8>> {
 /// The protocol versions we allow: TLS 1.3 and nothing else.
 static VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
-/// The ring crypto provider, which every config here is built with.
+/// The ring crypto provider, which every config here is built with, with
+/// AES-128-GCM preferred. ring's default order puts AES-256-GCM first; with
+/// AES-NI, AES-128-GCM seals 16 KiB records about 12% faster (3.4 µs to 3.9
+/// µs in `cargo bench -p mover --bench pieces -- "tls record"`), and
+/// ChaCha20 is about 3.7 times slower. Every byte of a volume goes through
+/// it on both ends, and 128-bit AES is what TLS 1.3 makes mandatory. A peer
+/// that prefers another suite still gets it: the server follows the
+/// client's order.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    })
 }
 
 /// A certificate chain (end-entity first) and its private key.
@@ -375,6 +392,10 @@ mod tests {
             let (tcp, _) = listener.accept().await?;
             let mut tls = tokio_rustls::TlsAcceptor::from(server).accept(tcp).await?;
             assert_eq!(tls.get_ref().1.alpn_protocol(), Some(ALPN));
+            assert_eq!(
+                tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()),
+                Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+            );
             let volumes = peer_volumes(tls.get_ref().1).map_err(io::Error::other)?;
             tls.write_all(b"ok").await?;
             tls.shutdown().await?;

@@ -45,6 +45,23 @@ impl Cluster {
         reference: &ClusterRef,
         options: &client::Options,
     ) -> anyhow::Result<Self> {
+        let (config, context) = Self::config(side, reference).await?;
+        let client = client::build(config, options)
+            .with_context(|| format!("{side} cluster: context {context:?}"))?;
+        Ok(Self {
+            side,
+            context,
+            client,
+        })
+    }
+
+    /// The configuration [`Cluster::connect_with`] builds its client from,
+    /// and the context's name (for callers that make other clients of the
+    /// same cluster, such as the console's per-user ones).
+    pub async fn config(
+        side: &'static str,
+        reference: &ClusterRef,
+    ) -> anyhow::Result<(kube::Config, String)> {
         let (config, context) = match read_kubeconfig(reference.kubeconfig.as_deref()) {
             Ok(kubeconfig) => from_kubeconfig(side, kubeconfig, reference).await?,
             Err(e) if reference.kubeconfig.is_some() || reference.context.is_some() => {
@@ -60,13 +77,7 @@ impl Cluster {
                 (config, IN_CLUSTER.to_string())
             }
         };
-        let client = client::build(config, options)
-            .with_context(|| format!("{side} cluster: context {context:?}"))?;
-        Ok(Self {
-            side,
-            context,
-            client,
-        })
+        Ok((config, context))
     }
 
     /// "the source cluster (context "x")", for messages.

@@ -4,6 +4,7 @@
 pub mod cleanup;
 pub mod client;
 pub mod clusters;
+pub mod console;
 pub mod controller;
 pub mod dim;
 pub mod display;

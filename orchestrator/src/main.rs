@@ -88,6 +88,9 @@ enum Command {
         /// Where to serve /metrics, /healthz and /readyz.
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: std::net::SocketAddr,
+        /// Where to serve the web console (host:port), or `off`.
+        #[arg(long, default_value = orchestrator::console::DEFAULT_LISTEN)]
+        console_listen: orchestrator::console::Listen,
     },
     /// Print the CustomResourceDefinitions of the controller's resources,
     /// as YAML.
@@ -133,6 +136,11 @@ enum Command {
         /// Print the manifests instead of applying them.
         #[arg(long)]
         print: bool,
+        /// Print the web console's Route or Ingress (deploy/console-*.yaml)
+        /// instead: they are applied by hand, as the cluster exposes
+        /// services.
+        #[arg(long, value_enum, conflicts_with = "print")]
+        print_console: Option<ConsoleExposure>,
         /// The orchestrator image the controller runs.
         #[arg(long)]
         image: Option<String>,
@@ -168,6 +176,15 @@ impl HostFlags {
     }
 }
 
+/// How the web console is exposed outside the cluster.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ConsoleExposure {
+    /// An OpenShift Route (deploy/console-route.yaml).
+    Route,
+    /// An Ingress (deploy/console-ingress.yaml).
+    Ingress,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     Table,
@@ -198,6 +215,7 @@ async fn run(cli: Cli) -> i32 {
             context,
             max_migrations,
             listen,
+            console_listen,
         } => {
             let host = plan::ClusterRef {
                 kubeconfig: kubeconfig.clone(),
@@ -207,12 +225,25 @@ async fn run(cli: Cli) -> i32 {
                 namespace: namespace.clone(),
                 concurrency: *max_migrations,
                 listen: *listen,
+                console: None,
             };
-            return controller(host, options).await;
+            return controller(host, options, console_listen.0).await;
         }
         Command::Crds => return crds(),
         Command::Install {
+            print_console: Some(exposure),
+            ..
+        } => {
+            return print_yaml(match exposure {
+                ConsoleExposure::Route => orchestrator::controller::install::console_route_yaml(),
+                ConsoleExposure::Ingress => {
+                    orchestrator::controller::install::console_ingress_yaml()
+                }
+            })
+        }
+        Command::Install {
             print,
+            print_console: None,
             image,
             replicas,
             velero_namespace,
@@ -418,12 +449,31 @@ async fn status(name: &str, flags: &PlanFlags) -> i32 {
     }
 }
 
-/// Runs the controller against the host cluster until stopped.
-async fn controller(host: plan::ClusterRef, options: orchestrator::controller::Options) -> i32 {
-    let host = match connect_host(&host).await {
+/// Runs the controller against the host cluster until stopped, with the
+/// console on `console_listen` unless it is off.
+async fn controller(
+    reference: plan::ClusterRef,
+    mut options: orchestrator::controller::Options,
+    console_listen: Option<std::net::SocketAddr>,
+) -> i32 {
+    let host = match connect_host(&reference).await {
         Ok(host) => host,
         Err(code) => return code,
     };
+    if let Some(listen) = console_listen {
+        match Cluster::config("host", &reference).await {
+            Ok((host_config, _)) => {
+                options.console = Some(orchestrator::console::Options {
+                    listen,
+                    host_config,
+                })
+            }
+            Err(e) => {
+                eprintln!("orchestrator: {e:#}");
+                return exit::USAGE;
+            }
+        }
+    }
     match orchestrator::controller::run(host.client, options).await {
         Ok(()) => exit::SUCCESS,
         Err(e) => {

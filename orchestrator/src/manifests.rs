@@ -386,6 +386,13 @@ pub fn receiver_pod(
         format!("0.0.0.0:{RECEIVER_PORT}"),
         "--inplace".into(),
     ];
+    // A stage run keeps the segment hashes of the large files it wrote in
+    // the volume's work area, so the next run reads only what changed; the
+    // final run uses them and removes them, so the application starts on
+    // exactly the source's names.
+    if plan.stage {
+        args.push("--keep-hash-cache".into());
+    }
     if !setup.mode.creates_devices(setup.admission) {
         args.push("--no-devices".into());
     }
@@ -910,6 +917,23 @@ mod tests {
         assert!(
             args.starts_with("receive --listen 0.0.0.0:8443 --inplace"),
             "{args}"
+        );
+        assert!(!args.contains("--keep-hash-cache"), "a final run: {args}");
+        let stage = Plan {
+            stage: true,
+            ..plan()
+        };
+        let stage_args = receiver_pod("app2", &stage, &pvcs, &setup)
+            .spec
+            .unwrap()
+            .containers[0]
+            .args
+            .clone()
+            .unwrap()
+            .join(" ");
+        assert!(
+            stage_args.starts_with("receive --listen 0.0.0.0:8443 --inplace --keep-hash-cache"),
+            "a stage run: {stage_args}"
         );
         assert!(
             args.contains("--volume a=/volumes/a --volume b.c=/volumes/b.c"),

@@ -9,131 +9,17 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::wait::await_condition;
-use kube_emulator::{ClusterPair, PairOptions, Policy};
+use kube_emulator::{PairOptions, Policy};
 use orchestrator::controller::cluster::{MigrationCluster, MigrationClusterStatus};
 use orchestrator::controller::conditions::Condition;
 use orchestrator::controller::plan::MigrationPlan;
 use serde_json::{json, Value};
 
-const NS: &str = "mover-system";
+mod host;
 
-/// A controller process: its metrics address, and whether it said it
-/// leads. Killed when dropped.
-struct Controller {
-    child: tokio::process::Child,
-    address: std::net::SocketAddr,
-    leading: tokio::sync::watch::Receiver<bool>,
-}
-
-/// Starts the controller process with the destination as its host,
-/// serving its metrics on a free loopback port; its log is passed on to
-/// the test's.
-async fn start_controller(kubeconfig: &Path) -> Controller {
-    use tokio::io::AsyncBufReadExt as _;
-
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-        .arg("controller")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--context", "destination", "--listen", "127.0.0.1:0"])
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting orchestrator controller");
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let (address_tx, address_rx) = tokio::sync::oneshot::channel();
-    let (leading_tx, leading) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut address_tx = Some(address_tx);
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("controller {}: {line}", std::process::id());
-            if let Some(address) = line.strip_prefix("serving /metrics, /healthz and /readyz on ") {
-                if let Some(tx) = address_tx.take() {
-                    let _ = tx.send(address.parse::<std::net::SocketAddr>().unwrap());
-                }
-            }
-            if line == "leading" {
-                let _ = leading_tx.send(true);
-            }
-        }
-    });
-    let address = tokio::time::timeout(Duration::from_secs(30), address_rx)
-        .await
-        .expect("the controller never said where it serves metrics")
-        .unwrap();
-    Controller {
-        child,
-        address,
-        leading,
-    }
-}
-
-/// A pair of Docker-less clusters started with `options`, their
-/// kubeconfig, and the controller running with the destination as its
-/// host, its CRDs served and its namespace made.
-struct Setup {
-    pair: ClusterPair,
-    kubeconfig: std::path::PathBuf,
-    controller: Controller,
-    _dir: tempfile::TempDir,
-}
-
-async fn setup(options: &PairOptions) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = ClusterPair::start_with(&dir.path().join("state"), options)
-        .await
-        .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, pair.kubeconfig()).unwrap();
-    let host = pair.destination.client.clone();
-    create(
-        &Api::<Namespace>::all(host.clone()),
-        json!({"metadata": {"name": NS}}),
-    )
-    .await;
-    let controller = start_controller(&kubeconfig).await;
-    // The controller applies its CRDs when it starts.
-    let plans: Api<MigrationPlan> = Api::namespaced(host, NS);
-    for _ in 0..100 {
-        if plans.list(&Default::default()).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Setup {
-        pair,
-        kubeconfig,
-        controller,
-        _dir: dir,
-    }
-}
-
-/// Registers the source (by URL and a token Secret) and the host itself
-/// as MigrationClusters `source` and `host`.
-async fn register_clusters(pair: &ClusterPair) {
-    let host = pair.destination.client.clone();
-    let clusters: Api<MigrationCluster> = Api::namespaced(host.clone(), NS);
-    create(
-        &Api::<Secret>::namespaced(host, NS),
-        json!({"metadata": {"name": "source-token"},
-               "stringData": {"token": pair.source.token_for("migrator", &["system:masters"]),
-                              "ca.crt": pair.source.ca_pem()}}),
-    )
-    .await;
-    create(
-        &clusters,
-        json!({"metadata": {"name": "source"},
-               "spec": {"url": pair.source.api_url, "secretRef": {"name": "source-token"}}}),
-    )
-    .await;
-    create(
-        &clusters,
-        json!({"metadata": {"name": "host"}, "spec": {"isHostCluster": true}}),
-    )
-    .await;
-}
+use host::{create, register_clusters, setup, start_controller, Controller, Setup, NS};
 
 /// GETs `path` of a controller's endpoint: (status code, body).
 async fn get(controller: &Controller, path: &str) -> (u16, String) {
@@ -156,14 +42,6 @@ async fn leads(controller: &mut Controller, within: Duration) -> bool {
     tokio::time::timeout(within, controller.leading.wait_for(|l| *l))
         .await
         .is_ok()
-}
-
-async fn create<K>(api: &Api<K>, object: Value) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object).unwrap();
-    api.create(&PostParams::default(), &object).await.unwrap()
 }
 
 /// Waits until cluster `name`'s Ready condition has `status`, and returns
@@ -575,6 +453,11 @@ async fn two_replicas_one_leads_and_the_standby_takes_over() {
         assert_eq!(get(controller, "/readyz").await.0, 200);
     }
     assert!(!leads(&mut second, Duration::from_secs(20)).await);
+    // The standby serves the console too (it holds no state).
+    let session = reqwest::get(format!("{}/api/session", second.console))
+        .await
+        .unwrap();
+    assert_eq!(session.status(), 200);
     let (_, metrics) = get(&first, "/metrics").await;
     assert_eq!(
         sample(&metrics, "mover_controller_leader"),

@@ -88,19 +88,27 @@ where
         probes: out,
         peer,
     };
-    let mut scanned = false;
+    // Which of the two threads' handles the loop has already seen end: a
+    // JoinHandle must not be awaited again after it has returned.
+    let (mut scanned, mut data_ended) = (false, false);
     let answered = loop {
         tokio::select! {
-            done = &mut scanning, if !scanned => match done {
-                Ok(Ok(())) => scanned = true,
-                Ok(Err(failure)) => break Err(failure),
-                Err(e) => break Err(Failure::permanent(format!("block scan failed: {e}"))),
-            },
-            done = &mut data => break Err(match done {
-                Ok(Err(failure)) => failure,
-                // It stops only when the connection is gone.
-                _ => Failure::retryable("the connection to the receiver closed"),
-            }),
+            done = &mut scanning, if !scanned => {
+                scanned = true;
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(failure)) => break Err(failure),
+                    Err(e) => break Err(Failure::permanent(format!("block scan failed: {e}"))),
+                }
+            }
+            done = &mut data => {
+                data_ended = true;
+                break Err(match done {
+                    Ok(Err(failure)) => failure,
+                    // It stops only when the connection is gone.
+                    _ => Failure::retryable("the connection to the receiver closed"),
+                });
+            }
             batch = wio::next_batch(&mut reader, config.idle_timeout, peer) => {
                 let mut asked = Vec::new();
                 match batch.and_then(|batch| answers.handle_all(batch, &mut asked)) {
@@ -138,10 +146,12 @@ where
         // peer that stopped reading must not keep this session.
         writer.abort();
     }
-    if !scanning.is_finished() {
+    if !scanned {
         let _ = scanning.await;
     }
-    let _ = data.await;
+    if !data_ended {
+        let _ = data.await;
+    }
     let stats = close(writer, answered).await?;
     Ok(SendReport::new(
         &config,

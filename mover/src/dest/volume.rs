@@ -399,7 +399,7 @@ impl Dir {
         &self.path
     }
 
-    fn at(&self, name: &[u8]) -> String {
+    pub(super) fn at(&self, name: &[u8]) -> String {
         location(&self.volume, self.path.as_bytes(), name)
     }
 
@@ -1163,9 +1163,16 @@ impl TempFile {
     /// Renames the file over the final name without flushing it first: for
     /// callers that made a whole batch of files durable at once
     /// ([`Volume::sync`]) so that no name ever points at unflushed data.
-    pub fn rename_into_place(mut self) -> Result<()> {
+    pub fn rename_into_place(self) -> Result<()> {
+        self.rename_then(|_| ())
+    }
+
+    /// [`TempFile::rename_into_place`], then `then` on the file under its
+    /// final name (to learn its identity once the rename moved its ctime).
+    pub fn rename_then<T>(mut self, then: impl FnOnce(&File) -> T) -> Result<T> {
         self.committed = true;
-        self.dir.install(&self.temp, &self.final_name)
+        self.dir.install(&self.temp, &self.final_name)?;
+        Ok(then(&self.file))
     }
 
     /// Keeps the file under `name` in the directory that holds the

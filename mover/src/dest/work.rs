@@ -13,10 +13,13 @@
 //! name, or a copy of an old work area, is the user's.
 //!
 //! A successful sync removes the work area, so the destination then holds
-//! exactly the source's names. After a crash or a broken connection it may
+//! exactly the source's names; or, when the operator keeps the hash cache
+//! (`--keep-hash-cache`), leaves it holding only the cache's entries
+//! ([`super::hash_cache`]). After a crash or a broken connection it may
 //! remain, holding partial files that the next session resumes from and
 //! then removes.
 
+use super::hash_cache::{self, HashCache};
 use super::volume::{Dir, Result, StatKind, Volume};
 use crate::entry::RelPath;
 use std::collections::HashSet;
@@ -93,10 +96,10 @@ impl WorkArea {
     /// Finds this volume's work area, or picks a name for one (made on
     /// first use), among the candidates not in `reserved`, and makes it the
     /// volume's place for temporaries. Temporaries a crashed session left
-    /// in it are removed. `None` when every candidate is taken (then
-    /// temporaries go beside their final names and nothing is kept to
-    /// resume from).
-    pub fn open(volume: &Volume, reserved: &[u32]) -> Result<Option<WorkArea>> {
+    /// in it are removed; the hash cache's entries are counted for `cache`.
+    /// `None` when every candidate is taken (then temporaries go beside
+    /// their final names and nothing is kept to resume from).
+    pub fn open(volume: &Volume, reserved: &[u32], cache: &HashCache) -> Result<Option<WorkArea>> {
         let root = volume.root();
         let mut ours = None;
         let mut free = None;
@@ -139,8 +142,13 @@ impl WorkArea {
         };
         let mut partials = HashSet::new();
         let mut dirty = HashSet::new();
+        let mut cached = 0;
         for entry in dir.names()? {
             if entry == MARKER {
+                continue;
+            }
+            if let Some(bytes) = hash_cache::entry_size(&dir, &entry) {
+                cached += bytes;
                 continue;
             }
             if entry.starts_with(INPLACE_PREFIX) {
@@ -156,6 +164,7 @@ impl WorkArea {
             }
         }
         volume.set_work_area(&name, &dir);
+        cache.opened(&dir, cached);
         Ok(Some(WorkArea {
             name,
             partials,
@@ -171,6 +180,23 @@ impl WorkArea {
             CANDIDATES - 1
         );
         None
+    }
+
+    /// The name of the work area a session whose source root has the
+    /// candidates `reserved` would use, if one exists: a dry run, which
+    /// neither makes nor moves one, lists the root without it (a kept hash
+    /// cache is no deletion).
+    pub fn existing(volume: &Volume, reserved: &[u32]) -> Result<Option<Vec<u8>>> {
+        let root = volume.root();
+        for i in 0..CANDIDATES {
+            let name = candidate(i);
+            if root.stat(&name)?.is_some_and(|st| st.kind == StatKind::Dir)
+                && Self::ours(&root, &name)?.is_some()
+            {
+                return Ok((!reserved.contains(&i)).then_some(name));
+            }
+        }
+        Ok(None)
     }
 
     /// The candidate directory `name` if its marker names it.
@@ -283,13 +309,23 @@ impl WorkArea {
         Ok(())
     }
 
-    /// Ends the session's use: after a complete sync everything goes;
-    /// otherwise the partial files stay for the next session (and the
-    /// directory too, unless it holds none).
-    pub fn close(self, complete: bool, volume: &Volume) -> Result<()> {
-        if let Some(dir) = volume.work_dir() {
-            if complete || dir.names()?.iter().all(|n| n == MARKER) {
+    /// Ends the session's use: after a complete sync everything goes but
+    /// the hash cache's entries when `cache` keeps them; otherwise the
+    /// partial files stay for the next session (and the directory too,
+    /// unless it holds nothing of use).
+    pub fn close(self, complete: bool, volume: &Volume, cache: &HashCache) -> Result<()> {
+        let Some(dir) = volume.work_dir() else {
+            return Ok(());
+        };
+        let names = dir.names()?;
+        let cached = |n: &[u8]| cache.keeps() && hash_cache::entry_size(&dir, n).is_some();
+        if !names.iter().any(|n| cached(n)) {
+            if complete || names.iter().all(|n| n == MARKER) {
                 volume.root().remove(&self.name)?;
+            }
+        } else if complete {
+            for name in names.iter().filter(|n| *n != MARKER && !cached(n)) {
+                dir.remove(name)?;
             }
         }
         Ok(())
@@ -336,19 +372,26 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    use crate::dest::hash_cache::CacheConfig;
     use crate::dest::names;
+
+    fn no_cache() -> HashCache {
+        HashCache::new(CacheConfig::default())
+    }
 
     /// One session: opens the work area, keeps a partial for `path`, ends
     /// incomplete.
     fn session_keeping(root: &std::path::Path, reserved: &[u32], path: &RelPath) {
         let volume = Volume::open("v", root).unwrap();
-        let mut work = WorkArea::open(&volume, reserved).unwrap().unwrap();
+        let mut work = WorkArea::open(&volume, reserved, &no_cache())
+            .unwrap()
+            .unwrap();
         let mut temp = volume.root().create_temp(b"f").unwrap();
         temp.file().write_all(b"the first part").unwrap();
         let name = WorkArea::partial_name(path);
         temp.keep_as(&name).unwrap();
         work.kept(name);
-        work.close(false, &volume).unwrap();
+        work.close(false, &volume, &no_cache()).unwrap();
     }
 
     #[test]
@@ -366,14 +409,14 @@ mod tests {
     fn made_on_first_use_and_gone_after_a_complete_session() {
         let tmp = tempfile::tempdir().unwrap();
         let volume = Volume::open("v", tmp.path()).unwrap();
-        let work = WorkArea::open(&volume, &[]).unwrap().unwrap();
+        let work = WorkArea::open(&volume, &[], &no_cache()).unwrap().unwrap();
         assert_eq!(work.name(), WORK_NAME.as_bytes());
         assert!(names(tmp.path()).is_empty(), "nothing made before a write");
         let mut temp = volume.root().create_temp(b"f").unwrap();
         temp.file().write_all(b"x").unwrap();
         assert_eq!(names(tmp.path()), [WORK_NAME]);
         temp.commit().unwrap();
-        work.close(true, &volume).unwrap();
+        work.close(true, &volume, &no_cache()).unwrap();
         assert_eq!(names(tmp.path()), ["f"]);
     }
 
@@ -393,7 +436,9 @@ mod tests {
         // The source root now has `.mover-work` and `.mover-work.2`: the
         // area moves to the first free name and keeps its partial.
         let volume = Volume::open("v", tmp.path()).unwrap();
-        let mut work = WorkArea::open(&volume, &[0, 2]).unwrap().unwrap();
+        let mut work = WorkArea::open(&volume, &[0, 2], &no_cache())
+            .unwrap()
+            .unwrap();
         assert_eq!(work.name(), b".mover-work.3");
         assert_eq!(names(tmp.path()), [".mover-work.1", ".mover-work.3"]);
         let (name, len) = work.partial(&volume, &path).unwrap().unwrap();
@@ -409,7 +454,7 @@ mod tests {
         );
         work.drop_partial(&volume, &path).unwrap();
         assert!(work.partial(&volume, &path).unwrap().is_none());
-        work.close(false, &volume).unwrap();
+        work.close(false, &volume, &no_cache()).unwrap();
         assert_eq!(names(tmp.path()), [".mover-work.1"], "an empty area goes");
         assert_eq!(names(&copy), ["id"], "the user's directory is untouched");
     }
@@ -420,19 +465,19 @@ mod tests {
         let path = RelPath::parse(b"db/data").unwrap();
         let other = RelPath::parse(b"db/other").unwrap();
         let volume = Volume::open("v", tmp.path()).unwrap();
-        let mut work = WorkArea::open(&volume, &[]).unwrap().unwrap();
+        let mut work = WorkArea::open(&volume, &[], &no_cache()).unwrap().unwrap();
         assert!(work.writing_in_place(&volume, &path).unwrap());
         assert!(work.writing_in_place(&volume, &other).unwrap());
         work.written_in_place(&volume, &other).unwrap();
         // The session stops here, as a crash would leave it.
         drop(work);
         let volume = Volume::open("v", tmp.path()).unwrap();
-        let mut work = WorkArea::open(&volume, &[]).unwrap().unwrap();
+        let mut work = WorkArea::open(&volume, &[], &no_cache()).unwrap().unwrap();
         assert!(work.is_dirty(&path));
         assert!(!work.is_dirty(&other));
         work.written_in_place(&volume, &path).unwrap();
         assert!(!work.is_dirty(&path));
-        work.close(false, &volume).unwrap();
+        work.close(false, &volume, &no_cache()).unwrap();
         assert!(names(tmp.path()).is_empty(), "nothing left to redo");
     }
 
@@ -443,23 +488,51 @@ mod tests {
         session_keeping(tmp.path(), &[], &path);
         std::fs::write(tmp.path().join(".mover-work/.mover-tmp.1.2.3"), b"crash").unwrap();
         let volume = Volume::open("v", tmp.path()).unwrap();
-        let work = WorkArea::open(&volume, &[]).unwrap().unwrap();
+        let work = WorkArea::open(&volume, &[], &no_cache()).unwrap().unwrap();
         let mut left = names(&tmp.path().join(".mover-work"));
         left.retain(|n| n != "id");
         assert_eq!(
             left,
             [String::from_utf8(WorkArea::partial_name(&path)).unwrap()]
         );
-        work.close(true, &volume).unwrap();
+        work.close(true, &volume, &no_cache()).unwrap();
         assert!(names(tmp.path()).is_empty());
 
         let all: Vec<u32> = (0..CANDIDATES).collect();
         let volume = Volume::open("v", tmp.path()).unwrap();
-        assert!(WorkArea::open(&volume, &all).unwrap().is_none());
+        assert!(WorkArea::open(&volume, &all, &no_cache())
+            .unwrap()
+            .is_none());
         // Temporaries then go beside their final name.
         let mut temp = volume.root().create_temp(b"g").unwrap();
         temp.file().write_all(b"g").unwrap();
         temp.commit().unwrap();
         assert_eq!(names(tmp.path()), ["g"]);
+    }
+
+    #[test]
+    fn a_kept_cache_is_all_a_complete_sync_leaves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = RelPath::parse(b"f").unwrap();
+        session_keeping(tmp.path(), &[], &path);
+        let area = tmp.path().join(".mover-work");
+        std::fs::write(area.join("h.1.2"), b"an entry").unwrap();
+        let keep = HashCache::new(CacheConfig {
+            keep: true,
+            ..CacheConfig::default()
+        });
+        let volume = Volume::open("v", tmp.path()).unwrap();
+        let work = WorkArea::open(&volume, &[], &keep).unwrap().unwrap();
+        work.close(true, &volume, &keep).unwrap();
+        assert_eq!(names(&area), ["h.1.2", "id"], "the partial went");
+        // A session that does not keep the cache uses it, then removes it.
+        let volume = Volume::open("v", tmp.path()).unwrap();
+        let work = WorkArea::open(&volume, &[], &no_cache()).unwrap().unwrap();
+        work.close(false, &volume, &no_cache()).unwrap();
+        assert_eq!(names(&area), ["h.1.2", "id"], "an unfinished sync keeps it");
+        let volume = Volume::open("v", tmp.path()).unwrap();
+        let work = WorkArea::open(&volume, &[], &no_cache()).unwrap().unwrap();
+        work.close(true, &volume, &no_cache()).unwrap();
+        assert!(names(tmp.path()).is_empty());
     }
 }

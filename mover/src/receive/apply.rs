@@ -9,11 +9,12 @@
 //! either its old or its new version, whatever happens to the connection.
 
 use super::hasher::{Handle as HashThread, HashJob, Identity};
-use super::incoming::{Cancel, DataError, Incoming, Output};
+use super::incoming::{Cancel, DataError, Incoming, Output, Shape, Verified};
 use super::notices::Notices;
 use super::policy::{Admission, Policy};
 use super::tree::{Closing, Frame, Tree};
 use crate::delta;
+use crate::dest::hash_cache::SegmentHashes;
 use crate::dest::volume::{Dir, FsError, MetaOptions, Stat, StatKind, TempFile, Volume};
 use crate::dest::work::{BaseRef, WorkArea};
 use crate::entry::{Entry, Kind, Meta, RelPath};
@@ -41,6 +42,9 @@ struct Need {
     base_ref: BaseRef,
     /// Whole-file resends after a failed hash check.
     resends: u32,
+    /// The device and inode of the destination file this one replaces,
+    /// whose hash cache entry goes with it.
+    replaces: Option<(u64, u64)>,
 }
 
 /// Hard links waiting for their target's data, at most: each costs a path.
@@ -97,8 +101,9 @@ pub struct Applier {
     notices: Notices,
     current: Option<Incoming>,
     /// Verified files waiting for one `syncfs` before their renames, as
-    /// many as `lease` has descriptor slots for.
-    batch: Vec<(FileId, TempFile)>,
+    /// many as `lease` has descriptor slots for, with their segment hashes
+    /// for the hash cache.
+    batch: Vec<(FileId, TempFile, Option<SegmentHashes>)>,
     lease: Lease,
     batch_bytes: u64,
     /// The directory the last file was written into: consecutive files
@@ -186,7 +191,7 @@ impl Applier {
                     tracing::warn!("{}: {e}", self.volume.name());
                 }
                 if let Some(work) = self.work.take() {
-                    if let Err(e) = work.close(false, &self.volume) {
+                    if let Err(e) = work.close(false, &self.volume, &self.hasher.cache) {
                         tracing::warn!("{e}");
                     }
                 }
@@ -232,7 +237,8 @@ impl Applier {
     fn finish(mut self) -> Result<ReceiverStats, Failure> {
         // Before the root's times are set: removing it touches the root.
         if let Some(work) = self.work.take() {
-            work.close(true, &self.volume).map_err(|e| self.fs(e))?;
+            work.close(true, &self.volume, &self.hasher.cache)
+                .map_err(|e| self.fs(e))?;
         }
         for (path, closing) in std::mem::take(&mut self.tree.closing) {
             self.apply_left_dir_meta(&path, &closing.meta)?;
@@ -259,8 +265,17 @@ impl Applier {
             .sync()
             .map_err(|e| Failure::permanent(format!("flushing {}: {e}", self.volume.name())))?;
         self.batch_bytes = 0;
-        for (id, temp) in std::mem::take(&mut self.batch) {
-            temp.rename_into_place().map_err(|e| self.fs(e))?;
+        for (id, temp, hashes) in std::mem::take(&mut self.batch) {
+            let identity = temp
+                .rename_then(|file| Identity::of(file).ok())
+                .map_err(|e| self.fs(e))?;
+            let cache = &self.hasher.cache;
+            if let Some((dev, ino)) = self.needs.get(&id).and_then(|n| n.replaces) {
+                cache.forget(&self.volume, dev, ino);
+            }
+            if let (Some(identity), Some(hashes)) = (identity, hashes) {
+                cache.store(&self.volume, &identity, &hashes);
+            }
             self.stats.files_written += 1;
             self.stats.bytes_written += self.needs.get(&id).map_or(0, |n| n.size);
             self.complete(id, Ok(()))?;
@@ -401,7 +416,8 @@ impl Applier {
                 return Err(self.protocol("the root listed twice"));
             }
             self.started = true;
-            self.work = WorkArea::open(&self.volume, &self.reserved).map_err(|e| self.fs(e))?;
+            self.work = WorkArea::open(&self.volume, &self.reserved, &self.hasher.cache)
+                .map_err(|e| self.fs(e))?;
             let root = self.volume.root();
             root.make_writable().map_err(|e| self.fs(e))?;
             let mut names = root.names().map_err(|e| self.fs(e))?;
@@ -684,6 +700,9 @@ impl Applier {
                 base,
                 base_ref: base_ref.clone(),
                 resends: 0,
+                replaces: existing
+                    .filter(|st| st.kind == StatKind::File && st.nlink == 1)
+                    .map(|st| (st.dev, st.ino)),
             },
         );
         match base {
@@ -832,13 +851,18 @@ impl Applier {
         let base = base_info.and_then(|info| base_ref.open(&self.volume).map(|f| (f, info)));
         // Announced to the sender, so its hash is the segment-list one.
         let hashed = super::hasher::lock(&self.hasher.announced).remove(&id);
+        let cache_segment = self.hasher.cache.wants(size);
         self.current = Some(Incoming::new(
             id,
             path,
             out,
             base,
             hashed,
-            (size, sparse),
+            Shape {
+                size,
+                sparse,
+                cache_segment,
+            },
             self.cancel.clone(),
         ));
         self.last_dir = Some(dir);
@@ -899,6 +923,16 @@ impl Applier {
                 .set_meta(name, &need.meta, self.meta_opts)
                 .map_err(|e| self.fs(e))?;
             self.notices.extend(warnings);
+            // The new ctime voids the entry made when it was hashed: the
+            // same hashes go under the file's identity now.
+            let now = need.base_ref.open(&self.volume).map(|f| Identity::of(&f));
+            if let Some(Ok(identity)) = now {
+                let hashes = SegmentHashes {
+                    segment_size: hashed.segment_size,
+                    hashes: hashed.hashes.to_vec(),
+                };
+                self.hasher.cache.store(&self.volume, &identity, &hashes);
+            }
         }
         self.complete(id, Ok(()))
     }
@@ -958,7 +992,7 @@ impl Applier {
         let finished = file
             .finish(hash)
             .map_err(|e| Failure::permanent(format!("{}/{path}: {e}", self.volume.name())))?;
-        let Ok(out) = finished else {
+        let Ok(Verified { out, hashes }) = finished else {
             let need = self
                 .needs
                 .get_mut(&id)
@@ -976,7 +1010,7 @@ impl Applier {
         };
         let temp = match out {
             Output::Temp(temp) => temp,
-            Output::InPlace(file) => return self.written_in_place(id, &path, file),
+            Output::InPlace(file) => return self.written_in_place(id, &path, file, hashes),
         };
         let meta = &self.needs[&id].meta;
         let warnings = temp
@@ -987,7 +1021,7 @@ impl Applier {
         // Out of descriptor slots, the batch goes with this file as its
         // last: a session never waits for others' descriptors.
         let room = self.lease.take_file();
-        self.batch.push((id, temp));
+        self.batch.push((id, temp, hashes));
         if !room || self.batch_bytes >= MAX_BATCH_BYTES {
             self.commit_batch()?;
         }
@@ -997,7 +1031,13 @@ impl Applier {
     /// A file written in place is verified: its metadata (the source's size
     /// and mtime, which make it count as done) is set and made durable
     /// before its journal entry goes.
-    fn written_in_place(&mut self, id: FileId, path: &RelPath, file: File) -> Result<(), Failure> {
+    fn written_in_place(
+        &mut self,
+        id: FileId,
+        path: &RelPath,
+        file: File,
+        hashes: Option<SegmentHashes>,
+    ) -> Result<(), Failure> {
         let (parent, name) = path
             .split_last()
             .ok_or_else(|| self.protocol("data for the root"))?;
@@ -1011,6 +1051,9 @@ impl Applier {
             .map_err(|e| self.fs(e))?;
         self.notices.extend(warnings);
         dir.fsync(&file, name).map_err(|e| self.fs(e))?;
+        if let (Ok(identity), Some(hashes)) = (Identity::of(&file), hashes) {
+            self.hasher.cache.store(&self.volume, &identity, &hashes);
+        }
         self.stats.files_written += 1;
         self.stats.bytes_written += need.size;
         self.complete(id, Ok(()))

@@ -3,6 +3,7 @@
 //! incoming data, so a large base file never stalls the stream.
 
 use crate::delta;
+use crate::dest::hash_cache::{HashCache, SegmentHashes};
 use crate::dest::volume::Volume;
 use crate::dest::work::BaseRef;
 use crate::wire::frame::DATA_CHUNK;
@@ -10,10 +11,11 @@ use crate::wire::io::{Closed, Outbox};
 use crate::wire::message::{BaseInfo, FileId, SegmentHash, ToSender};
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
-use std::os::unix::fs::MetadataExt;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+
+pub use crate::dest::hash_cache::Identity;
 
 /// Segment hashes per `BaseHashes` message (16 bytes each: 256 KiB), so
 /// the hashes of a huge base stream out as they are made.
@@ -64,30 +66,7 @@ pub const QUEUED_JOBS: usize = 8;
 pub struct Handle {
     pub jobs: std::sync::mpsc::SyncSender<HashJob>,
     pub announced: Announced,
-}
-
-/// What tells one version of a file from another: a rewrite or a
-/// replacement changes the inode, the size or the change time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Identity {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    ctime: (i64, i64),
-    mtime: (i64, i64),
-}
-
-impl Identity {
-    pub fn of(file: &std::fs::File) -> std::io::Result<Self> {
-        let md = file.metadata()?;
-        Ok(Identity {
-            dev: md.dev(),
-            ino: md.ino(),
-            size: md.len(),
-            ctime: (md.ctime(), md.ctime_nsec()),
-            mtime: (md.mtime(), md.mtime_nsec()),
-        })
-    }
+    pub cache: Arc<HashCache>,
 }
 
 pub fn run(
@@ -95,12 +74,19 @@ pub fn run(
     jobs: Receiver<HashJob>,
     out: mpsc::Sender<Vec<ToSender>>,
     announced: Announced,
+    cache: Arc<HashCache>,
 ) {
     let mut out = Outbox::new(out);
     for job in jobs {
         let sent = match job {
             HashJob::Base { id, base: at, info } => {
-                base(&volume, id, &at, info, &announced, &mut out)
+                let base = Base {
+                    volume: &volume,
+                    cache: &cache,
+                    at: &at,
+                    info,
+                };
+                base.announce(id, &announced, &mut out)
             }
             HashJob::Signatures {
                 id,
@@ -116,81 +102,131 @@ pub fn run(
     }
 }
 
-/// Announces the base, then hashes it. The announcement goes out first so
-/// the sender reads and hashes its file while we read and hash ours. If the
-/// base cannot be opened after all, asks for the file whole; a segment that
-/// cannot be read gets a hash no data has, so it is sent, not copied.
-fn base(
-    volume: &Volume,
-    id: FileId,
-    at: &BaseRef,
+/// A base to announce.
+struct Base<'a> {
+    volume: &'a Volume,
+    cache: &'a HashCache,
+    at: &'a BaseRef,
     info: BaseInfo,
-    announced: &Announced,
-    out: &mut Outbox<ToSender>,
-) -> Result<(), Closed> {
-    let opened = at
-        .open(volume)
-        .and_then(|f| Identity::of(&f).ok().map(|id| (f, id)));
-    let Some((file, identity)) = opened else {
-        return out.push(ToSender::Need { id, base: None });
-    };
-    lock(announced).insert(
-        id,
-        HashedBase {
-            segment_size: info.segment_size,
-            hashes: Arc::default(),
-            identity,
-        },
-    );
-    out.push(ToSender::Need {
-        id,
-        base: Some(info),
-    })?;
-    out.flush()?;
-    let seg = u64::from(info.segment_size);
-    // Whole segments per read, about a data chunk's worth.
-    // (No bigger than the file: a zeroed megabyte for each small file
-    // would cost more than hashing it.)
-    let block = ((DATA_CHUNK as u64 / seg).max(1) * seg).min(info.len.div_ceil(seg) * seg);
-    let mut buf = vec![0u8; block as usize];
-    let mut all = Vec::with_capacity(info.segment_count() as usize);
-    let mut sent = 0usize;
-    let mut readable = true;
-    let mut pos = 0u64;
-    while pos < info.len {
-        let len = (info.len - pos).min(block) as usize;
-        readable = readable && file.read_exact_at(&mut buf[..len], pos).is_ok();
-        for segment in buf[..len].chunks(seg as usize) {
-            all.push(if readable {
-                delta::segment_hash(segment)
-            } else {
-                UNREADABLE
-            });
-        }
-        pos += len as u64;
-        if pos == info.len {
-            // The applier must have them all before the sender can act on
-            // the final message.
-            let all = Arc::new(std::mem::take(&mut all));
-            if let Some(b) = lock(announced).get_mut(&id) {
-                b.hashes = all.clone();
+}
+
+impl Base<'_> {
+    /// Announces the base, then sends its hashes: from the hash cache when
+    /// it holds this very version of the file, else hashed here. The
+    /// announcement goes out first so the sender reads and hashes its file
+    /// while we read and hash ours. If the base cannot be opened after all,
+    /// asks for the file whole.
+    fn announce(
+        &self,
+        id: FileId,
+        announced: &Announced,
+        out: &mut Outbox<ToSender>,
+    ) -> Result<(), Closed> {
+        let info = self.info;
+        let opened = self
+            .at
+            .open(self.volume)
+            .and_then(|f| Identity::of(&f).ok().map(|id| (f, id)));
+        let Some((file, identity)) = opened else {
+            return out.push(ToSender::Need { id, base: None });
+        };
+        lock(announced).insert(
+            id,
+            HashedBase {
+                segment_size: info.segment_size,
+                hashes: Arc::default(),
+                identity,
+            },
+        );
+        out.push(ToSender::Need {
+            id,
+            base: Some(info),
+        })?;
+        out.flush()?;
+        // Only the destination file's own entry: a partial file is spent
+        // once the file it holds the start of is done.
+        let cached = match self.at {
+            BaseRef::Dest(_) if identity.size() == info.len => {
+                self.cache.lookup(self.volume, &identity, info.segment_size)
             }
-            return out.push(ToSender::BaseHashes {
-                id,
-                first: sent as u32,
-                hashes: all[sent..].to_vec(),
-            });
+            _ => None,
+        };
+        let (all, sent) = match cached {
+            Some(all) => (all, 0),
+            None => {
+                let (all, sent, readable) = self.hash(&file, id, out)?;
+                let unchanged = Identity::of(&file).is_ok_and(|now| now == identity);
+                if !(readable && unchanged && matches!(self.at, BaseRef::Dest(_))) {
+                    (all, sent)
+                } else {
+                    let hashes = SegmentHashes {
+                        segment_size: info.segment_size,
+                        hashes: all,
+                    };
+                    self.cache.store(self.volume, &identity, &hashes);
+                    (hashes.hashes, sent)
+                }
+            }
+        };
+        // The applier must have them all before the sender can act on the
+        // final message.
+        let all = Arc::new(all);
+        if let Some(b) = lock(announced).get_mut(&id) {
+            b.hashes = all.clone();
         }
-        if all.len() - sent >= HASHES_PER_MESSAGE {
+        for (i, hashes) in all[sent..].chunks(HASHES_PER_MESSAGE).enumerate() {
             out.push(ToSender::BaseHashes {
                 id,
-                first: sent as u32,
-                hashes: all[sent..].to_vec(),
+                first: (sent + i * HASHES_PER_MESSAGE) as u32,
+                hashes: hashes.to_vec(),
             })?;
-            sent = all.len();
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Reads and hashes the base, sending the hashes as they are made, all
+    /// but the last message's worth. Returns them all, how many went out,
+    /// and whether every segment could be read (a segment that cannot gets
+    /// a hash no data has, so it is sent, not copied).
+    fn hash(
+        &self,
+        file: &std::fs::File,
+        id: FileId,
+        out: &mut Outbox<ToSender>,
+    ) -> Result<(Vec<SegmentHash>, usize, bool), Closed> {
+        let info = self.info;
+        let seg = u64::from(info.segment_size);
+        // Whole segments per read, about a data chunk's worth.
+        // (No bigger than the file: a zeroed megabyte for each small file
+        // would cost more than hashing it.)
+        let block = ((DATA_CHUNK as u64 / seg).max(1) * seg).min(info.len.div_ceil(seg) * seg);
+        let mut buf = vec![0u8; block as usize];
+        let mut all = Vec::with_capacity(info.segment_count() as usize);
+        let mut sent = 0usize;
+        let mut readable = true;
+        let mut pos = 0u64;
+        while pos < info.len {
+            let len = (info.len - pos).min(block) as usize;
+            readable = readable && file.read_exact_at(&mut buf[..len], pos).is_ok();
+            for segment in buf[..len].chunks(seg as usize) {
+                all.push(if readable {
+                    delta::segment_hash(segment)
+                } else {
+                    UNREADABLE
+                });
+            }
+            pos += len as u64;
+            if pos < info.len && all.len() - sent >= HASHES_PER_MESSAGE {
+                out.push(ToSender::BaseHashes {
+                    id,
+                    first: sent as u32,
+                    hashes: all[sent..].to_vec(),
+                })?;
+                sent = all.len();
+            }
+        }
+        Ok((all, sent, readable))
+    }
 }
 
 /// Stands in for the hash of a segment that could not be read: a truncated

@@ -5,7 +5,8 @@
 //! renamed into place.
 
 use super::hasher::{HashedBase, Identity};
-use crate::delta::{self, FileHasher};
+use crate::delta::{self, FileHasher, SegmentList};
+use crate::dest::hash_cache::SegmentHashes;
 use crate::dest::volume::TempFile;
 use crate::entry::RelPath;
 use crate::wire::message::{BaseInfo, FileId};
@@ -55,6 +56,10 @@ pub struct Incoming {
     pos: u64,
     sparse: bool,
     hasher: FileHasher,
+    /// Hashes the segments for the hash cache when `hasher` does not
+    /// (a file sent whole, or cut at another size than its next resync
+    /// will use).
+    cache_hasher: Option<SegmentList>,
     /// The base as the hashing thread saw it, when one was announced.
     hashed: Option<HashedBase>,
     patch: Vec<u8>,
@@ -74,6 +79,21 @@ pub enum Output {
     InPlace(File),
 }
 
+/// What the file will be, as declared, and the segment size at which its
+/// hashes go to the hash cache (when they do).
+pub struct Shape {
+    pub size: u64,
+    pub sparse: bool,
+    pub cache_segment: Option<u32>,
+}
+
+/// A file that passed its end-to-end check.
+pub struct Verified {
+    pub out: Output,
+    /// Its segment hashes, for the hash cache.
+    pub hashes: Option<SegmentHashes>,
+}
+
 impl Output {
     fn file(&mut self) -> &mut File {
         match self {
@@ -90,9 +110,26 @@ impl Incoming {
         out: Output,
         base: Option<(File, BaseInfo)>,
         hashed: Option<HashedBase>,
-        (size, sparse): (u64, bool),
+        Shape {
+            size,
+            sparse,
+            cache_segment,
+        }: Shape,
         cancel: Cancel,
     ) -> Self {
+        let mut hasher = FileHasher::new(hashed.as_ref().map(|h| h.segment_size));
+        let mut cache_hasher = None;
+        if let Some(segment_size) = cache_segment {
+            hasher = match hasher {
+                FileHasher::Segments(list) if list.segment_size() == segment_size => {
+                    FileHasher::Segments(list.keeping())
+                }
+                other => {
+                    cache_hasher = Some(SegmentList::new(segment_size).keeping());
+                    other
+                }
+            };
+        }
         Incoming {
             id,
             path,
@@ -101,7 +138,8 @@ impl Incoming {
             size,
             pos: 0,
             sparse,
-            hasher: FileHasher::new(hashed.as_ref().map(|h| h.segment_size)),
+            hasher,
+            cache_hasher,
             hashed,
             patch: Vec::new(),
             base_buf: Vec::new(),
@@ -122,7 +160,7 @@ impl Incoming {
                 self.check_cancel()?;
             }
             let n = left.min(ZEROS.len() as u64) as usize;
-            self.hasher.update(&ZEROS[..n]);
+            self.hash(&ZEROS[..n]);
             // A new file reads zeros where nothing was written; the old
             // copy being rewritten does not.
             if let Output::InPlace(file) = &self.out {
@@ -132,6 +170,13 @@ impl Incoming {
         }
         self.pos += len;
         Ok(())
+    }
+
+    fn hash(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+        if let Some(list) = &mut self.cache_hasher {
+            list.update(data);
+        }
     }
 
     fn check_cancel(&self) -> Result<(), DataError> {
@@ -170,6 +215,9 @@ impl Incoming {
                 return Err(invalid("segments copied inside a segment"));
             }
         }
+        // Cut at another size, copied bytes would have to be read to be
+        // hashed for the cache: the file simply gets no entry.
+        self.cache_hasher = None;
         match self.out {
             // Already there, at the same offsets.
             Output::InPlace(_) => {}
@@ -291,9 +339,10 @@ impl Incoming {
     }
 
     /// Checks length and hash. On success the output holds exactly what the
-    /// sender sent and is returned for commit; on a hash mismatch a
-    /// temporary file is dropped (and so removed).
-    pub fn finish(mut self, hash: [u8; 32]) -> Result<Result<Output, ()>, DataError> {
+    /// sender sent and is returned for commit, with its segment hashes when
+    /// the hash cache wants them; on a hash mismatch a temporary file is
+    /// dropped (and so removed).
+    pub fn finish(mut self, hash: [u8; 32]) -> Result<Result<Verified, ()>, DataError> {
         if self.pos != self.size {
             return Err(invalid(format!(
                 "file ended at {} of {} declared bytes",
@@ -320,10 +369,25 @@ impl Incoming {
                 return Ok(Err(()));
             }
         }
-        if self.hasher.finalize() != hash {
+        let (computed, kept) = self.hasher.finalize_keeping();
+        if computed != hash {
             return Ok(Err(()));
         }
-        Ok(Ok(self.out))
+        let hashes = match (kept, self.cache_hasher) {
+            (Some(hashes), _) => Some(hashes),
+            (None, Some(list)) => list.finalize().1,
+            (None, None) => None,
+        }
+        .and_then(|hashes| {
+            Some(SegmentHashes {
+                segment_size: delta::segment_size(self.size)?,
+                hashes,
+            })
+        });
+        Ok(Ok(Verified {
+            out: self.out,
+            hashes,
+        }))
     }
 
     fn base(&self) -> Result<(&File, BaseInfo), DataError> {
@@ -345,7 +409,7 @@ impl Incoming {
 
     fn append(&mut self, data: &[u8]) -> Result<(), DataError> {
         self.reserve(data.len() as u64)?;
-        self.hasher.update(data);
+        self.hash(data);
         self.write_at(data, self.pos)?;
         self.pos += data.len() as u64;
         Ok(())
@@ -431,7 +495,11 @@ mod tests {
             Output::Temp(temp),
             Some((file, info)),
             Some(hashed),
-            (len as u64, false),
+            Shape {
+                size: len as u64,
+                sparse: false,
+                cache_segment: None,
+            },
             Cancel::default(),
         )
     }
@@ -457,7 +525,14 @@ mod tests {
         new[SEG + 5] ^= 1;
         let mut f = arriving(tmp.path(), &base, new.len());
         rebuild(&mut f, &new);
-        let mut temp = f.finish(list_hash(&new)).unwrap().expect("check passes");
+        let Output::Temp(mut temp) = f
+            .finish(list_hash(&new))
+            .unwrap()
+            .expect("check passes")
+            .out
+        else {
+            panic!("written beside")
+        };
         let mut written = vec![0; new.len()];
         temp.file().read_exact_at(&mut written, 0).unwrap();
         assert!(written == new, "the temporary file holds the new content");

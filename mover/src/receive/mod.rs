@@ -39,6 +39,8 @@ pub struct ReceiveConfig {
     pub policy: policy::Policy,
     /// Write changed files in place instead of replacing them.
     pub inplace: bool,
+    /// Whether the segment-hash cache is kept, and its bound.
+    pub hash_cache: crate::dest::hash_cache::CacheConfig,
 }
 
 /// Serves one sender over an authenticated stream. `allowed` lists the
@@ -153,8 +155,12 @@ async fn run<R: AsyncRead + Unpin>(
     let (mut applier, hasher) = match worker {
         Worker::Block(copy) => (tokio::task::spawn_blocking(move || copy.run(in_rx)), None),
         Worker::Tree(volume_fs) if request.options.dry_run => {
-            let planner =
-                plan::Planner::new(volume_fs, request.options, peer.to_string(), out.clone());
+            let planner = plan::Planner::new(
+                volume_fs,
+                (request.options, request.reserved),
+                peer.to_string(),
+                out.clone(),
+            );
             (
                 tokio::task::spawn_blocking(move || planner.run(in_rx)),
                 None,
@@ -163,9 +169,17 @@ async fn run<R: AsyncRead + Unpin>(
         Worker::Tree(volume_fs) => {
             let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel(hasher::QUEUED_JOBS);
             let announced = hasher::Announced::default();
+            let cache = Arc::new(crate::dest::hash_cache::HashCache::new(config.hash_cache));
             let hasher = {
-                let (volume, out, announced) = (volume_fs.clone(), out.clone(), announced.clone());
-                tokio::task::spawn_blocking(move || hasher::run(volume, hash_rx, out, announced))
+                let (volume, out, announced, cache) = (
+                    volume_fs.clone(),
+                    out.clone(),
+                    announced.clone(),
+                    cache.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    hasher::run(volume, hash_rx, out, announced, cache)
+                })
             };
             let applier = apply::Applier::new(
                 volume_fs,
@@ -180,6 +194,7 @@ async fn run<R: AsyncRead + Unpin>(
                 hasher::Handle {
                     jobs: hash_tx,
                     announced,
+                    cache,
                 },
                 cancel.clone(),
             );

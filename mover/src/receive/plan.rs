@@ -13,6 +13,7 @@
 use super::apply::{no_open_dir, same_mtime};
 use super::tree::Frame;
 use crate::dest::volume::{Dir, FsError, Stat, StatKind, Volume};
+use crate::dest::work::WorkArea;
 use crate::entry::{Entry, Kind, Meta, RelPath};
 use crate::failure::Failure;
 use crate::wire::io::Outbox;
@@ -37,6 +38,8 @@ pub struct Planner {
     /// Multiply-linked destination files kept for a listed file, as the
     /// applier tracks them, to report the ones it would split.
     claimed: HashSet<(u64, u64)>,
+    /// Which candidate work-area names the source root has (from Hello).
+    reserved: Vec<u32>,
     started: bool,
     /// What the sync would delete and write.
     stats: ReceiverStats,
@@ -45,7 +48,7 @@ pub struct Planner {
 impl Planner {
     pub fn new(
         volume: Arc<Volume>,
-        options: SyncOptions,
+        (options, reserved): (SyncOptions, Vec<u32>),
         peer: String,
         out: mpsc::Sender<Vec<ToSender>>,
     ) -> Self {
@@ -57,6 +60,7 @@ impl Planner {
             out: Outbox::new(out),
             stack: Vec::new(),
             claimed: HashSet::new(),
+            reserved,
             started: false,
             stats: ReceiverStats::default(),
         }
@@ -204,7 +208,9 @@ impl Planner {
         if let Some(change) = self.meta(&st, &meta, true) {
             self.report(RelPath::root(), change);
         }
-        let names = root.names().map_err(|e| self.fs(e))?;
+        let mut names = root.names().map_err(|e| self.fs(e))?;
+        let work = WorkArea::existing(&self.volume, &self.reserved).map_err(|e| self.fs(e))?;
+        names.retain(|n| Some(n) != work.as_ref());
         let frame = Frame::new(RelPath::root(), root, meta, names, self.options.delete);
         self.stack.push(frame);
         Ok(())

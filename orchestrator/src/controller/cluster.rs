@@ -94,7 +94,7 @@ pub struct MigrationClusterStatus {
 
 /// Why a cluster cannot be used, as a condition reason and a message.
 #[derive(Debug)]
-pub(super) struct NotReady {
+pub(crate) struct NotReady {
     reason: &'static str,
     message: String,
 }
@@ -116,7 +116,7 @@ impl NotReady {
 
 /// A client for the cluster `spec` describes: the host's own client, or
 /// one built from the Secret it names in `namespace`.
-pub(super) async fn connect(
+pub(crate) async fn connect(
     spec: &MigrationClusterSpec,
     namespace: &str,
     host: &kube::Client,

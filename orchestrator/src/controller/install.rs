@@ -9,6 +9,13 @@
 //! to the host cluster itself (`isHostCluster`) needs what a migrating
 //! user needs there, `deploy/rbac/user.yaml`'s roles, which are bound to
 //! the controller's ServiceAccount too.
+//!
+//! The web console ([`crate::console`]) is served on the container port
+//! `console` and the Service's port of that name; the ClusterRole
+//! [`CONSOLE_USER_ROLE`] is what a console user needs in the controller's
+//! namespace. How it is exposed is the cluster's choice: an OpenShift
+//! Route (`deploy/console-route.yaml`) or an Ingress
+//! (`deploy/console-ingress.yaml`), both generated here too.
 
 use serde_json::{json, Value};
 
@@ -18,6 +25,13 @@ use crate::migration::NAMESPACE;
 pub const NAME: &str = "mover-controller";
 /// Where the controller serves /metrics, /healthz and /readyz.
 const PORT: u16 = 8080;
+/// Where every replica serves the web console.
+const CONSOLE_PORT: u16 = 9090;
+/// What a console user is granted in the controller's namespace (bound
+/// per user or group: `kubectl -n mover-system create rolebinding ...
+/// --clusterrole=mover-console-user`): see and follow the resources,
+/// create plans, start and cancel runs.
+pub const CONSOLE_USER_ROLE: &str = "mover-console-user";
 /// The migrating user's roles (`orchestrator migrate`), bound to the
 /// controller for the host cluster's own migrations.
 const USER_ROLES: &str = include_str!("../../../deploy/rbac/user.yaml");
@@ -75,6 +89,7 @@ impl Install {
                 .map(|crd| serde_json::to_value(crd).expect("a CRD serialises")),
         );
         objects.extend(user_roles());
+        objects.push(console_user_role());
         objects.extend(self.rbac());
         objects.push(self.deployment());
         objects.push(service());
@@ -187,10 +202,12 @@ impl Install {
                             "name": "controller",
                             "image": self.image,
                             "args": ["controller", "--namespace", NAMESPACE,
-                                     "--listen", format!("0.0.0.0:{PORT}")],
+                                     "--listen", format!("0.0.0.0:{PORT}"),
+                                     "--console-listen", format!("0.0.0.0:{CONSOLE_PORT}")],
                             "env": [{"name": "POD_NAME",
                                      "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-                            "ports": [{"name": "metrics", "containerPort": PORT, "protocol": "TCP"}],
+                            "ports": [{"name": "metrics", "containerPort": PORT, "protocol": "TCP"},
+                                      {"name": "console", "containerPort": CONSOLE_PORT, "protocol": "TCP"}],
                             "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"},
                                               "periodSeconds": 10},
                             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"},
@@ -288,7 +305,8 @@ pub async fn apply(host: &kube::Client, install: &Install) -> anyhow::Result<()>
 }
 
 /// The Service a ServiceMonitor selects (by its labels) to scrape the
-/// replicas' `metrics` port.
+/// replicas' `metrics` port, and that a Route or Ingress sends console
+/// users to (any replica: the console keeps no state).
 fn service() -> Value {
     json!({
         "apiVersion": "v1",
@@ -296,9 +314,99 @@ fn service() -> Value {
         "metadata": meta(NAME, Some(NAMESPACE)),
         "spec": {
             "selector": {"app.kubernetes.io/name": NAME},
-            "ports": [{"name": "metrics", "port": PORT, "targetPort": "metrics", "protocol": "TCP"}],
+            "ports": [
+                {"name": "metrics", "port": PORT, "targetPort": "metrics", "protocol": "TCP"},
+                {"name": "console", "port": CONSOLE_PORT, "targetPort": "console", "protocol": "TCP"},
+            ],
         },
     })
+}
+
+/// [`CONSOLE_USER_ROLE`]: the console acts with its user's token, so
+/// these are the rights its pages need. Reading a MigrationCluster also
+/// shows its cluster's namespaces and PVCs (listed with the controller's
+/// credential for it); Secrets are not included.
+fn console_user_role() -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": meta(CONSOLE_USER_ROLE, None),
+        "rules": [
+            {"apiGroups": ["mover.io"], "resources": ["migrationclusters"],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["mover.io"], "resources": ["migrationplans", "migrations"],
+             "verbs": ["get", "list", "watch", "create", "delete"]},
+        ],
+    })
+}
+
+/// The console's OpenShift Route (`deploy/console-route.yaml`): TLS ends
+/// at the router with the cluster's certificate, plain HTTP is redirected,
+/// and the router says `X-Forwarded-Proto: https`, so the session cookie
+/// is marked Secure.
+pub fn console_route() -> Value {
+    json!({
+        "apiVersion": "route.openshift.io/v1",
+        "kind": "Route",
+        "metadata": meta("mover-console", Some(NAMESPACE)),
+        "spec": {
+            "to": {"kind": "Service", "name": NAME, "weight": 100},
+            "port": {"targetPort": "console"},
+            "tls": {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"},
+            "wildcardPolicy": "None",
+        },
+    })
+}
+
+/// The console's Ingress (`deploy/console-ingress.yaml`), for clusters
+/// without Routes: set the host and the TLS Secret to the cluster's.
+pub fn console_ingress() -> Value {
+    let host = "mover-console.example.com";
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": meta("mover-console", Some(NAMESPACE)),
+        "spec": {
+            "tls": [{"hosts": [host], "secretName": "mover-console-tls"}],
+            "rules": [{
+                "host": host,
+                "http": {"paths": [{
+                    "path": "/",
+                    "pathType": "Prefix",
+                    "backend": {"service": {"name": NAME, "port": {"name": "console"}}},
+                }]},
+            }],
+        },
+    })
+}
+
+/// One object as the YAML document checked in under `deploy/`, after a
+/// comment that says what to change.
+pub fn manifest_yaml(comment: &str, object: &Value) -> Result<String, serde_yaml::Error> {
+    let mut out: String = comment.lines().map(|line| format!("# {line}\n")).collect();
+    out.push_str("---\n");
+    out.push_str(&serde_yaml::to_string(object)?);
+    Ok(out)
+}
+
+/// `deploy/console-route.yaml`.
+pub fn console_route_yaml() -> Result<String, serde_yaml::Error> {
+    manifest_yaml(
+        "The web console on OpenShift: `oc apply -f deploy/console-route.yaml`, then open\n\
+         `https://$(oc -n mover-system get route mover-console -o jsonpath='{.spec.host}')`.\n\
+         Generated by orchestrator/src/controller/install.rs (console_route).",
+        &console_route(),
+    )
+}
+
+/// `deploy/console-ingress.yaml`.
+pub fn console_ingress_yaml() -> Result<String, serde_yaml::Error> {
+    manifest_yaml(
+        "The web console through an Ingress: set the host and the TLS Secret (a certificate\n\
+         for that host in namespace mover-system), then `kubectl apply -f` this file.\n\
+         Generated by orchestrator/src/controller/install.rs (console_ingress).",
+        &console_ingress(),
+    )
 }
 
 /// `deploy/rbac/user.yaml`'s ClusterRoles.
@@ -323,6 +431,53 @@ mod tests {
             checked_in == Install::default().yaml().unwrap(),
             "deploy/controller.yaml is stale: regenerate it with \
              `cargo run -p orchestrator -- install --print > deploy/controller.yaml`"
+        );
+    }
+
+    #[test]
+    fn the_checked_in_console_manifests_are_current() {
+        for (file, generated) in [
+            ("console-route.yaml", super::console_route_yaml()),
+            ("console-ingress.yaml", super::console_ingress_yaml()),
+        ] {
+            let path = format!("{}/../deploy/{file}", env!("CARGO_MANIFEST_DIR"));
+            let checked_in = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                checked_in == generated.unwrap(),
+                "deploy/{file} is stale: regenerate it with \
+                 `cargo run -p orchestrator -- install --print-console route > deploy/console-route.yaml` \
+                 (and `ingress > deploy/console-ingress.yaml`)"
+            );
+        }
+    }
+
+    #[test]
+    fn the_console_is_served_on_the_deployments_and_services_port() {
+        let objects = Install::default().objects();
+        let find = |kind: &str| objects.iter().find(|o| o["kind"] == kind).unwrap();
+        let container = &find("Deployment")["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        let listen = args[args.iter().position(|a| *a == "--console-listen").unwrap() + 1];
+        let port = &container["ports"][1];
+        assert_eq!(port["name"], "console");
+        assert_eq!(listen, format!("0.0.0.0:{}", port["containerPort"]));
+        let service_ports = find("Service")["spec"]["ports"].as_array().unwrap();
+        assert!(service_ports
+            .iter()
+            .any(|p| p["name"] == "console" && p["targetPort"] == "console"));
+        assert_eq!(
+            super::console_route()["spec"]["port"]["targetPort"],
+            "console"
+        );
+        assert_eq!(
+            super::console_ingress()["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+                ["port"]["name"],
+            "console"
         );
     }
 

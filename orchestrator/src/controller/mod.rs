@@ -11,7 +11,8 @@
 //!   engine in a task of this process;
 //! - [`conditions`]: status conditions with real transition times;
 //! - [`leader`]: the Lease that lets one replica of several lead;
-//! - [`metrics`] and [`serve`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`] and [`serve`]: `/metrics`, `/healthz`, `/readyz`;
+//! - the web console ([`crate::console`]) on a port of its own.
 //!
 //! Resources live in one namespace of the host cluster (`mover-system` by
 //! default), as MTC keeps its resources in `openshift-migration`.
@@ -72,6 +73,9 @@ pub struct Options {
     pub concurrency: usize,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub listen: SocketAddr,
+    /// The web console, unless turned off: every replica serves it, the
+    /// standby too (it only reads and writes resources, as the user).
+    pub console: Option<crate::console::Options>,
 }
 
 /// The CustomResourceDefinitions of the controller's resources, generated
@@ -154,6 +158,9 @@ pub async fn run(host: kube::Client, options: Options) -> anyhow::Result<()> {
             tracing::error!("the metrics endpoint stopped: {e}");
         }
     });
+    if let Some(console) = &options.console {
+        serve_console(&host, console, &options.namespace).await;
+    }
     install_crds(&host, &options.namespace).await?;
     ready.store(true, Ordering::Relaxed);
 
@@ -188,6 +195,33 @@ pub async fn run(host: kube::Client, options: Options) -> anyhow::Result<()> {
         }
         why = elector.hold() => anyhow::bail!("stopped leading: {why}"),
     }
+}
+
+/// Starts serving the web console on its own port. A port that cannot
+/// be bound leaves the controller running without its console (said in
+/// the log): reconciling matters more than the pages.
+async fn serve_console(host: &kube::Client, options: &crate::console::Options, namespace: &str) {
+    let listener = match tokio::net::TcpListener::bind(options.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(
+                "not serving the console: listening on {}: {e}",
+                options.listen
+            );
+            return;
+        }
+    };
+    match listener.local_addr() {
+        Ok(address) => eprintln!("serving the console on {address}"),
+        Err(e) => tracing::warn!("the console's address: {e}"),
+    }
+    let console =
+        crate::console::Console::new(host.clone(), options.host_config.clone(), namespace);
+    tokio::spawn(async move {
+        if let Err(e) = crate::console::serve(listener, console).await {
+            tracing::error!("the console stopped: {e}");
+        }
+    });
 }
 
 /// Reconciles Migrations.

@@ -121,10 +121,19 @@ async fn typed_crud_sets_server_metadata_and_reports_errors_as_status() {
     assert_eq!(ns.labels()["kubernetes.io/metadata.name"], "crud");
     assert_eq!(ns.status.and_then(|s| s.phase).as_deref(), Some("Active"));
 
+    // The owner must exist: a dependent of a missing owner is collected.
+    let owner = Api::<ConfigMap>::namespaced(client.clone(), "crud")
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "owner"}})),
+        )
+        .await
+        .expect("owner");
+    let owner_uid = owner.uid().expect("owner uid");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "crud");
     let secret: Secret = from_json(json!({
         "metadata": {"name": "creds", "labels": {"app": "mover"}, "annotations": {"a": "b"},
-                     "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": "u-1"}]},
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner_uid}]},
         "stringData": {"plain": "x"},
         "data": {"key": "c2VjcmV0"},
     }));
@@ -139,7 +148,7 @@ async fn typed_crud_sets_server_metadata_and_reports_errors_as_status() {
         created.labels().get("app").map(String::as_str),
         Some("mover")
     );
-    assert_eq!(created.owner_references()[0].uid, "u-1");
+    assert_eq!(created.owner_references()[0].uid, owner_uid);
     let data = created.data.clone().expect("data");
     assert_eq!(data["plain"].0, b"x", "stringData is folded into data");
     assert!(created.string_data.is_none());
@@ -894,6 +903,88 @@ async fn deletecollection_owner_gc_and_scale() {
         404,
         "dependents are garbage collected"
     );
+}
+
+/// The collector also finds dependents written after their owner went (a
+/// controller's create racing its owner's deletion, an adoption patch): one
+/// whose owners are all gone is deleted, one with an owner left loses only
+/// the references to the gone ones. Owners are matched by uid, in the
+/// dependent's namespace or cluster scoped.
+#[tokio::test]
+async fn dependents_of_gone_owners_are_collected_when_written() {
+    let test = cluster().await;
+    let client = test.client();
+    namespace(&client, "gc").await;
+    namespace(&client, "elsewhere").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "gc");
+    let make = |api: Api<ConfigMap>, body: Value| async move {
+        api.create(&PostParams::default(), &from_json(body))
+            .await
+            .expect("create")
+    };
+    let owner = make(cms.clone(), json!({"metadata": {"name": "owner"}})).await;
+    let foreign = make(
+        Api::namespaced(client.clone(), "elsewhere"),
+        json!({"metadata": {"name": "foreign"}}),
+    )
+    .await;
+    let reference = |name: &str, uid: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": uid});
+    let live = reference("owner", &owner.uid().unwrap());
+    let gone = reference("gone", "0b6f7e52-0000-4000-8000-000000000000");
+    let other_namespace = reference("foreign", &foreign.uid().unwrap());
+
+    // Created with owners that do not exist (or not here): deleted.
+    for (name, owners) in [
+        ("orphan", json!([gone])),
+        ("misplaced", json!([other_namespace])),
+    ] {
+        let created = make(
+            cms.clone(),
+            json!({"metadata": {"name": name, "ownerReferences": owners}}),
+        )
+        .await;
+        assert_eq!(created.name_any(), name, "the create itself succeeds");
+        assert_eq!(api_error(cms.get(name).await).code, 404, "{name} collected");
+    }
+
+    // Created with one live and one gone owner: only the dangling reference goes.
+    make(
+        cms.clone(),
+        json!({"metadata": {"name": "shared", "ownerReferences": [live, gone]}}),
+    )
+    .await;
+    let shared = cms.get("shared").await.expect("shared stays");
+    let uids: Vec<String> = shared
+        .owner_references()
+        .iter()
+        .map(|r| r.uid.clone())
+        .collect();
+    assert_eq!(uids, vec![owner.uid().unwrap()]);
+
+    // Adopted by an owner that is gone by the time of the patch: deleted.
+    make(cms.clone(), json!({"metadata": {"name": "adoptee"}})).await;
+    cms.patch(
+        "adoptee",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"ownerReferences": [gone]}})),
+    )
+    .await
+    .expect("adoption patch");
+    assert_eq!(api_error(cms.get("adoptee").await).code, 404);
+
+    // A dependent of a live owner is left alone, and goes with it.
+    make(
+        cms.clone(),
+        json!({"metadata": {"name": "kept", "ownerReferences": [live]}}),
+    )
+    .await;
+    assert!(cms.get("kept").await.is_ok());
+    cms.delete("owner", &DeleteParams::default())
+        .await
+        .expect("delete owner");
+    for name in ["kept", "shared"] {
+        assert_eq!(api_error(cms.get(name).await).code, 404, "{name} collected");
+    }
 }
 
 #[tokio::test]

@@ -2,7 +2,10 @@
 //! hold an object (with a deletionTimestamp) until the last one is removed;
 //! deleting a namespace deletes what is in it, then the namespace; deleting
 //! an owner deletes its dependents (garbage collection); deleting a CRD
-//! deletes its objects. A pod running on a node is deleted gracefully
+//! deletes its objects; an object written with owners that are all gone
+//! is deleted too, and references to gone owners are dropped from one that
+//! still has others (what the real collector does shortly after such a
+//! write; here at once). A pod running on a node is deleted gracefully
 //! where a kubelet runs it: it is marked (deletionTimestamp, with its
 //! grace period) and stays until the kubelet has stopped its containers,
 //! released its volumes and deleted it with a grace period of 0.
@@ -256,5 +259,41 @@ impl State {
         for (rt, ns, name) in dependents {
             let _ = self.delete(&rt, &ns, &name, &DeleteOptions::default());
         }
+    }
+
+    /// Garbage collection of a dependent just written: what the real
+    /// collector does when it finds an object whose ownerReferences name
+    /// owners that do not exist (a controller that made it while its owner
+    /// was being deleted, or adopted it then). With none of its owners left
+    /// it is deleted (its own dependents with it); with some left, the
+    /// references to the others are removed. An owner is present when an
+    /// object with its uid exists where a reference may point: cluster
+    /// scoped, or in the dependent's namespace.
+    pub fn collect_orphan(&mut self, rt: &ResourceType, written: &Value) {
+        let Some(references) = written["metadata"]["ownerReferences"].as_array() else {
+            return;
+        };
+        if references.is_empty() || is_terminating(written) {
+            return;
+        }
+        let (namespace, name) = super::store::object_key(written);
+        let present = |reference: &Value| {
+            let uid = reference["uid"].as_str().unwrap_or_default();
+            self.store.by_uid(uid).is_some_and(|(_, owner)| {
+                let at = meta::text(owner, "namespace");
+                at.is_empty() || at == namespace
+            })
+        };
+        let kept: Vec<Value> = references.iter().filter(|r| present(r)).cloned().collect();
+        if kept.len() == references.len() {
+            return;
+        }
+        if kept.is_empty() {
+            let _ = self.delete(rt, &namespace, &name, &DeleteOptions::default());
+            return;
+        }
+        let mut pruned = written.clone();
+        pruned["metadata"]["ownerReferences"] = Value::Array(kept);
+        self.store.put(&rt.key(), pruned);
     }
 }

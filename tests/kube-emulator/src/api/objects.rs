@@ -166,6 +166,7 @@ impl State {
         }
         let stored = self.store.put(&rt.key(), object);
         self.after_write(rt, namespace);
+        self.collect_orphan(rt, &stored);
         Ok(stored)
     }
 
@@ -284,8 +285,13 @@ impl State {
             return Ok(last);
         }
         let (namespace, _) = super::store::object_key(&new);
+        let owners_changed =
+            new["metadata"]["ownerReferences"] != old["metadata"]["ownerReferences"];
         let stored = self.store.put(&rt.key(), new);
         self.after_write(rt, &namespace);
+        if owners_changed {
+            self.collect_orphan(rt, &stored);
+        }
         Ok(stored)
     }
 

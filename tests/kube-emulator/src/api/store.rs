@@ -51,6 +51,9 @@ pub type ObjectKey = (String, String);
 pub struct Store {
     rv: u64,
     objects: HashMap<TypeKey, BTreeMap<ObjectKey, Value>>,
+    /// Where each object is, by uid: the garbage collector looks owners up
+    /// by the uid their dependents' ownerReferences name.
+    uids: HashMap<String, (TypeKey, ObjectKey)>,
     history: VecDeque<Event>,
     /// How many events `history` keeps.
     capacity: usize,
@@ -72,6 +75,7 @@ impl Store {
         Self {
             rv: 0,
             objects: HashMap::new(),
+            uids: HashMap::new(),
             history: VecDeque::new(),
             capacity: capacity.max(1),
             floor: 0,
@@ -121,6 +125,12 @@ impl Store {
         found
     }
 
+    /// The object whose uid is `uid`, with its resource.
+    pub fn by_uid(&self, uid: &str) -> Option<(&TypeKey, &Value)> {
+        let (key, at) = self.uids.get(uid)?;
+        Some((key, self.objects.get(key)?.get(at)?))
+    }
+
     /// Every object of every resource (for garbage collection).
     pub fn everything(&self) -> impl Iterator<Item = (&TypeKey, &Value)> {
         self.objects
@@ -134,6 +144,9 @@ impl Store {
         let rv = self.next_rv();
         object["metadata"]["resourceVersion"] = Value::String(rv.to_string());
         let at = object_key(&object);
+        if let Some(uid) = object["metadata"]["uid"].as_str() {
+            self.uids.insert(uid.to_string(), (key.clone(), at.clone()));
+        }
         let previous = self
             .objects
             .entry(key.clone())
@@ -161,6 +174,9 @@ impl Store {
             .objects
             .get_mut(key)?
             .remove(&(namespace.to_string(), name.to_string()))?;
+        if let Some(uid) = object["metadata"]["uid"].as_str() {
+            self.uids.remove(uid);
+        }
         let rv = self.next_rv();
         object["metadata"]["resourceVersion"] = Value::String(rv.to_string());
         self.record(Event {

@@ -241,16 +241,6 @@ impl Rollout {
         };
         match self.api.create(&PostParams::default(), &rs).await {
             Ok(created) => {
-                // Deleted while this reconcile ran: its garbage collection
-                // is over, so the new ReplicaSet would outlive it. The real
-                // collector removes dependents whose owner is gone; do so.
-                if reconcile::fresh(&self.ctx, deployment.as_ref())
-                    .await?
-                    .is_none()
-                {
-                    let _ = self.api.delete(&name, &DeleteParams::background()).await;
-                    anyhow::bail!("deployment deleted while its ReplicaSet {name} was created");
-                }
                 reconcile::event(
                     &self.ctx,
                     deployment.as_ref(),
