@@ -3,10 +3,13 @@
 //! tmpfs and on disk. See benches/README.md.
 
 mod compare;
+mod cpustat;
 mod disk;
 mod gen;
 mod images;
+mod netns;
 mod run;
+mod two_node;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,6 +22,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use gen::{Layout, Mutation, Spec};
+use netns::Link;
 use run::{Ctx, Outcome};
 
 const GIB: u64 = 1 << 30;
@@ -26,7 +30,7 @@ const MIB: u64 = 1 << 20;
 /// Peak RSS target for each side of mover in --scale mode.
 const RSS_TARGET_KIB: u64 = 128 * 1024;
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 #[command(
     name = "bench",
     about = "mover vs rsync+stunnel (the MTC way) vs cp -a on generated datasets",
@@ -83,9 +87,18 @@ struct Args {
     /// a tiny image case after the volume one)
     #[arg(long)]
     images: bool,
+    /// Two-node mode: each side in its own network namespace pinned to its
+    /// own CPU, joined by a veth pair (--quick also runs it on the tiny
+    /// datasets after the one-box run); report in
+    /// benches/results/two-node.md (two-node-quick.md)
+    #[arg(long)]
+    two_node: bool,
+    /// Link rates to run the two-node mode at, one pass each
+    #[arg(long, value_delimiter = ',', default_value = "none")]
+    link: Vec<Link>,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum Cmd {
     /// Generate one dataset (and optionally apply its small change)
     Gen {
@@ -195,7 +208,9 @@ struct ToolResult {
     equal: Option<std::result::Result<(), String>>,
 }
 
-type Key = (DatasetKind, Case, Storage);
+/// (dataset, case, storage, link): the link is None on one box (loopback)
+/// and the link rate between the nodes in two-node mode.
+type Key = (DatasetKind, Case, Storage, Option<Link>);
 
 struct Bench {
     args: Args,
@@ -203,6 +218,8 @@ struct Bench {
     datasets: BTreeMap<DatasetKind, (Spec, gen::Totals, Option<String>)>,
     /// Peak RSS of `true` started by the harness (KiB).
     floor: Option<u64>,
+    /// Two-node mode: each pass's topology, for the report.
+    topology: Vec<String>,
 }
 
 fn main() {
@@ -220,12 +237,19 @@ fn main() {
         Some(Cmd::Rss { ref cmd }) => rss_cmd(cmd),
         None if args.images => images::run(&args),
         None => {
-            let images = (args.quick && !args.scale).then(|| images::run(&args));
-            let volumes = bench(args);
-            match images {
-                Some(images) => images.and_then(|i| Ok(volumes? && i)),
-                None => volumes,
-            }
+            // The smoke test covers every mode: images, one box, two nodes.
+            let smoke = args.quick && !args.scale && !args.two_node;
+            let images = smoke.then(|| images::run(&args));
+            let two_node = smoke.then(|| {
+                let mut a = args.clone();
+                a.two_node = true;
+                a.out = None;
+                a
+            });
+            let mut outcomes = vec![bench(args)];
+            outcomes.extend(two_node.map(bench));
+            outcomes.extend(images);
+            outcomes.into_iter().try_fold(true, |ok, r| Ok(r? && ok))
         }
     };
     match r {
@@ -413,6 +437,8 @@ fn bench(mut args: Args) -> Result<bool> {
     if args.storage.is_empty() {
         args.storage = if args.scale {
             vec![Storage::Disk]
+        } else if args.two_node {
+            vec![Storage::Tmpfs]
         } else {
             vec![Storage::Tmpfs, Storage::Disk]
         };
@@ -420,6 +446,8 @@ fn bench(mut args: Args) -> Result<bool> {
     if args.cases.is_empty() {
         args.cases = if args.scale {
             vec![DatasetKind::Tree, DatasetKind::File]
+        } else if args.two_node {
+            vec![DatasetKind::Mixed, DatasetKind::Small]
         } else {
             vec![DatasetKind::Mixed, DatasetKind::Small, DatasetKind::Disk]
         };
@@ -427,6 +455,8 @@ fn bench(mut args: Args) -> Result<bool> {
     if args.tools.is_empty() {
         args.tools = if args.scale {
             vec![Tool::Mover]
+        } else if args.two_node {
+            vec![Tool::Mover, Tool::Rsync, Tool::Cp]
         } else {
             vec![Tool::Mover, Tool::Rsync, Tool::Cp, Tool::Dd]
         };
@@ -435,6 +465,15 @@ fn bench(mut args: Args) -> Result<bool> {
     args.storage.dedup();
     args.tools.sort();
     args.tools.dedup();
+    args.link.sort();
+    args.link.dedup();
+    let links: Vec<Option<Link>> = match args.two_node {
+        true => args.link.iter().copied().map(Some).collect(),
+        false => vec![None],
+    };
+    if args.two_node {
+        netns::remove_on_interrupt()?;
+    }
     let runs = args
         .runs
         .unwrap_or(if args.quick || args.scale { 1 } else { 3 })
@@ -453,9 +492,14 @@ fn bench(mut args: Args) -> Result<bool> {
         results: BTreeMap::new(),
         datasets: BTreeMap::new(),
         floor: None,
+        topology: Vec::new(),
     };
     let started = Instant::now();
-    for storage in b.args.storage.clone() {
+    let places = b.args.storage.clone().into_iter().flat_map(|s| {
+        let links = links.clone();
+        links.into_iter().map(move |l| (s, l))
+    });
+    for (storage, link) in places {
         let base = match storage {
             Storage::Tmpfs => b.args.tmpfs_dir.clone(),
             Storage::Disk => b
@@ -469,6 +513,12 @@ fn bench(mut args: Args) -> Result<bool> {
         fs::create_dir_all(&work)?;
         let pki = base.join("pki");
         run::make_pki(&mover, &pki, &work)?;
+        // Built (and on any exit removed) around each pass.
+        let nodes = link.map(netns::Nodes::create).transpose()?;
+        if let Some(n) = &nodes {
+            eprintln!("bench: two-node mode: {}", n.describe());
+            b.topology.push(n.describe());
+        }
         let ctx = Ctx {
             mover: mover.clone(),
             rsync: rsync.clone(),
@@ -476,6 +526,7 @@ fn bench(mut args: Args) -> Result<bool> {
             pki,
             work,
             timeout: Duration::from_secs(b.args.timeout),
+            nodes,
         };
         if b.floor.is_none() {
             b.floor = run::rss_floor(&ctx.work).ok();
@@ -493,15 +544,9 @@ fn bench(mut args: Args) -> Result<bool> {
     let (report, ok) = b.report(&header, started.elapsed());
     println!("{report}");
     let out = b.args.out.clone().unwrap_or_else(|| {
-        let name = match (b.args.quick, b.args.scale) {
-            (false, false) => "latest.md",
-            (true, false) => "latest-quick.md",
-            (false, true) => "latest-scale.md",
-            (true, true) => "latest-scale-quick.md",
-        };
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("results")
-            .join(name)
+            .join(mode(&b.args).0)
     });
     if let Some(d) = out.parent() {
         fs::create_dir_all(d)?;
@@ -513,6 +558,7 @@ fn bench(mut args: Args) -> Result<bool> {
 
 impl Bench {
     fn storage(&mut self, ctx: &Ctx, storage: Storage, base: &Path, runs: usize) -> Result<()> {
+        let link = ctx.nodes.as_ref().map(|n| n.link);
         for kind in self.args.cases.clone() {
             let s = spec(kind, self.args.quick, self.args.seed);
             let src = gen::src_dir(base, &s);
@@ -554,15 +600,16 @@ impl Bench {
                 );
                 if let Err(e) = r {
                     eprintln!("[{storage:?} {}] {tool:?} failed: {e:#}", s.name);
-                    let recorded = self.results.iter().any(|((k, _, st), tools)| {
+                    let recorded = self.results.iter().any(|((k, _, st, l), tools)| {
                         *k == kind
                             && *st == storage
+                            && *l == link
                             && tools.get(&tool).is_some_and(|t| t.error.is_some())
                     });
                     if !recorded {
                         // Failed outside a timed sync (e.g. while changing
                         // the source): charge it to the initial copy.
-                        self.slot((kind, Case::Initial, storage), tool).error =
+                        self.slot((kind, Case::Initial, storage, link), tool).error =
                             Some(format!("{e:#}"));
                     }
                     // The next tool needs an intact source: regenerate it.
@@ -630,7 +677,7 @@ impl Bench {
                 cases.push(Case::NoChange);
             }
             for case in cases {
-                let key = (kind, case, storage);
+                let key = (kind, case, storage, ctx.nodes.as_ref().map(|n| n.link));
                 if case == Case::SmallChange {
                     match block {
                         true => disk::apply(src, l, mutation.unwrap(), &ctx.work)?,
@@ -641,7 +688,14 @@ impl Bench {
                 // one run does not land in the next one's time.
                 // SAFETY: sync(2) has no preconditions.
                 unsafe { libc::sync() };
+                let before = cpustat::Snapshot::take();
                 let mut res = sync(src, dst);
+                if let (Ok(o), Some(n)) = (&mut res, &ctx.nodes) {
+                    let now = cpustat::Snapshot::take();
+                    o.node_busy = now
+                        .busy_since(&before, n.send.cpu)
+                        .zip(now.busy_since(&before, n.recv.cpu));
+                }
                 if let (Ok(o), Storage::Disk) = (&mut res, storage) {
                     let t = Instant::now();
                     // SAFETY: as above.
@@ -660,7 +714,8 @@ impl Bench {
                     }
                 }
                 let label = format!(
-                    "[{storage:?} {kind:?}] {tool:?} {} run {}/{runs}",
+                    "[{storage:?}{} {kind:?}] {tool:?} {} run {}/{runs}",
+                    link_label(key.3),
                     case.label(),
                     r + 1
                 );
@@ -745,13 +800,15 @@ impl Bench {
 
         if self.args.scale {
             ok &= self.scale_table(&mut s);
+        } else if self.args.two_node {
+            ok &= self.two_node_table(&mut s);
         } else {
             ok &= self.table(&mut s, false);
             ok &= self.table(&mut s, true);
         }
 
         let _ = writeln!(s, "\nAll runs (seconds):\n");
-        for ((kind, case, storage), tools) in &self.results {
+        for ((kind, case, storage, link), tools) in &self.results {
             for (tool, t) in tools {
                 if t.runs.is_empty() {
                     continue;
@@ -778,21 +835,23 @@ impl Bench {
                     });
                 let _ = writeln!(
                     s,
-                    "- {kind:?} {} {storage:?} {tool:?}: {}{stunnel}",
+                    "- {kind:?} {} {storage:?}{} {tool:?}: {}{stunnel}",
                     case.label(),
+                    link_label(*link),
                     times.join(", ")
                 );
             }
         }
         let mut problems = String::new();
-        for ((kind, case, storage), tools) in &self.results {
+        for ((kind, case, storage, link), tools) in &self.results {
             for (tool, t) in tools {
                 if let Some(e) = &t.error {
                     ok = false;
                     let _ = writeln!(
                         problems,
-                        "- {kind:?} {} {storage:?}: {tool:?} FAILED: {}",
+                        "- {kind:?} {} {storage:?}{}: {tool:?} FAILED: {}",
                         case.label(),
+                        link_label(*link),
                         e.replace('\n', "\n  ")
                     );
                 }
@@ -800,8 +859,9 @@ impl Bench {
                     ok = false;
                     let _ = writeln!(
                         problems,
-                        "- {kind:?} {} {storage:?}: {tool:?} destination differs: {e}",
-                        case.label()
+                        "- {kind:?} {} {storage:?}{}: {tool:?} destination differs: {e}",
+                        case.label(),
+                        link_label(*link)
                     );
                 }
             }
@@ -827,12 +887,12 @@ impl Bench {
         let mut keys: Vec<&Key> = self
             .results
             .keys()
-            .filter(|(k, _, _)| (*k == DatasetKind::Disk) == disk)
+            .filter(|(k, _, _, _)| (*k == DatasetKind::Disk) == disk)
             .collect();
         if keys.is_empty() {
             return ok;
         }
-        keys.sort_by_key(|(k, c, st)| (*k, *c, *st));
+        keys.sort_by_key(|(k, c, st, l)| (*k, *c, *st, *l));
         if disk {
             let _ = writeln!(
                 s,
@@ -849,30 +909,20 @@ impl Bench {
             let _ = writeln!(
                 s,
                 "| case | storage | mover s | rsync+stunnel s | cp -a s | rsync/mover | mover/cp | \
-                 wire mover | wire rsync | peak RSS mover send/recv | peak RSS rsync client/daemon | equal? |"
+                 wire mover | wire rsync | CPU s/GiB mover send/recv | CPU s/GiB rsync send/recv | \
+                 peak RSS mover send/recv | peak RSS rsync client/daemon | equal? |"
             );
-            let _ = writeln!(s, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
+            let _ = writeln!(
+                s,
+                "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+            );
         }
         for key in keys {
             let tools = &self.results[key];
-            let (kind, case, storage) = *key;
+            let (kind, case, storage, _) = *key;
             let med = |t: Tool| tools.get(&t).and_then(median);
-            let cell = |t: Tool| match tools.get(&t) {
-                None => "-".to_string(),
-                Some(r) if r.error.is_some() => "FAIL".to_string(),
-                Some(r) => median(r).map_or("-".into(), |v| format!("{v:.2}")),
-            };
-            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-                _ => "-".into(),
-            };
-            let wire = |t: Tool| {
-                tools
-                    .get(&t)
-                    .and_then(|r| r.runs.last())
-                    .and_then(|o| o.wire)
-                    .map_or("-".into(), human)
-            };
+            let cell = |t: Tool| time_cell(tools, t);
+            let wire = |t: Tool| wire_cell(tools, t);
             let rss = |t: Tool| {
                 tools
                     .get(&t)
@@ -883,24 +933,8 @@ impl Bench {
                         format!("{}/{} MiB", mib(a), mib(b))
                     })
             };
-            let mut bad = Vec::new();
-            let mut checked = false;
-            for (tool, r) in tools {
-                match &r.equal {
-                    Some(Ok(())) => checked = true,
-                    Some(Err(_)) => bad.push(format!("{tool:?}")),
-                    None if r.error.is_some() => bad.push(format!("{tool:?} failed")),
-                    None => {}
-                }
-            }
-            let equal = if !bad.is_empty() {
-                ok = false;
-                format!("NO: {}", bad.join(", "))
-            } else if checked {
-                "yes".into()
-            } else {
-                "-".into()
-            };
+            let (equal, same) = equal_cell(tools);
+            ok &= same;
             let mut times = vec![cell(Tool::Mover), cell(Tool::Rsync)];
             let mut ratios = vec![ratio(med(Tool::Rsync), med(Tool::Mover))];
             if disk {
@@ -909,15 +943,19 @@ impl Bench {
             }
             times.push(cell(Tool::Cp));
             ratios.push(ratio(med(Tool::Mover), med(Tool::Cp)));
+            let mut wires = vec![wire(Tool::Mover), wire(Tool::Rsync)];
+            if !disk {
+                wires.push(self.cpu_cell(key, Tool::Mover));
+                wires.push(self.cpu_cell(key, Tool::Rsync));
+            }
             let _ = writeln!(
                 s,
-                "| {:?}: {} | {storage:?} | {} | {} | {} | {} | {} | {} | {equal} |",
+                "| {:?}: {} | {storage:?} | {} | {} | {} | {} | {} | {equal} |",
                 kind,
                 case.label(),
                 times.join(" | "),
                 ratios.join(" | "),
-                wire(Tool::Mover),
-                wire(Tool::Rsync),
+                wires.join(" | "),
                 rss(Tool::Mover),
                 rss(Tool::Rsync),
             );
@@ -932,7 +970,7 @@ impl Bench {
             "| case | storage | tool | seconds | peak RSS send | peak RSS recv | ≤128 MiB? | wire | equal? |"
         );
         let _ = writeln!(s, "|---|---|---|--:|--:|--:|---|--:|---|");
-        for ((kind, case, storage), tools) in &self.results {
+        for ((kind, case, storage, _), tools) in &self.results {
             for (tool, r) in tools {
                 let send = r.runs.iter().map(|o| o.rss_send).max();
                 let recv = r.runs.iter().filter_map(|o| o.rss_recv).max();
@@ -975,21 +1013,85 @@ before and stopped after the timed part); cp -a only for initial copies. Wire by
 the per-connection processes it forked and reaped (generator and receiver), so it is the largest \
 single process of the receiving side, not their sum. Equal: after the last run of each case, the \
 destination is compared to the source (names, types, modes, owners, mtimes to the nanosecond, \
-contents byte for byte, symlink targets, hard-link structure). Page cache is not dropped, so \
+contents byte for byte, symlink targets, hard-link structure). CPU s/GiB: user + system CPU \
+seconds of each side's processes from wait4 (mover send / mover receive; rsync client and client \
+stunnel / rsync daemon with its per-connection processes and server stunnel), median over runs, \
+per GiB of the dataset (resyncs too, so the cost of checking a volume shows). Page cache is not dropped, so \
 disk runs read a warm source; `sync` is called before every timed run so no run pays for the \
 previous one's writeback; mover makes each file durable (one syncfs per batch) before renaming it into place, rsync and cp do not.";
 
+/// A tool's median seconds for a table cell ("FAIL" if it failed).
+fn time_cell(tools: &BTreeMap<Tool, ToolResult>, t: Tool) -> String {
+    match tools.get(&t) {
+        None => "-".to_string(),
+        Some(r) if r.error.is_some() => "FAIL".to_string(),
+        Some(r) => median(r).map_or("-".into(), |v| format!("{v:.2}")),
+    }
+}
+
+/// a/b with two decimals, for ratio cells.
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
+/// A tool's wire bytes in its last run.
+fn wire_cell(tools: &BTreeMap<Tool, ToolResult>, t: Tool) -> String {
+    tools
+        .get(&t)
+        .and_then(|r| r.runs.last())
+        .and_then(|o| o.wire)
+        .map_or("-".into(), human)
+}
+
+/// The "equal?" cell of one case, and whether every tool's destination
+/// was right (a failed tool counts as wrong).
+fn equal_cell(tools: &BTreeMap<Tool, ToolResult>) -> (String, bool) {
+    let mut bad = Vec::new();
+    let mut checked = false;
+    for (tool, r) in tools {
+        match &r.equal {
+            Some(Ok(())) => checked = true,
+            Some(Err(_)) => bad.push(format!("{tool:?}")),
+            None if r.error.is_some() => bad.push(format!("{tool:?} failed")),
+            None => {}
+        }
+    }
+    if !bad.is_empty() {
+        (format!("NO: {}", bad.join(", ")), false)
+    } else if checked {
+        ("yes".into(), true)
+    } else {
+        ("-".into(), true)
+    }
+}
+
 fn median(r: &ToolResult) -> Option<f64> {
+    median_by(r, |o| Some(o.secs))
+}
+
+/// Median over the runs of one measure of them (None if a run lacks it or
+/// the tool failed).
+fn median_by(r: &ToolResult, f: impl Fn(&Outcome) -> Option<f64>) -> Option<f64> {
     if r.error.is_some() || r.runs.is_empty() {
         return None;
     }
-    let mut v: Vec<f64> = r.runs.iter().map(|o| o.secs).collect();
+    let mut v: Vec<f64> = r.runs.iter().map(f).collect::<Option<_>>()?;
     v.sort_by(f64::total_cmp);
     let n = v.len();
     Some(if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// ", LINK" after a storage in two-node mode; nothing on one box.
+fn link_label(link: Option<Link>) -> String {
+    link.map_or(String::new(), |l| {
+        format!(", two nodes, link {}", l.label())
     })
 }
 
@@ -1085,6 +1187,18 @@ fn machine() -> String {
     format!("{nproc} CPUs ({cpu}), {mem} memory, Linux {kernel}")
 }
 
+/// The run's mode: its report's file name and the header's words for it.
+fn mode(args: &Args) -> (&'static str, &'static str) {
+    match (args.quick, args.scale, args.two_node) {
+        (false, false, false) => ("latest.md", ""),
+        (true, false, false) => ("latest-quick.md", " (--quick)"),
+        (false, true, _) => ("latest-scale.md", " (--scale)"),
+        (true, true, _) => ("latest-scale-quick.md", " (--scale --quick)"),
+        (false, false, true) => ("two-node.md", ", two nodes (--two-node)"),
+        (true, false, true) => ("two-node-quick.md", ", two nodes (--two-node --quick)"),
+    }
+}
+
 fn header(args: &Args, mover: &Path, rsync: &Path, stunnel: &Path, runs: usize) -> String {
     let git = |a: &[&str]| {
         Command::new("git")
@@ -1101,12 +1215,7 @@ fn header(args: &Args, mover: &Path, rsync: &Path, stunnel: &Path, runs: usize) 
     } else {
         " + uncommitted changes in mover/"
     };
-    let mode = match (args.quick, args.scale) {
-        (true, true) => " (--scale --quick)",
-        (true, false) => " (--quick)",
-        (false, true) => " (--scale)",
-        _ => "",
-    };
+    let mode = mode(args).1;
     let disk = args
         .disk_dir
         .clone()

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::disk::IMAGE;
+use crate::netns::Nodes;
 
 /// A child process that is killed and reaped if dropped before being waited
 /// for, so no daemon outlives a failed run.
@@ -30,6 +31,9 @@ pub struct Exit {
     /// Peak resident set size in KiB (ru_maxrss: the child and every
     /// descendant it waited for).
     pub maxrss_kib: u64,
+    /// CPU seconds, user + system, of the child and every descendant it
+    /// waited for.
+    pub cpu: f64,
     /// When wait4 saw it exit.
     pub at: Instant,
 }
@@ -101,9 +105,11 @@ impl Proc {
             let r = unsafe { libc::wait4(self.pid, &mut status, libc::WNOHANG, &mut ru) };
             if r == self.pid {
                 self.reaped = true;
+                let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
                 return Ok(Some(Exit {
                     status,
                     maxrss_kib: ru.ru_maxrss.max(0) as u64,
+                    cpu: secs(ru.ru_utime) + secs(ru.ru_stime),
                     at: Instant::now(),
                 }));
             }
@@ -194,11 +200,12 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Is something listening on TCP `port` (any address)? Read from
-/// /proc/net/tcp{,6}, so the check makes no connection.
-fn listening(port: u16) -> bool {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        fs::read_to_string(f).is_ok_and(|s| {
+/// Is something listening on TCP `port` (any address) in the network
+/// namespace of process `pid`? Read from /proc/PID/net/tcp{,6}, so the
+/// check makes no connection and works across namespaces.
+fn listening(pid: libc::pid_t, port: u16) -> bool {
+    ["tcp", "tcp6"].iter().any(|f| {
+        fs::read_to_string(format!("/proc/{pid}/net/{f}")).is_ok_and(|s| {
             s.lines().skip(1).any(|l| {
                 let mut it = l.split_whitespace();
                 let (local, st) = (it.nth(1), it.nth(1));
@@ -216,7 +223,7 @@ fn listening(port: u16) -> bool {
 pub fn wait_listen(proc: &mut Proc, port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if listening(port) {
+        if listening(proc.pid, port) {
             return Ok(());
         }
         if let Some(e) = proc.try_wait()? {
@@ -273,6 +280,16 @@ pub struct Outcome {
     pub rss_recv: Option<u64>,
     /// Peak RSS in KiB of the client and server stunnel.
     pub rss_stunnel: Option<(u64, u64)>,
+    /// CPU seconds (user + system) of the sending side's processes: mover
+    /// send; rsync client and client stunnel; cp.
+    pub cpu_send: f64,
+    /// CPU seconds of the receiving side's processes: mover receive; rsync
+    /// daemon (with its per-connection processes) and server stunnel.
+    pub cpu_recv: Option<f64>,
+    /// Two-node mode: share of the sending and the receiving node's CPU
+    /// that was busy during the run, with anything (other processes on a
+    /// shared machine too).
+    pub node_busy: Option<(f64, f64)>,
     /// Seconds a `sync` took right after the run (disk only, not included
     /// in `secs`): the writeback the tool left behind.
     pub flush: Option<f64>,
@@ -287,9 +304,30 @@ pub struct Ctx {
     /// Directory for configuration files and logs.
     pub work: PathBuf,
     pub timeout: Duration,
+    /// Two-node mode: where each side runs. None: both on this box, over
+    /// loopback, unpinned.
+    pub nodes: Option<Nodes>,
 }
 
 impl Ctx {
+    /// Start `cmd` on the sending side.
+    fn send_side<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        match &self.nodes {
+            Some(n) => n.send.enter(cmd),
+            None => cmd,
+        }
+    }
+    /// Start `cmd` on the receiving side.
+    fn recv_side<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        match &self.nodes {
+            Some(n) => n.recv.enter(cmd),
+            None => cmd,
+        }
+    }
+    /// The receiving side's address, as the sending side reaches it.
+    fn recv_addr(&self) -> &'static str {
+        self.nodes.as_ref().map_or("127.0.0.1", |n| n.recv.addr)
+    }
     fn f(&self, name: &str) -> PathBuf {
         self.work.join(name)
     }
@@ -336,25 +374,10 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
         false => (src.to_path_buf(), dst.to_path_buf()),
     };
     let block_flag: &[&str] = if block { &["--block"] } else { &[] };
+    let listen = format!("{}:{port}", ctx.recv_addr());
     let mut recv = Proc::spawn(
         "mover receive",
-        Command::new(&ctx.mover)
-            .arg("receive")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--volume")
-            .arg(format!("vol={}", dst.display()))
-            .args(block_flag)
-            // As the orchestrator's stage receivers run: changed files
-            // updated in place, segment hashes kept for the next resync.
-            .args(["--inplace", "--keep-hash-cache"])
-            .arg("--exit-when-done")
-            .arg("--cert")
-            .arg(ctx.pki("server.crt"))
-            .arg("--key")
-            .arg(ctx.pki("server.key"))
-            .arg("--ca")
-            .arg(ctx.pki("ca.crt")),
+        ctx.recv_side(&mut mover_receive(ctx, &listen, &dst, block)),
         &ctx.f("mover-receive.log"),
     )?;
     wait_listen(&mut recv, port)?;
@@ -362,12 +385,13 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
     let t0 = Instant::now();
     let mut send = Proc::spawn_out(
         "mover send",
-        Command::new(&ctx.mover)
+        ctx.send_side(&mut Command::new(&ctx.mover))
             .arg("send")
             .arg(&src)
             .args(block_flag)
             .arg("--connect")
-            .arg(format!("localhost:{port}"))
+            .arg(&listen)
+            .args(["--server-name", "localhost"])
             .args(["--volume", "vol", "--progress", "json"])
             .arg("--cert")
             .arg(ctx.pki("bench.crt"))
@@ -402,8 +426,34 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
         rss_send: exits[0].maxrss_kib,
         rss_recv: Some(exits[1].maxrss_kib),
         rss_stunnel: None,
+        cpu_send: exits[0].cpu,
+        cpu_recv: Some(exits[1].cpu),
+        node_busy: None,
         flush: None,
     })
+}
+
+/// The `mover receive` command line: serve DST as volume `vol` on `listen`
+/// and exit once one sync is done.
+fn mover_receive(ctx: &Ctx, listen: &str, dst: &Path, block: bool) -> Command {
+    let mut cmd = Command::new(&ctx.mover);
+    cmd.arg("receive")
+        .arg("--listen")
+        .arg(listen)
+        .arg("--volume")
+        .arg(format!("vol={}", dst.display()))
+        .args(if block { &["--block"][..] } else { &[] })
+        // As the orchestrator's stage receivers run: changed files updated
+        // in place, segment hashes kept for the next resync.
+        .args(["--inplace", "--keep-hash-cache"])
+        .arg("--exit-when-done")
+        .arg("--cert")
+        .arg(ctx.pki("server.crt"))
+        .arg("--key")
+        .arg(ctx.pki("server.key"))
+        .arg("--ca")
+        .arg(ctx.pki("ca.crt"));
+    cmd
 }
 
 /// rsync the way MTC runs it: `rsync --archive --delete --hard-links
@@ -435,7 +485,10 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
             dst.display()
         ),
     )?;
-    let tls = |name: &str, client: bool, accept: u16, connect: u16| -> Result<PathBuf> {
+    // The server stunnel listens on the receiving side's address; the
+    // client stunnel and the daemon each on their own side's loopback.
+    let recv = ctx.recv_addr();
+    let tls = |name: &str, client: bool, accept: &str, connect: &str| -> Result<PathBuf> {
         let p = ctx.f(name);
         let (cert, key, extra) = if client {
             ("bench", "bench", "client = yes\ncheckHost = localhost\n")
@@ -450,8 +503,8 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
                  debug = 4\n\
                  [rsync]\n\
                  {extra}\
-                 accept = 127.0.0.1:{accept}\n\
-                 connect = 127.0.0.1:{connect}\n\
+                 accept = {accept}\n\
+                 connect = {connect}\n\
                  cert = {}\n\
                  key = {}\n\
                  CAfile = {}\n\
@@ -464,12 +517,22 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
         )?;
         Ok(p)
     };
-    let server_conf = tls("stunnel-server.conf", false, ps, pd)?;
-    let client_conf = tls("stunnel-client.conf", true, pc, ps)?;
+    let server_conf = tls(
+        "stunnel-server.conf",
+        false,
+        &format!("{recv}:{ps}"),
+        &format!("127.0.0.1:{pd}"),
+    )?;
+    let client_conf = tls(
+        "stunnel-client.conf",
+        true,
+        &format!("127.0.0.1:{pc}"),
+        &format!("{recv}:{ps}"),
+    )?;
 
     let mut daemon = Proc::spawn(
         "rsync daemon",
-        Command::new(&ctx.rsync)
+        ctx.recv_side(&mut Command::new(&ctx.rsync))
             .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
             .arg(format!("--config={}", conf.display()))
             .arg(format!("--port={pd}")),
@@ -477,12 +540,14 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
     )?;
     let mut st_server = Proc::spawn(
         "stunnel (server)",
-        Command::new(&ctx.stunnel).arg(&server_conf),
+        ctx.recv_side(&mut Command::new(&ctx.stunnel))
+            .arg(&server_conf),
         &ctx.f("stunnel-server.log"),
     )?;
     let mut st_client = Proc::spawn(
         "stunnel (client)",
-        Command::new(&ctx.stunnel).arg(&client_conf),
+        ctx.send_side(&mut Command::new(&ctx.stunnel))
+            .arg(&client_conf),
         &ctx.f("stunnel-client.log"),
     )?;
     wait_listen(&mut daemon, pd)?;
@@ -514,7 +579,7 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
     let t0 = Instant::now();
     let mut client = Proc::spawn_out(
         "rsync client",
-        Command::new(&ctx.rsync)
+        ctx.send_side(&mut Command::new(&ctx.rsync))
             .args(flags)
             .arg(&src_arg)
             .arg(dst_arg),
@@ -563,6 +628,9 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
         rss_send: ce.maxrss_kib,
         rss_recv: Some(de.maxrss_kib),
         rss_stunnel: Some((cl.maxrss_kib, se.maxrss_kib)),
+        cpu_send: ce.cpu + cl.cpu,
+        cpu_recv: Some(de.cpu + se.cpu),
+        node_busy: None,
         flush: None,
     })
 }
@@ -599,7 +667,7 @@ pub fn dd(ctx: &Ctx, src: &Path, dst: &Path) -> Result<Outcome> {
 fn local(ctx: &Ctx, name: &str, cmd: &mut Command) -> Result<Outcome> {
     let log = ctx.f("local-copy.log");
     let t0 = Instant::now();
-    let mut p = Proc::spawn(name, cmd, &log)?;
+    let mut p = Proc::spawn(name, ctx.send_side(cmd), &log)?;
     let e = wait_all(&mut [&mut p], ctx.timeout)?.remove(0);
     if !e.success() {
         bail!("{name} failed ({})\n{}", e.describe(), tail(&log, 15));
@@ -610,6 +678,9 @@ fn local(ctx: &Ctx, name: &str, cmd: &mut Command) -> Result<Outcome> {
         rss_send: e.maxrss_kib,
         rss_recv: None,
         rss_stunnel: None,
+        cpu_send: e.cpu,
+        cpu_recv: None,
+        node_busy: None,
         flush: None,
     })
 }
