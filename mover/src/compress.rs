@@ -9,6 +9,11 @@
 //! (a disk image mixes compressed and plain regions). On a fast link the data thread is never
 //! waiting and nothing is compressed; on a slow WAN link it waits almost
 //! always, and text-like data crosses it at a fraction of its size.
+//!
+//! Once engaged, compressing may leave the thread hardly waiting at all: it
+//! is then busy compressing, which still pays as long as it gets through
+//! more data than the link took raw. So `auto` stops only when it neither
+//! waits nor beats the rate it measured raw when it engaged.
 
 use crate::wire::frame::DATA_CHUNK;
 use std::time::{Duration, Instant};
@@ -41,6 +46,9 @@ const INTERVAL: Duration = Duration::from_millis(200);
 /// sender itself has become the limit).
 const START_WAITING: f64 = 2.0 / 3.0;
 const STOP_WAITING: f64 = 0.1;
+/// How much faster than raw a busy compressor must get through data to
+/// stay on.
+const BEATS_RAW: f64 = 1.25;
 
 pub struct Compressor {
     mode: Compress,
@@ -53,6 +61,12 @@ pub struct Compressor {
     engaged: bool,
     since: Instant,
     waited_at_start: Duration,
+    /// File bytes offered so far, and at the start of the interval.
+    offered: u64,
+    offered_at_start: u64,
+    /// Bytes per second offered in the last interval before `auto`
+    /// engaged: what the connection took raw.
+    raw_rate: f64,
 }
 
 impl Compressor {
@@ -65,6 +79,9 @@ impl Compressor {
             engaged: mode == Compress::On,
             since: Instant::now(),
             waited_at_start: Duration::ZERO,
+            offered: 0,
+            offered_at_start: 0,
+            raw_rate: 0.0,
         }
     }
 
@@ -84,19 +101,25 @@ impl Compressor {
         if elapsed < INTERVAL {
             return;
         }
-        let share = (waited - self.waited_at_start).as_secs_f64() / elapsed.as_secs_f64();
-        self.engaged = share
-            > if self.engaged {
-                STOP_WAITING
-            } else {
-                START_WAITING
-            };
+        let seconds = elapsed.as_secs_f64();
+        let share = (waited - self.waited_at_start).as_secs_f64() / seconds;
+        let rate = (self.offered - self.offered_at_start) as f64 / seconds;
+        if !self.engaged {
+            self.engaged = share > START_WAITING;
+            self.raw_rate = rate;
+        } else if share <= STOP_WAITING {
+            // Busy compressing: worth it only while clearly faster than
+            // raw (timing noise must not keep it on).
+            self.engaged = rate > self.raw_rate * BEATS_RAW;
+        }
         self.since = Instant::now();
         self.waited_at_start = waited;
+        self.offered_at_start = self.offered;
     }
 
     /// The zstd frame for `data` if it should go compressed.
     pub fn compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        self.offered += data.len() as u64;
         if !self.engaged || data.len() < 4096 {
             return None;
         }
@@ -211,6 +234,32 @@ mod tests {
         c.since -= INTERVAL * 2;
         c.observe(INTERVAL * 2 * 14 / 10 + INTERVAL / 10 + INTERVAL);
         assert!(c.compress(&data).is_none(), "waiting half the time");
+    }
+
+    #[test]
+    fn auto_keeps_compressing_while_it_beats_the_raw_rate() {
+        let mut c = Compressor::new(Compress::Auto);
+        let data = text(65536);
+        // Raw, waiting 90% of the time, one chunk per interval: engaged,
+        // with the link's raw rate measured.
+        c.compress(&data);
+        c.since -= INTERVAL * 2;
+        c.observe(INTERVAL * 2 * 9 / 10);
+        let mut waited = INTERVAL * 2 * 9 / 10;
+        // Compressing, hardly waiting, but getting through four chunks an
+        // interval: it stays on.
+        for _ in 0..4 {
+            assert!(c.compress(&data).is_some());
+        }
+        c.since -= INTERVAL * 2;
+        waited += INTERVAL / 100;
+        c.observe(waited);
+        assert!(c.compress(&data).is_some(), "busy but faster than raw");
+        // Hardly waiting and no faster than raw (one chunk): it stops.
+        c.since -= INTERVAL * 2;
+        waited += INTERVAL / 100;
+        c.observe(waited);
+        assert!(c.compress(&data).is_none(), "busy and no faster than raw");
     }
 
     #[test]
