@@ -1,3 +1,4 @@
+pub mod fresh;
 pub mod hash_cache;
 pub mod volume;
 pub mod work;

@@ -18,6 +18,7 @@
 //! is ever mistaken for one of ours; a directory being replaced is swapped
 //! out with `RENAME_EXCHANGE`, so its name is never missing either.
 
+use super::fresh::{Creator, Fresh, PRIVATE};
 use crate::entry::{Meta, RelPath, SpecialKind, Xattr};
 use crate::sized::{read_sized, AtPath};
 use crate::wire::message::XattrPolicy;
@@ -29,7 +30,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// Names of temporaries start with this. It reserves nothing: a user file
 /// may carry it too, and is then an ordinary file (temporaries are made with
@@ -257,15 +258,18 @@ enum ScratchState {
     Beside,
     /// A name is chosen, the directory made on first use, so a session
     /// that writes nothing leaves the volume untouched.
-    Planned {
-        root: Arc<OwnedFd>,
-        name: Vec<u8>,
-    },
+    Planned { root: Arc<OwnedFd>, name: Vec<u8> },
     Ready {
         fd: Arc<OwnedFd>,
         name: Vec<u8>,
+        creator: CreatorCell,
     },
 }
+
+/// How files this session creates in the work area start out, learned from
+/// the first one ([`super::fresh`]); holds None when that is not
+/// predictable there.
+type CreatorCell = Arc<OnceLock<Option<Creator>>>;
 
 impl fmt::Debug for Volume {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -303,6 +307,7 @@ impl Volume {
         *lock(&self.scratch) = ScratchState::Ready {
             fd: dir.fd.clone(),
             name: name.to_vec(),
+            creator: CreatorCell::default(),
         };
     }
 
@@ -327,7 +332,7 @@ impl Volume {
 
     /// The work area, if the session has one and it exists.
     pub fn work_dir(&self) -> Option<Dir> {
-        let ScratchState::Ready { fd, name } = &*lock(&self.scratch) else {
+        let ScratchState::Ready { fd, name, .. } = &*lock(&self.scratch) else {
             return None;
         };
         Some(Dir {
@@ -707,10 +712,18 @@ impl Dir {
     /// area (made now if it was only planned), or this directory itself
     /// when the session has none.
     fn scratch_fd(&self) -> Result<Arc<OwnedFd>> {
+        self.scratch().map(|(fd, _)| fd)
+    }
+
+    /// [`Dir::scratch_fd`], and what files created there start as when it
+    /// is the work area.
+    fn scratch(&self) -> Result<(Arc<OwnedFd>, Option<CreatorCell>)> {
         let mut state = lock(&self.scratch);
         let (fd, name) = match &*state {
-            ScratchState::Beside => return Ok(self.fd.clone()),
-            ScratchState::Ready { fd, .. } => return Ok(fd.clone()),
+            ScratchState::Beside => return Ok((self.fd.clone(), None)),
+            ScratchState::Ready { fd, creator, .. } => {
+                return Ok((fd.clone(), Some(creator.clone())))
+            }
             ScratchState::Planned { root, name } => {
                 let root = Dir {
                     fd: root.clone(),
@@ -721,11 +734,13 @@ impl Dir {
                 (super::work::make(&root, name)?.fd, name.clone())
             }
         };
+        let creator = CreatorCell::default();
         *state = ScratchState::Ready {
             fd: fd.clone(),
             name,
+            creator: creator.clone(),
         };
-        Ok(fd)
+        Ok((fd, Some(creator)))
     }
 
     /// Creates an object under a fresh temporary name, to become `name` in
@@ -883,6 +898,7 @@ impl Dir {
             final_name: final_name.to_vec(),
             file: File::from(fd),
             committed: false,
+            fresh: None,
         })
     }
 
@@ -890,20 +906,58 @@ impl Dir {
     /// (truncating a file left there): a name the next session can find
     /// again, so what was written survives even a crash of this process.
     /// Without a work area it is an ordinary temporary.
-    pub fn create_temp_as(&self, work_name: &[u8], final_name: &[u8]) -> Result<TempFile> {
+    ///
+    /// `meta` is what the file is to end up with: when this session's files
+    /// start out predictably in the work area ([`super::fresh`]), the file
+    /// is created with its final permission bits where that is safe, and
+    /// [`TempFile::set_meta`] then sets only what differs.
+    pub fn create_temp_as(
+        &self,
+        work_name: &[u8],
+        final_name: &[u8],
+        meta: &Meta,
+        opts: MetaOptions,
+    ) -> Result<TempFile> {
         if matches!(*lock(&self.scratch), ScratchState::Beside) {
             return self.create_temp(final_name);
         }
         self.check_name(work_name)?;
         self.check_name(final_name)?;
-        let work = self.scratch_fd()?;
-        let fd = rfs::openat(
-            &*work,
-            work_name,
-            OFlags::CREATE | OFlags::TRUNC | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| self.err(final_name, "create temporary file", e))?;
+        let (work, creator) = self.scratch()?;
+        let known = creator.as_ref().and_then(|c| c.get().copied());
+        let perm = match known {
+            Some(Some(creator)) => creator.perm_for(meta, opts),
+            _ => PRIVATE,
+        };
+        let open = |flags: OFlags, perm: u32| {
+            rfs::openat(
+                &*work,
+                work_name,
+                flags | OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(perm),
+            )
+            .map_err(|e| self.err(final_name, "create temporary file", e))
+        };
+        let (fd, fresh) = match open(OFlags::EXCL, perm) {
+            Ok(fd) => {
+                let creator = match (known, &creator) {
+                    (Some(known), _) => known,
+                    (None, Some(cell)) => {
+                        *cell.get_or_init(|| Creator::learn(work.as_fd(), fd.as_fd(), perm))
+                    }
+                    (None, None) => None,
+                };
+                let fresh = creator.map(|c| c.fresh(perm));
+                (fd, fresh)
+            }
+            // A partial file left under this name by an earlier session
+            // (which this one does not resume from): truncated, but what
+            // else it holds is not known.
+            Err(FsError::Io { err, .. }) if err.raw_os_error() == Some(libc::EEXIST) => {
+                (open(OFlags::TRUNC, PRIVATE)?, None)
+            }
+            Err(e) => return Err(e),
+        };
         Ok(TempFile {
             dir: self.clone(),
             temp: Temp {
@@ -913,6 +967,7 @@ impl Dir {
             final_name: final_name.to_vec(),
             file: File::from(fd),
             committed: false,
+            fresh,
         })
     }
 
@@ -971,23 +1026,21 @@ impl Dir {
                             &Target::Fd(fd.as_fd()),
                             meta,
                             opts,
-                            true,
+                            None,
                             &at,
                             &mut warnings,
                         )?;
                     }
                     // No read permission (a non-root receiver on a mode 0200
                     // file): go through an O_PATH descriptor instead.
-                    Err(Errno::ACCESS) => {
-                        self.set_meta_by_path(name, meta, opts, true, &mut warnings)?
-                    }
+                    Err(Errno::ACCESS) => self.set_meta_by_path(name, meta, opts, &mut warnings)?,
                     Err(e) => return Err(self.open_err(name, "open", e)),
                 }
             }
             // Through the O_PATH descriptor, never opened: POSIX ACLs are
             // allowed on FIFOs and devices (user.* attributes are not, and
             // the source cannot have them either).
-            _ => self.set_meta_by_path(name, meta, opts, true, &mut warnings)?,
+            _ => self.set_meta_by_path(name, meta, opts, &mut warnings)?,
         }
         Ok(warnings)
     }
@@ -1052,7 +1105,6 @@ impl Dir {
         name: &[u8],
         meta: &Meta,
         opts: MetaOptions,
-        xattrs: bool,
         warnings: &mut Vec<String>,
     ) -> Result<()> {
         let fd = rfs::openat(
@@ -1073,7 +1125,7 @@ impl Dir {
             fd: fd.as_fd(),
             path: format!("/proc/self/fd/{}", fd.as_raw_fd()),
         };
-        apply_meta(&target, meta, opts, xattrs, &|| self.at(name), warnings)
+        apply_meta(&target, meta, opts, None, &|| self.at(name), warnings)
     }
 }
 
@@ -1108,6 +1160,8 @@ pub struct TempFile {
     final_name: Vec<u8>,
     file: File,
     committed: bool,
+    /// What the file is as created, when that is known.
+    fresh: Option<Fresh>,
 }
 
 /// A temporary name and the directory holding it (the work area, or the
@@ -1142,10 +1196,26 @@ impl TempFile {
     /// file, so that the final name appears with its final metadata. Call it
     /// after the last write: writing clears setuid bits and file
     /// capabilities, and moves the mtime.
+    ///
+    /// A fresh file that is to have no extended attributes gets only what
+    /// it lacks: it has none to list or remove, so the xattr calls are
+    /// skipped, as are `chown` and `chmod` where it has the wanted owner and
+    /// mode already. Attributes to set (ACLs rewrite mode bits), or the
+    /// `all` policy (a security module may label new files), take the full
+    /// path.
     pub fn set_meta(&self, meta: &Meta, opts: MetaOptions) -> Result<Vec<String>> {
-        meta_on_fd(self.file.as_fd(), meta, opts, || {
-            self.dir.at(&self.final_name)
-        })
+        let at = || self.dir.at(&self.final_name);
+        let known = self
+            .fresh
+            .filter(|_| meta.xattrs.is_empty() && opts.xattrs != XattrPolicy::All);
+        let Some(known) = known else {
+            return meta_on_fd(self.file.as_fd(), meta, opts, at);
+        };
+        check_mtime(meta, at)?;
+        let mut warnings = Vec::new();
+        let target = Target::Fd(self.file.as_fd());
+        apply_meta(&target, meta, opts, Some(known), &at, &mut warnings)?;
+        Ok(warnings)
     }
 
     /// Flushes the data to disk and renames the file over the final name
@@ -1223,7 +1293,7 @@ fn meta_on_fd(
 ) -> Result<Vec<String>> {
     check_mtime(meta, &at)?;
     let mut warnings = Vec::new();
-    apply_meta(&Target::Fd(fd), meta, opts, true, &at, &mut warnings)?;
+    apply_meta(&Target::Fd(fd), meta, opts, None, &at, &mut warnings)?;
     Ok(warnings)
 }
 
@@ -1330,18 +1400,21 @@ impl Target<'_> {
 /// then xattrs (an ACL rewrites the group bits; a non-root owner may lose
 /// write permission once the final mode is set), then the mode, then the
 /// mtime last (everything before it may touch ctime/mtime).
+///
+/// With `fresh` (a file as created, to have no extended attributes; see
+/// [`TempFile::set_meta`]) only what differs from it is set.
 fn apply_meta(
     target: &Target<'_>,
     meta: &Meta,
     opts: MetaOptions,
-    xattrs: bool,
+    fresh: Option<Fresh>,
     at: &dyn Fn() -> String,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
-    if opts.owner {
+    if opts.owner && fresh.is_none_or(|f| (f.uid, f.gid) != (meta.uid, meta.gid)) {
         target.chown(meta).map_err(|e| io_err(at(), "chown", e))?;
     }
-    if xattrs && opts.xattrs != XattrPolicy::None {
+    if fresh.is_none() && opts.xattrs != XattrPolicy::None {
         sync_xattrs(target, &meta.xattrs, opts.xattrs, at, warnings)?;
     }
     let not_owner = |op: &'static str, e: Errno, warnings: &mut Vec<String>| {
@@ -1355,8 +1428,10 @@ fn apply_meta(
             Err(io_err(at(), op, e))
         }
     };
-    if let Err(e) = target.chmod(meta.mode) {
-        not_owner("chmod", e, warnings)?;
+    if fresh.is_none_or(|f| f.mode != meta.mode & 0o7777) {
+        if let Err(e) = target.chmod(meta.mode) {
+            not_owner("chmod", e, warnings)?;
+        }
     }
     if let Err(e) = target.set_times(&times(meta)) {
         not_owner("set times", e, warnings)?;

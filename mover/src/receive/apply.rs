@@ -266,8 +266,9 @@ impl Applier {
             .map_err(|e| Failure::permanent(format!("flushing {}: {e}", self.volume.name())))?;
         self.batch_bytes = 0;
         for (id, temp, hashes) in std::mem::take(&mut self.batch) {
+            // The identity (a stat) only for a file whose hashes are cached.
             let identity = temp
-                .rename_then(|file| Identity::of(file).ok())
+                .rename_then(|file| hashes.as_ref().and_then(|_| Identity::of(file).ok()))
                 .map_err(|e| self.fs(e))?;
             let cache = &self.hasher.cache;
             if let Some((dev, ino)) = self.needs.get(&id).and_then(|n| n.replaces) {
@@ -811,7 +812,7 @@ impl Applier {
                 .stat(name)
                 .map_err(|e| self.fs(e))?
                 .is_some_and(|st| st.kind == StatKind::File && st.nlink == 1);
-        let (path, base_ref) = (need.path.clone(), need.base_ref.clone());
+        let (path, base_ref, meta) = (need.path.clone(), need.base_ref.clone(), need.meta.clone());
         let (base_info, size, sparse) = (need.base, need.size, need.sparse);
         // Journaled first, so that a crash midway cannot leave a file whose
         // size and mtime look done.
@@ -840,7 +841,12 @@ impl Applier {
             // even a crash of this process leaves something to resume from.
             Output::Temp(
                 match &base_ref {
-                    BaseRef::Dest(_) => dir.create_temp_as(&WorkArea::partial_name(&path), name),
+                    BaseRef::Dest(_) => dir.create_temp_as(
+                        &WorkArea::partial_name(&path),
+                        name,
+                        &meta,
+                        self.meta_opts,
+                    ),
                     BaseRef::Partial(_) => dir.create_temp(name),
                 }
                 .map_err(|e| self.fs(e))?,
