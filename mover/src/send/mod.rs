@@ -351,8 +351,10 @@ impl Responses<'_> {
             ToSender::FileFailed { id, message } => {
                 if let Some(p) = self.shared.finish(id) {
                     if !p.aborted {
-                        self.shared
-                            .error(format!("{}: receiver: {message}", p.source.display()));
+                        self.shared.error(format!(
+                            "{}: receiver: {message}",
+                            self.shared.source_path(&p.rel).display()
+                        ));
                     }
                 }
             }

@@ -9,7 +9,8 @@ use crate::source::confined::Identity;
 use crate::wire::message::{BaseInfo, FileId, SegmentHash};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// How many listed files may await their answer at once.
@@ -20,9 +21,9 @@ const MAX_KEPT_PROBLEMS: usize = 1000;
 /// A regular file the receiver has not finished with yet.
 #[derive(Debug, Clone)]
 pub struct Pending {
-    /// Its full path, for messages only: it is opened by `rel`, one
-    /// component at a time from the root (see [`crate::source::confined`]).
-    pub source: PathBuf,
+    /// Its path beneath the source root: it is opened by it, one component
+    /// at a time from the root (see [`crate::source::confined`]); messages
+    /// name it by [`Shared::source_path`].
     pub rel: RelPath,
     /// What the walk listed: a file found under that name later is read
     /// only if it is this one.
@@ -57,6 +58,8 @@ pub struct Shared {
     /// The source root, opened by the walk before it lists anything (so
     /// before any file is pending); the data thread opens files from it.
     root: OnceLock<OwnedFd>,
+    /// The root's path, for messages.
+    root_path: OnceLock<PathBuf>,
     pub pending: Mutex<HashMap<FileId, Pending>>,
     pub window: Window,
     pub counters: Arc<Counters>,
@@ -67,6 +70,7 @@ impl Shared {
     pub fn new(counters: Arc<Counters>) -> Self {
         Shared {
             root: OnceLock::new(),
+            root_path: OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
             window: Window::new(WINDOW),
             counters,
@@ -75,8 +79,19 @@ impl Shared {
     }
 
     /// Called once, by the walk.
-    pub fn set_root(&self, root: OwnedFd) {
+    pub fn set_root(&self, root: OwnedFd, path: &Path) {
         let _ = self.root.set(root);
+        let _ = self.root_path.set(path.to_path_buf());
+    }
+
+    /// The full path of `rel`, for messages: made only when one is needed,
+    /// not kept for every file in flight.
+    pub fn source_path(&self, rel: &RelPath) -> PathBuf {
+        let root = self.root_path.get().map_or(Path::new(""), PathBuf::as_path);
+        match rel.as_bytes() {
+            [] => root.to_path_buf(),
+            bytes => root.join(std::ffi::OsStr::from_bytes(bytes)),
+        }
     }
 
     /// The source root; set by the time any file is pending.

@@ -59,7 +59,7 @@ pub fn run(
             ),
             _ => fail(e),
         })?;
-    shared.set_root(root_fd.try_clone().map_err(fail)?);
+    shared.set_root(root_fd.try_clone().map_err(fail)?, root);
     let root_entry = Entry {
         path: RelPath::root(),
         kind: Kind::Dir,
@@ -185,13 +185,17 @@ impl Walk<'_> {
             }
         }
         let level = self.stack.last().expect("a current level");
-        let path = level
-            .path
-            .join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        // The full path only for messages and directories: a file's entry
+        // needs none.
+        let path = || {
+            level
+                .path
+                .join(std::ffi::OsStr::from_bytes(name.as_bytes()))
+        };
         let rel = match level.rel.join(name.as_bytes()) {
             Ok(rel) => rel,
             Err(e) => {
-                let dir = level.rel.clone();
+                let (dir, path) = (level.rel.clone(), path());
                 return self.unlisted(&path, dir, format!("cannot send path: {e}"));
             }
         };
@@ -207,12 +211,13 @@ impl Walk<'_> {
             });
         let (st, kind, entry_meta) = match listed {
             Ok(listed) => listed,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.vanished(&path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.vanished(&path()),
             Err(e) => {
-                let dir = level.rel.clone();
+                let (dir, path) = (level.rel.clone(), path());
                 return self.unlisted(&path, dir, e.to_string());
             }
         };
+        let dir_path = (kind == Kind::Dir).then(path);
         let identity = confined::identity(&st);
         let descend = (kind == Kind::Dir).then(|| {
             confined::open_subdir(dir, name.as_c_str())
@@ -244,7 +249,6 @@ impl Walk<'_> {
             self.shared.pending().insert(
                 id,
                 Pending {
-                    source: path.clone(),
                     rel: rel.clone(),
                     identity,
                     size,
@@ -267,10 +271,10 @@ impl Walk<'_> {
         if self.out.push(ToReceiver::Entry { id, entry }).is_err() {
             return false;
         }
-        match descend {
+        match (descend, dir_path) {
             // A directory is listed before its contents.
-            Some(opened) => self.enter(opened, (name, identity), rel, path),
-            None => true,
+            (Some(opened), Some(path)) => self.enter(opened, (name, identity), rel, path),
+            _ => true,
         }
     }
 
