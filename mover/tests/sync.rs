@@ -4,9 +4,11 @@
 mod common;
 
 use common::*;
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
+use std::process::Command;
 
 /// A source tree holding every kind of entry the mover must carry. Returns
 /// notes on what this filesystem or user could not create (printed, so a
@@ -335,4 +337,78 @@ fn json_progress_reports_counters_rate_and_summary() {
     assert_eq!(summary["files_deleted"], 0);
     assert!(summary["duration_secs"].as_f64().unwrap() > 0.0);
     assert!(summary["wire_bytes"].as_u64().unwrap() > 2 * 1024 * 1024);
+}
+
+/// New files are created in the receiver's work area with what they can
+/// get at creation, and then given only the metadata they lack
+/// (`dest/fresh.rs`). Whatever shapes creation there (a setgid root the
+/// work area inherits its group from, a default ACL it inherits, the
+/// receiver's umask), every copy must come out exactly as its source.
+#[test]
+fn new_files_come_out_as_the_source_whatever_shapes_their_creation() {
+    // user::rwx user:1234:rwx group::rwx mask::rwx other::r-x, as a
+    // default ACL (version 2): new files inherit an access ACL (an xattr),
+    // which the receiver must remove where the source has none.
+    let mut default_acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 7u16, u32::MAX),
+        (0x02, 7, 1234),
+        (0x04, 7, u32::MAX),
+        (0x10, 7, u32::MAX),
+        (0x20, 5, u32::MAX),
+    ] {
+        default_acl.extend(tag.to_le_bytes());
+        default_acl.extend(perm.to_le_bytes());
+        default_acl.extend(id.to_le_bytes());
+    }
+    let modes = [
+        0o644, 0o600, 0o640, 0o755, 0o444, 0o000, 0o666, 0o777, 0o4755, 0o2750, 0o1644,
+    ];
+    for (setgid, acl, umask) in [
+        (false, false, "022"),
+        (true, false, "022"),
+        (false, true, "022"),
+        (false, false, "077"),
+        (false, false, "000"),
+    ] {
+        let case = format!("setgid root {setgid}, default ACL {acl}, umask {umask}");
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::create_dir(&dst).unwrap();
+        for (i, mode) in modes.iter().enumerate() {
+            let path = src
+                .join(if i % 2 == 0 { "sub" } else { "" })
+                .join(format!("f{i}"));
+            fs::write(&path, random_bytes(100 * i, i as u64)).unwrap();
+            if is_root() {
+                let (uid, gid) = [(0, 0), (1000, 2000), (0, 3000)][i % 3];
+                std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).unwrap();
+            }
+            fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        let tagged = set_xattr(&src.join("f1"), "user.note", b"kept");
+        if setgid {
+            if is_root() {
+                std::os::unix::fs::lchown(&dst, None, Some(3000)).unwrap();
+            }
+            fs::set_permissions(&dst, fs::Permissions::from_mode(0o2775)).unwrap();
+        }
+        if acl && !set_xattr(&dst, "system.posix_acl_default", &default_acl) {
+            eprintln!("{case}: skipped, this filesystem takes no ACLs");
+            continue;
+        }
+        let out = Command::new("sh")
+            .args(["-c", &format!("umask {umask} && exec \"$@\""), "sh"])
+            .arg(env!("CARGO_BIN_EXE_mover"))
+            .args([OsStr::new("sync"), src.as_os_str(), dst.as_os_str()])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{case}: {}", stderr(&out));
+        let diffs = differences(&src, &dst);
+        assert!(diffs.is_empty(), "{case}:\n{}", diffs.join("\n"));
+        if tagged {
+            assert_eq!(xattrs(&dst.join("f1")), xattrs(&src.join("f1")), "{case}");
+        }
+    }
 }
