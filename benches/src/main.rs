@@ -4,6 +4,7 @@
 
 mod compare;
 mod cpustat;
+mod delay;
 mod disk;
 mod gen;
 mod images;
@@ -22,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use gen::{Layout, Mutation, Spec};
-use netns::Link;
+use netns::{Link, Net};
 use run::{Ctx, Outcome};
 
 const GIB: u64 = 1 << 30;
@@ -96,6 +97,12 @@ struct Args {
     /// Link rates to run the two-node mode at, one pass each
     #[arg(long, value_delimiter = ',', default_value = "none")]
     link: Vec<Link>,
+    /// Round-trip times (ms) to add between the two nodes, with a userspace
+    /// delay proxy in front of the receiving side (this kernel has no
+    /// netem); one pass per link and RTT, 0 for none [default: 0; 2 with
+    /// --quick, so the smoke test covers the proxy]
+    #[arg(long, value_delimiter = ',')]
+    rtt_ms: Vec<u32>,
 }
 
 #[derive(Subcommand, Clone)]
@@ -124,6 +131,17 @@ enum Cmd {
     Rss {
         #[arg(trailing_var_arg = true, required = true)]
         cmd: Vec<String>,
+    },
+    /// Forward TCP connections from LISTEN to TO, holding the bytes
+    /// DELAY_US microseconds in each direction (the two-node mode's RTT)
+    #[command(hide = true)]
+    DelayProxy {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long)]
+        delay_us: u64,
     },
 }
 
@@ -208,9 +226,9 @@ struct ToolResult {
     equal: Option<std::result::Result<(), String>>,
 }
 
-/// (dataset, case, storage, link): the link is None on one box (loopback)
-/// and the link rate between the nodes in two-node mode.
-type Key = (DatasetKind, Case, Storage, Option<Link>);
+/// (dataset, case, storage, net): the net is None on one box (loopback)
+/// and the link rate and added RTT between the nodes in two-node mode.
+type Key = (DatasetKind, Case, Storage, Option<Net>);
 
 struct Bench {
     args: Args,
@@ -235,6 +253,14 @@ fn main() {
         }) => gen_cmd(dataset, out, quick, seed, mutate, mutate_revert),
         Some(Cmd::Compare { ref src, ref dst }) => compare_cmd(src, dst),
         Some(Cmd::Rss { ref cmd }) => rss_cmd(cmd),
+        Some(Cmd::DelayProxy {
+            listen,
+            to,
+            delay_us,
+        }) => std::net::TcpListener::bind(listen)
+            .with_context(|| format!("listen on {listen}"))
+            .and_then(|l| delay::serve(l, to, Duration::from_micros(delay_us)))
+            .map(|()| true),
         None if args.images => images::run(&args),
         None => {
             // The smoke test covers every mode: images, one box, two nodes.
@@ -467,8 +493,21 @@ fn bench(mut args: Args) -> Result<bool> {
     args.tools.dedup();
     args.link.sort();
     args.link.dedup();
-    let links: Vec<Option<Link>> = match args.two_node {
-        true => args.link.iter().copied().map(Some).collect(),
+    if args.rtt_ms.is_empty() {
+        args.rtt_ms = vec![if args.quick { 2 } else { 0 }];
+    }
+    args.rtt_ms.sort();
+    args.rtt_ms.dedup();
+    let links: Vec<Option<Net>> = match args.two_node {
+        true => args
+            .link
+            .iter()
+            .flat_map(|&link| {
+                args.rtt_ms
+                    .iter()
+                    .map(move |&rtt_ms| Some(Net { link, rtt_ms }))
+            })
+            .collect(),
         false => vec![None],
     };
     if args.two_node {
@@ -558,7 +597,7 @@ fn bench(mut args: Args) -> Result<bool> {
 
 impl Bench {
     fn storage(&mut self, ctx: &Ctx, storage: Storage, base: &Path, runs: usize) -> Result<()> {
-        let link = ctx.nodes.as_ref().map(|n| n.link);
+        let link = ctx.nodes.as_ref().map(|n| n.net);
         for kind in self.args.cases.clone() {
             let s = spec(kind, self.args.quick, self.args.seed);
             let src = gen::src_dir(base, &s);
@@ -677,7 +716,7 @@ impl Bench {
                 cases.push(Case::NoChange);
             }
             for case in cases {
-                let key = (kind, case, storage, ctx.nodes.as_ref().map(|n| n.link));
+                let key = (kind, case, storage, ctx.nodes.as_ref().map(|n| n.net));
                 if case == Case::SmallChange {
                     match block {
                         true => disk::apply(src, l, mutation.unwrap(), &ctx.work)?,
@@ -833,9 +872,18 @@ impl Bench {
                             mib(sv)
                         )
                     });
+                let proxy: Vec<String> = t
+                    .runs
+                    .iter()
+                    .filter_map(|o| o.cpu_proxy.map(|c| format!("{c:.2}")))
+                    .collect();
+                let proxy = match proxy.is_empty() {
+                    true => String::new(),
+                    false => format!("; delay proxy CPU s {}", proxy.join(", ")),
+                };
                 let _ = writeln!(
                     s,
-                    "- {kind:?} {} {storage:?}{} {tool:?}: {}{stunnel}",
+                    "- {kind:?} {} {storage:?}{} {tool:?}: {}{stunnel}{proxy}",
                     case.label(),
                     link_label(*link),
                     times.join(", ")
@@ -1089,7 +1137,7 @@ fn median_by(r: &ToolResult, f: impl Fn(&Outcome) -> Option<f64>) -> Option<f64>
 }
 
 /// ", LINK" after a storage in two-node mode; nothing on one box.
-fn link_label(link: Option<Link>) -> String {
+fn link_label(link: Option<Net>) -> String {
     link.map_or(String::new(), |l| {
         format!(", two nodes, link {}", l.label())
     })

@@ -6,7 +6,9 @@
 //! spreads work over more threads and hides what a real link costs. Here the
 //! sending side runs in [`SEND`] pinned to one CPU, the receiving side in
 //! [`RECV`] pinned to another, and their traffic crosses a veth pair with
-//! addresses of its own, optionally shaped by `tc ... tbf` to a link rate.
+//! addresses of its own, optionally shaped by `tc ... tbf` to a link rate
+//! and delayed by the bench's own delay proxy ([`crate::delay`]; this
+//! kernel has no netem) to a round-trip time.
 //!
 //! The names are fixed and unique to the bench, so a run can find and
 //! remove what a killed run left behind ([`remove_stale`]) without touching
@@ -66,6 +68,29 @@ impl Link {
     }
 }
 
+/// The path between the nodes in one pass: the link's rate and the round
+/// trip that the delay proxy adds to it (0: no proxy).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct Net {
+    pub link: Link,
+    pub rtt_ms: u32,
+}
+
+impl Net {
+    /// "1 Gbit/s", or "1 Gbit/s + 10 ms RTT" with a delay.
+    pub fn label(self) -> String {
+        match self.rtt_ms {
+            0 => self.link.label().to_string(),
+            ms => format!("{} + {ms} ms RTT", self.link.label()),
+        }
+    }
+
+    /// The delay the proxy adds in each direction (half the round trip).
+    pub fn one_way(self) -> Option<std::time::Duration> {
+        (self.rtt_ms > 0).then(|| std::time::Duration::from_micros(u64::from(self.rtt_ms) * 500))
+    }
+}
+
 /// One side: a namespace (held open, so children can enter it) and a CPU.
 pub struct Node {
     pub addr: &'static str,
@@ -98,18 +123,20 @@ impl Node {
     }
 }
 
-/// The two nodes and the link between them; removed when dropped.
+/// The two nodes and the path between them; removed when dropped.
 pub struct Nodes {
     pub send: Node,
     pub recv: Node,
-    pub link: Link,
+    pub net: Net,
 }
 
 impl Nodes {
     /// Create both namespaces, the veth pair between them and the link's
     /// shaping, after removing any left by an earlier run. Fails naming
-    /// what is missing when `ip netns` is not permitted.
-    pub fn create(link: Link) -> Result<Nodes> {
+    /// what is missing when `ip netns` is not permitted. The delay is not
+    /// built here: each tool's run starts its own proxy ([`crate::run`]).
+    pub fn create(net: Net) -> Result<Nodes> {
+        let link = net.link;
         let cpus = allowed_cpus()?;
         if cpus.len() < 2 {
             bail!(
@@ -178,7 +205,7 @@ impl Nodes {
                 cpu: cpus[1],
                 ns: open(RECV)?,
             },
-            link,
+            net,
         };
         std::mem::forget(guard);
         Ok(nodes)
@@ -188,14 +215,25 @@ impl Nodes {
     pub fn describe(&self) -> String {
         format!(
             "sending side in netns {SEND} on CPU {} ({SEND_ADDR}), receiving side in netns {RECV} \
-             on CPU {} ({RECV_ADDR}), joined by a veth pair (MTU 1500), link {}{}",
+             on CPU {} ({RECV_ADDR}), joined by a veth pair (MTU 1500), link {}{}{}",
             self.send.cpu,
             self.recv.cpu,
-            self.link.label(),
-            if self.link.bits().is_some() {
+            self.net.label(),
+            if self.net.link.bits().is_some() {
                 " (tc tbf on both ends)"
             } else {
                 ""
+            },
+            match self.net.rtt_ms {
+                0 => String::new(),
+                ms => format!(
+                    " (the RTT: `bench delay-proxy` in netns {RECV} on CPU {} holds each chunk \
+                     {} ms in each direction between the veth and the server, mover receive or \
+                     the server stunnel; added to the veth's own round trip, without a \
+                     bandwidth limit)",
+                    self.recv.cpu,
+                    f64::from(ms) / 2.0
+                ),
             }
         )
     }

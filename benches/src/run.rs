@@ -200,6 +200,17 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A free port (as [`free_port`]) other than `taken`: ports handed out
+/// before but bound since in another namespace look free from here.
+fn free_port_except(taken: &[u16]) -> Result<u16> {
+    loop {
+        let p = free_port()?;
+        if !taken.contains(&p) {
+            return Ok(p);
+        }
+    }
+}
+
 /// Is something listening on TCP `port` (any address) in the network
 /// namespace of process `pid`? Read from /proc/PID/net/tcp{,6}, so the
 /// check makes no connection and works across namespaces.
@@ -290,6 +301,10 @@ pub struct Outcome {
     /// that was busy during the run, with anything (other processes on a
     /// shared machine too).
     pub node_busy: Option<(f64, f64)>,
+    /// CPU seconds of the delay proxy (two-node mode with an RTT): it runs
+    /// on the receiving node's CPU but is neither tool's work, so it counts
+    /// as that node's other work, and is reported apart.
+    pub cpu_proxy: Option<f64>,
     /// Seconds a `sync` took right after the run (disk only, not included
     /// in `secs`): the writeback the tool left behind.
     pub flush: Option<f64>,
@@ -327,6 +342,30 @@ impl Ctx {
     /// The receiving side's address, as the sending side reaches it.
     fn recv_addr(&self) -> &'static str {
         self.nodes.as_ref().map_or("127.0.0.1", |n| n.recv.addr)
+    }
+    /// With an RTT to add: start the delay proxy (`bench delay-proxy`) on
+    /// the receiving node, on a port other than `taken`, in front of the
+    /// receiving side's `server` port, and return the address the sending
+    /// side connects to instead, with the proxy. Without: `server` itself.
+    fn delayed(&self, server: u16, taken: &[u16]) -> Result<(String, Option<Proc>)> {
+        let to = format!("{}:{server}", self.recv_addr());
+        let Some(delay) = self.nodes.as_ref().and_then(|n| n.net.one_way()) else {
+            return Ok((to, None));
+        };
+        let port = free_port_except(taken)?;
+        let listen = format!("{}:{port}", self.recv_addr());
+        let exe = std::env::current_exe().context("find the bench binary")?;
+        let mut p = Proc::spawn(
+            "delay proxy",
+            self.recv_side(&mut Command::new(exe))
+                .arg("delay-proxy")
+                .args(["--listen", &listen, "--to", &to])
+                .arg("--delay-us")
+                .arg(delay.as_micros().to_string()),
+            &self.f("delay-proxy.log"),
+        )?;
+        wait_listen(&mut p, port)?;
+        Ok((listen, Some(p)))
     }
     fn f(&self, name: &str) -> PathBuf {
         self.work.join(name)
@@ -381,6 +420,7 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
         &ctx.f("mover-receive.log"),
     )?;
     wait_listen(&mut recv, port)?;
+    let (connect, proxy) = ctx.delayed(port, &[port])?;
     let out = ctx.f("mover-send.out");
     let t0 = Instant::now();
     let mut send = Proc::spawn_out(
@@ -390,7 +430,7 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
             .arg(&src)
             .args(block_flag)
             .arg("--connect")
-            .arg(&listen)
+            .arg(&connect)
             .args(["--server-name", "localhost"])
             .args(["--volume", "vol", "--progress", "json"])
             .arg("--cert")
@@ -410,6 +450,7 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
         .unwrap()
         .duration_since(t0)
         .as_secs_f64();
+    let cpu_proxy = stop_proxy(proxy)?;
     for (e, p) in exits.iter().zip([&send, &recv]) {
         if !e.success() {
             bail!("{} failed ({})\n{}", p.name, e.describe(), p.log_tail());
@@ -429,6 +470,7 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
         cpu_send: exits[0].cpu,
         cpu_recv: Some(exits[1].cpu),
         node_busy: None,
+        cpu_proxy,
         flush: None,
     })
 }
@@ -486,8 +528,11 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
         ),
     )?;
     // The server stunnel listens on the receiving side's address; the
-    // client stunnel and the daemon each on their own side's loopback.
+    // client stunnel and the daemon each on their own side's loopback; the
+    // client stunnel connects to the server stunnel, or to the delay proxy
+    // in front of it.
     let recv = ctx.recv_addr();
+    let (server, proxy) = ctx.delayed(ps, &[pd, ps, pc])?;
     let tls = |name: &str, client: bool, accept: &str, connect: &str| -> Result<PathBuf> {
         let p = ctx.f(name);
         let (cert, key, extra) = if client {
@@ -527,7 +572,7 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
         "stunnel-client.conf",
         true,
         &format!("127.0.0.1:{pc}"),
-        &format!("{recv}:{ps}"),
+        &server,
     )?;
 
     let mut daemon = Proc::spawn(
@@ -603,6 +648,7 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
     let de = daemon.stop(libc::SIGTERM, stop)?;
     let se = st_server.stop(libc::SIGTERM, stop)?;
     let cl = st_client.stop(libc::SIGTERM, stop)?;
+    let cpu_proxy = stop_proxy(proxy)?;
     if !ce.success() {
         bail!(
             "rsync client failed ({})\n{}\n{}\n{}",
@@ -631,8 +677,16 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
         cpu_send: ce.cpu + cl.cpu,
         cpu_recv: Some(de.cpu + se.cpu),
         node_busy: None,
+        cpu_proxy,
         flush: None,
     })
+}
+
+/// Stop the delay proxy, if any, once the sync is over; its CPU seconds.
+fn stop_proxy(proxy: Option<Proc>) -> Result<Option<f64>> {
+    proxy
+        .map(|p| Ok(p.stop(libc::SIGTERM, Duration::from_secs(10))?.cpu))
+        .transpose()
 }
 
 /// `cp -a SRC DST` (DST must not exist); with `block`, `cp
@@ -681,6 +735,7 @@ fn local(ctx: &Ctx, name: &str, cmd: &mut Command) -> Result<Outcome> {
         cpu_send: e.cpu,
         cpu_recv: None,
         node_busy: None,
+        cpu_proxy: None,
         flush: None,
     })
 }
