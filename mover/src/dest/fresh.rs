@@ -65,10 +65,13 @@ impl Creator {
     /// with: its own when they are all it needs (no special bits, and the
     /// owner is already the one it gets), so `fchmod` can be skipped; else
     /// [`PRIVATE`], so a file is never more open while it is written (and
-    /// owned by the receiver) than it will be.
+    /// owned by the receiver) than it will be. A mode that denies its owner
+    /// reading or writing is also set only at the end: a non-root receiver
+    /// must be able to reopen what a broken session kept of the file, to
+    /// resume from it.
     pub fn perm_for(&self, meta: &Meta, opts: MetaOptions) -> u32 {
         let owner_right = !opts.owner || (meta.uid, meta.gid) == (self.uid, self.gid);
-        match owner_right && meta.mode & 0o7000 == 0 {
+        match owner_right && meta.mode & 0o7000 == 0 && meta.mode & PRIVATE == PRIVATE {
             true => meta.mode & 0o777,
             false => PRIVATE,
         }
@@ -151,6 +154,9 @@ mod tests {
         assert_eq!(c.perm_for(&meta(0o640, 0, 5), owner), PRIVATE);
         assert_eq!(c.perm_for(&meta(0o4755, 0, 0), owner), PRIVATE);
         assert_eq!(c.perm_for(&meta(0o1777, 0, 0), owner), PRIVATE);
+        assert_eq!(c.perm_for(&meta(0o444, 0, 0), owner), PRIVATE);
+        assert_eq!(c.perm_for(&meta(0o200, 0, 0), owner), PRIVATE);
+        assert_eq!(c.perm_for(&meta(0o700, 0, 0), owner), 0o700);
         // Not setting owners: the receiver's own are the final ones.
         let no_owner = MetaOptions::default();
         assert_eq!(c.perm_for(&meta(0o640, 1000, 5), no_owner), 0o640);
