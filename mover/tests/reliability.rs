@@ -253,7 +253,14 @@ fn sixteen_volumes_sync_concurrently_into_one_receiver() {
         .collect();
     for sender in senders {
         let out = sender.wait_with_output().unwrap();
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let log = pki.with_file_name(format!("receiver-{port}.log"));
+        assert_eq!(
+            code(&out),
+            0,
+            "{}\nreceiver's log:\n{}",
+            stderr(&out),
+            fs::read_to_string(log).unwrap_or_default()
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while receiver.0.try_wait().unwrap().is_none() {
