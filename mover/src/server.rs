@@ -32,8 +32,16 @@ pub struct Server {
 }
 
 /// Serves until every volume is synced (with `exit_when_done`) or forever.
+///
+/// On the way out it stops accepting, then waits for every connection
+/// already accepted: the session that synced the last volume can finish
+/// before another session has told its sender `Finished`, and exiting then
+/// would cut that sender off mid-goodbye (it would see the connection reset
+/// and retry into a closed port). Each connection is bounded by its own
+/// handshake and idle timeouts, so the wait is too.
 pub async fn serve(listener: TcpListener, server: Arc<Server>) -> Result<(), Failure> {
     let done = Arc::new(Notify::new());
+    let connections = tokio_util::task::TaskTracker::new();
     let sessions = Arc::new(Semaphore::new(server.max_connections));
     let handshakes = Arc::new(Handshakes::new(server.max_connections));
     let acceptor = tokio_rustls::TlsAcceptor::from(server.tls.clone());
@@ -47,13 +55,13 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>) -> Result<(), Fai
                     continue;
                 }
             },
-            _ = done.notified() => return Ok(()),
+            _ = done.notified() => break,
         };
         let _ = tcp.set_nodelay(true);
         let handshake = handshakes.start();
         let (server, acceptor, done) = (server.clone(), acceptor.clone(), done.clone());
         let sessions = sessions.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let peer = addr.to_string();
             match connection(tcp, &peer, &acceptor, &server, handshake, &sessions).await {
                 Ok(()) => {
@@ -65,6 +73,10 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>) -> Result<(), Fai
             }
         });
     }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
 async fn connection(

@@ -274,3 +274,69 @@ fn sixteen_volumes_sync_concurrently_into_one_receiver() {
         assert_same_tree(src, dst);
     }
 }
+
+/// With `--exit-when-done`, the session that syncs the last volume must not
+/// take the receiver down under another session still running: here a
+/// second, throttled sync of a volume already synced once.
+#[test]
+fn exit_when_done_waits_for_sessions_still_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    certs(&pki, &["c-a=a", "c-b=b"]);
+    let dirs: Vec<PathBuf> = ["src-a", "dst-a", "src-b", "dst-b"]
+        .iter()
+        .map(|d| tmp.path().join(d))
+        .collect();
+    for d in &dirs {
+        fs::create_dir_all(d).unwrap();
+    }
+    let [src_a, dst_a, src_b, dst_b] = [&dirs[0], &dirs[1], &dirs[2], &dirs[3]];
+    fs::write(src_a.join("first"), b"one").unwrap();
+    fs::write(src_b.join("b"), random_bytes(100_000, 2)).unwrap();
+    let port = free_port();
+    let log = pki.with_file_name(format!("receiver-{port}.log"));
+    let mut receiver = receive(
+        &pki,
+        port,
+        &[("a", dst_a), ("b", dst_b)],
+        &["--exit-when-done"],
+    );
+    let out = send(&pki, "c-a", src_a, port, "a", &[]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // Two seconds of transfer at 1 MB/s, so volume b's sync ends first.
+    fs::write(src_a.join("slow"), random_bytes(2_000_000, 1)).unwrap();
+    let slow = send(&pki, "c-a", src_a, port, "a", &["--bwlimit", "1M"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("syncing volume a")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the second sync never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = send(&pki, "c-b", src_b, port, "b", &[]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let out = slow.wait_with_output().unwrap();
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\nreceiver's log:\n{}",
+        stderr(&out),
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "receiver did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_same_tree(src_a, dst_a);
+    assert_same_tree(src_b, dst_b);
+}
