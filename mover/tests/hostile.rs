@@ -1640,3 +1640,100 @@ fn second_sender_for_a_busy_volume_is_told_to_retry() {
     }
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+/// `Join` for a session's data connections (`--streams`): refused unless
+/// its token names a session still waiting, its lane is one that session
+/// lacks, and its certificate allows that session's volume; and a joined
+/// lane that breaks the segment rules fails the session, permanently,
+/// writing nothing.
+#[test]
+fn data_connections_must_name_a_waiting_session_its_volume_and_a_free_lane() {
+    let fx = Fixture::new();
+    let before = snapshot(&fx.world);
+    let mut receiver = fx.start(&[]);
+    let c2 = Creds::bundle(&fx.certs, "c2");
+    block_on(async {
+        let mut control = RawClient::start(&receiver, &fx.c1(), "vol1").await;
+        control.send(ToReceiver::Streams { count: 2 }).await;
+        let token = match control.next().await {
+            Got::Msg(ToSender::StreamsOpen { token }) => token,
+            other => control.fail(format!("expected StreamsOpen, got {other:?}")),
+        };
+        let join = |creds: Creds, token: [u8; 32], lane: u32| {
+            let receiver = &receiver;
+            async move {
+                let mut client = RawClient::connect(receiver, &creds).await;
+                client.send(ToReceiver::Join { token, lane }).await;
+                client
+            }
+        };
+        for (creds, token, lane, reason) in [
+            (c2.clone(), token, 0, "does not allow volume \"vol1\""),
+            (fx.c1(), [7u8; 32], 0, "no session is waiting"),
+            (fx.c1(), token, 2, "beyond the 2 the session asked for"),
+        ] {
+            let message = join(creds, token, lane).await.expect_error().await;
+            assert_contains(&message, &[reason]);
+        }
+        let mut lanes = Vec::new();
+        for lane in 0..2 {
+            let mut client = join(fx.c1(), token, lane).await;
+            match client.next().await {
+                Got::Msg(ToSender::Welcome { .. }) => lanes.push(client),
+                other => client.fail(format!("expected Welcome, got {other:?}")),
+            }
+            if lane == 0 {
+                let message = join(fx.c1(), token, 0).await.expect_error().await;
+                assert_contains(&message, &["data connection 0 has already joined"]);
+            }
+        }
+        // Segment 0 claims 4 GiB.
+        let mut huge = 0u64.to_be_bytes().to_vec();
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        lanes[1].send_bytes(&huge).await;
+        let message = control.expect_error().await;
+        assert_contains(
+            &message,
+            &["data connection 1", "segment of 4294967295 bytes exceeds"],
+        );
+    });
+    receiver.assert_alive();
+    assert_unchanged(&fx.world, &before, false);
+}
+
+/// A sender asking for data connections must ask for a sane number, and
+/// must wait for them before sending anything more.
+#[test]
+fn streams_requests_out_of_bounds_or_out_of_turn_are_refused() {
+    let fx = Fixture::new();
+    let before = snapshot(&fx.world);
+    let mut receiver = fx.start(&[]);
+    block_on(async {
+        for count in [0, 1, 9, u32::MAX] {
+            let mut control = RawClient::start(&receiver, &fx.c1(), "vol1").await;
+            control.send(ToReceiver::Streams { count }).await;
+            let message = control.expect_error().await;
+            assert_contains(
+                &message,
+                &[&format!("asked for {count} data connections; 2 to 8")],
+            );
+        }
+        let mut control = RawClient::start(&receiver, &fx.c1(), "vol1").await;
+        control.send(ToReceiver::Streams { count: 2 }).await;
+        match control.next().await {
+            Got::Msg(ToSender::StreamsOpen { .. }) => {}
+            other => control.fail(format!("expected StreamsOpen, got {other:?}")),
+        }
+        control.send(root_entry()).await;
+        let message = control.expect_error().await;
+        assert_contains(&message, &["before its data connections joined"]);
+        // Mid-session, Streams is no opening any more.
+        let mut control = RawClient::start(&receiver, &fx.c1(), "vol1").await;
+        control.send(root_entry()).await;
+        control.send(ToReceiver::Streams { count: 2 }).await;
+        let message = control.expect_error().await;
+        assert_contains(&message, &["Streams or Join in the middle of a session"]);
+    });
+    receiver.assert_alive();
+    assert_unchanged(&fx.world, &before, false);
+}

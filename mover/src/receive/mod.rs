@@ -187,28 +187,6 @@ impl Session<'_> {
         out.send(vec![request.welcome()])
             .await
             .map_err(|_| Failure::retryable("connection closed"))?;
-        // The sender's first message: `Streams` moves the rest of what it
-        // sends to data connections; anything else is the sync's beginning.
-        let mut first = wio::next_batch(reader, config.idle_timeout, peer).await?;
-        let mut _lanes = None;
-        if let [ToReceiver::Streams { count }] = first.as_slice() {
-            let gathering = volumes
-                .lanes
-                .gather(*count, claim.name, out, peer, JOIN_DEADLINE);
-            let (merged, held) = tokio::select! {
-                gathered = gathering => gathered?,
-                early = wio::next_frame(reader, JOIN_DEADLINE, peer) => {
-                    wio::received(early?, peer)?;
-                    return Err(Failure::protocol(
-                        peer,
-                        "sent more on its control connection before its data connections joined",
-                    ));
-                }
-            };
-            *reader = wio::reader(Box::new(merged));
-            _lanes = Some(held);
-            first.clear();
-        }
 
         let (in_tx, in_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
         let (mut applier, hasher) = match worker {
@@ -262,10 +240,10 @@ impl Session<'_> {
             }
         };
 
-        if !first.is_empty() {
-            // If the applier already stopped, the loop below reports why.
-            let _ = in_tx.send(first).await;
-        }
+        // Whether the next batch is the sender's first, which may ask for
+        // data connections; and those connections once joined.
+        let mut first = true;
+        let mut _lanes = None;
         // A liveness probe another session asked for, and when it fails.
         let mut probe: Option<(volumes::Liveness, Instant)> = None;
         let ended = loop {
@@ -294,6 +272,15 @@ impl Session<'_> {
                         let _ = alive.send(());
                     }
                     match msg {
+                        // `Streams` moves the rest of what the sender says
+                        // to data connections.
+                        Ok(msg) if std::mem::take(&mut first) && matches!(msg[..], [ToReceiver::Streams { .. }]) => {
+                            let [ToReceiver::Streams { count }] = msg[..] else { unreachable!("matched above") };
+                            match self.gather(count, claim.name, reader).await {
+                                Ok(held) => _lanes = Some(held),
+                                Err(failure) => break Ended::Failed(failure),
+                            }
+                        }
                         Ok(msg) => {
                             if in_tx.send(msg).await.is_err() {
                                 break Ended::Applier(joined((&mut applier).await));
@@ -347,6 +334,36 @@ impl Session<'_> {
             );
         }
         Ok(())
+    }
+}
+
+impl Session<'_> {
+    /// Has the `count` data connections the sender asked for join, and
+    /// makes `reader` read what they carry. Fails if the sender says
+    /// anything more on this connection first.
+    async fn gather(
+        &self,
+        count: u32,
+        volume: &str,
+        reader: &mut wio::Reader<BoxRead, ToReceiver, ToSender>,
+    ) -> Result<lanes::Held, Failure> {
+        let peer = self.peer;
+        let gathering = self
+            .volumes
+            .lanes
+            .gather(count, volume, self.out, peer, JOIN_DEADLINE);
+        let (merged, held) = tokio::select! {
+            gathered = gathering => gathered?,
+            early = wio::next_frame(reader, JOIN_DEADLINE, peer) => {
+                wio::received(early?, peer)?;
+                return Err(Failure::protocol(
+                    peer,
+                    "sent more on its control connection before its data connections joined",
+                ));
+            }
+        };
+        *reader = wio::reader(Box::new(merged));
+        Ok(held)
     }
 }
 

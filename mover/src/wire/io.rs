@@ -105,6 +105,15 @@ pub fn received<In>(item: Option<Result<In, FrameError>>, peer: &str) -> Result<
         ))),
         // In TLS 1.3 the server judges the client certificate after the
         // client's handshake is done, so a refusal arrives on a read.
+        // A data connection's broken segments ([`super::stripes`]) are the
+        // peer's doing, and a retry would meet the same peer.
+        Some(Err(FrameError::Io(e)))
+            if e.kind() == std::io::ErrorKind::InvalidData
+                && e.get_ref()
+                    .is_some_and(|inner| inner.is::<super::stripes::BadSegment>()) =>
+        {
+            Err(Failure::protocol(peer, e))
+        }
         Some(Err(FrameError::Io(e))) => {
             Err(crate::net::tls_failure(&format!("connection to {peer}"), e))
         }

@@ -296,8 +296,14 @@ impl AsyncRead for Merged {
     }
 }
 
+/// Segments that break this module's rules: the sender's fault, unlike a
+/// connection that merely failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadSegment(String);
+
 fn bad_segment(message: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message)
+    io::Error::new(io::ErrorKind::InvalidData, BadSegment(message))
 }
 
 /// Reads one lane's segments into `segments` until the sender closes it
@@ -312,6 +318,9 @@ async fn read_lane(
         let segment = match read_segment(&mut lane, &mut last).await {
             Ok(Some(segment)) => Ok(segment),
             Ok(None) => return,
+            Err(e) if e.get_ref().is_some_and(|inner| inner.is::<BadSegment>()) => {
+                Err(bad_segment(format!("{context}: {e}")))
+            }
             Err(e) => Err(io::Error::new(e.kind(), format!("{context}: {e}"))),
         };
         let failed = segment.is_err();

@@ -150,6 +150,17 @@ pub fn cutting_proxy(target: u16, cut_after: u64) -> (u16, Arc<AtomicUsize>) {
 }
 
 pub fn proxy(target: u16, cut_first_after: u64, rate: Option<u64>) -> (u16, Arc<AtomicUsize>) {
+    proxy_cutting(target, 0, cut_first_after, rate)
+}
+
+/// Like [`proxy`], cutting the connection accepted `nth` (from 0) instead
+/// of the first.
+pub fn proxy_cutting(
+    target: u16,
+    nth: usize,
+    cut_after: u64,
+    rate: Option<u64>,
+) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -157,11 +168,11 @@ pub fn proxy(target: u16, cut_first_after: u64, rate: Option<u64>) -> (u16, Arc<
     thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(client) = client else { return };
-            let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+            let cut = count.fetch_add(1, Ordering::SeqCst) == nth;
             let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                 return;
             };
-            let limit = if first { cut_first_after } else { u64::MAX };
+            let limit = if cut { cut_after } else { u64::MAX };
             let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             thread::spawn(move || pump(client, server, limit, rate));
             thread::spawn(move || pump(s2, c2, u64::MAX, None));
