@@ -364,6 +364,9 @@ fn transfer_spec(plan: &Plan, tolerations: &[Toleration], container: Container) 
     }
 }
 
+/// `mover receive --max-connections` when not given.
+const RECEIVER_DEFAULT_CONNECTIONS: usize = 64;
+
 /// The receiver pod of a destination namespace, serving each of `pvcs`
 /// as the volume of the same name: a Filesystem PVC mounted as a
 /// directory, a Block one mapped as a device (which the mover detects).
@@ -395,6 +398,13 @@ pub fn receiver_pod(
     }
     if !setup.mode.creates_devices(setup.admission) {
         args.push("--no-devices".into());
+    }
+    // Every sender at once may come here, each with its data connections
+    // (`streams`), and a retried one before its old connections are gone.
+    let lanes = if plan.streams > 1 { plan.streams } else { 0 };
+    let connections = 2 * plan.concurrency * (1 + lanes as usize);
+    if connections > RECEIVER_DEFAULT_CONNECTIONS {
+        args.extend(["--max-connections".into(), connections.to_string()]);
     }
     args.extend(tls_args());
     for (i, (pvc, mode)) in pvcs.iter().enumerate() {
@@ -633,6 +643,9 @@ pub fn sender_pod(
     );
     if let Some(rate) = plan.bandwidth_limit {
         args.extend(["--bwlimit".to_string(), rate.to_string()]);
+    }
+    if plan.streams > 1 {
+        args.extend(["--streams".to_string(), plan.streams.to_string()]);
     }
     args.extend(tls_args());
     let env = plan.proxy.as_ref().map(|_| {
@@ -919,6 +932,24 @@ mod tests {
             "{args}"
         );
         assert!(!args.contains("--keep-hash-cache"), "a final run: {args}");
+        assert!(!args.contains("--max-connections"), "{args}");
+        let wide = Plan {
+            streams: 8,
+            concurrency: 6,
+            ..plan()
+        };
+        let wide_args = receiver_pod("app2", &wide, &pvcs, &setup)
+            .spec
+            .unwrap()
+            .containers[0]
+            .args
+            .clone()
+            .unwrap()
+            .join(" ");
+        assert!(
+            wide_args.contains("--max-connections 108"),
+            "6 senders of 9 connections, twice: {wide_args}"
+        );
         let stage = Plan {
             stage: true,
             ..plan()
@@ -1105,8 +1136,10 @@ mod tests {
             "{args}"
         );
         assert!(!args.contains("--bwlimit"), "{args}");
+        assert!(!args.contains("--streams"), "{args}");
         let limited = Plan {
             bandwidth_limit: Some(50 << 20),
+            streams: 4,
             ..plan()
         };
         let pod = sender_pod(
@@ -1122,6 +1155,7 @@ mod tests {
             args.windows(2).any(|w| w == ["--bwlimit", "52428800"]),
             "{args:?}"
         );
+        assert!(args.windows(2).any(|w| w == ["--streams", "4"]), "{args:?}");
         let source_mount = container
             .volume_mounts
             .clone()

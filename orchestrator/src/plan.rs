@@ -58,6 +58,10 @@ pub struct PlanFile {
     /// The most each sender may send per second, e.g. `50M` (K, M, G are
     /// powers of 1024): keeps a migration from filling a shared link.
     pub bandwidth_limit: Option<String>,
+    /// Connections each sender carries its volume's data over (1 to 8):
+    /// more than one for long-distance links, where one TCP connection's
+    /// window limits the rate. Default 1.
+    pub streams: Option<u32>,
     /// Direct image migration: the two clusters' registries. Without this
     /// section only volumes move.
     pub images: Option<ImagesPlan>,
@@ -252,6 +256,10 @@ pub struct PlanFlags {
     /// Most bytes per second each sender sends, e.g. 50M.
     #[arg(long, value_name = "RATE")]
     pub bandwidth_limit: Option<String>,
+    /// Connections each sender carries its volume's data over, 1 to 8
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    pub streams: Option<u32>,
     /// Do not migrate images even though the plan names registries.
     #[arg(long)]
     pub skip_images: bool,
@@ -294,6 +302,8 @@ pub struct Plan {
     pub proxy: Option<mover::proxy::Proxy>,
     /// Bytes per second each sender may send.
     pub bandwidth_limit: Option<u64>,
+    /// Connections each sender's data goes over (`mover send --streams`).
+    pub streams: u32,
     pub images: Option<ImagesPlan>,
     /// A final run stops the source application first.
     pub quiesce: bool,
@@ -509,6 +519,13 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         }
     }
 
+    let streams = flags.streams.or(file.streams).unwrap_or(1);
+    if !(1..=mover::wire::stripes::MAX_STREAMS).contains(&streams) {
+        problems.push(format!(
+            "{origin}: streams: {streams}: must be 1 to {}",
+            mover::wire::stripes::MAX_STREAMS
+        ));
+    }
     let concurrency = flags.concurrency.or(file.concurrency).unwrap_or(4);
     if concurrency == 0 {
         problems.push(format!("{origin}: concurrency: must be at least 1"));
@@ -614,6 +631,7 @@ pub fn resolve(file: PlanFile, flags: &PlanFlags, origin: &str) -> Result<Plan, 
         concurrency,
         proxy,
         bandwidth_limit,
+        streams,
         images,
     })
 }
@@ -812,7 +830,8 @@ mod tests {
     fn every_problem_is_listed_with_its_field() {
         let file = yaml(
             "name: 'bad name'\nnamespaces: [App, 'a:b', 'a:c']\npvcs: [other/x, nope]\n\
-             accessModeMapping: {ReadWriteOnce: Sometimes}\nconcurrency: 0\nbandwidthLimit: fast\n",
+             accessModeMapping: {ReadWriteOnce: Sometimes}\nconcurrency: 0\nbandwidthLimit: fast\n\
+             streams: 9\n",
         );
         let errors = resolve(file, &PlanFlags::default(), "p.yaml").unwrap_err();
         let text = errors.to_string();
@@ -825,10 +844,11 @@ mod tests {
             "unknown access mode \"Sometimes\"",
             "concurrency: must be at least 1",
             "bandwidthLimit: \"fast\": expected bytes per second such as 50M",
+            "streams: 9: must be 1 to 8",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
-        assert_eq!(errors.0.len(), 8, "{text}");
+        assert_eq!(errors.0.len(), 9, "{text}");
     }
 
     #[test]
