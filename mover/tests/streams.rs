@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A tree with a large file (several data chunks, so segments spread over
 /// every lane), many small ones, a hard link, a symlink and a private file.
@@ -47,23 +47,33 @@ fn change(root: &Path, round: u64) {
     fs::write(root.join("sub/new"), random_bytes(3 << 20, 99 + round)).unwrap();
 }
 
+/// The source, destination and certificates of a test directory.
+fn paths(tmp: &tempfile::TempDir) -> (PathBuf, PathBuf, PathBuf) {
+    let at = |name| tmp.path().join(name);
+    (at("src"), at("dst"), at("pki"))
+}
+
+/// A source tree made from `seed` and a receiver serving an empty
+/// destination as volume `data` to client `app`.
+fn served(seed: u64) -> (tempfile::TempDir, u16, Receiver) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, pki) = paths(&tmp);
+    tree(&src, seed);
+    fs::create_dir_all(&dst).unwrap();
+    certs(&pki, &["app=data"]);
+    let port = free_port();
+    let receiver = receive(&pki, port, &[("data", &dst)], &[]);
+    (tmp, port, receiver)
+}
+
 fn log_of(pki: &Path, port: u16) -> String {
     fs::read_to_string(pki.with_file_name(format!("receiver-{port}.log"))).unwrap_or_default()
 }
 
 #[test]
 fn a_tree_and_its_resync_arrive_whole_over_several_connections() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst, pki) = (
-        tmp.path().join("src"),
-        tmp.path().join("dst"),
-        tmp.path().join("pki"),
-    );
-    tree(&src, 1);
-    fs::create_dir_all(&dst).unwrap();
-    certs(&pki, &["app=data"]);
-    let port = free_port();
-    let _receiver = receive(&pki, port, &[("data", &dst)], &[]);
+    let (tmp, port, _receiver) = served(1);
+    let (src, dst, pki) = paths(&tmp);
     for (round, (streams, expected)) in [("4", 4), ("2", 2)].into_iter().enumerate() {
         let out = send(&pki, "app", &src, port, "data", &["--streams", streams])
             .output()
@@ -113,17 +123,8 @@ fn local_sync_and_block_copy_take_streams_too() {
 
 #[test]
 fn a_data_connection_cut_midway_fails_the_attempt_and_the_retry_completes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst, pki) = (
-        tmp.path().join("src"),
-        tmp.path().join("dst"),
-        tmp.path().join("pki"),
-    );
-    tree(&src, 4);
-    fs::create_dir_all(&dst).unwrap();
-    certs(&pki, &["app=data"]);
-    let port = free_port();
-    let _receiver = receive(&pki, port, &[("data", &dst)], &[]);
+    let (tmp, port, _receiver) = served(4);
+    let (src, dst, pki) = paths(&tmp);
     // Connection 0 is the control connection; 1 is a data connection,
     // cut once 2 MB went through it.
     let (via, accepted) = proxy_cutting(port, 1, 2_000_000, None);

@@ -938,14 +938,17 @@ mod tests {
             concurrency: 6,
             ..plan()
         };
-        let wide_args = receiver_pod("app2", &wide, &pvcs, &setup)
-            .spec
-            .unwrap()
-            .containers[0]
-            .args
-            .clone()
-            .unwrap()
-            .join(" ");
+        let args_of = |plan: &Plan| {
+            receiver_pod("app2", plan, &pvcs, &setup)
+                .spec
+                .unwrap()
+                .containers[0]
+                .args
+                .clone()
+                .unwrap()
+                .join(" ")
+        };
+        let wide_args = args_of(&wide);
         assert!(
             wide_args.contains("--max-connections 108"),
             "6 senders of 9 connections, twice: {wide_args}"
@@ -954,14 +957,7 @@ mod tests {
             stage: true,
             ..plan()
         };
-        let stage_args = receiver_pod("app2", &stage, &pvcs, &setup)
-            .spec
-            .unwrap()
-            .containers[0]
-            .args
-            .clone()
-            .unwrap()
-            .join(" ");
+        let stage_args = args_of(&stage);
         assert!(
             stage_args.starts_with("receive --listen 0.0.0.0:8443 --inplace --keep-hash-cache"),
             "a stage run: {stage_args}"

@@ -371,11 +371,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
+        tokio::runtime::Runtime::new().expect("a tokio runtime")
     }
 
     /// `lanes` pipes of `pipe` bytes each: their write ends and read ends.
