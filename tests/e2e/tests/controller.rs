@@ -107,8 +107,9 @@ async fn migrations_from_custom_resources_only() -> Result<()> {
                "spec": {"sourceCluster": "source", "destinationCluster": "host",
                         "plan": {"namespaces": ["shop:shop-prod"], "volumesOnly": true,
                                  "moverImage": e2e::MOVER_IMAGE,
-                                 // 64 MiB take 8 s or more.
-                                 "bandwidthLimit": "8M"}}}),
+                                 // 64 MiB take 8 s or more, over two
+                                 // data connections sharing the limit.
+                                 "bandwidthLimit": "8M", "streams": 2}}}),
     )
     .await?;
 
