@@ -164,6 +164,13 @@ struct TransferArgs {
     /// already, and everything is written in place and verified.
     #[arg(long, conflicts_with_all = ["dry_run", "checksum"])]
     block: bool,
+    /// Carry the volume's data over N connections at once (2 to 8) beside
+    /// the first, which keeps the conversation: for long-distance links,
+    /// where one TCP connection's window limits the rate (window ÷ round
+    /// trip), and to spread TLS over cores. A receiver without this
+    /// feature gets one connection. With --bwlimit the limit is shared.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=mover::wire::stripes::MAX_STREAMS as i64))]
+    streams: u32,
     /// When to zstd-compress file data: `auto` while the connection is the
     /// bottleneck (a slow link), never for data that does not shrink.
     #[arg(long, value_enum, default_value = "auto")]
@@ -397,6 +404,7 @@ fn send_config(source: PathBuf, volume: String, args: &TransferArgs) -> SendConf
             _ => Itemize::Text,
         },
         block: args.block,
+        streams: args.streams,
     }
 }
 
@@ -440,7 +448,8 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
                 Duration::from_secs(15),
             )
             .await?;
-            mover::send::run(stream, config.clone(), counters).await
+            let dial = lanes(&route, config.streams, &tls, &counters);
+            mover::send::run(stream, Some(dial), config.clone(), counters).await
         }
         .await;
         reporter.finish();
@@ -459,6 +468,33 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
             report => return Ok(finish(report?, attempt, args.transfer.progress)),
         }
     }
+}
+
+/// Opens a session's data connections by `route`, each paced at its share
+/// of the bandwidth limit.
+fn lanes(
+    route: &mover::net::Route<'_>,
+    streams: u32,
+    tls: &Arc<rustls::ClientConfig>,
+    counters: &Arc<Counters>,
+) -> mover::net::Dial {
+    let proxy = route.proxy.cloned();
+    let (addr, server_name) = (route.addr.to_string(), route.server_name.to_string());
+    let bwlimit = route.bwlimit.map(|rate| (rate / u64::from(streams)).max(1));
+    let (tls, counters) = (tls.clone(), counters.clone());
+    mover::net::Dial::new(move || {
+        let (proxy, addr, server_name) = (proxy.clone(), addr.clone(), server_name.clone());
+        let (tls, counters) = (tls.clone(), counters.clone());
+        async move {
+            let route = mover::net::Route {
+                proxy: proxy.as_ref(),
+                addr: &addr,
+                server_name: &server_name,
+                bwlimit,
+            };
+            mover::net::connect_through(&route, tls, counters, Duration::from_secs(15)).await
+        }
+    })
 }
 
 /// Longest silence before a default keepalive, whatever the idle timeout.

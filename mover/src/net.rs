@@ -157,6 +157,37 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 
 pub type ClientStream = tokio_rustls::client::TlsStream<Counted<TcpStream>>;
 
+/// A connection of any kind, boxed: a data connection of a session.
+pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
+
+type Dialing = Pin<Box<dyn std::future::Future<Output = Result<Box<dyn Duplex>, Failure>> + Send>>;
+
+/// Opens one more connection to the receiver a session's first went to,
+/// the same way (route, proxy, certificate): its data connections for
+/// `--streams`.
+#[derive(Clone)]
+pub struct Dial(Arc<dyn Fn() -> Dialing + Send + Sync>);
+
+impl Dial {
+    pub fn new<F, Fut, S>(dial: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<S, Failure>> + Send + 'static,
+        S: Duplex + 'static,
+    {
+        Dial(Arc::new(move || {
+            let opening = dial();
+            Box::pin(async move { Ok(Box::new(opening.await?) as Box<dyn Duplex>) })
+        }))
+    }
+
+    pub async fn open(&self) -> Result<Box<dyn Duplex>, Failure> {
+        (self.0)().await
+    }
+}
+
 /// Connects to a receiver at `addr` and completes the TLS handshake,
 /// presenting `server_name` as SNI (a passthrough route picks the backend
 /// by it) and verifying the receiver's certificate for that name.

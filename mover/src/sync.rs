@@ -3,6 +3,7 @@
 //! exercises exactly the code a cross-cluster one does.
 
 use crate::failure::Failure;
+use crate::net::Dial;
 use crate::progress::Counters;
 use crate::receive::volumes::Volumes;
 use crate::receive::ReceiveConfig;
@@ -39,21 +40,25 @@ pub async fn run(
         volumes,
         exit_when_done: true,
         handshake_timeout: Duration::from_secs(10),
-        max_connections: 4,
+        // The session, its data connections, and one to spare.
+        max_connections: 2 + crate::wire::stripes::MAX_STREAMS as usize,
         session,
     });
     let serving = tokio::spawn(server::serve(listener, server));
-    let stream = crate::net::connect(
-        &addr.to_string(),
-        "localhost",
-        client_tls,
-        counters.clone(),
-        Duration::from_secs(10),
-    )
-    .await?;
+    let dial = {
+        let (addr, counters) = (addr.to_string(), counters.clone());
+        Dial::new(move || {
+            let (addr, tls, counters) = (addr.clone(), client_tls.clone(), counters.clone());
+            async move {
+                crate::net::connect(&addr, "localhost", tls, counters, Duration::from_secs(10))
+                    .await
+            }
+        })
+    };
+    let stream = dial.open().await?;
     // The receiver sends `Finished` only once everything is durable, so the
     // sender's report is the whole story; the server has nothing left to do.
-    let report = send::run(stream, config, counters).await;
+    let report = send::run(stream, Some(dial), config, counters).await;
     serving.abort();
     report
 }

@@ -73,13 +73,14 @@ impl FakeReceiver {
             compress: Compress::Off,
             itemize: Default::default(),
             block: false,
+            streams: 1,
         };
         let sender = tokio::spawn(async move {
             let counters = Arc::new(Counters::default());
             let stream =
                 mover::net::connect(&addr, "localhost", client_tls, counters.clone(), READ_LIMIT)
                     .await?;
-            mover::send::run(stream, config, counters).await
+            mover::send::run(stream, None, config, counters).await
         });
         let (tcp, _) = listener.accept().await.unwrap();
         let tls = tokio_rustls::TlsAcceptor::from(server_tls)

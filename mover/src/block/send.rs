@@ -31,6 +31,7 @@ type Need = (u32, Vec<u8>);
 /// volume `config.volume`.
 pub async fn run<S>(
     stream: S,
+    dial: Option<crate::net::Dial>,
     config: SendConfig,
     counters: Arc<Counters>,
 ) -> Result<SendReport, Failure>
@@ -59,7 +60,7 @@ where
         out,
         writer,
         compress,
-    } = open(stream, &config, Vec::new(), Some(geometry)).await?;
+    } = open(stream, dial.as_ref(), &config, Vec::new(), Some(geometry)).await?;
     Counters::add(&counters.bytes_examined, size);
     let source = Arc::new(source);
     let credit = Arc::new(Credit::default());

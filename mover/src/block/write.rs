@@ -284,6 +284,9 @@ impl Writer<'_> {
             }
             ToReceiver::Keepalive => Ok(()),
             ToReceiver::Hello { .. } => Err(self.protocol("second Hello")),
+            ToReceiver::Streams { .. } | ToReceiver::Join { .. } => {
+                Err(self.protocol("Streams or Join in the middle of a session"))
+            }
             _ => Err(self.protocol("a tree sync's message in a block copy")),
         }
     }

@@ -379,6 +379,9 @@ impl Applier {
             }
             ToReceiver::Keepalive => Ok(()),
             ToReceiver::Hello { .. } => Err(self.protocol("second Hello")),
+            ToReceiver::Streams { .. } | ToReceiver::Join { .. } => {
+                Err(self.protocol("Streams or Join in the middle of a session"))
+            }
             ToReceiver::BlockHashes { .. }
             | ToReceiver::BlockZero { .. }
             | ToReceiver::BlockSegment { .. }

@@ -10,6 +10,7 @@
 mod apply;
 mod hasher;
 mod incoming;
+pub mod lanes;
 mod notices;
 mod plan;
 pub mod policy;
@@ -18,9 +19,10 @@ pub mod volumes;
 
 use crate::dest::volume::Volume;
 use crate::failure::Failure;
-use crate::wire::hello;
+use crate::wire::hello::{self, Opening, Request};
 use crate::wire::io as wio;
 use crate::wire::message::{ReceiverStats, ToReceiver, ToSender};
+use crate::wire::stripes::BoxRead;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -43,35 +45,56 @@ pub struct ReceiveConfig {
     pub hash_cache: crate::dest::hash_cache::CacheConfig,
 }
 
-/// Serves one sender over an authenticated stream. `allowed` lists the
-/// volumes the sender's certificate names.
+/// How long a session waits for the data connections its sender asked for
+/// (`--streams`): each is one TLS handshake, made at once.
+const JOIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Serves one connection from a sender over an authenticated stream: a
+/// session, or a data connection joining one. `allowed` lists the volumes
+/// the sender's certificate names.
 pub async fn session<S>(
     stream: S,
     peer: &str,
     allowed: &[String],
     volumes: &Volumes,
     config: &ReceiveConfig,
-) -> Result<(String, ReceiverStats), Failure>
+) -> Result<(), Failure>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (read, write) = tokio::io::split(stream);
-    let mut reader = wio::reader::<_, ToReceiver, ToSender>(read);
+    let mut reader = wio::reader::<BoxRead, ToReceiver, ToSender>(Box::new(read));
+    let opening =
+        hello::read_opening(&mut reader, config.idle_timeout, &format!("sender {peer}")).await;
+    if let Ok(Opening::Join { token, lane }) = opening {
+        return volumes
+            .lanes
+            .join((token, lane), allowed, reader, write, peer)
+            .await;
+    }
     let (out, out_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
-    let writer = tokio::spawn(wio::write_all(write, out_rx, config.keepalive, || {
-        ToSender::Keepalive
-    }));
+    let writer = tokio::spawn(wio::write_all(
+        wio::Output::Plain(write),
+        out_rx,
+        config.keepalive,
+        || ToSender::Keepalive,
+    ));
     let stop_writer = writer.abort_handle();
-    let result = run(
-        &mut reader,
-        &out,
-        &stop_writer,
-        peer,
-        allowed,
-        volumes,
-        config,
-    )
-    .await;
+    let result = match opening {
+        Ok(Opening::Hello(request)) => {
+            let session = Session {
+                out: &out,
+                writer: &stop_writer,
+                peer,
+                allowed,
+                volumes,
+                config,
+            };
+            session.run(request, &mut reader).await
+        }
+        Ok(Opening::Join { .. }) => unreachable!("served above"),
+        Err(failure) => Err(failure),
+    };
     // Both waits are bounded: a sender that reads nothing must not keep
     // this task (and its connection) forever.
     if let Err(failure) = &result {
@@ -107,19 +130,33 @@ enum Ended {
     Failed(Failure),
 }
 
-async fn run<R: AsyncRead + Unpin>(
-    reader: &mut wio::Reader<R, ToReceiver, ToSender>,
-    out: &mpsc::Sender<Vec<ToSender>>,
-    writer: &AbortHandle,
-    peer: &str,
-    allowed: &[String],
-    volumes: &Volumes,
-    config: &ReceiveConfig,
-) -> Result<(String, ReceiverStats), Failure> {
-    let request = hello::read_hello(reader, config.idle_timeout, &format!("sender {peer}")).await?;
-    let mut claim = volumes.claim(&request.volume, allowed).await?;
-    let cancel = incoming::Cancel::default();
-    let worker = match (request.block, claim.block) {
+/// What a session works with besides its request and its reader.
+struct Session<'a> {
+    out: &'a mpsc::Sender<Vec<ToSender>>,
+    writer: &'a AbortHandle,
+    peer: &'a str,
+    allowed: &'a [String],
+    volumes: &'a Volumes,
+    config: &'a ReceiveConfig,
+}
+
+impl Session<'_> {
+    async fn run(
+        &self,
+        request: Request,
+        reader: &mut wio::Reader<BoxRead, ToReceiver, ToSender>,
+    ) -> Result<(), Failure> {
+        let Session {
+            out,
+            writer,
+            peer,
+            allowed,
+            volumes,
+            config,
+        } = *self;
+        let mut claim = volumes.claim(&request.volume, allowed).await?;
+        let cancel = incoming::Cancel::default();
+        let worker = match (request.block, claim.block) {
         (None, false) => Worker::Tree(Arc::new(
             Volume::open(claim.name, claim.path).map_err(|e| Failure::permanent(e.to_string()))?,
         )),
@@ -146,144 +183,171 @@ async fn run<R: AsyncRead + Unpin>(
             )))
         }
     };
-    tracing::info!("{peer}: syncing volume {}", claim.name);
-    out.send(vec![request.welcome()])
-        .await
-        .map_err(|_| Failure::retryable("connection closed"))?;
-
-    let (in_tx, in_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
-    let (mut applier, hasher) = match worker {
-        Worker::Block(copy) => (tokio::task::spawn_blocking(move || copy.run(in_rx)), None),
-        Worker::Tree(volume_fs) if request.options.dry_run => {
-            let planner = plan::Planner::new(
-                volume_fs,
-                (request.options, request.reserved),
-                peer.to_string(),
-                out.clone(),
-            );
-            (
-                tokio::task::spawn_blocking(move || planner.run(in_rx)),
-                None,
-            )
-        }
-        Worker::Tree(volume_fs) => {
-            let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel(hasher::QUEUED_JOBS);
-            let announced = hasher::Announced::default();
-            let cache = Arc::new(crate::dest::hash_cache::HashCache::new(config.hash_cache));
-            let hasher = {
-                let (volume, out, announced, cache) = (
-                    volume_fs.clone(),
-                    out.clone(),
-                    announced.clone(),
-                    cache.clone(),
-                );
-                tokio::task::spawn_blocking(move || {
-                    hasher::run(volume, hash_rx, out, announced, cache)
-                })
+        tracing::info!("{peer}: syncing volume {}", claim.name);
+        out.send(vec![request.welcome()])
+            .await
+            .map_err(|_| Failure::retryable("connection closed"))?;
+        // The sender's first message: `Streams` moves the rest of what it
+        // sends to data connections; anything else is the sync's beginning.
+        let mut first = wio::next_batch(reader, config.idle_timeout, peer).await?;
+        let mut _lanes = None;
+        if let [ToReceiver::Streams { count }] = first.as_slice() {
+            let gathering = volumes
+                .lanes
+                .gather(*count, claim.name, out, peer, JOIN_DEADLINE);
+            let (merged, held) = tokio::select! {
+                gathered = gathering => gathered?,
+                early = wio::next_frame(reader, JOIN_DEADLINE, peer) => {
+                    wio::received(early?, peer)?;
+                    return Err(Failure::protocol(
+                        peer,
+                        "sent more on its control connection before its data connections joined",
+                    ));
+                }
             };
-            let applier = apply::Applier::new(
-                volume_fs,
-                apply::Terms {
-                    options: request.options,
-                    reserved: request.reserved,
-                    policy: config.policy,
-                    inplace: config.inplace,
-                },
-                peer.to_string(),
-                out.clone(),
-                hasher::Handle {
-                    jobs: hash_tx,
-                    announced,
-                    cache,
-                },
-                cancel.clone(),
-            );
-            let applier = tokio::task::spawn_blocking(move || applier.run(in_rx));
-            (applier, Some(hasher))
+            *reader = wio::reader(Box::new(merged));
+            _lanes = Some(held);
+            first.clear();
         }
-    };
 
-    // A liveness probe another session asked for, and when it fails.
-    let mut probe: Option<(volumes::Liveness, Instant)> = None;
-    let ended = loop {
-        let deadline = probe.as_ref().map(|(_, at)| *at);
-        tokio::select! {
-            done = &mut applier => break Ended::Applier(joined(done)),
-            Some(asked) = claim.probes.recv(), if probe.is_none() => {
-                // Any message proves the sender alive; a probe asks for one.
-                let _ = out.try_send(vec![ToSender::Probe]);
-                probe = Some((asked, Instant::now() + volumes::PROBE_DEADLINE));
+        let (in_tx, in_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
+        let (mut applier, hasher) = match worker {
+            Worker::Block(copy) => (tokio::task::spawn_blocking(move || copy.run(in_rx)), None),
+            Worker::Tree(volume_fs) if request.options.dry_run => {
+                let planner = plan::Planner::new(
+                    volume_fs,
+                    (request.options, request.reserved),
+                    peer.to_string(),
+                    out.clone(),
+                );
+                (
+                    tokio::task::spawn_blocking(move || planner.run(in_rx)),
+                    None,
+                )
             }
-            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                // The sender is gone. Nothing more goes out to it, so no
-                // thread of this session can block on the way out while
-                // the volume is handed over.
-                writer.abort();
-                break Ended::Failed(Failure::retryable(format!(
-                    "{peer} did not answer a liveness probe within {}s; \
-                     another connection takes volume {} over",
-                    volumes::PROBE_DEADLINE.as_secs(),
-                    claim.name
-                )));
+            Worker::Tree(volume_fs) => {
+                let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel(hasher::QUEUED_JOBS);
+                let announced = hasher::Announced::default();
+                let cache = Arc::new(crate::dest::hash_cache::HashCache::new(config.hash_cache));
+                let hasher = {
+                    let (volume, out, announced, cache) = (
+                        volume_fs.clone(),
+                        out.clone(),
+                        announced.clone(),
+                        cache.clone(),
+                    );
+                    tokio::task::spawn_blocking(move || {
+                        hasher::run(volume, hash_rx, out, announced, cache)
+                    })
+                };
+                let applier = apply::Applier::new(
+                    volume_fs,
+                    apply::Terms {
+                        options: request.options,
+                        reserved: request.reserved,
+                        policy: config.policy,
+                        inplace: config.inplace,
+                    },
+                    peer.to_string(),
+                    out.clone(),
+                    hasher::Handle {
+                        jobs: hash_tx,
+                        announced,
+                        cache,
+                    },
+                    cancel.clone(),
+                );
+                let applier = tokio::task::spawn_blocking(move || applier.run(in_rx));
+                (applier, Some(hasher))
             }
-            msg = wio::next_batch(reader, config.idle_timeout, peer) => {
-                if let Some((alive, _)) = probe.take() {
-                    let _ = alive.send(());
+        };
+
+        if !first.is_empty() {
+            // If the applier already stopped, the loop below reports why.
+            let _ = in_tx.send(first).await;
+        }
+        // A liveness probe another session asked for, and when it fails.
+        let mut probe: Option<(volumes::Liveness, Instant)> = None;
+        let ended = loop {
+            let deadline = probe.as_ref().map(|(_, at)| *at);
+            tokio::select! {
+                done = &mut applier => break Ended::Applier(joined(done)),
+                Some(asked) = claim.probes.recv(), if probe.is_none() => {
+                    // Any message proves the sender alive; a probe asks for one.
+                    let _ = out.try_send(vec![ToSender::Probe]);
+                    probe = Some((asked, Instant::now() + volumes::PROBE_DEADLINE));
                 }
-                match msg {
-                    Ok(msg) => {
-                        if in_tx.send(msg).await.is_err() {
-                            break Ended::Applier(joined((&mut applier).await));
-                        }
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    // The sender is gone. Nothing more goes out to it, so no
+                    // thread of this session can block on the way out while
+                    // the volume is handed over.
+                    writer.abort();
+                    break Ended::Failed(Failure::retryable(format!(
+                        "{peer} did not answer a liveness probe within {}s; \
+                         another connection takes volume {} over",
+                        volumes::PROBE_DEADLINE.as_secs(),
+                        claim.name
+                    )));
+                }
+                msg = wio::next_batch(reader, config.idle_timeout, peer) => {
+                    if let Some((alive, _)) = probe.take() {
+                        let _ = alive.send(());
                     }
-                    Err(failure) => break Ended::Failed(failure),
+                    match msg {
+                        Ok(msg) => {
+                            if in_tx.send(msg).await.is_err() {
+                                break Ended::Applier(joined((&mut applier).await));
+                            }
+                        }
+                        Err(failure) => break Ended::Failed(failure),
+                    }
                 }
             }
+        };
+        // Closing the channel makes the applier stop (removing any half-written
+        // file).
+        drop(in_tx);
+        let result = match ended {
+            Ended::Applier(result) => result,
+            // If the applier had already finished, the sender merely hung up
+            // after `Finished`: success.
+            Ended::Failed(failure) => {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                joined(applier.await).map_err(|_| failure)
+            }
+        };
+        if let Some(hasher) = hasher {
+            let _ = hasher.await;
         }
-    };
-    // Closing the channel makes the applier stop (removing any half-written
-    // file).
-    drop(in_tx);
-    let result = match ended {
-        Ended::Applier(result) => result,
-        // If the applier had already finished, the sender merely hung up
-        // after `Finished`: success.
-        Ended::Failed(failure) => {
-            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-            joined(applier.await).map_err(|_| failure)
+        // Only now, with both threads stopped, may the claim (dropped on
+        // return) let another session write the volume.
+        let stats = result?;
+        if request.options.dry_run {
+            tracing::info!(
+                "{peer}: dry run of volume {}: {} files would be written, {} deleted",
+                claim.name,
+                stats.files_written,
+                stats.deleted
+            );
+        } else if claim.block {
+            claim.synced();
+            tracing::info!(
+                "{peer}: volume {} copied: {} segments written ({} bytes)",
+                claim.name,
+                stats.files_written,
+                stats.bytes_written
+            );
+        } else {
+            claim.synced();
+            tracing::info!(
+                "{peer}: volume {} synced: {} files written, {} deleted",
+                claim.name,
+                stats.files_written,
+                stats.deleted
+            );
         }
-    };
-    if let Some(hasher) = hasher {
-        let _ = hasher.await;
+        Ok(())
     }
-    // Only now, with both threads stopped, may the claim (dropped on
-    // return) let another session write the volume.
-    let stats = result?;
-    if request.options.dry_run {
-        tracing::info!(
-            "{peer}: dry run of volume {}: {} files would be written, {} deleted",
-            claim.name,
-            stats.files_written,
-            stats.deleted
-        );
-    } else if claim.block {
-        claim.synced();
-        tracing::info!(
-            "{peer}: volume {} copied: {} segments written ({} bytes)",
-            claim.name,
-            stats.files_written,
-            stats.bytes_written
-        );
-    } else {
-        claim.synced();
-        tracing::info!(
-            "{peer}: volume {} synced: {} files written, {} deleted",
-            claim.name,
-            stats.files_written,
-            stats.deleted
-        );
-    }
-    Ok((claim.name.to_string(), stats))
 }
 
 fn joined<T>(done: Result<Result<T, Failure>, tokio::task::JoinError>) -> Result<T, Failure> {

@@ -139,6 +139,9 @@ impl Planner {
             }
             ToReceiver::Keepalive => {}
             ToReceiver::Hello { .. } => return Err(self.protocol("second Hello")),
+            ToReceiver::Streams { .. } | ToReceiver::Join { .. } => {
+                return Err(self.protocol("Streams or Join in the middle of a session"))
+            }
             _ => return Err(self.protocol("file data in a dry run")),
         }
         Ok(false)

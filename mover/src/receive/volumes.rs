@@ -32,6 +32,8 @@ pub type Liveness = oneshot::Sender<()>;
 
 pub struct Volumes {
     slots: BTreeMap<String, Slot>,
+    /// Sessions waiting for their data connections (`--streams`).
+    pub lanes: super::lanes::Lanes,
 }
 
 struct Slot {
@@ -102,7 +104,10 @@ impl Volumes {
         if slots.is_empty() {
             return Err("no volume to serve (use --volume NAME=PATH)".into());
         }
-        Ok(Volumes { slots })
+        Ok(Volumes {
+            slots,
+            lanes: Default::default(),
+        })
     }
 
     /// Takes `name` for one session: refused if unknown or not allowed by

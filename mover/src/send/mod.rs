@@ -16,6 +16,7 @@ mod window;
 use crate::compress::Compress;
 use crate::delta;
 use crate::failure::Failure;
+use crate::net::Dial;
 use crate::progress::{Counters, Snapshot};
 use crate::wire::frame::FrameError;
 use crate::wire::hello::{self, Features};
@@ -23,6 +24,7 @@ use crate::wire::io::{self as wio, Reader};
 use crate::wire::message::{
     BaseInfo, BlockGeometry, FileId, ReceiverStats, SyncOptions, ToReceiver, ToSender,
 };
+use crate::wire::stripes::{BoxWrite, Stripes};
 use data::Job;
 use itemize::Itemize;
 use serde::Serialize;
@@ -51,6 +53,10 @@ pub struct SendConfig {
     /// `source` is a block device or disk image, copied into a block
     /// volume ([`crate::block`]).
     pub block: bool,
+    /// Connections carrying the session's data (`--streams`); with more
+    /// than one, the receiver's bytes are striped over that many data
+    /// connections beside the first ([`crate::wire::stripes`]).
+    pub streams: u32,
 }
 
 /// The outcome of a finished sync.
@@ -121,9 +127,12 @@ pub(crate) struct Opened<R> {
     pub compress: Compress,
 }
 
-/// Starts the writer, says Hello, and checks the receiver's Welcome.
+/// Says Hello, checks the receiver's Welcome, opens the data connections
+/// `config.streams` asks for (through `dial`) if the receiver takes them,
+/// and starts the writer.
 pub(crate) async fn open<S>(
     stream: S,
+    dial: Option<&Dial>,
     config: &SendConfig,
     reserved: Vec<u32>,
     block: Option<BlockGeometry>,
@@ -131,12 +140,8 @@ pub(crate) async fn open<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (read, write) = tokio::io::split(stream);
+    let (read, mut write) = tokio::io::split(stream);
     let mut reader = wio::reader::<_, ToSender, ToReceiver>(read);
-    let (out, out_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
-    let writer = tokio::spawn(wio::write_all(write, out_rx, config.keepalive, || {
-        ToReceiver::Keepalive
-    }));
     let ours = Features::ours();
     let request = hello::Request {
         volume: config.volume.clone(),
@@ -145,20 +150,96 @@ where
         reserved,
         block,
     };
-    let _ = out.send(vec![request.hello()]).await;
+    // A refused certificate shows on the read (TLS 1.3 judges it after the
+    // client's handshake), with the receiver's reason: read before failing.
+    let said = wio::write_one(&mut write, &request.hello()).await;
     let features = hello::read_welcome(&mut reader, config.idle_timeout, &ours).await?;
+    said.map_err(|e| Failure::network("receiver", e))?;
     hello::check_options(&config.options, &features)?;
     let compress = if features.has(Features::ZSTD) {
         config.compress
     } else {
         Compress::Off
     };
+    let output = match dial {
+        Some(dial) if config.streams > 1 && features.has(Features::STREAMS) => {
+            let lanes = open_lanes(&mut reader, &mut write, dial, config).await?;
+            wio::Output::Striped {
+                control: write,
+                stripes: Stripes::new(lanes, config.keepalive),
+            }
+        }
+        _ => {
+            if config.streams > 1 {
+                tracing::warn!(
+                    "the receiver does not take several connections per volume \
+                     (feature `streams`); --streams {} falls back to one",
+                    config.streams
+                );
+            }
+            wio::Output::Plain(write)
+        }
+    };
+    let (out, out_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
+    let writer = tokio::spawn(wio::write_all(output, out_rx, config.keepalive, || {
+        ToReceiver::Keepalive
+    }));
     Ok(Opened {
         reader,
         out,
         writer,
         compress,
     })
+}
+
+/// Asks for `config.streams` data connections, opens them all at once and
+/// has each join the session; their write halves, in lane order.
+async fn open_lanes<R, W>(
+    reader: &mut Reader<R, ToSender, ToReceiver>,
+    write: &mut W,
+    dial: &Dial,
+    config: &SendConfig,
+) -> Result<Vec<BoxWrite>, Failure>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let peer = "receiver";
+    let count = config.streams;
+    wio::write_one(write, &ToReceiver::Streams { count })
+        .await
+        .map_err(|e| Failure::network(peer, e))?;
+    let token = match wio::next(reader, config.idle_timeout, peer).await? {
+        ToSender::StreamsOpen { token } => token,
+        ToSender::Error { message, retryable } => {
+            return Err(hello::HandshakeError::Refused { message, retryable }.into())
+        }
+        _ => return Err(Failure::protocol(peer, "expected StreamsOpen")),
+    };
+    let joining = (0..count).map(|lane| async move {
+        join_lane(dial, token, lane, config.idle_timeout)
+            .await
+            .map_err(|f| Failure {
+                message: format!("data connection {lane}: {}", f.message),
+                ..f
+            })
+    });
+    futures_util::future::try_join_all(joining).await
+}
+
+/// Opens data connection `lane` and joins it to the session of `token`.
+async fn join_lane(
+    dial: &Dial,
+    token: [u8; 32],
+    lane: u32,
+    idle: Duration,
+) -> Result<BoxWrite, Failure> {
+    let (read, mut write) = tokio::io::split(dial.open().await?);
+    let mut reader = wio::reader::<_, ToSender, ToReceiver>(read);
+    let said = wio::write_one(&mut write, &ToReceiver::Join { token, lane }).await;
+    hello::read_welcome(&mut reader, idle, &Features::ours()).await?;
+    said.map_err(|e| Failure::network("receiver", e))?;
+    Ok(Box::new(write))
 }
 
 /// Ends a session: on success waits until everything queued has gone out
@@ -181,9 +262,11 @@ pub(crate) async fn close(
     }
 }
 
-/// Runs one sync over an established stream to the receiver.
+/// Runs one sync over an established stream to the receiver; `dial`
+/// opens further connections to it, for `config.streams`.
 pub async fn run<S>(
     stream: S,
+    dial: Option<Dial>,
     config: SendConfig,
     counters: Arc<Counters>,
 ) -> Result<SendReport, Failure>
@@ -192,7 +275,7 @@ where
 {
     config.options.validate().map_err(Failure::permanent)?;
     if config.block {
-        return crate::block::send::run(stream, config, counters).await;
+        return crate::block::send::run(stream, dial, config, counters).await;
     }
     let started = Instant::now();
     let peer = "receiver";
@@ -202,7 +285,7 @@ where
         out,
         writer,
         compress,
-    } = open(stream, &config, reserved, None).await?;
+    } = open(stream, dial.as_ref(), &config, reserved, None).await?;
 
     let shared = Arc::new(Shared::new(counters.clone()));
     let (jobs, job_rx) = std::sync::mpsc::channel();
@@ -372,6 +455,9 @@ impl Responses<'_> {
                 let _ = self.probes.try_send(vec![ToReceiver::Keepalive]);
             }
             ToSender::Welcome { .. } => return Err(Failure::protocol(self.peer, "second Welcome")),
+            ToSender::StreamsOpen { .. } => {
+                return Err(Failure::protocol(self.peer, "StreamsOpen unasked"))
+            }
             ToSender::BlockNeed { .. } | ToSender::BlockCompared { .. } => {
                 return Err(Failure::protocol(
                     self.peer,

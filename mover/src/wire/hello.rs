@@ -37,13 +37,21 @@ impl Features {
     pub const CHECKSUM: &'static str = "checksum";
     /// The receiver honours [`SyncOptions::dry_run`].
     pub const DRY_RUN: &'static str = "dry-run";
+    /// The receiver takes `Streams` and `Join`: one session over several
+    /// connections ([`super::stripes`]).
+    pub const STREAMS: &'static str = "streams";
 
     /// Everything this build supports.
     pub fn ours() -> Self {
         Features(
-            [Features::ZSTD, Features::CHECKSUM, Features::DRY_RUN]
-                .map(String::from)
-                .to_vec(),
+            [
+                Features::ZSTD,
+                Features::CHECKSUM,
+                Features::DRY_RUN,
+                Features::STREAMS,
+            ]
+            .map(String::from)
+            .to_vec(),
         )
     }
 
@@ -161,19 +169,34 @@ impl Request {
     /// The `Welcome` accepting this request. A receiver reads every
     /// feature it offers, so it needs nothing from the agreement itself.
     pub fn welcome(&self) -> ToSender {
-        ToSender::Welcome {
-            protocol: PROTOCOL_VERSION,
-            features: Features::ours(),
-        }
+        welcome()
     }
 }
 
-/// Receiver side: the sender's `Hello`. `peer` names the sender's address.
-pub async fn read_hello<R: AsyncRead + Unpin>(
+/// The receiver's `Welcome`: to a session's `Hello`, or a data
+/// connection's `Join`.
+pub fn welcome() -> ToSender {
+    ToSender::Welcome {
+        protocol: PROTOCOL_VERSION,
+        features: Features::ours(),
+    }
+}
+
+/// What a connection's first message asks for.
+pub enum Opening {
+    /// A new session.
+    Hello(Request),
+    /// A data connection for a session already open ([`super::stripes`]).
+    Join { token: [u8; 32], lane: u32 },
+}
+
+/// Receiver side: the sender's `Hello`, or a data connection's `Join`.
+/// `peer` names the sender's address.
+pub async fn read_opening<R: AsyncRead + Unpin>(
     reader: &mut Reader<R, ToReceiver, ToSender>,
     idle: Duration,
     peer: &str,
-) -> Result<Request, Failure> {
+) -> Result<Opening, Failure> {
     let unexpected = |got| HandshakeError::Unexpected {
         peer: peer.to_string(),
         expected: "Hello",
@@ -187,13 +210,14 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
             features,
             reserved,
             block,
-        } => Ok(Request {
+        } => Ok(Opening::Hello(Request {
             volume,
             options,
             features,
             reserved,
             block,
-        }),
+        })),
+        ToReceiver::Join { token, lane } => Ok(Opening::Join { token, lane }),
         ToReceiver::Entry { .. } => Err(unexpected("Entry").into()),
         _ => Err(unexpected("a data message").into()),
     }

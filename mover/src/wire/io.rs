@@ -2,6 +2,7 @@
 //! idle timeout and keepalives both ends need.
 
 use super::frame::{self, Codec, FrameError, Message, DATA_CHUNK};
+use super::stripes::Stripes;
 use crate::failure::Failure;
 use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
@@ -112,13 +113,89 @@ pub fn received<In>(item: Option<Result<In, FrameError>>, peer: &str) -> Result<
     }
 }
 
+/// Where a writer's bytes go: the session's one connection, or with
+/// `--streams` segments striped over its data connections ([`Stripes`]).
+pub enum Output<W> {
+    Plain(W),
+    /// The control connection carries nothing more from this side once the
+    /// data connections have joined; it is only closed at the end.
+    Striped {
+        control: W,
+        stripes: Stripes,
+    },
+}
+
+impl<W: AsyncWrite + Unpin> Output<W> {
+    /// Sends what `buf` gathered and leaves it empty.
+    async fn put_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Output::Plain(stream) => {
+                stream.write_all(buf).await?;
+                buf.clear();
+                Ok(())
+            }
+            Output::Striped { stripes, .. } => stripes.put(buf.split().freeze()).await,
+        }
+    }
+
+    async fn put_data(&mut self, data: &bytes::Bytes) -> std::io::Result<()> {
+        match self {
+            Output::Plain(stream) => stream.write_all(data).await,
+            Output::Striped { stripes, .. } => stripes.put(data.clone()).await,
+        }
+    }
+
+    /// Pushes out what is buffered; a lane flushes by itself whenever its
+    /// queue runs empty.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Output::Plain(stream) => stream.flush().await,
+            Output::Striped { .. } => Ok(()),
+        }
+    }
+
+    async fn shutdown(self) -> std::io::Result<()> {
+        match self {
+            Output::Plain(mut stream) => stream.shutdown().await,
+            Output::Striped {
+                mut control,
+                stripes,
+            } => {
+                stripes.finish().await?;
+                // Nothing went on it since the lanes joined.
+                let _ = control.shutdown().await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Writes one message and flushes it: for the opening exchange, before a
+/// session's writer task exists (or on a connection that never gets one).
+pub async fn write_one<W, Out>(stream: &mut W, msg: &Out) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+    Out: Message,
+{
+    let mut buf = BytesMut::new();
+    if let Some(data) = frame::encode(msg, &mut buf)? {
+        buf.extend_from_slice(data);
+    }
+    stream.write_all(&buf).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
 /// Sends everything that arrives on `rx` until every sender is dropped,
 /// gathering what is queued into one flush and sending `keepalive()` when
 /// nothing else went out for `interval`. File data goes from the caller's
 /// buffer straight into TLS. Shuts the stream down cleanly at the end, so
 /// the peer sees a TLS close_notify rather than a reset.
 pub async fn write_all<W, Out>(
-    mut stream: W,
+    mut output: Output<W>,
     mut rx: mpsc::Receiver<Vec<Out>>,
     interval: Duration,
     keepalive: fn() -> Out,
@@ -140,16 +217,14 @@ where
                     // Large chunks go straight to TLS; small files' data is
                     // gathered with the messages around it.
                     if data.len() >= GATHER {
-                        stream.write_all(&buf).await?;
-                        buf.clear();
-                        stream.write_all(data).await?;
+                        output.put_buf(&mut buf).await?;
+                        output.put_data(data).await?;
                     } else {
                         buf.extend_from_slice(data);
                     }
                 }
                 if buf.len() >= GATHER {
-                    stream.write_all(&buf).await?;
-                    buf.clear();
+                    output.put_buf(&mut buf).await?;
                 }
             }
             match rx.try_recv() {
@@ -157,11 +232,10 @@ where
                 Err(_) => break,
             }
         }
-        stream.write_all(&buf).await?;
-        buf.clear();
-        stream.flush().await?;
+        output.put_buf(&mut buf).await?;
+        output.flush().await?;
     }
-    stream.shutdown().await?;
+    output.shutdown().await?;
     Ok(())
 }
 

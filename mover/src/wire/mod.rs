@@ -1,12 +1,14 @@
 //! The protocol between a sender and a receiver: what the messages are
 //! ([`message`]), how they are framed on the TLS stream ([`frame`]), the
 //! opening exchange that checks versions and agrees on features
-//! ([`hello`]), and the read/write loops both ends share ([`io`]).
+//! ([`hello`]), the read/write loops both ends share ([`io`]), and the
+//! striping of one session over several connections ([`stripes`]).
 
 pub mod frame;
 pub mod hello;
 pub mod io;
 pub mod message;
+pub mod stripes;
 
 /// Bumped whenever a message changes shape or meaning; a peer of another
 /// version is refused at hello ([`hello`]). 2: a changed file's end-to-end
