@@ -550,7 +550,11 @@ fn bench(mut args: Args) -> Result<bool> {
     args.rtt_ms.dedup();
     args.mover_streams.sort();
     args.mover_streams.dedup();
-    if args.window_kib.is_some() && (!args.two_node || args.rtt_ms == [0]) {
+    // The window is the delay proxy's: two-node passes with an RTT only
+    // (--quick's one-box part, which --two-node follows, has none).
+    let smoke = args.quick && !args.scale;
+    let one_box_only = !args.two_node && !smoke;
+    if args.window_kib.is_some() && (one_box_only || (args.two_node && args.rtt_ms == [0])) {
         bail!("--window-kib limits the delay proxy: it needs --two-node and an --rtt-ms above 0");
     }
     let window_kib = args.window_kib;
