@@ -103,6 +103,21 @@ struct Args {
     /// --quick, so the smoke test covers the proxy]
     #[arg(long, value_delimiter = ',')]
     rtt_ms: Vec<u32>,
+    /// With an RTT: at most this many KiB in flight per connection and
+    /// direction through the delay proxy, as one TCP connection's window
+    /// (each connection then moves at most a window per RTT) [default: no
+    /// limit]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    window_kib: Option<u32>,
+    /// Data connections per volume of mover send (`--streams N`); several
+    /// (`1,4`) run mover once with each, each its own row
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    mover_streams: Vec<u32>,
 }
 
 #[derive(Subcommand, Clone)]
@@ -133,7 +148,8 @@ enum Cmd {
         cmd: Vec<String>,
     },
     /// Forward TCP connections from LISTEN to TO, holding the bytes
-    /// DELAY_US microseconds in each direction (the two-node mode's RTT)
+    /// DELAY_US microseconds in each direction (the two-node mode's RTT),
+    /// with at most WINDOW_KIB KiB in flight per connection and direction
     #[command(hide = true)]
     DelayProxy {
         #[arg(long)]
@@ -142,6 +158,8 @@ enum Cmd {
         to: std::net::SocketAddr,
         #[arg(long)]
         delay_us: u64,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        window_kib: Option<u32>,
     },
 }
 
@@ -175,6 +193,34 @@ enum Tool {
     /// `dd bs=4M conv=sparse`: disk images only
     Dd,
 }
+
+/// A tool as run, one column of results: for mover, also how many data
+/// connections per volume `mover send` opened (`--streams`); 1 for the
+/// other tools.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+struct Variant {
+    tool: Tool,
+    streams: u32,
+}
+
+impl Variant {
+    const fn of(tool: Tool) -> Variant {
+        Variant { tool, streams: 1 }
+    }
+
+    /// "Mover", "Rsync", ...; "Mover (4 streams)" for more than one.
+    fn label(self) -> String {
+        match self.streams {
+            1 => format!("{:?}", self.tool),
+            n => format!("{:?} ({n} streams)", self.tool),
+        }
+    }
+}
+
+const MOVER: Variant = Variant::of(Tool::Mover);
+const RSYNC: Variant = Variant::of(Tool::Rsync);
+const CP: Variant = Variant::of(Tool::Cp);
+const DD: Variant = Variant::of(Tool::Dd);
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Case {
@@ -232,7 +278,7 @@ type Key = (DatasetKind, Case, Storage, Option<Net>);
 
 struct Bench {
     args: Args,
-    results: BTreeMap<Key, BTreeMap<Tool, ToolResult>>,
+    results: BTreeMap<Key, BTreeMap<Variant, ToolResult>>,
     datasets: BTreeMap<DatasetKind, (Spec, gen::Totals, Option<String>)>,
     /// Peak RSS of `true` started by the harness (KiB).
     floor: Option<u64>,
@@ -257,9 +303,13 @@ fn main() {
             listen,
             to,
             delay_us,
+            window_kib,
         }) => std::net::TcpListener::bind(listen)
             .with_context(|| format!("listen on {listen}"))
-            .and_then(|l| delay::serve(l, to, Duration::from_micros(delay_us)))
+            .and_then(|l| {
+                let window = window_kib.map(|k| k as usize * 1024);
+                delay::serve(l, to, Duration::from_micros(delay_us), window)
+            })
             .map(|()| true),
         None if args.images => images::run(&args),
         None => {
@@ -498,14 +548,30 @@ fn bench(mut args: Args) -> Result<bool> {
     }
     args.rtt_ms.sort();
     args.rtt_ms.dedup();
+    args.mover_streams.sort();
+    args.mover_streams.dedup();
+    // The window is the delay proxy's: two-node passes with an RTT only
+    // (--quick's one-box part, which --two-node follows, has none).
+    let smoke = args.quick && !args.scale;
+    let one_box_only = !args.two_node && !smoke;
+    if args.window_kib.is_some() && (one_box_only || (args.two_node && args.rtt_ms == [0])) {
+        bail!("--window-kib limits the delay proxy: it needs --two-node and an --rtt-ms above 0");
+    }
+    let window_kib = args.window_kib;
     let links: Vec<Option<Net>> = match args.two_node {
         true => args
             .link
             .iter()
             .flat_map(|&link| {
-                args.rtt_ms
-                    .iter()
-                    .map(move |&rtt_ms| Some(Net { link, rtt_ms }))
+                args.rtt_ms.iter().map(move |&rtt_ms| {
+                    Some(Net {
+                        link,
+                        rtt_ms,
+                        // The window is the delay proxy's, which runs
+                        // only with an RTT.
+                        window_kib: window_kib.filter(|_| rtt_ms > 0),
+                    })
+                })
             })
             .collect(),
         false => vec![None],
@@ -621,9 +687,9 @@ impl Bench {
             });
             self.datasets.insert(kind, (s.clone(), totals, described));
             let dst = base.join("dst");
-            for tool in self.args.tools.clone() {
+            for tool in self.variants() {
                 // dd copies devices only.
-                if tool == Tool::Dd && kind != DatasetKind::Disk {
+                if tool.tool == Tool::Dd && kind != DatasetKind::Disk {
                     continue;
                 }
                 let r = self.tool(
@@ -638,7 +704,7 @@ impl Bench {
                     runs,
                 );
                 if let Err(e) = r {
-                    eprintln!("[{storage:?} {}] {tool:?} failed: {e:#}", s.name);
+                    eprintln!("[{storage:?} {}] {} failed: {e:#}", s.name, tool.label());
                     let recorded = self.results.iter().any(|((k, _, st, l), tools)| {
                         *k == kind
                             && *st == storage
@@ -665,7 +731,49 @@ impl Bench {
         Ok(())
     }
 
-    fn slot(&mut self, key: Key, tool: Tool) -> &mut ToolResult {
+    /// The tools to run, mover once per `--mover-streams` value.
+    fn variants(&self) -> Vec<Variant> {
+        let mut v = Vec::new();
+        for &tool in &self.args.tools {
+            match tool {
+                Tool::Mover => v.extend(
+                    self.args
+                        .mover_streams
+                        .iter()
+                        .map(|&streams| Variant { tool, streams }),
+                ),
+                _ => v.push(Variant::of(tool)),
+            }
+        }
+        v
+    }
+
+    /// The mover columns of a case's results (the default one if mover
+    /// did not run), one table row each.
+    fn movers(tools: &BTreeMap<Variant, ToolResult>) -> Vec<Variant> {
+        let v: Vec<Variant> = tools
+            .keys()
+            .filter(|v| v.tool == Tool::Mover)
+            .copied()
+            .collect();
+        if v.is_empty() {
+            vec![MOVER]
+        } else {
+            v
+        }
+    }
+
+    /// What a table row adds to its case when mover ran with other than
+    /// one stream: ", mover 4 streams" (", mover 1 stream" beside others).
+    fn streams_note(&self, mover: Variant) -> String {
+        match (self.args.mover_streams.as_slice(), mover.streams) {
+            ([1], _) => String::new(),
+            (_, 1) => ", mover 1 stream".into(),
+            (_, n) => format!(", mover {n} streams"),
+        }
+    }
+
+    fn slot(&mut self, key: Key, tool: Variant) -> &mut ToolResult {
         self.results
             .entry(key)
             .or_default()
@@ -683,7 +791,7 @@ impl Bench {
         ctx: &Ctx,
         storage: Storage,
         kind: DatasetKind,
-        tool: Tool,
+        tool: Variant,
         src: &Path,
         dst: &Path,
         l: &Layout,
@@ -691,19 +799,19 @@ impl Bench {
         runs: usize,
     ) -> Result<()> {
         let block = kind == DatasetKind::Disk;
-        let sync = |src: &Path, dst: &Path| match tool {
-            Tool::Mover => run::mover(ctx, src, dst, block),
+        let sync = |src: &Path, dst: &Path| match tool.tool {
+            Tool::Mover => run::mover(ctx, src, dst, block, tool.streams),
             Tool::Rsync => run::rsync(ctx, src, dst, block),
             Tool::Cp => run::cp(ctx, src, dst, block),
             Tool::Dd => run::dd(ctx, src, dst),
         };
         // The local copies are limits for the initial copy only.
-        let local = matches!(tool, Tool::Cp | Tool::Dd);
+        let local = matches!(tool.tool, Tool::Cp | Tool::Dd);
         for r in 0..runs {
             let last = r + 1 == runs;
             gen::remove_tree(dst)?;
             // cp -a makes the tree itself; images go into a directory.
-            if tool != Tool::Cp || block {
+            if tool.tool != Tool::Cp || block {
                 fs::create_dir(dst)?;
             }
             let mut cases = vec![Case::Initial];
@@ -753,8 +861,9 @@ impl Bench {
                     }
                 }
                 let label = format!(
-                    "[{storage:?}{} {kind:?}] {tool:?} {} run {}/{runs}",
+                    "[{storage:?}{} {kind:?}] {} {} run {}/{runs}",
                     link_label(key.3),
+                    tool.label(),
                     case.label(),
                     r + 1
                 );
@@ -883,9 +992,10 @@ impl Bench {
                 };
                 let _ = writeln!(
                     s,
-                    "- {kind:?} {} {storage:?}{} {tool:?}: {}{stunnel}{proxy}",
+                    "- {kind:?} {} {storage:?}{} {}: {}{stunnel}{proxy}",
                     case.label(),
                     link_label(*link),
+                    tool.label(),
                     times.join(", ")
                 );
             }
@@ -897,9 +1007,10 @@ impl Bench {
                     ok = false;
                     let _ = writeln!(
                         problems,
-                        "- {kind:?} {} {storage:?}{}: {tool:?} FAILED: {}",
+                        "- {kind:?} {} {storage:?}{}: {} FAILED: {}",
                         case.label(),
                         link_label(*link),
+                        tool.label(),
                         e.replace('\n', "\n  ")
                     );
                 }
@@ -907,9 +1018,10 @@ impl Bench {
                     ok = false;
                     let _ = writeln!(
                         problems,
-                        "- {kind:?} {} {storage:?}{}: {tool:?} destination differs: {e}",
+                        "- {kind:?} {} {storage:?}{}: {} destination differs: {e}",
                         case.label(),
-                        link_label(*link)
+                        link_label(*link),
+                        tool.label()
                     );
                 }
             }
@@ -965,13 +1077,17 @@ impl Bench {
                 "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
             );
         }
-        for key in keys {
+        for (key, m) in keys.into_iter().flat_map(|k| {
+            Self::movers(&self.results[k])
+                .into_iter()
+                .map(move |m| (k, m))
+        }) {
             let tools = &self.results[key];
             let (kind, case, storage, _) = *key;
-            let med = |t: Tool| tools.get(&t).and_then(median);
-            let cell = |t: Tool| time_cell(tools, t);
-            let wire = |t: Tool| wire_cell(tools, t);
-            let rss = |t: Tool| {
+            let med = |t: Variant| tools.get(&t).and_then(median);
+            let cell = |t: Variant| time_cell(tools, t);
+            let wire = |t: Variant| wire_cell(tools, t);
+            let rss = |t: Variant| {
                 tools
                     .get(&t)
                     .filter(|r| !r.runs.is_empty())
@@ -983,29 +1099,30 @@ impl Bench {
             };
             let (equal, same) = equal_cell(tools);
             ok &= same;
-            let mut times = vec![cell(Tool::Mover), cell(Tool::Rsync)];
-            let mut ratios = vec![ratio(med(Tool::Rsync), med(Tool::Mover))];
+            let mut times = vec![cell(m), cell(RSYNC)];
+            let mut ratios = vec![ratio(med(RSYNC), med(m))];
             if disk {
-                times.push(cell(Tool::Dd));
-                ratios.push(ratio(med(Tool::Mover), med(Tool::Dd)));
+                times.push(cell(DD));
+                ratios.push(ratio(med(m), med(DD)));
             }
-            times.push(cell(Tool::Cp));
-            ratios.push(ratio(med(Tool::Mover), med(Tool::Cp)));
-            let mut wires = vec![wire(Tool::Mover), wire(Tool::Rsync)];
+            times.push(cell(CP));
+            ratios.push(ratio(med(m), med(CP)));
+            let mut wires = vec![wire(m), wire(RSYNC)];
             if !disk {
-                wires.push(self.cpu_cell(key, Tool::Mover));
-                wires.push(self.cpu_cell(key, Tool::Rsync));
+                wires.push(self.cpu_cell(key, m));
+                wires.push(self.cpu_cell(key, RSYNC));
             }
             let _ = writeln!(
                 s,
-                "| {:?}: {} | {storage:?} | {} | {} | {} | {} | {} | {equal} |",
+                "| {:?}: {}{} | {storage:?} | {} | {} | {} | {} | {} | {equal} |",
                 kind,
                 case.label(),
+                self.streams_note(m),
                 times.join(" | "),
                 ratios.join(" | "),
                 wires.join(" | "),
-                rss(Tool::Mover),
-                rss(Tool::Rsync),
+                rss(m),
+                rss(RSYNC),
             );
         }
         ok
@@ -1022,7 +1139,7 @@ impl Bench {
             for (tool, r) in tools {
                 let send = r.runs.iter().map(|o| o.rss_send).max();
                 let recv = r.runs.iter().filter_map(|o| o.rss_recv).max();
-                let within = match (tool, send, recv) {
+                let within = match (tool.tool, send, recv) {
                     (Tool::Mover, Some(a), Some(b)) => {
                         let y = a <= RSS_TARGET_KIB && b <= RSS_TARGET_KIB;
                         ok &= y;
@@ -1038,8 +1155,9 @@ impl Bench {
                 };
                 let _ = writeln!(
                     s,
-                    "| {kind:?}: {} | {storage:?} | {tool:?} | {} | {} | {} | {within} | {} | {equal} |",
+                    "| {kind:?}: {} | {storage:?} | {} | {} | {} | {} | {within} | {} | {equal} |",
                     case.label(),
+                    tool.label(),
                     median(r).map_or("FAIL".into(), |v| format!("{v:.2}")),
                     send.map_or("-".into(), |k| format!("{} MiB", mib(k))),
                     recv.map_or("-".into(), |k| format!("{} MiB", mib(k))),
@@ -1069,7 +1187,7 @@ disk runs read a warm source; `sync` is called before every timed run so no run 
 previous one's writeback; mover makes each file durable (one syncfs per batch) before renaming it into place, rsync and cp do not.";
 
 /// A tool's median seconds for a table cell ("FAIL" if it failed).
-fn time_cell(tools: &BTreeMap<Tool, ToolResult>, t: Tool) -> String {
+fn time_cell(tools: &BTreeMap<Variant, ToolResult>, t: Variant) -> String {
     match tools.get(&t) {
         None => "-".to_string(),
         Some(r) if r.error.is_some() => "FAIL".to_string(),
@@ -1086,7 +1204,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 }
 
 /// A tool's wire bytes in its last run.
-fn wire_cell(tools: &BTreeMap<Tool, ToolResult>, t: Tool) -> String {
+fn wire_cell(tools: &BTreeMap<Variant, ToolResult>, t: Variant) -> String {
     tools
         .get(&t)
         .and_then(|r| r.runs.last())
@@ -1096,14 +1214,14 @@ fn wire_cell(tools: &BTreeMap<Tool, ToolResult>, t: Tool) -> String {
 
 /// The "equal?" cell of one case, and whether every tool's destination
 /// was right (a failed tool counts as wrong).
-fn equal_cell(tools: &BTreeMap<Tool, ToolResult>) -> (String, bool) {
+fn equal_cell(tools: &BTreeMap<Variant, ToolResult>) -> (String, bool) {
     let mut bad = Vec::new();
     let mut checked = false;
     for (tool, r) in tools {
         match &r.equal {
             Some(Ok(())) => checked = true,
-            Some(Err(_)) => bad.push(format!("{tool:?}")),
-            None if r.error.is_some() => bad.push(format!("{tool:?} failed")),
+            Some(Err(_)) => bad.push(tool.label()),
+            None if r.error.is_some() => bad.push(format!("{} failed", tool.label())),
             None => {}
         }
     }
@@ -1284,15 +1402,18 @@ fn header(args: &Args, mover: &Path, rsync: &Path, stunnel: &Path, runs: usize) 
             ),
         })
         .collect();
+    let command: Vec<String> = std::env::args().skip(1).collect();
     format!(
         "# mover benchmark{mode}\n\n\
          {} on {}. \
-         mover {commit}{dirty} ({}); {}; {}. {}.\n",
+         mover {commit}{dirty} ({}); {}; {}. {}.\n\n\
+         Command: `bench {}`.\n",
         utc_now(),
         machine(),
         mover.display(),
         run::version_line(rsync, &["--version"], "version"),
         run::version_line(stunnel, &["-version"], "stunnel"),
         places.join(", "),
+        command.join(" "),
     )
 }

@@ -68,20 +68,26 @@ impl Link {
     }
 }
 
-/// The path between the nodes in one pass: the link's rate and the round
-/// trip that the delay proxy adds to it (0: no proxy).
+/// The path between the nodes in one pass: the link's rate, the round
+/// trip that the delay proxy adds to it (0: no proxy) and the window the
+/// proxy gives each connection and direction (None: no limit).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub struct Net {
     pub link: Link,
     pub rtt_ms: u32,
+    pub window_kib: Option<u32>,
 }
 
 impl Net {
-    /// "1 Gbit/s", or "1 Gbit/s + 10 ms RTT" with a delay.
+    /// "1 Gbit/s", or "1 Gbit/s + 10 ms RTT" with a delay, and
+    /// "1 Gbit/s + 50 ms RTT, 4096 KiB window" with a window.
     pub fn label(self) -> String {
+        let window = self
+            .window_kib
+            .map_or(String::new(), |k| format!(", {k} KiB window"));
         match self.rtt_ms {
             0 => self.link.label().to_string(),
-            ms => format!("{} + {ms} ms RTT", self.link.label()),
+            ms => format!("{} + {ms} ms RTT{window}", self.link.label()),
         }
     }
 
@@ -229,10 +235,19 @@ impl Nodes {
                 ms => format!(
                     " (the RTT: `bench delay-proxy` in netns {RECV} on CPU {} holds each chunk \
                      {} ms in each direction between the veth and the server, mover receive or \
-                     the server stunnel; added to the veth's own round trip, without a \
-                     bandwidth limit)",
+                     the server stunnel; added to the veth's own round trip, {})",
                     self.recv.cpu,
-                    f64::from(ms) / 2.0
+                    f64::from(ms) / 2.0,
+                    match self.net.window_kib {
+                        None => "without a bandwidth limit".to_string(),
+                        Some(k) => format!(
+                            "with at most {k} KiB in flight per connection and direction (a \
+                             TCP window: each byte holds its room from its read until its \
+                             acknowledgment would be back, one RTT, so one connection moves \
+                             at most {k} KiB per {ms} ms, {:.0} Mbit/s)",
+                            f64::from(k) * 1024.0 * 8.0 / (f64::from(ms) / 1000.0) / 1e6
+                        ),
+                    }
                 ),
             }
         )

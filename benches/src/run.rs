@@ -349,7 +349,10 @@ impl Ctx {
     /// side connects to instead, with the proxy. Without: `server` itself.
     fn delayed(&self, server: u16, taken: &[u16]) -> Result<(String, Option<Proc>)> {
         let to = format!("{}:{server}", self.recv_addr());
-        let Some(delay) = self.nodes.as_ref().and_then(|n| n.net.one_way()) else {
+        let Some(net) = self.nodes.as_ref().map(|n| n.net) else {
+            return Ok((to, None));
+        };
+        let Some(delay) = net.one_way() else {
             return Ok((to, None));
         };
         let port = free_port_except(taken)?;
@@ -361,7 +364,13 @@ impl Ctx {
                 .arg("delay-proxy")
                 .args(["--listen", &listen, "--to", &to])
                 .arg("--delay-us")
-                .arg(delay.as_micros().to_string()),
+                .arg(delay.as_micros().to_string())
+                .args(
+                    net.window_kib
+                        .map(|k| ["--window-kib".to_string(), k.to_string()])
+                        .iter()
+                        .flatten(),
+                ),
             &self.f("delay-proxy.log"),
         )?;
         wait_listen(&mut p, port)?;
@@ -405,14 +414,19 @@ pub fn make_pki(mover: &Path, dir: &Path, work: &Path) -> Result<()> {
 ///
 /// With `block`, SRC and DST each hold one disk image ([`crate::disk`]),
 /// copied with `mover send --block` into a receiver serving DST's image
-/// with `--block`.
-pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> {
+/// with `--block`. With `streams` above 1, the sender opens that many data
+/// connections (`mover send --streams N`; 1 passes no flag, the default).
+pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool, streams: u32) -> Result<Outcome> {
     let port = free_port()?;
     let (src, dst) = match block {
         true => (src.join(IMAGE), dst.join(IMAGE)),
         false => (src.to_path_buf(), dst.to_path_buf()),
     };
     let block_flag: &[&str] = if block { &["--block"] } else { &[] };
+    let streams_flag = match streams {
+        1 => Vec::new(),
+        n => vec!["--streams".to_string(), n.to_string()],
+    };
     let listen = format!("{}:{port}", ctx.recv_addr());
     let mut recv = Proc::spawn(
         "mover receive",
@@ -429,6 +443,7 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
             .arg("send")
             .arg(&src)
             .args(block_flag)
+            .args(&streams_flag)
             .arg("--connect")
             .arg(&connect)
             .args(["--server-name", "localhost"])

@@ -13,7 +13,7 @@ use crate::netns::{Link, Net};
 use crate::run::Outcome;
 use crate::{
     equal_cell, median, median_by, mib, ratio, time_cell, wire_cell, Bench, Case, DatasetKind, Key,
-    Tool, ToolResult, GIB,
+    ToolResult, Variant, CP, GIB, RSYNC,
 };
 
 /// Peak RSS target for each side of mover in two-node mode.
@@ -66,7 +66,7 @@ impl Bench {
     }
 
     /// "send/recv" CPU seconds per GiB of the dataset, medians over runs.
-    pub(crate) fn cpu_cell(&self, key: &Key, tool: Tool) -> String {
+    pub(crate) fn cpu_cell(&self, key: &Key, tool: Variant) -> String {
         let gib = self.gib(key.0);
         match self.results[key].get(&tool).and_then(side_cpu) {
             Some((send, recv)) if gib > 0.0 => format!(
@@ -82,7 +82,12 @@ impl Bench {
     /// case, and which of them bounds it: a side's own CPU seconds over the
     /// wall time, and how busy its node's CPU was with anything (on a
     /// shared machine, other work takes part of it).
-    fn bound(&self, tools: &BTreeMap<Tool, ToolResult>, tool: Tool, net: Option<Net>) -> String {
+    fn bound(
+        &self,
+        tools: &BTreeMap<Variant, ToolResult>,
+        tool: Variant,
+        net: Option<Net>,
+    ) -> String {
         let Some(r) = tools.get(&tool) else {
             return String::new();
         };
@@ -126,7 +131,7 @@ impl Bench {
              works)"
                 .to_string()
         };
-        format!("{tool:?}: {}; {verdict}", busy.join(", "))
+        format!("{}: {}; {verdict}", tool.label(), busy.join(", "))
     }
 
     /// The two-node table and the targets; false if a copy was wrong or a
@@ -168,11 +173,16 @@ impl Bench {
         let mut delayed = Vec::new();
         let mut met = 0;
         let mut rss_max = (0, 0);
-        for key in keys {
+        for (key, m) in keys.into_iter().flat_map(|k| {
+            Self::movers(&self.results[k])
+                .into_iter()
+                .map(move |m| (k, m))
+        }) {
             let tools = &self.results[key];
             let (kind, case, _, link) = *key;
-            let med = |t: Tool| tools.get(&t).and_then(median);
-            let speedup = med(Tool::Rsync).zip(med(Tool::Mover)).map(|(r, m)| r / m);
+            let note = self.streams_note(m);
+            let med = |t: Variant| tools.get(&t).and_then(median);
+            let speedup = med(RSYNC).zip(med(m)).map(|(r, v)| r / v);
             let goal = match (target(kind, case, link), speedup) {
                 (Some(t), Some(x)) if x >= t => {
                     met += 1;
@@ -180,11 +190,11 @@ impl Bench {
                 }
                 (Some(t), Some(x)) => {
                     missed.push(format!(
-                        "- {kind:?} {}, link {}: {x:.2}x < {t}x. {}. {}.",
+                        "- {kind:?} {}{note}, link {}: {x:.2}x < {t}x. {}. {}.",
                         case.label(),
                         link.map_or("-".into(), Net::label),
-                        self.bound(tools, Tool::Mover, link),
-                        self.bound(tools, Tool::Rsync, link)
+                        self.bound(tools, m, link),
+                        self.bound(tools, RSYNC, link)
                     ));
                     format!("≥ {t}x: MISSED")
                 }
@@ -195,14 +205,14 @@ impl Bench {
             // question the delay answers: say what bounds them there too.
             if let (Some(net), Some(x)) = (link.filter(|n| n.rtt_ms > 0), speedup) {
                 delayed.push(format!(
-                    "- {kind:?} {}, link {}: {x:.2}x. {}. {}.",
+                    "- {kind:?} {}{note}, link {}: {x:.2}x. {}. {}.",
                     case.label(),
                     net.label(),
-                    self.bound(tools, Tool::Mover, link),
-                    self.bound(tools, Tool::Rsync, link)
+                    self.bound(tools, m, link),
+                    self.bound(tools, RSYNC, link)
                 ));
             }
-            let rss = |t: Tool| {
+            let rss = |t: Variant| {
                 let r = tools.get(&t).filter(|r| !r.runs.is_empty())?;
                 let (a, b) = r
                     .runs
@@ -211,28 +221,29 @@ impl Bench {
                     .fold((0, 0), |(a, b), (x, y)| (a.max(x), b.max(y)));
                 Some((a, b))
             };
-            if let Some((a, b)) = rss(Tool::Mover) {
+            if let Some((a, b)) = rss(m) {
                 rss_max = (rss_max.0.max(a), rss_max.1.max(b));
             }
-            let rss_cell =
-                |t: Tool| rss(t).map_or("-".into(), |(a, b)| format!("{}/{} MiB", mib(a), mib(b)));
+            let rss_cell = |t: Variant| {
+                rss(t).map_or("-".into(), |(a, b)| format!("{}/{} MiB", mib(a), mib(b)))
+            };
             let (equal, same) = equal_cell(tools);
             ok &= same;
             let _ = writeln!(
                 s,
-                "| {kind:?}: {} | {} | {} | {} | {} | {goal} | {} | {} | {} | {} | {} | {} | {} | {equal} |",
+                "| {kind:?}: {}{note} | {} | {} | {} | {} | {goal} | {} | {} | {} | {} | {} | {} | {} | {equal} |",
                 case.label(),
                 link.map_or("-".into(), Net::label),
-                time_cell(tools, Tool::Rsync),
-                time_cell(tools, Tool::Mover),
-                ratio(med(Tool::Rsync), med(Tool::Mover)),
-                time_cell(tools, Tool::Cp),
-                self.cpu_cell(key, Tool::Mover),
-                self.cpu_cell(key, Tool::Rsync),
-                rss_cell(Tool::Mover),
-                rss_cell(Tool::Rsync),
-                wire_cell(tools, Tool::Mover),
-                wire_cell(tools, Tool::Rsync),
+                time_cell(tools, RSYNC),
+                time_cell(tools, m),
+                ratio(med(RSYNC), med(m)),
+                time_cell(tools, CP),
+                self.cpu_cell(key, m),
+                self.cpu_cell(key, RSYNC),
+                rss_cell(m),
+                rss_cell(RSYNC),
+                wire_cell(tools, m),
+                wire_cell(tools, RSYNC),
             );
         }
         let rss_ok = rss_max.0 <= RSS_TARGET_KIB && rss_max.1 <= RSS_TARGET_KIB;
