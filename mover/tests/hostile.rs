@@ -1653,12 +1653,9 @@ fn data_connections_must_name_a_waiting_session_its_volume_and_a_free_lane() {
     let mut receiver = fx.start(&[]);
     let c2 = Creds::bundle(&fx.certs, "c2");
     block_on(async {
+        let token = [9u8; 32];
         let mut control = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-        control.send(ToReceiver::Streams { count: 2 }).await;
-        let token = match control.next().await {
-            Got::Msg(ToSender::StreamsOpen { token }) => token,
-            other => control.fail(format!("expected StreamsOpen, got {other:?}")),
-        };
+        control.send(ToReceiver::Streams { count: 2, token }).await;
         let join = |creds: Creds, token: [u8; 32], lane: u32| {
             let receiver = &receiver;
             async move {
@@ -1701,37 +1698,47 @@ fn data_connections_must_name_a_waiting_session_its_volume_and_a_free_lane() {
     assert_unchanged(&fx.world, &before, false);
 }
 
-/// A sender asking for data connections must ask for a sane number, and
-/// must wait for them before sending anything more.
+/// A sender asking for data connections must ask for a sane number, with a
+/// token of its own, and must wait for them before sending anything more.
 #[test]
 fn streams_requests_out_of_bounds_or_out_of_turn_are_refused() {
     let fx = Fixture::new();
     let before = snapshot(&fx.world);
     let mut receiver = fx.start(&[]);
+    let c2 = Creds::bundle(&fx.certs, "c2");
     block_on(async {
+        let token = [5u8; 32];
         for count in [0, 1, 9, u32::MAX] {
             let mut control = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-            control.send(ToReceiver::Streams { count }).await;
+            control.send(ToReceiver::Streams { count, token }).await;
             let message = control.expect_error().await;
             assert_contains(
                 &message,
                 &[&format!("asked for {count} data connections; 2 to 8")],
             );
         }
-        let mut control = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-        control.send(ToReceiver::Streams { count: 2 }).await;
-        match control.next().await {
-            Got::Msg(ToSender::StreamsOpen { .. }) => {}
-            other => control.fail(format!("expected StreamsOpen, got {other:?}")),
-        }
-        control.send(root_entry()).await;
-        let message = control.expect_error().await;
+        let mut first = RawClient::start(&receiver, &fx.c1(), "vol1").await;
+        first.send(ToReceiver::Streams { count: 2, token }).await;
+        receiver.wait_for_log("waiting for 2 data connections for volume vol1");
+        let mut second = RawClient::start(&receiver, &c2, "vol2").await;
+        second.send(ToReceiver::Streams { count: 2, token }).await;
+        let message = second.expect_error().await;
+        assert_contains(&message, &["named the token of another session"]);
+        first.send(root_entry()).await;
+        let message = first.expect_error().await;
+        assert_contains(&message, &["before its data connections joined"]);
+        // Streams and more in one breath.
+        let mut eager = RawClient::start(&receiver, &fx.c1(), "vol1").await;
+        let mut both = frame(ToReceiver::Streams { count: 2, token });
+        both.extend(frame(root_entry()));
+        eager.send_bytes(&both).await;
+        let message = eager.expect_error().await;
         assert_contains(&message, &["before its data connections joined"]);
         // Mid-session, Streams is no opening any more.
-        let mut control = RawClient::start(&receiver, &fx.c1(), "vol1").await;
-        control.send(root_entry()).await;
-        control.send(ToReceiver::Streams { count: 2 }).await;
-        let message = control.expect_error().await;
+        let mut late = RawClient::start(&receiver, &fx.c1(), "vol1").await;
+        late.send(root_entry()).await;
+        late.send(ToReceiver::Streams { count: 2, token }).await;
+        let message = late.expect_error().await;
         assert_contains(&message, &["Streams or Join in the middle of a session"]);
     });
     receiver.assert_alive();

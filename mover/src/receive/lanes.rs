@@ -1,12 +1,18 @@
 //! Data connections joining a session (`--streams`, [`crate::wire::stripes`]).
 //!
-//! A session asked for N data connections registers a fresh random token
-//! here and tells its sender; each data connection then opens with `Join`
-//! and that token instead of `Hello`. A join is accepted only if the token
-//! names a session still waiting, the lane is one it has not got yet, and
-//! the joining connection's certificate allows that session's volume: the
-//! same check as `Hello`, so a certificate for another volume cannot slip
-//! bytes into this one even if it learnt the token.
+//! A sender asking for N data connections names a fresh random token in its
+//! `Streams` message, and its session registers that token here; each data
+//! connection then opens with `Join` and the token instead of `Hello`. The
+//! sender opens its data connections while the control connection says
+//! Hello, so they cost no round trip of their own; a `Join` may therefore
+//! come a moment before its session has registered, and waits for it
+//! ([`REGISTRATION_WAIT`]).
+//!
+//! A join is accepted only if the token names a session still waiting, the
+//! lane is one it has not got yet, and the joining connection's certificate
+//! allows that session's volume: the same check as `Hello`, so a
+//! certificate for another volume cannot slip bytes into this one even if
+//! it learnt the token.
 //!
 //! A data connection stays open (its task waiting, holding its connection
 //! slot) until the session that took it ends.
@@ -19,12 +25,19 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// How long a `Join` whose token no session has registered waits for one
+/// to: the sender's `Streams` went out on its control connection before
+/// the `Join`, so this only covers the two connections' different paths.
+const REGISTRATION_WAIT: Duration = Duration::from_secs(5);
 
 /// The sessions waiting for their data connections, by token.
 #[derive(Default)]
 pub struct Lanes {
     waiting: Mutex<HashMap<[u8; 32], Waiting>>,
+    /// Told whenever a session registers.
+    registered: Notify,
 }
 
 struct Waiting {
@@ -53,13 +66,12 @@ impl Lanes {
     }
 
     /// For a session writing `volume` whose sender asked for `count` data
-    /// connections: offers a token on `out`, waits up to `deadline` for
-    /// every lane to join, and returns their bytes merged in order.
+    /// connections joining with `token`: waits up to `deadline` for every
+    /// lane to join, and returns their bytes merged in order.
     pub async fn gather(
         &self,
-        count: u32,
+        (count, token): (u32, [u8; 32]),
         volume: &str,
-        out: &mpsc::Sender<Vec<ToSender>>,
         peer: &str,
         deadline: Duration,
     ) -> Result<(Merged, Held), Failure> {
@@ -69,20 +81,27 @@ impl Lanes {
                 format!("asked for {count} data connections; 2 to {MAX_STREAMS} are allowed"),
             ));
         }
-        let token = random_token()?;
         let (tx, mut rx) = mpsc::channel(count as usize);
-        self.waiting().insert(
-            token,
-            Waiting {
-                volume: volume.to_string(),
-                joined: vec![false; count as usize],
-                lanes: tx,
-            },
-        );
+        {
+            let mut waiting = self.waiting();
+            if waiting.contains_key(&token) {
+                return Err(Failure::protocol(
+                    peer,
+                    "named the token of another session for its data connections",
+                ));
+            }
+            waiting.insert(
+                token,
+                Waiting {
+                    volume: volume.to_string(),
+                    joined: vec![false; count as usize],
+                    lanes: tx,
+                },
+            );
+        }
         let _registered = Registered(self, token);
-        out.send(vec![ToSender::StreamsOpen { token }])
-            .await
-            .map_err(|_| Failure::retryable("connection closed"))?;
+        self.registered.notify_waiters();
+        tracing::info!("{peer}: waiting for {count} data connections for volume {volume}");
         let mut joined: Vec<Joined> = Vec::with_capacity(count as usize);
         let gathering = async {
             while joined.len() < count as usize {
@@ -117,7 +136,7 @@ impl Lanes {
         peer: &str,
     ) -> Result<(), Failure> {
         let (held, done) = oneshot::channel();
-        let accepted = self.accept(token, lane, allowed);
+        let accepted = self.accept_when_registered(token, lane, allowed).await;
         let answer = match &accepted {
             Ok(_) => crate::wire::hello::welcome(),
             Err(failure) => ToSender::Error {
@@ -152,6 +171,30 @@ impl Lanes {
         Ok(())
     }
 
+    /// [`Lanes::accept`], once the token's session has registered or
+    /// [`REGISTRATION_WAIT`] has passed.
+    async fn accept_when_registered(
+        &self,
+        token: [u8; 32],
+        lane: u32,
+        allowed: &[String],
+    ) -> Result<mpsc::Sender<Joined>, Failure> {
+        let until = tokio::time::Instant::now() + REGISTRATION_WAIT;
+        loop {
+            // Asked for before looking, so a registration in between is
+            // not missed.
+            let registered = self.registered.notified();
+            tokio::pin!(registered);
+            registered.as_mut().enable();
+            if self.waiting().contains_key(&token) {
+                return self.accept(token, lane, allowed);
+            }
+            if tokio::time::timeout_at(until, registered).await.is_err() {
+                return self.accept(token, lane, allowed);
+            }
+        }
+    }
+
     /// Checks a `Join` and marks its lane taken.
     fn accept(
         &self,
@@ -161,10 +204,11 @@ impl Lanes {
     ) -> Result<mpsc::Sender<Joined>, Failure> {
         let mut waiting = self.waiting();
         let Some(session) = waiting.get_mut(&token) else {
-            return Err(Failure::permanent(
+            return Err(Failure::permanent(format!(
                 "no session is waiting for a data connection with this token \
-                 (it ended, or timed out waiting)",
-            ));
+                 (it ended, timed out waiting, or never asked within {}s)",
+                REGISTRATION_WAIT.as_secs()
+            )));
         };
         if !allowed.contains(&session.volume) {
             return Err(Failure::permanent(format!(
@@ -195,13 +239,4 @@ impl Drop for Registered<'_> {
     fn drop(&mut self) {
         self.0.waiting().remove(&self.1);
     }
-}
-
-fn random_token() -> Result<[u8; 32], Failure> {
-    let mut token = [0u8; 32];
-    rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(&mut token)
-        .map_err(|_| Failure::permanent("the system's random number generator failed"))?;
-    Ok(token)
 }

@@ -274,9 +274,14 @@ impl Session<'_> {
                     match msg {
                         // `Streams` moves the rest of what the sender says
                         // to data connections.
-                        Ok(msg) if std::mem::take(&mut first) && matches!(msg[..], [ToReceiver::Streams { .. }]) => {
-                            let [ToReceiver::Streams { count }] = msg[..] else { unreachable!("matched above") };
-                            match self.gather(count, claim.name, reader).await {
+                        Ok(msg) if std::mem::take(&mut first) && matches!(msg.first(), Some(ToReceiver::Streams { .. })) => {
+                            let [ToReceiver::Streams { count, token }] = msg[..] else {
+                                break Ended::Failed(Failure::protocol(
+                                    peer,
+                                    "sent more on its control connection before its data connections joined",
+                                ));
+                            };
+                            match self.gather((count, token), claim.name, reader).await {
                                 Ok(held) => _lanes = Some(held),
                                 Err(failure) => break Ended::Failed(failure),
                             }
@@ -338,12 +343,13 @@ impl Session<'_> {
 }
 
 impl Session<'_> {
-    /// Has the `count` data connections the sender asked for join, and
+    /// Has the data connections the sender asked for (how many, and the
+    /// token they present) join, and
     /// makes `reader` read what they carry. Fails if the sender says
     /// anything more on this connection first.
     async fn gather(
         &self,
-        count: u32,
+        streams: (u32, [u8; 32]),
         volume: &str,
         reader: &mut wio::Reader<BoxRead, ToReceiver, ToSender>,
     ) -> Result<lanes::Held, Failure> {
@@ -351,7 +357,7 @@ impl Session<'_> {
         let gathering = self
             .volumes
             .lanes
-            .gather(count, volume, self.out, peer, JOIN_DEADLINE);
+            .gather(streams, volume, peer, JOIN_DEADLINE);
         let (merged, held) = tokio::select! {
             gathered = gathering => gathered?,
             early = wio::next_frame(reader, JOIN_DEADLINE, peer) => {

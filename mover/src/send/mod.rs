@@ -16,7 +16,7 @@ mod window;
 use crate::compress::Compress;
 use crate::delta;
 use crate::failure::Failure;
-use crate::net::Dial;
+use crate::net::{Dial, Duplex};
 use crate::progress::{Counters, Snapshot};
 use crate::wire::frame::FrameError;
 use crate::wire::hello::{self, Features};
@@ -127,9 +127,9 @@ pub(crate) struct Opened<R> {
     pub compress: Compress,
 }
 
-/// Says Hello, checks the receiver's Welcome, opens the data connections
-/// `config.streams` asks for (through `dial`) if the receiver takes them,
-/// and starts the writer.
+/// Says Hello, checks the receiver's Welcome, has the data connections
+/// `config.streams` asks for (opened through `dial`) join if the receiver
+/// takes them, and starts the writer.
 pub(crate) async fn open<S>(
     stream: S,
     dial: Option<&Dial>,
@@ -150,20 +150,39 @@ where
         reserved,
         block,
     };
-    // A refused certificate shows on the read (TLS 1.3 judges it after the
-    // client's handshake), with the receiver's reason: read before failing.
-    let said = wio::write_one(&mut write, &request.hello()).await;
-    let features = hello::read_welcome(&mut reader, config.idle_timeout, &ours).await?;
-    said.map_err(|e| Failure::network("receiver", e))?;
+    let hello = async {
+        // A refused certificate shows on the read (TLS 1.3 judges it after
+        // the client's handshake), with the receiver's reason: read before
+        // failing.
+        let said = wio::write_one(&mut write, &request.hello()).await;
+        let features = hello::read_welcome(&mut reader, config.idle_timeout, &ours).await?;
+        said.map_err(|e| Failure::network("receiver", e))?;
+        Ok(features)
+    };
+    // The data connections are opened while Hello goes back and forth, so
+    // their handshakes cost no round trips of their own; they are dropped
+    // unused if the receiver does not take them.
+    let dialing = async {
+        let dialed = match dial {
+            Some(dial) if config.streams > 1 => {
+                let lanes = (0..config.streams)
+                    .map(|lane| async move { dial.open().await.map_err(|f| on_lane(lane, f)) });
+                Some(futures_util::future::try_join_all(lanes).await)
+            }
+            _ => None,
+        };
+        Ok::<_, Failure>(dialed)
+    };
+    let (features, dialed) = tokio::try_join!(hello, dialing)?;
     hello::check_options(&config.options, &features)?;
     let compress = if features.has(Features::ZSTD) {
         config.compress
     } else {
         Compress::Off
     };
-    let output = match dial {
-        Some(dial) if config.streams > 1 && features.has(Features::STREAMS) => {
-            let lanes = open_lanes(&mut reader, &mut write, dial, config).await?;
+    let output = match dialed {
+        Some(lanes) if features.has(Features::STREAMS) => {
+            let lanes = join_lanes(&mut write, lanes?, config).await?;
             wio::Output::Striped {
                 control: write,
                 stripes: Stripes::new(lanes, config.keepalive),
@@ -192,54 +211,39 @@ where
     })
 }
 
-/// Asks for `config.streams` data connections, opens them all at once and
-/// has each join the session; their write halves, in lane order.
-async fn open_lanes<R, W>(
-    reader: &mut Reader<R, ToSender, ToReceiver>,
-    write: &mut W,
-    dial: &Dial,
-    config: &SendConfig,
-) -> Result<Vec<BoxWrite>, Failure>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let peer = "receiver";
-    let count = config.streams;
-    wio::write_one(write, &ToReceiver::Streams { count })
-        .await
-        .map_err(|e| Failure::network(peer, e))?;
-    let token = match wio::next(reader, config.idle_timeout, peer).await? {
-        ToSender::StreamsOpen { token } => token,
-        ToSender::Error { message, retryable } => {
-            return Err(hello::HandshakeError::Refused { message, retryable }.into())
-        }
-        _ => return Err(Failure::protocol(peer, "expected StreamsOpen")),
-    };
-    let joining = (0..count).map(|lane| async move {
-        join_lane(dial, token, lane, config.idle_timeout)
-            .await
-            .map_err(|f| Failure {
-                message: format!("data connection {lane}: {}", f.message),
-                ..f
-            })
-    });
-    futures_util::future::try_join_all(joining).await
+/// `failure` of data connection `lane`, saying so.
+fn on_lane(lane: u32, failure: Failure) -> Failure {
+    Failure {
+        message: format!("data connection {lane}: {}", failure.message),
+        ..failure
+    }
 }
 
-/// Opens data connection `lane` and joins it to the session of `token`.
-async fn join_lane(
-    dial: &Dial,
-    token: [u8; 32],
-    lane: u32,
-    idle: Duration,
-) -> Result<BoxWrite, Failure> {
-    let (read, mut write) = tokio::io::split(dial.open().await?);
-    let mut reader = wio::reader::<_, ToSender, ToReceiver>(read);
-    let said = wio::write_one(&mut write, &ToReceiver::Join { token, lane }).await;
-    hello::read_welcome(&mut reader, idle, &Features::ours()).await?;
-    said.map_err(|e| Failure::network("receiver", e))?;
-    Ok(Box::new(write))
+/// Tells the receiver on the control connection `write` which secret the
+/// data connections `lanes` will present, has each join with it, and
+/// returns their write halves in lane order.
+async fn join_lanes<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    lanes: Vec<Box<dyn Duplex>>,
+    config: &SendConfig,
+) -> Result<Vec<BoxWrite>, Failure> {
+    let token = crate::wire::stripes::random_token()?;
+    let count = lanes.len() as u32;
+    wio::write_one(write, &ToReceiver::Streams { count, token })
+        .await
+        .map_err(|e| Failure::network("receiver", e))?;
+    let joining = lanes.into_iter().zip(0..).map(|(lane, index)| async move {
+        let (read, mut write) = tokio::io::split(lane);
+        let mut reader = wio::reader::<_, ToSender, ToReceiver>(read);
+        let joined = async {
+            let said = wio::write_one(&mut write, &ToReceiver::Join { token, lane: index }).await;
+            hello::read_welcome(&mut reader, config.idle_timeout, &Features::ours()).await?;
+            said.map_err(|e| Failure::network("receiver", e))
+        };
+        joined.await.map_err(|f| on_lane(index, f))?;
+        Ok::<BoxWrite, Failure>(Box::new(write))
+    });
+    futures_util::future::try_join_all(joining).await
 }
 
 /// Ends a session: on success waits until everything queued has gone out
@@ -455,9 +459,6 @@ impl Responses<'_> {
                 let _ = self.probes.try_send(vec![ToReceiver::Keepalive]);
             }
             ToSender::Welcome { .. } => return Err(Failure::protocol(self.peer, "second Welcome")),
-            ToSender::StreamsOpen { .. } => {
-                return Err(Failure::protocol(self.peer, "StreamsOpen unasked"))
-            }
             ToSender::BlockNeed { .. } | ToSender::BlockCompared { .. } => {
                 return Err(Failure::protocol(
                     self.peer,

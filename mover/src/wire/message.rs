@@ -172,12 +172,13 @@ pub enum ToReceiver {
     /// blake3 of the list of them ([`crate::delta::FileHasher`]).
     BlockEnd { hash: [u8; 32] },
     /// Right after `Welcome`, only to a receiver offering the `streams`
-    /// feature: open `count` data connections for this session
-    /// ([`super::stripes`]); answered with `StreamsOpen`.
-    Streams { count: u32 },
+    /// feature: everything more this sender says comes over `count` data
+    /// connections ([`super::stripes`]), each opening with `Join` and
+    /// `token`, a fresh random secret of this session.
+    Streams { count: u32, token: [u8; 32] },
     /// The first message of a data connection, instead of `Hello`: it
-    /// joins the session that answered `StreamsOpen` with `token`, as lane
-    /// `lane`. Answered with `Welcome` (or `Error`) on that connection.
+    /// joins the session whose `Streams` named `token`, as lane `lane`.
+    /// Answered with `Welcome` (or `Error`) on that connection.
     Join { token: [u8; 32], lane: u32 },
     /// Bytes to append. Travels as a raw data frame, never through serde;
     /// it stays the last variant so skipping it shifts no other variant's
@@ -274,7 +275,6 @@ impl Message for ToSender {
             | ToSender::Finished { .. }
             | ToSender::Keepalive
             | ToSender::BlockCompared { .. }
-            | ToSender::StreamsOpen { .. }
             | ToSender::Probe => 0,
         }
     }
@@ -363,11 +363,6 @@ pub enum ToSender {
     /// the sender's scan keeps within a window of `tally.compared`.
     BlockCompared {
         tally: BlockTally,
-    },
-    /// The answer to `Streams`: the secret each data connection presents
-    /// in its `Join`, valid for this session only.
-    StreamsOpen {
-        token: [u8; 32],
     },
 }
 

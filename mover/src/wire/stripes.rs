@@ -296,6 +296,18 @@ impl AsyncRead for Merged {
     }
 }
 
+/// A fresh secret for one session's data connections to name it by.
+pub fn random_token() -> Result<[u8; 32], crate::failure::Failure> {
+    let mut token = [0u8; 32];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut token)
+        .map_err(|_| {
+            crate::failure::Failure::permanent("the system's random number generator failed")
+        })?;
+    Ok(token)
+}
+
 /// Segments that break this module's rules: the sender's fault, unlike a
 /// connection that merely failed.
 #[derive(Debug, thiserror::Error)]
