@@ -10,6 +10,7 @@ pub mod dest;
 pub mod entry;
 pub mod failure;
 pub mod limits;
+pub mod listing;
 pub mod net;
 pub mod progress;
 pub mod proxy;

@@ -146,16 +146,10 @@ fn open_dir_nofollow(parent: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd, Err
     )
 }
 
+/// The names in `fd`, sorted bytewise ([`crate::listing`]).
 fn read_names(fd: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
-    let mut dir = rfs::Dir::read_from(fd)?;
-    let mut names = Vec::new();
-    while let Some(entry) = dir.read() {
-        let name = entry?.file_name().to_bytes().to_vec();
-        if name != b"." && name != b".." {
-            names.push(name);
-        }
-    }
-    Ok(names)
+    let names = crate::listing::sorted_names(fd)?;
+    Ok(names.into_iter().map(std::ffi::CString::into_bytes).collect())
 }
 
 // The field types of `struct stat` differ between architectures (some are
@@ -456,10 +450,7 @@ impl Dir {
     /// The entries, sorted bytewise, without `.` and `..` (temporaries
     /// included; see [`TEMP_PREFIX`]).
     pub fn names(&self) -> Result<Vec<Vec<u8>>> {
-        let mut names =
-            read_names(self.fd.as_fd()).map_err(|e| self.err(b"", "read directory", e))?;
-        names.sort_unstable();
-        Ok(names)
+        read_names(self.fd.as_fd()).map_err(|e| self.err(b"", "read directory", e))
     }
 
     /// Creates a subdirectory (the umask applies; [`Dir::set_meta`] sets the

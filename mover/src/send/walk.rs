@@ -150,7 +150,11 @@ impl Walk<'_> {
         rel: RelPath,
         path: PathBuf,
     ) -> bool {
-        let listed = opened.and_then(|fd| read_names(&fd).map(|names| (fd, names)));
+        let listed = opened.and_then(|fd| {
+            crate::listing::sorted_names(&fd)
+                .map_err(io::Error::from)
+                .map(|names| (fd, names))
+        });
         let (fd, names) = match listed {
             Ok(listed) => listed,
             Err(e) if confined::is_gone(&e) => return self.vanished(&path),
@@ -337,42 +341,5 @@ impl Walk<'_> {
         self.out
             .push(ToReceiver::KeepContents { dir: parent })
             .is_ok()
-    }
-}
-
-/// The names in a directory, sorted bytewise, without `.` and `..`.
-fn read_names(dir: &OwnedFd) -> io::Result<Vec<CString>> {
-    // `getdents64` straight on the descriptor just opened: `Dir` would
-    // reopen it (`openat(".")`, `fstat`, `fcntl`, `close`) to keep its
-    // position apart, four calls per directory that this walk never needs.
-    // Any one entry fits in the buffer (names are at most 255 bytes).
-    let mut buf = Vec::with_capacity(32 * 1024);
-    let mut entries = rfs::RawDir::new(dir, buf.spare_capacity_mut());
-    let mut names = Vec::new();
-    while let Some(entry) = entries.next() {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name.to_bytes() != b"." && name.to_bytes() != b".." {
-            names.push(name.to_owned());
-        }
-    }
-    names.sort_unstable();
-    Ok(names)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_sorted_bytewise_without_dot_entries() {
-        let tmp = tempfile::tempdir().unwrap();
-        for name in ["b", "a", "B", "a.b", "\u{e9}"] {
-            std::fs::write(tmp.path().join(name), b"").unwrap();
-        }
-        let dir = rfs::open(tmp.path(), confined::dir_flags(false), Mode::empty()).unwrap();
-        let names = read_names(&dir).unwrap();
-        let names: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
-        assert_eq!(names, [&b"B"[..], b"a", b"a.b", b"b", "\u{e9}".as_bytes()]);
     }
 }
