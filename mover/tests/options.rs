@@ -59,13 +59,14 @@ fn checksum_finds_a_change_that_size_and_mtime_hide() {
     assert_eq!(counter(&checked, "files_written"), 2);
 }
 
-/// Inode, ctime and mtime of every regular file below `root`: what any
-/// rewrite or metadata change would disturb.
+/// Inode, ctime and mtime of every regular file and directory in `root`:
+/// what any rewrite or metadata change would disturb (a `chmod` or `chown`
+/// that changes nothing still moves the ctime).
 fn identities(root: &Path) -> BTreeMap<PathBuf, (u64, i64, i64, i64, i64)> {
     walkdir::WalkDir::new(root)
         .into_iter()
         .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
+        .filter(|e| e.file_type().is_file() || e.file_type().is_dir())
         .map(|e| {
             let md = fs::symlink_metadata(e.path()).unwrap();
             let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
@@ -101,6 +102,8 @@ fn checksum_over_an_unchanged_tree_rewrites_nothing() {
     fs::hard_link(src.join("big"), src.join("dir/big-again")).unwrap();
     sync_ok(&src, &dst, &[]);
     let before = identities(&dst);
+    sync_ok(&src, &dst, &[]);
+    assert_eq!(identities(&dst), before, "a plain resync touched something");
 
     let summary = sync_ok(&src, &dst, &["--checksum"]);
     assert_same_tree(&src, &dst);

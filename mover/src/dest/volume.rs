@@ -149,7 +149,10 @@ fn open_dir_nofollow(parent: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd, Err
 /// The names in `fd`, sorted bytewise ([`crate::listing`]).
 fn read_names(fd: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
     let names = crate::listing::sorted_names(fd)?;
-    Ok(names.into_iter().map(std::ffi::CString::into_bytes).collect())
+    Ok(names
+        .into_iter()
+        .map(std::ffi::CString::into_bytes)
+        .collect())
 }
 
 // The field types of `struct stat` differ between architectures (some are
@@ -1017,7 +1020,7 @@ impl Dir {
                             &Target::Fd(fd.as_fd()),
                             meta,
                             opts,
-                            None,
+                            Known::Stat(Stat::from(&now)),
                             &at,
                             &mut warnings,
                         )?;
@@ -1040,7 +1043,10 @@ impl Dir {
     /// descriptor): how the volume root gets its entry's metadata. Note that
     /// a non-root receiver may not own the volume root.
     pub fn set_own_meta(&self, meta: &Meta, opts: MetaOptions) -> Result<Vec<String>> {
-        meta_on_fd(self.fd.as_fd(), meta, opts, || self.at(b""))
+        // One `fstat` instead of the three calls an unchanged directory,
+        // the common case of every resync, would otherwise get.
+        let known = rfs::fstat(&*self.fd).map_or(Known::Nothing, |st| Known::Stat(Stat::from(&st)));
+        meta_on_fd(self.fd.as_fd(), meta, opts, known, || self.at(b""))
     }
 
     /// Like [`Dir::set_meta`], through `file`, an open descriptor of `name`
@@ -1052,7 +1058,7 @@ impl Dir {
         meta: &Meta,
         opts: MetaOptions,
     ) -> Result<Vec<String>> {
-        meta_on_fd(file.as_fd(), meta, opts, || self.at(name))
+        meta_on_fd(file.as_fd(), meta, opts, Known::Nothing, || self.at(name))
     }
 
     /// Flushes this directory's entries to disk.
@@ -1116,7 +1122,14 @@ impl Dir {
             fd: fd.as_fd(),
             path: format!("/proc/self/fd/{}", fd.as_raw_fd()),
         };
-        apply_meta(&target, meta, opts, None, &|| self.at(name), warnings)
+        apply_meta(
+            &target,
+            meta,
+            opts,
+            Known::Nothing,
+            &|| self.at(name),
+            warnings,
+        )
     }
 }
 
@@ -1200,12 +1213,12 @@ impl TempFile {
             .fresh
             .filter(|_| meta.xattrs.is_empty() && opts.xattrs != XattrPolicy::All);
         let Some(known) = known else {
-            return meta_on_fd(self.file.as_fd(), meta, opts, at);
+            return meta_on_fd(self.file.as_fd(), meta, opts, Known::Nothing, at);
         };
         check_mtime(meta, at)?;
         let mut warnings = Vec::new();
         let target = Target::Fd(self.file.as_fd());
-        apply_meta(&target, meta, opts, Some(known), &at, &mut warnings)?;
+        apply_meta(&target, meta, opts, Known::Fresh(known), &at, &mut warnings)?;
         Ok(warnings)
     }
 
@@ -1280,11 +1293,12 @@ fn meta_on_fd(
     fd: BorrowedFd<'_>,
     meta: &Meta,
     opts: MetaOptions,
+    known: Known,
     at: impl Fn() -> String,
 ) -> Result<Vec<String>> {
     check_mtime(meta, &at)?;
     let mut warnings = Vec::new();
-    apply_meta(&Target::Fd(fd), meta, opts, None, &at, &mut warnings)?;
+    apply_meta(&Target::Fd(fd), meta, opts, known, &at, &mut warnings)?;
     Ok(warnings)
 }
 
@@ -1398,15 +1412,31 @@ fn apply_meta(
     target: &Target<'_>,
     meta: &Meta,
     opts: MetaOptions,
-    fresh: Option<Fresh>,
+    known: Known,
     at: &dyn Fn() -> String,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
-    if opts.owner && fresh.is_none_or(|f| (f.uid, f.gid) != (meta.uid, meta.gid)) {
+    let (owner, mut mode, mtime) = match known {
+        Known::Nothing => (None, None, None),
+        Known::Fresh(f) => (Some((f.uid, f.gid)), Some(f.mode), None),
+        Known::Stat(st) => (
+            Some((st.uid, st.gid)),
+            Some(st.mode & 0o7777),
+            Some((st.mtime_sec, st.mtime_nsec)),
+        ),
+    };
+    if opts.owner && owner != Some((meta.uid, meta.gid)) {
         target.chown(meta).map_err(|e| io_err(at(), "chown", e))?;
+        // A chown may clear setuid and setgid.
+        if mode.is_some_and(|m| m & 0o6000 != 0) {
+            mode = None;
+        }
     }
-    if fresh.is_none() && opts.xattrs != XattrPolicy::None {
-        sync_xattrs(target, &meta.xattrs, opts.xattrs, at, warnings)?;
+    if !matches!(known, Known::Fresh(_))
+        && opts.xattrs != XattrPolicy::None
+        && sync_xattrs(target, &meta.xattrs, opts.xattrs, at, warnings)?
+    {
+        mode = None;
     }
     let not_owner = |op: &'static str, e: Errno, warnings: &mut Vec<String>| {
         // Only an object's owner (or root) may change its mode and times:
@@ -1419,15 +1449,32 @@ fn apply_meta(
             Err(io_err(at(), op, e))
         }
     };
-    if fresh.is_none_or(|f| f.mode != meta.mode & 0o7777) {
+    if mode != Some(meta.mode & 0o7777) {
         if let Err(e) = target.chmod(meta.mode) {
             not_owner("chmod", e, warnings)?;
         }
     }
-    if let Err(e) = target.set_times(&times(meta)) {
-        not_owner("set times", e, warnings)?;
+    if mtime != Some((meta.mtime_sec, meta.mtime_nsec)) {
+        if let Err(e) = target.set_times(&times(meta)) {
+            not_owner("set times", e, warnings)?;
+        }
     }
     Ok(())
+}
+
+/// What is known of an object's metadata before it is set, so that calls
+/// which would change nothing are left out: each is a round trip on
+/// network storage, and a `chown` or `chmod` that changes nothing still
+/// moves the object's ctime.
+#[derive(Clone, Copy)]
+enum Known {
+    /// Nothing: every call is made.
+    Nothing,
+    /// Just created: this owner and mode, no extended attributes.
+    Fresh(Fresh),
+    /// As `fstat` found it after the last change to it (its extended
+    /// attributes are compared as always).
+    Stat(Stat),
 }
 
 /// Errors that mean "this destination cannot store that attribute" rather
@@ -1445,14 +1492,15 @@ fn xattr_unstorable(e: Errno, name: &[u8]) -> bool {
 }
 
 /// Makes the destination's xattrs in the namespaces `policy` owns match
-/// `wanted`: sets what differs and removes stale ones.
+/// `wanted`: sets what differs and removes stale ones. Whether it tried to
+/// change any (an access ACL rewrites the mode's group bits).
 fn sync_xattrs(
     target: &Target<'_>,
     wanted: &[Xattr],
     policy: XattrPolicy,
     at: &dyn Fn() -> String,
     warnings: &mut Vec<String>,
-) -> Result<()> {
+) -> Result<bool> {
     let list = match target.list_xattrs() {
         Ok(list) => list,
         Err(Errno::NOTSUP) => {
@@ -1463,11 +1511,12 @@ fn sync_xattrs(
                     wanted.len()
                 ));
             }
-            return Ok(());
+            return Ok(false);
         }
         Err(e) => return Err(io_err(at(), "list extended attributes", e)),
     };
     let changes = XattrChanges::between(&list, wanted, policy, |name| target.get_xattr(name));
+    let changing = !changes.set.is_empty() || !changes.remove.is_empty();
     for x in changes.set {
         match target.set_xattr(&x.name, &x.value) {
             Ok(()) => {}
@@ -1492,7 +1541,7 @@ fn sync_xattrs(
             Err(e) => return Err(io_err(at(), "remove extended attribute", e)),
         }
     }
-    Ok(())
+    Ok(changing)
 }
 
 /// What makes an object's attributes in the namespaces a policy owns equal
