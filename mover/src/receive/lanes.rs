@@ -4,7 +4,7 @@
 //! `Streams` message, and its session registers that token here; each data
 //! connection then opens with `Join` and the token instead of `Hello`. The
 //! sender opens its data connections while the control connection says
-//! Hello, so they cost no round trip of their own; a `Join` may therefore
+//! Hello, so only their `Join` adds a round trip; a `Join` may therefore
 //! come a moment before its session has registered, and waits for it
 //! ([`REGISTRATION_WAIT`]).
 //!
@@ -51,7 +51,7 @@ struct Joined {
     lane: u32,
     read: BoxRead,
     /// Dropped with the session: lets the connection's task end.
-    _held: oneshot::Sender<()>,
+    release: oneshot::Sender<()>,
 }
 
 /// What a session keeps of its data connections besides their bytes: their
@@ -120,7 +120,8 @@ impl Lanes {
         }
         tracing::info!("{peer}: {count} data connections joined the session for volume {volume}");
         joined.sort_by_key(|j| j.lane);
-        let (reads, held): (Vec<_>, Vec<_>) = joined.into_iter().map(|j| (j.read, j._held)).unzip();
+        let (reads, held): (Vec<_>, Vec<_>) =
+            joined.into_iter().map(|j| (j.read, j.release)).unzip();
         Ok((Merged::new(reads, peer), Held { _lanes: held }))
     }
 
@@ -157,7 +158,7 @@ impl Lanes {
         let joined = Joined {
             lane,
             read,
-            _held: held,
+            release: held,
         };
         if lanes.try_send(joined).is_err() {
             return Err(Failure::retryable(format!(
