@@ -9,6 +9,7 @@
 mod data;
 pub(crate) mod emit;
 pub mod itemize;
+mod lanes;
 mod state;
 mod walk;
 mod window;
@@ -16,7 +17,7 @@ mod window;
 use crate::compress::Compress;
 use crate::delta;
 use crate::failure::Failure;
-use crate::net::{Dial, Duplex};
+use crate::net::Dial;
 use crate::progress::{Counters, Snapshot};
 use crate::wire::frame::FrameError;
 use crate::wire::hello::{self, Features};
@@ -24,7 +25,7 @@ use crate::wire::io::{self as wio, Reader};
 use crate::wire::message::{
     BaseInfo, BlockGeometry, FileId, ReceiverStats, SyncOptions, ToReceiver, ToSender,
 };
-use crate::wire::stripes::{BoxWrite, Stripes};
+use crate::wire::stripes::Stripes;
 use data::Job;
 use itemize::Itemize;
 use serde::Serialize;
@@ -165,8 +166,9 @@ where
     let dialing = async {
         let dialed = match dial {
             Some(dial) if config.streams > 1 => {
-                let lanes = (0..config.streams)
-                    .map(|lane| async move { dial.open().await.map_err(|f| on_lane(lane, f)) });
+                let lanes = (0..config.streams).map(|lane| async move {
+                    dial.open().await.map_err(|f| lanes::on_lane(lane, f))
+                });
                 Some(futures_util::future::try_join_all(lanes).await)
             }
             _ => None,
@@ -182,7 +184,7 @@ where
     };
     let output = match dialed {
         Some(lanes) if features.has(Features::STREAMS) => {
-            let lanes = join_lanes(&mut write, lanes?, config).await?;
+            let lanes = lanes::join(&mut write, lanes?, config).await?;
             wio::Output::Striped {
                 control: write,
                 stripes: Stripes::new(lanes, config.keepalive),
@@ -209,41 +211,6 @@ where
         writer,
         compress,
     })
-}
-
-/// `failure` of data connection `lane`, saying so.
-fn on_lane(lane: u32, failure: Failure) -> Failure {
-    Failure {
-        message: format!("data connection {lane}: {}", failure.message),
-        ..failure
-    }
-}
-
-/// Tells the receiver on the control connection `write` which secret the
-/// data connections `lanes` will present, has each join with it, and
-/// returns their write halves in lane order.
-async fn join_lanes<W: AsyncWrite + Unpin>(
-    write: &mut W,
-    lanes: Vec<Box<dyn Duplex>>,
-    config: &SendConfig,
-) -> Result<Vec<BoxWrite>, Failure> {
-    let token = crate::wire::stripes::random_token()?;
-    let count = lanes.len() as u32;
-    wio::write_one(write, &ToReceiver::Streams { count, token })
-        .await
-        .map_err(|e| Failure::network("receiver", e))?;
-    let joining = lanes.into_iter().zip(0..).map(|(lane, index)| async move {
-        let (read, mut write) = tokio::io::split(lane);
-        let mut reader = wio::reader::<_, ToSender, ToReceiver>(read);
-        let joined = async {
-            let said = wio::write_one(&mut write, &ToReceiver::Join { token, lane: index }).await;
-            hello::read_welcome(&mut reader, config.idle_timeout, &Features::ours()).await?;
-            said.map_err(|e| Failure::network("receiver", e))
-        };
-        joined.await.map_err(|f| on_lane(index, f))?;
-        Ok::<BoxWrite, Failure>(Box::new(write))
-    });
-    futures_util::future::try_join_all(joining).await
 }
 
 /// Ends a session: on success waits until everything queued has gone out
