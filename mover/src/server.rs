@@ -12,6 +12,8 @@
 use crate::failure::Failure;
 use crate::receive::volumes::Volumes;
 use crate::receive::{self, ReceiveConfig};
+use crate::wire::io as wio;
+use crate::wire::message::ToSender;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -105,10 +107,21 @@ async fn connection(
         })?
         .map_err(|e| crate::net::tls_failure("TLS handshake", e))?;
     let Ok(_slot) = sessions.try_acquire() else {
-        return Err(Failure::retryable(format!(
-            "refused, already serving {} sessions",
+        let refusal = Failure::retryable(format!(
+            "refused: the receiver already serves {} connections (its --max-connections; \
+             each sender takes one, plus one per --streams data connection)",
             server.max_connections
-        )));
+        ));
+        // Said to the peer too, so a sender knows why, not just that the
+        // connection closed.
+        let mut tls = tls;
+        let error = ToSender::Error {
+            message: refusal.message.clone(),
+            retryable: true,
+        };
+        let _ =
+            tokio::time::timeout(server.handshake_timeout, wio::write_one(&mut tls, &error)).await;
+        return Err(refusal);
     };
     let allowed =
         crate::tls::peer_volumes(tls.get_ref().1).map_err(|e| Failure::permanent(e.to_string()))?;

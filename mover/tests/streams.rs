@@ -179,3 +179,62 @@ fn streams_beyond_the_limit_are_refused_by_the_command_line() {
         assert!(stderr(&out).contains("--streams"), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn a_receiver_out_of_connection_slots_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, pki) = paths(&tmp);
+    tree(&src, 5);
+    let (slow_src, slow_dst) = (tmp.path().join("slow-src"), tmp.path().join("slow-dst"));
+    for dir in [&dst, &slow_src, &slow_dst] {
+        fs::create_dir_all(dir).unwrap();
+    }
+    fs::write(slow_src.join("file"), random_bytes(4_000_000, 6)).unwrap();
+    certs(&pki, &["app=data", "other=slow"]);
+    let port = free_port();
+    let _receiver = receive(
+        &pki,
+        port,
+        &[("data", &dst), ("slow", &slow_dst)],
+        &["--max-connections", "3"],
+    );
+    // A throttled sender holds one of the three slots for seconds.
+    let slow = send(&pki, "other", &slow_src, port, "slow", &["--bwlimit", "1M"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !log_of(&pki, port).contains("syncing volume slow") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow sync never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The control connection takes the second slot, the first data
+    // connection the third; the second is refused, and hears why.
+    let out = send(&pki, "app", &src, port, "data", &["--streams", "2"])
+        .output()
+        .unwrap();
+    let said = stderr(&out);
+    assert_eq!(code(&out), 75, "a full receiver is worth a retry: {said}");
+    assert!(
+        said.contains("data connection") && said.contains("already serves 3 connections"),
+        "{said}"
+    );
+    let out = slow.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The slots free as the earlier sessions wind down.
+    let out = send(
+        &pki,
+        "app",
+        &src,
+        port,
+        "data",
+        &["--streams", "2", "--retries", "5", "--retry-delay", "0.2"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_same_tree(&src, &dst);
+}
