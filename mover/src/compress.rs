@@ -137,6 +137,12 @@ impl Compressor {
         match zstd.compress_to_buffer(data, &mut out) {
             Ok(_) => {
                 self.backoff = FIRST_BACKOFF;
+                // The queues to the connection are bounded by the bytes
+                // their messages hold, so a frame must not keep the room
+                // reserved for the worst case: on a slow link, with chunks
+                // shrinking to a third, that spare room was most of the
+                // sender's memory.
+                out.shrink_to_fit();
                 Some(out)
             }
             Err(_) => {
@@ -192,6 +198,9 @@ mod tests {
         let data = text(DATA_CHUNK);
         let packed = c.compress(&data).expect("text shrinks");
         assert!(packed.len() < data.len() / 10);
+        // It holds what it carries, not the room reserved for the worst
+        // case: queued frames are bounded by their lengths.
+        assert!(packed.capacity() < data.len() / 10, "{}", packed.capacity());
         let mut z = zstd::bulk::Decompressor::new().unwrap();
         let mut out = Vec::new();
         decompress(&mut z, &packed, data.len() as u32, &mut out).unwrap();
