@@ -66,6 +66,11 @@ fn served(seed: u64) -> (tempfile::TempDir, u16, Receiver) {
     (tmp, port, receiver)
 }
 
+/// `mover send` of `src` as client `app` to volume `data`, run to its end.
+fn send_data(pki: &Path, src: &Path, port: u16, extra: &[&str]) -> std::process::Output {
+    send(pki, "app", src, port, "data", extra).output().unwrap()
+}
+
 fn log_of(pki: &Path, port: u16) -> String {
     fs::read_to_string(pki.with_file_name(format!("receiver-{port}.log"))).unwrap_or_default()
 }
@@ -75,9 +80,7 @@ fn a_tree_and_its_resync_arrive_whole_over_several_connections() {
     let (tmp, port, _receiver) = served(1);
     let (src, dst, pki) = paths(&tmp);
     for (round, (streams, expected)) in [("4", 4), ("2", 2)].into_iter().enumerate() {
-        let out = send(&pki, "app", &src, port, "data", &["--streams", streams])
-            .output()
-            .unwrap();
+        let out = send_data(&pki, &src, port, &["--streams", streams]);
         assert_eq!(
             code(&out),
             0,
@@ -95,9 +98,7 @@ fn a_tree_and_its_resync_arrive_whole_over_several_connections() {
         change(&src, round as u64);
     }
     // And a no-change resync, where lanes carry almost nothing.
-    let out = send(&pki, "app", &src, port, "data", &["--streams", "8"])
-        .output()
-        .unwrap();
+    let out = send_data(&pki, &src, port, &["--streams", "8"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_same_tree(&src, &dst);
 }
@@ -213,9 +214,7 @@ fn a_receiver_out_of_connection_slots_says_so() {
     }
     // The control connection takes the second slot, the first data
     // connection the third; the second is refused, and hears why.
-    let out = send(&pki, "app", &src, port, "data", &["--streams", "2"])
-        .output()
-        .unwrap();
+    let out = send_data(&pki, &src, port, &["--streams", "2"]);
     let said = stderr(&out);
     assert_eq!(code(&out), 75, "a full receiver is worth a retry: {said}");
     assert!(
@@ -225,16 +224,12 @@ fn a_receiver_out_of_connection_slots_says_so() {
     let out = slow.wait_with_output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     // The slots free as the earlier sessions wind down.
-    let out = send(
+    let out = send_data(
         &pki,
-        "app",
         &src,
         port,
-        "data",
         &["--streams", "2", "--retries", "5", "--retry-delay", "0.2"],
-    )
-    .output()
-    .unwrap();
+    );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_same_tree(&src, &dst);
 }
