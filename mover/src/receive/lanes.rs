@@ -21,6 +21,7 @@ use crate::failure::Failure;
 use crate::wire::io as wio;
 use crate::wire::message::{ToReceiver, ToSender};
 use crate::wire::stripes::{BoxRead, Merged, MAX_STREAMS};
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -137,7 +138,22 @@ impl Lanes {
         peer: &str,
     ) -> Result<(), Failure> {
         let (held, done) = oneshot::channel();
-        let accepted = self.accept_when_registered(token, lane, allowed).await;
+        let mut reader = reader;
+        // A sender that gives up (its control connection was refused, say)
+        // closes this connection: stop waiting for its session then, or
+        // the connection slot held here would refuse its retry.
+        let accepted = tokio::select! {
+            accepted = self.accept_when_registered(token, lane, allowed) => accepted,
+            early = reader.next() => Err(match early {
+                Some(Ok(_)) => Failure::protocol(
+                    peer,
+                    format!("data connection {lane} sent more before it was welcomed"),
+                ),
+                _ => Failure::retryable(format!(
+                    "{peer}: data connection {lane} closed before its session asked for it"
+                )),
+            }),
+        };
         let answer = match &accepted {
             Ok(_) => crate::wire::hello::welcome(),
             Err(failure) => ToSender::Error {
@@ -148,7 +164,7 @@ impl Lanes {
         let sent = wio::write_one(&mut write, &answer).await;
         let lanes = accepted?;
         sent.map_err(|e| Failure::network(peer, e))?;
-        // Bytes the sender wrote right behind its Join are the lane's first.
+        // Whatever the reader holds beyond the Join is the lane's first bytes.
         let parts = reader.into_parts();
         let read: BoxRead = if parts.read_buf.is_empty() {
             parts.io
