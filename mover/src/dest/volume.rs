@@ -934,13 +934,12 @@ impl Dir {
         };
         let (fd, fresh) = match open(OFlags::EXCL, perm) {
             Ok(fd) => {
-                let creator = match (known, &creator) {
-                    (Some(known), _) => known,
-                    (None, Some(cell)) => {
+                // Learnt from the first file the work area gets.
+                let creator = known.unwrap_or_else(|| {
+                    creator.as_ref().and_then(|cell| {
                         *cell.get_or_init(|| Creator::learn(work.as_fd(), fd.as_fd(), perm))
-                    }
-                    (None, None) => None,
-                };
+                    })
+                });
                 let fresh = creator.map(|c| c.fresh(perm));
                 (fd, fresh)
             }
