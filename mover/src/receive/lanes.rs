@@ -133,12 +133,11 @@ impl Lanes {
         &self,
         (token, lane): ([u8; 32], u32),
         allowed: &[String],
-        reader: wio::Reader<BoxRead, ToReceiver, ToSender>,
+        mut reader: wio::Reader<BoxRead, ToReceiver, ToSender>,
         mut write: W,
         peer: &str,
     ) -> Result<(), Failure> {
         let (held, done) = oneshot::channel();
-        let mut reader = reader;
         // A sender that gives up (its control connection was refused, say)
         // closes this connection: stop waiting for its session then, or
         // the connection slot held here would refuse its retry.

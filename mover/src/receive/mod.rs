@@ -66,12 +66,16 @@ where
     let mut reader = wio::reader::<BoxRead, ToReceiver, ToSender>(Box::new(read));
     let opening =
         hello::read_opening(&mut reader, config.idle_timeout, &format!("sender {peer}")).await;
-    if let Ok(Opening::Join { token, lane }) = opening {
-        return volumes
-            .lanes
-            .join((token, lane), allowed, reader, write, peer)
-            .await;
-    }
+    let request = match opening {
+        Ok(Opening::Join { token, lane }) => {
+            return volumes
+                .lanes
+                .join((token, lane), allowed, reader, write, peer)
+                .await
+        }
+        Ok(Opening::Hello(request)) => Ok(request),
+        Err(failure) => Err(failure),
+    };
     let (out, out_rx) = mpsc::channel(crate::wire::frame::QUEUED_FRAMES);
     let writer = tokio::spawn(wio::write_all(
         wio::Output::Plain(write),
@@ -80,19 +84,16 @@ where
         || ToSender::Keepalive,
     ));
     let stop_writer = writer.abort_handle();
-    let result = match opening {
-        Ok(Opening::Hello(request)) => {
-            let session = Session {
-                out: &out,
-                writer: &stop_writer,
-                peer,
-                allowed,
-                volumes,
-                config,
-            };
-            session.run(request, &mut reader).await
-        }
-        Ok(Opening::Join { .. }) => unreachable!("served above"),
+    let session = Session {
+        out: &out,
+        writer: &stop_writer,
+        peer,
+        allowed,
+        volumes,
+        config,
+    };
+    let result = match request {
+        Ok(request) => session.run(request, &mut reader).await,
         Err(failure) => Err(failure),
     };
     // Both waits are bounded: a sender that reads nothing must not keep
@@ -156,35 +157,9 @@ impl Session<'_> {
         } = *self;
         let mut claim = volumes.claim(&request.volume, allowed).await?;
         let cancel = incoming::Cancel::default();
-        let worker = match (request.block, claim.block) {
-        (None, false) => Worker::Tree(Arc::new(
-            Volume::open(claim.name, claim.path).map_err(|e| Failure::permanent(e.to_string()))?,
-        )),
-        (Some(geometry), true) => Worker::Block(crate::block::write::Copy::open(
-            claim.name,
-            claim.path,
-            geometry,
-            peer,
-            out.clone(),
-            cancel.clone(),
-        )?),
-        (Some(_), false) => {
-            return Err(Failure::permanent(format!(
-                "volume {} is a directory tree ({}); it cannot take a block copy (--block)",
-                claim.name,
-                claim.path.display()
-            )))
-        }
-        (None, true) => {
-            return Err(Failure::permanent(format!(
-                "volume {} is a block volume ({}); copy a block device or disk image into it with --block",
-                claim.name,
-                claim.path.display()
-            )))
-        }
-    };
+        let worker = open_worker(&request, &claim, peer, out, &cancel)?;
         tracing::info!("{peer}: syncing volume {}", claim.name);
-        out.send(vec![request.welcome()])
+        out.send(vec![hello::welcome()])
             .await
             .map_err(|_| Failure::retryable("connection closed"))?;
 
@@ -274,14 +249,8 @@ impl Session<'_> {
                     match msg {
                         // `Streams` moves the rest of what the sender says
                         // to data connections.
-                        Ok(msg) if std::mem::take(&mut first) && matches!(msg.first(), Some(ToReceiver::Streams { .. })) => {
-                            let [ToReceiver::Streams { count, token }] = msg[..] else {
-                                break Ended::Failed(Failure::protocol(
-                                    peer,
-                                    "sent more on its control connection before its data connections joined",
-                                ));
-                            };
-                            match self.gather((count, token), claim.name, reader).await {
+                        Ok(msg) if std::mem::take(&mut first) && is_streams(&msg) => {
+                            match self.gather(&msg, claim.name, reader).await {
                                 Ok(held) => _lanes = Some(held),
                                 Err(failure) => break Ended::Failed(failure),
                             }
@@ -340,37 +309,84 @@ impl Session<'_> {
         }
         Ok(())
     }
-}
 
-impl Session<'_> {
-    /// Has the data connections the sender asked for (how many, and the
-    /// token they present) join, and
-    /// makes `reader` read what they carry. Fails if the sender says
-    /// anything more on this connection first.
+    /// Has the data connections that `first`, the sender's first batch
+    /// (opening with `Streams`), asks for join, and makes `reader` read
+    /// what they carry. Fails if the sender says anything more on this
+    /// connection first.
     async fn gather(
         &self,
-        streams: (u32, [u8; 32]),
+        first: &[ToReceiver],
         volume: &str,
         reader: &mut wio::Reader<BoxRead, ToReceiver, ToSender>,
     ) -> Result<lanes::Held, Failure> {
         let peer = self.peer;
+        let early = || {
+            Failure::protocol(
+                peer,
+                "sent more on its control connection before its data connections joined",
+            )
+        };
+        let [ToReceiver::Streams { count, token }] = *first else {
+            return Err(early());
+        };
         let gathering = self
             .volumes
             .lanes
-            .gather(streams, volume, peer, JOIN_DEADLINE);
+            .gather((count, token), volume, peer, JOIN_DEADLINE);
         let (merged, held) = tokio::select! {
             gathered = gathering => gathered?,
-            early = wio::next_frame(reader, JOIN_DEADLINE, peer) => {
-                wio::received(early?, peer)?;
-                return Err(Failure::protocol(
-                    peer,
-                    "sent more on its control connection before its data connections joined",
-                ));
+            sent = wio::next_frame(reader, JOIN_DEADLINE, peer) => {
+                wio::received(sent?, peer)?;
+                return Err(early());
             }
         };
         *reader = wio::reader(Box::new(merged));
         Ok(held)
     }
+}
+
+/// What will write the claimed volume for `request`: a tree sync's volume
+/// or a block copy, refused if the two kinds do not match.
+fn open_worker(
+    request: &Request,
+    claim: &volumes::Claim<'_>,
+    peer: &str,
+    out: &mpsc::Sender<Vec<ToSender>>,
+    cancel: &incoming::Cancel,
+) -> Result<Worker, Failure> {
+    Ok(match (request.block, claim.block) {
+        (None, false) => Worker::Tree(Arc::new(
+            Volume::open(claim.name, claim.path).map_err(|e| Failure::permanent(e.to_string()))?,
+        )),
+        (Some(geometry), true) => Worker::Block(crate::block::write::Copy::open(
+            claim.name,
+            claim.path,
+            geometry,
+            peer,
+            out.clone(),
+            cancel.clone(),
+        )?),
+        (Some(_), false) => {
+            return Err(Failure::permanent(format!(
+                "volume {} is a directory tree ({}); it cannot take a block copy (--block)",
+                claim.name,
+                claim.path.display()
+            )))
+        }
+        (None, true) => {
+            return Err(Failure::permanent(format!(
+                "volume {} is a block volume ({}); copy a block device or disk image into it with --block",
+                claim.name,
+                claim.path.display()
+            )))
+        }
+    })
+}
+
+/// Whether the sender's first batch asks for data connections.
+fn is_streams(first: &[ToReceiver]) -> bool {
+    matches!(first.first(), Some(ToReceiver::Streams { .. }))
 }
 
 fn joined<T>(done: Result<Result<T, Failure>, tokio::task::JoinError>) -> Result<T, Failure> {

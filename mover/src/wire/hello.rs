@@ -165,16 +165,11 @@ impl Request {
             block: self.block,
         }
     }
-
-    /// The `Welcome` accepting this request. A receiver reads every
-    /// feature it offers, so it needs nothing from the agreement itself.
-    pub fn welcome(&self) -> ToSender {
-        welcome()
-    }
 }
 
 /// The receiver's `Welcome`: to a session's `Hello`, or a data
-/// connection's `Join`.
+/// connection's `Join`. A receiver reads every feature it offers, so it
+/// needs nothing from the agreement itself.
 pub fn welcome() -> ToSender {
     ToSender::Welcome {
         protocol: PROTOCOL_VERSION,
