@@ -125,6 +125,18 @@ struct ReceivingArgs {
     /// recently used entries go.
     #[arg(long, value_name = "MIB", default_value_t = mover::dest::hash_cache::DEFAULT_LIMIT >> 20)]
     hash_cache_mib: u64,
+    /// Files each session applies at once: small files (1 MiB or less)
+    /// arrive whole in memory, and N threads create, write and rename them
+    /// while the session goes on, so that on network storage (NFS, CephFS,
+    /// SMB, FUSE) their round trips to the server overlap. By default 16 on
+    /// network storage, else the CPUs the receiver may use, at most 4; 1
+    /// writes every file in the session's own thread.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=mover::receive::MAX_APPLIERS as i64)
+    )]
+    appliers: Option<u16>,
 }
 
 impl ReceivingArgs {
@@ -378,6 +390,7 @@ fn session_config(
         keepalive,
         policy: receiving.policy(),
         inplace: receiving.inplace,
+        appliers: receiving.appliers.map(usize::from),
         hash_cache: mover::dest::hash_cache::CacheConfig {
             keep: receiving.keep_hash_cache,
             limit: receiving.hash_cache_mib.saturating_mul(1 << 20),

@@ -354,6 +354,29 @@ impl Volume {
         rfs::syncfs(&*self.root).map_err(|e| io_err(self.name.to_string(), "syncfs", e))
     }
 
+    /// Whether the volume lives on network storage (NFS, CephFS, SMB, a
+    /// FUSE filesystem such as GlusterFS or virtiofs, 9p, Lustre, GPFS,
+    /// AFS), where every metadata operation is a round trip to a server:
+    /// what makes overlapping them worth threads ([`crate::receive`]'s
+    /// writers). Unknown when the filesystem cannot be asked: taken as not.
+    pub fn on_network_storage(&self) -> bool {
+        const NETWORK: [u64; 11] = [
+            0x6969,      // NFS
+            0x00c3_6400, // CephFS
+            0xff53_4d42, // CIFS
+            0xfe53_4d42, // SMB2
+            0x517b,      // SMB
+            0x6573_5546, // FUSE
+            0x0102_1997, // 9p
+            0x0bd0_0bd0, // Lustre
+            0x4750_4653, // GPFS
+            0x5346_414f, // AFS
+            0x6b41_4653, // kAFS
+        ];
+        rfs::fstatfs(&*self.root)
+            .is_ok_and(|st| NETWORK.contains(&(st.f_type as u64 & 0xffff_ffff)))
+    }
+
     /// The root directory.
     pub fn root(&self) -> Dir {
         Dir {
@@ -1219,6 +1242,16 @@ impl TempFile {
         let target = Target::Fd(self.file.as_fd());
         apply_meta(&target, meta, opts, Known::Fresh(known), &at, &mut warnings)?;
         Ok(warnings)
+    }
+
+    /// Writes all of `data` at the file's current position.
+    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        use std::io::Write;
+        self.file.write_all(data).map_err(|err| FsError::Io {
+            at: self.dir.at(&self.final_name),
+            op: "write",
+            err,
+        })
     }
 
     /// Flushes the data to disk and renames the file over the final name

@@ -13,6 +13,7 @@ use super::incoming::{Cancel, DataError, Incoming, Output, Shape, Verified};
 use super::notices::Notices;
 use super::policy::{Admission, Policy};
 use super::tree::{Closing, Frame, Tree};
+use super::writers::{self, Writers};
 use crate::delta;
 use crate::dest::hash_cache::SegmentHashes;
 use crate::dest::volume::{Dir, FsError, MetaOptions, Stat, StatKind, TempFile, Volume};
@@ -66,6 +67,8 @@ pub struct Terms {
     pub policy: Policy,
     /// Write changed files in place (`--inplace`).
     pub inplace: bool,
+    /// Appliers: the applier and, above one, writer threads.
+    pub appliers: usize,
 }
 
 /// Smallest file written in place: below it a new copy costs little, and
@@ -106,6 +109,9 @@ pub struct Applier {
     batch: Vec<(FileId, TempFile, Option<SegmentHashes>)>,
     lease: Lease,
     batch_bytes: u64,
+    /// Threads that write small files and rename batches, when the session
+    /// has more than one applier.
+    writers: Option<Writers>,
     /// The directory the last file was written into: consecutive files
     /// usually share it.
     last_dir: Option<Dir>,
@@ -125,6 +131,7 @@ impl Applier {
             reserved,
             policy,
             inplace,
+            appliers,
         }: Terms,
         peer: String,
         out: mpsc::Sender<Vec<ToSender>>,
@@ -156,6 +163,7 @@ impl Applier {
             batch: Vec::new(),
             lease: limits::pool().session(),
             batch_bytes: 0,
+            writers: Writers::new(appliers),
             last_dir: None,
             cancel,
             unpack: None,
@@ -258,6 +266,10 @@ impl Applier {
     /// each into place: a name never points at data that a crash could
     /// lose, at the cost of one flush per batch rather than one per file.
     fn commit_batch(&mut self) -> Result<(), Failure> {
+        if let Some(writers) = &mut self.writers {
+            let finished = writers.wait_all();
+            self.take_written(finished)?;
+        }
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -265,11 +277,28 @@ impl Applier {
             .sync()
             .map_err(|e| Failure::permanent(format!("flushing {}: {e}", self.volume.name())))?;
         self.batch_bytes = 0;
-        for (id, temp, hashes) in std::mem::take(&mut self.batch) {
-            // The identity (a stat) only for a file whose hashes are cached.
-            let identity = temp
-                .rename_then(|file| hashes.as_ref().and_then(|_| Identity::of(file).ok()))
-                .map_err(|e| self.fs(e))?;
+        // The identity (a stat) only for a file whose hashes are cached.
+        let (files, temps): (Vec<_>, Vec<_>) = std::mem::take(&mut self.batch)
+            .into_iter()
+            .map(|(id, temp, hashes)| {
+                let identity = hashes.is_some();
+                ((id, hashes), (temp, identity))
+            })
+            .unzip();
+        let renamed = match &mut self.writers {
+            Some(writers) => writers.rename_all(temps),
+            None => temps.into_iter().map(writers::rename).collect(),
+        };
+        // A failed rename fails the session, once the others are counted.
+        let mut failed = None;
+        for ((id, hashes), renamed) in files.into_iter().zip(renamed) {
+            let identity = match renamed {
+                Ok(identity) => identity,
+                Err(e) => {
+                    failed.get_or_insert(self.fs(e));
+                    continue;
+                }
+            };
             let cache = &self.hasher.cache;
             if let Some((dev, ino)) = self.needs.get(&id).and_then(|n| n.replaces) {
                 cache.forget(&self.volume, dev, ino);
@@ -282,7 +311,7 @@ impl Applier {
             self.complete(id, Ok(()))?;
         }
         self.lease.release_batch();
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Queues an answer. If the connection is gone the answer is moot, but
@@ -837,8 +866,15 @@ impl Applier {
             },
             false => None,
         };
+        // A small file goes to a writer thread once verified.
+        let held = self.writers.is_some()
+            && !sparse
+            && size <= writers::HELD_MAX
+            && matches!(base_ref, BaseRef::Dest(_));
         let out = if let Some(file) = updatable {
             Output::InPlace(file)
+        } else if held {
+            Output::Held(Vec::with_capacity(size as usize))
         } else {
             // Write under the partial name (unless resuming from it), so
             // even a crash of this process leaves something to resume from.
@@ -1020,19 +1056,79 @@ impl Applier {
         let temp = match out {
             Output::Temp(temp) => temp,
             Output::InPlace(file) => return self.written_in_place(id, &path, file, hashes),
+            Output::Held(data) => return self.hand_over(id, data, hashes),
         };
         let meta = &self.needs[&id].meta;
         let warnings = temp
             .set_meta(meta, self.meta_opts)
             .map_err(|e| self.fs(e))?;
         self.notices.extend(warnings);
-        self.batch_bytes += self.needs[&id].size;
-        // Out of descriptor slots, the batch goes with this file as its
-        // last: a session never waits for others' descriptors.
-        let room = self.lease.take_file();
+        let room = self.batched(id);
         self.batch.push((id, temp, hashes));
+        self.batch_full(room)
+    }
+
+    /// Counts file `id` into the batch; whether the descriptor pool had
+    /// room for it.
+    fn batched(&mut self, id: FileId) -> bool {
+        self.batch_bytes += self.needs.get(&id).map_or(0, |n| n.size);
+        self.lease.take_file()
+    }
+
+    /// Out of descriptor slots, the batch goes with the file just added as
+    /// its last: a session never waits for others' descriptors.
+    fn batch_full(&mut self, room: bool) -> Result<(), Failure> {
         if !room || self.batch_bytes >= MAX_BATCH_BYTES {
             self.commit_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Hands a verified small file to a writer thread; it joins the batch
+    /// when written.
+    fn hand_over(
+        &mut self,
+        id: FileId,
+        data: Vec<u8>,
+        hashes: Option<SegmentHashes>,
+    ) -> Result<(), Failure> {
+        let need = self
+            .needs
+            .get(&id)
+            .ok_or_else(|| Failure::permanent("lost track of a file"))?;
+        let (parent, name) = need
+            .path
+            .split_last()
+            .ok_or_else(|| self.protocol("data for the root"))?;
+        let dir = match &self.last_dir {
+            Some(dir) if dir.path() == &parent => dir.clone(),
+            _ => self.volume.open_dir(&parent).map_err(|e| self.fs(e))?,
+        };
+        let write = writers::Write {
+            id,
+            dir,
+            work_name: WorkArea::partial_name(&need.path),
+            name: name.to_vec(),
+            meta: need.meta.clone(),
+            opts: self.meta_opts,
+            data,
+            hashes,
+        };
+        let room = self.batched(id);
+        let finished = match &mut self.writers {
+            Some(writers) => writers.write(write),
+            None => return Err(Failure::permanent("a held file without writers")),
+        };
+        self.take_written(finished)?;
+        self.batch_full(room)
+    }
+
+    /// Puts files the writers finished into the batch.
+    fn take_written(&mut self, finished: Vec<writers::Written>) -> Result<(), Failure> {
+        for written in finished {
+            let (temp, warnings) = written.result.map_err(|e| self.fs(e))?;
+            self.notices.extend(warnings);
+            self.batch.push((written.id, temp, written.hashes));
         }
         Ok(())
     }

@@ -77,6 +77,10 @@ pub enum Output {
     /// written, segments copied from it stay where they are. Never sparse,
     /// and its own base.
     InPlace(File),
+    /// A small new file kept in memory until it is verified, then handed
+    /// whole to a writer thread ([`super::writers`]). Never sparse, and
+    /// without a base.
+    Held(Vec<u8>),
 }
 
 /// What the file will be, as declared, and the segment size at which its
@@ -95,10 +99,11 @@ pub struct Verified {
 }
 
 impl Output {
-    fn file(&mut self) -> &mut File {
+    fn file(&mut self) -> io::Result<&mut File> {
         match self {
-            Output::Temp(temp) => temp.file(),
-            Output::InPlace(file) => file,
+            Output::Temp(temp) => Ok(temp.file()),
+            Output::InPlace(file) => Ok(file),
+            Output::Held(_) => Err(io::Error::other("a file held in memory has no descriptor")),
         }
     }
 }
@@ -221,8 +226,10 @@ impl Incoming {
         match self.out {
             // Already there, at the same offsets.
             Output::InPlace(_) => {}
-            Output::Temp(_) if self.sparse => self.copy_by_reading(&base, start, stop)?,
-            Output::Temp(_) => self.copy_in_kernel(&base, start, stop)?,
+            Output::Temp(_) if !self.sparse => self.copy_in_kernel(&base, start, stop)?,
+            // Zero blocks of a sparse file are skipped; a held file is
+            // memory.
+            Output::Temp(_) | Output::Held(_) => self.copy_by_reading(&base, start, stop)?,
         }
         self.pos += stop - start;
         Ok(())
@@ -241,7 +248,7 @@ impl Incoming {
             match rustix::fs::copy_file_range(
                 base,
                 Some(&mut from),
-                self.out.file(),
+                self.out.file()?,
                 Some(&mut to),
                 n,
             ) {
@@ -357,14 +364,15 @@ impl Incoming {
             Output::Temp(temp) if self.sparse => temp.file().set_len(self.size)?,
             // The old copy may have been longer.
             Output::InPlace(file) => file.set_len(self.size)?,
+            // As is a trailing hole of a file held in memory.
+            Output::Held(held) => held.resize(self.size as usize, 0),
             Output::Temp(_) => {}
         }
         // Copied segments were vouched for by hashes of the base: it must
         // still be the file that was hashed (in place, it is the file this
         // writes, whose times the writes move).
-        if let (Some(hashed), Some((base, _)), Output::Temp(_)) =
-            (&self.hashed, &self.base, &self.out)
-        {
+        let in_place = matches!(self.out, Output::InPlace(_));
+        if let (Some(hashed), Some((base, _)), false) = (&self.hashed, &self.base, in_place) {
             if Identity::of(base)? != hashed.identity {
                 return Ok(Err(()));
             }
@@ -416,10 +424,18 @@ impl Incoming {
     }
 
     fn write_at(&mut self, data: &[u8], pos: u64) -> io::Result<()> {
-        if self.sparse {
-            self.write_sparse(data, pos)
-        } else {
-            self.out.file().write_all_at(data, pos)
+        match &mut self.out {
+            Output::Held(held) => {
+                // Within the declared size, which a held file is small.
+                let (at, end) = (pos as usize, pos as usize + data.len());
+                if held.len() < end {
+                    held.resize(end, 0);
+                }
+                held[at..end].copy_from_slice(data);
+                Ok(())
+            }
+            _ if self.sparse => self.write_sparse(data, pos),
+            out => out.file()?.write_all_at(data, pos),
         }
     }
 
@@ -429,7 +445,7 @@ impl Incoming {
     /// zeros; a zero piece of a block is skipped too, since the applier of a
     /// delta hands over pieces smaller than a block.
     fn write_sparse(&mut self, data: &[u8], pos: u64) -> io::Result<()> {
-        let file = self.out.file();
+        let file = self.out.file()?;
         let mut at = 0usize;
         while at < data.len() {
             let abs = pos + at as u64;

@@ -16,6 +16,9 @@ mod plan;
 pub mod policy;
 mod tree;
 pub mod volumes;
+mod writers;
+
+pub use writers::MAX_WRITERS as MAX_APPLIERS;
 
 use crate::dest::volume::Volume;
 use crate::failure::Failure;
@@ -43,6 +46,9 @@ pub struct ReceiveConfig {
     pub inplace: bool,
     /// Whether the segment-hash cache is kept, and its bound.
     pub hash_cache: crate::dest::hash_cache::CacheConfig,
+    /// Appliers per session (`--appliers`); by default as many as the
+    /// volume's storage is worth ([`writers::count`]).
+    pub appliers: Option<usize>,
 }
 
 /// How long a session waits for the data connections its sender asked for
@@ -193,6 +199,7 @@ impl Session<'_> {
                         hasher::run(volume, hash_rx, out, announced, cache)
                     })
                 };
+                let appliers = writers::count(config.appliers, &volume_fs);
                 let applier = apply::Applier::new(
                     volume_fs,
                     apply::Terms {
@@ -200,6 +207,7 @@ impl Session<'_> {
                         reserved: request.reserved,
                         policy: config.policy,
                         inplace: config.inplace,
+                        appliers,
                     },
                     peer.to_string(),
                     out.clone(),

@@ -1,0 +1,321 @@
+//! Writers: threads that write small new files and rename verified ones
+//! into place for the applier, so that their filesystem round trips
+//! overlap (`mover receive --appliers N`).
+//!
+//! Much of what the applier does per file is waiting on the filesystem:
+//! creating the temporary, writing it, setting its owner, mode and times,
+//! renaming it into place, closing it. On local storage each of those is a
+//! few microseconds of CPU. On network storage (NFS, CephFS, SMB, a FUSE
+//! filesystem) each is a round trip to a server, and 200,000 small files
+//! done one after another wait for a million of them. With writers:
+//!
+//! - a small new file (at most [`HELD_MAX`], not sparse, with no base to
+//!   copy from) arrives whole in memory and is verified by the applier as
+//!   any other; a writer then creates, writes and finishes it while the
+//!   applier goes on with the next file;
+//! - after a batch's one `syncfs`, its renames are spread over the writers.
+//!
+//! What depends on order stays with the applier: a file is reported done,
+//! its waiting hard links made and its directory settled only once its
+//! batch is committed, exactly as without writers. The renames of one
+//! batch can run at once because its files all have different names (a
+//! session lists a path once).
+//!
+//! Memory is bounded: at most two files per writer in flight, and at most
+//! [`MAX_HELD_BYTES`] of their content.
+
+use super::hasher::Identity;
+use crate::dest::hash_cache::SegmentHashes;
+use crate::dest::volume::{Dir, FsError, MetaOptions, TempFile, Volume};
+use crate::entry::Meta;
+use crate::wire::message::FileId;
+use crossbeam_channel::{Receiver, Sender};
+use std::thread::JoinHandle;
+
+/// Largest file handed to a writer; larger ones are streamed to disk by the
+/// applier as they arrive (their transfer, not their round trips, is what
+/// takes the time).
+pub const HELD_MAX: u64 = 1024 * 1024;
+
+/// Most bytes of file content held for writers at once.
+const MAX_HELD_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Writers by default on network storage: enough round trips in flight to
+/// hide a millisecond of latency behind the transfer of small files.
+const NETWORK_WRITERS: usize = 16;
+
+/// Most writers by default on local storage, where they only spread CPU.
+const LOCAL_WRITERS: usize = 4;
+
+/// Most writers `--appliers` may ask for.
+pub const MAX_WRITERS: usize = 64;
+
+/// How many appliers a session on `volume` gets: `requested` if given;
+/// else [`NETWORK_WRITERS`] on network storage, and on local storage the
+/// CPUs this process may run on, at most [`LOCAL_WRITERS`]. One means none:
+/// the applier writes every file itself.
+pub fn count(requested: Option<usize>, volume: &Volume) -> usize {
+    requested.unwrap_or_else(|| match volume.on_network_storage() {
+        true => NETWORK_WRITERS,
+        false => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(LOCAL_WRITERS),
+    })
+}
+
+/// A verified small file for a writer to create under `work_name` in the
+/// work area (to become `name` in `dir`), write and give its metadata.
+pub struct Write {
+    pub id: FileId,
+    pub dir: Dir,
+    pub work_name: Vec<u8>,
+    pub name: Vec<u8>,
+    pub meta: Meta,
+    pub opts: MetaOptions,
+    pub data: Vec<u8>,
+    pub hashes: Option<SegmentHashes>,
+}
+
+/// A written file, ready for its batch's commit, with the warnings its
+/// metadata gave (what the destination cannot store).
+pub struct Written {
+    pub id: FileId,
+    pub hashes: Option<SegmentHashes>,
+    pub result: Result<(TempFile, Vec<String>), FsError>,
+    /// Bytes it held in memory.
+    held: u64,
+}
+
+/// What a rename gives back: the file's identity under its final name,
+/// when asked for (its segment hashes go to the hash cache under it).
+pub type Renamed = Result<Option<Identity>, FsError>;
+
+enum Job {
+    Write(Box<Write>),
+    Rename {
+        index: usize,
+        temp: TempFile,
+        identity: bool,
+    },
+}
+
+/// Where the threads answer: writes and renames apart, so that each wait
+/// takes only what it waits for.
+#[derive(Clone)]
+struct Answers {
+    written: Sender<Written>,
+    renamed: Sender<(usize, Renamed)>,
+}
+
+/// A session's writer threads, started on first use and joined on drop.
+pub struct Writers {
+    count: usize,
+    jobs: Option<Sender<Job>>,
+    written: Receiver<Written>,
+    renamed: Receiver<(usize, Renamed)>,
+    /// Kept so that a wait can never find every sender gone, and for the
+    /// jobs done here when no thread could be started.
+    answers: Answers,
+    threads: Vec<JoinHandle<()>>,
+    /// Writes handed over and not yet collected.
+    in_flight: usize,
+    held_bytes: u64,
+}
+
+impl Writers {
+    /// Writers for a session; `None` for one (the applier alone).
+    pub fn new(count: usize) -> Option<Writers> {
+        let (written_tx, written) = crossbeam_channel::unbounded();
+        let (renamed_tx, renamed) = crossbeam_channel::unbounded();
+        (count > 1).then_some(Writers {
+            count,
+            jobs: None,
+            written,
+            renamed,
+            answers: Answers {
+                written: written_tx,
+                renamed: renamed_tx,
+            },
+            threads: Vec::new(),
+            in_flight: 0,
+            held_bytes: 0,
+        })
+    }
+
+    /// Hands `write` to a writer. When as many as the bounds allow are in
+    /// flight, first waits for some to finish: those are returned, for the
+    /// batch.
+    pub fn write(&mut self, write: Write) -> Vec<Written> {
+        let len = write.data.len() as u64;
+        let mut finished = Vec::new();
+        while self.in_flight > 0
+            && (self.in_flight >= 2 * self.count || self.held_bytes + len > MAX_HELD_BYTES)
+        {
+            finished.push(self.next_written());
+        }
+        self.held_bytes += len;
+        self.in_flight += 1;
+        self.submit(Job::Write(Box::new(write)));
+        finished.extend(self.finished());
+        finished
+    }
+
+    /// The writes finished so far, without waiting.
+    pub fn finished(&mut self) -> Vec<Written> {
+        let mut finished = Vec::new();
+        while let Ok(written) = self.written.try_recv() {
+            finished.push(self.collected(written));
+        }
+        finished
+    }
+
+    /// Waits for every write in flight.
+    pub fn wait_all(&mut self) -> Vec<Written> {
+        let mut finished = Vec::new();
+        while self.in_flight > 0 {
+            finished.push(self.next_written());
+        }
+        finished
+    }
+
+    /// Renames each temporary into place, `identity` saying whether its
+    /// identity is wanted afterwards; results in the order given.
+    pub fn rename_all(&mut self, temps: Vec<(TempFile, bool)>) -> Vec<Renamed> {
+        if temps.len() < 2 {
+            return temps.into_iter().map(rename).collect();
+        }
+        let mut results: Vec<Option<Renamed>> = temps.iter().map(|_| None).collect();
+        for (index, (temp, identity)) in temps.into_iter().enumerate() {
+            self.submit(Job::Rename {
+                index,
+                temp,
+                identity,
+            });
+        }
+        for _ in 0..results.len() {
+            // Never fails: this holds a sender itself.
+            if let Ok((index, result)) = self.renamed.recv() {
+                results[index] = Some(result);
+            }
+        }
+        results.into_iter().flatten().collect()
+    }
+
+    /// The next finished write, waiting for it.
+    fn next_written(&mut self) -> Written {
+        // Never fails: this holds a sender itself.
+        let written = self.written.recv().unwrap_or_else(|_| Written {
+            id: 0,
+            hashes: None,
+            result: Err(FsError::Refused {
+                at: "receiver".into(),
+                problem: "lost a writer's answer",
+            }),
+            held: 0,
+        });
+        self.collected(written)
+    }
+
+    fn collected(&mut self, written: Written) -> Written {
+        self.in_flight -= 1;
+        self.held_bytes -= written.held;
+        written
+    }
+
+    fn submit(&mut self, job: Job) {
+        if self.jobs.is_none() {
+            self.start();
+        }
+        let unsent = match &self.jobs {
+            Some(jobs) => jobs.send(job).err().map(|e| e.into_inner()),
+            None => Some(job),
+        };
+        // No thread could be started: the applier does the job itself.
+        if let Some(job) = unsent {
+            run(job, &self.answers);
+        }
+    }
+
+    fn start(&mut self) {
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
+        for i in 0..self.count {
+            let (jobs, answers) = (jobs_rx.clone(), self.answers.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("writer-{i}"))
+                .spawn(move || jobs.iter().for_each(|job| run(job, &answers)));
+            match spawned {
+                Ok(handle) => self.threads.push(handle),
+                // Fewer threads only means less overlap.
+                Err(e) => tracing::warn!("could not start writer thread {i}: {e}"),
+            }
+        }
+        if !self.threads.is_empty() {
+            self.jobs = Some(jobs_tx);
+        }
+    }
+}
+
+impl Drop for Writers {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Does one job and answers it.
+fn run(job: Job, answers: &Answers) {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    // The applier waits for every answer, so even a bug that panics gives
+    // one.
+    let panicked = || FsError::Refused {
+        at: "receiver".into(),
+        problem: "a writer thread panicked",
+    };
+    match job {
+        Job::Write(w) => {
+            let (id, held) = (w.id, w.data.len() as u64);
+            let written =
+                catch_unwind(AssertUnwindSafe(|| write(*w))).unwrap_or_else(|_| Written {
+                    id,
+                    hashes: None,
+                    result: Err(panicked()),
+                    held,
+                });
+            let _ = answers.written.send(written);
+        }
+        Job::Rename {
+            index,
+            temp,
+            identity,
+        } => {
+            let result = catch_unwind(AssertUnwindSafe(|| rename((temp, identity))))
+                .unwrap_or_else(|_| Err(panicked()));
+            let _ = answers.renamed.send((index, result));
+        }
+    }
+}
+
+/// Creates, writes and finishes one held file.
+fn write(w: Write) -> Written {
+    let result = (|| {
+        let mut temp = w
+            .dir
+            .create_temp_as(&w.work_name, &w.name, &w.meta, w.opts)?;
+        temp.write_all(&w.data)?;
+        let warnings = temp.set_meta(&w.meta, w.opts)?;
+        Ok((temp, warnings))
+    })();
+    Written {
+        id: w.id,
+        hashes: w.hashes,
+        result,
+        held: w.data.len() as u64,
+    }
+}
+
+/// Renames a verified file into place; its identity afterwards if wanted.
+pub fn rename((temp, identity): (TempFile, bool)) -> Renamed {
+    temp.rename_then(|file| identity.then(|| Identity::of(file).ok()).flatten())
+}
