@@ -42,12 +42,18 @@ const REGRESSIONS: &str = concat!(
     "/tests/differential/regressions.txt"
 );
 
+/// The receiver's `--appliers` for a random case, by its seed: the
+/// applier alone, one writer thread beside it, and many.
+const APPLIERS: [&str; 3] = ["1", "2", "8"];
+
 /// A source, its copy and a scratch directory, on tmpfs where there is one.
 struct Case {
     _tmp: tempfile::TempDir,
     src: PathBuf,
     dst: PathBuf,
     scratch: PathBuf,
+    /// The receiver's `--appliers`, when not its default.
+    appliers: Option<&'static str>,
 }
 
 impl Case {
@@ -68,7 +74,14 @@ impl Case {
             src,
             dst,
             scratch,
+            appliers: None,
         }
+    }
+
+    /// `--appliers` for the receiver, if the case sets it.
+    fn appliers_args(&self) -> Vec<&'static str> {
+        self.appliers
+            .map_or_else(Vec::new, |n| vec!["--appliers", n])
     }
 
     fn tree(&self) -> Tree<'_> {
@@ -83,7 +96,7 @@ impl Case {
     fn sync(&self, cut_after: Option<u64>) -> Result<(), String> {
         let synced = match cut_after {
             None => {
-                let out = sync_json(&self.src, &self.dst, &[]);
+                let out = sync_json(&self.src, &self.dst, &self.appliers_args());
                 match code(&out) {
                     0 => Ok(()),
                     c => Err(format!("mover sync exited {c}: {}", stderr(&out))),
@@ -114,7 +127,8 @@ impl Case {
         let port = free_port();
         // As the orchestrator runs its receivers: large changed files are
         // updated in place, so a cut can land in the middle of one.
-        let receiver = receive(&pki, port, &[("data", &self.dst)], &["--inplace"]);
+        let args = [vec!["--inplace"], self.appliers_args()].concat();
+        let receiver = receive(&pki, port, &[("data", &self.dst)], &args);
         let (proxy, accepted) = cutting_proxy(port, cut_after);
         let retries = ["--retries", "5", "--retry-delay", "0.05"];
         let out = send(&pki, "app", &self.src, proxy, "data", &retries)
@@ -151,8 +165,11 @@ impl Case {
 }
 
 /// One whole case: build, sync, check, mutate, sync, check.
-fn run_plan(plan: &Plan) -> Result<(), String> {
-    let case = Case::new();
+fn run_plan(plan: &Plan, appliers: &'static str) -> Result<(), String> {
+    let case = Case {
+        appliers: Some(appliers),
+        ..Case::new()
+    };
     case.tree().apply(&plan.build, Phase::Build);
     case.sync(case.cut_point(plan.cut, true))
         .map_err(|e| format!("first sync: {e}"))?;
@@ -175,10 +192,13 @@ fn run_seed(seed: u64, shrink_iters: u32) -> Result<(), String> {
         .collect();
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &key);
     let mut runner = TestRunner::new_with_rng(config, rng);
-    match runner.run(&plan::plan(), |p| run_plan(&p).map_err(TestCaseError::fail)) {
+    let appliers = APPLIERS[(seed % APPLIERS.len() as u64) as usize];
+    let run = |p: Plan| run_plan(&p, appliers).map_err(TestCaseError::fail);
+    match runner.run(&plan::plan(), run) {
         Ok(()) => Ok(()),
         Err(TestError::Fail(reason, minimal)) => Err(format!(
-            "case seed {seed:#018x} failed: {reason}\nsmallest failing plan: {minimal:#?}\n\
+            "case seed {seed:#018x} (--appliers {appliers}) failed: {reason}\n\
+             smallest failing plan: {minimal:#?}\n\
              replay: MOVER_DIFF_SEED={seed:#018x} MOVER_DIFF_CASES=1 cargo test -p mover --test differential -- random_cases"
         )),
         Err(TestError::Abort(reason)) => Err(format!("case seed {seed:#018x} aborted: {reason}")),

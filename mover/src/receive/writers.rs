@@ -319,3 +319,172 @@ fn write(w: Write) -> Written {
 pub fn rename((temp, identity): (TempFile, bool)) -> Renamed {
     temp.rename_then(|file| identity.then(|| Identity::of(file).ok()).flatten())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::RelPath;
+    use rustix::fs::{self as rfs, FileType, Mode, OFlags};
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+
+    const PIPE: usize = 64 * 1024;
+
+    fn meta() -> Meta {
+        Meta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_sec: 1_600_000_000,
+            mtime_nsec: 5,
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn job(id: FileId, dir: &Dir, data: Vec<u8>) -> Write {
+        Write {
+            id,
+            dir: dir.clone(),
+            work_name: format!("p.{id}").into_bytes(),
+            name: format!("f{id}").into_bytes(),
+            meta: meta(),
+            opts: MetaOptions::default(),
+            data,
+            hashes: None,
+        }
+    }
+
+    /// A volume in a temporary directory, its work area `work`.
+    fn volume() -> (tempfile::TempDir, Volume, Dir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let volume = Volume::open("v", tmp.path()).unwrap();
+        let root = volume.open_dir(&RelPath::root()).unwrap();
+        root.mkdir(b"work", 0o700).unwrap();
+        volume.set_work_area(b"work", &root.open_subdir(b"work").unwrap());
+        (tmp, volume, root)
+    }
+
+    /// Files really are written at once: each writer's work-area name is a
+    /// FIFO, so a write blocks once the pipe is full, and every FIFO holds a
+    /// full pipe before any is read. One file at a time, only the first
+    /// would.
+    #[test]
+    fn writers_write_files_at_the_same_time() {
+        let (tmp, _volume, root) = volume();
+        let work = tmp.path().join("work");
+        let count = 4;
+        let dir = rfs::open(&work, OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for id in 0..count {
+            let fifo = format!("p.{id}");
+            rfs::mknodat(&dir, fifo.as_str(), FileType::Fifo, Mode::from(0o600), 0).unwrap();
+        }
+        let mut writers = Writers::new(count as usize).unwrap();
+        for id in 0..count {
+            let finished = writers.write(job(id, &root, vec![id as u8; 4 * PIPE]));
+            assert!(finished.is_empty());
+        }
+        let mut readers: Vec<std::fs::File> = (0..count)
+            .map(|id| {
+                let path = work.join(format!("p.{id}"));
+                let fd = rfs::open(&path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty());
+                std::fs::File::from(fd.unwrap())
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut available = Vec::new();
+        for reader in &mut readers {
+            available.push(loop {
+                let mut n = 0i32;
+                let fd = std::os::fd::AsRawFd::as_raw_fd(reader);
+                // SAFETY: FIONREAD writes one int through a valid pointer.
+                assert_eq!(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) }, 0);
+                if n as usize >= PIPE || Instant::now() > deadline {
+                    break n as usize;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            });
+        }
+        // Drained, every write completes (also when they were not all
+        // under way, so that a failure is reported rather than hanging).
+        let drain = std::thread::spawn(move || {
+            for mut reader in readers {
+                let mut got = Vec::new();
+                while got.len() < 4 * PIPE {
+                    let mut buf = [0u8; PIPE];
+                    match reader.read(&mut buf) {
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(1))
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                assert!(got.iter().all(|&b| b == got[0]));
+            }
+        });
+        let finished = writers.wait_all();
+        drain.join().unwrap();
+        assert_eq!(available, vec![PIPE; count as usize], "bytes in each pipe");
+        assert_eq!(finished.len(), count as usize);
+        for written in finished {
+            let (temp, warnings) = written.result.unwrap();
+            assert!(warnings.is_empty());
+            assert_eq!(temp.final_name(), format!("f{}", written.id).as_bytes());
+        }
+    }
+
+    /// Renames land every file under its own name with its content and
+    /// metadata, and each result is in the order of its file, a failure
+    /// too.
+    #[test]
+    fn renames_of_a_batch_report_in_order() {
+        let (tmp, _volume, root) = volume();
+        let mut writers = Writers::new(3).unwrap();
+        let mut written = Vec::new();
+        for id in 0..40 {
+            written.extend(writers.write(job(id, &root, format!("file {id}").into_bytes())));
+        }
+        written.extend(writers.wait_all());
+        assert_eq!(written.len(), 40);
+        let mut temps: Vec<(TempFile, bool)> = written
+            .into_iter()
+            .map(|w| (w.result.unwrap().0, w.id % 2 == 0))
+            .collect();
+        temps.sort_by(|a, b| a.0.final_name().cmp(b.0.final_name()));
+        // One whose directory is gone by the time of its rename.
+        root.mkdir(b"gone", 0o700).unwrap();
+        let gone = root.open_subdir(b"gone").unwrap();
+        let mut lost = writers.write(job(99, &gone, b"lost".to_vec()));
+        lost.extend(writers.wait_all());
+        std::fs::remove_dir(tmp.path().join("gone")).unwrap();
+        temps.insert(5, (lost.remove(0).result.unwrap().0, false));
+        // A non-empty directory where one goes: it is exchanged and removed.
+        std::fs::create_dir_all(tmp.path().join("f7/sub")).unwrap();
+        let names: Vec<Vec<u8>> = temps.iter().map(|t| t.0.final_name().to_vec()).collect();
+        let renamed = writers.rename_all(temps);
+        assert_eq!(renamed.len(), names.len());
+        for (name, result) in names.iter().zip(renamed) {
+            let name = String::from_utf8(name.clone()).unwrap();
+            if name == "f99" {
+                let e = result.unwrap_err().to_string();
+                assert!(e.contains("v/gone/f99: rename into place"), "{e}");
+                continue;
+            }
+            let id: u32 = name[1..].parse().unwrap();
+            let identity = result.unwrap();
+            assert_eq!(identity.is_some(), id % 2 == 0, "{name}");
+            let path = tmp.path().join(&name);
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                format!("file {id}").as_bytes()
+            );
+            let st = std::fs::metadata(&path).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!((st.mtime(), st.mtime_nsec()), (1_600_000_000, 5));
+        }
+        let left: Vec<_> = std::fs::read_dir(tmp.path().join("work"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "temporaries left: {left:?}");
+    }
+}
