@@ -1,11 +1,14 @@
 //! The receiving end of a sync: one session per sender connection, writing
 //! one volume.
 //!
-//! The async side only moves frames; all filesystem work happens on two
-//! blocking threads: the applier ([`apply`]), which writes in message order,
-//! and the hasher ([`hasher`]), which reads old copies for deltas so that
-//! hashing a large file never stalls the stream. A dry run has one thread,
-//! the planner ([`plan`]), which only reads.
+//! The async side only moves frames; all filesystem work happens on
+//! blocking threads: the applier ([`apply`]), which writes in message order;
+//! the hasher ([`hasher`]), which reads old copies for deltas so that
+//! hashing a large file never stalls the stream; and, with more than one
+//! applier (`--appliers`), writer threads ([`writers`]) that write small
+//! files and rename batches beside the applier, so that round trips to
+//! network storage overlap. A dry run has one thread, the planner
+//! ([`plan`]), which only reads.
 
 mod apply;
 mod hasher;
