@@ -235,6 +235,46 @@ pub struct MetaOptions {
     pub xattrs: XattrPolicy,
 }
 
+/// What a name in a directory was when it was looked at ([`Dir::observe`]):
+/// all a resync needs to tell whether the source's entry differs. On
+/// network storage each look is a round trip, so the receiver's writer
+/// threads look at a directory's names ahead of the walk, many at once.
+#[derive(Debug)]
+pub struct Observed {
+    pub stat: Option<Stat>,
+    xattrs: Xattrs,
+}
+
+/// The extended attributes of a file as read: the whole list, and the
+/// values of those the policy covers; or that they could not be read (then
+/// taken to differ, so they are set).
+#[derive(Debug)]
+enum Xattrs {
+    Read(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>),
+    Unreadable,
+}
+
+impl Xattrs {
+    fn differ(&self, wanted: &[Xattr], policy: XattrPolicy) -> bool {
+        let Xattrs::Read(list, values) = self else {
+            return true;
+        };
+        let get = |name: &[u8]| {
+            let value = values.iter().find(|(n, _)| n == name);
+            value.map(|(_, v)| v.clone()).ok_or(Errno::NODATA)
+        };
+        !XattrChanges::between(list, wanted, policy, get).is_empty()
+    }
+}
+
+impl Observed {
+    /// Whether the extended attributes `policy` covers differ from
+    /// `wanted`, as they were when observed.
+    pub fn xattrs_differ(&self, wanted: &[Xattr], policy: XattrPolicy) -> bool {
+        policy != XattrPolicy::None && self.xattrs.differ(wanted, policy)
+    }
+}
+
 /// A destination volume: an open root directory that every operation starts
 /// from.
 pub struct Volume {
@@ -1105,15 +1145,41 @@ impl Dir {
         if policy == XattrPolicy::None {
             return false;
         }
+        self.read_xattrs(name, policy).differ(wanted, policy)
+    }
+
+    /// What `name` is now: its lstat and, for a regular file, its extended
+    /// attributes in the namespaces `policy` covers.
+    pub fn observe(&self, name: &[u8], policy: XattrPolicy) -> Result<Observed> {
+        let stat = self.stat(name)?;
+        let xattrs = match stat {
+            Some(st) if st.kind == StatKind::File && policy != XattrPolicy::None => {
+                self.read_xattrs(name, policy)
+            }
+            _ => Xattrs::Read(Vec::new(), Vec::new()),
+        };
+        Ok(Observed { stat, xattrs })
+    }
+
+    /// The attributes of `name` that `policy` covers, with their values.
+    fn read_xattrs(&self, name: &[u8], policy: XattrPolicy) -> Xattrs {
         let Ok(at) = AtPath::new(self.fd.as_fd(), name) else {
-            return true;
+            return Xattrs::Unreadable;
         };
         let list = match at.list_xattrs() {
             Ok(list) => list,
             Err(Errno::NOTSUP) => Vec::new(),
-            Err(_) => return true,
+            Err(_) => return Xattrs::Unreadable,
         };
-        !XattrChanges::between(&list, wanted, policy, |x| at.get_xattr(x)).is_empty()
+        let values = list
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty() && policy.covers(n))
+            .map(|n| at.get_xattr(n).map(|v| (n.to_vec(), v)))
+            .collect();
+        match values {
+            Ok(values) => Xattrs::Read(list, values),
+            Err(_) => Xattrs::Unreadable,
+        }
     }
 
     /// Sets metadata through an `O_PATH|O_NOFOLLOW` descriptor and its

@@ -16,7 +16,7 @@ use super::tree::{Closing, Frame, Tree};
 use super::writers::{self, Writers};
 use crate::delta;
 use crate::dest::hash_cache::SegmentHashes;
-use crate::dest::volume::{Dir, FsError, MetaOptions, Stat, StatKind, TempFile, Volume};
+use crate::dest::volume::{Dir, FsError, MetaOptions, Observed, Stat, StatKind, TempFile, Volume};
 use crate::dest::work::{BaseRef, WorkArea};
 use crate::entry::{Entry, Kind, Meta, RelPath};
 use crate::failure::Failure;
@@ -71,6 +71,17 @@ pub struct Terms {
     pub appliers: usize,
 }
 
+/// Names one look ahead takes ([`Applier::look`]).
+const LOOK_AHEAD: usize = 256;
+
+/// A directory's names looked at ahead of the walk: what each was, until
+/// the walk reaches it.
+#[derive(Default)]
+struct Ahead {
+    dir: Option<RelPath>,
+    looks: HashMap<Vec<u8>, Result<Observed, FsError>>,
+}
+
 /// Smallest file written in place: below it a new copy costs little, and
 /// the journal entry would cost more than it saves.
 const INPLACE_MIN: u64 = 1024 * 1024;
@@ -112,6 +123,9 @@ pub struct Applier {
     /// Threads that write small files and rename batches, when the session
     /// has more than one applier.
     writers: Option<Writers>,
+    ahead: Ahead,
+    /// What [`Applier::look`] found for the current entry.
+    looked: Option<(Vec<u8>, Observed)>,
     /// The directory the last file was written into: consecutive files
     /// usually share it.
     last_dir: Option<Dir>,
@@ -164,6 +178,8 @@ impl Applier {
             lease: limits::pool().session(),
             batch_bytes: 0,
             writers: Writers::new(appliers),
+            ahead: Ahead::default(),
+            looked: None,
             last_dir: None,
             cancel,
             unpack: None,
@@ -487,8 +503,9 @@ impl Applier {
         }
         // The listing taken on entering the directory already says whether
         // the name exists: no lookup for the (many) new names.
+        self.looked = None;
         let existing = match present {
-            true => dir.stat(&name).map_err(|e| self.fs(e))?,
+            true => self.look(&dir, &name)?,
             false => None,
         };
         match entry.kind {
@@ -599,16 +616,57 @@ impl Applier {
         Ok(())
     }
 
-    /// Whether a current file's metadata need setting (extended
-    /// attributes are not compared, so any are set).
     /// Whether the metadata of `name` in `dir` (whose `lstat` is `st`)
     /// differs from `meta`, mtime aside. Equal metadata costs one xattr
-    /// listing and no write.
-    fn meta_differs(&self, dir: &Dir, name: &[u8], st: &Stat, meta: &Meta) -> bool {
+    /// listing, or none when `looked` already has them, and no write.
+    fn meta_differs(
+        &self,
+        dir: &Dir,
+        name: &[u8],
+        (st, looked): (&Stat, Option<&Observed>),
+        meta: &Meta,
+    ) -> bool {
         let owner_differs = self.meta_opts.owner && (st.uid, st.gid) != (meta.uid, meta.gid);
+        let policy = self.meta_opts.xattrs;
         st.mode != meta.mode
             || owner_differs
-            || dir.xattrs_differ(name, &meta.xattrs, self.meta_opts.xattrs)
+            || match looked {
+                Some(looked) => looked.xattrs_differ(&meta.xattrs, policy),
+                None => dir.xattrs_differ(name, &meta.xattrs, policy),
+            }
+    }
+
+    /// What the destination's `name` in `dir` (listed there) is now. With
+    /// writer threads, the next [`LOOK_AHEAD`] names of the directory are
+    /// looked at at once, their extended attributes too, so a resync on
+    /// network storage waits for one round trip per wave rather than two
+    /// per name; what was found for `name` stays in `self.looked` for
+    /// [`Applier::meta_differs`].
+    fn look(&mut self, dir: &Dir, name: &[u8]) -> Result<Option<Stat>, Failure> {
+        let ahead = self.ahead.dir.as_ref() == Some(dir.path());
+        if self.writers.is_some() && !(ahead && self.ahead.looks.contains_key(name)) {
+            let frame = self.tree.top().ok_or_else(no_open_dir)?;
+            let upcoming = frame.upcoming(LOOK_AHEAD - 1).cloned();
+            let names = std::iter::once(name.to_vec()).chain(upcoming).collect();
+            let policy = self.meta_opts.xattrs;
+            let looks = match &mut self.writers {
+                Some(writers) => writers.observe_all(dir, names, policy),
+                None => Vec::new(),
+            };
+            self.ahead = Ahead {
+                dir: Some(dir.path().clone()),
+                looks: looks.into_iter().collect(),
+            };
+        }
+        match self.ahead.looks.remove(name) {
+            Some(Ok(observed)) => {
+                let stat = observed.stat;
+                self.looked = Some((name.to_vec(), observed));
+                Ok(stat)
+            }
+            Some(Err(e)) => Err(self.fs(e)),
+            None => dir.stat(name).map_err(|e| self.fs(e)),
+        }
     }
 
     fn set_meta(&self, name: &[u8], meta: &Meta) -> Result<(), Failure> {
@@ -682,7 +740,9 @@ impl Applier {
                     self.split_link(self.top_dir()?, name, &meta)?;
                     return self.send(ToSender::Have { id });
                 }
-                if self.meta_differs(self.top_dir()?, name, &st, &meta) {
+                let looked = self.looked.take().filter(|(n, _)| n == name);
+                let looked = looked.as_ref().map(|(_, observed)| observed);
+                if self.meta_differs(self.top_dir()?, name, (&st, looked), &meta) {
                     self.set_meta(name, &meta)?;
                 }
                 if let Some(work) = &mut self.work {
@@ -962,7 +1022,7 @@ impl Applier {
             }
         }
         if st.is_none_or(|st| {
-            self.meta_differs(&dir, name, &st, &need.meta) || !same_mtime(&st, &need.meta)
+            self.meta_differs(&dir, name, (&st, None), &need.meta) || !same_mtime(&st, &need.meta)
         }) {
             let warnings = dir
                 .set_meta(name, &need.meta, self.meta_opts)

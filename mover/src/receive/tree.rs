@@ -16,9 +16,7 @@
 use crate::dest::volume::{Dir, FsError};
 use crate::entry::{Meta, RelPath};
 use crate::limits::OPEN_LEVELS;
-use std::collections::HashMap;
-use std::iter::Peekable;
-use std::vec::IntoIter;
+use std::collections::{HashMap, VecDeque};
 
 pub struct Frame {
     pub path: RelPath,
@@ -27,7 +25,7 @@ pub struct Frame {
     dir: Option<Dir>,
     pub meta: Meta,
     /// Destination names not yet matched by a source entry, sorted.
-    existing: Peekable<IntoIter<Vec<u8>>>,
+    existing: VecDeque<Vec<u8>>,
     /// Whether leftover names may be deleted.
     pub delete: bool,
     last_name: Option<Vec<u8>>,
@@ -55,7 +53,7 @@ impl Frame {
             path,
             dir: Some(dir),
             meta,
-            existing: existing.into_iter().peekable(),
+            existing: existing.into(),
             delete,
             last_name: None,
             pending: 0,
@@ -84,7 +82,7 @@ impl Frame {
         self.last_name = Some(name.to_vec());
         let mut gone = Vec::new();
         let mut present = false;
-        while let Some(existing) = self.existing.next_if(|e| e.as_slice() <= name) {
+        while let Some(existing) = self.existing.pop_front_if(|e| e.as_slice() <= name) {
             if existing == name {
                 present = true;
             } else {
@@ -97,7 +95,13 @@ impl Frame {
     /// The destination names left once the walk has finished this
     /// directory.
     pub fn leftovers(&mut self) -> Vec<Vec<u8>> {
-        self.existing.by_ref().collect()
+        self.existing.drain(..).collect()
+    }
+
+    /// The next `n` destination names not yet matched, in order: what a
+    /// look ahead reads before the source names them.
+    pub fn upcoming(&self, n: usize) -> impl Iterator<Item = &Vec<u8>> {
+        self.existing.iter().take(n)
     }
 }
 

@@ -26,9 +26,9 @@
 
 use super::hasher::Identity;
 use crate::dest::hash_cache::SegmentHashes;
-use crate::dest::volume::{Dir, FsError, MetaOptions, TempFile, Volume};
+use crate::dest::volume::{Dir, FsError, MetaOptions, Observed, TempFile, Volume};
 use crate::entry::Meta;
-use crate::wire::message::FileId;
+use crate::wire::message::{FileId, XattrPolicy};
 use crossbeam_channel::{Receiver, Sender};
 use std::thread::JoinHandle;
 
@@ -90,8 +90,16 @@ pub struct Written {
 /// when asked for (its segment hashes go to the hash cache under it).
 pub type Renamed = Result<Option<Identity>, FsError>;
 
+/// A name looked at, and what it was.
+pub type Look = (Vec<u8>, Result<Observed, FsError>);
+
 enum Job {
     Write(Box<Write>),
+    Observe {
+        dir: Dir,
+        names: Vec<Vec<u8>>,
+        policy: XattrPolicy,
+    },
     Rename {
         index: usize,
         temp: TempFile,
@@ -105,6 +113,7 @@ enum Job {
 struct Answers {
     written: Sender<Written>,
     renamed: Sender<(usize, Renamed)>,
+    observed: Sender<Vec<Look>>,
 }
 
 /// A session's writer threads, started on first use and joined on drop.
@@ -113,6 +122,7 @@ pub struct Writers {
     jobs: Option<Sender<Job>>,
     written: Receiver<Written>,
     renamed: Receiver<(usize, Renamed)>,
+    observed: Receiver<Vec<Look>>,
     /// Kept so that a wait can never find every sender gone, and for the
     /// jobs done here when no thread could be started.
     answers: Answers,
@@ -127,14 +137,17 @@ impl Writers {
     pub fn new(count: usize) -> Option<Writers> {
         let (written_tx, written) = crossbeam_channel::unbounded();
         let (renamed_tx, renamed) = crossbeam_channel::unbounded();
+        let (observed_tx, observed) = crossbeam_channel::unbounded();
         (count > 1).then_some(Writers {
             count,
             jobs: None,
             written,
             renamed,
+            observed,
             answers: Answers {
                 written: written_tx,
                 renamed: renamed_tx,
+                observed: observed_tx,
             },
             threads: Vec::new(),
             in_flight: 0,
@@ -199,6 +212,31 @@ impl Writers {
             }
         }
         results.into_iter().flatten().collect()
+    }
+
+    /// Looks at each of `names` in `dir` ([`Dir::observe`]), spread over
+    /// the writers, and waits for all; in no particular order.
+    pub fn observe_all(
+        &mut self,
+        dir: &Dir,
+        names: Vec<Vec<u8>>,
+        policy: XattrPolicy,
+    ) -> Vec<Look> {
+        let per_job = names.len().div_ceil(self.count).max(1);
+        let mut names = names.into_iter().peekable();
+        let mut jobs = 0;
+        while names.peek().is_some() {
+            let names = names.by_ref().take(per_job).collect();
+            let dir = dir.clone();
+            self.submit(Job::Observe { dir, names, policy });
+            jobs += 1;
+        }
+        let mut looks = Vec::new();
+        for _ in 0..jobs {
+            // Never fails: this holds a sender itself.
+            looks.extend(self.observed.recv().unwrap_or_default());
+        }
+        looks
     }
 
     /// The next finished write, waiting for it.
@@ -284,6 +322,13 @@ fn run(job: Job, answers: &Answers) {
                     held,
                 });
             let _ = answers.written.send(written);
+        }
+        Job::Observe { dir, names, policy } => {
+            let looks = names.into_iter().map(|name| {
+                let observed = catch_unwind(AssertUnwindSafe(|| dir.observe(&name, policy)));
+                (name, observed.unwrap_or_else(|_| Err(panicked())))
+            });
+            let _ = answers.observed.send(looks.collect());
         }
         Job::Rename {
             index,
