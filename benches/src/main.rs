@@ -10,6 +10,7 @@ mod gen;
 mod images;
 mod netns;
 mod run;
+mod slowfs;
 mod two_node;
 
 use std::collections::BTreeMap;
@@ -161,6 +162,18 @@ enum Cmd {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         window_kib: Option<u32>,
     },
+    /// Serve BACKING on MOUNT through FUSE, each request answered DELAY_US
+    /// microseconds late (the two-node mode's --slowfs-us), until
+    /// SIGTERM or SIGINT
+    #[command(hide = true)]
+    Slowfs {
+        #[arg(long)]
+        backing: PathBuf,
+        #[arg(long)]
+        mount: PathBuf,
+        #[arg(long)]
+        delay_us: u64,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, ValueEnum)]
@@ -311,6 +324,11 @@ fn main() {
                 delay::serve(l, to, Duration::from_micros(delay_us), window)
             })
             .map(|()| true),
+        Some(Cmd::Slowfs {
+            ref backing,
+            ref mount,
+            delay_us,
+        }) => slowfs::serve(backing, mount, Duration::from_micros(delay_us)).map(|()| true),
         None if args.images => images::run(&args),
         None => {
             // The smoke test covers every mode: images, one box, two nodes.

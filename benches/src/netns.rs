@@ -333,7 +333,7 @@ pub fn remove_on_interrupt() -> Result<()> {
 }
 
 /// CPUs this process may run on (its affinity mask), lowest first.
-fn allowed_cpus() -> Result<Vec<usize>> {
+pub fn allowed_cpus() -> Result<Vec<usize>> {
     // SAFETY: cpu_set_t is plain data, filled in by the kernel.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer and size.
