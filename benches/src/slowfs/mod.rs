@@ -36,6 +36,11 @@
 //! - FUSE's own cost (a context switch to the daemon and back, copying
 //!   data through /dev/fuse) comes on top of the delay; with no delay it
 //!   is what the pass measures against plain tmpfs;
+//! - FUSE asks what NFS does not, and the other way round: the kernel's
+//!   getxattr of security.capability before every write is answered
+//!   without the delay (an NFS client never sends it), but a write's
+//!   answer carries no attributes, so a stat after a write is a GETATTR
+//!   round trip (NFS's WRITE returns them);
 //! - new entries are created by the daemon (root) and then given to the
 //!   caller's uid and gid, as a server without root squashing would;
 //! - a symlink's own xattrs cannot be reached by the passthrough (see
