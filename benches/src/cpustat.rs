@@ -44,3 +44,18 @@ impl Snapshot {
         (total > 0).then(|| b1.saturating_sub(b0) as f64 / total as f64)
     }
 }
+
+/// CPU seconds (user + system, all threads) process `pid` has used so
+/// far, from /proc/PID/stat: for a daemon that outlives the runs it
+/// serves, so wait4 cannot count them.
+pub fn process_cpu(pid: libc::pid_t) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ..."; comm may hold spaces and parens, and
+    // utime and stime are the 14th and 15th fields.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let ticks: u64 = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks as f64 / hz as f64)
+}

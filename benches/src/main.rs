@@ -10,6 +10,7 @@ mod gen;
 mod images;
 mod netns;
 mod run;
+mod slowfs;
 mod two_node;
 
 use std::collections::BTreeMap;
@@ -118,6 +119,21 @@ struct Args {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     mover_streams: Vec<u32>,
+    /// Parallel appliers of mover receive (`--appliers N`); several
+    /// (`1,8`) run mover once with each, each its own row [default: no
+    /// flag, mover's own default]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    mover_appliers: Vec<u32>,
+    /// Two-node mode: latencies (µs) of the receiving side's storage, one
+    /// pass each: its destination is then a slowfs mount (a FUSE
+    /// passthrough over tmpfs answering each request that late, many at
+    /// once, as network storage would); 0 for plain tmpfs
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    slowfs_us: Vec<u32>,
 }
 
 #[derive(Subcommand, Clone)]
@@ -161,6 +177,18 @@ enum Cmd {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         window_kib: Option<u32>,
     },
+    /// Serve BACKING on MOUNT through FUSE, each request answered DELAY_US
+    /// microseconds late (the two-node mode's --slowfs-us), until
+    /// SIGTERM or SIGINT
+    #[command(hide = true)]
+    Slowfs {
+        #[arg(long)]
+        backing: PathBuf,
+        #[arg(long)]
+        mount: PathBuf,
+        #[arg(long)]
+        delay_us: u64,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, ValueEnum)]
@@ -195,24 +223,38 @@ enum Tool {
 }
 
 /// A tool as run, one column of results: for mover, also how many data
-/// connections per volume `mover send` opened (`--streams`); 1 for the
-/// other tools.
+/// connections per volume `mover send` opened (`--streams`; 1 for the
+/// other tools) and how many appliers `mover receive` was given
+/// (`--appliers`; None: no flag).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 struct Variant {
     tool: Tool,
     streams: u32,
+    appliers: Option<u32>,
 }
 
 impl Variant {
     const fn of(tool: Tool) -> Variant {
-        Variant { tool, streams: 1 }
+        Variant {
+            tool,
+            streams: 1,
+            appliers: None,
+        }
     }
 
-    /// "Mover", "Rsync", ...; "Mover (4 streams)" for more than one.
+    /// "Mover", "Rsync", ...; "Mover (4 streams)" for more than one,
+    /// "Mover (8 appliers)", "Mover (4 streams, 8 appliers)".
     fn label(self) -> String {
-        match self.streams {
-            1 => format!("{:?}", self.tool),
-            n => format!("{:?} ({n} streams)", self.tool),
+        let mut parts = Vec::new();
+        if self.streams != 1 {
+            parts.push(format!("{} streams", self.streams));
+        }
+        if let Some(n) = self.appliers {
+            parts.push(format!("{n} applier{}", if n == 1 { "" } else { "s" }));
+        }
+        match parts.is_empty() {
+            true => format!("{:?}", self.tool),
+            false => format!("{:?} ({})", self.tool, parts.join(", ")),
         }
     }
 }
@@ -311,6 +353,11 @@ fn main() {
                 delay::serve(l, to, Duration::from_micros(delay_us), window)
             })
             .map(|()| true),
+        Some(Cmd::Slowfs {
+            ref backing,
+            ref mount,
+            delay_us,
+        }) => slowfs::serve(backing, mount, Duration::from_micros(delay_us)).map(|()| true),
         None if args.images => images::run(&args),
         None => {
             // The smoke test covers every mode: images, one box, two nodes.
@@ -550,6 +597,13 @@ fn bench(mut args: Args) -> Result<bool> {
     args.rtt_ms.dedup();
     args.mover_streams.sort();
     args.mover_streams.dedup();
+    args.mover_appliers.sort();
+    args.mover_appliers.dedup();
+    args.slowfs_us.sort();
+    args.slowfs_us.dedup();
+    if !args.two_node && args.slowfs_us != [0] {
+        bail!("--slowfs-us emulates the receiving node's storage: it needs --two-node");
+    }
     // The window is the delay proxy's: two-node passes with an RTT only
     // (--quick's one-box part, which --two-node follows, has none).
     let smoke = args.quick && !args.scale;
@@ -558,24 +612,24 @@ fn bench(mut args: Args) -> Result<bool> {
         bail!("--window-kib limits the delay proxy: it needs --two-node and an --rtt-ms above 0");
     }
     let window_kib = args.window_kib;
-    let links: Vec<Option<Net>> = match args.two_node {
-        true => args
-            .link
-            .iter()
-            .flat_map(|&link| {
-                args.rtt_ms.iter().map(move |&rtt_ms| {
-                    Some(Net {
-                        link,
-                        rtt_ms,
-                        // The window is the delay proxy's, which runs
-                        // only with an RTT.
-                        window_kib: window_kib.filter(|_| rtt_ms > 0),
-                    })
-                })
-            })
-            .collect(),
-        false => vec![None],
-    };
+    let mut links: Vec<Option<Net>> = Vec::new();
+    for &link in args.link.iter().filter(|_| args.two_node) {
+        for &rtt_ms in &args.rtt_ms {
+            for &slowfs_us in &args.slowfs_us {
+                links.push(Some(Net {
+                    link,
+                    rtt_ms,
+                    // The window is the delay proxy's, which runs only
+                    // with an RTT.
+                    window_kib: window_kib.filter(|_| rtt_ms > 0),
+                    slowfs_us,
+                }));
+            }
+        }
+    }
+    if !args.two_node {
+        links.push(None);
+    }
     if args.two_node {
         netns::remove_on_interrupt()?;
     }
@@ -620,9 +674,19 @@ fn bench(mut args: Args) -> Result<bool> {
         run::make_pki(&mover, &pki, &work)?;
         // Built (and on any exit removed) around each pass.
         let nodes = link.map(netns::Nodes::create).transpose()?;
+        // The receiving side's storage with latency: mounted (and on any
+        // exit unmounted) around the pass.
+        let slowfs = match (&nodes, link.map_or(0, |l| l.slowfs_us)) {
+            (Some(n), us) if us > 0 => Some(slowfs::Dest::new(&base, us, n, &work)?),
+            _ => None,
+        };
         if let Some(n) = &nodes {
-            eprintln!("bench: two-node mode: {}", n.describe());
-            b.topology.push(n.describe());
+            let mut d = n.describe();
+            if let Some(s) = &slowfs {
+                d = format!("{d}; {}", s.describe());
+            }
+            eprintln!("bench: two-node mode: {d}");
+            b.topology.push(d);
         }
         let ctx = Ctx {
             mover: mover.clone(),
@@ -632,12 +696,15 @@ fn bench(mut args: Args) -> Result<bool> {
             work,
             timeout: Duration::from_secs(b.args.timeout),
             nodes,
+            slowfs,
         };
         if b.floor.is_none() {
             b.floor = run::rss_floor(&ctx.work).ok();
         }
         let n = if storage == Storage::Tmpfs { runs } else { 1 };
         let r = b.storage(&ctx, storage, &base, n);
+        // Unmounts slowfs before its directories are removed.
+        drop(ctx);
         if !b.args.keep {
             if let Err(e) = fs::remove_dir_all(&base) {
                 eprintln!("bench: cannot remove {}: {e}", base.display());
@@ -686,7 +753,10 @@ impl Bench {
                 _ => m.describe(),
             });
             self.datasets.insert(kind, (s.clone(), totals, described));
-            let dst = base.join("dst");
+            let dst = ctx
+                .slowfs
+                .as_ref()
+                .map_or_else(|| base.join("dst"), |s| s.dst());
             for tool in self.variants() {
                 // dd copies devices only.
                 if tool.tool == Tool::Dd && kind != DatasetKind::Disk {
@@ -721,7 +791,7 @@ impl Bench {
                     gen::remove_tree(&src)?;
                     generate(kind, &src, &s, self.args.quick)?;
                 }
-                gen::remove_tree(&dst)?;
+                ctx.clear_dst(&dst)?;
             }
             if !self.args.keep {
                 gen::remove_tree(&src)?;
@@ -731,18 +801,25 @@ impl Bench {
         Ok(())
     }
 
-    /// The tools to run, mover once per `--mover-streams` value.
+    /// The tools to run, mover once per `--mover-streams` and
+    /// `--mover-appliers` value.
     fn variants(&self) -> Vec<Variant> {
+        let appliers: Vec<Option<u32>> = match self.args.mover_appliers.as_slice() {
+            [] => vec![None],
+            a => a.iter().copied().map(Some).collect(),
+        };
         let mut v = Vec::new();
         for &tool in &self.args.tools {
-            match tool {
-                Tool::Mover => v.extend(
-                    self.args
-                        .mover_streams
-                        .iter()
-                        .map(|&streams| Variant { tool, streams }),
-                ),
-                _ => v.push(Variant::of(tool)),
+            if tool != Tool::Mover {
+                v.push(Variant::of(tool));
+                continue;
+            }
+            for &streams in &self.args.mover_streams {
+                v.extend(appliers.iter().map(|&appliers| Variant {
+                    tool,
+                    streams,
+                    appliers,
+                }));
             }
         }
         v
@@ -764,13 +841,20 @@ impl Bench {
     }
 
     /// What a table row adds to its case when mover ran with other than
-    /// one stream: ", mover 4 streams" (", mover 1 stream" beside others).
+    /// one stream: ", mover 4 streams" (", mover 1 stream" beside others),
+    /// and with appliers: ", mover 8 appliers".
     fn streams_note(&self, mover: Variant) -> String {
-        match (self.args.mover_streams.as_slice(), mover.streams) {
+        let streams = match (self.args.mover_streams.as_slice(), mover.streams) {
             ([1], _) => String::new(),
             (_, 1) => ", mover 1 stream".into(),
             (_, n) => format!(", mover {n} streams"),
-        }
+        };
+        let appliers = match mover.appliers {
+            None => String::new(),
+            Some(1) => ", mover 1 applier".into(),
+            Some(n) => format!(", mover {n} appliers"),
+        };
+        streams + &appliers
     }
 
     fn slot(&mut self, key: Key, tool: Variant) -> &mut ToolResult {
@@ -800,7 +884,7 @@ impl Bench {
     ) -> Result<()> {
         let block = kind == DatasetKind::Disk;
         let sync = |src: &Path, dst: &Path| match tool.tool {
-            Tool::Mover => run::mover(ctx, src, dst, block, tool.streams),
+            Tool::Mover => run::mover(ctx, src, dst, block, tool.streams, tool.appliers),
             Tool::Rsync => run::rsync(ctx, src, dst, block),
             Tool::Cp => run::cp(ctx, src, dst, block),
             Tool::Dd => run::dd(ctx, src, dst),
@@ -809,7 +893,7 @@ impl Bench {
         let local = matches!(tool.tool, Tool::Cp | Tool::Dd);
         for r in 0..runs {
             let last = r + 1 == runs;
-            gen::remove_tree(dst)?;
+            ctx.clear_dst(dst)?;
             // cp -a makes the tree itself; images go into a directory.
             if tool.tool != Tool::Cp || block {
                 fs::create_dir(dst)?;
@@ -836,12 +920,16 @@ impl Bench {
                 // SAFETY: sync(2) has no preconditions.
                 unsafe { libc::sync() };
                 let before = cpustat::Snapshot::take();
+                let fs_before = ctx.slowfs.as_ref().and_then(slowfs::Dest::cpu);
                 let mut res = sync(src, dst);
                 if let (Ok(o), Some(n)) = (&mut res, &ctx.nodes) {
                     let now = cpustat::Snapshot::take();
                     o.node_busy = now
                         .busy_since(&before, n.send.cpu)
                         .zip(now.busy_since(&before, n.recv.cpu));
+                }
+                if let (Ok(o), Some(s)) = (&mut res, &ctx.slowfs) {
+                    o.cpu_slowfs = s.cpu().zip(fs_before).map(|(a, b)| a - b);
                 }
                 if let (Ok(o), Storage::Disk) = (&mut res, storage) {
                     let t = Instant::now();
@@ -989,6 +1077,15 @@ impl Bench {
                 let proxy = match proxy.is_empty() {
                     true => String::new(),
                     false => format!("; delay proxy CPU s {}", proxy.join(", ")),
+                };
+                let fs_cpu: Vec<String> = t
+                    .runs
+                    .iter()
+                    .filter_map(|o| o.cpu_slowfs.map(|c| format!("{c:.2}")))
+                    .collect();
+                let proxy = match fs_cpu.is_empty() {
+                    true => proxy,
+                    false => format!("{proxy}; slowfs daemon CPU s {}", fs_cpu.join(", ")),
                 };
                 let _ = writeln!(
                     s,

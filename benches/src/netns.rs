@@ -68,26 +68,34 @@ impl Link {
     }
 }
 
-/// The path between the nodes in one pass: the link's rate, the round
-/// trip that the delay proxy adds to it (0: no proxy) and the window the
-/// proxy gives each connection and direction (None: no limit).
+/// What one two-node pass emulates: the path between the nodes (the
+/// link's rate, the round trip that the delay proxy adds to it, 0: no
+/// proxy, and the window the proxy gives each connection and direction,
+/// None: no limit) and the receiving side's storage (the latency of each
+/// request to it, [`crate::slowfs`]; 0: plain tmpfs).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub struct Net {
     pub link: Link,
     pub rtt_ms: u32,
     pub window_kib: Option<u32>,
+    pub slowfs_us: u32,
 }
 
 impl Net {
     /// "1 Gbit/s", or "1 Gbit/s + 10 ms RTT" with a delay, and
-    /// "1 Gbit/s + 50 ms RTT, 4096 KiB window" with a window.
+    /// "1 Gbit/s + 50 ms RTT, 4096 KiB window" with a window; with storage
+    /// latency "1 Gbit/s, storage 500 µs/request".
     pub fn label(self) -> String {
         let window = self
             .window_kib
             .map_or(String::new(), |k| format!(", {k} KiB window"));
-        match self.rtt_ms {
+        let path = match self.rtt_ms {
             0 => self.link.label().to_string(),
             ms => format!("{} + {ms} ms RTT{window}", self.link.label()),
+        };
+        match self.slowfs_us {
+            0 => path,
+            us => format!("{path}, storage {us} µs/request"),
         }
     }
 
@@ -333,7 +341,7 @@ pub fn remove_on_interrupt() -> Result<()> {
 }
 
 /// CPUs this process may run on (its affinity mask), lowest first.
-fn allowed_cpus() -> Result<Vec<usize>> {
+pub fn allowed_cpus() -> Result<Vec<usize>> {
     // SAFETY: cpu_set_t is plain data, filled in by the kernel.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer and size.

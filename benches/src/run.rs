@@ -305,6 +305,9 @@ pub struct Outcome {
     /// on the receiving node's CPU but is neither tool's work, so it counts
     /// as that node's other work, and is reported apart.
     pub cpu_proxy: Option<f64>,
+    /// CPU seconds of the slowfs daemon (two-node mode with storage
+    /// latency): the emulated storage server's, neither node's tools'.
+    pub cpu_slowfs: Option<f64>,
     /// Seconds a `sync` took right after the run (disk only, not included
     /// in `secs`): the writeback the tool left behind.
     pub flush: Option<f64>,
@@ -322,9 +325,20 @@ pub struct Ctx {
     /// Two-node mode: where each side runs. None: both on this box, over
     /// loopback, unpinned.
     pub nodes: Option<Nodes>,
+    /// Two-node mode with storage latency: the receiving side's
+    /// destination is on this slowfs mount.
+    pub slowfs: Option<crate::slowfs::Dest>,
 }
 
 impl Ctx {
+    /// Remove the destination `dst` (on slowfs: remount an empty backing
+    /// directory, see [`crate::slowfs::Dest::reset`]).
+    pub fn clear_dst(&self, dst: &Path) -> Result<()> {
+        match &self.slowfs {
+            Some(s) => s.reset(),
+            None => crate::gen::remove_tree(dst),
+        }
+    }
     /// Start `cmd` on the sending side.
     fn send_side<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         match &self.nodes {
@@ -416,7 +430,16 @@ pub fn make_pki(mover: &Path, dir: &Path, work: &Path) -> Result<()> {
 /// copied with `mover send --block` into a receiver serving DST's image
 /// with `--block`. With `streams` above 1, the sender opens that many data
 /// connections (`mover send --streams N`; 1 passes no flag, the default).
-pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool, streams: u32) -> Result<Outcome> {
+/// With `appliers`, the receiver applies with that many
+/// (`mover receive --appliers N`; None passes no flag).
+pub fn mover(
+    ctx: &Ctx,
+    src: &Path,
+    dst: &Path,
+    block: bool,
+    streams: u32,
+    appliers: Option<u32>,
+) -> Result<Outcome> {
     let port = free_port()?;
     let (src, dst) = match block {
         true => (src.join(IMAGE), dst.join(IMAGE)),
@@ -430,7 +453,7 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool, streams: u32) -> Re
     let listen = format!("{}:{port}", ctx.recv_addr());
     let mut recv = Proc::spawn(
         "mover receive",
-        ctx.recv_side(&mut mover_receive(ctx, &listen, &dst, block)),
+        ctx.recv_side(&mut mover_receive(ctx, &listen, &dst, block, appliers)),
         &ctx.f("mover-receive.log"),
     )?;
     wait_listen(&mut recv, port)?;
@@ -486,13 +509,20 @@ pub fn mover(ctx: &Ctx, src: &Path, dst: &Path, block: bool, streams: u32) -> Re
         cpu_recv: Some(exits[1].cpu),
         node_busy: None,
         cpu_proxy,
+        cpu_slowfs: None,
         flush: None,
     })
 }
 
 /// The `mover receive` command line: serve DST as volume `vol` on `listen`
 /// and exit once one sync is done.
-fn mover_receive(ctx: &Ctx, listen: &str, dst: &Path, block: bool) -> Command {
+fn mover_receive(
+    ctx: &Ctx,
+    listen: &str,
+    dst: &Path,
+    block: bool,
+    appliers: Option<u32>,
+) -> Command {
     let mut cmd = Command::new(&ctx.mover);
     cmd.arg("receive")
         .arg("--listen")
@@ -510,6 +540,9 @@ fn mover_receive(ctx: &Ctx, listen: &str, dst: &Path, block: bool) -> Command {
         .arg(ctx.pki("server.key"))
         .arg("--ca")
         .arg(ctx.pki("ca.crt"));
+    if let Some(n) = appliers {
+        cmd.arg("--appliers").arg(n.to_string());
+    }
     cmd
 }
 
@@ -693,6 +726,7 @@ pub fn rsync(ctx: &Ctx, src: &Path, dst: &Path, block: bool) -> Result<Outcome> 
         cpu_recv: Some(de.cpu + se.cpu),
         node_busy: None,
         cpu_proxy,
+        cpu_slowfs: None,
         flush: None,
     })
 }
@@ -751,6 +785,7 @@ fn local(ctx: &Ctx, name: &str, cmd: &mut Command) -> Result<Outcome> {
         cpu_recv: None,
         node_busy: None,
         cpu_proxy: None,
+        cpu_slowfs: None,
         flush: None,
     })
 }

@@ -25,11 +25,11 @@ const SATURATED: f64 = 0.8;
 /// Issue 17's target for rsync/mover in a case, if it has one. At 1 Gbit/s
 /// the link, not the CPUs, limits an initial copy, so the target there is
 /// what compressing the compressible half of the data buys. The targets
-/// are set for the link without added delay; with an RTT the ratio is
-/// reported against none.
+/// are set for the link without added delay and plain tmpfs; with an RTT
+/// or storage latency the ratio is reported against none.
 fn target(kind: DatasetKind, case: Case, net: Option<Net>) -> Option<f64> {
     let link = match net {
-        Some(n) if n.rtt_ms > 0 => return None,
+        Some(n) if n.rtt_ms > 0 || n.slowfs_us > 0 => return None,
         n => n.map(|n| n.link),
     };
     match (kind, case, link) {
@@ -138,7 +138,10 @@ impl Bench {
     /// tool failed.
     pub(crate) fn two_node_table(&self, s: &mut String) -> bool {
         let mut ok = true;
-        let _ = writeln!(s, "Topology (one pass per link and RTT):\n");
+        let _ = writeln!(
+            s,
+            "Topology (one pass per link, RTT and storage latency):\n"
+        );
         for t in &self.topology {
             let _ = writeln!(s, "- {t}");
         }
@@ -201,9 +204,11 @@ impl Bench {
                 (Some(t), None) => format!("≥ {t}x: -"),
                 (None, _) => "-".into(),
             };
-            // No target with an RTT, but what it costs each tool is the
-            // question the delay answers: say what bounds them there too.
-            if let (Some(net), Some(x)) = (link.filter(|n| n.rtt_ms > 0), speedup) {
+            // No target with an RTT or storage latency, but what it costs
+            // each tool is the question the delay answers: say what bounds
+            // them there too.
+            let delayed_pass = |n: &Net| n.rtt_ms > 0 || n.slowfs_us > 0;
+            if let (Some(net), Some(x)) = (link.filter(delayed_pass), speedup) {
                 delayed.push(format!(
                     "- {kind:?} {}{note}, link {}: {x:.2}x. {}. {}.",
                     case.label(),
@@ -252,7 +257,9 @@ impl Bench {
             "\nTargets (issue 17; reported, not asserted): {}; mover's peak RSS per side at \
              most {} MiB: {} (largest: send {} MiB, receive {} MiB).",
             match met + missed.len() {
-                0 => "no speed targets (they are set for links without added RTT)".to_string(),
+                0 => "no speed targets (they are set for links without added RTT or storage \
+                      latency)"
+                    .to_string(),
                 n => format!("{met} of {n} speed targets met"),
             },
             RSS_TARGET_KIB / 1024,
@@ -272,9 +279,10 @@ impl Bench {
         if !delayed.is_empty() {
             let _ = writeln!(
                 s,
-                "\nWith an added RTT (issue 17's targets are for the links without one, so these \
-                 rows have none; the delay proxy's CPU, on the receiving node, counts there as \
-                 other work), what bounds each tool:\n\n{}",
+                "\nWith an added RTT or storage latency (issue 17's targets are for the links \
+                 without either, so these rows have none; the delay proxy's CPU, on the \
+                 receiving node, counts there as other work, and so does the slowfs daemon's \
+                 on the node whose CPU it shares), what bounds each tool:\n\n{}",
                 delayed.join("\n")
             );
         }
