@@ -127,10 +127,11 @@ struct ReceivingArgs {
     hash_cache_mib: u64,
     /// Files each session applies at once: small files (1 MiB or less)
     /// arrive whole in memory, and N threads create, write and rename them
-    /// while the session goes on, so that on network storage (NFS, CephFS,
-    /// SMB, FUSE) their round trips to the server overlap. By default 16 on
-    /// network storage, else the CPUs the receiver may use, at most 4; 1
-    /// writes every file in the session's own thread.
+    /// while the session goes on, and look at the names of a directory
+    /// ahead of a resync, so that on network storage (NFS, CephFS, SMB,
+    /// FUSE) their round trips to the server overlap. By default 16 on
+    /// network storage, 1 on local storage (every file in the session's
+    /// own thread).
     #[arg(
         long,
         value_name = "N",
