@@ -489,7 +489,7 @@ mod tests {
         assert_eq!(written.len(), 40);
         let mut temps: Vec<(TempFile, bool)> = written
             .into_iter()
-            .map(|w| (w.result.unwrap().0, w.id % 2 == 0))
+            .map(|w| (w.result.unwrap().0, w.id.is_multiple_of(2)))
             .collect();
         temps.sort_by(|a, b| a.0.final_name().cmp(b.0.final_name()));
         // One whose directory is gone by the time of its rename.
@@ -513,7 +513,7 @@ mod tests {
             }
             let id: u32 = name[1..].parse().unwrap();
             let identity = result.unwrap();
-            assert_eq!(identity.is_some(), id % 2 == 0, "{name}");
+            assert_eq!(identity.is_some(), id.is_multiple_of(2), "{name}");
             let path = tmp.path().join(&name);
             assert_eq!(
                 std::fs::read(&path).unwrap(),
