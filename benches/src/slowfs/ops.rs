@@ -134,6 +134,16 @@ impl SlowFs {
         }
     }
 
+    /// unlink or rmdir (`flags`) of `name` in `parent`.
+    fn remove(&self, parent: INodeNo, name: &OsStr, flags: AtFlags, reply: ReplyEmpty) {
+        self.wait();
+        let r = self
+            .nodes
+            .get(parent)
+            .and_then(|p| rfs::unlinkat(&p.fd, name, flags).map_err(errno));
+        empty(r, reply);
+    }
+
     fn stat(&self, node: &Node) -> Res<FileAttr> {
         let flags = AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW;
         let st = rfs::statat(&node.fd, "", flags).map_err(errno)?;
@@ -400,21 +410,11 @@ impl Filesystem for SlowFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.wait();
-        let r = self
-            .nodes
-            .get(parent)
-            .and_then(|p| rfs::unlinkat(&p.fd, name, AtFlags::empty()).map_err(errno));
-        empty(r, reply);
+        self.remove(parent, name, AtFlags::empty(), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.wait();
-        let r = self
-            .nodes
-            .get(parent)
-            .and_then(|p| rfs::unlinkat(&p.fd, name, AtFlags::REMOVEDIR).map_err(errno));
-        empty(r, reply);
+        self.remove(parent, name, AtFlags::REMOVEDIR, reply);
     }
 
     fn symlink(
