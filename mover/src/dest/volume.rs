@@ -303,6 +303,18 @@ enum ScratchState {
     },
 }
 
+/// A directory of one writer thread's own in the work area (`w.<i>`),
+/// where it creates its temporaries: creating a file holds its directory's
+/// lock, on network storage across two round trips (LOOKUP and CREATE), so
+/// threads creating in one directory would take turns. A session that
+/// opens the work area again removes them with anything else it does not
+/// know.
+#[derive(Clone, Debug)]
+pub struct Lane(Arc<OwnedFd>);
+
+/// Names of lanes: `w.` and the thread's number.
+const LANE_PREFIX: &str = "w.";
+
 /// How files this session creates in the work area start out, learned from
 /// the first one ([`super::fresh`]); holds None when that is not
 /// predictable there.
@@ -959,10 +971,28 @@ impl Dir {
         })
     }
 
+    /// Lane `i` of the work area ([`Lane`]), made now if need be; None
+    /// when the session has no work area.
+    pub fn lane(&self, i: usize) -> Result<Option<Lane>> {
+        let (work, creator) = self.scratch()?;
+        if creator.is_none() {
+            return Ok(None);
+        }
+        let name = format!("{LANE_PREFIX}{i}");
+        let at = || location(&self.volume, b"", name.as_bytes());
+        match rfs::mkdirat(&*work, name.as_str(), Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(io_err(at(), "make a writer's directory", e)),
+        }
+        let fd = open_dir_nofollow(work.as_fd(), name.as_bytes())
+            .map_err(|e| io_err(at(), "open a writer's directory", e))?;
+        Ok(Some(Lane(Arc::new(fd))))
+    }
+
     /// Like [`Dir::create_temp`], but under `work_name` in the work area
-    /// (truncating a file left there): a name the next session can find
-    /// again, so what was written survives even a crash of this process.
-    /// Without a work area it is an ordinary temporary.
+    /// (truncating a file left there), or in `lane` of it: a name the next
+    /// session can find again, so what was written survives even a crash
+    /// of this process. Without a work area it is an ordinary temporary.
     ///
     /// `meta` is what the file is to end up with: when this session's files
     /// start out predictably in the work area ([`super::fresh`]), the file
@@ -970,10 +1000,10 @@ impl Dir {
     /// [`TempFile::set_meta`] then sets only what differs.
     pub fn create_temp_as(
         &self,
+        lane: Option<&Lane>,
         work_name: &[u8],
         final_name: &[u8],
-        meta: &Meta,
-        opts: MetaOptions,
+        (meta, opts): (&Meta, MetaOptions),
     ) -> Result<TempFile> {
         if matches!(*lock(&self.scratch), ScratchState::Beside) {
             return self.create_temp(final_name);
@@ -981,6 +1011,7 @@ impl Dir {
         self.check_name(work_name)?;
         self.check_name(final_name)?;
         let (work, creator) = self.scratch()?;
+        let work = lane.map_or(work, |lane| lane.0.clone());
         let known = creator.as_ref().and_then(|c| c.get().copied());
         let perm = match known {
             Some(Some(creator)) => creator.perm_for(meta, opts),

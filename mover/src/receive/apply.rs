@@ -941,10 +941,10 @@ impl Applier {
             Output::Temp(
                 match &base_ref {
                     BaseRef::Dest(_) => dir.create_temp_as(
+                        None,
                         &WorkArea::partial_name(&path),
                         name,
-                        &meta,
-                        self.meta_opts,
+                        (&meta, self.meta_opts),
                     ),
                     BaseRef::Partial(_) => dir.create_temp(name),
                 }

@@ -26,7 +26,7 @@
 
 use super::hasher::Identity;
 use crate::dest::hash_cache::SegmentHashes;
-use crate::dest::volume::{Dir, FsError, MetaOptions, Observed, TempFile, Volume};
+use crate::dest::volume::{Dir, FsError, Lane, MetaOptions, Observed, TempFile, Volume};
 use crate::entry::Meta;
 use crate::wire::message::{FileId, XattrPolicy};
 use crossbeam_channel::{Receiver, Sender};
@@ -266,7 +266,7 @@ impl Writers {
         };
         // No thread could be started: the applier does the job itself.
         if let Some(job) = unsent {
-            run(job, &self.answers);
+            run(job, &self.answers, &mut Lanes::None);
         }
     }
 
@@ -276,7 +276,10 @@ impl Writers {
             let (jobs, answers) = (jobs_rx.clone(), self.answers.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("writer-{i}"))
-                .spawn(move || jobs.iter().for_each(|job| run(job, &answers)));
+                .spawn(move || {
+                    let mut lane = Lanes::Unopened(i);
+                    jobs.iter().for_each(|job| run(job, &answers, &mut lane))
+                });
             match spawned {
                 Ok(handle) => self.threads.push(handle),
                 // Fewer threads only means less overlap.
@@ -298,8 +301,37 @@ impl Drop for Writers {
     }
 }
 
+/// A writer thread's own directory in the work area ([`Lane`]), opened on
+/// its first file.
+enum Lanes {
+    Unopened(usize),
+    Open(Lane),
+    /// None to be had (no work area, or it could not be made): the
+    /// thread creates in the work area itself.
+    None,
+}
+
+impl Lanes {
+    fn get(&mut self, dir: &Dir) -> Option<&Lane> {
+        if let Lanes::Unopened(i) = *self {
+            *self = match dir.lane(i) {
+                Ok(Some(lane)) => Lanes::Open(lane),
+                Ok(None) => Lanes::None,
+                Err(e) => {
+                    tracing::debug!("{e}: creating in the work area itself");
+                    Lanes::None
+                }
+            };
+        }
+        match self {
+            Lanes::Open(lane) => Some(lane),
+            _ => None,
+        }
+    }
+}
+
 /// Does one job and answers it.
-fn run(job: Job, answers: &Answers) {
+fn run(job: Job, answers: &Answers, lane: &mut Lanes) {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     // The applier waits for every answer, so even a bug that panics gives
     // one.
@@ -310,13 +342,13 @@ fn run(job: Job, answers: &Answers) {
     match job {
         Job::Write(w) => {
             let (id, held) = (w.id, w.data.len() as u64);
-            let written =
-                catch_unwind(AssertUnwindSafe(|| write(*w))).unwrap_or_else(|_| Written {
-                    id,
-                    hashes: None,
-                    result: Err(panicked()),
-                    held,
-                });
+            let write = || write(*w, lane);
+            let written = catch_unwind(AssertUnwindSafe(write)).unwrap_or_else(|_| Written {
+                id,
+                hashes: None,
+                result: Err(panicked()),
+                held,
+            });
             let _ = answers.written.send(written);
         }
         Job::Observe { dir, names, policy } => {
@@ -339,11 +371,12 @@ fn run(job: Job, answers: &Answers) {
 }
 
 /// Creates, writes and finishes one held file.
-fn write(w: Write) -> Written {
+fn write(w: Write, lane: &mut Lanes) -> Written {
     let result = (|| {
+        let lane = lane.get(&w.dir);
         let mut temp = w
             .dir
-            .create_temp_as(&w.work_name, &w.name, &w.meta, w.opts)?;
+            .create_temp_as(lane, &w.work_name, &w.name, (&w.meta, w.opts))?;
         temp.write_all(&w.data)?;
         let warnings = temp.set_meta(&w.meta, w.opts)?;
         Ok((temp, warnings))
@@ -405,42 +438,56 @@ mod tests {
         (tmp, volume, root)
     }
 
-    /// Files really are written at once: each writer's work-area name is a
-    /// FIFO, so a write blocks once the pipe is full, and every FIFO holds a
-    /// full pipe before any is read. One file at a time, only the first
-    /// would.
+    /// Files really are written at once, each by a thread in its own
+    /// directory of the work area (its lane): every name a writer may
+    /// create is a FIFO, so a write blocks once the pipe is full, and every
+    /// file's pipe is full before any is read, each in another lane. One
+    /// file at a time, only the first would be; in one directory, all in
+    /// the same lane.
     #[test]
     fn writers_write_files_at_the_same_time() {
         let (tmp, _volume, root) = volume();
-        let work = tmp.path().join("work");
         let count = 4;
-        let dir = rfs::open(&work, OFlags::DIRECTORY, Mode::empty()).unwrap();
-        for id in 0..count {
-            let fifo = format!("p.{id}");
-            rfs::mknodat(&dir, fifo.as_str(), FileType::Fifo, Mode::from(0o600), 0).unwrap();
+        let fifo = |lane: usize, id: usize| tmp.path().join(format!("work/w.{lane}/p.{id}"));
+        for lane in 0..count {
+            std::fs::create_dir(tmp.path().join(format!("work/w.{lane}"))).unwrap();
+            for id in 0..count {
+                let path = fifo(lane, id);
+                rfs::mknodat(rfs::CWD, &path, FileType::Fifo, Mode::from(0o600), 0).unwrap();
+            }
         }
-        let mut writers = Writers::new(count as usize).unwrap();
+        let mut writers = Writers::new(count).unwrap();
         for id in 0..count {
-            let finished = writers.write(job(id, &root, vec![id as u8; 4 * PIPE]));
+            let finished = writers.write(job(id as FileId, &root, vec![id as u8; 4 * PIPE]));
             assert!(finished.is_empty());
         }
-        let mut readers: Vec<std::fs::File> = (0..count)
+        // readers[id][lane]
+        let readers: Vec<Vec<std::fs::File>> = (0..count)
             .map(|id| {
-                let path = work.join(format!("p.{id}"));
-                let fd = rfs::open(&path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty());
-                std::fs::File::from(fd.unwrap())
+                (0..count)
+                    .map(|lane| {
+                        let flags = OFlags::RDONLY | OFlags::NONBLOCK;
+                        let fd = rfs::open(fifo(lane, id), flags, Mode::empty());
+                        std::fs::File::from(fd.unwrap())
+                    })
+                    .collect()
             })
             .collect();
+        let queued = |f: &std::fs::File| {
+            let mut n = 0i32;
+            let fd = std::os::fd::AsRawFd::as_raw_fd(f);
+            // SAFETY: FIONREAD writes one int through a valid pointer.
+            assert_eq!(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) }, 0);
+            n as usize
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut available = Vec::new();
-        for reader in &mut readers {
-            available.push(loop {
-                let mut n = 0i32;
-                let fd = std::os::fd::AsRawFd::as_raw_fd(reader);
-                // SAFETY: FIONREAD writes one int through a valid pointer.
-                assert_eq!(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) }, 0);
-                if n as usize >= PIPE || Instant::now() > deadline {
-                    break n as usize;
+        // (bytes in its fullest pipe, that pipe's lane) for each file.
+        let mut seen = Vec::new();
+        for lanes in &readers {
+            seen.push(loop {
+                let full = (0..count).map(|l| (queued(&lanes[l]), l)).max().unwrap();
+                if full.0 >= PIPE || Instant::now() > deadline {
+                    break full;
                 }
                 std::thread::sleep(Duration::from_millis(5));
             });
@@ -448,25 +495,31 @@ mod tests {
         // Drained, every write completes (also when they were not all
         // under way, so that a failure is reported rather than hanging).
         let drain = std::thread::spawn(move || {
-            for mut reader in readers {
+            for mut lanes in readers {
                 let mut got = Vec::new();
                 while got.len() < 4 * PIPE {
-                    let mut buf = [0u8; PIPE];
-                    match reader.read(&mut buf) {
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(1))
+                    for reader in &mut lanes {
+                        let mut buf = [0u8; PIPE];
+                        match reader.read(&mut buf) {
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => panic!("{e}"),
                         }
-                        Err(e) => panic!("{e}"),
                     }
+                    std::thread::sleep(Duration::from_millis(1));
                 }
                 assert!(got.iter().all(|&b| b == got[0]));
             }
         });
         let finished = writers.wait_all();
         drain.join().unwrap();
-        assert_eq!(available, vec![PIPE; count as usize], "bytes in each pipe");
-        assert_eq!(finished.len(), count as usize);
+        let full: Vec<usize> = seen.iter().map(|s| s.0).collect();
+        assert_eq!(full, vec![PIPE; count], "bytes in each file's pipe");
+        let mut lanes: Vec<usize> = seen.iter().map(|s| s.1).collect();
+        lanes.sort();
+        lanes.dedup();
+        assert_eq!(lanes.len(), count, "lanes of the files: {seen:?}");
+        assert_eq!(finished.len(), count);
         for written in finished {
             let (temp, warnings) = written.result.unwrap();
             assert!(warnings.is_empty());
@@ -523,8 +576,11 @@ mod tests {
             use std::os::unix::fs::MetadataExt;
             assert_eq!((st.mtime(), st.mtime_nsec()), (1_600_000_000, 5));
         }
-        let left: Vec<_> = std::fs::read_dir(tmp.path().join("work"))
-            .unwrap()
+        // Each writer's lane is empty again.
+        let left: Vec<_> = walkdir::WalkDir::new(tmp.path().join("work"))
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_type().is_dir())
             .collect();
         assert!(left.is_empty(), "temporaries left: {left:?}");
     }
