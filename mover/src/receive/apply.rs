@@ -649,14 +649,13 @@ impl Applier {
             let upcoming = frame.upcoming(LOOK_AHEAD - 1).cloned();
             let names = std::iter::once(name.to_vec()).chain(upcoming).collect();
             let policy = self.meta_opts.xattrs;
-            let looks = match &mut self.writers {
-                Some(writers) => writers.observe_all(dir, names, policy),
-                None => Vec::new(),
-            };
-            self.ahead = Ahead {
-                dir: Some(dir.path().clone()),
-                looks: looks.into_iter().collect(),
-            };
+            if let Some(writers) = &mut self.writers {
+                let looks = writers.observe_all(dir, names, policy);
+                self.ahead = Ahead {
+                    dir: Some(dir.path().clone()),
+                    looks: looks.into_iter().collect(),
+                };
+            }
         }
         match self.ahead.looks.remove(name) {
             Some(Ok(observed)) => {

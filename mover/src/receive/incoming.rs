@@ -77,9 +77,9 @@ pub enum Output {
     /// written, segments copied from it stay where they are. Never sparse,
     /// and its own base.
     InPlace(File),
-    /// A small new file kept in memory until it is verified, then handed
-    /// whole to a writer thread ([`super::writers`]). Never sparse, and
-    /// without a base.
+    /// A small file kept in memory until it is verified, then handed whole
+    /// to a writer thread ([`super::writers`]). Never sparse; segments of
+    /// its base are copied by reading them.
     Held(Vec<u8>),
 }
 

@@ -9,9 +9,9 @@
 //! filesystem) each is a round trip to a server, and 200,000 small files
 //! done one after another wait for a million of them. With writers:
 //!
-//! - a small new file (at most [`HELD_MAX`], not sparse, with no base to
-//!   copy from) arrives whole in memory and is verified by the applier as
-//!   any other; a writer then creates, writes and finishes it while the
+//! - a small file (at most [`HELD_MAX`], not sparse, not resumed from a
+//!   partial one) arrives whole in memory and is verified by the applier
+//!   as any other; a writer then creates, writes and finishes it while the
 //!   applier goes on with the next file;
 //! - after a batch's one `syncfs`, its renames are spread over the writers.
 //!
