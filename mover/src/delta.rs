@@ -44,6 +44,21 @@ pub fn is_valid_segment_size(size: u32) -> bool {
     size.is_power_of_two() && (MIN_SEGMENT..=MAX_SEGMENT).contains(&size)
 }
 
+/// About how many bytes to read at a time when hashing a file's segments.
+/// Small enough that the buffer is still in the core's L2 cache when blake3
+/// reads what the copy out of the page cache just wrote: with 1 MiB reads
+/// the sender of a small-change resync of a 1 GiB file spent a third more
+/// system time (medians of 4 runs on tmpfs: 0.66 s wall at 256 KiB against
+/// 0.78 s at 1 MiB).
+const HASH_READ: u64 = 256 * 1024;
+
+/// Bytes to read at a time when hashing segments of `segment_size`: whole
+/// segments, about [`HASH_READ`], so a small segment size does not mean a
+/// system call per segment.
+pub fn hash_read_size(segment_size: u64) -> u64 {
+    (HASH_READ / segment_size).max(1) * segment_size
+}
+
 pub fn segment_hash(data: &[u8]) -> SegmentHash {
     truncate(blake3::hash(data))
 }

@@ -302,10 +302,10 @@ impl Rng {
 }
 
 /// Random sequences of changes and resyncs through `mover sync --inplace
-/// --keep-hash-cache`: the source changes (writes, growth, truncation,
-/// replacement on a new inode, chmod, touch), the copy changes behind the
-/// mover's back, cache entries are damaged, and after every sync the copy
-/// equals the source. `MOVER_CACHE_SEED` replays one case,
+/// --keep-hash-cache`: the source changes (writes in one place or scattered
+/// all over, growth, truncation, replacement on a new inode, chmod, touch),
+/// the copy changes behind the mover's back, cache entries are damaged, and
+/// after every sync the copy equals the source. `MOVER_CACHE_SEED` replays one case,
 /// `MOVER_CACHE_CASES` sets how many run.
 #[test]
 fn random_change_and_resync_sequences() {
@@ -355,8 +355,15 @@ fn random_case(seed: u64) {
             let (s, d) = (src.join(name), dst.join(name));
             let len = fs::metadata(&s).unwrap().len();
             mtime += 10;
-            match rng.below(7) {
+            match rng.below(8) {
                 0 | 1 => scribble(&s, rng.below(len - 4096), 4096, rng.next(), mtime),
+                7 => {
+                    // Scattered all over: enough differing segments that
+                    // the sender asks for signatures while it still scans.
+                    for _ in 0..64 + rng.below(64) {
+                        scribble(&s, rng.below(len - 4096), 4096, rng.next(), mtime);
+                    }
+                }
                 2 => {
                     let f = fs::OpenOptions::new().write(true).open(&s).unwrap();
                     f.set_len((1 << 19) + rng.below(4 << 20)).unwrap();

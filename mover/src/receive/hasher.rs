@@ -6,7 +6,6 @@ use crate::delta;
 use crate::dest::hash_cache::{HashCache, SegmentHashes};
 use crate::dest::volume::Volume;
 use crate::dest::work::BaseRef;
-use crate::wire::frame::DATA_CHUNK;
 use crate::wire::io::{Closed, Outbox};
 use crate::wire::message::{BaseInfo, FileId, SegmentHash, ToSender};
 use std::collections::HashMap;
@@ -196,10 +195,9 @@ impl Base<'_> {
     ) -> Result<(Vec<SegmentHash>, usize, bool), Closed> {
         let info = self.info;
         let seg = u64::from(info.segment_size);
-        // Whole segments per read, about a data chunk's worth.
-        // (No bigger than the file: a zeroed megabyte for each small file
-        // would cost more than hashing it.)
-        let block = ((DATA_CHUNK as u64 / seg).max(1) * seg).min(info.len.div_ceil(seg) * seg);
+        // Whole segments per read (no more than the file: a zeroed buffer
+        // bigger than a small file would cost more than hashing it).
+        let block = delta::hash_read_size(seg).min(info.len.div_ceil(seg) * seg);
         let mut buf = vec![0u8; block as usize];
         let mut all = Vec::with_capacity(info.segment_count() as usize);
         let mut sent = 0usize;

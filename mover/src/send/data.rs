@@ -30,15 +30,23 @@ pub enum Job {
     /// its own, then compare (here, or in `Compare` if its hashes are late).
     Scan(FileId),
     /// Both sides' segment hashes are in: ask for the signatures of the
-    /// differing segments (or send at once if none differ).
+    /// differing segments the scan has not asked for (or send at once if
+    /// every signature is in).
     Compare(FileId),
-    /// Signatures have arrived: send the file as copies and patches.
+    /// The last signature asked for has arrived: send the file as copies
+    /// and patches.
     Patch(FileId),
 }
 
 /// Largest number of segment signatures asked for at once; a file with more
 /// differing segments goes whole (it has changed almost everywhere anyway).
 const MAX_SIGNATURE_REQUEST: usize = 256 * 1024;
+
+/// Differing segments found during a scan that are asked for at once: the
+/// receiver makes their signatures while the scan goes on, instead of all
+/// of them after it. Enough that a file changed in many places does not
+/// cost a message per segment.
+const EARLY_REQUEST: usize = 64;
 
 pub fn run(
     jobs: Receiver<Vec<Job>>,
@@ -222,20 +230,24 @@ impl Data<'_> {
     }
 
     /// Reads the file once, hashing each segment (which also makes the
-    /// end-to-end hash, see [`delta::FileHasher`]). The receiver hashes
-    /// its copy at the same time; only the segments that differ are read
-    /// again, to diff them once their signatures arrive.
+    /// end-to-end hash, see [`delta::FileHasher`]). The receiver hashes its
+    /// copy at the same time (or has its hashes cached), and as its hashes
+    /// arrive the segments that differ are asked for early, so that the
+    /// receiver makes their signatures while this scan goes on. Only the
+    /// segments that differ are read again, to diff them once their
+    /// signatures are in.
     fn scan(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
         let Some(info) = pending.base.as_ref().map(|b| b.info) else {
             return self.whole(id, pending, file);
         };
         let seg = u64::from(info.segment_size);
         let base_count = info.segment_count() as usize;
-        let mut segments = Vec::with_capacity(base_count.min(pending.size.div_ceil(seg) as usize));
+        let mut found = Found {
+            ours: Vec::with_capacity(base_count.min(pending.size.div_ceil(seg) as usize)),
+            ..Found::default()
+        };
         let mut hasher = delta::FileHasher::new(Some(info.segment_size));
-        // Whole segments per read, about a data chunk's worth: a small
-        // segment size must not mean a syscall per 32 KiB.
-        let block = (DATA_CHUNK as u64 / seg).max(1) * seg;
+        let block = delta::hash_read_size(seg);
         let mut pos = 0u64;
         while pos < pending.size {
             let want = (pending.size - pos).min(block) as usize;
@@ -243,16 +255,16 @@ impl Data<'_> {
             for segment in self.scan_buf.chunks(seg as usize) {
                 let hash = delta::segment_hash(segment);
                 hasher.known(&hash);
-                if segments.len() < base_count {
-                    segments.push(hash);
+                if found.ours.len() < base_count {
+                    found.ours.push(hash);
                 }
             }
             pos += want as u64;
+            self.ask_early(id, &mut found)?;
         }
         let scan = Arc::new(Scan {
             hash: hasher.finalize(),
-            segments,
-            differing: Vec::new(),
+            found,
         });
         // Compare now if all the receiver's hashes are in; if not, the
         // response handler queues `Compare` when the last of them arrives.
@@ -261,7 +273,7 @@ impl Data<'_> {
             let Some(p) = all.get_mut(&id) else {
                 return Ok(());
             };
-            p.scan = Some(scan.clone());
+            p.scan = Some(scan);
             p.base.as_ref().is_some_and(BaseState::complete)
         };
         if ready {
@@ -270,46 +282,97 @@ impl Data<'_> {
         Ok(())
     }
 
-    /// Compares the two sides' segment hashes and asks for the signatures
-    /// of the receiver's segments that differ.
-    fn compare(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
-        let (base, scan) = {
+    /// Compares the segments scanned so far with the receiver's hashes that
+    /// have arrived, and once [`EARLY_REQUEST`] differing segments are
+    /// waiting, asks for their signatures.
+    fn ask_early(&mut self, id: FileId, found: &mut Found) -> Result<(), Closed> {
+        let theirs = {
             let all = self.shared.pending();
-            match all.get(&id) {
-                Some(p) => (p.base.clone(), p.scan.clone()),
+            match all.get(&id).and_then(|p| p.base.as_ref()) {
+                Some(base) => base.hashes.clone(),
                 None => return Ok(()),
             }
         };
-        let (Some(base), Some(scan)) = (base, scan) else {
+        found.compare(&theirs);
+        let waiting = found.differing.len() - found.asked;
+        if waiting >= EARLY_REQUEST && found.differing.len() <= MAX_SIGNATURE_REQUEST {
+            let segments = found.differing[found.asked..].to_vec();
+            found.asked = found.differing.len();
+            self.ask_signatures(id, segments)?;
+            // Out now, not when the scan's output next fills a buffer.
+            self.emit.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Asks for the signatures of `segments` of the receiver's copy of `id`,
+    /// counting the request first so its answer always finds it counted.
+    fn ask_signatures(&mut self, id: FileId, segments: Vec<u32>) -> Result<(), Closed> {
+        let counted = match self
+            .shared
+            .pending()
+            .get_mut(&id)
+            .and_then(|p| p.base.as_mut())
+        {
+            Some(base) => {
+                base.requested += 1;
+                true
+            }
+            None => false,
+        };
+        if counted {
+            self.send(ToReceiver::SignatureRequest { id, segments })?;
+        }
+        Ok(())
+    }
+
+    /// Compares the rest of the two sides' segment hashes, asks for the
+    /// signatures of the differing segments not asked for yet, and sends
+    /// the file once every signature is in (or leaves that to the `Patch`
+    /// the last one queues).
+    fn compare(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
+        let (theirs, scan) = {
+            let mut all = self.shared.pending();
+            match all.get_mut(&id) {
+                Some(p) => (p.base.as_ref().map(|b| b.hashes.clone()), p.scan.take()),
+                None => return Ok(()),
+            }
+        };
+        let (Some(theirs), Some(scan)) = (theirs, scan) else {
             return self.whole(id, pending, file);
         };
         // Only segments both copies have: the receiver's past our end are
         // simply not used, ours past its end go literally.
-        let differing: Vec<u32> = (0..scan.segments.len().min(base.hashes.len()))
-            .filter(|&i| scan.segments[i] != base.hashes[i])
-            .map(|i| i as u32)
-            .collect();
-        if differing.len() > MAX_SIGNATURE_REQUEST {
-            return self.whole(id, pending, file);
+        let Scan { hash, mut found } = Arc::unwrap_or_clone(scan);
+        found.compare(&theirs);
+        let too_many = found.differing.len() > MAX_SIGNATURE_REQUEST;
+        if !too_many && found.asked < found.differing.len() {
+            let segments = found.differing[found.asked..].to_vec();
+            found.asked = found.differing.len();
+            self.ask_signatures(id, segments)?;
         }
-        let scan = Scan {
-            hash: scan.hash,
-            segments: Vec::new(),
-            differing,
-        };
-        if scan.differing.is_empty() {
-            // A sparse file is rebuilt from copied segments even then: the
-            // receiver's copy may hold as data what the source has as holes.
-            if pending.size == base.info.len && !pending.sparse {
-                return self.unchanged(id, pending, file);
+        found.ours = Vec::new();
+        let scan = Scan { hash, found };
+        let ready = {
+            let mut all = self.shared.pending();
+            let Some(p) = all.get_mut(&id) else {
+                return Ok(());
+            };
+            // Too many differing segments: the file goes whole, but only
+            // once the signatures already asked for are in, so that none
+            // arrives for a file that is over.
+            p.scan = (!too_many).then(|| Arc::new(scan));
+            match p.base.as_mut() {
+                Some(base) => {
+                    base.all_asked = true;
+                    base.answered_all()
+                }
+                None => return Ok(()),
             }
-            return self.send_delta(id, pending, file, base, &scan);
+        };
+        if ready {
+            return self.patch(id, pending, file);
         }
-        let segments = scan.differing.clone();
-        if let Some(p) = self.shared.pending().get_mut(&id) {
-            p.scan = Some(Arc::new(scan));
-        }
-        self.send(ToReceiver::SignatureRequest { id, segments })?;
         Ok(())
     }
 
@@ -324,18 +387,26 @@ impl Data<'_> {
         Ok(())
     }
 
-    /// Signatures have arrived: sends the file as copies of unchanged
-    /// segments and patches (or literals) for the others.
+    /// Every signature asked for has arrived: sends the file as it stands
+    /// (kept as it is when no segment differs, else as copies of unchanged
+    /// segments and patches or literals for the others), or whole when the
+    /// comparison found too many differing segments.
     fn patch(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
         let scan = self
             .shared
             .pending()
             .get_mut(&id)
             .and_then(|p| p.scan.take());
-        match (self.take_base(id), scan) {
-            (Some(base), Some(scan)) => self.send_delta(id, pending, file, base, &scan),
-            _ => self.whole(id, pending, file),
+        let (Some(base), Some(scan)) = (self.take_base(id), scan) else {
+            return self.whole(id, pending, file);
+        };
+        // A sparse file is rebuilt from copied segments even when nothing
+        // differs: the receiver's copy may hold as data what the source has
+        // as holes.
+        if scan.found.differing.is_empty() && pending.size == base.info.len && !pending.sparse {
+            return self.unchanged(id, pending, file);
         }
+        self.send_delta(id, pending, file, base, &scan)
     }
 
     fn send_delta(
@@ -350,7 +421,7 @@ impl Data<'_> {
         let seg = base.info.segment_size as u64;
         let base_count = base.info.segment_count();
         let mut copies = CopyRun::default();
-        let mut differing = scan.differing.iter().copied().peekable();
+        let mut differing = scan.found.differing.iter().copied().peekable();
         let mut pos = 0u64;
         let mut index = 0u32;
         while pos < pending.size {
@@ -380,9 +451,9 @@ impl Data<'_> {
             .get_mut(&id)
             .and_then(|p| p.base.as_mut())
             .map(|b| BaseState {
-                info: b.info,
                 hashes: b.hashes.clone(),
                 signatures: std::mem::take(&mut b.signatures),
+                ..BaseState::new(b.info)
             })
     }
 
@@ -407,16 +478,49 @@ impl Data<'_> {
 }
 
 /// What the first read of a changed file found.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Scan {
     /// The end-to-end hash of the file as read.
     pub hash: [u8; 32],
+    pub found: Found,
+}
+
+/// The segments of a changed file found to differ from the receiver's copy,
+/// as both sides' hashes come in.
+#[derive(Debug, Default, Clone)]
+pub struct Found {
     /// Our hash of each segment the receiver's copy also has; dropped once
     /// compared.
-    pub segments: Vec<SegmentHash>,
+    ours: Vec<SegmentHash>,
+    /// How many of them have been compared.
+    compared: usize,
     /// Segments of the receiver's copy that differ from ours, ascending
     /// (the ones past its end are sent literally without being listed).
-    pub differing: Vec<u32>,
+    differing: Vec<u32>,
+    /// How many of `differing` have had their signatures asked for.
+    asked: usize,
+}
+
+impl Found {
+    /// Compares the segments of ours that `theirs` (the receiver's hashes
+    /// received so far) now covers.
+    fn compare(&mut self, theirs: &[SegmentHash]) {
+        let upto = theirs.len().min(self.ours.len());
+        if upto <= self.compared {
+            return;
+        }
+        let pairs = self.ours[self.compared..upto]
+            .iter()
+            .zip(&theirs[self.compared..upto]);
+        let first = self.compared as u32;
+        self.differing.extend(
+            (first..)
+                .zip(pairs)
+                .filter(|(_, (ours, theirs))| ours != theirs)
+                .map(|(i, _)| i),
+        );
+        self.compared = upto;
+    }
 }
 
 /// Consecutive unchanged segments, sent as one `CopySegments`.
@@ -507,4 +611,118 @@ fn next_data(file: &mut File, pos: u64, size: u64) -> io::Result<(u64, u64)> {
         Err(e) => return Err(e.into()),
     };
     Ok((start, end.max(start)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::RelPath;
+    use crate::wire::message::BaseInfo;
+
+    const SEG: usize = 32 * 1024;
+    const SEGMENTS: usize = 384;
+
+    /// The data thread's output for `jobs`, run to completion.
+    fn run_jobs(shared: &Shared, jobs: Vec<Job>) -> Vec<ToReceiver> {
+        let (job_tx, job_rx) = std::sync::mpsc::channel();
+        let (out_tx, mut out_rx) = mpsc::channel(1024);
+        job_tx.send(jobs).unwrap();
+        drop(job_tx);
+        run(job_rx, out_tx, shared, Compress::Off);
+        let mut all = Vec::new();
+        while let Ok(batch) = out_rx.try_recv() {
+            all.extend(batch);
+        }
+        all
+    }
+
+    fn requests(msgs: &[ToReceiver]) -> Vec<Vec<u32>> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                ToReceiver::SignatureRequest { id: 7, segments } => Some(segments.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A scan that finds many differing segments while the receiver's
+    /// hashes are already in asks for their signatures in several requests
+    /// as it goes, together exactly the differing segments, ascending; the
+    /// file is sent only once every request is answered, as copies of the
+    /// others and the differing segments' new bytes.
+    #[test]
+    fn a_scan_asks_for_differing_segments_as_it_finds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        let mut theirs: Vec<u8> = (0..SEG * SEGMENTS).map(|i| (i * 7 % 251) as u8).collect();
+        let ours = theirs.clone();
+        // Every third segment differs in the receiver's copy: 128 of them.
+        let differing: Vec<u32> = (0..SEGMENTS as u32).filter(|i| i % 3 == 1).collect();
+        for &i in &differing {
+            theirs[i as usize * SEG + 100] ^= 0xff;
+        }
+        std::fs::write(&path, &ours).unwrap();
+        let st = std::fs::metadata(&path).unwrap();
+
+        let shared = Shared::new(Arc::new(Counters::default()));
+        shared.set_root(std::fs::File::open(dir.path()).unwrap().into(), dir.path());
+        let info = BaseInfo {
+            len: theirs.len() as u64,
+            segment_size: SEG as u32,
+        };
+        let mut base = BaseState::new(info);
+        base.hashes = Arc::new(theirs.chunks(SEG).map(delta::segment_hash).collect());
+        shared.pending().insert(
+            7,
+            Pending {
+                rel: RelPath::root().join(b"big").unwrap(),
+                identity: (st.dev(), st.ino()),
+                size: st.len(),
+                sparse: false,
+                mtime: (st.mtime(), st.mtime_nsec() as u32),
+                base: Some(base),
+                scan: None,
+                aborted: false,
+            },
+        );
+
+        let msgs = run_jobs(&shared, vec![Job::Scan(7)]);
+        let asked = requests(&msgs);
+        assert!(asked.len() >= 2, "asked in {} request(s)", asked.len());
+        assert!(asked[0].len() >= EARLY_REQUEST, "{:?}", asked[0]);
+        assert_eq!(asked.concat(), differing);
+        assert!(
+            !msgs
+                .iter()
+                .any(|m| matches!(m, ToReceiver::FileBegin { .. })),
+            "nothing is sent before the signatures are in"
+        );
+        {
+            let mut all = shared.pending();
+            let base = all.get_mut(&7).unwrap().base.as_mut().unwrap();
+            assert_eq!(base.requested as usize, asked.len());
+            assert!(base.all_asked);
+            // The receiver answers every request (with no signature: the
+            // segments then go literally).
+            base.answered = base.requested;
+        }
+
+        let msgs = run_jobs(&shared, vec![Job::Patch(7)]);
+        let mut rebuilt = Vec::new();
+        let mut ended = false;
+        for m in msgs {
+            match m {
+                ToReceiver::CopySegments { first, count } => {
+                    let (a, b) = (first as usize * SEG, (first + count) as usize * SEG);
+                    rebuilt.extend_from_slice(&theirs[a..b]);
+                }
+                ToReceiver::Literal { data } => rebuilt.extend_from_slice(&data),
+                ToReceiver::FileEnd { .. } => ended = true,
+                ToReceiver::FileBegin { id } => assert_eq!(id, 7),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(ended);
+        assert!(rebuilt == ours, "the copies and literals rebuild the file");
+    }
 }

@@ -397,7 +397,20 @@ impl Responses<'_> {
                 base.signatures.insert(segment, signature);
                 Ok(())
             })?,
-            ToSender::SignaturesEnd { id } => jobs.push(Job::Patch(id)),
+            ToSender::SignaturesEnd { id } => {
+                let mut ready = false;
+                self.with_base(id, |base| {
+                    if base.answered_all() {
+                        return Err(format!("more signature ends than requests for file {id}"));
+                    }
+                    base.answered += 1;
+                    ready = base.all_asked && base.answered_all();
+                    Ok(())
+                })?;
+                if ready {
+                    jobs.push(Job::Patch(id));
+                }
+            }
             // The data thread counted the file's bytes as it sent them.
             ToSender::FileDone { id } => {
                 self.shared.finish(id);
@@ -459,11 +472,7 @@ impl Responses<'_> {
         let p = pending
             .get_mut(&id)
             .ok_or_else(|| Failure::protocol(self.peer, format!("Need for unknown file {id}")))?;
-        p.base = Some(BaseState {
-            info,
-            hashes: Arc::new(Vec::new()),
-            signatures: Default::default(),
-        });
+        p.base = Some(BaseState::new(info));
         Ok(())
     }
 
@@ -494,18 +503,22 @@ impl Responses<'_> {
         Ok(base.complete() && scanned)
     }
 
+    /// Runs `f` on the base of `id`. A file no longer pending is skipped: the
+    /// scan asks for signatures before it is done, so when it then gives up
+    /// on a file that vanished, the receiver may report the file failed
+    /// before its hashing thread has answered.
     fn with_base(
         &self,
         id: FileId,
         f: impl FnOnce(&mut BaseState) -> Result<(), String>,
     ) -> Result<(), Failure> {
         let mut pending = self.shared.pending();
-        let base = pending
-            .get_mut(&id)
-            .and_then(|p| p.base.as_mut())
-            .ok_or_else(|| {
-                Failure::protocol(self.peer, format!("no base announced for file {id}"))
-            })?;
+        let Some(p) = pending.get_mut(&id) else {
+            return Ok(());
+        };
+        let base = p.base.as_mut().ok_or_else(|| {
+            Failure::protocol(self.peer, format!("no base announced for file {id}"))
+        })?;
         f(base).map_err(|msg| Failure::protocol(self.peer, msg))
     }
 }

@@ -45,12 +45,36 @@ pub struct BaseState {
     pub info: BaseInfo,
     pub hashes: Arc<Vec<SegmentHash>>,
     pub signatures: HashMap<u32, Vec<u8>>,
+    /// `SignatureRequest`s sent for this file: the scan asks for the
+    /// differing segments it finds as it goes, the comparison for the rest.
+    pub requested: u32,
+    /// `SignaturesEnd`s received, one per request.
+    pub answered: u32,
+    /// The comparison is done and has sent its last request: once every
+    /// request is answered the file can be sent.
+    pub all_asked: bool,
 }
 
 impl BaseState {
+    pub fn new(info: BaseInfo) -> Self {
+        BaseState {
+            info,
+            hashes: Arc::new(Vec::new()),
+            signatures: HashMap::new(),
+            requested: 0,
+            answered: 0,
+            all_asked: false,
+        }
+    }
+
     /// Whether every segment hash of the receiver's copy has arrived.
     pub fn complete(&self) -> bool {
         self.hashes.len() == self.info.segment_count() as usize
+    }
+
+    /// Whether every signature asked for has arrived (or none was asked).
+    pub fn answered_all(&self) -> bool {
+        self.answered == self.requested
     }
 }
 
