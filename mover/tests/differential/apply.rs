@@ -307,7 +307,9 @@ fn phase_nsec(nsec: u32, phase: Phase) -> u32 {
 /// Gives a file whose content changed an mtime its synced copy cannot have.
 fn new_mtime(path: &Path, phase: Phase) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
-    let nsec = phase_nsec(meta.mtime_nsec() as u32 ^ 0x5a5a, phase);
+    // Kept below a second: a current time's nanoseconds near 999,999,999
+    // would otherwise pass it, and utimensat refuses that.
+    let nsec = phase_nsec((meta.mtime_nsec() as u32 ^ 0x5a5a) % 1_000_000_000, phase);
     set_mtime(path, meta.mtime() + 7, i64::from(nsec));
     Ok(())
 }
