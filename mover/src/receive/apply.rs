@@ -12,6 +12,7 @@ use super::hasher::{Handle as HashThread, HashJob, Identity};
 use super::incoming::{Cancel, DataError, Incoming, Output, Shape, Verified};
 use super::notices::Notices;
 use super::policy::{Admission, Policy};
+use super::prefill::{Prefill, Prefills, Target, PREFILL_MIN};
 use super::tree::{Closing, Frame, Tree};
 use super::writers::{self, Writers};
 use crate::delta;
@@ -46,6 +47,8 @@ struct Need {
     /// The device and inode of the destination file this one replaces,
     /// whose hash cache entry goes with it.
     replaces: Option<(u64, u64)>,
+    /// The new copy being made from the old one while the sender compares.
+    prefill: Option<Prefill>,
 }
 
 /// Hard links waiting for their target's data, at most: each costs a path.
@@ -129,6 +132,7 @@ pub struct Applier {
     /// The directory the last file was written into: consecutive files
     /// usually share it.
     last_dir: Option<Dir>,
+    prefills: Prefills,
     cancel: Cancel,
     /// zstd context and buffer for compressed chunks, made on first use.
     unpack: Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>,
@@ -153,6 +157,7 @@ impl Applier {
         cancel: Cancel,
     ) -> Self {
         Applier {
+            prefills: Prefills::new(volume.clone(), cancel.clone()),
             volume,
             options,
             meta_opts: MetaOptions {
@@ -795,8 +800,12 @@ impl Applier {
                 replaces: existing
                     .filter(|st| st.kind == StatKind::File && st.nlink == 1)
                     .map(|st| (st.dev, st.ino)),
+                prefill: None,
             },
         );
+        if let Some(info) = base {
+            self.prefill(id, info);
+        }
         match base {
             Some(info) => self
                 .hasher
@@ -809,6 +818,29 @@ impl Applier {
                 .map_err(|_| Failure::permanent("the receiver's hashing thread stopped")),
             None => self.send(ToSender::Need { id, base: None }),
         }
+    }
+
+    /// Starts copying the old copy of a large file that will be replaced by
+    /// a new one into that new one, while the sender compares
+    /// ([`super::prefill`]).
+    fn prefill(&mut self, id: FileId, base: BaseInfo) {
+        let Some(need) = self.needs.get_mut(&id) else {
+            return;
+        };
+        if self.inplace
+            || need.sparse
+            || need.size < PREFILL_MIN
+            || base.len < PREFILL_MIN
+            || !matches!(need.base_ref, BaseRef::Dest(_))
+        {
+            return;
+        }
+        need.prefill = self.prefills.start(Target {
+            path: &need.path,
+            meta: &need.meta,
+            opts: self.meta_opts,
+            base_len: base.len,
+        });
     }
 
     /// Leaves a directory: deletes what the source lacked and applies its
@@ -882,6 +914,7 @@ impl Applier {
         if self.current.is_some() {
             return Err(self.protocol("FileBegin inside another file"));
         }
+        let prefill = self.needs.get_mut(&id).and_then(|n| n.prefill.take());
         let need = self
             .needs
             .get(&id)
@@ -930,10 +963,22 @@ impl Applier {
             && !sparse
             && size <= writers::HELD_MAX
             && matches!(base_ref, BaseRef::Dest(_));
+        // Announced to the sender, so its hash is the segment-list one.
+        let hashed = super::hasher::lock(&self.hasher.announced).remove(&id);
+        let prefilled = match (prefill, &hashed) {
+            (Some(prefill), Some(hashed)) => prefill.finish(hashed.identity),
+            _ => None,
+        };
         let out = if let Some(file) = updatable {
             Output::InPlace(file)
         } else if held {
             Output::Held(Vec::with_capacity(size as usize))
+        } else if let Some(temp) = prefilled {
+            tracing::debug!(
+                "{}/{path}: written into a copy made ahead",
+                self.volume.name()
+            );
+            Output::Prefilled(temp)
         } else {
             // Write under the partial name (unless resuming from it), so
             // even a crash of this process leaves something to resume from.
@@ -953,8 +998,6 @@ impl Applier {
         // A base that can no longer be opened only matters if the sender
         // refers to it; the hash check catches one that changed.
         let base = base_info.and_then(|info| base_ref.open(&self.volume).map(|f| (f, info)));
-        // Announced to the sender, so its hash is the segment-list one.
-        let hashed = super::hasher::lock(&self.hasher.announced).remove(&id);
         let cache_segment = self.hasher.cache.wants(size);
         self.current = Some(Incoming::new(
             id,
@@ -1113,7 +1156,7 @@ impl Applier {
             return self.send(ToSender::Need { id, base: None });
         };
         let temp = match out {
-            Output::Temp(temp) => temp,
+            Output::Temp(temp) | Output::Prefilled(temp) => temp,
             Output::InPlace(file) => return self.written_in_place(id, &path, file, hashes),
             Output::Held(data) => return self.hand_over(id, data, hashes),
         };

@@ -21,6 +21,41 @@ const SPARSE_BLOCK: usize = 4096;
 /// Read size when copying base segments.
 const COPY_CHUNK: usize = 1024 * 1024;
 
+/// Copies `from`'s bytes `start..stop` to the same offsets of `to` with
+/// `copy_file_range`: no trip through our memory, and a shared extent where
+/// the filesystem can reflink. Stops at the next check once `cancelled`
+/// says so. `Some(at)` when the kernel cannot (another filesystem, an old
+/// kernel): the bytes from `at` on are still to be copied.
+pub fn copy_range(
+    from: &File,
+    to: &File,
+    (start, stop): (u64, u64),
+    cancelled: impl Fn() -> bool,
+) -> Result<Option<u64>, DataError> {
+    use rustix::io::Errno;
+    let (mut at_from, mut at_to) = (start, start);
+    while at_from < stop {
+        if cancelled() {
+            return Err(DataError::Cancelled);
+        }
+        let n = (stop - at_from).min(CANCEL_CHECK) as usize;
+        match rustix::fs::copy_file_range(from, Some(&mut at_from), to, Some(&mut at_to), n) {
+            Ok(0) => {
+                return Err(DataError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the old copy became shorter while being copied",
+                )))
+            }
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(Errno::XDEV | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL) => {
+                return Ok(Some(at_from))
+            }
+            Err(e) => return Err(DataError::Io(e.into())),
+        }
+    }
+    Ok(None)
+}
+
 /// Why a data op could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -81,6 +116,12 @@ pub enum Output {
     /// to a writer thread ([`super::writers`]). Never sparse; segments of
     /// its base are copied by reading them.
     Held(Vec<u8>),
+    /// A new file that already holds a copy of the base, made while the
+    /// sender was still comparing ([`super::prefill`]), renamed over the
+    /// destination once verified. Written like the destination in place:
+    /// copied segments are already there, only what changed is written.
+    /// Never sparse.
+    Prefilled(TempFile),
 }
 
 /// What the file will be, as declared, and the segment size at which its
@@ -101,10 +142,17 @@ pub struct Verified {
 impl Output {
     fn file(&mut self) -> io::Result<&mut File> {
         match self {
-            Output::Temp(temp) => Ok(temp.file()),
+            Output::Temp(temp) | Output::Prefilled(temp) => Ok(temp.file()),
             Output::InPlace(file) => Ok(file),
             Output::Held(_) => Err(io::Error::other("a file held in memory has no descriptor")),
         }
+    }
+
+    /// Whether the file already holds the base's bytes where nothing has
+    /// been written yet, so that copied segments are skipped and holes must
+    /// be written as zeros.
+    fn holds_base(&self) -> bool {
+        matches!(self, Output::InPlace(_) | Output::Prefilled(_))
     }
 }
 
@@ -168,8 +216,9 @@ impl Incoming {
             self.hash(&ZEROS[..n]);
             // A new file reads zeros where nothing was written; the old
             // copy being rewritten does not.
-            if let Output::InPlace(file) = &self.out {
-                file.write_all_at(&ZEROS[..n], self.pos + len - left)?;
+            if self.out.holds_base() {
+                let at = self.pos + len - left;
+                self.out.file()?.write_all_at(&ZEROS[..n], at)?;
             }
             left -= n as u64;
         }
@@ -225,7 +274,7 @@ impl Incoming {
         self.cache_hasher = None;
         match self.out {
             // Already there, at the same offsets.
-            Output::InPlace(_) => {}
+            Output::InPlace(_) | Output::Prefilled(_) => {}
             Output::Temp(_) if !self.sparse => self.copy_in_kernel(&base, start, stop)?,
             // Zero blocks of a sparse file are skipped; a held file is
             // memory.
@@ -236,36 +285,15 @@ impl Incoming {
     }
 
     /// Copies base bytes `start..stop` to the same offsets of the temporary
-    /// file with `copy_file_range`: no trip through our memory, and a shared
-    /// extent where the filesystem can reflink. Where the kernel cannot
-    /// (another filesystem, an old kernel) the rest goes by reading.
+    /// file in the kernel ([`copy_range`]); where it cannot, the rest goes
+    /// by reading.
     fn copy_in_kernel(&mut self, base: &File, start: u64, stop: u64) -> Result<(), DataError> {
-        use rustix::io::Errno;
-        let (mut from, mut to) = (start, start);
-        while from < stop {
-            self.check_cancel()?;
-            let n = (stop - from).min(CANCEL_CHECK) as usize;
-            match rustix::fs::copy_file_range(
-                base,
-                Some(&mut from),
-                self.out.file()?,
-                Some(&mut to),
-                n,
-            ) {
-                Ok(0) => {
-                    return Err(DataError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the old copy became shorter while being copied",
-                    )))
-                }
-                Ok(_) | Err(Errno::INTR) => {}
-                Err(Errno::XDEV | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL) => {
-                    return self.copy_by_reading(base, from, stop)
-                }
-                Err(e) => return Err(DataError::Io(e.into())),
-            }
+        let cancel = &self.cancel;
+        let cancelled = || cancel.load(Ordering::Relaxed);
+        match copy_range(base, self.out.file()?, (start, stop), cancelled)? {
+            None => Ok(()),
+            Some(at) => self.copy_by_reading(base, at, stop),
         }
-        Ok(())
     }
 
     fn copy_by_reading(&mut self, base: &File, start: u64, stop: u64) -> Result<(), DataError> {
@@ -329,7 +357,7 @@ impl Incoming {
     /// already makes the next session redo it.
     pub fn keep_partial(self, name: &[u8]) {
         const MIN_PARTIAL: u64 = 1024 * 1024;
-        let Output::Temp(mut temp) = self.out else {
+        let (Output::Temp(mut temp) | Output::Prefilled(mut temp)) = self.out else {
             return;
         };
         if self.pos < MIN_PARTIAL {
@@ -364,6 +392,7 @@ impl Incoming {
             Output::Temp(temp) if self.sparse => temp.file().set_len(self.size)?,
             // The old copy may have been longer.
             Output::InPlace(file) => file.set_len(self.size)?,
+            Output::Prefilled(temp) => temp.file().set_len(self.size)?,
             // As is a trailing hole of a file held in memory.
             Output::Held(held) => held.resize(self.size as usize, 0),
             Output::Temp(_) => {}
@@ -491,6 +520,16 @@ mod tests {
     /// A file of `len` bytes arriving in `dir` against `base`, which the
     /// hashing thread has just hashed.
     fn arriving(dir: &Path, base: &[u8], len: usize) -> Incoming {
+        arriving_into(dir, base, len, Output::Temp)
+    }
+
+    /// [`arriving`] into a temporary file made by `output`.
+    fn arriving_into(
+        dir: &Path,
+        base: &[u8],
+        len: usize,
+        output: fn(TempFile) -> Output,
+    ) -> Incoming {
         std::fs::write(dir.join("f"), base).unwrap();
         let volume = Volume::open("v", dir).unwrap();
         let root = volume.open_dir(&RelPath::root()).unwrap();
@@ -505,10 +544,14 @@ mod tests {
             len: base.len() as u64,
             segment_size: delta::MIN_SEGMENT,
         };
+        let mut out = output(temp);
+        if let Output::Prefilled(_) = out {
+            out.file().unwrap().write_all_at(base, 0).unwrap();
+        }
         Incoming::new(
             1,
             RelPath::parse(b"f").unwrap(),
-            Output::Temp(temp),
+            out,
             Some((file, info)),
             Some(hashed),
             Shape {
@@ -531,6 +574,31 @@ mod tests {
         f.copy_segments(0, 1).unwrap();
         f.literal(&new[SEG..2 * SEG]).unwrap();
         f.copy_segments(2, 1).unwrap();
+    }
+
+    /// A new copy made ahead from the base gets only what changed written:
+    /// copied segments are left as they are, and a file shorter than its
+    /// base is cut at its size.
+    #[test]
+    fn a_prefilled_copy_gets_only_the_changes_and_its_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base: Vec<u8> = (0..SEG * 4).map(|i| (i % 251) as u8).collect();
+        let mut new = base[..SEG * 3 - 100].to_vec();
+        new[SEG + 5] ^= 1;
+        let mut f = arriving_into(tmp.path(), &base, new.len(), Output::Prefilled);
+        f.copy_segments(0, 1).unwrap();
+        f.literal(&new[SEG..]).unwrap();
+        let Output::Prefilled(mut temp) = f
+            .finish(list_hash(&new))
+            .unwrap()
+            .expect("check passes")
+            .out
+        else {
+            panic!("written into the copy made ahead")
+        };
+        let mut written = Vec::new();
+        std::io::Read::read_to_end(temp.file(), &mut written).unwrap();
+        assert!(written == new, "the copy holds exactly the new content");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod lanes;
 mod notices;
 mod plan;
 pub mod policy;
+mod prefill;
 mod tree;
 pub mod volumes;
 mod writers;
