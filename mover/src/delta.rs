@@ -11,19 +11,25 @@ use fast_rsync::{Signature, SignatureOptions};
 use std::io::Write;
 
 /// Smallest segment: small enough that a few scattered 4 KiB changes leave
-/// most of a file's segments identical.
-pub const MIN_SEGMENT: u32 = 32 * 1024;
+/// most of a file's segments identical. Every byte of a differing segment
+/// is diffed (and MD4-hashed by the diff wherever a block matches), so
+/// halving it from 32 KiB halved that work for scattered page writes, while
+/// blake3 hashes 16 KiB inputs (sixteen chunks, one AVX-512 pass) only
+/// about 9% slower than 32 KiB ones (0.188 against 0.172 s/GiB here).
+pub const MIN_SEGMENT: u32 = 16 * 1024;
 /// Largest segment: bounds the memory one patch needs on either side.
 pub const MAX_SEGMENT: u32 = 8 * 1024 * 1024;
-/// Segment count we aim for before segments grow past [`MIN_SEGMENT`].
-const TARGET_SEGMENTS: u64 = 32 * 1024;
+/// Segment count we aim for before segments grow past [`MIN_SEGMENT`]: a
+/// 1 GiB file is cut in 16 KiB segments, whose hashes take 1 MiB.
+const TARGET_SEGMENTS: u64 = 64 * 1024;
 /// Above this many segments (files over 8 TiB) a file is sent whole: the
 /// segment hash list alone would no longer be small.
 pub const MAX_SEGMENTS: u64 = 1 << 20;
 /// Rolling-checksum blocks per segment.
 const BLOCKS_PER_SEGMENT: u32 = 32;
-/// Smallest rolling-checksum block.
-const MIN_BLOCK: u32 = MIN_SEGMENT / BLOCKS_PER_SEGMENT;
+/// Smallest rolling-checksum block: a smaller one would cost a hash per
+/// half kilobyte in the diff for no better match of page-sized changes.
+const MIN_BLOCK: u32 = 1024;
 /// Bytes of MD4 kept per block; the blake3 file hash catches what a
 /// truncated block hash misses.
 const CRYPTO_HASH_SIZE: u32 = 8;
@@ -276,7 +282,7 @@ mod tests {
     fn segment_sizes_scale_and_cap() {
         assert_eq!(segment_size(10), Some(MIN_SEGMENT));
         assert_eq!(segment_size(1 << 30), Some(MIN_SEGMENT));
-        assert_eq!(segment_size(8 << 30), Some(256 * 1024));
+        assert_eq!(segment_size(8 << 30), Some(128 * 1024));
         assert_eq!(segment_size(1 << 40), Some(MAX_SEGMENT));
         assert_eq!(segment_size(1 << 50), None);
         assert!(is_valid_segment_size(MIN_SEGMENT));

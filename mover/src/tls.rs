@@ -31,7 +31,7 @@ use std::sync::Arc;
 /// The application protocol this build speaks, `mover/` and
 /// [`crate::wire::PROTOCOL_VERSION`]. Named so that a mover never mistakes
 /// another TLS service on the same port for a receiver.
-pub const ALPN: &[u8] = b"mover/4";
+pub const ALPN: &[u8] = b"mover/5";
 
 /// The protocol name every release offers beside its own, so that peers of
 /// different versions still agree on one, complete TLS, and refuse each

@@ -14,8 +14,10 @@ pub mod stripes;
 /// version is refused at hello ([`hello`]). 2: a changed file's end-to-end
 /// hash is over its segment hashes. 3: `Compressed` data, features and
 /// work-area names in Hello/Welcome, liveness `Probe`. 4: block copies
-/// (`block` in Hello, the `Block*` messages; [`crate::block`]).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// (`block` in Hello, the `Block*` messages; [`crate::block`]). 5: segments
+/// of 16 KiB and up (were 32), and a changed file's signatures asked for in
+/// several requests as the sender's scan finds them.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Most regular files a sender may have listed whose answer it has not yet
 /// seen through (`Have`, `FileDone`, `FileFailed`). The sender's window
