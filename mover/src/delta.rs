@@ -27,9 +27,10 @@ const TARGET_SEGMENTS: u64 = 64 * 1024;
 pub const MAX_SEGMENTS: u64 = 1 << 20;
 /// Rolling-checksum blocks per segment.
 const BLOCKS_PER_SEGMENT: u32 = 32;
-/// Smallest rolling-checksum block: a smaller one would cost a hash per
-/// half kilobyte in the diff for no better match of page-sized changes.
-const MIN_BLOCK: u32 = 1024;
+/// Smallest rolling-checksum block. A segment whose content shifted (bytes
+/// inserted or removed before it) loses up to a block at its end, which no
+/// longer matches whole: half a kilobyte per 16 KiB segment.
+const MIN_BLOCK: u32 = MIN_SEGMENT / BLOCKS_PER_SEGMENT;
 /// Bytes of MD4 kept per block; the blake3 file hash catches what a
 /// truncated block hash misses.
 const CRYPTO_HASH_SIZE: u32 = 8;

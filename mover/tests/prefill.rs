@@ -1,8 +1,10 @@
-//! Out-of-order assembly (`receive/prefill.rs`): a large file replaced by a
-//! new copy gets that copy made from the old one while the sender compares;
-//! only the changes are then written into it. Whatever the change (scattered
-//! writes, shrinking, growing, the old copy changed behind the mover's
-//! back), the result is the source, and nothing is left in the work area.
+//! Out-of-order assembly (`receive/prefill.rs`): a large changed file
+//! replaced by a new copy gets that copy made from the old one once the
+//! sender asks for signatures, while it still compares; only the changes are
+//! then written into it. Whatever the change (scattered writes, shrinking,
+//! growing, the old copy changed behind the mover's back), the result is the
+//! source, and nothing is left in the work area. A file found unchanged or
+//! only grown (no segment differs) is not copied ahead.
 
 mod common;
 
@@ -106,13 +108,20 @@ fn large_files_replaced_by_a_new_copy_come_out_as_the_source() {
     assert!(made_ahead(&out, "other"), "{}", stderr(&out));
     assert!(!made_ahead(&out, "sparse"), "{}", stderr(&out));
 
-    // Shrunk (the copy made ahead is longer than the file) and grown.
+    // Shrunk (the copy made ahead is longer than the file) and changed;
+    // only grown: no segment differs, nothing is asked for, and the old
+    // segments are copied as the data comes.
     resize(&src.join("big"), 20 * MIB + 12_345, 6, 1_700_000_100);
     scatter(&src.join("big"), 10, 7, 1_700_000_100);
     resize(&src.join("d/other"), 30 * MIB + 1, 8, 1_700_000_100);
     let out = sync_logged(&src, &dst, &[]);
     assert!(made_ahead(&out, "big"), "{}", stderr(&out));
-    assert!(made_ahead(&out, "other"), "{}", stderr(&out));
+    assert!(!made_ahead(&out, "other"), "{}", stderr(&out));
+
+    // Only touched: kept as it is, nothing copied.
+    set_mtime(&src.join("d/other"), 1_700_000_150, 0);
+    let out = sync_logged(&src, &dst, &[]);
+    assert!(!stderr(&out).contains(MADE_AHEAD), "{}", stderr(&out));
 
     // The old copy changed behind the mover's back (same size and mtime),
     // the source too: whatever was copied ahead, the result is the source.

@@ -401,7 +401,9 @@ impl Applier {
                         info,
                         segments,
                     })
-                    .map_err(|_| Failure::permanent("the receiver's hashing thread stopped"))
+                    .map_err(|_| Failure::permanent("the receiver's hashing thread stopped"))?;
+                self.prefill(id, info);
+                Ok(())
             }
             ToReceiver::FileBegin { id } => self.begin(id),
             ToReceiver::Literal { data } => self.data(|f| f.literal(&data)),
@@ -803,9 +805,6 @@ impl Applier {
                 prefill: None,
             },
         );
-        if let Some(info) = base {
-            self.prefill(id, info);
-        }
         match base {
             Some(info) => self
                 .hasher
@@ -822,12 +821,15 @@ impl Applier {
 
     /// Starts copying the old copy of a large file that will be replaced by
     /// a new one into that new one, while the sender compares
-    /// ([`super::prefill`]).
+    /// ([`super::prefill`]). Only once the sender asks for signatures, which
+    /// shows the file changed: a file whose segments all match (only its
+    /// mtime moved) is kept as it is, and a copy of it would be wasted.
     fn prefill(&mut self, id: FileId, base: BaseInfo) {
         let Some(need) = self.needs.get_mut(&id) else {
             return;
         };
-        if self.inplace
+        if need.prefill.is_some()
+            || self.inplace
             || need.sparse
             || need.size < PREFILL_MIN
             || base.len < PREFILL_MIN

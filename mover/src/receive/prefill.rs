@@ -1,10 +1,10 @@
-//! Assembling a changed file's new copy out of order: while the sender reads
-//! and compares its file and the signatures travel, a thread copies the
-//! receiver's old copy into the temporary file that will replace it. Once
-//! the data arrives, the segments the sender copies are already there and
-//! only the changed ones are written (as in place), so the receiver's copy
-//! of the unchanged bytes overlaps with the sender's work instead of
-//! following it.
+//! Assembling a changed file's new copy out of order: once the sender asks
+//! for signatures (so the file did change), while it still reads and
+//! compares and the signatures travel, a thread copies the receiver's old
+//! copy into the temporary file that will replace it. Once the data arrives,
+//! the segments the sender copies are already there and only the changed
+//! ones are written (as in place), so the receiver's copy of the unchanged
+//! bytes overlaps with the sender's work instead of following it.
 //!
 //! Only for files replaced by a new copy (`--inplace` writes the old copy
 //! itself), not sparse (the copy would fill holes), large enough to be worth
