@@ -72,12 +72,14 @@ pub fn segment_hash(data: &[u8]) -> SegmentHash {
 
 /// The end-to-end hash a `FileEnd` carries.
 ///
-/// A file sent whole is checked by the blake3 of all its bytes. A file sent
-/// against a base is checked by the blake3 of its segment hashes in order
-/// (cut at the base's segment size): the sender gets them from the scan it
-/// does anyway, and the receiver takes those of the segments it copies from
-/// its own hashing of the base, so neither side reads or hashes a byte twice.
-/// Which one applies follows from whether the receiver announced a base.
+/// A file sent against a base is checked by the blake3 of its segment
+/// hashes in order (cut at the base's segment size): the sender gets them
+/// from the scan it does anyway, and the receiver takes those of the
+/// segments it copies from its own hashing of the base, so neither side
+/// reads or hashes a byte twice. A file sent whole is checked the same way
+/// at its own segment size when it is [`LISTED_MIN`] or more, else by the
+/// blake3 of all its bytes. Which one applies follows from whether the
+/// receiver announced a base and from the file's size ([`file_hasher`]).
 pub enum FileHasher {
     Whole(blake3::Hasher),
     Segments(SegmentList),
@@ -100,9 +102,26 @@ pub struct SegmentList {
 /// Separates segment-list hashes from plain file hashes.
 const SEGMENT_LIST_CONTEXT: &str = "mover 2026 segment list hash";
 
+/// Files at least this large that are sent whole are checked by their
+/// segment-list hash (cut at [`segment_size`] of their own length), not by
+/// the plain blake3 of their bytes: the receiver's hash cache keeps the
+/// segment hashes of such files, and they then come out of the one hashing
+/// pass the check makes, where a plain hash needed a second pass over every
+/// byte. Smaller files keep the plain hash: one hash, not two, for each of
+/// many small files.
+pub const LISTED_MIN: u64 = 1 << 20;
+
+/// The end-to-end hasher both ends use for a file of `len` bytes: against
+/// the segments of a base cut at `base_segment`, else as [`LISTED_MIN`]
+/// says.
+pub fn file_hasher(base_segment: Option<u32>, len: u64) -> FileHasher {
+    let listed = || (len >= LISTED_MIN).then(|| segment_size(len)).flatten();
+    FileHasher::new(base_segment.or_else(listed))
+}
+
 impl FileHasher {
-    /// The hasher for a file sent against a base cut into `segment_size`
-    /// segments, or sent whole when there is none.
+    /// The hasher for a file checked by the hashes of its `segment_size`
+    /// segments, or by the plain hash of its bytes.
     pub fn new(segment_size: Option<u32>) -> Self {
         match segment_size {
             None => FileHasher::Whole(blake3::Hasher::new()),

@@ -521,7 +521,18 @@ fn dead_senders_volume_is_taken_over() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let second = send(&pki, "c1", &second_src, port, "vol1", &["--retries", "0"]);
+    // Data the proxy passed before it went silent may still sit in the
+    // receiver's socket; a session reading it is alive as far as anyone can
+    // tell, and the newcomer is told the volume is busy, which is worth a
+    // retry (as for any sender with `--retries`).
+    let second = send(
+        &pki,
+        "c1",
+        &second_src,
+        port,
+        "vol1",
+        &["--retries", "5", "--retry-delay", "0.5"],
+    );
     let out = finish(spawn(second), "the second mover send");
     let _ = first.kill();
     let _ = first.wait();

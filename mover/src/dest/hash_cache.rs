@@ -34,9 +34,11 @@ use std::sync::Mutex;
 
 /// Cache entries are `h.` and the hex of the file's device and inode.
 pub const PREFIX: &[u8] = b"h.";
-/// Smallest file given an entry: 32 segments of the smallest size.
-pub const MIN_FILE: u64 = 1 << 20;
-/// Default bound on the entries' total size: the hashes of about 512 GiB
+/// Smallest file given an entry: 64 segments of the smallest size, and the
+/// size from which a file sent whole is checked by its segment hashes, so
+/// that writing it yields its entry for free.
+pub const MIN_FILE: u64 = delta::LISTED_MIN;
+/// Default bound on the entries' total size: the hashes of about 256 GiB
 /// of files at the smallest segment size.
 pub const DEFAULT_LIMIT: u64 = 256 << 20;
 /// After pruning, the entries take at most this share of the bound, so a

@@ -170,7 +170,7 @@ impl Incoming {
         }: Shape,
         cancel: Cancel,
     ) -> Self {
-        let mut hasher = FileHasher::new(hashed.as_ref().map(|h| h.segment_size));
+        let mut hasher = delta::file_hasher(hashed.as_ref().map(|h| h.segment_size), size);
         let mut cache_hasher = None;
         if let Some(segment_size) = cache_segment {
             hasher = match hasher {

@@ -183,7 +183,8 @@ impl Data<'_> {
 
     fn whole(&mut self, id: FileId, pending: &Pending, file: &mut File) -> Result<(), Stop> {
         self.begin(id)?;
-        let mut hasher = delta::FileHasher::new(pending.base.as_ref().map(|b| b.info.segment_size));
+        let base_segment = pending.base.as_ref().map(|b| b.info.segment_size);
+        let mut hasher = delta::file_hasher(base_segment, pending.size);
         let mut pos = 0u64;
         while pos < pending.size {
             let (data_start, data_end) = if pending.sparse {

@@ -15,8 +15,9 @@ pub mod stripes;
 /// hash is over its segment hashes. 3: `Compressed` data, features and
 /// work-area names in Hello/Welcome, liveness `Probe`. 4: block copies
 /// (`block` in Hello, the `Block*` messages; [`crate::block`]). 5: segments
-/// of 16 KiB and up (were 32), and a changed file's signatures asked for in
-/// several requests as the sender's scan finds them.
+/// of 16 KiB and up (were 32), a changed file's signatures asked for in
+/// several requests as the sender's scan finds them, and a file of 1 MiB or
+/// more sent whole checked by its segment hashes ([`crate::delta::file_hasher`]).
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Most regular files a sender may have listed whose answer it has not yet
