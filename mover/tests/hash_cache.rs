@@ -331,12 +331,7 @@ fn random_change_and_resync_sequences() {
 
 fn random_case(seed: u64) {
     let mut rng = Rng(seed | 1);
-    let tmp = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/tmp"
-    })
-    .unwrap();
+    let tmp = memory_tempdir();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     fs::create_dir_all(&src).unwrap();
     let names = ["a", "b", "c", "d"];

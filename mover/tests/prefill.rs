@@ -67,12 +67,7 @@ fn resize(path: &Path, len: u64, seed: u64, mtime: i64) {
 
 #[test]
 fn large_files_replaced_by_a_new_copy_come_out_as_the_source() {
-    let tmp = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/tmp"
-    })
-    .unwrap();
+    let tmp = memory_tempdir();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     fs::create_dir_all(src.join("d")).unwrap();
     fs::write(src.join("big"), random_bytes(40 * MIB as usize, 1)).unwrap();

@@ -569,6 +569,21 @@ mod tests {
         h.finalize()
     }
 
+    /// Finishes `f` as `new`, which must pass its check, and returns what
+    /// its temporary file holds, after checking it was the copy made ahead
+    /// or not as `prefilled` says.
+    fn verified_contents(f: Incoming, new: &[u8], prefilled: bool) -> Vec<u8> {
+        let out = f.finish(list_hash(new)).unwrap().expect("check passes").out;
+        assert_eq!(matches!(out, Output::Prefilled(_)), prefilled);
+        let (Output::Temp(mut temp) | Output::Prefilled(mut temp)) = out else {
+            panic!("written to a temporary file")
+        };
+        let file = temp.file();
+        let mut written = vec![0; file.metadata().unwrap().len() as usize];
+        file.read_exact_at(&mut written, 0).unwrap();
+        written
+    }
+
     /// Copies segments 0 and 2 of `base` and sends segment 1 of `new`.
     fn rebuild(f: &mut Incoming, new: &[u8]) {
         f.copy_segments(0, 1).unwrap();
@@ -588,16 +603,7 @@ mod tests {
         let mut f = arriving_into(tmp.path(), &base, new.len(), Output::Prefilled);
         f.copy_segments(0, 1).unwrap();
         f.literal(&new[SEG..]).unwrap();
-        let Output::Prefilled(mut temp) = f
-            .finish(list_hash(&new))
-            .unwrap()
-            .expect("check passes")
-            .out
-        else {
-            panic!("written into the copy made ahead")
-        };
-        let mut written = Vec::new();
-        std::io::Read::read_to_end(temp.file(), &mut written).unwrap();
+        let written = verified_contents(f, &new, true);
         assert!(written == new, "the copy holds exactly the new content");
     }
 
@@ -609,16 +615,7 @@ mod tests {
         new[SEG + 5] ^= 1;
         let mut f = arriving(tmp.path(), &base, new.len());
         rebuild(&mut f, &new);
-        let Output::Temp(mut temp) = f
-            .finish(list_hash(&new))
-            .unwrap()
-            .expect("check passes")
-            .out
-        else {
-            panic!("written beside")
-        };
-        let mut written = vec![0; new.len()];
-        temp.file().read_exact_at(&mut written, 0).unwrap();
+        let written = verified_contents(f, &new, false);
         assert!(written == new, "the temporary file holds the new content");
 
         // The same ops vouching for different content fail the check.

@@ -269,6 +269,13 @@ pub fn sync_ok(src: &Path, dst: &Path, extra: &[&str]) -> serde_json::Value {
     summary(&out)
 }
 
+/// A temporary directory in memory (`/dev/shm`) where there is one, for
+/// tests that write many or large files.
+pub fn memory_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    tempfile::tempdir_in(if shm.is_dir() { shm } else { Path::new("/tmp") }).unwrap()
+}
+
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
