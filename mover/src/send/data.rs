@@ -297,9 +297,7 @@ impl Data<'_> {
         found.compare(&theirs);
         let waiting = found.differing.len() - found.asked;
         if waiting >= EARLY_REQUEST && found.differing.len() <= MAX_SIGNATURE_REQUEST {
-            let segments = found.differing[found.asked..].to_vec();
-            found.asked = found.differing.len();
-            self.ask_signatures(id, segments)?;
+            self.ask_signatures(id, found.unasked())?;
             // Out now, not when the scan's output next fills a buffer.
             self.emit.flush()?;
         }
@@ -348,9 +346,7 @@ impl Data<'_> {
         found.compare(&theirs);
         let too_many = found.differing.len() > MAX_SIGNATURE_REQUEST;
         if !too_many && found.asked < found.differing.len() {
-            let segments = found.differing[found.asked..].to_vec();
-            found.asked = found.differing.len();
-            self.ask_signatures(id, segments)?;
+            self.ask_signatures(id, found.unasked())?;
         }
         found.ours = Vec::new();
         let scan = Scan { hash, found };
@@ -521,6 +517,13 @@ impl Found {
                 .map(|(i, _)| i),
         );
         self.compared = upto;
+    }
+
+    /// The differing segments not asked for yet, counted as asked for now.
+    fn unasked(&mut self) -> Vec<u32> {
+        let segments = self.differing[self.asked..].to_vec();
+        self.asked = self.differing.len();
+        segments
     }
 }
 
